@@ -1,0 +1,111 @@
+//! Command-line definitions. Doc comments here are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "deployctl",
+    version,
+    about = "Deploy Python WSGI apps: one deploy.toml, every config rendered and validated."
+)]
+pub struct Cli {
+    /// Print only errors and data.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented deploy.toml for an existing app, detecting what it can.
+    Init(InitArgs),
+    /// Render every config file of a target, validated by the real tools before writing.
+    Render(RenderArgs),
+    /// Validate deploy.toml and run every validator that applies to the target.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SpecArgs {
+    /// The project description.
+    #[arg(long, short = 'c', value_name = "FILE", default_value = "deploy.toml")]
+    pub config: PathBuf,
+
+    /// A directory whose files replace the built-in templates of the same relative name.
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The project directory.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The WSGI callable, `module:attr` or `module:factory()`.
+    #[arg(long)]
+    pub entry: Option<String>,
+    /// The app's name (units, sockets, logs). Default: the directory's name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The virtualenv, relative to DIR.
+    #[arg(long)]
+    pub venv: Option<String>,
+    /// The requirements file, relative to DIR.
+    #[arg(long)]
+    pub requirements: Option<String>,
+    /// A static mount `URL=DIR`, e.g. `/static/=static` (repeatable).
+    #[arg(long = "static", value_name = "URL=DIR")]
+    pub statics: Vec<String>,
+    /// The backend: embedded, uwsgi or gunicorn.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// The frontend: nginx or none.
+    #[arg(long)]
+    pub frontend: Option<String>,
+    /// Overwrite an existing deploy.toml.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// The chain to render, e.g. `nginx+uwsgi`. Default: [frontend] + [backend] of deploy.toml.
+    #[arg(long, short)]
+    pub target: Option<String>,
+    /// Write here instead of `<[render].out>/<target>/`.
+    #[arg(long, value_name = "DIR", conflicts_with = "stdout")]
+    pub out: Option<PathBuf>,
+    /// Print the files instead of writing them.
+    #[arg(long)]
+    pub stdout: bool,
+    /// Write nothing; exit 1 with a unified diff when the files on disk differ.
+    #[arg(long, conflicts_with = "stdout")]
+    pub check: bool,
+    /// Do not run the validators before writing.
+    #[arg(long)]
+    pub no_validate: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// The chains to check (repeatable). Default: [frontend] + [backend] of deploy.toml.
+    #[arg(long, short)]
+    pub target: Vec<String>,
+    /// Check every implemented target.
+    #[arg(long, conflicts_with = "target")]
+    pub all_targets: bool,
+    /// Print the resolved description, every default filled in, and stop.
+    #[arg(long)]
+    pub show: bool,
+    /// A missing validator is a failure, not a warning.
+    #[arg(long, env = "DEPLOYCTL_REQUIRE_VALIDATORS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub require_validators: bool,
+}

@@ -1,0 +1,66 @@
+//! One file per subcommand; glue between the CLI and the modules that do the work.
+
+mod check;
+mod init;
+mod render;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::cli::{Cli, Command, SpecArgs};
+use crate::printer::{Hint, Printer};
+use crate::render::Templates;
+use crate::spec::{Spec, display_path};
+use crate::target::Target;
+
+/// What a command tells `main` about how it went, beyond errors.
+pub enum Status {
+    Success,
+    /// The command ran and found a problem it already reported (drift, a failed validator).
+    Failed,
+}
+
+pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Status> {
+    match cli.command {
+        Command::Init(args) => init::run(&args, printer),
+        Command::Render(args) => render::run(&args, printer),
+        Command::Check(args) => check::run(&args, printer),
+    }
+}
+
+/// The spec named by `--config`, and the templates it and `--templates` select.
+fn load(args: &SpecArgs) -> anyhow::Result<(Spec, Templates)> {
+    if !args.config.exists() {
+        return Err(anyhow::anyhow!(
+            "{} does not exist",
+            display_path(&args.config)
+        ))
+        .context(Hint(
+            "run `deployctl init` to write one, or pass `--config FILE`".into(),
+        ));
+    }
+    let spec = Spec::load(&args.config)?;
+    let dir = args
+        .templates
+        .clone()
+        .or_else(|| spec.render.templates.clone());
+    let templates = Templates::load(dir.as_deref())?;
+    Ok((spec, templates))
+}
+
+fn parse_target(spec: &Spec, name: Option<&str>) -> anyhow::Result<Target> {
+    match name {
+        Some(n) => n.parse().map_err(|e: String| anyhow::anyhow!(e)),
+        None => Ok(spec.default_target()),
+    }
+}
+
+/// Where `render` writes a target by default: `<[render].out>/<target>`.
+fn default_out(spec: &Spec, target: Target) -> std::path::PathBuf {
+    spec.render.out.join(target.to_string())
+}
+
+fn shown(p: &Path) -> String {
+    display_path(p)
+}

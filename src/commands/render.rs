@@ -1,0 +1,70 @@
+//! `deployctl render`: render a target; validate; write atomically, print, or diff.
+
+use crate::cli::RenderArgs;
+use crate::printer::Printer;
+use crate::render;
+use crate::validate::{self, Scratch};
+
+use super::{Status, check::report, default_out, load, parse_target, shown};
+
+pub fn run(args: &RenderArgs, printer: &Printer) -> anyhow::Result<Status> {
+    let (spec, templates) = load(&args.spec)?;
+    let target = parse_target(&spec, args.target.as_deref())?;
+    let out = match &args.out {
+        Some(dir) => std::path::absolute(dir)?,
+        None => default_out(&spec, target),
+    };
+    let tree = render::render(&spec, target, &out, &templates)?;
+    if args.stdout {
+        print!("{}", tree.listing());
+        return Ok(Status::Success);
+    }
+    if args.check {
+        return match tree.diff_against(&out)? {
+            None => {
+                printer.status(
+                    "Up to date",
+                    &format!("{} matches {}", shown(&out), spec.app.name),
+                );
+                Ok(Status::Success)
+            }
+            Some(diff) => {
+                print!("{diff}");
+                printer.error(&anyhow::anyhow!(
+                    "{} differs from what {} renders; run `deployctl render` to update it",
+                    shown(&out),
+                    shown(&spec.path)
+                ));
+                Ok(Status::Failed)
+            }
+        };
+    }
+    if !args.no_validate {
+        let scratch_dir = tempfile::Builder::new()
+            .prefix("deployctl-render-")
+            .tempdir()?;
+        tree.write_into(scratch_dir.path())?;
+        let verdicts = validate::run_all(&Scratch {
+            spec: &spec,
+            target,
+            tree: &tree,
+            dir: scratch_dir.path(),
+        });
+        let require =
+            std::env::var("DEPLOYCTL_REQUIRE_VALIDATORS").is_ok_and(|v| v == "1" || v == "true");
+        if report(printer, target, &verdicts, require) > 0 {
+            printer.error(&anyhow::anyhow!("nothing was written to {}", shown(&out)));
+            return Ok(Status::Failed);
+        }
+    }
+    tree.write_atomic(&out)?;
+    printer.status(
+        "Rendered",
+        &format!(
+            "{} files for {target} into {}",
+            tree.files.len(),
+            shown(&out)
+        ),
+    );
+    Ok(Status::Success)
+}

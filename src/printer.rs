@@ -1,0 +1,91 @@
+//! The one way messages reach the user: stderr, coloured only on a terminal without
+//! `NO_COLOR`, silenced by `--quiet` except for errors. Data goes to stdout elsewhere.
+
+use std::io::{IsTerminal, Write};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    pub quiet: bool,
+    pub color: bool,
+    pub terminal: bool,
+}
+
+impl Printer {
+    pub fn new(quiet: bool) -> Printer {
+        let terminal = std::io::stderr().is_terminal();
+        let color = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        Printer {
+            quiet,
+            color,
+            terminal,
+        }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    /// A status line: `   label message`.
+    pub fn status(&self, label: &str, message: &str) {
+        if !self.quiet {
+            let _ = writeln!(
+                std::io::stderr(),
+                "{} {message}",
+                self.paint("1;32", &format!("{label:>12}"))
+            );
+        }
+    }
+
+    pub fn warn(&self, message: &str) {
+        if !self.quiet {
+            let _ = writeln!(
+                std::io::stderr(),
+                "{}: {message}",
+                self.paint("1;33", "warning")
+            );
+        }
+    }
+
+    /// `error: …`, each cause as `  Caused by: …`, then any `hint:`.
+    pub fn error(&self, err: &anyhow::Error) {
+        let mut out = format!("{}: {err}", self.paint("1;31", "error"));
+        for cause in err.chain().skip(1).filter(|e| !e.is::<Hint>()) {
+            out.push_str(&format!("\n  {} {cause}", self.paint("1", "Caused by:")));
+        }
+        if let Some(h) = err.chain().find_map(|e| e.downcast_ref::<Hint>()) {
+            out.push_str(&format!("\n{}: {}", self.paint("1;36", "hint"), h.0));
+        }
+        let _ = writeln!(std::io::stderr(), "{out}");
+    }
+
+    /// A spinner on a terminal; a plain line otherwise.
+    pub fn progress(&self, message: &str) -> Option<indicatif::ProgressBar> {
+        if self.quiet {
+            return None;
+        }
+        if self.terminal {
+            let bar = indicatif::ProgressBar::new_spinner().with_message(message.to_string());
+            bar.enable_steady_tick(std::time::Duration::from_millis(100));
+            Some(bar)
+        } else {
+            let _ = writeln!(std::io::stderr(), "{message}");
+            None
+        }
+    }
+}
+
+/// A fix the user can apply, attached to an error as its last cause.
+#[derive(Debug)]
+pub struct Hint(pub String);
+
+impl std::fmt::Display for Hint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Hint {}

@@ -1,0 +1,90 @@
+//! Spec + target → an in-memory tree of config files.
+//!
+//! Owns: which files a target produces, the view models fed to the templates, and the
+//! template set (built-in, or replaced file by file from a user directory).
+//! Does not own: checking the output with real tools (`validate`) or writing it to disk
+//! (`tree::FileTree::write_atomic`). Deterministic: the same spec, target, output directory
+//! and templates give byte-identical files (design.md invariant 2).
+
+mod quote;
+mod templates;
+mod tree;
+mod view;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+pub use templates::Templates;
+pub use tree::{FileTree, RenderedFile};
+pub use view::View;
+
+use crate::spec::Spec;
+use crate::target::{Backend, Frontend, Target};
+
+/// One file of a target: the template it comes from and where it goes.
+struct Output {
+    template: &'static str,
+    path: String,
+    mode: u32,
+}
+
+fn outputs(spec: &Spec, target: Target) -> Vec<Output> {
+    let name = &spec.app.name;
+    let file = |template, path: String| Output {
+        template,
+        path,
+        mode: 0o644,
+    };
+    let mut files = Vec::new();
+    match target.backend {
+        Backend::Uwsgi => files.push(file("uwsgi/app.ini.tera", format!("uwsgi/{name}.ini"))),
+        Backend::Gunicorn => files.push(file(
+            "gunicorn/gunicorn.conf.py.tera",
+            "gunicorn/gunicorn.conf.py".into(),
+        )),
+        Backend::Embedded | Backend::ModWsgi => {}
+    }
+    if target.frontend == Frontend::Nginx {
+        files.push(file("nginx/site.conf.tera", format!("nginx/{name}.conf")));
+    }
+    files.push(file(
+        "systemd/app.service.tera",
+        format!("systemd/{name}.service"),
+    ));
+    files.push(file(
+        "systemd/app.socket.tera",
+        format!("systemd/{name}.socket"),
+    ));
+    files
+}
+
+/// Renders every file of `target`, as it will be installed in `out_dir`.
+///
+/// `out_dir` is where the files will live: units refer to configs by absolute path.
+pub fn render(
+    spec: &Spec,
+    target: Target,
+    out_dir: &Path,
+    templates: &Templates,
+) -> anyhow::Result<FileTree> {
+    anyhow::ensure!(
+        target.is_implemented(),
+        "target `{target}` is not implemented yet; valid targets: {}",
+        Target::implemented_list()
+    );
+    let view = View::new(spec, target, out_dir);
+    let context =
+        tera::Context::from_serialize(&view).context("cannot build the template context")?;
+    let mut tree = FileTree::default();
+    for out in outputs(spec, target) {
+        let text = templates.render(out.template, &context).with_context(|| {
+            format!(
+                "cannot render {} from template `{}`",
+                out.path, out.template
+            )
+        })?;
+        tree.insert(out.path, text, out.mode);
+    }
+    Ok(tree)
+}

@@ -1,0 +1,237 @@
+//! `deploy.toml`: the one description of a project.
+//!
+//! Owns: reading the file and turning it into a validated [`Spec`] with every default filled
+//! in and every path absolute — or a [`SpecError`] listing every problem found.
+//! Pure: reads one file and looks at the directories it names; writes nothing, runs nothing.
+//! Everything downstream takes a `Spec`, never raw TOML (design.md invariant 1).
+
+mod diag;
+mod raw;
+mod resolve;
+pub mod units;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use diag::{Diagnostic, Position, SpecError, display_path};
+pub use units::{Seconds, Size};
+
+use crate::target::{Backend, Frontend, Target};
+
+/// The file name `deployctl` looks for.
+pub const FILE_NAME: &str = "deploy.toml";
+
+/// A validated project description. Paths are absolute.
+#[derive(Debug, Clone, Serialize)]
+pub struct Spec {
+    /// The `deploy.toml` this came from.
+    #[serde(skip)]
+    pub path: PathBuf,
+    pub app: App,
+    pub server: Server,
+    #[serde(rename = "static")]
+    pub statics: Vec<Static>,
+    pub backend: BackendSettings,
+    pub frontend: FrontendSettings,
+    pub health: Health,
+    pub systemd: Systemd,
+    pub render: RenderSettings,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct App {
+    /// Unit, socket and log names. Default: the project directory's name.
+    pub name: String,
+    /// The WSGI callable.
+    pub entry: Entry,
+    /// Import directory. Default: the directory of `deploy.toml`.
+    pub root: PathBuf,
+    /// Virtualenv used by every backend. Default: `.venv`.
+    pub venv: PathBuf,
+    /// Requirements file, when there is one.
+    pub requirements: Option<PathBuf>,
+    /// Environment of the app process.
+    pub env: BTreeMap<String, String>,
+}
+
+/// `module:attr` or `module:factory()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub module: String,
+    pub attr: String,
+    /// `module:factory()`: the attribute is called with no arguments to get the app.
+    pub factory: bool,
+}
+
+impl std::fmt::Display for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}{}",
+            self.module,
+            self.attr,
+            if self.factory { "()" } else { "" }
+        )
+    }
+}
+
+impl Serialize for Entry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Server {
+    /// Host names served (`server_name`). Default: `["localhost"]`.
+    pub names: Vec<String>,
+    /// Public address. Default: `0.0.0.0:80`.
+    pub listen: Listen,
+    /// Largest request body, enforced by every layer. Default: `10M`.
+    pub max_body: Size,
+    /// Request timeout of the backend; the front waits a little longer. Default: `30s`.
+    pub timeout: Seconds,
+    /// Peers whose `X-Forwarded-*` headers the public-facing server trusts.
+    /// Default: loopback.
+    pub forwarded_allow_ips: Vec<String>,
+}
+
+/// A TCP address `host:port`; IPv6 hosts in brackets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl Serialize for Listen {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Static {
+    /// URL prefix, starting and ending with `/`.
+    pub url: String,
+    /// Directory served under it, absolute.
+    pub dir: PathBuf,
+    /// Cache lifetime sent with the files. Default: `7d`.
+    pub expires: Seconds,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendSettings {
+    /// Default: `embedded`.
+    pub kind: Backend,
+    /// `None` means "auto": one per CPU available, decided on the server at start.
+    #[serde(serialize_with = "ser_workers")]
+    pub workers: Option<u32>,
+    /// Python threads per worker. Default: 1.
+    pub threads: u32,
+    /// Time in-flight requests get to finish on stop or reload. Default: `30s`.
+    pub graceful_timeout: Seconds,
+    /// Which uWSGI is installed: `debian` (plugin build, needs `plugins = python3`)
+    /// or `pip` (Python built in, installed in the virtualenv). Default: `debian`.
+    pub uwsgi_build: UwsgiBuild,
+}
+
+fn ser_workers<S: serde::Serializer>(w: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+    match w {
+        Some(n) => s.serialize_u32(*n),
+        None => s.serialize_str("auto"),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UwsgiBuild {
+    Debian,
+    Pip,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FrontendSettings {
+    /// Default: `nginx`.
+    pub kind: Frontend,
+    /// Group the web server's workers run as; owns the backend socket. Default: `www-data`.
+    pub group: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// Path requested to decide the app is healthy. Default: `/`.
+    pub path: String,
+    /// Expected status. Default: 200.
+    pub expect: u16,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Systemd {
+    /// User the backend runs as. Default: `www-data`.
+    pub user: String,
+    /// Group the backend runs as. Default: `www-data`.
+    pub group: String,
+    /// The `deployctl` binary `*+embedded` units run. Default: this executable.
+    pub deployctl: PathBuf,
+    /// `MemoryDenyWriteExecute=yes`. Turn off for cffi/ctypes callbacks or JITs. Default: on.
+    pub memory_deny_write_execute: bool,
+    /// `PrivateUsers=yes`. Default: on.
+    pub private_users: bool,
+    /// `SystemCallFilter=~@resources`. Turn off if the server calls `setrlimit`. Default: on.
+    pub deny_resource_syscalls: bool,
+    /// `IPAddressDeny=any` + `IPAddressAllow=localhost`: breaks apps calling external
+    /// services or a remote database. Default: off.
+    pub localhost_only: bool,
+    /// Extra writable paths (`ReadWritePaths=`), absolute.
+    pub read_write_paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RenderSettings {
+    /// Directory whose files replace the built-in templates by relative name.
+    pub templates: Option<PathBuf>,
+    /// Where `render` writes: `<out>/<target>/`. Default: `deploy`.
+    pub out: PathBuf,
+}
+
+impl Spec {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Spec, anyhow::Error> {
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", display_path(path)))?;
+        let abs = std::path::absolute(path)?;
+        Ok(resolve::resolve(&abs, &source)?)
+    }
+
+    /// Parses `source` as if read from `path` (absolute).
+    pub fn from_source(path: &Path, source: &str) -> Result<Spec, SpecError> {
+        resolve::resolve(path, source)
+    }
+
+    /// The directory holding `deploy.toml`; relative paths resolve against it.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("/"))
+    }
+
+    /// The chain named by `[frontend].kind` and `[backend].kind`.
+    pub fn default_target(&self) -> Target {
+        Target::new(self.frontend.kind, self.backend.kind)
+    }
+
+    /// The resolved description as TOML, every default filled in.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot show the spec: {e}\n"))
+    }
+}

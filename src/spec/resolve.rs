@@ -1,0 +1,750 @@
+//! Raw model → [`Spec`]: defaults, paths, and every rule spanning keys.
+//!
+//! Problems are collected, not returned at the first one, so a user fixes a file in one pass.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::diag::{Diagnostic, SpecError};
+use super::raw::{self, DurationOrInt, RawSpec, SizeOrInt, Workers};
+use super::units::{Seconds, Size, parse_duration, parse_size};
+use super::*;
+use crate::target::{Backend, Frontend, Target};
+
+pub fn resolve(path: &Path, source: &str) -> Result<Spec, SpecError> {
+    let fail = |diagnostics| SpecError {
+        path: path.to_path_buf(),
+        source: source.to_string(),
+        diagnostics,
+    };
+    let raw: RawSpec = match toml::from_str(source) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            let message = e.message().trim().to_string();
+            let mut d = Diagnostic {
+                span,
+                key: None,
+                message,
+                hint: None,
+            };
+            if d.message.starts_with("unknown field") {
+                d.hint = Some(
+                    "see the `deploy.toml` reference in README.md for the keys each table takes"
+                        .into(),
+                );
+            }
+            return Err(fail(vec![d]));
+        }
+    };
+    let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let mut r = Resolver {
+        dir,
+        problems: Vec::new(),
+    };
+    let spec = r.spec(path, raw);
+    if r.problems.is_empty() {
+        Ok(spec)
+    } else {
+        Err(fail(r.problems))
+    }
+}
+
+struct Resolver {
+    dir: PathBuf,
+    problems: Vec<Diagnostic>,
+}
+
+impl Resolver {
+    fn problem(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
+        self.problems.push(Diagnostic::new(span, key, message));
+    }
+
+    fn problem_hint(
+        &mut self,
+        span: Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        self.problems
+            .push(Diagnostic::new(span, key, message).hint(hint));
+    }
+
+    fn abs(&self, p: &str) -> PathBuf {
+        let joined = self.dir.join(p);
+        // Lexical normalisation: `./static` and `static/` name the same directory in output.
+        let mut out = PathBuf::new();
+        for c in joined.components() {
+            match c {
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    fn existing_dir(&mut self, v: &Spanned<String>, key: &str) -> PathBuf {
+        let p = self.abs(v.get_ref());
+        if !p.is_dir() {
+            let what = if p.exists() {
+                "is not a directory"
+            } else {
+                "does not exist"
+            };
+            self.problem(v.span(), key, format!("{} {what}", p.display()));
+        }
+        p
+    }
+
+    fn spec(&mut self, path: &Path, raw: RawSpec) -> Spec {
+        let app = self.app(raw.app);
+        let server = self.server(raw.server);
+        let statics = self.statics(raw.statics);
+        let backend = self.backend(raw.backend.as_ref());
+        let frontend = self.frontend(raw.frontend.as_ref());
+        self.pair(&raw.frontend, &raw.backend, frontend.kind, backend.kind);
+        let health = self.health(raw.health);
+        let systemd = self.systemd(raw.systemd);
+        let render = self.render(raw.render);
+        Spec {
+            path: path.to_path_buf(),
+            app,
+            server,
+            statics,
+            backend,
+            frontend,
+            health,
+            systemd,
+            render,
+        }
+    }
+
+    fn app(&mut self, a: raw::RawApp) -> App {
+        let name = match &a.name {
+            Some(n) => {
+                if !is_unit_name(n.get_ref()) {
+                    self.problem(n.span(), "app.name", format!("{:?} is not a valid name: use letters, digits, `-`, `_` and `.`, starting with a letter or digit", n.get_ref()));
+                }
+                n.get_ref().clone()
+            }
+            None => {
+                let dir_name = self
+                    .dir
+                    .file_name()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("app");
+                let name = sanitize_name(dir_name);
+                if !is_unit_name(&name) {
+                    self.problem_hint(
+                        0..0,
+                        "app.name",
+                        format!("cannot derive a name from directory {dir_name:?}"),
+                        "set `name` in [app]",
+                    );
+                }
+                name
+            }
+        };
+        let entry = match parse_entry(a.entry.get_ref()) {
+            Ok(e) => e,
+            Err(msg) => {
+                self.problem_hint(a.entry.span(), "app.entry", msg, "write `module:attr` (e.g. \"app:app\") or `module:factory()` (e.g. \"app:create_app()\")");
+                Entry {
+                    module: String::new(),
+                    attr: String::new(),
+                    factory: false,
+                }
+            }
+        };
+        let root = match &a.root {
+            Some(r) => self.existing_dir(r, "app.root"),
+            None => self.dir.clone(),
+        };
+        let venv = a
+            .venv
+            .as_ref()
+            .map_or_else(|| self.abs(".venv"), |v| self.abs(v.get_ref()));
+        let requirements = match &a.requirements {
+            Some(r) => {
+                let p = self.abs(r.get_ref());
+                if !p.is_file() {
+                    self.problem(
+                        r.span(),
+                        "app.requirements",
+                        format!("{} does not exist", p.display()),
+                    );
+                }
+                Some(p)
+            }
+            None => Some(self.abs("requirements.txt")).filter(|p| p.is_file()),
+        };
+        let mut env = BTreeMap::new();
+        if let Some(e) = a.env {
+            let span = e.span();
+            for (k, v) in e.into_inner() {
+                if !is_env_name(&k) {
+                    self.problem(
+                        span.clone(),
+                        "app.env",
+                        format!("{k:?} is not a valid environment variable name"),
+                    );
+                } else if v.contains(['\n', '\r', '\0']) {
+                    self.problem(
+                        span.clone(),
+                        "app.env",
+                        format!("the value of {k} contains a line break or NUL"),
+                    );
+                }
+                env.insert(k, v);
+            }
+        }
+        App {
+            name,
+            entry,
+            root,
+            venv,
+            requirements,
+            env,
+        }
+    }
+
+    fn server(&mut self, s: Option<raw::RawServer>) -> Server {
+        let s = s.unwrap_or(raw::RawServer {
+            names: None,
+            listen: None,
+            max_body: None,
+            timeout: None,
+            forwarded_allow_ips: None,
+        });
+        let names = match s.names {
+            Some(n) => {
+                if n.get_ref().is_empty() {
+                    self.problem(n.span(), "server.names", "must name at least one host");
+                }
+                for h in n.get_ref() {
+                    if h.is_empty()
+                        || h.contains(|c: char| {
+                            c.is_whitespace() || matches!(c, ';' | '{' | '}' | '"' | '\'' | '/')
+                        })
+                    {
+                        self.problem(
+                            n.span(),
+                            "server.names",
+                            format!("{h:?} is not a host name"),
+                        );
+                    }
+                }
+                n.into_inner()
+            }
+            None => vec!["localhost".to_string()],
+        };
+        let listen = match &s.listen {
+            Some(l) => match parse_listen(l.get_ref()) {
+                Ok(l) => l,
+                Err(msg) => {
+                    self.problem_hint(
+                        l.span(),
+                        "server.listen",
+                        msg,
+                        "write `host:port`, e.g. \"0.0.0.0:80\" or \"[::]:8080\"",
+                    );
+                    Listen {
+                        host: "0.0.0.0".into(),
+                        port: 80,
+                    }
+                }
+            },
+            None => Listen {
+                host: "0.0.0.0".into(),
+                port: 80,
+            },
+        };
+        let max_body = self.size(s.max_body.as_ref(), "server.max_body", Size(10 << 20));
+        let timeout = self.duration(s.timeout.as_ref(), "server.timeout", Seconds(30));
+        let forwarded_allow_ips = match s.forwarded_allow_ips {
+            Some(ips) => {
+                for ip in ips.get_ref() {
+                    if ip != "*" && ip.parse::<IpAddr>().is_err() {
+                        self.problem(
+                            ips.span(),
+                            "server.forwarded_allow_ips",
+                            format!("{ip:?} is not an IP address or \"*\""),
+                        );
+                    }
+                }
+                ips.into_inner()
+            }
+            None => vec!["127.0.0.1".into(), "::1".into()],
+        };
+        Server {
+            names,
+            listen,
+            max_body,
+            timeout,
+            forwarded_allow_ips,
+        }
+    }
+
+    fn size(&mut self, v: Option<&Spanned<SizeOrInt>>, key: &str, default: Size) -> Size {
+        let Some(v) = v else { return default };
+        let parsed = match v.get_ref() {
+            SizeOrInt::Text(t) => parse_size(t),
+            SizeOrInt::Int(n) => u64::try_from(*n)
+                .map(Size)
+                .map_err(|_| format!("{n} is negative")),
+        };
+        match parsed {
+            Ok(Size(0)) => {
+                self.problem(v.span(), key, "must be greater than zero");
+                default
+            }
+            Ok(s) => s,
+            Err(msg) => {
+                self.problem(v.span(), key, msg);
+                default
+            }
+        }
+    }
+
+    fn duration(
+        &mut self,
+        v: Option<&Spanned<DurationOrInt>>,
+        key: &str,
+        default: Seconds,
+    ) -> Seconds {
+        let Some(v) = v else { return default };
+        let parsed = match v.get_ref() {
+            DurationOrInt::Text(t) => parse_duration(t),
+            DurationOrInt::Int(n) => u64::try_from(*n)
+                .map(Seconds)
+                .map_err(|_| format!("{n} is negative")),
+        };
+        match parsed {
+            Ok(Seconds(0)) => {
+                self.problem(v.span(), key, "must be greater than zero");
+                default
+            }
+            Ok(s) => s,
+            Err(msg) => {
+                self.problem(v.span(), key, msg);
+                default
+            }
+        }
+    }
+
+    fn statics(&mut self, raw: Vec<Spanned<raw::RawStatic>>) -> Vec<Static> {
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut out = Vec::new();
+        for (i, s) in raw.into_iter().enumerate() {
+            let s = s.into_inner();
+            let key = |k: &str| format!("static[{i}].{k}");
+            let url = s.url.get_ref().clone();
+            if !url.starts_with('/') || !url.ends_with('/') || url == "/" {
+                self.problem_hint(
+                    s.url.span(),
+                    &key("url"),
+                    format!("{url:?} must start and end with `/` and not be `/` itself"),
+                    "e.g. url = \"/static/\"",
+                );
+            } else if url.contains(|c: char| {
+                c.is_whitespace() || matches!(c, ';' | '{' | '}' | '"' | '\'' | '\\' | '$')
+            }) {
+                self.problem(
+                    s.url.span(),
+                    &key("url"),
+                    format!("{url:?} contains a character not allowed in a URL prefix"),
+                );
+            } else if let Some(first) = seen.insert(url.clone(), i) {
+                self.problem(
+                    s.url.span(),
+                    &key("url"),
+                    format!("{url:?} is already mounted by static[{first}]"),
+                );
+            }
+            let dir = self.existing_dir(&s.dir, &key("dir"));
+            let expires = self.duration(s.expires.as_ref(), &key("expires"), Seconds(7 * 86_400));
+            out.push(Static { url, dir, expires });
+        }
+        out
+    }
+
+    fn backend(&mut self, b: Option<&raw::RawBackend>) -> BackendSettings {
+        let kind = match b.and_then(|b| b.kind.as_ref()) {
+            Some(k) => k.get_ref().parse().unwrap_or_else(|msg: String| {
+                self.problem(k.span(), "backend.kind", msg);
+                Backend::Embedded
+            }),
+            None => Backend::Embedded,
+        };
+        let workers = match b.and_then(|b| b.workers.as_ref()) {
+            Some(w) => match *w.get_ref() {
+                Workers::Auto => None,
+                Workers::Count(n) if (1..=1024).contains(&n) => Some(n as u32),
+                Workers::Count(n) => {
+                    self.problem(
+                        w.span(),
+                        "backend.workers",
+                        format!("{n} is out of range (1 to 1024, or \"auto\")"),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let threads = match b.and_then(|b| b.threads.as_ref()) {
+            Some(t) if (1..=256).contains(t.get_ref()) => *t.get_ref() as u32,
+            Some(t) => {
+                self.problem(
+                    t.span(),
+                    "backend.threads",
+                    format!("{} is out of range (1 to 256)", t.get_ref()),
+                );
+                1
+            }
+            None => 1,
+        };
+        let graceful_timeout = self.duration(
+            b.and_then(|b| b.graceful_timeout.as_ref()),
+            "backend.graceful_timeout",
+            Seconds(30),
+        );
+        let uwsgi_build = match b.and_then(|b| b.uwsgi_build.as_ref()) {
+            Some(u) => match u.get_ref().as_str() {
+                "debian" => UwsgiBuild::Debian,
+                "pip" => UwsgiBuild::Pip,
+                other => {
+                    self.problem(
+                        u.span(),
+                        "backend.uwsgi_build",
+                        format!("unknown uWSGI build {other:?}; expected \"debian\" or \"pip\""),
+                    );
+                    UwsgiBuild::Debian
+                }
+            },
+            None => UwsgiBuild::Debian,
+        };
+        BackendSettings {
+            kind,
+            workers,
+            threads,
+            graceful_timeout,
+            uwsgi_build,
+        }
+    }
+
+    fn frontend(&mut self, f: Option<&raw::RawFrontend>) -> FrontendSettings {
+        let kind = match f.and_then(|f| f.kind.as_ref()) {
+            Some(k) => k.get_ref().parse().unwrap_or_else(|msg: String| {
+                self.problem(k.span(), "frontend.kind", msg);
+                Frontend::Nginx
+            }),
+            None => Frontend::Nginx,
+        };
+        let group = match f.and_then(|f| f.group.as_ref()) {
+            Some(g) => {
+                if !is_user_name(g.get_ref()) {
+                    self.problem(
+                        g.span(),
+                        "frontend.group",
+                        format!("{:?} is not a valid group name", g.get_ref()),
+                    );
+                }
+                g.get_ref().clone()
+            }
+            None => "www-data".into(),
+        };
+        FrontendSettings { kind, group }
+    }
+
+    /// The frontend/backend pair must be a chain design.md lists, and one this build renders.
+    fn pair(
+        &mut self,
+        f: &Option<raw::RawFrontend>,
+        b: &Option<raw::RawBackend>,
+        fe: Frontend,
+        be: Backend,
+    ) {
+        let target = Target::new(fe, be);
+        if target.is_implemented() {
+            return;
+        }
+        let span = b
+            .as_ref()
+            .and_then(|b| b.kind.as_ref().map(|k| k.span()))
+            .or_else(|| f.as_ref().and_then(|f| f.kind.as_ref().map(|k| k.span())))
+            .unwrap_or(0..0);
+        let key = if b.as_ref().is_some_and(|b| b.kind.is_some()) {
+            "backend.kind"
+        } else {
+            "frontend.kind"
+        };
+        let what = if target.is_designed() {
+            "is planned but not implemented yet"
+        } else {
+            "is not a possible chain"
+        };
+        self.problem_hint(
+            span,
+            key,
+            format!(
+                "frontend {:?} with backend {:?} {what}",
+                fe.name(),
+                be.name()
+            ),
+            format!("valid targets: {}", Target::implemented_list()),
+        );
+    }
+
+    fn health(&mut self, h: Option<raw::RawHealth>) -> Health {
+        let path = match h.as_ref().and_then(|h| h.path.as_ref()) {
+            Some(p) => {
+                if !p.get_ref().starts_with('/') || p.get_ref().contains(char::is_whitespace) {
+                    self.problem(
+                        p.span(),
+                        "health.path",
+                        format!("{:?} must be a path starting with `/`", p.get_ref()),
+                    );
+                }
+                p.get_ref().clone()
+            }
+            None => "/".into(),
+        };
+        let expect = match h.as_ref().and_then(|h| h.expect.as_ref()) {
+            Some(e) if (100..=599).contains(e.get_ref()) => *e.get_ref() as u16,
+            Some(e) => {
+                self.problem(
+                    e.span(),
+                    "health.expect",
+                    format!("{} is not an HTTP status (100 to 599)", e.get_ref()),
+                );
+                200
+            }
+            None => 200,
+        };
+        Health { path, expect }
+    }
+
+    fn systemd(&mut self, s: Option<raw::RawSystemd>) -> Systemd {
+        let s = s.unwrap_or(raw::RawSystemd {
+            user: None,
+            group: None,
+            deployctl: None,
+            memory_deny_write_execute: None,
+            private_users: None,
+            deny_resource_syscalls: None,
+            localhost_only: None,
+            read_write_paths: None,
+        });
+        let mut account = |v: &Option<Spanned<String>>, key: &str| match v {
+            Some(u) => {
+                if !is_user_name(u.get_ref()) {
+                    self.problem(
+                        u.span(),
+                        key,
+                        format!("{:?} is not a valid user or group name", u.get_ref()),
+                    );
+                }
+                u.get_ref().clone()
+            }
+            None => "www-data".to_string(),
+        };
+        let user = account(&s.user, "systemd.user");
+        let group = account(&s.group, "systemd.group");
+        let deployctl = match &s.deployctl {
+            Some(p) if Path::new(p.get_ref()).is_absolute() => PathBuf::from(p.get_ref()),
+            Some(p) => {
+                self.problem(
+                    p.span(),
+                    "systemd.deployctl",
+                    format!("{:?} must be an absolute path", p.get_ref()),
+                );
+                PathBuf::new()
+            }
+            None => std::env::current_exe()
+                .unwrap_or_else(|_| PathBuf::from("/usr/local/bin/deployctl")),
+        };
+        let read_write_paths = match &s.read_write_paths {
+            Some(ps) => ps
+                .get_ref()
+                .iter()
+                .map(|p| {
+                    if !Path::new(p).is_absolute() || p.contains(char::is_whitespace) {
+                        self.problem(
+                            ps.span(),
+                            "systemd.read_write_paths",
+                            format!("{p:?} must be an absolute path without spaces"),
+                        );
+                    }
+                    PathBuf::from(p)
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        Systemd {
+            user,
+            group,
+            deployctl,
+            memory_deny_write_execute: s.memory_deny_write_execute.unwrap_or(true),
+            private_users: s.private_users.unwrap_or(true),
+            deny_resource_syscalls: s.deny_resource_syscalls.unwrap_or(true),
+            localhost_only: s.localhost_only.unwrap_or(false),
+            read_write_paths,
+        }
+    }
+
+    fn render(&mut self, r: Option<raw::RawRender>) -> RenderSettings {
+        let templates = r
+            .as_ref()
+            .and_then(|r| r.templates.as_ref())
+            .map(|t| self.existing_dir(t, "render.templates"));
+        let out = r
+            .as_ref()
+            .and_then(|r| r.out.as_ref())
+            .map_or_else(|| self.abs("deploy"), |o| self.abs(o.get_ref()));
+        RenderSettings { templates, out }
+    }
+}
+
+pub fn parse_entry(s: &str) -> Result<Entry, String> {
+    let Some((module, attr)) = s.split_once(':') else {
+        return Err(format!(
+            "{s:?} is not `module:attr` or `module:factory()`: there is no `:`"
+        ));
+    };
+    let (attr, factory) = match attr.strip_suffix("()") {
+        Some(a) => (a, true),
+        None => (attr, false),
+    };
+    if module.is_empty() || !module.split('.').all(is_identifier) {
+        return Err(format!("{module:?} in {s:?} is not a Python module path"));
+    }
+    if !is_identifier(attr) {
+        return Err(format!(
+            "{attr:?} in {s:?} is not a Python name (factories take no arguments: `module:factory()`)"
+        ));
+    }
+    Ok(Entry {
+        module: module.into(),
+        attr: attr.into(),
+        factory,
+    })
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_alphabetic() || c == '_')
+        && chars.all(|c| c.is_alphanumeric() || c == '_')
+}
+
+pub fn parse_listen(s: &str) -> Result<Listen, String> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, p) = rest
+            .split_once("]:")
+            .ok_or_else(|| format!("{s:?} is not `[ipv6]:port`"))?;
+        h.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("{h:?} in {s:?} is not an IPv6 address"))?;
+        (h, p)
+    } else {
+        let (h, p) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} has no port"))?;
+        if h.is_empty()
+            || h.contains(':')
+            || !h
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            return Err(format!("{h:?} in {s:?} is not a host"));
+        }
+        (h, p)
+    };
+    let port: u64 = port
+        .parse()
+        .map_err(|_| format!("{port:?} in {s:?} is not a port number"))?;
+    if !(1..=65535).contains(&port) {
+        return Err(format!("port {port} is out of range (1 to 65535)"));
+    }
+    Ok(Listen {
+        host: host.to_string(),
+        port: port as u16,
+    })
+}
+
+fn is_unit_name(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn sanitize_name(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    cleaned
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+fn is_env_name(s: &str) -> bool {
+    is_identifier(s) && s.is_ascii()
+}
+
+fn is_user_name(s: &str) -> bool {
+    s.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.len() <= 32
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries() {
+        assert_eq!(parse_entry("app:app").unwrap().to_string(), "app:app");
+        let f = parse_entry("pkg.mod:create_app()").unwrap();
+        assert!(f.factory);
+        assert_eq!(f.module, "pkg.mod");
+        assert!(parse_entry("app").is_err());
+        assert!(parse_entry("app:create_app(1)").is_err());
+        assert!(parse_entry("my-app:app").is_err());
+    }
+
+    #[test]
+    fn listens() {
+        assert_eq!(
+            parse_listen("0.0.0.0:80").unwrap().to_string(),
+            "0.0.0.0:80"
+        );
+        assert_eq!(
+            parse_listen("[::1]:8080").unwrap().to_string(),
+            "[::1]:8080"
+        );
+        assert!(
+            parse_listen("0.0.0.0:70000")
+                .unwrap_err()
+                .contains("out of range")
+        );
+        assert!(parse_listen("0.0.0.0").is_err());
+        assert!(parse_listen("::1:80").is_err());
+    }
+}

@@ -1,0 +1,71 @@
+//! gixy (PyPI `gixy-ng`): nginx security analysis; zero findings pass.
+//!
+//! `nginx_cves` is skipped: it matches the version string and ignores Debian's backports.
+
+use serde::Deserialize;
+
+use super::{Outcome, Scratch, Verdict, find_tool, run, verdict};
+
+pub const HINT: &str = "install gixy-ng: `pip install gixy-ng` (into a virtualenv on PATH)";
+
+#[derive(Debug, Deserialize)]
+struct Finding {
+    #[serde(default)]
+    plugin: String,
+    #[serde(default)]
+    summary: String,
+    #[serde(default)]
+    severity: String,
+    #[serde(default)]
+    config: String,
+}
+
+pub fn check(s: &Scratch) -> Vec<Verdict> {
+    s.files_ending(".conf")
+        .into_iter()
+        .filter(|(rel, _)| rel.starts_with("nginx/"))
+        .map(|(rel, path)| {
+            let outcome = match find_tool("gixy", HINT) {
+                Ok(gixy) => (|| {
+                    // gixy reads a whole configuration: give it the same wrapper `nginx -t` gets.
+                    let nginx = which::which("nginx").unwrap_or_else(|_| "nginx".into());
+                    let (_prefix, conf) = super::nginx::wrapper(&nginx, &path)?;
+                    let args = [
+                        "-f".as_ref(),
+                        "json".as_ref(),
+                        "--skips".as_ref(),
+                        "nginx_cves".as_ref(),
+                        conf.as_os_str(),
+                    ];
+                    let (_, out) = run(&gixy, &args, &[])?;
+                    Ok(findings(&out))
+                })(),
+                Err(missing) => Ok(missing),
+            };
+            verdict("gixy", &rel, outcome)
+        })
+        .collect()
+}
+
+/// Parses gixy's JSON report (a list of findings, possibly after log lines).
+fn findings(out: &str) -> Outcome {
+    let json = out.find('[').map(|i| &out[i..]).unwrap_or(out);
+    match serde_json::from_str::<Vec<Finding>>(json) {
+        Ok(list) if list.is_empty() => Outcome::Ok("0 findings".into()),
+        Ok(list) => Outcome::Failed(
+            list.iter()
+                .map(|f| {
+                    format!(
+                        "[{}] {}: {} ({})",
+                        f.severity,
+                        f.plugin,
+                        f.summary,
+                        f.config.lines().next().unwrap_or("").trim()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        Err(e) => Outcome::Failed(format!("cannot read gixy's report ({e}):\n{out}")),
+    }
+}

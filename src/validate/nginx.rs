@@ -1,0 +1,86 @@
+//! `nginx -t` on a site file, through a throwaway wrapper configuration.
+//!
+//! A site file is meant for `sites-available/`, inside Debian's `http {}`. To check it
+//! unprivileged and without touching /etc/nginx, it is included from a small `nginx.conf`
+//! in a scratch prefix that also holds the pid file, logs and temp paths
+//! (reference deploy-configs.md §2). `uwsgi_params` is copied from the installed nginx, so
+//! `include uwsgi_params;` resolves exactly as it will on the server.
+
+use std::path::{Path, PathBuf};
+
+use super::{Outcome, Scratch, Verdict, find_tool, run, verdict};
+
+pub const HINT: &str = "install nginx: `apt-get install nginx`";
+
+pub fn check(s: &Scratch) -> Vec<Verdict> {
+    s.files_ending(".conf")
+        .into_iter()
+        .filter(|(rel, _)| rel.starts_with("nginx/"))
+        .map(|(rel, path)| {
+            let outcome = match find_tool("nginx", HINT) {
+                Ok(nginx) => test_site(&nginx, &path),
+                Err(missing) => Ok(missing),
+            };
+            verdict("nginx -t", &rel, outcome)
+        })
+        .collect()
+}
+
+/// Writes the wrapper for `site` into a new prefix; returns the prefix and wrapper path.
+pub fn wrapper(nginx: &Path, site: &Path) -> std::io::Result<(tempfile::TempDir, PathBuf)> {
+    let prefix = tempfile::Builder::new()
+        .prefix("deployctl-nginx-")
+        .tempdir()?;
+    let p = prefix.path();
+    std::fs::create_dir_all(p.join("temp"))?;
+    if let Some(conf_dir) = conf_dir(nginx) {
+        for name in ["uwsgi_params", "mime.types"] {
+            let from = conf_dir.join(name);
+            if from.is_file() {
+                std::fs::copy(&from, p.join(name))?;
+            }
+        }
+    }
+    let d = p.display();
+    let conf = format!(
+        "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n    access_log {d}/access.log;\n    \
+         client_body_temp_path {d}/temp/body;\n    proxy_temp_path {d}/temp/proxy;\n    \
+         fastcgi_temp_path {d}/temp/fastcgi;\n    uwsgi_temp_path {d}/temp/uwsgi;\n    scgi_temp_path {d}/temp/scgi;\n    \
+         include {site};\n}}\n",
+        site = site.display()
+    );
+    let wrapper = p.join("nginx.conf");
+    std::fs::write(&wrapper, conf)?;
+    Ok((prefix, wrapper))
+}
+
+fn test_site(nginx: &Path, site: &Path) -> std::io::Result<Outcome> {
+    let (prefix, conf) = wrapper(nginx, site)?;
+    let p = prefix.path();
+    let error_log = p.join("error.log");
+    let args = [
+        "-t".as_ref(),
+        "-q".as_ref(),
+        "-p".as_ref(),
+        p.as_os_str(),
+        "-c".as_ref(),
+        conf.as_os_str(),
+        "-e".as_ref(),
+        error_log.as_os_str(),
+    ];
+    let (ok, out) = run(nginx, &args, &[])?;
+    Ok(if ok {
+        Outcome::Ok("syntax ok".into())
+    } else {
+        Outcome::Failed(out)
+    })
+}
+
+/// nginx's configuration directory, from `--conf-path=` in `nginx -V`.
+fn conf_dir(nginx: &Path) -> Option<PathBuf> {
+    let (_, out) = run(nginx, &["-V".as_ref()], &[]).ok()?;
+    let path = out
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("--conf-path="))?;
+    Path::new(path).parent().map(Path::to_path_buf)
+}

@@ -1,0 +1,98 @@
+//! `systemd-analyze verify` and `systemd-analyze security --offline` on the rendered units.
+//!
+//! `verify` exits 0 on many warnings (an unknown key is "ignoring"), so any line it prints
+//! counts as a failure. `security` takes a threshold of exposure × 10; every service must
+//! score at most [`MAX_EXPOSURE`].
+
+use super::{Outcome, Scratch, Verdict, find_tool, run, verdict};
+
+pub const HINT: &str = "install systemd (for systemd-analyze): `apt-get install systemd`";
+
+/// Highest accepted `systemd-analyze security` exposure ("OK" is below 2).
+pub const MAX_EXPOSURE: f64 = 1.5;
+
+pub fn check(s: &Scratch) -> Vec<Verdict> {
+    let units: Vec<(String, std::path::PathBuf)> = s
+        .tree
+        .files
+        .keys()
+        .filter(|k| k.ends_with(".service") || k.ends_with(".socket"))
+        .map(|k| (k.clone(), s.dir.join(k)))
+        .collect();
+    let tool = find_tool("systemd-analyze", HINT);
+    let mut out = Vec::new();
+    for (rel, path) in &units {
+        let outcome = match &tool {
+            Ok(sa) => run(
+                sa,
+                &[
+                    "verify".as_ref(),
+                    "--recursive-errors=one".as_ref(),
+                    path.as_os_str(),
+                ],
+                &[],
+            )
+            .map(|(ok, text)| {
+                if ok && text.is_empty() {
+                    Outcome::Ok("no errors or warnings".into())
+                } else {
+                    Outcome::Failed(text)
+                }
+            }),
+            Err(missing) => Ok(missing.clone()),
+        };
+        out.push(verdict("systemd-analyze verify", rel, outcome));
+    }
+    for (rel, path) in units.iter().filter(|(k, _)| k.ends_with(".service")) {
+        let outcome = match &tool {
+            Ok(sa) => {
+                let threshold = format!("--threshold={}", (MAX_EXPOSURE * 10.0).round() as u32);
+                run(
+                    sa,
+                    &[
+                        "security".as_ref(),
+                        "--offline=yes".as_ref(),
+                        threshold.as_ref(),
+                        path.as_os_str(),
+                    ],
+                    &[],
+                )
+                .map(|(ok, text)| match exposure(&text) {
+                    Some(score) if ok && score <= MAX_EXPOSURE => {
+                        Outcome::Ok(format!("exposure {score:.1}"))
+                    }
+                    Some(score) => Outcome::Failed(format!(
+                        "exposure {score:.1} is above {MAX_EXPOSURE}:\n{}",
+                        failing_lines(&text)
+                    )),
+                    None => Outcome::Failed(text),
+                })
+            }
+            Err(missing) => Ok(missing.clone()),
+        };
+        out.push(verdict("systemd-analyze security", rel, outcome));
+    }
+    out
+}
+
+/// The score from "→ Overall exposure level for NAME: 1.3 OK".
+pub fn exposure(text: &str) -> Option<f64> {
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))?;
+    line.rsplit(':')
+        .next()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The lines of the report that cost exposure (marked ✗), for the failure message.
+fn failing_lines(text: &str) -> String {
+    text.lines()
+        .filter(|l| l.trim_start().starts_with('✗'))
+        .map(|l| l.trim())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
