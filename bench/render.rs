@@ -27,14 +27,9 @@ fn main() -> anyhow::Result<()> {
             let start = Instant::now();
             files = 0;
             for target in Target::implemented() {
-                files += render(
-                    &spec,
-                    target,
-                    &ex.join("deploy").join(target.to_string()),
-                    &templates,
-                )?
-                .files
-                .len();
+                files += render(&spec, target, &ex.join("deploy").join(target.to_string()), &templates)?
+                    .files
+                    .len();
             }
             samples.push(start.elapsed());
         }

@@ -47,36 +47,16 @@ pub fn detect(dir: &Path) -> Detected {
         let depth = rel.matches('/').count();
         for line in text.lines() {
             if let Some(var) = flask_app(line) {
-                candidates.push((
-                    Kind::FlaskApp,
-                    depth,
-                    format!("{module}:{var}"),
-                    path.clone(),
-                ));
+                candidates.push((Kind::FlaskApp, depth, format!("{module}:{var}"), path.clone()));
             } else if let Some(f) = factory(line) {
-                candidates.push((
-                    Kind::Factory,
-                    depth,
-                    format!("{module}:{f}()"),
-                    path.clone(),
-                ));
+                candidates.push((Kind::Factory, depth, format!("{module}:{f}()"), path.clone()));
             } else if rel.ends_with("wsgi.py")
                 && line.contains("get_wsgi_application()")
                 && line.trim_start().starts_with("application")
             {
-                candidates.push((
-                    Kind::Django,
-                    depth,
-                    format!("{module}:application"),
-                    path.clone(),
-                ));
+                candidates.push((Kind::Django, depth, format!("{module}:application"), path.clone()));
             } else if line.starts_with("application =") || line.starts_with("application=") {
-                candidates.push((
-                    Kind::Application,
-                    depth,
-                    format!("{module}:application"),
-                    path.clone(),
-                ));
+                candidates.push((Kind::Application, depth, format!("{module}:application"), path.clone()));
             }
         }
     }
@@ -88,8 +68,7 @@ pub fn detect(dir: &Path) -> Detected {
             let s = parent.join("static");
             if s.is_dir() {
                 if let Ok(rel) = s.strip_prefix(dir) {
-                    d.statics
-                        .push(("/static/".into(), rel.to_string_lossy().into_owned()));
+                    d.statics.push(("/static/".into(), rel.to_string_lossy().into_owned()));
                 }
             }
         }
@@ -120,8 +99,7 @@ pub fn detect(dir: &Path) -> Detected {
 fn flask_app(line: &str) -> Option<&str> {
     let (var, rest) = line.split_once('=')?;
     let var = var.trim_end();
-    (is_name(var) && !line.starts_with(' ') && rest.trim_start().starts_with("Flask("))
-        .then_some(var)
+    (is_name(var) && !line.starts_with(' ') && rest.trim_start().starts_with("Flask(")).then_some(var)
 }
 
 /// `def create_app(` / `def make_app(` with no required arguments.
@@ -136,9 +114,7 @@ fn factory(line: &str) -> Option<&str> {
 }
 
 fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars().all(|c| c.is_alphanumeric() || c == '_')
-        && !s.starts_with(|c: char| c.is_ascii_digit())
+    !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_') && !s.starts_with(|c: char| c.is_ascii_digit())
 }
 
 fn module_name(rel: &str) -> String {
@@ -159,9 +135,8 @@ fn python_files(dir: &Path, depth: usize) -> Vec<(String, PathBuf)> {
             let path = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
             if path.is_dir() {
-                let skip = name.starts_with('.')
-                    || SKIP_DIRS.contains(&name.as_str())
-                    || path.join("pyvenv.cfg").exists();
+                let skip =
+                    name.starts_with('.') || SKIP_DIRS.contains(&name.as_str()) || path.join("pyvenv.cfg").exists();
                 if !skip && level < depth {
                     stack.push((path, level + 1));
                 }

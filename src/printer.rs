@@ -14,11 +14,7 @@ impl Printer {
     pub fn new(quiet: bool) -> Printer {
         let terminal = std::io::stderr().is_terminal();
         let color = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-        Printer {
-            quiet,
-            color,
-            terminal,
-        }
+        Printer { quiet, color, terminal }
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
@@ -42,22 +38,18 @@ impl Printer {
 
     pub fn warn(&self, message: &str) {
         if !self.quiet {
-            let _ = writeln!(
-                std::io::stderr(),
-                "{}: {message}",
-                self.paint("1;33", "warning")
-            );
+            let _ = writeln!(std::io::stderr(), "{}: {message}", self.paint("1;33", "warning"));
         }
     }
 
     /// `error: …`, each cause as `  Caused by: …`, then any `hint:`.
     pub fn error(&self, err: &anyhow::Error) {
         let mut out = format!("{}: {err}", self.paint("1;31", "error"));
-        for cause in err.chain().skip(1).filter(|e| !e.is::<Hint>()) {
+        for cause in err.chain().skip(1) {
             out.push_str(&format!("\n  {} {cause}", self.paint("1", "Caused by:")));
         }
-        if let Some(h) = err.chain().find_map(|e| e.downcast_ref::<Hint>()) {
-            out.push_str(&format!("\n{}: {}", self.paint("1;36", "hint"), h.0));
+        if let Some(h) = err.chain().find_map(|e| e.downcast_ref::<Hinted>()) {
+            out.push_str(&format!("\n{}: {}", self.paint("1;36", "hint"), h.hint));
         }
         let _ = writeln!(std::io::stderr(), "{out}");
     }
@@ -78,14 +70,25 @@ impl Printer {
     }
 }
 
-/// A fix the user can apply, attached to an error as its last cause.
+/// An error whose fix we know: shown as the error, then `hint: …`.
 #[derive(Debug)]
-pub struct Hint(pub String);
+pub struct Hinted {
+    pub message: String,
+    pub hint: String,
+}
 
-impl std::fmt::Display for Hint {
+impl std::fmt::Display for Hinted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
-impl std::error::Error for Hint {}
+impl std::error::Error for Hinted {}
+
+/// `error: MESSAGE` … `hint: HINT`.
+pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Hinted {
+        message: message.into(),
+        hint: hint.into(),
+    })
+}

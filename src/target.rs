@@ -28,12 +28,7 @@ pub enum Backend {
 }
 
 impl Frontend {
-    pub const ALL: [Frontend; 4] = [
-        Frontend::None,
-        Frontend::Nginx,
-        Frontend::Apache,
-        Frontend::NginxApache,
-    ];
+    pub const ALL: [Frontend; 4] = [Frontend::None, Frontend::Nginx, Frontend::Apache, Frontend::NginxApache];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -46,12 +41,7 @@ impl Frontend {
 }
 
 impl Backend {
-    pub const ALL: [Backend; 4] = [
-        Backend::Embedded,
-        Backend::Uwsgi,
-        Backend::Gunicorn,
-        Backend::ModWsgi,
-    ];
+    pub const ALL: [Backend; 4] = [Backend::Embedded, Backend::Uwsgi, Backend::Gunicorn, Backend::ModWsgi];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -92,8 +82,7 @@ impl Target {
 
     /// Whether this build can render the chain (Apache chains are designed, not yet built).
     pub fn is_implemented(self) -> bool {
-        matches!(self.frontend, Frontend::None | Frontend::Nginx)
-            && self.backend != Backend::ModWsgi
+        matches!(self.frontend, Frontend::None | Frontend::Nginx) && self.backend != Backend::ModWsgi
     }
 
     pub fn is_designed(self) -> bool {
@@ -125,30 +114,24 @@ impl fmt::Display for Target {
 impl FromStr for Frontend {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Frontend::ALL
-            .into_iter()
-            .find(|f| f.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown frontend {s:?}; expected one of: {}",
-                    names(Frontend::ALL.map(Frontend::name))
-                )
-            })
+        Frontend::ALL.into_iter().find(|f| f.name() == s).ok_or_else(|| {
+            format!(
+                "unknown frontend {s:?}; expected one of: {}",
+                names(Frontend::ALL.map(Frontend::name))
+            )
+        })
     }
 }
 
 impl FromStr for Backend {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Backend::ALL
-            .into_iter()
-            .find(|b| b.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown backend {s:?}; expected one of: {}",
-                    names(Backend::ALL.map(Backend::name))
-                )
-            })
+        Backend::ALL.into_iter().find(|b| b.name() == s).ok_or_else(|| {
+            format!(
+                "unknown backend {s:?}; expected one of: {}",
+                names(Backend::ALL.map(Backend::name))
+            )
+        })
     }
 }
 

@@ -28,9 +28,7 @@ pub fn run(args: &CheckArgs, printer: &Printer) -> anyhow::Result<Status> {
     let mut failed = 0;
     for target in targets {
         let tree = render::render(&spec, target, &default_out(&spec, target), &templates)?;
-        let scratch_dir = tempfile::Builder::new()
-            .prefix("deployctl-check-")
-            .tempdir()?;
+        let scratch_dir = tempfile::Builder::new().prefix("deployctl-check-").tempdir()?;
         tree.write_into(scratch_dir.path())?;
         let bar = printer.progress(&format!("checking {target}"));
         let verdicts = validate::run_all(&Scratch {
@@ -54,12 +52,7 @@ pub fn run(args: &CheckArgs, printer: &Printer) -> anyhow::Result<Status> {
 }
 
 /// Prints one line per verdict (and the tool's message on failure); returns the failures.
-pub fn report(
-    printer: &Printer,
-    target: Target,
-    verdicts: &[validate::Verdict],
-    require_all: bool,
-) -> usize {
+pub fn report(printer: &Printer, target: Target, verdicts: &[validate::Verdict], require_all: bool) -> usize {
     let mut failed = 0;
     for v in verdicts {
         let head = format!("{target}: {} {}", v.validator, v.subject);
@@ -71,19 +64,18 @@ pub fn report(
             }
             Outcome::Missing { hint } if require_all => {
                 failed += 1;
-                printer.error(&anyhow::anyhow!("{head}: the tool is not installed (DEPLOYCTL_REQUIRE_VALIDATORS is set)\nhint: {hint}"));
+                printer.error(&anyhow::anyhow!(
+                    "{head}: the tool is not installed (DEPLOYCTL_REQUIRE_VALIDATORS is set)\nhint: {hint}"
+                ));
             }
-            Outcome::Missing { hint } => printer.warn(&format!(
-                "{head}: skipped, the tool is not installed\nhint: {hint}"
-            )),
+            Outcome::Missing { hint } => {
+                printer.warn(&format!("{head}: skipped, the tool is not installed\nhint: {hint}"))
+            }
         }
     }
     failed
 }
 
 fn indent(text: &str) -> String {
-    text.lines()
-        .map(|l| format!("    {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    text.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
 }

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::cli::InitArgs;
 use crate::init::detect;
-use crate::printer::{Hint, Printer};
+use crate::printer::{Printer, hinted};
 use crate::render::Templates;
 use crate::spec::{FILE_NAME, Spec, display_path};
 
@@ -39,8 +39,10 @@ pub fn run(args: &InitArgs, printer: &Printer) -> anyhow::Result<Status> {
     anyhow::ensure!(dir.is_dir(), "{} is not a directory", display_path(&dir));
     let path = dir.join(FILE_NAME);
     if path.exists() && !args.force {
-        return Err(anyhow::anyhow!("{} already exists", display_path(&path)))
-            .context(Hint("pass --force to overwrite it".into()));
+        return Err(hinted(
+            format!("{} already exists", display_path(&path)),
+            "pass --force to overwrite it",
+        ));
     }
     let found = detect(&dir);
     let detected_entry = args.entry.is_none();
@@ -52,10 +54,13 @@ pub fn run(args: &InitArgs, printer: &Printer) -> anyhow::Result<Status> {
             } else {
                 found.looked_in.join(", ")
             };
-            return Err(anyhow::anyhow!("no WSGI entry point found in {}; looked in: {looked}", display_path(&dir))).context(Hint(
+            return Err(hinted(
+                format!(
+                    "no WSGI entry point found in {}; looked in: {looked}",
+                    display_path(&dir)
+                ),
                 "pass it as `--entry module:attr` (or `module:factory()`); init looks for `app = Flask(…)`, `def create_app()`, \
-                 Django's `*/wsgi.py` and a module-level `application`"
-                    .into(),
+                 Django's `*/wsgi.py` and a module-level `application`",
             ));
         }
     };
@@ -110,10 +115,7 @@ pub fn run(args: &InitArgs, printer: &Printer) -> anyhow::Result<Status> {
         frontend: lit(args.frontend.as_deref().unwrap_or("nginx")),
     };
     let templates = Templates::load(None)?;
-    let text = templates.render(
-        "init/deploy.toml.tera",
-        &tera::Context::from_serialize(&view)?,
-    )?;
+    let text = templates.render("init/deploy.toml.tera", &tera::Context::from_serialize(&view)?)?;
     // What init writes must load: validate before touching the disk.
     Spec::from_source(&path, &text)
         .map_err(|e| anyhow::anyhow!(e))

@@ -6,10 +6,8 @@ mod render;
 
 use std::path::Path;
 
-use anyhow::Context as _;
-
 use crate::cli::{Cli, Command, SpecArgs};
-use crate::printer::{Hint, Printer};
+use crate::printer::{Printer, hinted};
 use crate::render::Templates;
 use crate::spec::{Spec, display_path};
 use crate::target::Target;
@@ -32,19 +30,13 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Status> {
 /// The spec named by `--config`, and the templates it and `--templates` select.
 fn load(args: &SpecArgs) -> anyhow::Result<(Spec, Templates)> {
     if !args.config.exists() {
-        return Err(anyhow::anyhow!(
-            "{} does not exist",
-            display_path(&args.config)
-        ))
-        .context(Hint(
-            "run `deployctl init` to write one, or pass `--config FILE`".into(),
+        return Err(hinted(
+            format!("{} does not exist", display_path(&args.config)),
+            "run `deployctl init` to write one, or pass `--config FILE`",
         ));
     }
     let spec = Spec::load(&args.config)?;
-    let dir = args
-        .templates
-        .clone()
-        .or_else(|| spec.render.templates.clone());
+    let dir = args.templates.clone().or_else(|| spec.render.templates.clone());
     let templates = Templates::load(dir.as_deref())?;
     Ok((spec, templates))
 }

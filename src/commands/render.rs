@@ -22,10 +22,7 @@ pub fn run(args: &RenderArgs, printer: &Printer) -> anyhow::Result<Status> {
     if args.check {
         return match tree.diff_against(&out)? {
             None => {
-                printer.status(
-                    "Up to date",
-                    &format!("{} matches {}", shown(&out), spec.app.name),
-                );
+                printer.status("Up to date", &format!("{} matches {}", shown(&out), spec.app.name));
                 Ok(Status::Success)
             }
             Some(diff) => {
@@ -40,9 +37,7 @@ pub fn run(args: &RenderArgs, printer: &Printer) -> anyhow::Result<Status> {
         };
     }
     if !args.no_validate {
-        let scratch_dir = tempfile::Builder::new()
-            .prefix("deployctl-render-")
-            .tempdir()?;
+        let scratch_dir = tempfile::Builder::new().prefix("deployctl-render-").tempdir()?;
         tree.write_into(scratch_dir.path())?;
         let verdicts = validate::run_all(&Scratch {
             spec: &spec,
@@ -50,8 +45,7 @@ pub fn run(args: &RenderArgs, printer: &Printer) -> anyhow::Result<Status> {
             tree: &tree,
             dir: scratch_dir.path(),
         });
-        let require =
-            std::env::var("DEPLOYCTL_REQUIRE_VALIDATORS").is_ok_and(|v| v == "1" || v == "true");
+        let require = std::env::var("DEPLOYCTL_REQUIRE_VALIDATORS").is_ok_and(|v| v == "1" || v == "true");
         if report(printer, target, &verdicts, require) > 0 {
             printer.error(&anyhow::anyhow!("nothing was written to {}", shown(&out)));
             return Ok(Status::Failed);
@@ -60,11 +54,7 @@ pub fn run(args: &RenderArgs, printer: &Printer) -> anyhow::Result<Status> {
     tree.write_atomic(&out)?;
     printer.status(
         "Rendered",
-        &format!(
-            "{} files for {target} into {}",
-            tree.files.len(),
-            shown(&out)
-        ),
+        &format!("{} files for {target} into {}", tree.files.len(), shown(&out)),
     );
     Ok(Status::Success)
 }

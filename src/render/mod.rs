@@ -48,42 +48,27 @@ fn outputs(spec: &Spec, target: Target) -> Vec<Output> {
     if target.frontend == Frontend::Nginx {
         files.push(file("nginx/site.conf.tera", format!("nginx/{name}.conf")));
     }
-    files.push(file(
-        "systemd/app.service.tera",
-        format!("systemd/{name}.service"),
-    ));
-    files.push(file(
-        "systemd/app.socket.tera",
-        format!("systemd/{name}.socket"),
-    ));
+    files.push(file("systemd/app.service.tera", format!("systemd/{name}.service")));
+    files.push(file("systemd/app.socket.tera", format!("systemd/{name}.socket")));
     files
 }
 
 /// Renders every file of `target`, as it will be installed in `out_dir`.
 ///
 /// `out_dir` is where the files will live: units refer to configs by absolute path.
-pub fn render(
-    spec: &Spec,
-    target: Target,
-    out_dir: &Path,
-    templates: &Templates,
-) -> anyhow::Result<FileTree> {
+pub fn render(spec: &Spec, target: Target, out_dir: &Path, templates: &Templates) -> anyhow::Result<FileTree> {
     anyhow::ensure!(
         target.is_implemented(),
         "target `{target}` is not implemented yet; valid targets: {}",
         Target::implemented_list()
     );
     let view = View::new(spec, target, out_dir);
-    let context =
-        tera::Context::from_serialize(&view).context("cannot build the template context")?;
+    let context = tera::Context::from_serialize(&view).context("cannot build the template context")?;
     let mut tree = FileTree::default();
     for out in outputs(spec, target) {
-        let text = templates.render(out.template, &context).with_context(|| {
-            format!(
-                "cannot render {} from template `{}`",
-                out.path, out.template
-            )
-        })?;
+        let text = templates
+            .render(out.template, &context)
+            .with_context(|| format!("cannot render {} from template `{}`", out.path, out.template))?;
         tree.insert(out.path, text, out.mode);
     }
     Ok(tree)

@@ -9,9 +9,7 @@ pub fn python(s: &str) -> String {
 /// `ExecStart=`, so they are doubled; words with spaces or quotes are double-quoted.
 pub fn systemd_word(s: &str) -> String {
     let escaped = s.replace('%', "%%").replace('$', "$$");
-    if escaped.is_empty()
-        || escaped.contains(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '\\' | ';'))
-    {
+    if escaped.is_empty() || escaped.contains(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '\\' | ';')) {
         format!("\"{}\"", escaped.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
         escaped
@@ -23,22 +21,16 @@ pub fn systemd_env(k: &str, v: &str) -> String {
     format!(
         "\"{}={}\"",
         k,
-        v.replace('%', "%%")
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
+        v.replace('%', "%%").replace('\\', "\\\\").replace('"', "\\\"")
     )
 }
 
 /// An nginx argument: quoted when it holds characters nginx's tokenizer treats specially.
 pub fn nginx(s: &str) -> String {
-    if s.contains(|c: char| {
-        c.is_whitespace() || matches!(c, ';' | '{' | '}' | '"' | '\'' | '$' | '#' | '\\')
-    }) {
+    if s.contains(|c: char| c.is_whitespace() || matches!(c, ';' | '{' | '}' | '"' | '\'' | '$' | '#' | '\\')) {
         format!(
             "\"{}\"",
-            s.replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('$', "${dollar}")
+            s.replace('\\', "\\\\").replace('"', "\\\"").replace('$', "${dollar}")
         )
     } else {
         s.to_string()

@@ -29,11 +29,7 @@ impl Templates {
                     None => anyhow::bail!(
                         "{} does not replace a built-in template; built-in names are: {}",
                         path.display(),
-                        sources
-                            .iter()
-                            .map(|(n, _)| n.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        sources.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
                     ),
                 }
                 overridden.push(name);
@@ -72,10 +68,7 @@ fn tera_error(e: tera::Error) -> anyhow::Error {
 fn collect_built_in(dir: &Dir<'static>, out: &mut Vec<(String, String)>) {
     for f in dir.files() {
         if let Some(text) = f.contents_utf8() {
-            out.push((
-                f.path().to_string_lossy().replace('\\', "/"),
-                text.to_string(),
-            ));
+            out.push((f.path().to_string_lossy().replace('\\', "/"), text.to_string()));
         }
     }
     for d in dir.dirs() {
@@ -87,8 +80,8 @@ fn walk(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d)
-            .with_context(|| format!("cannot read template directory {}", d.display()))?;
+        let entries =
+            std::fs::read_dir(&d).with_context(|| format!("cannot read template directory {}", d.display()))?;
         for e in entries {
             let path = e?.path();
             if path.is_dir() {

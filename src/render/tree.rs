@@ -34,11 +34,9 @@ impl FileTree {
         for (rel, file) in &self.files {
             let path = dir.join(rel);
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("cannot create {}", parent.display()))?;
+                std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
             }
-            std::fs::write(&path, &file.text)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(&path, &file.text).with_context(|| format!("cannot write {}", path.display()))?;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(file.mode))?;
         }
         Ok(())
@@ -55,14 +53,11 @@ impl FileTree {
             .file_name()
             .and_then(|n| n.to_str())
             .context("the output directory has no name")?;
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
         let staging = tempfile::Builder::new()
             .prefix(&format!(".{base}.new-"))
             .tempdir_in(parent)
-            .with_context(|| {
-                format!("cannot create a staging directory in {}", parent.display())
-            })?;
+            .with_context(|| format!("cannot create a staging directory in {}", parent.display()))?;
         self.write_into(staging.path())?;
         let staged = staging.keep();
         if out.exists() {
@@ -71,17 +66,14 @@ impl FileTree {
                 .tempdir_in(parent)?
                 .keep();
             std::fs::remove_dir(&old)?;
-            std::fs::rename(out, &old)
-                .with_context(|| format!("cannot move {} aside", out.display()))?;
+            std::fs::rename(out, &old).with_context(|| format!("cannot move {} aside", out.display()))?;
             if let Err(e) = std::fs::rename(&staged, out) {
                 let _ = std::fs::rename(&old, out);
                 let _ = std::fs::remove_dir_all(&staged);
-                return Err(e)
-                    .with_context(|| format!("cannot move the new files into {}", out.display()));
+                return Err(e).with_context(|| format!("cannot move the new files into {}", out.display()));
             }
-            std::fs::remove_dir_all(&old).with_context(|| {
-                format!("cannot remove the previous files in {}", old.display())
-            })?;
+            std::fs::remove_dir_all(&old)
+                .with_context(|| format!("cannot remove the previous files in {}", old.display()))?;
         } else {
             std::fs::rename(&staged, out)
                 .with_context(|| format!("cannot move the new files into {}", out.display()))?;
@@ -94,8 +86,7 @@ impl FileTree {
     pub fn diff_against(&self, dir: &Path) -> anyhow::Result<Option<String>> {
         let on_disk = FileTree::read(dir)?;
         let mut out = String::new();
-        let names: std::collections::BTreeSet<&String> =
-            self.files.keys().chain(on_disk.files.keys()).collect();
+        let names: std::collections::BTreeSet<&String> = self.files.keys().chain(on_disk.files.keys()).collect();
         for name in names {
             let old = on_disk.get(name).unwrap_or("");
             let new = self.get(name).unwrap_or("");
@@ -116,9 +107,7 @@ impl FileTree {
             let _ = write!(
                 out,
                 "{}",
-                diff.unified_diff()
-                    .context_radius(3)
-                    .header(&old_name, &new_name)
+                diff.unified_diff().context_radius(3).header(&old_name, &new_name)
             );
         }
         Ok(if out.is_empty() { None } else { Some(out) })
@@ -133,15 +122,12 @@ impl FileTree {
         }
         let mut stack = vec![dir.to_path_buf()];
         while let Some(d) = stack.pop() {
-            for e in
-                std::fs::read_dir(&d).with_context(|| format!("cannot read {}", d.display()))?
-            {
+            for e in std::fs::read_dir(&d).with_context(|| format!("cannot read {}", d.display()))? {
                 let path = e?.path();
                 if path.is_dir() {
                     stack.push(path);
                 } else if let Ok(rel) = path.strip_prefix(dir) {
-                    let text = std::fs::read_to_string(&path)
-                        .unwrap_or_else(|_| String::from("(not text)"));
+                    let text = std::fs::read_to_string(&path).unwrap_or_else(|_| String::from("(not text)"));
                     let mode = std::fs::metadata(&path)?.permissions().mode() & 0o7777;
                     tree.insert(rel.to_string_lossy().into_owned(), text, mode);
                 }

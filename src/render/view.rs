@@ -160,12 +160,7 @@ impl View {
             "http"
         };
         let forwarded_allow_ips = spec.server.forwarded_allow_ips.join(",");
-        let env: Vec<(String, String)> = spec
-            .app
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let env: Vec<(String, String)> = spec.app.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
 
         let app = AppView {
             entry: spec.app.entry.to_string(),
@@ -221,11 +216,7 @@ impl View {
             wsgi_app: quote::python(&spec.app.entry.to_string()),
             chdir: quote::python(&path_str(&spec.app.root)),
             bind: quote::python(&bind),
-            worker_class: quote::python(if spec.backend.threads > 1 {
-                "gthread"
-            } else {
-                "sync"
-            }),
+            worker_class: quote::python(if spec.backend.threads > 1 { "gthread" } else { "sync" }),
             forwarded_allow_ips: quote::python(&forwarded_allow_ips),
             // Gunicorn 27 opens a control socket under $HOME by default, which ProtectHome
             // hides: keep it in the runtime directory.
@@ -240,11 +231,7 @@ impl View {
                 "--config".into(),
                 config("gunicorn/gunicorn.conf.py"),
             ]),
-            Backend::Uwsgi => words(&[
-                uwsgi_binary,
-                "--ini".into(),
-                config(&format!("uwsgi/{name}.ini")),
-            ]),
+            Backend::Uwsgi => words(&[uwsgi_binary, "--ini".into(), config(&format!("uwsgi/{name}.ini"))]),
             Backend::Embedded | Backend::ModWsgi => embedded_command(spec, &bind),
         };
         let socket_unit_owner = socket.is_some();
@@ -256,9 +243,7 @@ impl View {
             exec_start,
             exec_reload: "/bin/kill -s HUP $MAINPID".into(),
             environment: env.iter().map(|(k, v)| quote::systemd_env(k, v)).collect(),
-            listen_stream: socket
-                .clone()
-                .unwrap_or_else(|| spec.server.listen.to_string()),
+            listen_stream: socket.clone().unwrap_or_else(|| spec.server.listen.to_string()),
             socket_user: socket_unit_owner.then(|| spec.systemd.user.clone()),
             socket_group: socket_unit_owner.then(|| spec.frontend.group.clone()),
             stop_timeout_secs: spec.backend.graceful_timeout.0 + FRONT_TIMEOUT_SLACK_SECS,
@@ -313,10 +298,7 @@ fn embedded_command(spec: &Spec, bind: &str) -> String {
 }
 
 fn words(w: &[String]) -> String {
-    w.iter()
-        .map(|s| quote::systemd_word(s))
-        .collect::<Vec<_>>()
-        .join(" ")
+    w.iter().map(|s| quote::systemd_word(s)).collect::<Vec<_>>().join(" ")
 }
 
 /// `ProtectHome=yes` hides /home and /root, and `PrivateTmp=yes` hides the host's /tmp, so an
@@ -329,11 +311,7 @@ fn hardening(spec: &Spec, out_dir: &Path) -> Hardening {
             .any(|h| p.starts_with(h))
     };
     let mut binds: Vec<PathBuf> = Vec::new();
-    let mut wanted = vec![
-        spec.app.root.clone(),
-        spec.app.venv.clone(),
-        out_dir.to_path_buf(),
-    ];
+    let mut wanted = vec![spec.app.root.clone(), spec.app.venv.clone(), out_dir.to_path_buf()];
     if spec.backend.kind == Backend::Embedded {
         wanted.push(spec.systemd.deployctl.clone());
     }

@@ -51,10 +51,7 @@ pub struct Position {
 impl SpecError {
     pub fn position(&self, d: &Diagnostic) -> Position {
         let (line, column) = line_column(&self.source, d.span.start);
-        let key = d
-            .key
-            .clone()
-            .unwrap_or_else(|| key_at(&self.source, d.span.start));
+        let key = d.key.clone().unwrap_or_else(|| key_at(&self.source, d.span.start));
         Position { line, column, key }
     }
 }
@@ -72,11 +69,7 @@ impl fmt::Display for SpecError {
         }
         for d in &self.diagnostics {
             let p = self.position(d);
-            write!(
-                f,
-                "\n  --> {file}:{}:{}: `{}`: {}",
-                p.line, p.column, p.key, d.message
-            )?;
+            write!(f, "\n  --> {file}:{}:{}: `{}`: {}", p.line, p.column, p.key, d.message)?;
             if let Some(line) = self.source.lines().nth(p.line.saturating_sub(1)) {
                 write!(f, "\n      | {}", line.trim_end())?;
             }
@@ -121,9 +114,7 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 pub fn key_at(source: &str, offset: usize) -> String {
     let offset = floor_char_boundary(source, offset.min(source.len()));
     let line_start = source[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let line_end = source[offset..]
-        .find('\n')
-        .map_or(source.len(), |i| offset + i);
+    let line_end = source[offset..].find('\n').map_or(source.len(), |i| offset + i);
     let line = source[line_start..line_end].trim();
     let table = source[..line_start]
         .lines()
@@ -148,11 +139,7 @@ pub fn key_at(source: &str, offset: usize) -> String {
 
 fn header_name(line: &str) -> String {
     let inner = line.split('#').next().unwrap_or(line).trim();
-    inner
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .trim()
-        .to_string()
+    inner.trim_start_matches('[').trim_end_matches(']').trim().to_string()
 }
 
 #[cfg(test)]

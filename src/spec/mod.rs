@@ -209,8 +209,8 @@ pub struct RenderSettings {
 impl Spec {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Spec, anyhow::Error> {
-        let source = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", display_path(path)))?;
+        let source =
+            std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", display_path(path)))?;
         let abs = std::path::absolute(path)?;
         Ok(resolve::resolve(&abs, &source)?)
     }

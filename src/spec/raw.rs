@@ -109,10 +109,7 @@ pub enum SizeOrInt {
 
 /// `"30s"` or a plain number of seconds.
 #[derive(Debug, Deserialize)]
-#[serde(
-    untagged,
-    expecting = "a duration such as \"30s\" or a number of seconds"
-)]
+#[serde(untagged, expecting = "a duration such as \"30s\" or a number of seconds")]
 pub enum DurationOrInt {
     Text(String),
     Int(i64),

@@ -33,10 +33,7 @@ pub fn resolve(path: &Path, source: &str) -> Result<Spec, SpecError> {
                 hint: None,
             };
             if d.message.starts_with("unknown field") {
-                d.hint = Some(
-                    "see the `deploy.toml` reference in README.md for the keys each table takes"
-                        .into(),
-                );
+                d.hint = Some("see the `deploy.toml` reference in README.md for the keys each table takes".into());
             }
             return Err(fail(vec![d]));
         }
@@ -64,15 +61,8 @@ impl Resolver {
         self.problems.push(Diagnostic::new(span, key, message));
     }
 
-    fn problem_hint(
-        &mut self,
-        span: Range<usize>,
-        key: &str,
-        message: impl Into<String>,
-        hint: impl Into<String>,
-    ) {
-        self.problems
-            .push(Diagnostic::new(span, key, message).hint(hint));
+    fn problem_hint(&mut self, span: Range<usize>, key: &str, message: impl Into<String>, hint: impl Into<String>) {
+        self.problems.push(Diagnostic::new(span, key, message).hint(hint));
     }
 
     fn abs(&self, p: &str) -> PathBuf {
@@ -99,7 +89,12 @@ impl Resolver {
             } else {
                 "does not exist"
             };
-            self.problem(v.span(), key, format!("{} {what}", p.display()));
+            self.problem_hint(
+                v.span(),
+                key,
+                format!("{:?} {what}", v.get_ref()),
+                "relative paths are resolved against the directory holding deploy.toml",
+            );
         }
         p
     }
@@ -136,11 +131,7 @@ impl Resolver {
                 n.get_ref().clone()
             }
             None => {
-                let dir_name = self
-                    .dir
-                    .file_name()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or("app");
+                let dir_name = self.dir.file_name().and_then(|s| s.to_str()).unwrap_or("app");
                 let name = sanitize_name(dir_name);
                 if !is_unit_name(&name) {
                     self.problem_hint(
@@ -156,7 +147,12 @@ impl Resolver {
         let entry = match parse_entry(a.entry.get_ref()) {
             Ok(e) => e,
             Err(msg) => {
-                self.problem_hint(a.entry.span(), "app.entry", msg, "write `module:attr` (e.g. \"app:app\") or `module:factory()` (e.g. \"app:create_app()\")");
+                self.problem_hint(
+                    a.entry.span(),
+                    "app.entry",
+                    msg,
+                    "write `module:attr` (e.g. \"app:app\") or `module:factory()` (e.g. \"app:create_app()\")",
+                );
                 Entry {
                     module: String::new(),
                     attr: String::new(),
@@ -176,11 +172,7 @@ impl Resolver {
             Some(r) => {
                 let p = self.abs(r.get_ref());
                 if !p.is_file() {
-                    self.problem(
-                        r.span(),
-                        "app.requirements",
-                        format!("{} does not exist", p.display()),
-                    );
+                    self.problem(r.span(), "app.requirements", format!("{} does not exist", p.display()));
                 }
                 Some(p)
             }
@@ -231,15 +223,9 @@ impl Resolver {
                 }
                 for h in n.get_ref() {
                     if h.is_empty()
-                        || h.contains(|c: char| {
-                            c.is_whitespace() || matches!(c, ';' | '{' | '}' | '"' | '\'' | '/')
-                        })
+                        || h.contains(|c: char| c.is_whitespace() || matches!(c, ';' | '{' | '}' | '"' | '\'' | '/'))
                     {
-                        self.problem(
-                            n.span(),
-                            "server.names",
-                            format!("{h:?} is not a host name"),
-                        );
+                        self.problem(n.span(), "server.names", format!("{h:?} is not a host name"));
                     }
                 }
                 n.into_inner()
@@ -297,9 +283,7 @@ impl Resolver {
         let Some(v) = v else { return default };
         let parsed = match v.get_ref() {
             SizeOrInt::Text(t) => parse_size(t),
-            SizeOrInt::Int(n) => u64::try_from(*n)
-                .map(Size)
-                .map_err(|_| format!("{n} is negative")),
+            SizeOrInt::Int(n) => u64::try_from(*n).map(Size).map_err(|_| format!("{n} is negative")),
         };
         match parsed {
             Ok(Size(0)) => {
@@ -314,18 +298,11 @@ impl Resolver {
         }
     }
 
-    fn duration(
-        &mut self,
-        v: Option<&Spanned<DurationOrInt>>,
-        key: &str,
-        default: Seconds,
-    ) -> Seconds {
+    fn duration(&mut self, v: Option<&Spanned<DurationOrInt>>, key: &str, default: Seconds) -> Seconds {
         let Some(v) = v else { return default };
         let parsed = match v.get_ref() {
             DurationOrInt::Text(t) => parse_duration(t),
-            DurationOrInt::Int(n) => u64::try_from(*n)
-                .map(Seconds)
-                .map_err(|_| format!("{n} is negative")),
+            DurationOrInt::Int(n) => u64::try_from(*n).map(Seconds).map_err(|_| format!("{n} is negative")),
         };
         match parsed {
             Ok(Seconds(0)) => {
@@ -354,9 +331,9 @@ impl Resolver {
                     format!("{url:?} must start and end with `/` and not be `/` itself"),
                     "e.g. url = \"/static/\"",
                 );
-            } else if url.contains(|c: char| {
-                c.is_whitespace() || matches!(c, ';' | '{' | '}' | '"' | '\'' | '\\' | '$')
-            }) {
+            } else if url
+                .contains(|c: char| c.is_whitespace() || matches!(c, ';' | '{' | '}' | '"' | '\'' | '\\' | '$'))
+            {
                 self.problem(
                     s.url.span(),
                     &key("url"),
@@ -465,13 +442,7 @@ impl Resolver {
     }
 
     /// The frontend/backend pair must be a chain design.md lists, and one this build renders.
-    fn pair(
-        &mut self,
-        f: &Option<raw::RawFrontend>,
-        b: &Option<raw::RawBackend>,
-        fe: Frontend,
-        be: Backend,
-    ) {
+    fn pair(&mut self, f: &Option<raw::RawFrontend>, b: &Option<raw::RawBackend>, fe: Frontend, be: Backend) {
         let target = Target::new(fe, be);
         if target.is_implemented() {
             return;
@@ -494,11 +465,7 @@ impl Resolver {
         self.problem_hint(
             span,
             key,
-            format!(
-                "frontend {:?} with backend {:?} {what}",
-                fe.name(),
-                be.name()
-            ),
+            format!("frontend {:?} with backend {:?} {what}", fe.name(), be.name()),
             format!("valid targets: {}", Target::implemented_list()),
         );
     }
@@ -568,8 +535,7 @@ impl Resolver {
                 );
                 PathBuf::new()
             }
-            None => std::env::current_exe()
-                .unwrap_or_else(|_| PathBuf::from("/usr/local/bin/deployctl")),
+            None => std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/local/bin/deployctl")),
         };
         let read_write_paths = match &s.read_write_paths {
             Some(ps) => ps
@@ -640,8 +606,7 @@ pub fn parse_entry(s: &str) -> Result<Entry, String> {
 
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_alphabetic() || c == '_')
-        && chars.all(|c| c.is_alphanumeric() || c == '_')
+    matches!(chars.next(), Some(c) if c.is_alphabetic() || c == '_') && chars.all(|c| c.is_alphanumeric() || c == '_')
 }
 
 pub fn parse_listen(s: &str) -> Result<Listen, String> {
@@ -653,15 +618,8 @@ pub fn parse_listen(s: &str) -> Result<Listen, String> {
             .map_err(|_| format!("{h:?} in {s:?} is not an IPv6 address"))?;
         (h, p)
     } else {
-        let (h, p) = s
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{s:?} has no port"))?;
-        if h.is_empty()
-            || h.contains(':')
-            || !h
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
-        {
+        let (h, p) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} has no port"))?;
+        if h.is_empty() || h.contains(':') || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
             return Err(format!("{h:?} in {s:?} is not a host"));
         }
         (h, p)
@@ -696,9 +654,7 @@ fn sanitize_name(s: &str) -> String {
             }
         })
         .collect();
-    cleaned
-        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_string()
+    cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
 }
 
 fn is_env_name(s: &str) -> bool {
@@ -706,9 +662,7 @@ fn is_env_name(s: &str) -> bool {
 }
 
 fn is_user_name(s: &str) -> bool {
-    s.chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && s.len() <= 32
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -731,19 +685,9 @@ mod tests {
 
     #[test]
     fn listens() {
-        assert_eq!(
-            parse_listen("0.0.0.0:80").unwrap().to_string(),
-            "0.0.0.0:80"
-        );
-        assert_eq!(
-            parse_listen("[::1]:8080").unwrap().to_string(),
-            "[::1]:8080"
-        );
-        assert!(
-            parse_listen("0.0.0.0:70000")
-                .unwrap_err()
-                .contains("out of range")
-        );
+        assert_eq!(parse_listen("0.0.0.0:80").unwrap().to_string(), "0.0.0.0:80");
+        assert_eq!(parse_listen("[::1]:8080").unwrap().to_string(), "[::1]:8080");
+        assert!(parse_listen("0.0.0.0:70000").unwrap_err().contains("out of range"));
         assert!(parse_listen("0.0.0.0").is_err());
         assert!(parse_listen("::1:80").is_err());
     }

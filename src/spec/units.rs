@@ -27,9 +27,7 @@ pub fn parse_size(text: &str) -> Result<Size, String> {
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
         _ => {
-            return Err(format!(
-                "{text:?} has an unknown unit {unit:?}; use k, M or G"
-            ));
+            return Err(format!("{text:?} has an unknown unit {unit:?}; use k, M or G"));
         }
     };
     n.checked_mul(mult)
@@ -40,18 +38,16 @@ pub fn parse_size(text: &str) -> Result<Size, String> {
 pub fn parse_duration(text: &str) -> Result<Seconds, String> {
     let t = text.trim();
     let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: u64 = digits.parse().map_err(|_| {
-        format!("{text:?} is not a duration; write e.g. \"30s\", \"5m\", \"1h\" or \"7d\"")
-    })?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; write e.g. \"30s\", \"5m\", \"1h\" or \"7d\""))?;
     let mult = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
         _ => {
-            return Err(format!(
-                "{text:?} has an unknown unit {unit:?}; use s, m, h or d"
-            ));
+            return Err(format!("{text:?} has an unknown unit {unit:?}; use s, m, h or d"));
         }
     };
     n.checked_mul(mult)

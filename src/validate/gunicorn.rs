@@ -9,20 +9,10 @@ pub fn check(s: &Scratch) -> Vec<Verdict> {
         .map(|(rel, path)| {
             let gunicorn = s.spec.app.venv.join("bin/gunicorn");
             let outcome = if gunicorn.is_file() {
-                let env: Vec<(String, String)> = s
-                    .spec
-                    .app
-                    .env
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
+                let env: Vec<(String, String)> = s.spec.app.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 run(
                     &gunicorn,
-                    &[
-                        "--config".as_ref(),
-                        path.as_os_str(),
-                        "--check-config".as_ref(),
-                    ],
+                    &["--config".as_ref(), path.as_os_str(), "--check-config".as_ref()],
                     &env,
                 )
                 .map(|(ok, out)| {

@@ -84,17 +84,11 @@ pub fn run_all(s: &Scratch) -> Vec<Verdict> {
 
 /// A tool found on `PATH`, or the `Missing` outcome that says how to get it.
 fn find_tool(name: &str, hint: &str) -> Result<PathBuf, Outcome> {
-    which::which(name).map_err(|_| Outcome::Missing {
-        hint: hint.to_string(),
-    })
+    which::which(name).map_err(|_| Outcome::Missing { hint: hint.to_string() })
 }
 
 /// Runs a command, capturing stdout and stderr together; never fails on a non-zero exit.
-fn run(
-    program: &Path,
-    args: &[&std::ffi::OsStr],
-    env: &[(String, String)],
-) -> std::io::Result<(bool, String)> {
+fn run(program: &Path, args: &[&std::ffi::OsStr], env: &[(String, String)]) -> std::io::Result<(bool, String)> {
     let mut cmd = duct::cmd(program, args)
         .stderr_to_stdout()
         .stdout_capture()
@@ -115,7 +109,6 @@ fn verdict(validator: &str, subject: &str, outcome: std::io::Result<Outcome>) ->
     Verdict {
         validator: validator.to_string(),
         subject: subject.to_string(),
-        outcome: outcome
-            .unwrap_or_else(|e| Outcome::Failed(format!("cannot run {validator}: {e}"))),
+        outcome: outcome.unwrap_or_else(|e| Outcome::Failed(format!("cannot run {validator}: {e}"))),
     }
 }

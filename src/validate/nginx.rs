@@ -28,9 +28,7 @@ pub fn check(s: &Scratch) -> Vec<Verdict> {
 
 /// Writes the wrapper for `site` into a new prefix; returns the prefix and wrapper path.
 pub fn wrapper(nginx: &Path, site: &Path) -> std::io::Result<(tempfile::TempDir, PathBuf)> {
-    let prefix = tempfile::Builder::new()
-        .prefix("deployctl-nginx-")
-        .tempdir()?;
+    let prefix = tempfile::Builder::new().prefix("deployctl-nginx-").tempdir()?;
     let p = prefix.path();
     std::fs::create_dir_all(p.join("temp"))?;
     if let Some(conf_dir) = conf_dir(nginx) {
@@ -79,8 +77,6 @@ fn test_site(nginx: &Path, site: &Path) -> std::io::Result<Outcome> {
 /// nginx's configuration directory, from `--conf-path=` in `nginx -V`.
 fn conf_dir(nginx: &Path) -> Option<PathBuf> {
     let (_, out) = run(nginx, &["-V".as_ref()], &[]).ok()?;
-    let path = out
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("--conf-path="))?;
+    let path = out.split_whitespace().find_map(|w| w.strip_prefix("--conf-path="))?;
     Path::new(path).parent().map(Path::to_path_buf)
 }

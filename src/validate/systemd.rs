@@ -25,11 +25,7 @@ pub fn check(s: &Scratch) -> Vec<Verdict> {
         let outcome = match &tool {
             Ok(sa) => run(
                 sa,
-                &[
-                    "verify".as_ref(),
-                    "--recursive-errors=one".as_ref(),
-                    path.as_os_str(),
-                ],
+                &["verify".as_ref(), "--recursive-errors=one".as_ref(), path.as_os_str()],
                 &[],
             )
             .map(|(ok, text)| {
@@ -58,9 +54,7 @@ pub fn check(s: &Scratch) -> Vec<Verdict> {
                     &[],
                 )
                 .map(|(ok, text)| match exposure(&text) {
-                    Some(score) if ok && score <= MAX_EXPOSURE => {
-                        Outcome::Ok(format!("exposure {score:.1}"))
-                    }
+                    Some(score) if ok && score <= MAX_EXPOSURE => Outcome::Ok(format!("exposure {score:.1}")),
                     Some(score) => Outcome::Failed(format!(
                         "exposure {score:.1} is above {MAX_EXPOSURE}:\n{}",
                         failing_lines(&text)
@@ -77,15 +71,8 @@ pub fn check(s: &Scratch) -> Vec<Verdict> {
 
 /// The score from "→ Overall exposure level for NAME: 1.3 OK".
 pub fn exposure(text: &str) -> Option<f64> {
-    let line = text
-        .lines()
-        .find(|l| l.contains("Overall exposure level"))?;
-    line.rsplit(':')
-        .next()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    let line = text.lines().find(|l| l.contains("Overall exposure level"))?;
+    line.rsplit(':').next()?.split_whitespace().next()?.parse().ok()
 }
 
 /// The lines of the report that cost exposure (marked ✗), for the failure message.

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what deployctl's validators and tests need on a fresh Debian 12 machine:
+#   apt: nginx, Debian's uWSGI with its Python 3 plugin, systemd (for systemd-analyze)
+#   .tools/venv: gixy-ng (nginx security analysis)
+#   examples/flask-hello/.venv: the example's requirements plus Gunicorn
+# Idempotent: a second run only checks what is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v nginx >/dev/null || need_apt+=(nginx)
+command -v uwsgi >/dev/null || need_apt+=(uwsgi)
+[ -e /usr/lib/uwsgi/plugins/python3_plugin.so ] || need_apt+=(uwsgi-plugin-python3)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: apt-get install ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .tools/venv/bin/gixy ]; then
+  echo "setup: gixy-ng into .tools/venv"
+  python3 -m venv .tools/venv
+  .tools/venv/bin/pip install -q --disable-pip-version-check gixy-ng
+fi
+
+ex=examples/flask-hello
+if [ ! -x "$ex/.venv/bin/gunicorn" ] || ! "$ex/.venv/bin/python" -c 'import flask' 2>/dev/null; then
+  echo "setup: $ex/.venv (requirements + gunicorn)"
+  python3 -m venv "$ex/.venv"
+  "$ex/.venv/bin/pip" install -q --disable-pip-version-check -r "$ex/requirements.txt" gunicorn
+fi
+echo "setup: ok (nginx $(nginx -v 2>&1 | sed 's/.*\///'), uwsgi $(uwsgi --version), $(systemd-analyze --version | head -1))"

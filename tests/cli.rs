@@ -1,0 +1,273 @@
+//! `render` output modes, drift checks, template overrides and `init`.
+
+mod common;
+
+use common::{Cli, project};
+
+const SPEC: &str = "[app]\nname = \"d\"\nentry = \"app:app\"\n";
+
+#[test]
+fn drift_check_passes_then_reports_a_diff() {
+    let dir = project(SPEC, &[]);
+    Cli::new(dir.path())
+        .args(["render", "--no-validate", "-t", "nginx+uwsgi"])
+        .run()
+        .success();
+    Cli::new(dir.path())
+        .args(["render", "--check", "-t", "nginx+uwsgi"])
+        .run()
+        .success();
+
+    let ini = dir.path().join("deploy/nginx+uwsgi/uwsgi/d.ini");
+    let text = std::fs::read_to_string(&ini).unwrap();
+    std::fs::write(&ini, text.replace("harakiri = 30", "harakiri = 99")).unwrap();
+    std::fs::write(dir.path().join("deploy/nginx+uwsgi/stray.conf"), "x\n").unwrap();
+    let run = Cli::new(dir.path())
+        .args(["render", "--check", "-t", "nginx+uwsgi"])
+        .run()
+        .failure();
+    let minus: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with('-') && !l.starts_with("---"))
+        .collect();
+    let plus: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+        .collect();
+    assert_eq!(minus, ["-x", "-harakiri = 99"], "{}", run.stdout);
+    assert_eq!(plus, ["+harakiri = 30"], "{}", run.stdout);
+    assert!(
+        run.stdout.contains("+++ /dev/null"),
+        "a stray file is drift: {}",
+        run.stdout
+    );
+    // --check never writes.
+    assert!(std::fs::read_to_string(&ini).unwrap().contains("harakiri = 99"));
+}
+
+#[test]
+fn render_writes_exactly_the_target_files() {
+    let dir = project(SPEC, &[]);
+    let out = dir.path().join("out");
+    Cli::new(dir.path())
+        .args(["render", "--no-validate", "-t", "nginx+gunicorn", "--out"])
+        .args([&out])
+        .run()
+        .success();
+    let mut files: Vec<String> = Vec::new();
+    for e in walk(&out) {
+        files.push(e.strip_prefix(&out).unwrap().to_string_lossy().into_owned());
+    }
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "gunicorn/gunicorn.conf.py",
+            "nginx/d.conf",
+            "systemd/d.service",
+            "systemd/d.socket"
+        ]
+    );
+    // The unit refers to the config where it was written.
+    let unit = std::fs::read_to_string(out.join("systemd/d.service")).unwrap();
+    assert!(
+        unit.contains(&format!("--config {}/gunicorn/gunicorn.conf.py", out.display())),
+        "{unit}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".out."))
+        .collect();
+    assert!(leftovers.is_empty(), "staging directories are cleaned up");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_user_template_replaces_the_built_in_one() {
+    let dir = project(SPEC, &[]);
+    let t = dir.path().join("my-templates/systemd");
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::write(
+        t.join("app.socket.tera"),
+        "[Socket]\nListenStream={{ systemd.listen_stream }}\n# custom for {{ name }}\n",
+    )
+    .unwrap();
+    let files = common::split_listing(
+        &Cli::new(dir.path())
+            .args(["render", "--stdout", "-t", "gunicorn", "--templates", "my-templates"])
+            .run()
+            .success()
+            .stdout,
+    );
+    assert_eq!(
+        files["systemd/d.socket"],
+        "[Socket]\nListenStream=0.0.0.0:80\n# custom for d\n"
+    );
+    assert!(
+        files["systemd/d.service"].contains("Type=notify"),
+        "others stay built in"
+    );
+
+    // The same through deploy.toml's [render].templates.
+    std::fs::write(
+        dir.path().join("deploy.toml"),
+        format!("{SPEC}[render]\ntemplates = \"my-templates\"\n"),
+    )
+    .unwrap();
+    let files = common::split_listing(
+        &Cli::new(dir.path())
+            .args(["render", "--stdout", "-t", "gunicorn"])
+            .run()
+            .success()
+            .stdout,
+    );
+    assert!(files["systemd/d.socket"].contains("# custom for d"));
+}
+
+#[test]
+fn template_errors_name_the_template() {
+    let dir = project(SPEC, &[]);
+    let t = dir.path().join("t/systemd");
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::write(t.join("app.socket.tera"), "{{ no_such_variable }}\n").unwrap();
+    let run = Cli::new(dir.path())
+        .args(["render", "--stdout", "-t", "gunicorn", "--templates", "t"])
+        .run()
+        .failure();
+    assert!(
+        run.stderr.contains("systemd/app.socket.tera") && run.stderr.contains("no_such_variable"),
+        "{}",
+        run.stderr
+    );
+
+    std::fs::write(t.join("typo.tera"), "x").unwrap();
+    let run = Cli::new(dir.path())
+        .args(["render", "--stdout", "-t", "gunicorn", "--templates", "t"])
+        .run()
+        .failure();
+    assert!(
+        run.stderr.contains("does not replace a built-in template"),
+        "{}",
+        run.stderr
+    );
+}
+
+fn init_project(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("shop").tempdir().unwrap();
+    for (path, text) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    dir
+}
+
+fn written_spec(dir: &std::path::Path) -> toml::Table {
+    let run = Cli::new(dir).args(["check", "--show"]).run().success();
+    toml::from_str(&run.stdout).unwrap()
+}
+
+#[test]
+fn init_detects_a_flask_app_venv_requirements_and_static() {
+    let dir = init_project(&[
+        ("app.py", "from flask import Flask\napp = Flask(__name__)\n"),
+        ("static/site.css", "body{}"),
+        ("requirements.txt", "flask\n"),
+        (".venv/pyvenv.cfg", "home = /usr/bin\n"),
+    ]);
+    Cli::new(dir.path()).args(["init"]).run().success();
+    let spec = written_spec(dir.path());
+    assert_eq!(spec["app"]["entry"].as_str(), Some("app:app"));
+    assert!(spec["app"]["venv"].as_str().unwrap().ends_with("/.venv"));
+    assert!(
+        spec["app"]["requirements"]
+            .as_str()
+            .unwrap()
+            .ends_with("/requirements.txt")
+    );
+    assert_eq!(spec["static"][0]["url"].as_str(), Some("/static/"));
+    assert!(spec["static"][0]["dir"].as_str().unwrap().ends_with("/static"));
+
+    let before = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap();
+    let run = Cli::new(dir.path())
+        .args(["init", "--entry", "other:app"])
+        .run()
+        .failure();
+    assert!(
+        run.stderr.contains("already exists") && run.stderr.contains("hint: pass --force"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap(), before);
+    Cli::new(dir.path())
+        .args([
+            "init",
+            "--force",
+            "--entry",
+            "other:app",
+            "--name",
+            "shop",
+            "--backend",
+            "gunicorn",
+        ])
+        .run()
+        .success();
+    let spec = written_spec(dir.path());
+    assert_eq!(spec["app"]["entry"].as_str(), Some("other:app"));
+    assert_eq!(spec["app"]["name"].as_str(), Some("shop"));
+    assert_eq!(spec["backend"]["kind"].as_str(), Some("gunicorn"));
+}
+
+#[test]
+fn init_detects_a_factory_and_django() {
+    let dir = init_project(&[(
+        "shop/__init__.py",
+        "from flask import Flask\n\ndef create_app():\n    app = Flask(__name__)\n    return app\n",
+    )]);
+    Cli::new(dir.path()).args(["init"]).run().success();
+    assert_eq!(
+        written_spec(dir.path())["app"]["entry"].as_str(),
+        Some("shop:create_app()")
+    );
+
+    let dir = init_project(&[
+        ("manage.py", "import os\n"),
+        ("mysite/settings.py", "DEBUG = False\n"),
+        (
+            "mysite/wsgi.py",
+            "from django.core.wsgi import get_wsgi_application\napplication = get_wsgi_application()\n",
+        ),
+    ]);
+    Cli::new(dir.path()).args(["init"]).run().success();
+    assert_eq!(
+        written_spec(dir.path())["app"]["entry"].as_str(),
+        Some("mysite.wsgi:application")
+    );
+}
+
+#[test]
+fn init_without_an_entry_says_where_it_looked() {
+    let dir = init_project(&[("tools.py", "print('hi')\n"), ("lib/util.py", "X = 1\n")]);
+    let run = Cli::new(dir.path()).args(["init"]).run().failure();
+    assert!(
+        run.stderr.contains("looked in: lib/util.py, tools.py"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("hint: pass it as `--entry"), "{}", run.stderr);
+    assert!(!dir.path().join("deploy.toml").exists());
+}
