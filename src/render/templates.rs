@@ -45,11 +45,6 @@ impl Templates {
     pub fn render(&self, name: &str, context: &tera::Context) -> anyhow::Result<String> {
         self.tera.render(name, context).map_err(tera_error)
     }
-
-    /// The source of a built-in template (for `init`, which renders outside a target).
-    pub fn names(&self) -> Vec<&str> {
-        self.tera.get_template_names().collect()
-    }
 }
 
 /// Tera hides the useful part of an error (an undefined variable, a syntax error) in its

@@ -285,17 +285,7 @@ impl Resolver {
             SizeOrInt::Text(t) => parse_size(t),
             SizeOrInt::Int(n) => u64::try_from(*n).map(Size).map_err(|_| format!("{n} is negative")),
         };
-        match parsed {
-            Ok(Size(0)) => {
-                self.problem(v.span(), key, "must be greater than zero");
-                default
-            }
-            Ok(s) => s,
-            Err(msg) => {
-                self.problem(v.span(), key, msg);
-                default
-            }
-        }
+        self.positive(parsed.map(|s| s.0), v.span(), key).map_or(default, Size)
     }
 
     fn duration(&mut self, v: Option<&Spanned<DurationOrInt>>, key: &str, default: Seconds) -> Seconds {
@@ -304,15 +294,21 @@ impl Resolver {
             DurationOrInt::Text(t) => parse_duration(t),
             DurationOrInt::Int(n) => u64::try_from(*n).map(Seconds).map_err(|_| format!("{n} is negative")),
         };
+        self.positive(parsed.map(|s| s.0), v.span(), key)
+            .map_or(default, Seconds)
+    }
+
+    /// A parsed amount that must be above zero; problems are recorded and give `None`.
+    fn positive(&mut self, parsed: Result<u64, String>, span: Range<usize>, key: &str) -> Option<u64> {
         match parsed {
-            Ok(Seconds(0)) => {
-                self.problem(v.span(), key, "must be greater than zero");
-                default
+            Ok(0) => {
+                self.problem(span, key, "must be greater than zero");
+                None
             }
-            Ok(s) => s,
+            Ok(n) => Some(n),
             Err(msg) => {
-                self.problem(v.span(), key, msg);
-                default
+                self.problem(span, key, msg);
+                None
             }
         }
     }
