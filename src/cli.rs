@@ -27,6 +27,8 @@ pub enum Command {
     Render(RenderArgs),
     /// Validate deploy.toml and run every validator that applies to the target.
     Check(CheckArgs),
+    /// Run the app on the embedded WSGI server (Rust HTTP/1.1, CPython embedded).
+    Serve(crate::serve::ServeArgs),
 }
 
 #[derive(Debug, Args)]

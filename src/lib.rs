@@ -9,6 +9,7 @@ pub mod commands;
 pub mod init;
 pub mod printer;
 pub mod render;
+pub mod serve;
 pub mod spec;
 pub mod target;
 pub mod validate;

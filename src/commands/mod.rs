@@ -3,6 +3,7 @@
 mod check;
 mod init;
 mod render;
+pub mod serve;
 
 use std::path::Path;
 
@@ -24,6 +25,7 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Status> {
         Command::Init(args) => init::run(&args, printer),
         Command::Render(args) => render::run(&args, printer),
         Command::Check(args) => check::run(&args, printer),
+        Command::Serve(args) => serve::run(&args, printer),
     }
 }
 

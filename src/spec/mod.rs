@@ -17,6 +17,8 @@ use serde::Serialize;
 
 pub use diag::{Diagnostic, Position, SpecError, display_path};
 pub use units::{Seconds, Size};
+pub use resolve::{parse_entry, parse_listen};
+pub use units::parse_size;
 
 use crate::target::{Backend, Frontend, Target};
 

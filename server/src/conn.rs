@@ -1,0 +1,89 @@
+//! One client connection: its socket, its read buffer, and where it is in its life.
+
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::http::parse::{self, Head, Limits, Refusal};
+use crate::http::response::{self, Response};
+use crate::net::{Peer, Stream};
+
+pub struct Conn {
+    pub stream: Arc<Stream>,
+    pub peer: Peer,
+    /// Index of the listener it came from.
+    pub listener: usize,
+    /// Bytes read and not yet consumed are `buf[pos..]`.
+    pub buf: Vec<u8>,
+    pub pos: usize,
+    pub response: Arc<Mutex<Response>>,
+    /// When the loop gives up on it: keep-alive idle, or the header timeout once a request
+    /// has started arriving.
+    pub deadline: Instant,
+    /// Part of a request head is buffered (the header timeout applies, not keep-alive).
+    pub reading: bool,
+}
+
+/// What to do with a connection after serving what it had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// What is in the buffer.
+pub enum Parsed {
+    Request(Head),
+    Incomplete,
+    Refused(Refusal),
+}
+
+impl Conn {
+    pub fn new(fd: OwnedFd, peer: Peer, listener: usize, write_timeout: Duration, keep_alive: Duration) -> Conn {
+        let stream = Arc::new(Stream::new(fd));
+        Conn {
+            response: Arc::new(Mutex::new(Response::new(stream.clone(), write_timeout))),
+            stream,
+            peer,
+            listener,
+            buf: Vec::new(),
+            pos: 0,
+            deadline: Instant::now() + keep_alive,
+            reading: false,
+        }
+    }
+
+    pub fn parse(&mut self, limits: &Limits) -> Parsed {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+            return Parsed::Incomplete;
+        }
+        match parse::parse(&self.buf[self.pos..], limits) {
+            Ok(Some(h)) => Parsed::Request(h),
+            Ok(None) => Parsed::Incomplete,
+            Err(r) => Parsed::Refused(r),
+        }
+    }
+
+    /// Answer with an error the server produced itself and close: write, then half-close and
+    /// discard what the client already sent, so the kernel does not answer unread data with
+    /// an RST that could destroy the response before the client reads it.
+    pub fn refuse(&self, status: u16, message: &str, timeout: Duration) {
+        let body = format!("{} {}: {message}\n", status, response::reason(status));
+        let _ = self.stream.write_all(&response::simple(status, false, &body), timeout);
+        self.linger();
+    }
+
+    pub fn linger(&self) {
+        // SAFETY: shutdown of our own fd.
+        unsafe { libc::shutdown(self.stream.raw(), libc::SHUT_WR) };
+        let mut scratch = [0u8; 8192];
+        for _ in 0..16 {
+            match self.stream.read(&mut scratch) {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+    }
+}

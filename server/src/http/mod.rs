@@ -1,0 +1,5 @@
+//! HTTP/1.1 without Python: parsing heads, decoding bodies, framing responses.
+
+pub mod body;
+pub mod parse;
+pub mod response;

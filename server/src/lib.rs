@@ -1,0 +1,15 @@
+//! `deployctl-server`: the embedded WSGI server. HTTP/1.1 in Rust (`http`, `net`, `conn`,
+//! `event_loop`), CPython embedded (`python`), trusted proxies (`proxy`), logs (`log`).
+//!
+//! This crate is the only one that links libpython; the `deployctl` CLI finds its binary and
+//! `exec`s it for `deployctl serve`. The process model (master, workers, reloads) is not here
+//! yet: one process serves with `--threads` Python threads.
+
+pub mod conn;
+pub mod event_loop;
+pub mod http;
+pub mod log;
+pub mod net;
+pub mod proxy;
+pub mod python;
+pub mod run;

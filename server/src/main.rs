@@ -1,0 +1,31 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use deployctl::serve::ServeArgs;
+
+/// The embedded WSGI server of deployctl; normally started as `deployctl serve`.
+#[derive(Parser)]
+#[command(name = "deployctl-server", version)]
+struct Cli {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Print the Python version this server was built for and exit (used by `deployctl serve`).
+    #[arg(long, hide = true)]
+    probe: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.probe {
+        println!("{}", deployctl_server::python::init::BUILT_FOR);
+        return ExitCode::SUCCESS;
+    }
+    let result = cli.serve.resolve().and_then(deployctl_server::run::run);
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

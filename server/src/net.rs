@@ -1,0 +1,357 @@
+//! Sockets: binding listeners (TCP and unix), accepting, and blocking-with-timeout I/O on
+//! non-blocking connections.
+//!
+//! Connections are always non-blocking, because the event loop watches them; code that wants
+//! to block (a body read, a response write) waits with `poll(2)` and a deadline instead, always
+//! with the GIL released by its caller. Every syscall retries on `EINTR`.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use deployctl::serve::Bind;
+
+/// A bound, listening, non-blocking socket.
+pub struct Listener {
+    pub fd: OwnedFd,
+    pub bind: Bind,
+    /// `SERVER_NAME`/`SERVER_PORT` for requests on this socket (unix sockets take them from Host).
+    pub server_name: String,
+    pub server_port: String,
+    /// A unix socket we created and remove on exit.
+    pub unlink: Option<PathBuf>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(p) = &self.unlink {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Copy)]
+pub enum Peer {
+    Ip(SocketAddr),
+    Unix,
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+fn retry<F: FnMut() -> libc::ssize_t>(mut f: F) -> io::Result<usize> {
+    loop {
+        let r = f();
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+fn set_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: a valid fd and a pointer to a c_int of the size we pass.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Bind and listen. A unix socket path that exists is replaced only if nothing answers on it
+/// (a stale socket from a crashed run); a live one is an error, like a TCP port in use.
+pub fn bind(bind: &Bind, uds_mode: u32) -> anyhow::Result<Listener> {
+    match bind {
+        Bind::Tcp(addr) => {
+            let std_listener = bind_tcp(*addr).map_err(|e| {
+                let hint = match e.kind() {
+                    io::ErrorKind::AddrInUse => ": the address is already in use by another process",
+                    io::ErrorKind::PermissionDenied => ": ports below 1024 need root or CAP_NET_BIND_SERVICE",
+                    _ => "",
+                };
+                anyhow::anyhow!("cannot listen on {addr}: {e}{hint}")
+            })?;
+            let local = std_listener.local_addr()?;
+            Ok(Listener {
+                fd: OwnedFd::from(std_listener),
+                bind: Bind::Tcp(local),
+                server_name: host_string(local.ip()),
+                server_port: local.port().to_string(),
+                unlink: None,
+            })
+        }
+        Bind::Unix(path) => {
+            if path.exists() {
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    anyhow::bail!("cannot listen on unix:{}: another process is serving on it", path.display());
+                }
+                std::fs::remove_file(path).with_context(|| format!("removing the stale socket {}", path.display()))?;
+            }
+            let l = std::os::unix::net::UnixListener::bind(path)
+                .with_context(|| format!("cannot listen on unix:{}", path.display()))?;
+            l.set_nonblocking(true)?;
+            set_mode(path, uds_mode)?;
+            Ok(Listener {
+                fd: OwnedFd::from(l),
+                bind: bind.clone(),
+                server_name: "localhost".into(),
+                server_port: "80".into(),
+                unlink: Some(path.clone()),
+            })
+        }
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting mode {mode:o} on {}", path.display()))
+}
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    // std's TcpListener::bind sets SO_REUSEADDR and listens with a backlog of 128; we want a
+    // deeper backlog (bursts are queued by the kernel while Python is busy), so build it here.
+    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: plain socket syscalls on an fd we own from here on.
+    let fd = cvt(unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) })?;
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_opt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if addr.is_ipv6() {
+        set_opt(fd.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+    }
+    let (storage, len) = sockaddr(addr);
+    cvt(unsafe { libc::bind(fd.as_raw_fd(), (&storage as *const libc::sockaddr_storage).cast(), len) })?;
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), 1024) })?;
+    Ok(std::net::TcpListener::from(fd))
+}
+
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as above, for sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+fn host_string(ip: IpAddr) -> String {
+    ip.to_string()
+}
+
+/// Accept one connection, non-blocking and close-on-exec, with TCP_NODELAY set (responses are
+/// written whole, so Nagle would only add latency). `Ok(None)` when the queue is empty.
+pub fn accept(listener: &Listener) -> io::Result<Option<(OwnedFd, Peer)>> {
+    // SAFETY: sockaddr_storage is plain data and large enough for any address family.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let fd = loop {
+        let r = unsafe {
+            libc::accept4(
+                listener.fd.as_raw_fd(),
+                (&mut storage as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if r >= 0 {
+            break r;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(None),
+            // The peer gave up while queued: not our error, try the next one.
+            _ if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
+            _ => return Err(e),
+        }
+    };
+    // SAFETY: accept4 returned a new fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let peer = match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in for AF_INET.
+            let sin: libc::sockaddr_in = unsafe { std::ptr::read((&storage as *const libc::sockaddr_storage).cast()) };
+            let _ = set_opt(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+            Peer::Ip(SocketAddr::from((sin.sin_addr.s_addr.to_ne_bytes(), u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6 for AF_INET6.
+            let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read((&storage as *const libc::sockaddr_storage).cast()) };
+            let _ = set_opt(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let ip = ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4);
+            Peer::Ip(SocketAddr::new(ip, u16::from_be(sin6.sin6_port)))
+        }
+        _ => Peer::Unix,
+    };
+    Ok(Some((fd, peer)))
+}
+
+/// A connected socket. Shared (`Arc`) between the connection and the Python objects of the
+/// request in flight (`wsgi.input`, `write()`), which may outlive the request.
+pub struct Stream {
+    fd: OwnedFd,
+}
+
+impl Stream {
+    pub fn new(fd: OwnedFd) -> Stream {
+        Stream { fd }
+    }
+
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// One non-blocking read. `WouldBlock` when nothing is there.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: reading into a valid, writable slice of the given length.
+        retry(|| unsafe { libc::read(self.raw(), buf.as_mut_ptr().cast(), buf.len()) })
+    }
+
+    /// Read into the spare capacity of `buf` (at most `max` bytes), growing its length.
+    pub fn read_into(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        buf.reserve(max);
+        let spare = buf.spare_capacity_mut();
+        let n = spare.len().min(max);
+        // SAFETY: the kernel writes at most `n` bytes into spare capacity; we then extend the
+        // length by exactly the number it reports.
+        let got = retry(|| unsafe { libc::read(self.raw(), spare.as_mut_ptr().cast(), n) })?;
+        unsafe { buf.set_len(buf.len() + got) };
+        Ok(got)
+    }
+
+    /// Wait until readable (or writable); `false` on timeout.
+    pub fn wait(&self, writable: bool, deadline: Instant) -> io::Result<bool> {
+        let mut pfd = libc::pollfd {
+            fd: self.raw(),
+            events: if writable { libc::POLLOUT } else { libc::POLLIN },
+            revents: 0,
+        };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+            // SAFETY: one valid pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if r > 0 {
+                return Ok(true);
+            }
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Read at least one byte, waiting up to `timeout` without progress. `Ok(0)` is EOF.
+    pub fn read_blocking(&self, buf: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.read_into(buf, max) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.wait(false, deadline)? {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Write all of `data`, waiting for the socket while it is full; the timeout applies to
+    /// each wait (a slow reader that keeps taking bytes is not cut off).
+    pub fn write_all(&self, mut data: &[u8], timeout: Duration) -> io::Result<()> {
+        while !data.is_empty() {
+            // MSG_NOSIGNAL: a peer that went away is an EPIPE error, not a SIGPIPE.
+            // SAFETY: sending from a valid slice.
+            let r = retry(|| unsafe { libc::send(self.raw(), data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) });
+            match r {
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.wait(true, Instant::now() + timeout)? {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => {
+                    // Not a socket (never in production; kept for completeness).
+                    let n = retry(|| unsafe { libc::write(self.raw(), data.as_ptr().cast(), data.len()) })?;
+                    data = &data[n..];
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Send `len` bytes of the file `file` from `offset` with `sendfile(2)`: the kernel copies,
+    /// no bytes pass through user space.
+    pub fn sendfile(&self, file: RawFd, mut offset: i64, mut len: u64, timeout: Duration) -> io::Result<u64> {
+        let mut sent = 0;
+        while len > 0 {
+            let chunk = len.min(1 << 30) as usize;
+            // SAFETY: valid fds and a pointer to our offset.
+            let r = retry(|| unsafe { libc::sendfile(self.raw(), file, &mut offset, chunk) });
+            match r {
+                Ok(0) => break, // the file shrank
+                Ok(n) => {
+                    sent += n as u64;
+                    len -= n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.wait(true, Instant::now() + timeout)? {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Stop sending and receiving; the fd itself is closed when the last owner drops it.
+    pub fn shutdown(&self) {
+        // SAFETY: shutdown on our fd; errors (already closed by the peer) do not matter.
+        unsafe { libc::shutdown(self.raw(), libc::SHUT_RDWR) };
+    }
+}

@@ -1,0 +1,336 @@
+//! The Python objects a WSGI app sees from the server: `start_response` (and the `write()`
+//! it returns), `wsgi.input`, `wsgi.errors` and `wsgi.file_wrapper`.
+//!
+//! Each holds only `Send + Sync` state shared with the request handler. Locks are taken with
+//! `try_lock`: a thread that holds the GIL must never wait on a lock whose holder is waiting
+//! for the GIL, so contention (two threads using one request's objects) is a Python error.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use pyo3::exceptions::{PyAssertionError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+
+use crate::http::body::{Body, BodyError, Progress};
+use crate::http::parse::is_tchar;
+use crate::http::response::{Response, SendError};
+use crate::log;
+
+fn lock<'a, T>(m: &'a Mutex<T>, what: &str) -> PyResult<MutexGuard<'a, T>> {
+    match m.try_lock() {
+        Ok(g) => Ok(g),
+        Err(std::sync::TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => Err(PyRuntimeError::new_err(format!(
+            "{what} is in use by another thread"
+        ))),
+    }
+}
+
+/// `start_response(status, headers, exc_info=None)` for one request.
+#[pyclass(frozen, module = "deployctl")]
+pub struct StartResponse {
+    pub response: Arc<Mutex<Response>>,
+    pub generation: u64,
+}
+
+/// Hop-by-hop headers belong to the connection, which is the server's (PEP 3333).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn latin1_bytes(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+    let s = s
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("{what} must be a str, not {}", type_name(s))))?;
+    let text = s.to_cow()?;
+    text.chars()
+        .map(|c| u8::try_from(u32::from(c)).ok())
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| PyValueError::new_err(format!("{what} {text:?} is not latin-1 (PEP 3333 native strings)")))
+}
+
+fn type_name(o: &Bound<'_, PyAny>) -> String {
+    o.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+}
+
+/// Parse and check what the app passed; returns (code, status line, header lines, length).
+fn check_status_headers(
+    status: &Bound<'_, PyAny>,
+    headers: &Bound<'_, PyAny>,
+) -> PyResult<(u16, Vec<u8>, Vec<u8>, Option<u64>)> {
+    let line = latin1_bytes(status, "status")?;
+    let valid = line.len() >= 4
+        && line[..3].iter().all(u8::is_ascii_digit)
+        && line[3] == b' '
+        && line[4..].iter().all(|&b| b == b'\t' || b >= 0x20 && b != 0x7f);
+    if !valid {
+        return Err(PyValueError::new_err(format!(
+            "status {:?} is not \"NNN Reason\"",
+            String::from_utf8_lossy(&line)
+        )));
+    }
+    let code = (line[0] - b'0') as u16 * 100 + (line[1] - b'0') as u16 * 10 + (line[2] - b'0') as u16;
+    if code < 100 {
+        return Err(PyValueError::new_err(format!("status code {code} is below 100")));
+    }
+    let list = headers
+        .cast::<PyList>()
+        .map_err(|_| PyTypeError::new_err(format!("headers must be a list, not {}", type_name(headers))))?;
+    let mut fields = Vec::with_capacity(list.len() * 32);
+    let mut length = None;
+    for item in list.iter() {
+        let pair = item
+            .cast::<PyTuple>()
+            .ok()
+            .filter(|t| t.len() == 2)
+            .ok_or_else(|| PyTypeError::new_err(format!("header {item} is not a (name, value) tuple")))?;
+        let name = latin1_bytes(&pair.get_item(0)?, "header name")?;
+        let value = latin1_bytes(&pair.get_item(1)?, "header value")?;
+        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+            return Err(PyValueError::new_err(format!(
+                "header name {:?} is not a token",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(PyValueError::new_err(format!(
+                "header {} has CR, LF or NUL in its value",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        let lower = name.to_ascii_lowercase();
+        if HOP_BY_HOP.iter().any(|h| h.as_bytes() == lower.as_slice()) {
+            return Err(PyValueError::new_err(format!(
+                "hop-by-hop header {} is not allowed from an application (PEP 3333)",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        if lower == b"content-length" {
+            let v = value.trim_ascii();
+            if v.is_empty() || !v.iter().all(u8::is_ascii_digit) || v.len() > 18 {
+                return Err(PyValueError::new_err(format!(
+                    "Content-Length {:?} is not a number",
+                    String::from_utf8_lossy(&value)
+                )));
+            }
+            length = Some(v.iter().fold(0u64, |a, d| a * 10 + u64::from(d - b'0')));
+        }
+        fields.extend_from_slice(&name);
+        fields.extend_from_slice(b": ");
+        fields.extend_from_slice(&value);
+        fields.extend_from_slice(b"\r\n");
+    }
+    Ok((code, line, fields, length))
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info = None))]
+    fn __call__<'py>(
+        slf: &Bound<'py, Self>,
+        status: &Bound<'py, PyAny>,
+        headers: &Bound<'py, PyAny>,
+        exc_info: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        {
+            let r = lock(&this.response, "start_response")?;
+            if r.generation != this.generation {
+                return Err(PyRuntimeError::new_err("start_response called after its request ended"));
+            }
+            if r.status.is_some() && exc_info.is_none() {
+                return Err(PyAssertionError::new_err(
+                    "start_response called a second time without exc_info (PEP 3333)",
+                ));
+            }
+            if let Some(exc) = exc_info
+                && r.headers_sent
+            {
+                // PEP 3333: with the head already on the wire, re-raise the app's error.
+                let value = exc.get_item(1)?;
+                return Err(PyErr::from_value(value));
+            }
+        }
+        let (code, line, fields, length) = check_status_headers(status, headers)?;
+        let mut r = lock(&this.response, "start_response")?;
+        r.status = Some((code, line));
+        r.fields = fields;
+        r.content_length = length;
+        drop(r);
+        slf.getattr(pyo3::intern!(slf.py(), "write"))
+    }
+
+    /// The legacy `write()` callable: sends the head and this data now.
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let bytes = data
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err(format!("write() takes bytes, not {}", type_name(data))))?;
+        let mut guard = lock(&self.response, "write()")?;
+        if guard.generation != self.generation {
+            return Err(PyRuntimeError::new_err("write() called after its request ended"));
+        }
+        if guard.status.is_none() {
+            return Err(PyAssertionError::new_err("write() called before start_response"));
+        }
+        let r: &mut Response = &mut guard;
+        let data = bytes.as_bytes();
+        match py.detach(|| r.send(data, None)) {
+            Ok(()) => Ok(()),
+            Err(SendError::Overrun) => {
+                log::error("app wrote more bytes than its Content-Length; the excess was not sent");
+                Ok(())
+            }
+            Err(SendError::Closed | SendError::TimedOut) => Err(PyOSError::new_err("client disconnected")),
+            Err(SendError::Short) => Ok(()),
+        }
+    }
+}
+
+/// `wsgi.input`: the request body, read through bounded buffers with the GIL released while
+/// waiting for the socket.
+#[pyclass(frozen, module = "deployctl")]
+pub struct Input {
+    pub body: Arc<Mutex<Body>>,
+}
+
+fn body_error(e: BodyError) -> PyErr {
+    PyOSError::new_err(e.message())
+}
+
+fn limit(size: Option<isize>) -> usize {
+    match size {
+        Some(n) if n >= 0 => n as usize,
+        _ => usize::MAX,
+    }
+}
+
+impl Input {
+    fn read_bytes(&self, py: Python<'_>, max: usize, line: bool) -> PyResult<Vec<u8>> {
+        let mut guard = lock(&self.body, "wsgi.input")?;
+        let body: &mut Body = &mut guard;
+        let mut out = Vec::new();
+        while out.len() < max {
+            let room = max - out.len();
+            match body.take(&mut out, room, line).map_err(body_error)? {
+                Progress::Got(0) => break,
+                Progress::Got(_) if line && out.last() == Some(&b'\n') => break,
+                Progress::Got(_) => {}
+                Progress::NeedMore => py.detach(|| body.fill()).map_err(body_error)?,
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[pymethods]
+impl Input {
+    #[pyo3(signature = (size = None))]
+    fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        let data = self.read_bytes(py, limit(size), false)?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    #[pyo3(signature = (size = None))]
+    fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        let data = self.read_bytes(py, limit(size), true)?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    #[pyo3(signature = (hint = None))]
+    fn readlines<'py>(&self, py: Python<'py>, hint: Option<isize>) -> PyResult<Bound<'py, PyList>> {
+        let hint = limit(hint);
+        let lines = PyList::empty(py);
+        let mut total = 0;
+        loop {
+            let line = self.read_bytes(py, usize::MAX, true)?;
+            if line.is_empty() {
+                break;
+            }
+            total += line.len();
+            lines.append(PyBytes::new(py, &line))?;
+            if total >= hint {
+                break;
+            }
+        }
+        Ok(lines)
+    }
+
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let line = self.read_bytes(py, usize::MAX, true)?;
+        Ok((!line.is_empty()).then(|| PyBytes::new(py, &line)))
+    }
+}
+
+/// `wsgi.errors`: a text stream into the server's error log.
+#[pyclass(frozen, module = "deployctl")]
+pub struct ErrorStream;
+
+#[pymethods]
+impl ErrorStream {
+    fn write(&self, s: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let s = s
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err(format!("wsgi.errors.write() takes str, not {}", type_name(s))))?;
+        let text = s.to_cow()?;
+        log::write_error_raw(text.as_bytes());
+        Ok(text.chars().count())
+    }
+
+    fn writelines(&self, lines: &Bound<'_, PyAny>) -> PyResult<()> {
+        for line in lines.try_iter()? {
+            self.write(&line?)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) {}
+}
+
+/// `wsgi.file_wrapper(filelike, blksize=8192)`. Returned from an app, a wrapped real file is
+/// sent by the server with `sendfile(2)` and the GIL released; anything else is iterated.
+#[pyclass(frozen, module = "deployctl")]
+pub struct FileWrapper {
+    pub filelike: Py<PyAny>,
+    pub blksize: usize,
+}
+
+#[pymethods]
+impl FileWrapper {
+    #[new]
+    #[pyo3(signature = (filelike, blksize = 8192))]
+    fn new(filelike: Py<PyAny>, blksize: usize) -> Self {
+        FileWrapper {
+            filelike,
+            blksize: blksize.max(1),
+        }
+    }
+
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let data = self.filelike.bind(py).call_method1(pyo3::intern!(py, "read"), (self.blksize,))?;
+        Ok((data.len()? > 0).then_some(data))
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let f = self.filelike.bind(py);
+        if f.hasattr(pyo3::intern!(py, "close"))? {
+            f.call_method0(pyo3::intern!(py, "close"))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,405 @@
+//! The `serve` command line of the embedded server, and the settings it resolves to.
+//!
+//! Owned here, in the libpython-free crate, so that `deployctl serve` (the launcher) and
+//! `deployctl-server` (the binary that links CPython) parse exactly the same flags: the
+//! launcher checks them and the environment with good errors, then `exec`s the server with
+//! the same arguments. What the server does with the settings lives in `server/`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+
+use crate::printer::hinted;
+use crate::spec::{self, Entry, Spec, display_path};
+
+/// Flags of `deployctl serve`: Gunicorn's names where Gunicorn has the setting.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// The WSGI callable, `module:attr` or `module:factory()`. Default: `[app].entry` of `--config`.
+    pub entry: Option<String>,
+    /// Take settings from this deploy.toml; flags given here win.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Listen on `HOST:PORT`, `[::1]:PORT` or `unix:PATH` (repeatable). Default: 127.0.0.1:8000.
+    #[arg(long, short = 'b', value_name = "ADDR")]
+    pub bind: Vec<String>,
+    /// Permissions of unix sockets created by `--bind unix:PATH`, in octal.
+    #[arg(long, value_name = "MODE", default_value = "660", value_parser = parse_mode)]
+    pub uds_mode: u32,
+    /// Worker processes. Default: 1 (the process model with several workers is not built yet).
+    #[arg(long, short = 'w', value_name = "N")]
+    pub workers: Option<u32>,
+    /// Python threads per worker. Default: 1.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<u32>,
+    /// Change to this directory and put it first on `sys.path` before importing the app.
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+    /// The app's virtualenv. Default: `$VIRTUAL_ENV`, else the interpreter the server was built with.
+    #[arg(long, value_name = "DIR")]
+    pub venv: Option<PathBuf>,
+    /// Set an environment variable for the app (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Seconds a request may run (enforced by the master once workers exist). Default: 30.
+    #[arg(long, short = 't', value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Seconds in-flight requests get to finish on a graceful stop. Default: 30.
+    #[arg(long, value_name = "SECS")]
+    pub graceful_timeout: Option<u64>,
+    /// Seconds an idle keep-alive connection is kept open. Default: 5.
+    #[arg(long, value_name = "SECS")]
+    pub keep_alive: Option<u64>,
+    /// Seconds a client gets to send a whole request head (slow-client defence). Default: 10.
+    #[arg(long, value_name = "SECS")]
+    pub header_timeout: Option<u64>,
+    /// Seconds a body read or a response write may wait without progress. Default: 30.
+    #[arg(long, value_name = "SECS")]
+    pub body_timeout: Option<u64>,
+    /// Peers whose X-Forwarded-* and Forwarded headers are trusted: addresses, CIDRs or `*`,
+    /// comma-separated. Default: 127.0.0.1,::1 (unix-socket peers are always trusted).
+    #[arg(long, value_name = "IPS")]
+    pub forwarded_allow_ips: Option<String>,
+    /// Write the access log here (`-` is stdout). Default: no access log.
+    #[arg(long, value_name = "FILE")]
+    pub access_log: Option<String>,
+    /// Access log line format.
+    #[arg(long, value_enum, default_value = "common")]
+    pub access_log_format: AccessLogFormat,
+    /// Write errors and tracebacks here (`-` is stderr). Default: stderr.
+    #[arg(long, value_name = "FILE")]
+    pub error_log: Option<String>,
+    /// Longest request line, in bytes (414 above). Default: 4094.
+    #[arg(long, value_name = "BYTES")]
+    pub limit_request_line: Option<usize>,
+    /// Most header fields in a request (431 above). Default: 100.
+    #[arg(long, value_name = "N")]
+    pub limit_request_fields: Option<usize>,
+    /// Longest header field line, in bytes (431 above). Default: 8190.
+    #[arg(long, value_name = "BYTES")]
+    pub limit_request_field_size: Option<usize>,
+    /// Largest request body (413 above), e.g. `10M`. Default: 10M.
+    #[arg(long, value_name = "SIZE")]
+    pub max_body: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum AccessLogFormat {
+    /// NCSA common log format.
+    #[default]
+    Common,
+    /// Common plus referer and user agent (nginx's `combined`).
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A listening address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bind {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Bind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bind::Tcp(a) => write!(f, "{a}"),
+            Bind::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A trusted-proxy rule: an address with a prefix length, or everything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowIp {
+    Any,
+    Net(IpAddr, u8),
+}
+
+impl AllowIp {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self, ip) {
+            (AllowIp::Any, _) => true,
+            (AllowIp::Net(IpAddr::V4(net), len), IpAddr::V4(a)) => prefix_eq(&net.octets(), &a.octets(), *len),
+            (AllowIp::Net(IpAddr::V6(net), len), IpAddr::V6(a)) => prefix_eq(&net.octets(), &a.octets(), *len),
+            (AllowIp::Net(IpAddr::V4(net), len), IpAddr::V6(a)) => {
+                a.to_ipv4_mapped().is_some_and(|a| prefix_eq(&net.octets(), &a.octets(), *len))
+            }
+            (AllowIp::Net(IpAddr::V6(_), _), IpAddr::V4(_)) => false,
+        }
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], len: u8) -> bool {
+    let full = usize::from(len / 8);
+    if a[..full] != b[..full] {
+        return false;
+    }
+    let rest = len % 8;
+    rest == 0 || {
+        let mask = 0xffu8 << (8 - rest);
+        a[full] & mask == b[full] & mask
+    }
+}
+
+/// Everything the server needs, resolved: defaults applied, paths absolute, values checked.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub entry: Entry,
+    pub binds: Vec<Bind>,
+    pub uds_mode: u32,
+    pub workers: u32,
+    pub threads: u32,
+    pub chdir: PathBuf,
+    pub venv: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+    pub timeout: u64,
+    pub graceful_timeout: u64,
+    pub keep_alive: u64,
+    pub header_timeout: u64,
+    pub body_timeout: u64,
+    pub forwarded_allow_ips: Vec<AllowIp>,
+    pub access_log: Option<String>,
+    pub access_log_format: AccessLogFormat,
+    pub error_log: Option<String>,
+    pub limit_request_line: usize,
+    pub limit_request_fields: usize,
+    pub limit_request_field_size: usize,
+    pub max_body: u64,
+}
+
+pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
+
+impl ServeArgs {
+    /// Apply `--config` (if any) under the flags, then the defaults, and check every value.
+    pub fn resolve(&self) -> anyhow::Result<ServeSettings> {
+        let spec = match &self.config {
+            Some(path) => Some(Spec::load(path)?),
+            None => None,
+        };
+        let spec = spec.as_ref();
+        let entry = match (&self.entry, spec) {
+            (Some(e), _) => spec::parse_entry(e).map_err(|m| anyhow::anyhow!("ENTRY: {m}"))?,
+            (None, Some(s)) => s.app.entry.clone(),
+            (None, None) => {
+                return Err(hinted(
+                    "no app to serve: give ENTRY (`module:attr` or `module:factory()`)",
+                    "e.g. `deployctl serve app:app`, or `deployctl serve -c deploy.toml`",
+                ));
+            }
+        };
+        let binds = if !self.bind.is_empty() {
+            self.bind.iter().map(|b| parse_bind(b)).collect::<anyhow::Result<Vec<_>>>()?
+        } else if let Some(s) = spec {
+            vec![parse_bind(&s.server.listen.to_string())?]
+        } else {
+            vec![parse_bind(DEFAULT_BIND)?]
+        };
+        let cwd = std::env::current_dir().context("reading the current directory")?;
+        let chdir = match (&self.chdir, spec) {
+            (Some(d), _) => cwd.join(d),
+            (None, Some(s)) => s.app.root.clone(),
+            (None, None) => cwd.clone(),
+        };
+        if !chdir.is_dir() {
+            bail!("--chdir {}: not a directory", display_path(&chdir));
+        }
+        let venv = match (&self.venv, spec) {
+            (Some(v), _) => Some(cwd.join(v)),
+            (None, Some(s)) => Some(s.app.venv.clone()),
+            (None, None) => std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()).map(PathBuf::from),
+        };
+        let mut env = spec.map(|s| s.app.env.clone()).unwrap_or_default();
+        for kv in &self.env {
+            let Some((k, v)) = kv.split_once('=') else {
+                bail!("--env {kv:?}: expected K=V");
+            };
+            if k.is_empty() || k.contains('\0') || v.contains('\0') {
+                bail!("--env {kv:?}: not a valid environment variable");
+            }
+            env.insert(k.to_string(), v.to_string());
+        }
+        let workers = self.workers.or(spec.and_then(|s| s.backend.workers)).unwrap_or(1);
+        let threads = self.threads.or(spec.map(|s| s.backend.threads)).unwrap_or(1);
+        positive("--workers", u64::from(workers))?;
+        positive("--threads", u64::from(threads))?;
+        let max_body = match (&self.max_body, spec) {
+            (Some(m), _) => spec::parse_size(m).map_err(|e| anyhow::anyhow!("--max-body: {e}"))?.0,
+            (None, Some(s)) => s.server.max_body.0,
+            (None, None) => 10 << 20,
+        };
+        let allow = match (&self.forwarded_allow_ips, spec) {
+            (Some(list), _) => list.split(',').map(str::to_string).collect(),
+            (None, Some(s)) => s.server.forwarded_allow_ips.clone(),
+            (None, None) => vec!["127.0.0.1".into(), "::1".into()],
+        };
+        let forwarded_allow_ips = allow
+            .iter()
+            .map(|a| parse_allow_ip(a.trim()).map_err(|e| anyhow::anyhow!("--forwarded-allow-ips: {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let settings = ServeSettings {
+            entry,
+            binds,
+            uds_mode: self.uds_mode,
+            workers,
+            threads,
+            chdir,
+            venv,
+            env,
+            timeout: self.timeout.or(spec.map(|s| s.server.timeout.0)).unwrap_or(30),
+            graceful_timeout: self.graceful_timeout.or(spec.map(|s| s.backend.graceful_timeout.0)).unwrap_or(30),
+            keep_alive: self.keep_alive.unwrap_or(5),
+            header_timeout: self.header_timeout.unwrap_or(10),
+            body_timeout: self.body_timeout.unwrap_or(30),
+            forwarded_allow_ips,
+            access_log: self.access_log.clone(),
+            access_log_format: self.access_log_format,
+            error_log: self.error_log.clone(),
+            limit_request_line: self.limit_request_line.unwrap_or(4094),
+            limit_request_fields: self.limit_request_fields.unwrap_or(100),
+            limit_request_field_size: self.limit_request_field_size.unwrap_or(8190),
+            max_body,
+        };
+        for (flag, v) in [
+            ("--timeout", settings.timeout),
+            ("--header-timeout", settings.header_timeout),
+            ("--body-timeout", settings.body_timeout),
+            ("--limit-request-line", settings.limit_request_line as u64),
+            ("--limit-request-fields", settings.limit_request_fields as u64),
+            ("--limit-request-field-size", settings.limit_request_field_size as u64),
+        ] {
+            positive(flag, v)?;
+        }
+        Ok(settings)
+    }
+}
+
+fn positive(flag: &str, v: u64) -> anyhow::Result<()> {
+    if v == 0 {
+        bail!("{flag} must be at least 1");
+    }
+    Ok(())
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let t = s.trim_start_matches("0o");
+    u32::from_str_radix(t, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal file mode such as 660"))
+}
+
+/// `host:port`, `[v6]:port`, `unix:PATH`.
+pub fn parse_bind(s: &str) -> anyhow::Result<Bind> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        if path.is_empty() {
+            bail!("--bind {s:?}: the unix socket path is empty");
+        }
+        let cwd = std::env::current_dir().context("reading the current directory")?;
+        return Ok(Bind::Unix(cwd.join(path)));
+    }
+    let listen = spec::parse_listen(s).map_err(|m| anyhow::anyhow!("--bind {s:?}: {m}"))?;
+    let ip: IpAddr = match listen.host.as_str() {
+        "localhost" => IpAddr::from([127, 0, 0, 1]),
+        h => h
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--bind {s:?}: {h:?} is not an IP address (names other than localhost are not resolved)"))?,
+    };
+    Ok(Bind::Tcp(std::net::SocketAddr::new(ip, listen.port)))
+}
+
+pub fn parse_allow_ip(s: &str) -> Result<AllowIp, String> {
+    if s == "*" {
+        return Ok(AllowIp::Any);
+    }
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr.parse().map_err(|_| format!("{s:?} is not an IP address or CIDR"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) => l.parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(|| format!("{s:?} has a bad prefix length"))?,
+        None => max,
+    };
+    Ok(AllowIp::Net(ip, len))
+}
+
+/// The `X.Y` Python version of a virtualenv, from its `pyvenv.cfg` (venv writes `version`,
+/// virtualenv `version_info`) or, for a plain prefix, its `lib/pythonX.Y` directory.
+pub fn venv_python_version(venv: &Path) -> anyhow::Result<String> {
+    let cfg = venv.join("pyvenv.cfg");
+    if let Ok(text) = std::fs::read_to_string(&cfg) {
+        for line in text.lines() {
+            if let Some((k, v)) = line.split_once('=')
+                && matches!(k.trim(), "version" | "version_info")
+            {
+                let mut parts = v.trim().split('.');
+                if let (Some(a), Some(b)) = (parts.next(), parts.next()) {
+                    return Ok(format!("{a}.{b}"));
+                }
+            }
+        }
+        bail!("{}: no `version` line", display_path(&cfg));
+    }
+    let lib = venv.join("lib");
+    let entries = std::fs::read_dir(&lib)
+        .with_context(|| format!("{} is not a virtualenv (no pyvenv.cfg, no lib/)", display_path(venv)))?;
+    for e in entries.flatten() {
+        if let Some(v) = e.file_name().to_str().and_then(|n| n.strip_prefix("python"))
+            && v.split('.').count() == 2
+        {
+            return Ok(v.to_string());
+        }
+    }
+    bail!("{} is not a virtualenv (no pyvenv.cfg, no lib/pythonX.Y)", display_path(venv))
+}
+
+/// The error for a virtualenv whose Python differs from the one the server links.
+pub fn check_venv_version(venv: &Path, built_for: &str) -> anyhow::Result<()> {
+    let found = venv_python_version(venv)?;
+    if found != built_for {
+        return Err(hinted(
+            format!(
+                "the virtualenv {} is Python {found}, but the embedded server was built for Python {built_for}",
+                display_path(venv)
+            ),
+            format!(
+                "rebuild deployctl-server against it (`PYO3_PYTHON={}/bin/python3 cargo build --release -p deployctl-server`), \
+                 recreate the virtualenv with Python {built_for}, or use `[backend] kind = \"gunicorn\"`",
+                display_path(venv)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_ip_prefixes() {
+        let net = parse_allow_ip("10.1.0.0/16").unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()));
+        let one = parse_allow_ip("::1").unwrap();
+        assert!(one.contains("::1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.1".parse().unwrap()));
+        assert!(parse_allow_ip("10.0.0.0/33").is_err());
+        assert!(parse_allow_ip("host").is_err());
+    }
+
+    #[test]
+    fn binds() {
+        assert_eq!(parse_bind("127.0.0.1:80").unwrap(), Bind::Tcp("127.0.0.1:80".parse().unwrap()));
+        assert_eq!(parse_bind("[::1]:80").unwrap(), Bind::Tcp("[::1]:80".parse().unwrap()));
+        assert!(matches!(parse_bind("unix:/run/a.sock").unwrap(), Bind::Unix(p) if p == Path::new("/run/a.sock")));
+        assert!(parse_bind("example.com:80").is_err());
+    }
+}
