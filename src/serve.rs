@@ -302,6 +302,10 @@ pub fn parse_bind(s: &str) -> anyhow::Result<Bind> {
         let cwd = std::env::current_dir().context("reading the current directory")?;
         return Ok(Bind::Unix(cwd.join(path)));
     }
+    // Port 0 (any free port) is fine here, unlike in deploy.toml: tests and `up` use it.
+    if let Ok(addr) = s.parse::<std::net::SocketAddr>() {
+        return Ok(Bind::Tcp(addr));
+    }
     let listen = spec::parse_listen(s).map_err(|m| anyhow::anyhow!("--bind {s:?}: {m}"))?;
     let ip: IpAddr = match listen.host.as_str() {
         "localhost" => IpAddr::from([127, 0, 0, 1]),

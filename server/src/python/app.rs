@@ -85,7 +85,7 @@ fn type_name(o: &Bound<'_, PyAny>) -> String {
 /// A Python exception with its traceback, as `traceback.format_exception` prints it.
 pub fn format_exception(py: Python<'_>, err: &PyErr) -> String {
     let formatted = py.import("traceback").and_then(|tb| {
-        let lines = tb.call_method1("format_exception", (err.value(py),))?;
+        let lines = tb.call_method1("format_exception", (err.get_type(py), err.value(py), err.traceback(py)))?;
         let text: String = PyString::new(py, "").call_method1("join", (lines,))?.extract()?;
         Ok(text)
     });

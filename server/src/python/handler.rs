@@ -261,7 +261,7 @@ fn send(py: Python<'_>, conn: &Conn, data: &[u8], known: Option<u64>) -> Result<
     let mut guard = lock(&conn.response);
     if guard.status.is_none() {
         return Err(Failure::Protocol(
-            "the app produced body data before calling start_response".into(),
+            "the app returned body data without calling start_response first".into(),
         ));
     }
     let r: &mut Response = &mut guard;

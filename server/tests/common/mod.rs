@@ -1,0 +1,390 @@
+//! Test support: start the real `deployctl-server` on 127.0.0.1 with a fixture app, and talk
+//! to it over raw sockets with a small HTTP/1.1 response reader.
+//!
+//! Every server is stopped by PID when its handle drops; every read has a timeout.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_deployctl-server");
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+pub struct Builder {
+    entry: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+pub fn server(entry: &str) -> Builder {
+    Builder {
+        entry: entry.to_string(),
+        args: Vec::new(),
+        env: Vec::new(),
+    }
+}
+
+impl Builder {
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+
+    pub fn args(mut self, a: &[&str]) -> Self {
+        self.args.extend(a.iter().map(|s| s.to_string()));
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg(&self.entry)
+            .arg("--chdir")
+            .arg(fixtures())
+            .args(&self.args)
+            .env_remove("VIRTUAL_ENV")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if !self.args.iter().any(|a| a == "--bind") {
+            cmd.args(["--bind", "127.0.0.1:0"]);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Start and wait for the "listening on" line (at most 15 s).
+    pub fn start(self) -> Server {
+        let mut child = self.command().spawn().expect("spawn deployctl-server");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let addr = addr.split(' ').next().unwrap_or_default().to_string();
+                    let _ = tx.send(addr);
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let out = Arc::new(Mutex::new(String::new()));
+        let out_sink = out.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let mut l = out_sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(addr) = rx.recv_timeout(Duration::from_millis(50)) {
+                return Server {
+                    child,
+                    addr,
+                    log,
+                    stdout: out,
+                };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("server exited with {status} before listening:\n{}", log.lock().unwrap());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not listen within 15 s:\n{}", log.lock().unwrap());
+            }
+        }
+    }
+
+    /// Run to completion (for start-up failures): (exit code, stderr).
+    pub fn run_to_exit(self) -> (i32, String) {
+        let mut child = self.command().spawn().expect("spawn deployctl-server");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                let mut err = String::new();
+                child.stderr.take().expect("stderr").read_to_string(&mut err).expect("stderr");
+                return (status.code().unwrap_or(-1), err);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not exit within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+pub struct Server {
+    child: Child,
+    pub addr: String,
+    log: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
+}
+
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Wait (at most `secs`) for `needle` to appear in the error log.
+    pub fn wait_log(&self, needle: &str, secs: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn connect(&self) -> Client {
+        let stream = TcpStream::connect(&self.addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client { stream, buf: Vec::new() }
+    }
+
+    /// One request on a fresh connection.
+    pub fn get(&self, path: &str) -> Response {
+        let mut c = self.connect();
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+        c.response()
+    }
+
+    /// Peak resident memory (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:")
+    }
+
+    /// SIGTERM and wait for the exit status (at most 10 s).
+    pub fn terminate(mut self) -> i32 {
+        signal(self.pid(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+pub fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM line")
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: sending a signal to a child we started.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            signal(self.child.id(), libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Send one byte per write, with a tiny pause, to split the request across many packets.
+    pub fn send_trickle(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.stream.write_all(&[*b]).expect("send");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    pub fn shutdown_write(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 65536];
+        match self.stream.read(&mut chunk) {
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                n
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+
+    fn line(&mut self) -> Option<String> {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                self.buf.drain(..i + 2);
+                return Some(line);
+            }
+            if self.fill() == 0 {
+                return None;
+            }
+        }
+    }
+
+    fn exact(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            assert!(self.fill() > 0, "connection closed inside a body");
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    /// Read one response; `None` if the server closed the connection first.
+    pub fn try_response_to(&mut self, head_request: bool) -> Option<Response> {
+        let status_line = self.line()?;
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default().to_string();
+        assert!(version.starts_with("HTTP/1."), "bad status line {status_line:?}");
+        let status: u16 = parts.next().and_then(|s| s.parse().ok()).expect("status code");
+        let reason = parts.next().unwrap_or_default().to_string();
+        let mut headers = Vec::new();
+        loop {
+            let line = self.line().expect("head cut short");
+            if line.is_empty() {
+                break;
+            }
+            let (n, v) = line.split_once(':').expect("header line");
+            headers.push((n.to_string(), v.trim().to_string()));
+        }
+        let mut r = Response {
+            status,
+            reason,
+            headers,
+            body: Vec::new(),
+        };
+        if status == 100 {
+            return Some(r);
+        }
+        if head_request || status == 204 || status == 304 {
+            return Some(r);
+        }
+        if r.header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+            loop {
+                let size_line = self.line().expect("chunk size");
+                let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                    .expect("chunk size hex");
+                if size == 0 {
+                    while !self.line().expect("trailer").is_empty() {}
+                    break;
+                }
+                let data = self.exact(size);
+                r.body.extend_from_slice(&data);
+                assert_eq!(self.exact(2), b"\r\n");
+            }
+        } else if let Some(cl) = r.header("content-length") {
+            let n: usize = cl.parse().expect("content-length");
+            r.body = self.exact(n);
+        } else {
+            while self.fill() > 0 {}
+            r.body = std::mem::take(&mut self.buf);
+        }
+        Some(r)
+    }
+
+    pub fn response(&mut self) -> Response {
+        self.try_response_to(false).expect("the server closed the connection without a response")
+    }
+
+    /// True if the server closes the connection (EOF or reset) within `secs`.
+    pub fn closed_within(&mut self, secs: u64) -> bool {
+        self.stream.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
+        let mut b = [0u8; 1024];
+        loop {
+            match self.stream.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return false;
+                }
+                Err(_) => return true,
+            }
+        }
+    }
+}
