@@ -126,9 +126,9 @@ impl AllowIp {
             (AllowIp::Any, _) => true,
             (AllowIp::Net(IpAddr::V4(net), len), IpAddr::V4(a)) => prefix_eq(&net.octets(), &a.octets(), *len),
             (AllowIp::Net(IpAddr::V6(net), len), IpAddr::V6(a)) => prefix_eq(&net.octets(), &a.octets(), *len),
-            (AllowIp::Net(IpAddr::V4(net), len), IpAddr::V6(a)) => {
-                a.to_ipv4_mapped().is_some_and(|a| prefix_eq(&net.octets(), &a.octets(), *len))
-            }
+            (AllowIp::Net(IpAddr::V4(net), len), IpAddr::V6(a)) => a
+                .to_ipv4_mapped()
+                .is_some_and(|a| prefix_eq(&net.octets(), &a.octets(), *len)),
             (AllowIp::Net(IpAddr::V6(_), _), IpAddr::V4(_)) => false,
         }
     }
@@ -193,7 +193,10 @@ impl ServeArgs {
             }
         };
         let binds = if !self.bind.is_empty() {
-            self.bind.iter().map(|b| parse_bind(b)).collect::<anyhow::Result<Vec<_>>>()?
+            self.bind
+                .iter()
+                .map(|b| parse_bind(b))
+                .collect::<anyhow::Result<Vec<_>>>()?
         } else if let Some(s) = spec {
             vec![parse_bind(&s.server.listen.to_string())?]
         } else {
@@ -211,7 +214,9 @@ impl ServeArgs {
         let venv = match (&self.venv, spec) {
             (Some(v), _) => Some(cwd.join(v)),
             (None, Some(s)) => Some(s.app.venv.clone()),
-            (None, None) => std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()).map(PathBuf::from),
+            (None, None) => std::env::var_os("VIRTUAL_ENV")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
         };
         let mut env = spec.map(|s| s.app.env.clone()).unwrap_or_default();
         for kv in &self.env {
@@ -251,7 +256,10 @@ impl ServeArgs {
             venv,
             env,
             timeout: self.timeout.or(spec.map(|s| s.server.timeout.0)).unwrap_or(30),
-            graceful_timeout: self.graceful_timeout.or(spec.map(|s| s.backend.graceful_timeout.0)).unwrap_or(30),
+            graceful_timeout: self
+                .graceful_timeout
+                .or(spec.map(|s| s.backend.graceful_timeout.0))
+                .unwrap_or(30),
             keep_alive: self.keep_alive.unwrap_or(5),
             header_timeout: self.header_timeout.unwrap_or(10),
             body_timeout: self.body_timeout.unwrap_or(30),
@@ -309,9 +317,9 @@ pub fn parse_bind(s: &str) -> anyhow::Result<Bind> {
     let listen = spec::parse_listen(s).map_err(|m| anyhow::anyhow!("--bind {s:?}: {m}"))?;
     let ip: IpAddr = match listen.host.as_str() {
         "localhost" => IpAddr::from([127, 0, 0, 1]),
-        h => h
-            .parse()
-            .map_err(|_| anyhow::anyhow!("--bind {s:?}: {h:?} is not an IP address (names other than localhost are not resolved)"))?,
+        h => h.parse().map_err(|_| {
+            anyhow::anyhow!("--bind {s:?}: {h:?} is not an IP address (names other than localhost are not resolved)")
+        })?,
     };
     Ok(Bind::Tcp(std::net::SocketAddr::new(ip, listen.port)))
 }
@@ -324,10 +332,16 @@ pub fn parse_allow_ip(s: &str) -> Result<AllowIp, String> {
         Some((a, l)) => (a, Some(l)),
         None => (s, None),
     };
-    let ip: IpAddr = addr.parse().map_err(|_| format!("{s:?} is not an IP address or CIDR"))?;
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IP address or CIDR"))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     let len = match len {
-        Some(l) => l.parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(|| format!("{s:?} has a bad prefix length"))?,
+        Some(l) => l
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("{s:?} has a bad prefix length"))?,
         None => max,
     };
     Ok(AllowIp::Net(ip, len))
@@ -360,7 +374,10 @@ pub fn venv_python_version(venv: &Path) -> anyhow::Result<String> {
             return Ok(v.to_string());
         }
     }
-    bail!("{} is not a virtualenv (no pyvenv.cfg, no lib/pythonX.Y)", display_path(venv))
+    bail!(
+        "{} is not a virtualenv (no pyvenv.cfg, no lib/pythonX.Y)",
+        display_path(venv)
+    )
 }
 
 /// The error for a virtualenv whose Python differs from the one the server links.
@@ -401,7 +418,10 @@ mod tests {
 
     #[test]
     fn binds() {
-        assert_eq!(parse_bind("127.0.0.1:80").unwrap(), Bind::Tcp("127.0.0.1:80".parse().unwrap()));
+        assert_eq!(
+            parse_bind("127.0.0.1:80").unwrap(),
+            Bind::Tcp("127.0.0.1:80".parse().unwrap())
+        );
         assert_eq!(parse_bind("[::1]:80").unwrap(), Bind::Tcp("[::1]:80".parse().unwrap()));
         assert!(matches!(parse_bind("unix:/run/a.sock").unwrap(), Bind::Unix(p) if p == Path::new("/run/a.sock")));
         assert!(parse_bind("example.com:80").is_err());

@@ -44,9 +44,12 @@ enum Slot {
     Away,
 }
 
-/// Work for the pool and the connections it gives back.
+/// A connection with a complete request, and its slot.
+type Job = (usize, Box<Conn>, Head);
+
+/// Work for the pool (with the "shutting down" flag) and the connections it gives back.
 struct Pool {
-    jobs: Mutex<(VecDeque<(usize, Box<Conn>, Head)>, bool)>,
+    jobs: Mutex<(VecDeque<Job>, bool)>,
     ready: Condvar,
     done: Mutex<Vec<(usize, Box<Conn>, Next)>>,
     wake: OwnedFd,
@@ -101,9 +104,21 @@ impl Loop {
         // SAFETY: a new epoll fd that we own.
         let epoll = unsafe { OwnedFd::from_raw_fd(cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
         for (i, l) in listeners.iter().enumerate() {
-            ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, l.fd.as_raw_fd(), libc::EPOLLIN as u32, LISTENER_TOKEN + i as u64)?;
+            ctl(
+                epoll.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                l.fd.as_raw_fd(),
+                libc::EPOLLIN as u32,
+                LISTENER_TOKEN + i as u64,
+            )?;
         }
-        ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, signals.as_raw_fd(), libc::EPOLLIN as u32, SIGNAL_TOKEN)?;
+        ctl(
+            epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            signals.as_raw_fd(),
+            libc::EPOLLIN as u32,
+            SIGNAL_TOKEN,
+        )?;
         Ok(Loop {
             epoll,
             listeners,
@@ -159,7 +174,13 @@ impl Loop {
     pub fn run_pool(mut self, app: Arc<App>) -> io::Result<()> {
         // SAFETY: a new eventfd that we own.
         let wake = unsafe { OwnedFd::from_raw_fd(cvt(libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?) };
-        ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, wake.as_raw_fd(), libc::EPOLLIN as u32, WAKE_TOKEN)?;
+        ctl(
+            self.epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            wake.as_raw_fd(),
+            libc::EPOLLIN as u32,
+            WAKE_TOKEN,
+        )?;
         let pool = Arc::new(Pool {
             jobs: Mutex::new((VecDeque::new(), false)),
             ready: Condvar::new(),
@@ -200,7 +221,13 @@ impl Loop {
                         let i = t as usize;
                         if let Some((conn, head)) = self.on_readable(i) {
                             // Off epoll while away: the pool thread owns its reads now.
-                            let _ = ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_MOD, conn.stream.raw(), 0, i as u64);
+                            let _ = ctl(
+                                self.epoll.as_raw_fd(),
+                                libc::EPOLL_CTL_MOD,
+                                conn.stream.raw(),
+                                0,
+                                i as u64,
+                            );
                             self.slots[i] = Slot::Away;
                             self.in_flight += 1;
                             lock(&pool.jobs).0.push_back((i, conn, head));
@@ -233,7 +260,13 @@ impl Loop {
         if want != self.accepting {
             let events = if want { libc::EPOLLIN as u32 } else { 0 };
             for (i, l) in self.listeners.iter().enumerate() {
-                let _ = ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_MOD, l.fd.as_raw_fd(), events, LISTENER_TOKEN + i as u64);
+                let _ = ctl(
+                    self.epoll.as_raw_fd(),
+                    libc::EPOLL_CTL_MOD,
+                    l.fd.as_raw_fd(),
+                    events,
+                    LISTENER_TOKEN + i as u64,
+                );
             }
             self.accepting = want;
         }
@@ -254,8 +287,14 @@ impl Loop {
                             self.slots.len() - 1
                         }
                     };
-                    if ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, conn.stream.raw(), libc::EPOLLIN as u32, i as u64)
-                        .is_err()
+                    if ctl(
+                        self.epoll.as_raw_fd(),
+                        libc::EPOLL_CTL_ADD,
+                        conn.stream.raw(),
+                        libc::EPOLLIN as u32,
+                        i as u64,
+                    )
+                    .is_err()
                     {
                         self.free.push(i);
                         continue;
@@ -268,10 +307,19 @@ impl Loop {
                     // failure), and stop accepting until the next sweep so the loop does not
                     // spin on a listener it cannot serve.
                     log::error(&format!("accept failed on {}: {e}", self.listeners[li].bind));
-                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) {
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) {
                         self.accepting = true; // force update_accepting to re-apply
                         for (i, l) in self.listeners.iter().enumerate() {
-                            let _ = ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_MOD, l.fd.as_raw_fd(), 0, LISTENER_TOKEN + i as u64);
+                            let _ = ctl(
+                                self.epoll.as_raw_fd(),
+                                libc::EPOLL_CTL_MOD,
+                                l.fd.as_raw_fd(),
+                                0,
+                                LISTENER_TOKEN + i as u64,
+                            );
                         }
                         self.accepting = false;
                     }
@@ -329,9 +377,20 @@ impl Loop {
             return;
         }
         conn.reading = conn.pos < conn.buf.len();
-        conn.deadline = Instant::now() + if conn.reading { self.header_timeout } else { self.keep_alive };
+        conn.deadline = Instant::now()
+            + if conn.reading {
+                self.header_timeout
+            } else {
+                self.keep_alive
+            };
         if self.threads > 1 {
-            let _ = ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_MOD, conn.stream.raw(), libc::EPOLLIN as u32, i as u64);
+            let _ = ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_MOD,
+                conn.stream.raw(),
+                libc::EPOLLIN as u32,
+                i as u64,
+            );
         }
         self.slots[i] = Slot::Here(conn);
     }
@@ -365,8 +424,13 @@ impl Loop {
         // SAFETY: reading whole signalfd_siginfo records from our signalfd.
         let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
         let size = std::mem::size_of::<libc::signalfd_siginfo>();
-        while unsafe { libc::read(self.signals.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), size) }
-            == size as isize
+        while unsafe {
+            libc::read(
+                self.signals.as_raw_fd(),
+                (&mut info as *mut libc::signalfd_siginfo).cast(),
+                size,
+            )
+        } == size as isize
         {
             match info.ssi_signo as i32 {
                 libc::SIGTERM => self.stop(self.graceful, "TERM: graceful stop"),

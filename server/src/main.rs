@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use deployctl::printer::Printer;
 use deployctl::serve::ServeArgs;
 
 /// The embedded WSGI server of deployctl; normally started as `deployctl serve`.
@@ -24,7 +25,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            Printer::new(false).error(&e);
             ExitCode::from(1)
         }
     }

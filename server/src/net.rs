@@ -96,7 +96,10 @@ pub fn bind(bind: &Bind, uds_mode: u32) -> anyhow::Result<Listener> {
         Bind::Unix(path) => {
             if path.exists() {
                 if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                    anyhow::bail!("cannot listen on unix:{}: another process is serving on it", path.display());
+                    anyhow::bail!(
+                        "cannot listen on unix:{}: another process is serving on it",
+                        path.display()
+                    );
                 }
                 std::fs::remove_file(path).with_context(|| format!("removing the stale socket {}", path.display()))?;
             }
@@ -160,7 +163,9 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
                 sin6_scope_id: a.scope_id(),
             };
             // SAFETY: as above, for sockaddr_in6.
@@ -209,11 +214,15 @@ pub fn accept(listener: &Listener) -> io::Result<Option<(OwnedFd, Peer)>> {
             // SAFETY: the kernel wrote a sockaddr_in for AF_INET.
             let sin: libc::sockaddr_in = unsafe { std::ptr::read((&storage as *const libc::sockaddr_storage).cast()) };
             let _ = set_opt(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
-            Peer::Ip(SocketAddr::from((sin.sin_addr.s_addr.to_ne_bytes(), u16::from_be(sin.sin_port))))
+            Peer::Ip(SocketAddr::from((
+                sin.sin_addr.s_addr.to_ne_bytes(),
+                u16::from_be(sin.sin_port),
+            )))
         }
         libc::AF_INET6 => {
             // SAFETY: the kernel wrote a sockaddr_in6 for AF_INET6.
-            let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read((&storage as *const libc::sockaddr_storage).cast()) };
+            let sin6: libc::sockaddr_in6 =
+                unsafe { std::ptr::read((&storage as *const libc::sockaddr_storage).cast()) };
             let _ = set_opt(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
             let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             let ip = ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4);

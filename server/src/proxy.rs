@@ -121,7 +121,8 @@ fn scheme(s: &str) -> Option<String> {
 
 fn host(s: &str) -> Option<String> {
     let ok = !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
     ok.then(|| s.to_string())
 }
 

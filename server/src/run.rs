@@ -41,8 +41,7 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<i32> {
         // SAFETY: no other thread exists yet (Python is not started, the loop not running).
         unsafe { std::env::set_var(k, v) };
     }
-    std::env::set_current_dir(&settings.chdir)
-        .with_context(|| format!("changing to {}", settings.chdir.display()))?;
+    std::env::set_current_dir(&settings.chdir).with_context(|| format!("changing to {}", settings.chdir.display()))?;
     let argv: Vec<String> = std::env::args().collect();
     init::initialize(settings.venv.as_deref(), &argv)?;
     let loaded = Python::attach(|py| app::load(py, &settings, &listeners));

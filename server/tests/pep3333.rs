@@ -51,7 +51,10 @@ fn environ_is_an_exact_dict_of_native_strings_with_the_required_keys() {
             assert_eq!(t, "str", "{k} is a {t}");
         }
     }
-    assert!(e.get("CONTENT_TYPE").is_none() && e.get("CONTENT_LENGTH").is_none(), "absent when not sent");
+    assert!(
+        e.get("CONTENT_TYPE").is_none() && e.get("CONTENT_LENGTH").is_none(),
+        "absent when not sent"
+    );
     assert_clean(&s);
 }
 
@@ -134,7 +137,11 @@ fn wsgi_input_readlines_and_iteration() {
     for mode in ["readlines", "iter"] {
         let mut c = s.connect();
         c.send(format!("POST /echo?mode={mode} HTTP/1.1\r\nHost: h\r\nContent-Length: 8\r\n\r\na\nbb\nccc").as_bytes());
-        assert_eq!(c.response().json()["lines"], serde_json::json!(["a\n", "bb\n", "ccc"]), "{mode}");
+        assert_eq!(
+            c.response().json()["lines"],
+            serde_json::json!(["a\n", "bb\n", "ccc"]),
+            "{mode}"
+        );
     }
     assert_clean(&s);
 }
@@ -205,7 +212,10 @@ fn exc_info_after_the_head_reraises_and_aborts_the_connection() {
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     assert!(text.contains("first part"));
     assert!(!text.contains("never"));
-    assert!(!text.ends_with("0\r\n\r\n"), "a complete chunked body was sent: {text:?}");
+    assert!(
+        !text.ends_with("0\r\n\r\n"),
+        "a complete chunked body was sent: {text:?}"
+    );
     assert!(s.wait_log("RuntimeError: late", 5), "{}", s.log());
 }
 
@@ -222,7 +232,11 @@ fn an_exception_before_the_head_is_a_500_with_the_traceback_only_in_the_log() {
     let s = raw();
     let r = s.get("/raise");
     assert_eq!(r.status, 500);
-    assert!(!r.text().contains("boom"), "traceback leaked to the client: {}", r.text());
+    assert!(
+        !r.text().contains("boom"),
+        "traceback leaked to the client: {}",
+        r.text()
+    );
     assert!(s.wait_log("Traceback", 5));
     assert!(s.log().contains("RuntimeError: boom before the head"));
     assert!(s.log().contains("GET /raise"), "the log names the request");
@@ -356,7 +370,9 @@ fn file_wrapper_sends_a_real_file_from_its_position() {
 #[test]
 fn close_is_called_when_the_client_disconnects_mid_response() {
     let dir = tempfile::tempdir().unwrap();
-    let s = server("apps:raw").env("MARKER_DIR", dir.path().to_str().unwrap()).start();
+    let s = server("apps:raw")
+        .env("MARKER_DIR", dir.path().to_str().unwrap())
+        .start();
     let mut c = s.connect();
     c.send(b"GET /closing?n=100000 HTTP/1.1\r\nHost: h\r\n\r\n");
     let mut first = [0u8; 4096];

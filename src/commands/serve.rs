@@ -33,7 +33,11 @@ pub fn run(args: &ServeArgs, _printer: &Printer) -> anyhow::Result<Status> {
 
 /// Everything after the `serve` word, passed through unchanged.
 fn server_args() -> Vec<OsString> {
-    std::env::args_os().skip(1).skip_while(|a| a != "serve").skip(1).collect()
+    std::env::args_os()
+        .skip(1)
+        .skip_while(|a| a != "serve")
+        .skip(1)
+        .collect()
 }
 
 /// `$DEPLOYCTL_SERVER`, else `deployctl-server` next to this executable.
@@ -51,7 +55,10 @@ pub fn find_server() -> anyhow::Result<PathBuf> {
         return Ok(next_to);
     }
     Err(hinted(
-        format!("the embedded server `{SERVER_BIN}` is not installed next to {}", display_path(&exe)),
+        format!(
+            "the embedded server `{SERVER_BIN}` is not installed next to {}",
+            display_path(&exe)
+        ),
         "build it with `cargo build --release` (the workspace builds both binaries), \
          or use another backend: `[backend] kind = \"gunicorn\"` or \"uwsgi\"",
     ))

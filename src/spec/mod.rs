@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use diag::{Diagnostic, Position, SpecError, display_path};
-pub use units::{Seconds, Size};
 pub use resolve::{parse_entry, parse_listen};
 pub use units::parse_size;
+pub use units::{Seconds, Size};
 
 use crate::target::{Backend, Frontend, Target};
 

@@ -151,7 +151,9 @@ impl Body {
                     if avail.is_empty() {
                         return self.partial(out.len() - start);
                     }
-                    let want = (max - (out.len() - start)).min(avail.len()).min(left.min(usize::MAX as u64) as usize);
+                    let want = (max - (out.len() - start))
+                        .min(avail.len())
+                        .min(left.min(usize::MAX as u64) as usize);
                     let want = if line {
                         avail[..want].iter().position(|&b| b == b'\n').map_or(want, |i| i + 1)
                     } else {
@@ -179,7 +181,11 @@ impl Body {
                     if self.received > self.max {
                         return Err(BodyError::TooLarge);
                     }
-                    self.state = if size == 0 { State::Trailers } else { State::ChunkData(size) };
+                    self.state = if size == 0 {
+                        State::Trailers
+                    } else {
+                        State::ChunkData(size)
+                    };
                 }
                 State::ChunkDataEnd => {
                     if self.buf.len() - self.pos < 2 {
@@ -207,7 +213,11 @@ impl Body {
     }
 
     fn partial(&self, got: usize) -> Result<Progress, BodyError> {
-        Ok(if got > 0 { Progress::Got(got) } else { Progress::NeedMore })
+        Ok(if got > 0 {
+            Progress::Got(got)
+        } else {
+            Progress::NeedMore
+        })
     }
 
     /// The next CRLF-terminated line in the buffer (range without the CRLF).
@@ -304,11 +314,16 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, BodyError> {
     if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit) {
         return Err(BodyError::Malformed("malformed chunk size"));
     }
-    if !ext.iter().all(|&b| b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80) {
+    if !ext
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80)
+    {
         return Err(BodyError::Malformed("malformed chunk extension"));
     }
     // Checked above: 1..=15 hex digits fit in a u64.
-    Ok(size.iter().fold(0u64, |a, &d| a * 16 + u64::from((d as char).to_digit(16).unwrap_or(0))))
+    Ok(size
+        .iter()
+        .fold(0u64, |a, &d| a * 16 + u64::from((d as char).to_digit(16).unwrap_or(0))))
 }
 
 #[cfg(test)]

@@ -114,7 +114,12 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Refusal> {
     let version = match &rest[sp2 + 1..] {
         b"HTTP/1.1" => Version::Http11,
         b"HTTP/1.0" => Version::Http10,
-        v if v.len() == 8 && v.starts_with(b"HTTP/") && v[5].is_ascii_digit() && v[6] == b'.' && v[7].is_ascii_digit() => {
+        v if v.len() == 8
+            && v.starts_with(b"HTTP/")
+            && v[5].is_ascii_digit()
+            && v[6] == b'.'
+            && v[7].is_ascii_digit() =>
+        {
             return Err(refuse(505, "HTTP version not supported"));
         }
         _ => return Err(refuse(400, "malformed HTTP version")),
@@ -213,7 +218,9 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Refusal> {
     // A Connection: close seen before a keep-alive token must still win.
     if headers.iter().any(|(n, v)| {
         buf[n.clone()].eq_ignore_ascii_case(b"connection")
-            && buf[v.clone()].split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+            && buf[v.clone()]
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
     }) {
         keep_alive = false;
     }
@@ -234,6 +241,9 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Refusal> {
             .collect();
         match codings.as_slice() {
             [c] if c.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
+            [first @ .., _] if first.iter().any(|c| c.eq_ignore_ascii_case(b"chunked")) => {
+                return Err(refuse(400, "chunked applied more than once"));
+            }
             [.., last] if last.eq_ignore_ascii_case(b"chunked") => {
                 return Err(refuse(501, "transfer codings other than chunked are not implemented"));
             }
@@ -302,12 +312,18 @@ mod tests {
 
     #[test]
     fn complete_and_incomplete() {
-        let h = parse(b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\nrest", &LIMITS).unwrap().unwrap();
+        let h = parse(b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\nrest", &LIMITS)
+            .unwrap()
+            .unwrap();
         assert_eq!(h.len, 30);
         assert!(h.keep_alive);
         assert_eq!(h.framing, Framing::None);
         for cut in 0..30 {
-            assert_eq!(status(&b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\n"[..cut]), 0, "cut at {cut}");
+            assert_eq!(
+                status(&b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\n"[..cut]),
+                0,
+                "cut at {cut}"
+            );
         }
     }
 
@@ -318,14 +334,32 @@ mod tests {
         assert_eq!(status(b"GET / HTTP/1.1\r\nHost : x\r\n\r\n"), 400);
         assert_eq!(status(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n"), 505);
         assert_eq!(status(b"GET / HTTP/1.1\r\n\r\n"), 400);
-        assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n"), 400);
-        assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
-        assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"), 400);
-        assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 501);
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            501
+        );
         assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\n"), 400);
         assert_eq!(status(b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
         assert_eq!(status(&[b"GET /".as_slice(), &[b'a'; 200]].concat()), 414);
-        assert_eq!(status(&[b"GET / HTTP/1.1\r\nHost: x\r\nX: ".as_slice(), &[b'a'; 60]].concat()), 431);
-        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: x\r\na: 1\r\nb: 1\r\nc: 1\r\nd: 1\r\n\r\n"), 431);
+        assert_eq!(
+            status(&[b"GET / HTTP/1.1\r\nHost: x\r\nX: ".as_slice(), &[b'a'; 60]].concat()),
+            431
+        );
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\nHost: x\r\na: 1\r\nb: 1\r\nc: 1\r\nd: 1\r\n\r\n"),
+            431
+        );
     }
 }

@@ -236,7 +236,11 @@ impl Response {
     fn fail(&mut self, e: io::Error) -> SendError {
         self.broken = true;
         self.keep_alive = false;
-        if e.kind() == io::ErrorKind::TimedOut { SendError::TimedOut } else { SendError::Closed }
+        if e.kind() == io::ErrorKind::TimedOut {
+            SendError::TimedOut
+        } else {
+            SendError::Closed
+        }
     }
 }
 
@@ -258,7 +262,11 @@ pub fn simple(status: u16, keep_alive: bool, body: &str) -> Vec<u8> {
     push_date(&mut out);
     out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
     out.extend_from_slice(itoa(body.len() as u64).as_bytes());
-    out.extend_from_slice(if keep_alive { b"\r\n\r\n" } else { b"\r\nConnection: close\r\n\r\n" });
+    out.extend_from_slice(if keep_alive {
+        b"\r\n\r\n"
+    } else {
+        b"\r\nConnection: close\r\n\r\n"
+    });
     out.extend_from_slice(body.as_bytes());
     out
 }
@@ -289,11 +297,16 @@ thread_local! {
 }
 
 const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 fn push_date(out: &mut Vec<u8>) {
     let now = SystemTime::now();
-    let secs = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     DATE.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.0 != secs {

@@ -45,16 +45,25 @@ pub fn load(py: Python<'_>, settings: &ServeSettings, listeners: &[Listener]) ->
     let module = py
         .import(entry.module.as_str())
         .map_err(|e| fail(e, format!("cannot import module {:?} (ENTRY {entry})", entry.module)))?;
-    let mut app = module
-        .getattr(entry.attr.as_str())
-        .map_err(|e| fail(e, format!("module {:?} has no attribute {:?} (ENTRY {entry})", entry.module, entry.attr)))?;
+    let mut app = module.getattr(entry.attr.as_str()).map_err(|e| {
+        fail(
+            e,
+            format!(
+                "module {:?} has no attribute {:?} (ENTRY {entry})",
+                entry.module, entry.attr
+            ),
+        )
+    })?;
     if entry.factory {
         app = app
             .call0()
             .map_err(|e| fail(e, format!("calling the app factory {entry} failed")))?;
     }
     if !app.is_callable() {
-        return Err(LoadError(format!("ENTRY {entry} is not callable (got a {})", type_name(&app))));
+        return Err(LoadError(format!(
+            "ENTRY {entry} is not callable (got a {})",
+            type_name(&app)
+        )));
     }
     let build = || -> PyResult<App> {
         let errors = Bound::new(py, ErrorStream)?.into_any();
@@ -79,7 +88,10 @@ pub fn load(py: Python<'_>, settings: &ServeSettings, listeners: &[Listener]) ->
 }
 
 fn type_name(o: &Bound<'_, PyAny>) -> String {
-    o.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+    o.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// A Python exception with its traceback, as `traceback.format_exception` prints it.

@@ -133,7 +133,10 @@ impl Template {
         }
         let target = &buf[head.target.clone()];
         let mut absolute_host = None;
-        let origin = match target.strip_prefix(b"http://").or_else(|| target.strip_prefix(b"https://")) {
+        let origin = match target
+            .strip_prefix(b"http://")
+            .or_else(|| target.strip_prefix(b"https://"))
+        {
             Some(rest) => {
                 let end = rest.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(rest.len());
                 absolute_host = Some(&rest[..end]);
@@ -179,10 +182,19 @@ impl Template {
                 continue; // merged into the first occurrence below
             }
             let value = &buf[v.clone()];
-            let dups = hs[i + 1..].iter().filter(|(m, _)| buf[m.clone()].eq_ignore_ascii_case(name));
+            let dups = hs[i + 1..]
+                .iter()
+                .filter(|(m, _)| buf[m.clone()].eq_ignore_ascii_case(name));
             let joined;
-            let value = if hs[i + 1..].iter().any(|(m, _)| buf[m.clone()].eq_ignore_ascii_case(name)) {
-                let sep: &[u8] = if name.eq_ignore_ascii_case(b"cookie") { b"; " } else { b"," };
+            let value = if hs[i + 1..]
+                .iter()
+                .any(|(m, _)| buf[m.clone()].eq_ignore_ascii_case(name))
+            {
+                let sep: &[u8] = if name.eq_ignore_ascii_case(b"cookie") {
+                    b"; "
+                } else {
+                    b","
+                };
                 let mut all = value.to_vec();
                 for (_, dv) in dups {
                     all.extend_from_slice(sep);
@@ -262,7 +274,9 @@ fn ip_string(ip: IpAddr) -> String {
 fn split_host<'a>(h: &'a [u8], default_port: &'a str) -> (&'a [u8], String) {
     if h.starts_with(b"[") {
         if let Some(end) = h.iter().position(|&b| b == b']') {
-            let port = h[end + 1..].strip_prefix(b":").map(|p| String::from_utf8_lossy(p).into_owned());
+            let port = h[end + 1..]
+                .strip_prefix(b":")
+                .map(|p| String::from_utf8_lossy(p).into_owned());
             return (&h[..=end], port.unwrap_or_else(|| default_port.to_string()));
         }
         return (h, default_port.to_string());
@@ -356,8 +370,14 @@ mod tests {
 
     #[test]
     fn hosts() {
-        assert_eq!(split_host(b"example.com:8080", "80"), (b"example.com".as_slice(), "8080".into()));
+        assert_eq!(
+            split_host(b"example.com:8080", "80"),
+            (b"example.com".as_slice(), "8080".into())
+        );
         assert_eq!(split_host(b"[::1]:81", "80"), (b"[::1]".as_slice(), "81".into()));
-        assert_eq!(split_host(b"example.com", "443"), (b"example.com".as_slice(), "443".into()));
+        assert_eq!(
+            split_host(b"example.com", "443"),
+            (b"example.com".as_slice(), "443".into())
+        );
     }
 }

@@ -43,7 +43,11 @@ pub fn serve(py: Python<'_>, app: &App, conn: &mut Conn, head: Head) -> Next {
         && n > s.max_body
     {
         log::warning(&format!("refused a {n}-byte body (over --max-body {})", s.max_body));
-        conn.refuse(413, "request body larger than the server accepts", Duration::from_secs(s.body_timeout));
+        conn.refuse(
+            413,
+            "request body larger than the server accepts",
+            Duration::from_secs(s.body_timeout),
+        );
         return Next::Close;
     }
     let buf = std::mem::take(&mut conn.buf);
@@ -184,7 +188,10 @@ fn call_app(
 ) -> Delivery {
     let what = || request_line(&environ);
     let prepared = (|| -> PyResult<_> {
-        environ.set_item(app.template.input_key(py), Bound::new(py, Input { body: body.clone() })?)?;
+        environ.set_item(
+            app.template.input_key(py),
+            Bound::new(py, Input { body: body.clone() })?,
+        )?;
         Bound::new(
             py,
             StartResponse {
@@ -196,22 +203,32 @@ fn call_app(
     let start_response = match prepared {
         Ok(s) => s,
         Err(e) => {
-            log::error(&format!("{}: preparing the call failed:\n{}", what(), format_exception(py, &e)));
+            log::error(&format!(
+                "{}: preparing the call failed:\n{}",
+                what(),
+                format_exception(py, &e)
+            ));
             return Delivery::AppError;
         }
     };
     let result = match app.callable.bind(py).call1((environ.clone(), start_response)) {
         Ok(r) => r,
         Err(e) => {
-            log::error(&format!("{}: exception in the app:\n{}", what(), format_exception(py, &e)));
+            log::error(&format!(
+                "{}: exception in the app:\n{}",
+                what(),
+                format_exception(py, &e)
+            ));
             return Delivery::AppError;
         }
     };
     let delivery = send_result(py, conn, &result).unwrap_or_else(|failure| {
         match failure {
-            Failure::Python(e) => {
-                log::error(&format!("{}: exception in the app:\n{}", what(), format_exception(py, &e)))
-            }
+            Failure::Python(e) => log::error(&format!(
+                "{}: exception in the app:\n{}",
+                what(),
+                format_exception(py, &e)
+            )),
             Failure::Protocol(m) => log::error(&format!("{}: {m}", what())),
         }
         Delivery::AppError
@@ -222,7 +239,11 @@ fn call_app(
         match result.getattr(pyo3::intern!(py, "close")) {
             Ok(close) => {
                 if let Err(e) = close.call0() {
-                    log::error(&format!("{}: the response's close() raised:\n{}", what(), format_exception(py, &e)));
+                    log::error(&format!(
+                        "{}: the response's close() raised:\n{}",
+                        what(),
+                        format_exception(py, &e)
+                    ));
                     return Delivery::AppError;
                 }
             }
@@ -279,7 +300,9 @@ fn send(py: Python<'_>, conn: &Conn, data: &[u8], known: Option<u64>) -> Result<
 fn finish(py: Python<'_>, conn: &Conn) -> Result<Delivery, Failure> {
     let mut guard = lock(&conn.response);
     if guard.status.is_none() {
-        return Err(Failure::Protocol("the app returned without calling start_response".into()));
+        return Err(Failure::Protocol(
+            "the app returned without calling start_response".into(),
+        ));
     }
     let r: &mut Response = &mut guard;
     match py.detach(|| r.finish()) {
@@ -343,7 +366,10 @@ fn send_result(py: Python<'_>, conn: &Conn, result: &Bound<'_, PyAny>) -> Result
 /// end. `Ok(None)` when it is not a regular file (then it is iterated like any iterable).
 fn send_file(py: Python<'_>, conn: &Conn, w: &FileWrapper) -> Result<Option<Delivery>, Failure> {
     let f = w.filelike.bind(py);
-    let Ok(fd) = f.call_method0(pyo3::intern!(py, "fileno")).and_then(|n| n.extract::<i32>()) else {
+    let Ok(fd) = f
+        .call_method0(pyo3::intern!(py, "fileno"))
+        .and_then(|n| n.extract::<i32>())
+    else {
         return Ok(None);
     };
     // Buffered Python files may have read ahead; their logical position is what tell() says.
@@ -359,7 +385,9 @@ fn send_file(py: Python<'_>, conn: &Conn, w: &FileWrapper) -> Result<Option<Deli
     let len = (st.st_size - offset).max(0) as u64;
     let mut guard = lock(&conn.response);
     if guard.status.is_none() {
-        return Err(Failure::Protocol("the app returned without calling start_response".into()));
+        return Err(Failure::Protocol(
+            "the app returned without calling start_response".into(),
+        ));
     }
     let r: &mut Response = &mut guard;
     let file = f.clone().unbind();

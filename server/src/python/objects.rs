@@ -20,9 +20,9 @@ fn lock<'a, T>(m: &'a Mutex<T>, what: &str) -> PyResult<MutexGuard<'a, T>> {
     match m.try_lock() {
         Ok(g) => Ok(g),
         Err(std::sync::TryLockError::Poisoned(p)) => Ok(p.into_inner()),
-        Err(std::sync::TryLockError::WouldBlock) => Err(PyRuntimeError::new_err(format!(
-            "{what} is in use by another thread"
-        ))),
+        Err(std::sync::TryLockError::WouldBlock) => {
+            Err(PyRuntimeError::new_err(format!("{what} is in use by another thread")))
+        }
     }
 }
 
@@ -57,14 +57,23 @@ fn latin1_bytes(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
 }
 
 fn type_name(o: &Bound<'_, PyAny>) -> String {
-    o.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+    o.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
-/// Parse and check what the app passed; returns (code, status line, header lines, length).
-fn check_status_headers(
-    status: &Bound<'_, PyAny>,
-    headers: &Bound<'_, PyAny>,
-) -> PyResult<(u16, Vec<u8>, Vec<u8>, Option<u64>)> {
+/// What `start_response` was given, checked.
+struct Checked {
+    code: u16,
+    /// `200 OK`, as the app wrote it.
+    line: Vec<u8>,
+    /// `Name: value\r\n` lines.
+    fields: Vec<u8>,
+    content_length: Option<u64>,
+}
+
+fn check_status_headers(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Checked> {
     let line = latin1_bytes(status, "status")?;
     let valid = line.len() >= 4
         && line[..3].iter().all(u8::is_ascii_digit)
@@ -127,7 +136,12 @@ fn check_status_headers(
         fields.extend_from_slice(&value);
         fields.extend_from_slice(b"\r\n");
     }
-    Ok((code, line, fields, length))
+    Ok(Checked {
+        code,
+        line,
+        fields,
+        content_length: length,
+    })
 }
 
 #[pymethods]
@@ -159,11 +173,11 @@ impl StartResponse {
                 return Err(PyErr::from_value(value));
             }
         }
-        let (code, line, fields, length) = check_status_headers(status, headers)?;
+        let checked = check_status_headers(status, headers)?;
         let mut r = lock(&this.response, "start_response")?;
-        r.status = Some((code, line));
-        r.fields = fields;
-        r.content_length = length;
+        r.status = Some((checked.code, checked.line));
+        r.fields = checked.fields;
+        r.content_length = checked.content_length;
         drop(r);
         slf.getattr(pyo3::intern!(slf.py(), "write"))
     }
@@ -322,7 +336,10 @@ impl FileWrapper {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let data = self.filelike.bind(py).call_method1(pyo3::intern!(py, "read"), (self.blksize,))?;
+        let data = self
+            .filelike
+            .bind(py)
+            .call_method1(pyo3::intern!(py, "read"), (self.blksize,))?;
         Ok((data.len()? > 0).then_some(data))
     }
 

@@ -18,7 +18,10 @@ pub fn fixtures() -> PathBuf {
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 pub struct Builder {
@@ -54,13 +57,14 @@ impl Builder {
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.arg(&self.entry)
-            .arg("--chdir")
-            .arg(fixtures())
             .args(&self.args)
             .env_remove("VIRTUAL_ENV")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if !self.args.iter().any(|a| a == "--chdir") {
+            cmd.arg("--chdir").arg(fixtures());
+        }
         if !self.args.iter().any(|a| a == "--bind") {
             cmd.args(["--bind", "127.0.0.1:0"]);
         }
@@ -128,7 +132,12 @@ impl Builder {
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
                 let mut err = String::new();
-                child.stderr.take().expect("stderr").read_to_string(&mut err).expect("stderr");
+                child
+                    .stderr
+                    .take()
+                    .expect("stderr")
+                    .read_to_string(&mut err)
+                    .expect("stderr");
                 return (status.code().unwrap_or(-1), err);
             }
             if Instant::now() > deadline {
@@ -176,7 +185,10 @@ impl Server {
         let stream = TcpStream::connect(&self.addr).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         stream.set_nodelay(true).unwrap();
-        Client { stream, buf: Vec::new() }
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     /// One request on a fresh connection.
@@ -267,6 +279,16 @@ pub struct Client {
     buf: Vec<u8>,
 }
 
+impl From<TcpStream> for Client {
+    fn from(stream: TcpStream) -> Client {
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+}
+
 impl Client {
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send");
@@ -345,7 +367,9 @@ impl Client {
         if head_request || status == 204 || status == 304 {
             return Some(r);
         }
-        if r.header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+        if r.header("transfer-encoding")
+            .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+        {
             loop {
                 let size_line = self.line().expect("chunk size");
                 let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
@@ -369,7 +393,8 @@ impl Client {
     }
 
     pub fn response(&mut self) -> Response {
-        self.try_response_to(false).expect("the server closed the connection without a response")
+        self.try_response_to(false)
+            .expect("the server closed the connection without a response")
     }
 
     /// True if the server closes the connection (EOF or reset) within `secs`.

@@ -1,0 +1,238 @@
+//! `deployctl serve`: the launcher that checks the environment and `exec`s the embedded
+//! server binary, and the linking rule that keeps the CLI free of libpython.
+//!
+//! Needs `deployctl-server` built next to `deployctl` (`cargo test` at the workspace root
+//! builds both).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Cli, repo};
+
+fn cli_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_deployctl"))
+}
+
+fn server_bin() -> PathBuf {
+    let p = cli_bin().with_file_name("deployctl-server");
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo test` at the workspace root",
+        p.display()
+    );
+    p
+}
+
+fn needed(bin: &Path) -> Vec<String> {
+    let out = Command::new("readelf").arg("-d").arg(bin).output().expect("readelf");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1).map(|s| s.trim_end_matches(']').to_string()))
+        .collect()
+}
+
+#[test]
+fn the_cli_does_not_link_libpython_and_the_server_does() {
+    let cli = needed(&cli_bin());
+    assert!(!cli.is_empty(), "readelf found no NEEDED entries at all");
+    assert!(
+        !cli.iter().any(|l| l.starts_with("libpython")),
+        "deployctl links {cli:?}"
+    );
+    let server = needed(&server_bin());
+    assert!(
+        server.iter().any(|l| l.starts_with("libpython")),
+        "server links {server:?}"
+    );
+}
+
+fn fixtures() -> PathBuf {
+    repo().join("server/tests/fixtures")
+}
+
+/// Start `deployctl ARGS` and wait for the server's "listening on" line. The child is
+/// returned to the caller, who stops and waits for it (`stop`).
+#[allow(clippy::zombie_processes)]
+fn start(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String, String) {
+    let mut cmd = Command::new(cli_bin());
+    cmd.args(args)
+        .env_remove("VIRTUAL_ENV")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn deployctl serve");
+    let mut reader = BufReader::new(child.stderr.take().expect("stderr"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).expect("read stderr");
+        seen.push_str(&line);
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            let addr = rest.split(' ').next().unwrap_or_default().to_string();
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                let _ = reader.read_to_string(&mut sink);
+            });
+            return (child, addr, seen);
+        }
+        if n == 0 || Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no listening line:\n{seen}");
+        }
+    }
+}
+
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string())
+}
+
+fn stop(mut child: std::process::Child) {
+    // SAFETY: signalling the child we started.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let _ = child.wait();
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn serve_execs_the_server_in_place() {
+    let fx = fixtures();
+    let (child, addr, log) = start(
+        &[
+            "serve",
+            "apps:app",
+            "--chdir",
+            fx.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    // exec, not spawn: the server logs under the PID we started (what Type=notify needs).
+    assert!(log.contains(&format!("[{}]", child.id())), "{log}");
+    assert_eq!(get(&addr, "/status?code=200").0, 200);
+    stop(child);
+}
+
+#[test]
+fn serve_takes_its_settings_from_deploy_toml() {
+    let example = repo().join("examples/flask-hello");
+    assert!(example.join(".venv/bin/python3").exists(), "run scripts/setup.sh first");
+    let toml = example.join("deploy.toml");
+    let (child, addr, _) = start(&["serve", "-c", toml.to_str().unwrap(), "--bind", "127.0.0.1:0"], &[]);
+    let (status, body) = get(&addr, "/json");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["app"], "flask-hello");
+    stop(child);
+}
+
+#[test]
+fn serve_reports_a_missing_libpython_clearly() {
+    // A copy of the real server whose NEEDED entry names a libpython that does not exist:
+    // the dynamic loader itself fails, as on a machine without the shared library.
+    let lib = needed(&server_bin())
+        .into_iter()
+        .find(|l| l.starts_with("libpython"))
+        .expect("libpython");
+    let version = lib
+        .trim_start_matches("libpython")
+        .split(".so")
+        .next()
+        .unwrap()
+        .to_string();
+    let (major, minor) = version.split_once('.').unwrap();
+    let fake = format!("{major}.{}", "9".repeat(minor.len()));
+    let missing = lib.replace(&version, &fake);
+    let mut bytes = std::fs::read(server_bin()).unwrap();
+    let from = lib.as_bytes();
+    let mut replaced = 0;
+    for i in 0..bytes.len() - from.len() {
+        if &bytes[i..i + from.len()] == from {
+            bytes[i..i + from.len()].copy_from_slice(missing.as_bytes());
+            replaced += 1;
+        }
+    }
+    assert!(replaced > 0);
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("deployctl-server");
+    std::fs::write(&copy, &bytes).unwrap();
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let run = Cli::new(&fixtures())
+        .args(["serve", "apps:app"])
+        .env("DEPLOYCTL_SERVER", copy.to_str().unwrap())
+        .run()
+        .failure();
+    assert!(
+        run.stderr.contains(&format!("{missing} is not installed")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("hint:") && run.stderr.contains("gunicorn"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn serve_refuses_a_virtualenv_of_another_python_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pyvenv.cfg"),
+        "home = /usr/bin\nversion_info = 3.99.0.final.0\n",
+    )
+    .unwrap();
+    let run = Cli::new(&fixtures())
+        .args(["serve", "apps:app", "--venv", dir.path().to_str().unwrap()])
+        .run()
+        .failure();
+    assert!(
+        run.stderr
+            .contains("is Python 3.99, but the embedded server was built for Python"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("hint:"), "{}", run.stderr);
+}
+
+#[test]
+fn serve_names_the_missing_server_binary() {
+    let run = Cli::new(&fixtures())
+        .args(["serve", "apps:app"])
+        .env("DEPLOYCTL_SERVER", "/nonexistent/deployctl-server")
+        .run()
+        .failure();
+    assert!(run.stderr.contains("/nonexistent/deployctl-server"), "{}", run.stderr);
+}
+
+#[test]
+fn serve_reports_bad_flags_before_starting_anything() {
+    let run = Cli::new(&fixtures())
+        .args(["serve", "apps:app", "--bind", "nowhere"])
+        .run()
+        .failure();
+    assert!(run.stderr.contains("--bind \"nowhere\""), "{}", run.stderr);
+    let run = Cli::new(&fixtures()).args(["serve", "not an entry"]).run().failure();
+    assert!(run.stderr.contains("ENTRY"), "{}", run.stderr);
+}
