@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what deployctl's validators and tests need on a fresh Debian 12 machine:
-#   apt: nginx, Debian's uWSGI with its Python 3 plugin, systemd (for systemd-analyze)
+#   apt: nginx, Debian's uWSGI with its Python 3 plugin, systemd (for systemd-analyze),
+#        binutils (readelf: the test that the CLI does not link libpython)
 #   .tools/venv: gixy-ng (nginx security analysis)
 #   examples/flask-hello/.venv: the example's requirements plus Gunicorn
 # Idempotent: a second run only checks what is there.
@@ -12,6 +13,7 @@ command -v nginx >/dev/null || need_apt+=(nginx)
 command -v uwsgi >/dev/null || need_apt+=(uwsgi)
 [ -e /usr/lib/uwsgi/plugins/python3_plugin.so ] || need_apt+=(uwsgi-plugin-python3)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+command -v readelf >/dev/null || need_apt+=(binutils)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

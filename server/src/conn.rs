@@ -70,9 +70,20 @@ impl Conn {
     /// discard what the client already sent, so the kernel does not answer unread data with
     /// an RST that could destroy the response before the client reads it.
     pub fn refuse(&self, status: u16, message: &str, timeout: Duration) {
+        self.flush();
         let body = format!("{} {}: {message}\n", status, response::reason(status));
         let _ = self.stream.write_all(&response::simple(status, false, &body), timeout);
         self.linger();
+    }
+
+    /// Write deferred responses (call without the GIL). `false` if the client is gone.
+    pub fn flush(&self) -> bool {
+        let mut r = self.response.lock().unwrap_or_else(|p| p.into_inner());
+        r.flush_pending().is_ok()
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.response.lock().unwrap_or_else(|p| p.into_inner()).has_pending()
     }
 
     pub fn linger(&self) {

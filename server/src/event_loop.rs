@@ -145,7 +145,20 @@ impl Loop {
     pub fn run_inline(mut self, py: Python<'_>, app: &App) {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         let mut next_sweep = Instant::now() + Duration::from_secs(1);
+        let mut unflushed: Vec<usize> = Vec::new();
         while !self.finished() {
+            if !unflushed.is_empty() {
+                let slots = &self.slots;
+                let gone: Vec<usize> = py.detach(|| {
+                    unflushed
+                        .drain(..)
+                        .filter(|&i| matches!(&slots[i], Slot::Here(c) if !c.flush()))
+                        .collect()
+                });
+                for i in gone {
+                    self.close(i);
+                }
+            }
             let epoll = self.epoll.as_raw_fd();
             let n = py.detach(|| wait(epoll, &mut events, 1000));
             for ev in &events[..n] {
@@ -157,7 +170,13 @@ impl Loop {
                     t => {
                         let i = t as usize;
                         if let Some((mut conn, head)) = self.on_readable(i) {
+                            lock(&conn.response).defer = true;
                             let next = drive(py, app, &mut conn, head, &self.limits);
+                            if next == Next::Close {
+                                py.detach(|| conn.flush());
+                            } else if conn.has_pending() {
+                                unflushed.push(i);
+                            }
                             self.give_back(i, conn, next);
                         }
                     }
@@ -371,6 +390,7 @@ impl Loop {
 
     fn give_back(&mut self, i: usize, mut conn: Box<Conn>, next: Next) {
         if next == Next::Close || self.stopping.is_some() {
+            conn.flush();
             drop(conn); // closing the fd also removes it from epoll
             self.slots[i] = Slot::Free;
             self.free.push(i);
@@ -396,6 +416,9 @@ impl Loop {
     }
 
     fn close(&mut self, i: usize) {
+        if let Slot::Here(conn) = &self.slots[i] {
+            conn.flush(); // deferred responses go out before the close
+        }
         self.slots[i] = Slot::Free;
         self.free.push(i);
     }

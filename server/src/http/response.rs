@@ -36,7 +36,18 @@ pub struct Response {
     /// The client went away or a write timed out: stop producing.
     pub broken: bool,
     out: Vec<u8>,
+    /// Deferred output (see `defer`).
+    pending: Vec<u8>,
+    /// Hold small writes until the event loop flushes them after the current batch of
+    /// ready connections (inline mode). Sending each response the moment it is ready wakes
+    /// the client's CPU once per response; a burst at the end of the batch wakes it once.
+    /// Measured with Flask on two cores: the per-response wake-ups took 12 % of the
+    /// server's CPU (bjoern, which writes from its loop, 4 %).
+    pub defer: bool,
 }
+
+/// Most bytes held back by `defer` before they are written anyway.
+const DEFER_MAX: usize = 64 * 1024;
 
 /// Statuses after which no body may be sent.
 pub fn bodyless(status: u16) -> bool {
@@ -60,6 +71,8 @@ impl Response {
             body_sent: 0,
             broken: false,
             out: Vec::with_capacity(1024),
+            pending: Vec::new(),
+            defer: false,
         }
     }
 
@@ -187,6 +200,7 @@ impl Response {
             let framing = format!("{len:x}\r\n");
             self.write(framing.as_bytes())?;
         }
+        self.flush_pending()?;
         let sent = match self.stream.sendfile(fd, offset, len, self.timeout) {
             Ok(n) => n,
             Err(e) => return Err(self.fail(e)),
@@ -230,7 +244,26 @@ impl Response {
     }
 
     fn write(&mut self, data: &[u8]) -> Result<(), SendError> {
+        if self.defer && self.pending.len() + data.len() <= DEFER_MAX {
+            self.pending.extend_from_slice(data);
+            return Ok(());
+        }
+        self.flush_pending()?;
         self.stream.write_all(data, self.timeout).map_err(|e| self.fail(e))
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Write what `defer` held back. Call without the GIL.
+    pub fn flush_pending(&mut self) -> Result<(), SendError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let r = self.stream.write_all(&self.pending, self.timeout);
+        self.pending.clear();
+        r.map_err(|e| self.fail(e))
     }
 
     fn fail(&mut self, e: io::Error) -> SendError {

@@ -50,6 +50,10 @@ pub fn serve(py: Python<'_>, app: &App, conn: &mut Conn, head: Head) -> Next {
         );
         return Next::Close;
     }
+    if head.expect_continue {
+        // `100 Continue` goes straight to the socket: earlier responses must be out first.
+        py.detach(|| conn.flush());
+    }
     let buf = std::mem::take(&mut conn.buf);
     let start = conn.pos;
     let hb = &buf[start..];
@@ -104,7 +108,9 @@ pub fn serve(py: Python<'_>, app: &App, conn: &mut Conn, head: Head) -> Next {
             let headers_sent = lock(&conn.response).headers_sent;
             keep_alive = false;
             if headers_sent {
-                // The head is on the wire: the only honest signal left is an aborted connection.
+                // The head is on the wire: the only honest signal left is an aborted connection
+                // (after what was already produced, so the client sees where it stopped).
+                py.detach(|| conn.flush());
                 conn.stream.shutdown();
             } else {
                 let b = lock(&body);

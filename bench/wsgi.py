@@ -1,0 +1,191 @@
+"""Requests/s, p99, RSS and start-up time of the embedded server and its peers, same run.
+
+Method (reference/benchmarks.md): one worker process pinned to CPU 0, wrk pinned to CPU 1
+(`wrk -t1 -c64`), a discarded warm-up, then rounds that alternate between servers; medians
+are quoted, and ratios against peers measured in this run. Every server listens on
+127.0.0.1 and is stopped by PID; every wrk run is bounded in time.
+
+Run through bench/wsgi.sh, which installs the peers.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APPS = os.path.join(ROOT, "bench", "apps")
+VENV = os.path.join(ROOT, ".bench", "venv")
+SERVER = os.path.join(ROOT, "target", "release", "deployctl-server")
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+PY = os.path.join(VENV, "bin", "python")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def servers(module, port):
+    """name -> argv for one worker serving `module:app` on `port`."""
+    bind = "127.0.0.1:%d" % port
+    return {
+        "deployctl (1 thread, inline)": [SERVER, module + ":app", "--bind", bind, "--chdir", APPS, "--venv", VENV],
+        "deployctl (2 threads, pool)": [
+            SERVER, module + ":app", "--bind", bind, "--chdir", APPS, "--venv", VENV, "--threads", "2",
+        ],
+        "bjoern": [
+            PY, "-c",
+            "import sys; sys.path.insert(0, %r); import bjoern, %s; bjoern.run(%s.app, '127.0.0.1', %d)"
+            % (APPS, module, module, port),
+        ],
+        "granian (1 blocking thread)": [
+            os.path.join(VENV, "bin", "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1", "--blocking-threads", "1", "--working-dir", APPS, "--log-level", "warning",
+            module + ":app",
+        ],
+        "gunicorn (sync)": [
+            os.path.join(VENV, "bin", "gunicorn"), "-w", "1", "-b", bind, "--chdir", APPS, "--log-level", "warning",
+            module + ":app",
+        ],
+    }
+
+
+def first_200(port, path, deadline):
+    req = ("GET %s HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n" % path).encode()
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall(req)
+                head = s.recv(64)
+                if head.split(b" ")[1:2] == [b"200"]:
+                    return True
+        except (OSError, IndexError):
+            pass
+        time.sleep(0.002)
+    return False
+
+
+def start(argv, port, path):
+    t0 = time.monotonic()
+    p = subprocess.Popen(
+        ["taskset", "-c", "0"] + argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=APPS,
+    )
+    if not first_200(port, path, time.monotonic() + 30):
+        stop(p)
+        raise RuntimeError("no 200 from %s" % argv)
+    return p, (time.monotonic() - t0) * 1000
+
+
+def stop(p):
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
+def tree_rss_kib(pid):
+    """RSS of the largest process in the tree (the worker that serves)."""
+    best = 0
+    pids = [pid]
+    while pids:
+        q = pids.pop()
+        try:
+            with open("/proc/%d/status" % q) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        best = max(best, int(line.split()[1]))
+            with open("/proc/%d/task/%d/children" % (q, q)) as f:
+                pids.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return best
+
+
+def to_ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    v = float(m.group(1))
+    return {"us": v / 1000, "ms": v, "s": v * 1000}[m.group(2)]
+
+
+def wrk(port, path, seconds):
+    out = subprocess.run(
+        ["taskset", "-c", "1", "wrk", "-t1", "-c64", "-d%ds" % seconds, "--latency",
+         "http://127.0.0.1:%d%s" % (port, path)],
+        capture_output=True, text=True, timeout=seconds + 30,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))
+    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(int(x) for x in sock.groups()) if sock else 0)
+    return {"rps": rps, "p50": p50, "p99": p99, "errors": errors}
+
+
+def bench(module, path):
+    print("\n## %s %s (%d x %d s, wrk -t1 -c64, server on CPU 0, wrk on CPU 1)" % (module, path, ROUNDS, SECONDS),
+          flush=True)
+    running = {}
+    for name, _ in servers(module, 0).items():
+        port = free_port()
+        argv = servers(module, port)[name]
+        p, startup = start(argv, port, path)
+        running[name] = {"proc": p, "port": port, "startup_ms": startup, "runs": []}
+    try:
+        for r in running.values():
+            wrk(r["port"], path, 2)  # warm-up, discarded
+        for _ in range(ROUNDS):
+            for r in running.values():
+                r["runs"].append(wrk(r["port"], path, SECONDS))
+        for r in running.values():
+            r["rss_mib"] = tree_rss_kib(r["proc"].pid) / 1024
+    finally:
+        for r in running.values():
+            stop(r["proc"])
+    rows = []
+    for name, r in running.items():
+        rows.append({
+            "server": name,
+            "rps": statistics.median(x["rps"] for x in r["runs"]),
+            "p50": statistics.median(x["p50"] for x in r["runs"]),
+            "p99": statistics.median(x["p99"] for x in r["runs"]),
+            "errors": sum(x["errors"] for x in r["runs"]),
+            "rss_mib": r["rss_mib"],
+            "startup_ms": r["startup_ms"],
+        })
+    ours = rows[0]["rps"]
+    print("| server | req/s (median) | vs deployctl | p50 ms | p99 ms | errors | RSS MiB | start→200 ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print("| %s | %.0f | %.2f× | %.2f | %.2f | %d | %.1f | %.0f |" % (
+            row["server"], row["rps"], ours / row["rps"], row["p50"], row["p99"], row["errors"], row["rss_mib"],
+            row["startup_ms"]))
+    return rows
+
+
+def main():
+    results = {}
+    for module, path in (("hello", "/"), ("flask_app", "/"), ("flask_app", "/json")):
+        results["%s %s" % (module, path)] = bench(module, path)
+    out = os.path.join(ROOT, "target", "bench-wsgi.json")
+    with open(out, "w") as f:
+        json.dump(results, f, indent=2)
+    print("\n(raw results: %s; 'vs deployctl' > 1 means deployctl is faster)" % out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
