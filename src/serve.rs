@@ -29,9 +29,12 @@ pub struct ServeArgs {
     /// Permissions of unix sockets created by `--bind unix:PATH`, in octal.
     #[arg(long, value_name = "MODE", default_value = "660", value_parser = parse_mode)]
     pub uds_mode: u32,
-    /// Worker processes. Default: 1 (the process model with several workers is not built yet).
+    /// Worker processes. Default: the CPUs available to the process.
     #[arg(long, short = 'w', value_name = "N")]
     pub workers: Option<u32>,
+    /// Write the master's PID to this file (removed on exit).
+    #[arg(long = "pid", value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
     /// Python threads per worker. Default: 1.
     #[arg(long, value_name = "N")]
     pub threads: Option<u32>,
@@ -153,6 +156,7 @@ pub struct ServeSettings {
     pub binds: Vec<Bind>,
     pub uds_mode: u32,
     pub workers: u32,
+    pub pid_file: Option<PathBuf>,
     pub threads: u32,
     pub chdir: PathBuf,
     pub venv: Option<PathBuf>,
@@ -228,7 +232,8 @@ impl ServeArgs {
             }
             env.insert(k.to_string(), v.to_string());
         }
-        let workers = self.workers.or(spec.and_then(|s| s.backend.workers)).unwrap_or(1);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let workers = self.workers.or(spec.and_then(|s| s.backend.workers)).unwrap_or(cpus);
         let threads = self.threads.or(spec.map(|s| s.backend.threads)).unwrap_or(1);
         positive("--workers", u64::from(workers))?;
         positive("--threads", u64::from(threads))?;
@@ -251,6 +256,7 @@ impl ServeArgs {
             binds,
             uds_mode: self.uds_mode,
             workers,
+            pid_file: self.pid_file.as_ref().map(|p| cwd.join(p)),
             threads,
             chdir,
             venv,

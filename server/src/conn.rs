@@ -22,6 +22,8 @@ pub struct Conn {
     pub deadline: Instant,
     /// Part of a request head is buffered (the header timeout applies, not keep-alive).
     pub reading: bool,
+    /// Requests answered on this connection.
+    pub served: u64,
 }
 
 /// What to do with a connection after serving what it had.
@@ -50,6 +52,7 @@ impl Conn {
             pos: 0,
             deadline: Instant::now() + keep_alive,
             reading: false,
+            served: 0,
         }
     }
 

@@ -17,6 +17,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,9 +31,22 @@ use crate::net::{self, Listener};
 use crate::python::app::App;
 use crate::python::handler;
 
+/// Set once a stop begins: responses from then on say `Connection: close`, so keep-alive
+/// clients (an nginx upstream pool) open their next request elsewhere instead of on a
+/// connection about to close.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+pub fn stopping() -> bool {
+    STOPPING.load(Ordering::Relaxed)
+}
+
 const LISTENER_TOKEN: u64 = 1 << 40;
 const SIGNAL_TOKEN: u64 = 1 << 41;
 const WAKE_TOKEN: u64 = 1 << 42;
+/// Workers share one listening socket; EPOLLEXCLUSIVE wakes one idle worker per connection
+/// instead of all of them. (It cannot be changed with EPOLL_CTL_MOD, so pausing a listener
+/// removes and re-adds it.)
+const LISTEN_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32;
 /// Connections accepted per wake-up of a listener, so one busy listener cannot starve the
 /// connections already open.
 const ACCEPT_BATCH: usize = 64;
@@ -84,12 +98,15 @@ fn ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io:
 
 /// Block the signals the server handles so they reach only the signalfd. Must run before any
 /// thread starts (threads inherit the mask), including threads the app starts at import.
-pub fn block_signals() -> io::Result<OwnedFd> {
+pub fn block_signals(extra: &[libc::c_int]) -> io::Result<OwnedFd> {
     // SAFETY: building and installing a signal set; signalfd returns a new fd we own.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGUSR1] {
+        for &s in [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGUSR1]
+            .iter()
+            .chain(extra)
+        {
             libc::sigaddset(&mut set, s);
         }
         cvt(libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()))?;
@@ -108,7 +125,7 @@ impl Loop {
                 epoll.as_raw_fd(),
                 libc::EPOLL_CTL_ADD,
                 l.fd.as_raw_fd(),
-                libc::EPOLLIN as u32,
+                LISTEN_EVENTS,
                 LISTENER_TOKEN + i as u64,
             )?;
         }
@@ -269,7 +286,10 @@ impl Loop {
     fn finished(&self) -> bool {
         match self.stopping {
             None => false,
-            Some(deadline) => self.in_flight == 0 || Instant::now() >= deadline,
+            Some(deadline) => {
+                let waiting = self.slots.iter().any(|s| matches!(s, Slot::Here(_)));
+                (self.in_flight == 0 && !waiting) || Instant::now() >= deadline
+            }
         }
     }
 
@@ -277,18 +297,22 @@ impl Loop {
     fn update_accepting(&mut self) {
         let want = self.stopping.is_none() && self.in_flight < self.threads;
         if want != self.accepting {
-            let events = if want { libc::EPOLLIN as u32 } else { 0 };
-            for (i, l) in self.listeners.iter().enumerate() {
-                let _ = ctl(
-                    self.epoll.as_raw_fd(),
-                    libc::EPOLL_CTL_MOD,
-                    l.fd.as_raw_fd(),
-                    events,
-                    LISTENER_TOKEN + i as u64,
-                );
-            }
-            self.accepting = want;
+            self.watch_listeners(want);
         }
+    }
+
+    fn watch_listeners(&mut self, on: bool) {
+        let op = if on { libc::EPOLL_CTL_ADD } else { libc::EPOLL_CTL_DEL };
+        for (i, l) in self.listeners.iter().enumerate() {
+            let _ = ctl(
+                self.epoll.as_raw_fd(),
+                op,
+                l.fd.as_raw_fd(),
+                LISTEN_EVENTS,
+                LISTENER_TOKEN + i as u64,
+            );
+        }
+        self.accepting = on;
     }
 
     fn accept(&mut self, li: usize) {
@@ -330,17 +354,7 @@ impl Loop {
                         e.raw_os_error(),
                         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
                     ) {
-                        self.accepting = true; // force update_accepting to re-apply
-                        for (i, l) in self.listeners.iter().enumerate() {
-                            let _ = ctl(
-                                self.epoll.as_raw_fd(),
-                                libc::EPOLL_CTL_MOD,
-                                l.fd.as_raw_fd(),
-                                0,
-                                LISTENER_TOKEN + i as u64,
-                            );
-                        }
-                        self.accepting = false;
+                        self.watch_listeners(false);
                     }
                     return;
                 }
@@ -389,6 +403,7 @@ impl Loop {
     }
 
     fn give_back(&mut self, i: usize, mut conn: Box<Conn>, next: Next) {
+        conn.served += 1;
         if next == Next::Close || self.stopping.is_some() {
             conn.flush();
             drop(conn); // closing the fd also removes it from epoll
@@ -474,10 +489,15 @@ impl Loop {
     fn stop(&mut self, grace: Duration, why: &str) {
         log::info(why);
         self.stopping = Some(Instant::now() + grace);
+        STOPPING.store(true, Ordering::Relaxed);
         self.accepting = false;
         self.listeners.clear();
+        // Idle keep-alive connections go now. A connection accepted but not yet answered
+        // (its request may be on the wire, or read but not parsed) is kept: closing it would
+        // fail a request the client already sent, which is what a rolling reload must not do.
+        // It is answered and closed, or cut by its header timeout or the grace deadline.
         for i in 0..self.slots.len() {
-            if matches!(self.slots[i], Slot::Here(_)) {
+            if matches!(&self.slots[i], Slot::Here(c) if c.served > 0 && !c.reading) {
                 self.close(i);
             }
         }

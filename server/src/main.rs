@@ -26,7 +26,12 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             Printer::new(false).error(&e);
-            ExitCode::from(1)
+            let failed = e.downcast_ref::<deployctl_server::master::WorkerFailed>().is_some();
+            ExitCode::from(if failed {
+                deployctl_server::master::EXIT_WORKER_FAILED as u8
+            } else {
+                1
+            })
         }
     }
 }

@@ -118,6 +118,50 @@ pub fn bind(bind: &Bind, uds_mode: u32) -> anyhow::Result<Listener> {
     }
 }
 
+/// A listening socket inherited from the master or from systemd. Its address comes from the
+/// socket itself, so the worker needs no flags to describe it.
+pub fn listener_from_fd(fd: OwnedFd) -> anyhow::Result<Listener> {
+    // SAFETY: sockaddr_storage is plain data, large enough for any address family.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    cvt(unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    })
+    .context("an inherited fd is not a socket")?;
+    // SAFETY: setting O_NONBLOCK on a socket we own.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    let bind = match i32::from(storage.ss_family) {
+        libc::AF_INET | libc::AF_INET6 => {
+            let l = std::net::TcpListener::from(fd.try_clone()?);
+            Bind::Tcp(l.local_addr()?)
+        }
+        libc::AF_UNIX => {
+            let l = std::os::unix::net::UnixListener::from(fd.try_clone()?);
+            let path = l.local_addr()?.as_pathname().map(Path::to_path_buf).unwrap_or_default();
+            Bind::Unix(path)
+        }
+        f => anyhow::bail!("an inherited socket has address family {f}, not TCP or unix"),
+    };
+    let (server_name, server_port) = match &bind {
+        Bind::Tcp(a) => (host_string(a.ip()), a.port().to_string()),
+        Bind::Unix(_) => ("localhost".into(), "80".into()),
+    };
+    Ok(Listener {
+        fd,
+        bind,
+        server_name,
+        server_port,
+        unlink: None,
+    })
+}
+
 fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))

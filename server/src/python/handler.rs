@@ -90,7 +90,11 @@ pub fn serve(py: Python<'_>, app: &App, conn: &mut Conn, head: Head) -> Next {
     )));
     let generation = {
         let mut r = lock(&conn.response);
-        r.reset(head.version, method_is_head, head.keep_alive);
+        r.reset(
+            head.version,
+            method_is_head,
+            head.keep_alive && !crate::event_loop::stopping(),
+        );
         r.generation
     };
     let delivery = call_app(py, app, conn, environ, &body, generation);

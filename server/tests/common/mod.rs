@@ -65,6 +65,9 @@ impl Builder {
         if !self.args.iter().any(|a| a == "--chdir") {
             cmd.arg("--chdir").arg(fixtures());
         }
+        if !self.args.iter().any(|a| a == "--workers") {
+            cmd.args(["--workers", "1"]);
+        }
         if !self.args.iter().any(|a| a == "--bind") {
             cmd.args(["--bind", "127.0.0.1:0"]);
         }
@@ -198,9 +201,23 @@ impl Server {
         c.response()
     }
 
-    /// Peak resident memory (VmHWM) in KiB.
+    /// The master's worker processes.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        let pid = self.pid();
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    /// Peak resident memory (VmHWM) of the largest worker, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        proc_status_kib(self.pid(), "VmHWM:")
+        self.worker_pids()
+            .into_iter()
+            .map(|p| proc_status_kib(p, "VmHWM:"))
+            .max()
+            .unwrap_or(0)
     }
 
     /// SIGTERM and wait for the exit status (at most 10 s).

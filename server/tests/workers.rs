@@ -1,0 +1,266 @@
+//! The process model: a master that never starts Python, workers re-executed with the
+//! listening sockets inherited, Gunicorn's signals, supervision, systemd integration.
+//! Every load loop here is bounded in count and time.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Client, server, signal};
+
+/// Sequential requests on fresh connections until `stop` (or 4000 requests / 60 s).
+fn load_loop(
+    addr: String,
+    path: &'static str,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(usize, usize, Vec<String>)> {
+    std::thread::spawn(move || {
+        let (mut ok, mut failed, mut versions) = (0, 0, Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for _ in 0..4000 {
+            if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                break;
+            }
+            let result = std::net::TcpStream::connect(&addr).ok().and_then(|s| {
+                let mut c = Client::from(s);
+                c.stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+                c.send(format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes());
+                c.try_response_to(false)
+            });
+            match result {
+                Some(r) if r.status == 200 => {
+                    ok += 1;
+                    versions.push(r.json()["version"].as_str().unwrap_or("").to_string());
+                }
+                _ => failed += 1,
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        (ok, failed, versions)
+    })
+}
+
+fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn workers_share_the_socket_and_multiprocess_is_true() {
+    let s = server("apps:raw").args(&["--workers", "2"]).start();
+    assert!(
+        wait_until(10, || s.worker_pids().len() == 2
+            && s.log().matches(" ready").count() == 2),
+        "{}",
+        s.log()
+    );
+    let e = s.get("/environ").json();
+    assert_eq!(e["wsgi.multiprocess"], true);
+    let mut pids = std::collections::HashSet::new();
+    for _ in 0..40 {
+        pids.insert(s.get("/pid").json()["pid"].to_string());
+    }
+    for p in s.worker_pids() {
+        assert!(s.log().contains(&format!("worker {p} ready")));
+    }
+    assert!(!pids.is_empty());
+}
+
+#[test]
+fn a_killed_worker_is_replaced_within_a_second_and_only_in_flight_requests_fail() {
+    let s = server("apps:raw").args(&["--workers", "2"]).start();
+    assert!(wait_until(10, || s.log().matches(" ready").count() == 2));
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = load_loop(s.addr.clone(), "/pid", stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let victim = s.worker_pids()[0];
+    signal(victim, libc::SIGKILL);
+    let killed = Instant::now();
+    let replaced = wait_until(5, || {
+        let pids = s.worker_pids();
+        pids.len() == 2
+            && !pids.contains(&victim)
+            && pids.iter().all(|p| s.log().contains(&format!("worker {p} ready")))
+    });
+    let took = killed.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, _) = loader.join().unwrap();
+    assert!(replaced, "no replacement:\n{}", s.log());
+    assert!(took < Duration::from_secs(1), "replacement took {took:?}");
+    assert!(
+        failed <= 1,
+        "{failed} failed requests (one client: at most one in flight on the victim)"
+    );
+    assert!(ok > 50, "only {ok} requests served");
+}
+
+#[test]
+fn hup_reloads_new_code_with_zero_failed_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let version = dir.path().join("version");
+    std::fs::write(&version, "v1").unwrap();
+    let s = server("apps:raw")
+        .args(&["--workers", "2"])
+        .env("VERSION_FILE", version.to_str().unwrap())
+        .start();
+    assert!(wait_until(10, || s.log().matches(" ready").count() == 2));
+    let before = s.worker_pids();
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = load_loop(s.addr.clone(), "/pid", stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&version, "v2").unwrap();
+    signal(s.pid(), libc::SIGHUP);
+    assert!(wait_until(20, || s.log().contains("reload complete")), "{}", s.log());
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, versions) = loader.join().unwrap();
+    assert_eq!(failed, 0, "failed requests during the reload:\n{}", s.log());
+    assert!(ok > 50);
+    assert_eq!(versions.first().map(String::as_str), Some("v1"));
+    assert_eq!(versions.last().map(String::as_str), Some("v2"), "new code is served");
+    let after = s.worker_pids();
+    assert_eq!(after.len(), 2);
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "old workers still running: {before:?} {after:?}"
+    );
+}
+
+#[test]
+fn term_lets_in_flight_requests_finish_and_exits_0() {
+    let s = server("apps:app")
+        .args(&["--workers", "1", "--threads", "4", "--graceful-timeout", "10"])
+        .start();
+    assert!(wait_until(10, || s.log().contains(" ready")));
+    let addr = s.addr.clone();
+    let requests: Vec<_> = (0..3)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::from(std::net::TcpStream::connect(addr).unwrap());
+                c.send(b"GET /sleep?s=1 HTTP/1.1\r\nHost: h\r\n\r\n");
+                c.try_response_to(false).map(|r| r.status)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let code = s.terminate();
+    for r in requests {
+        assert_eq!(r.join().unwrap(), Some(200), "an in-flight request did not complete");
+    }
+    assert_eq!(code, 0);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn ttin_and_ttou_change_the_worker_count() {
+    let s = server("apps:raw").args(&["--workers", "1"]).start();
+    assert!(wait_until(10, || s.worker_pids().len() == 1));
+    signal(s.pid(), libc::SIGTTIN);
+    assert!(wait_until(10, || s.worker_pids().len() == 2), "TTIN:\n{}", s.log());
+    signal(s.pid(), libc::SIGTTOU);
+    assert!(wait_until(10, || s.worker_pids().len() == 1), "TTOU:\n{}", s.log());
+    assert_eq!(s.get("/pid").status, 200);
+}
+
+#[test]
+fn a_worker_that_cannot_import_the_app_stops_the_master() {
+    let started = Instant::now();
+    let (code, err) = server("no_such_module:app").args(&["--workers", "2"]).run_to_exit();
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("a worker failed to boot") && err.contains("ModuleNotFoundError"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn sd_notify_ready_reloading_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let recv = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let s = server("apps:raw")
+        .args(&["--workers", "2"])
+        .env("NOTIFY_SOCKET", path.to_str().unwrap())
+        .start();
+    let ready = recv();
+    assert!(ready.starts_with("READY=1"), "{ready}");
+    assert!(s.log().matches(" ready").count() >= 2, "READY before the workers were");
+    signal(s.pid(), libc::SIGHUP);
+    assert_eq!(recv(), "RELOADING=1");
+    assert!(recv().starts_with("READY=1"));
+    signal(s.pid(), libc::SIGTERM);
+    assert_eq!(recv(), "STOPPING=1");
+}
+
+#[test]
+fn socket_activation_serves_on_the_inherited_socket_and_pid_file() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("server.pid");
+    let b = server("apps:raw").args(&["--pid", pid_file.to_str().unwrap()]);
+    let cmd = b.command();
+    // What systemd does: the socket as fd 3, LISTEN_FDS=1 and LISTEN_PID set to the server's
+    // own PID (sh's `exec` keeps its PID).
+    let program = cmd.get_program().to_owned();
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let mut sh = std::process::Command::new("sh");
+    sh.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
+        .arg(program)
+        .args(args)
+        .env_remove("VIRTUAL_ENV")
+        .stderr(std::process::Stdio::null());
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    unsafe {
+        sh.pre_exec(move || {
+            // dup2(3, 3) would keep close-on-exec: when the listener already is fd 3, clear it.
+            let r = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = sh.spawn().unwrap();
+    let served = wait_until(15, || {
+        std::net::TcpStream::connect(addr)
+            .ok()
+            .and_then(|st| {
+                let mut c = Client::from(st);
+                c.send(b"GET /pid HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+                c.try_response_to(false)
+            })
+            .is_some_and(|r| r.status == 200)
+    });
+    let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+    signal(child.id(), libc::SIGTERM);
+    let status = child.wait().unwrap();
+    assert!(served, "nothing served on the inherited socket");
+    assert_eq!(pid.trim(), child.id().to_string(), "--pid holds the master's PID");
+    assert!(status.success());
+    assert!(!pid_file.exists(), "the pid file is removed on exit");
+}
