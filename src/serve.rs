@@ -50,6 +50,19 @@ pub struct ServeArgs {
     /// Seconds a request may run (enforced by the master once workers exist). Default: 30.
     #[arg(long, short = 't', value_name = "SECS")]
     pub timeout: Option<u64>,
+    /// Recycle a worker after this many requests (0: never). Default: 0.
+    #[arg(long, value_name = "N")]
+    pub max_requests: Option<u64>,
+    /// Add up to this many requests to each worker's --max-requests, so workers do not all
+    /// recycle at once. Default: 0.
+    #[arg(long, value_name = "N")]
+    pub max_requests_jitter: Option<u64>,
+    /// Recycle a worker after this many seconds (0: never). Default: 0.
+    #[arg(long, value_name = "SECS")]
+    pub max_lifetime: Option<u64>,
+    /// Recycle a worker whose resident memory exceeds this, e.g. `512M`. Default: no limit.
+    #[arg(long, value_name = "SIZE")]
+    pub max_rss: Option<String>,
     /// Seconds in-flight requests get to finish on a graceful stop. Default: 30.
     #[arg(long, value_name = "SECS")]
     pub graceful_timeout: Option<u64>,
@@ -163,6 +176,10 @@ pub struct ServeSettings {
     pub env: BTreeMap<String, String>,
     pub timeout: u64,
     pub graceful_timeout: u64,
+    pub max_requests: u64,
+    pub max_requests_jitter: u64,
+    pub max_lifetime: u64,
+    pub max_rss: Option<u64>,
     pub keep_alive: u64,
     pub header_timeout: u64,
     pub body_timeout: u64,
@@ -266,6 +283,13 @@ impl ServeArgs {
                 .graceful_timeout
                 .or(spec.map(|s| s.backend.graceful_timeout.0))
                 .unwrap_or(30),
+            max_requests: self.max_requests.unwrap_or(0),
+            max_requests_jitter: self.max_requests_jitter.unwrap_or(0),
+            max_lifetime: self.max_lifetime.unwrap_or(0),
+            max_rss: match &self.max_rss {
+                Some(m) => Some(spec::parse_size(m).map_err(|e| anyhow::anyhow!("--max-rss: {e}"))?.0),
+                None => None,
+            },
             keep_alive: self.keep_alive.unwrap_or(5),
             header_timeout: self.header_timeout.unwrap_or(10),
             body_timeout: self.body_timeout.unwrap_or(30),

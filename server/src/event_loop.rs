@@ -30,6 +30,7 @@ use crate::log;
 use crate::net::{self, Listener};
 use crate::python::app::App;
 use crate::python::handler;
+use crate::scoreboard;
 
 /// Set once a stop begins: responses from then on say `Connection: close`, so keep-alive
 /// clients (an nginx upstream pool) open their next request elsewhere instead of on a
@@ -228,11 +229,10 @@ impl Loop {
             let pool = pool.clone();
             let app = app.clone();
             let limits = self.limits;
-            workers.push(
-                std::thread::Builder::new()
-                    .name(format!("python-{n}"))
-                    .spawn(move || Python::attach(|py| pool_thread(py, &app, &pool, &limits)))?,
-            );
+            workers.push(std::thread::Builder::new().name(format!("python-{n}")).spawn(move || {
+                scoreboard::set_thread(n);
+                Python::attach(|py| pool_thread(py, &app, &pool, &limits))
+            })?);
         }
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         let mut next_sweep = Instant::now() + Duration::from_secs(1);
@@ -517,7 +517,10 @@ fn wait(epoll: RawFd, events: &mut [libc::epoll_event], timeout_ms: i32) -> usiz
 /// Serve a request and any complete requests pipelined behind it.
 fn drive(py: Python<'_>, app: &App, conn: &mut Conn, mut head: Head, limits: &Limits) -> Next {
     loop {
-        if handler::serve(py, app, conn, head) == Next::Close {
+        scoreboard::begin();
+        let next = handler::serve(py, app, conn, head);
+        scoreboard::end();
+        if next == Next::Close {
             return Next::Close;
         }
         match conn.parse(limits) {

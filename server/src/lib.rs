@@ -14,4 +14,5 @@ pub mod net;
 pub mod proxy;
 pub mod python;
 pub mod run;
+pub mod scoreboard;
 pub mod systemd;

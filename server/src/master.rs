@@ -6,8 +6,8 @@
 //! locks in whatever state other threads left them; a fresh `exec` starts every worker clean,
 //! and lets a reload pick up new code and a new `deploy.toml`.
 //!
-//! Worker protocol: the listeners are fds 3..3+L, fd 3+L is a pipe to the master, and
-//! `DEPLOYCTL_WORKER=L,3+L` says so. Over the pipe a worker sends `R\0` once its app is
+//! Worker protocol: the listeners are fds 3..3+L, fd 3+L is a pipe to the master, fd 4+L the
+//! worker's scoreboard (`scoreboard.rs`), and `DEPLOYCTL_WORKER=L,3+L,4+L` says so. Over the pipe a worker sends `R\0` once its app is
 //! loaded, or `F<message>\0` when loading failed (then it exits).
 //!
 //! Signals (Gunicorn's table): TERM graceful stop, INT/QUIT fast stop, HUP rolling reload (new
@@ -25,6 +25,7 @@ use anyhow::Context;
 use deployctl::serve::ServeSettings;
 
 use crate::net::Listener;
+use crate::scoreboard::{self, Scoreboard};
 use crate::{log, systemd};
 
 pub const WORKER_ENV: &str = "DEPLOYCTL_WORKER";
@@ -37,6 +38,15 @@ const CRASH_WINDOW: Duration = Duration::from_secs(10);
 
 struct Worker {
     pid: i32,
+    board: Scoreboard,
+    started: Instant,
+    /// `--max-requests` plus this worker's jitter (0: never).
+    max_requests: u64,
+    /// Marked for replacement (max requests, lifetime, RSS): it keeps serving until its
+    /// replacement is ready, then retires.
+    recycle: bool,
+    /// Killed for `--timeout`: SIGKILL at this instant (after the traceback dump).
+    killing: Option<Instant>,
     status: File,
     inbox: Vec<u8>,
     ready: bool,
@@ -111,6 +121,7 @@ impl Master {
                 }
                 continue;
             }
+            self.check_workers();
             self.keep_target()?;
             self.progress_reload();
             self.announce();
@@ -125,12 +136,14 @@ impl Master {
             return Err(std::io::Error::last_os_error()).context("creating a worker pipe");
         }
         let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+        let (board, board_fd) = Scoreboard::create().context("creating a worker scoreboard")?;
         let fds: Vec<RawFd> = self.listeners.iter().map(|l| l.fd.as_raw_fd()).collect();
         let status_fd = 3 + fds.len() as RawFd;
         let wfd = write_end.as_raw_fd();
+        let bfd = board_fd.as_raw_fd();
         let mut cmd = Command::new(exe);
         cmd.args(&self.args)
-            .env(WORKER_ENV, format!("{},{status_fd}", fds.len()))
+            .env(WORKER_ENV, format!("{},{status_fd},{}", fds.len(), status_fd + 1))
             .env_remove("NOTIFY_SOCKET")
             .env_remove("LISTEN_FDS")
             .env_remove("LISTEN_PID")
@@ -142,7 +155,7 @@ impl Master {
                 // Move every fd out of the way first, so placing them at 3.. cannot clobber one
                 // not yet moved; the copies are close-on-exec, the dup2 targets are not.
                 let mut high = Vec::with_capacity(fds.len() + 1);
-                for fd in fds.iter().copied().chain([wfd]) {
+                for fd in fds.iter().copied().chain([wfd, bfd]) {
                     let h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100);
                     if h < 0 {
                         return Err(std::io::Error::last_os_error());
@@ -165,6 +178,7 @@ impl Master {
         }
         let child = cmd.spawn().context("starting a worker")?;
         drop(write_end);
+        drop(board_fd);
         // SAFETY: O_NONBLOCK on our pipe end.
         unsafe {
             let flags = libc::fcntl(read_end.as_raw_fd(), libc::F_GETFL);
@@ -174,8 +188,26 @@ impl Master {
         // The child is reaped with waitpid in `reap`, not through this handle.
         std::mem::forget(child);
         log::info(&format!("started worker {pid}"));
+        let jitter = match self.settings.max_requests_jitter {
+            0 => 0,
+            j => {
+                (u64::from(std::process::id())
+                    ^ u64::from(pid as u32).wrapping_mul(2_654_435_761)
+                    ^ scoreboard::now_ms())
+                    % (j + 1)
+            }
+        };
         self.workers.push(Worker {
             pid,
+            board,
+            started: Instant::now(),
+            max_requests: if self.settings.max_requests == 0 {
+                0
+            } else {
+                self.settings.max_requests + jitter
+            },
+            recycle: false,
+            killing: None,
             status: File::from(read_end),
             inbox: Vec::new(),
             ready: false,
@@ -316,6 +348,10 @@ impl Master {
                 log::info(&format!("worker {pid} {how}"));
                 continue;
             }
+            if w.killing.is_some() {
+                log::warning(&format!("worker {pid} killed after --timeout; starting a replacement"));
+                continue;
+            }
             if self.stopping.is_some() {
                 continue;
             }
@@ -356,23 +392,17 @@ impl Master {
         }
     }
 
-    /// Start workers until the current generation has `target` of them; retire extras.
+    /// Start workers until `target` of them are current (this generation, not marked for
+    /// recycling); retire extras (TTOU).
     fn keep_target(&mut self) -> anyhow::Result<()> {
-        let current = |w: &Worker| w.generation == self.generation && !w.retiring;
+        let generation = self.generation;
+        let current = move |w: &Worker| w.generation == generation && !w.retiring && !w.recycle;
         let live = self.workers.iter().filter(|w| current(w)).count();
         for _ in live..self.target {
             self.spawn()?;
         }
-        let live = self
-            .workers
-            .iter()
-            .filter(|w| w.generation == self.generation && !w.retiring)
-            .count();
         if live > self.target
-            && let Some(w) = self
-                .workers
-                .iter_mut()
-                .find(|w| w.generation == self.generation && !w.retiring)
+            && let Some(w) = self.workers.iter_mut().find(|w| current(w))
         {
             w.retiring = true;
             kill(w.pid, libc::SIGTERM);
@@ -380,24 +410,22 @@ impl Master {
         Ok(())
     }
 
-    /// Retire one old worker for each new one that is ready: capacity never drops below the
-    /// target during a reload, and no old worker stops before its replacement can serve.
+    /// Retire old workers (an earlier generation, or marked for recycling) only as far as
+    /// ready current ones cover the target: serving capacity never drops below it during a
+    /// reload or a recycle, and no old worker stops before its replacement can serve.
     fn progress_reload(&mut self) {
+        let generation = self.generation;
+        let old = move |w: &Worker| w.generation != generation || w.recycle;
         let ready_new = self
             .workers
             .iter()
-            .filter(|w| w.generation == self.generation && w.ready)
-            .count();
-        let retired_old = self
-            .workers
-            .iter()
-            .filter(|w| w.generation != self.generation && w.retiring)
+            .filter(|w| !old(w) && !w.retiring && w.ready)
             .count();
         let old_live: Vec<usize> = (0..self.workers.len())
-            .filter(|&i| self.workers[i].generation != self.generation && !self.workers[i].retiring)
+            .filter(|&i| old(&self.workers[i]) && !self.workers[i].retiring)
             .collect();
-        let may_retire = ready_new.saturating_sub(retired_old);
-        for &i in old_live.iter().take(may_retire) {
+        let excess = (ready_new + old_live.len()).saturating_sub(self.target);
+        for &i in old_live.iter().take(excess) {
             self.workers[i].retiring = true;
             kill(self.workers[i].pid, libc::SIGTERM);
         }
@@ -408,6 +436,54 @@ impl Master {
         }
     }
 
+    /// `--timeout` (dump tracebacks, then kill) and the recycling limits.
+    fn check_workers(&mut self) {
+        let now = Instant::now();
+        let now_ms = scoreboard::now_ms();
+        let s = &self.settings;
+        for w in &mut self.workers {
+            if let Some(at) = w.killing {
+                if now >= at {
+                    kill(w.pid, libc::SIGKILL);
+                    w.killing = Some(now + Duration::from_secs(3600));
+                }
+                continue;
+            }
+            if !w.ready || w.retiring {
+                continue;
+            }
+            if let Some(since) = w.board.oldest_busy()
+                && now_ms.saturating_sub(since) > s.timeout * 1000
+            {
+                log::error(&format!(
+                    "worker {}: a request has run for more than --timeout {} s; its Python stacks follow, then it is killed",
+                    w.pid, s.timeout
+                ));
+                // faulthandler (registered for SIGUSR2 in the worker) writes every thread's
+                // stack from a C signal handler, even while Python code is stuck.
+                kill(w.pid, libc::SIGUSR2);
+                w.killing = Some(now + Duration::from_millis(500));
+                continue;
+            }
+            if w.recycle {
+                continue;
+            }
+            let why = if w.max_requests > 0 && w.board.served() >= w.max_requests {
+                Some(format!("served {} requests (--max-requests)", w.board.served()))
+            } else if s.max_lifetime > 0 && now.duration_since(w.started) >= Duration::from_secs(s.max_lifetime) {
+                Some(format!("is {} s old (--max-lifetime)", s.max_lifetime))
+            } else {
+                s.max_rss
+                    .and_then(|max| rss_bytes(w.pid).filter(|rss| *rss > max).map(|rss| (max, rss)))
+                    .map(|(max, rss)| format!("uses {} MiB (--max-rss {} MiB)", rss >> 20, max >> 20))
+            };
+            if let Some(why) = why {
+                log::info(&format!("worker {} {why}: replacing it", w.pid));
+                w.recycle = true;
+            }
+        }
+    }
+
     fn announce(&mut self) {
         let ready = self.workers.iter().filter(|w| w.ready && !w.retiring).count();
         if !self.announced_ready && !self.reloading && ready >= self.target {
@@ -415,6 +491,15 @@ impl Master {
             systemd::notify(&format!("READY=1\nSTATUS={ready} workers serving"));
         }
     }
+}
+
+/// Resident set size from /proc (the master reads its workers').
+fn rss_bytes(pid: i32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * page.max(4096) as u64)
 }
 
 fn kill(pid: i32, sig: i32) {

@@ -17,7 +17,7 @@ use pyo3::prelude::*;
 use crate::event_loop::{self, Loop};
 use crate::master::{self, Master};
 use crate::python::{app, init};
-use crate::{log, net, systemd};
+use crate::{log, net, scoreboard, systemd};
 
 /// Exit status when the app cannot be imported (Gunicorn uses 4 too); the master of the next
 /// issue tells a crash loop from a crash by it.
@@ -77,10 +77,13 @@ fn run_master(settings: ServeSettings) -> anyhow::Result<i32> {
 
 /// A worker: sockets from the master, Python, the app, then the loop.
 fn worker(settings: ServeSettings, spec: &str) -> anyhow::Result<i32> {
-    let (count, status_fd) = spec
-        .split_once(',')
-        .and_then(|(a, b)| Some((a.parse::<i32>().ok()?, b.parse::<i32>().ok()?)))
-        .with_context(|| format!("${}={spec:?} is malformed", master::WORKER_ENV))?;
+    let parts: Vec<i32> = spec.split(',').filter_map(|p| p.parse().ok()).collect();
+    let [count, status_fd, board_fd] = parts[..] else {
+        anyhow::bail!("${}={spec:?} is malformed", master::WORKER_ENV);
+    };
+    // SAFETY: the master placed the scoreboard memfd there.
+    let board_fd = unsafe { OwnedFd::from_raw_fd(board_fd) };
+    scoreboard::install(scoreboard::Scoreboard::map(&board_fd).context("mapping the scoreboard")?);
     // SAFETY: the master placed the listeners at 3.. and the status pipe after them.
     let mut status = unsafe { std::fs::File::from_raw_fd(status_fd) };
     let fds = (0..count).map(|i| unsafe { OwnedFd::from_raw_fd(3 + i) });
@@ -111,6 +114,13 @@ fn worker(settings: ServeSettings, spec: &str) -> anyhow::Result<i32> {
         }
     };
     let lp = Loop::new(listeners, signals, &app)?;
+    // `--timeout` dumps the stacks of a stuck worker with SIGUSR2 before killing it.
+    let faulthandler = c"import faulthandler, signal\nfaulthandler.register(signal.SIGUSR2, all_threads=True)";
+    if let Err(e) = Python::attach(|py| py.run(faulthandler, None, None)) {
+        log::warning(&format!(
+            "faulthandler is unavailable; --timeout kills will not show stacks: {e}"
+        ));
+    }
     let _ = status.write_all(b"R\0");
     if settings.threads == 1 {
         Python::attach(|py| lp.run_inline(py, &app));

@@ -264,3 +264,113 @@ fn socket_activation_serves_on_the_inherited_socket_and_pid_file() {
     assert!(status.success());
     assert!(!pid_file.exists(), "the pid file is removed on exit");
 }
+
+#[test]
+fn a_request_past_the_timeout_gets_its_worker_replaced_while_others_serve() {
+    let s = server("apps:raw").args(&["--workers", "2", "--timeout", "1"]).start();
+    assert!(wait_until(10, || s.log().matches(" ready").count() == 2));
+    let addr = s.addr.clone();
+    let stuck = std::thread::spawn(move || {
+        let mut c = Client::from(std::net::TcpStream::connect(addr).unwrap());
+        c.send(b"GET /sleep?s=20 HTTP/1.1\r\nHost: h\r\n\r\n");
+        let started = Instant::now();
+        let r = c.try_response_to(false).map(|r| r.status);
+        (r, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = load_loop(s.addr.clone(), "/pid", stop.clone());
+    let (status, took) = stuck.join().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, _) = loader.join().unwrap();
+    assert_eq!(status, None, "the stuck request got an answer");
+    assert!(took < Duration::from_secs(5), "killed after {took:?}");
+    assert_eq!(failed, 0, "requests on the other worker failed:\n{}", s.log());
+    assert!(ok > 20);
+    let log = s.log();
+    assert!(log.contains("more than --timeout 1 s"), "{log}");
+    assert!(log.contains("in sleep_route"), "no Python stack in the log:\n{log}");
+    assert!(
+        wait_until(10, || s.log().matches(" ready").count() == 3),
+        "no replacement:\n{}",
+        s.log()
+    );
+}
+
+fn distinct_pids_under_load(s: &common::Server, millis: u64) -> (usize, usize, usize) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = load_loop_pids(s.addr.clone(), stop.clone());
+    std::thread::sleep(Duration::from_millis(millis));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, pids) = loader.join().unwrap();
+    let distinct: std::collections::HashSet<_> = pids.into_iter().collect();
+    (ok, failed, distinct.len())
+}
+
+fn load_loop_pids(addr: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(usize, usize, Vec<u64>)> {
+    std::thread::spawn(move || {
+        let (mut ok, mut failed, mut pids) = (0, 0, Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for _ in 0..4000 {
+            if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                break;
+            }
+            let r = std::net::TcpStream::connect(&addr).ok().and_then(|st| {
+                let mut c = Client::from(st);
+                c.send(b"GET /pid HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+                c.try_response_to(false)
+            });
+            match r {
+                Some(r) if r.status == 200 => {
+                    ok += 1;
+                    pids.push(r.json()["pid"].as_u64().unwrap_or(0));
+                }
+                _ => failed += 1,
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        (ok, failed, pids)
+    })
+}
+
+#[test]
+fn max_requests_recycles_workers_the_rolling_way() {
+    let s = server("apps:raw")
+        .args(&["--workers", "1", "--max-requests", "20", "--max-requests-jitter", "5"])
+        .start();
+    assert!(wait_until(10, || s.log().contains(" ready")));
+    let (ok, failed, distinct) = distinct_pids_under_load(&s, 2500);
+    assert_eq!(failed, 0, "{}", s.log());
+    assert!(ok > 100);
+    assert!(
+        distinct >= 3,
+        "only {distinct} workers served {ok} requests:\n{}",
+        s.log()
+    );
+    assert!(s.log().contains("(--max-requests): replacing it"));
+}
+
+#[test]
+fn max_lifetime_recycles_workers() {
+    let s = server("apps:raw")
+        .args(&["--workers", "1", "--max-lifetime", "1"])
+        .start();
+    assert!(wait_until(10, || s.log().contains(" ready")));
+    let (_, failed, distinct) = distinct_pids_under_load(&s, 3000);
+    assert_eq!(failed, 0, "{}", s.log());
+    assert!(distinct >= 2, "{}", s.log());
+}
+
+#[test]
+fn max_rss_recycles_workers() {
+    // Every Python worker is above 1 MiB: each is replaced once its successor is ready,
+    // and service continues throughout.
+    let s = server("apps:raw").args(&["--workers", "1", "--max-rss", "1M"]).start();
+    assert!(wait_until(10, || s.log().contains(" ready")));
+    let (ok, failed, distinct) = distinct_pids_under_load(&s, 2000);
+    assert_eq!(failed, 0, "{}", s.log());
+    assert!(ok > 50);
+    assert!(distinct >= 2, "{}", s.log());
+    assert!(s.log().contains("(--max-rss 1 MiB): replacing it"));
+}
