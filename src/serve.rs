@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// Write the master's PID to this file (removed on exit).
     #[arg(long = "pid", value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
+    /// The protocol on the listening sockets: `http`, or `uwsgi` for nginx's `uwsgi_pass` and
+    /// Apache's mod_proxy_uwsgi.
+    #[arg(long, value_enum, default_value = "http")]
+    pub protocol: Protocol,
     /// Python threads per worker. Default: 1.
     #[arg(long, value_name = "N")]
     pub threads: Option<u32>,
@@ -103,6 +107,15 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Protocol {
+    /// HTTP/1.1 (and 1.0).
+    #[default]
+    Http,
+    /// The binary uwsgi protocol: one request per connection, variables set by the front.
+    Uwsgi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum AccessLogFormat {
     /// NCSA common log format.
     #[default]
@@ -168,6 +181,7 @@ pub struct ServeSettings {
     pub entry: Entry,
     pub binds: Vec<Bind>,
     pub uds_mode: u32,
+    pub protocol: Protocol,
     pub workers: u32,
     pub pid_file: Option<PathBuf>,
     pub threads: u32,
@@ -272,6 +286,7 @@ impl ServeArgs {
             entry,
             binds,
             uds_mode: self.uds_mode,
+            protocol: self.protocol,
             workers,
             pid_file: self.pid_file.as_ref().map(|p| cwd.join(p)),
             threads,

@@ -4,8 +4,11 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use deployctl::serve::Protocol;
+
 use crate::http::parse::{self, Head, Limits, Refusal};
 use crate::http::response::{self, Response};
+use crate::http::uwsgi;
 use crate::net::{Peer, Stream};
 
 pub struct Conn {
@@ -56,13 +59,17 @@ impl Conn {
         }
     }
 
-    pub fn parse(&mut self, limits: &Limits) -> Parsed {
+    pub fn parse(&mut self, limits: &Limits, protocol: Protocol) -> Parsed {
         if self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
             return Parsed::Incomplete;
         }
-        match parse::parse(&self.buf[self.pos..], limits) {
+        let parsed = match protocol {
+            Protocol::Http => parse::parse(&self.buf[self.pos..], limits),
+            Protocol::Uwsgi => uwsgi::parse(&self.buf[self.pos..], limits),
+        };
+        match parsed {
             Ok(Some(h)) => Parsed::Request(h),
             Ok(None) => Parsed::Incomplete,
             Err(r) => Parsed::Refused(r),

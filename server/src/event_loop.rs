@@ -76,6 +76,7 @@ pub struct Loop {
     slots: Vec<Slot>,
     free: Vec<usize>,
     limits: Limits,
+    protocol: deployctl::serve::Protocol,
     keep_alive: Duration,
     header_timeout: Duration,
     io_timeout: Duration,
@@ -142,6 +143,7 @@ impl Loop {
             listeners,
             slots: Vec::new(),
             free: Vec::new(),
+            protocol: s.protocol,
             limits: Limits {
                 request_line: s.limit_request_line,
                 fields: s.limit_request_fields,
@@ -379,7 +381,7 @@ impl Loop {
                 return None;
             }
         }
-        match conn.parse(&self.limits) {
+        match conn.parse(&self.limits, self.protocol) {
             Parsed::Request(head) => {
                 let Slot::Here(conn) = std::mem::replace(&mut self.slots[i], Slot::Away) else {
                     return None;
@@ -523,7 +525,7 @@ fn drive(py: Python<'_>, app: &App, conn: &mut Conn, mut head: Head, limits: &Li
         if next == Next::Close {
             return Next::Close;
         }
-        match conn.parse(limits) {
+        match conn.parse(limits, app.settings.protocol) {
             Parsed::Request(h) => head = h,
             Parsed::Incomplete => return Next::KeepAlive,
             Parsed::Refused(r) => {

@@ -3,3 +3,4 @@
 pub mod body;
 pub mod parse;
 pub mod response;
+pub mod uwsgi;

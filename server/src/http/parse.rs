@@ -52,6 +52,8 @@ pub struct Head {
     pub framing: Framing,
     pub keep_alive: bool,
     pub expect_continue: bool,
+    /// A uwsgi packet: the front's variables, which are the environ (`headers` is empty).
+    pub uwsgi_vars: Option<Vec<(Range<usize>, Range<usize>)>>,
 }
 
 /// Why a head was refused: the status to answer with (then close) and a reason for the log.
@@ -264,6 +266,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Refusal> {
         framing,
         keep_alive,
         expect_continue: expect_continue && framing != Framing::None,
+        uwsgi_vars: None,
     }))
 }
 

@@ -261,6 +261,55 @@ impl Template {
         Ok(env)
     }
 
+    /// The environ of a uwsgi packet: the front's variables as they are (uWSGI's semantics),
+    /// with empty CONTENT_TYPE/CONTENT_LENGTH dropped and the scheme taken from
+    /// `REQUEST_SCHEME`/`UWSGI_SCHEME` or `HTTPS`.
+    pub fn build_uwsgi<'py>(
+        &self,
+        py: Python<'py>,
+        buf: &[u8],
+        vars: &[(std::ops::Range<usize>, std::ops::Range<usize>)],
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let k = &self.k;
+        let env = self.base.bind(py).copy()?;
+        let mut https = false;
+        let mut has_path = false;
+        for (kr, vr) in vars {
+            let key = &buf[kr.clone()];
+            let value = &buf[vr.clone()];
+            match key {
+                b"CONTENT_TYPE" | b"CONTENT_LENGTH" if value.is_empty() => continue,
+                b"HTTPS" => https |= value.eq_ignore_ascii_case(b"on") || value == b"1",
+                b"REQUEST_SCHEME" | b"UWSGI_SCHEME" => https |= value.eq_ignore_ascii_case(b"https"),
+                b"PATH_INFO" => has_path = true,
+                _ => {}
+            }
+            env.set_item(latin1(py, key), latin1(py, value))?;
+        }
+        if !has_path {
+            if let Some((_, v)) = vars.iter().find(|(kr, _)| &buf[kr.clone()] == b"REQUEST_URI") {
+                let uri = &buf[v.clone()];
+                let path = uri.split(|&b| b == b'?').next().unwrap_or(b"/");
+                env.set_item(k.path_info.bind(py), latin1(py, &percent_decode(path)))?;
+            }
+        }
+        // PEP 3333 requires these; a front that leaves them out gets neutral values.
+        for (key, default) in [
+            (&k.query_string, k.empty.bind(py).clone()),
+            (&k.server_protocol, k.http11.bind(py).clone()),
+            (&k.server_name, PyString::intern(py, "localhost")),
+            (&k.server_port, PyString::intern(py, if https { "443" } else { "80" })),
+        ] {
+            if env.get_item(key.bind(py))?.is_none() {
+                env.set_item(key.bind(py), default)?;
+            }
+        }
+        if https {
+            env.set_item(k.url_scheme.bind(py), k.https.bind(py))?;
+        }
+        Ok(env)
+    }
+
     pub fn input_key<'py>(&self, py: Python<'py>) -> &Bound<'py, PyString> {
         self.k.wsgi_input.bind(py)
     }

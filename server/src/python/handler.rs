@@ -14,7 +14,7 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::conn::{Conn, Next};
 use crate::http::body::Body;
-use crate::http::parse::{Framing, Head};
+use crate::http::parse::{Framing, Head, Version};
 use crate::http::response::{Response, SendError};
 use crate::log;
 use crate::net::Peer;
@@ -70,7 +70,11 @@ pub fn serve(py: Python<'_>, app: &App, conn: &mut Conn, head: Head) -> Next {
     };
     // Only copied when an access log will need them after the buffer moved on.
     let access = log::access_enabled().then(|| AccessFields::new(hb, &head));
-    let environ = match app.template.build(py, hb, &head, &info) {
+    let built = match &head.uwsgi_vars {
+        Some(vars) => app.template.build_uwsgi(py, hb, vars),
+        None => app.template.build(py, hb, &head, &info),
+    };
+    let environ = match built {
         Ok(e) => e,
         Err(e) => {
             log::error(&format!("building the environ failed:\n{}", format_exception(py, &e)));
@@ -90,8 +94,15 @@ pub fn serve(py: Python<'_>, app: &App, conn: &mut Conn, head: Head) -> Next {
     )));
     let generation = {
         let mut r = lock(&conn.response);
+        // uwsgi fronts read the body until the connection closes; they do not decode chunked
+        // framing, so answer as to HTTP/1.0.
+        let version = if head.uwsgi_vars.is_some() {
+            Version::Http10
+        } else {
+            head.version
+        };
         r.reset(
-            head.version,
+            version,
             method_is_head,
             head.keep_alive && !crate::event_loop::stopping(),
         );
@@ -172,18 +183,24 @@ struct AccessFields {
 
 impl AccessFields {
     fn new(buf: &[u8], head: &Head) -> AccessFields {
-        let header = |name: &[u8]| {
-            head.headers
+        let header = |name: &[u8], var: &[u8]| match &head.uwsgi_vars {
+            Some(vars) => vars
+                .iter()
+                .find(|(k, _)| &buf[k.clone()] == var)
+                .map(|(_, v)| buf[v.clone()].to_vec())
+                .unwrap_or_default(),
+            None => head
+                .headers
                 .iter()
                 .find(|(n, _)| buf[n.clone()].eq_ignore_ascii_case(name))
                 .map(|(_, v)| buf[v.clone()].to_vec())
-                .unwrap_or_default()
+                .unwrap_or_default(),
         };
         AccessFields {
             method: buf[head.method.clone()].to_vec(),
             target: buf[head.target.clone()].to_vec(),
-            referer: header(b"referer"),
-            user_agent: header(b"user-agent"),
+            referer: header(b"referer", b"HTTP_REFERER"),
+            user_agent: header(b"user-agent", b"HTTP_USER_AGENT"),
         }
     }
 }
