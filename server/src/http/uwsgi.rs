@@ -49,7 +49,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Refusal> {
         if value.end > end {
             return Err(refuse("truncated uwsgi variable"));
         }
-        if klen == 0 || buf[key.clone()].iter().any(|&b| b == 0) || buf[value.clone()].iter().any(|&b| b == 0) {
+        if klen == 0 || buf[key.clone()].contains(&0) || buf[value.clone()].contains(&0) {
             return Err(refuse("malformed uwsgi variable"));
         }
         vars.push((key, value.clone()));
