@@ -105,13 +105,8 @@ fn get(addr: &str, path: &str) -> (u16, String) {
 
 fn stop(mut child: std::process::Child) {
     // SAFETY: signalling the child we started.
-    unsafe { libc_kill(child.id() as i32, 15) };
+    unsafe { libc::kill(child.id() as i32, 15) };
     let _ = child.wait();
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 #[test]
@@ -235,4 +230,82 @@ fn serve_reports_bad_flags_before_starting_anything() {
     assert!(run.stderr.contains("--bind \"nowhere\""), "{}", run.stderr);
     let run = Cli::new(&fixtures()).args(["serve", "not an entry"]).run().failure();
     assert!(run.stderr.contains("ENTRY"), "{}", run.stderr);
+}
+
+/// The rendered `embedded` unit, run the way systemd runs it: its `ExecStart` words, the
+/// socket of its `.socket` unit passed as fd 3 with LISTEN_FDS/LISTEN_PID, NOTIFY_SOCKET
+/// for Type=notify. Expect READY=1, then the example served, then a clean stop on SIGTERM.
+#[test]
+fn the_rendered_embedded_unit_starts_like_systemd_would() {
+    let example = repo().join("examples/flask-hello");
+    assert!(example.join(".venv/bin/python3").exists(), "run scripts/setup.sh first");
+    let files = common::render(&example, "embedded");
+    let service = files
+        .iter()
+        .find(|(name, _)| name.ends_with(".service"))
+        .map(|(_, text)| text.clone())
+        .expect("a .service file");
+    assert!(service.lines().any(|l| l == "Type=notify"));
+    let exec: Vec<String> = service
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert!(exec[0].ends_with("/deployctl") && exec[1] == "serve", "{exec:?}");
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
+        .args(&exec)
+        .current_dir(&example)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env_remove("VIRTUAL_ENV")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    // SAFETY: only dup2/fcntl between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            // dup2(3, 3) would leave close-on-exec set.
+            let r = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if r < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut buf = [0u8; 256];
+    let got = notify.recv(&mut buf);
+    let ready = got
+        .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+        .unwrap_or_default();
+    let (status, body) = if ready.starts_with("READY=1") {
+        get(&addr.to_string(), "/json")
+    } else {
+        (0, String::new())
+    };
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(child.id() as i32, 15) };
+    let exit = child.wait().unwrap();
+    assert!(
+        ready.starts_with("READY=1"),
+        "no READY=1 from the rendered unit's command: {ready:?}"
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("flask-hello"));
+    assert!(exit.success(), "{exit:?}");
 }

@@ -374,3 +374,42 @@ fn max_rss_recycles_workers() {
     assert!(distinct >= 2, "{}", s.log());
     assert!(s.log().contains("(--max-rss 1 MiB): replacing it"));
 }
+
+#[test]
+fn usr1_reopens_log_files_in_the_master_and_the_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("error.log");
+    let rotated = dir.path().join("error.log.1");
+    let s = server("apps:raw")
+        .args(&["--workers", "2", "--error-log", log.to_str().unwrap()])
+        .start_logging_to(&log);
+    std::fs::rename(&log, &rotated).unwrap();
+    signal(s.pid(), libc::SIGUSR1);
+    // Every worker must write to the new file: keep causing errors until both have. A
+    // request that keeps one worker busy sends the next one to the other worker.
+    let addr = s.addr.clone();
+    let reopened = wait_until(10, || {
+        let _ = s.get("/raise");
+        let a = addr.clone();
+        let busy = std::thread::spawn(move || {
+            let mut c = Client::from(std::net::TcpStream::connect(a).unwrap());
+            c.send(b"GET /sleep?s=0.3 HTTP/1.1\r\nHost: h\r\n\r\n");
+            c.try_response_to(false)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let _ = s.get("/raise");
+        let _ = busy.join();
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        s.worker_pids().iter().all(|p| text.contains(&format!("[{p}] [ERROR]")))
+    });
+    assert!(
+        reopened,
+        "new log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(
+        old.contains("listening on"),
+        "the rotated file keeps what was written before"
+    );
+}

@@ -128,6 +128,47 @@ impl Builder {
         }
     }
 
+    /// Start with `--error-log FILE`: the "listening on" line is read from the file.
+    pub fn start_logging_to(self, file: &Path) -> Server {
+        let mut child = self.command().spawn().expect("spawn deployctl-server");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            let ready = text.matches(" ready").count();
+            let workers = self
+                .args
+                .iter()
+                .position(|a| a == "--workers")
+                .and_then(|i| self.args.get(i + 1))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            if let Some(addr) = text
+                .split("listening on ")
+                .nth(1)
+                .map(|r| r.split(' ').next().unwrap_or("").to_string())
+                && ready >= workers
+            {
+                let log = Arc::new(Mutex::new(String::new()));
+                let stdout = Arc::new(Mutex::new(String::new()));
+                return Server {
+                    child,
+                    addr,
+                    log,
+                    stdout,
+                };
+            }
+            if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "server did not start:
+{text}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Run to completion (for start-up failures): (exit code, stderr).
     pub fn run_to_exit(self) -> (i32, String) {
         let mut child = self.command().spawn().expect("spawn deployctl-server");
