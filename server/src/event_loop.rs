@@ -30,7 +30,7 @@ use crate::log;
 use crate::net::{self, Listener};
 use crate::python::app::App;
 use crate::python::handler;
-use crate::scoreboard;
+use crate::{scoreboard, signals};
 
 /// Set once a stop begins: responses from then on say `Connection: close`, so keep-alive
 /// clients (an nginx upstream pool) open their next request elsewhere instead of on a
@@ -96,25 +96,6 @@ fn ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io:
     let mut ev = libc::epoll_event { events, u64: token };
     // SAFETY: epoll_ctl with a valid event struct.
     cvt(unsafe { libc::epoll_ctl(epoll, op, fd, &mut ev) }).map(drop)
-}
-
-/// Block the signals the server handles so they reach only the signalfd. Must run before any
-/// thread starts (threads inherit the mask), including threads the app starts at import.
-pub fn block_signals(extra: &[libc::c_int]) -> io::Result<OwnedFd> {
-    // SAFETY: building and installing a signal set; signalfd returns a new fd we own.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for &s in [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGUSR1]
-            .iter()
-            .chain(extra)
-        {
-            libc::sigaddset(&mut set, s);
-        }
-        cvt(libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()))?;
-        let fd = cvt(libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC))?;
-        Ok(OwnedFd::from_raw_fd(fd))
-    }
 }
 
 impl Loop {
@@ -461,18 +442,8 @@ impl Loop {
     }
 
     fn on_signal(&mut self) {
-        // SAFETY: reading whole signalfd_siginfo records from our signalfd.
-        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of::<libc::signalfd_siginfo>();
-        while unsafe {
-            libc::read(
-                self.signals.as_raw_fd(),
-                (&mut info as *mut libc::signalfd_siginfo).cast(),
-                size,
-            )
-        } == size as isize
-        {
-            match info.ssi_signo as i32 {
+        for signo in signals::pending(&self.signals) {
+            match signo {
                 libc::SIGTERM => self.stop(self.graceful, "TERM: graceful stop"),
                 libc::SIGINT | libc::SIGQUIT => self.stop(Duration::ZERO, "INT/QUIT: fast stop"),
                 libc::SIGUSR1 => {

@@ -15,4 +15,5 @@ pub mod proxy;
 pub mod python;
 pub mod run;
 pub mod scoreboard;
+pub mod signals;
 pub mod systemd;

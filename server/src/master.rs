@@ -26,7 +26,7 @@ use deployctl::serve::ServeSettings;
 
 use crate::net::Listener;
 use crate::scoreboard::{self, Scoreboard};
-use crate::{log, systemd};
+use crate::{log, signals, systemd};
 
 pub const WORKER_ENV: &str = "DEPLOYCTL_WORKER";
 /// Exit status of the master when workers cannot boot (the app fails to import) or crash in
@@ -259,18 +259,8 @@ impl Master {
     }
 
     fn read_signals(&mut self) {
-        // SAFETY: reading whole signalfd_siginfo records.
-        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of::<libc::signalfd_siginfo>();
-        while unsafe {
-            libc::read(
-                self.signals.as_raw_fd(),
-                (&mut info as *mut libc::signalfd_siginfo).cast(),
-                size,
-            )
-        } == size as isize
-        {
-            match info.ssi_signo as i32 {
+        for signo in signals::pending(&self.signals) {
+            match signo {
                 libc::SIGTERM => self.stop(libc::SIGTERM, Duration::from_secs(self.settings.graceful_timeout + 1)),
                 libc::SIGINT | libc::SIGQUIT => self.stop(libc::SIGQUIT, Duration::from_secs(2)),
                 libc::SIGHUP => self.reload(),

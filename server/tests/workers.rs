@@ -11,14 +11,15 @@ use std::time::{Duration, Instant};
 
 use common::{Client, server, signal};
 
-/// Sequential requests on fresh connections until `stop` (or 4000 requests / 60 s).
+/// Sequential requests on fresh connections until `stop` (or 4000 requests / 60 s):
+/// (answered with 200, failed, the JSON bodies).
 fn load_loop(
     addr: String,
     path: &'static str,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(usize, usize, Vec<String>)> {
+) -> std::thread::JoinHandle<(usize, usize, Vec<serde_json::Value>)> {
     std::thread::spawn(move || {
-        let (mut ok, mut failed, mut versions) = (0, 0, Vec::new());
+        let (mut ok, mut failed, mut bodies) = (0, 0, Vec::new());
         let deadline = Instant::now() + Duration::from_secs(60);
         for _ in 0..4000 {
             if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
@@ -33,13 +34,13 @@ fn load_loop(
             match result {
                 Some(r) if r.status == 200 => {
                     ok += 1;
-                    versions.push(r.json()["version"].as_str().unwrap_or("").to_string());
+                    bodies.push(r.json());
                 }
                 _ => failed += 1,
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        (ok, failed, versions)
+        (ok, failed, bodies)
     })
 }
 
@@ -123,11 +124,12 @@ fn hup_reloads_new_code_with_zero_failed_requests() {
     assert!(wait_until(20, || s.log().contains("reload complete")), "{}", s.log());
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
-    let (ok, failed, versions) = loader.join().unwrap();
+    let (ok, failed, bodies) = loader.join().unwrap();
+    let versions: Vec<&str> = bodies.iter().map(|b| b["version"].as_str().unwrap_or("")).collect();
     assert_eq!(failed, 0, "failed requests during the reload:\n{}", s.log());
     assert!(ok > 50);
-    assert_eq!(versions.first().map(String::as_str), Some("v1"));
-    assert_eq!(versions.last().map(String::as_str), Some("v2"), "new code is served");
+    assert_eq!(versions.first(), Some(&"v1"));
+    assert_eq!(versions.last(), Some(&"v2"), "new code is served");
     let after = s.worker_pids();
     assert_eq!(after.len(), 2);
     assert!(
@@ -300,38 +302,12 @@ fn a_request_past_the_timeout_gets_its_worker_replaced_while_others_serve() {
 
 fn distinct_pids_under_load(s: &common::Server, millis: u64) -> (usize, usize, usize) {
     let stop = Arc::new(AtomicBool::new(false));
-    let loader = load_loop_pids(s.addr.clone(), stop.clone());
+    let loader = load_loop(s.addr.clone(), "/pid", stop.clone());
     std::thread::sleep(Duration::from_millis(millis));
     stop.store(true, Ordering::Relaxed);
-    let (ok, failed, pids) = loader.join().unwrap();
-    let distinct: std::collections::HashSet<_> = pids.into_iter().collect();
+    let (ok, failed, bodies) = loader.join().unwrap();
+    let distinct: std::collections::HashSet<_> = bodies.iter().map(|b| b["pid"].to_string()).collect();
     (ok, failed, distinct.len())
-}
-
-fn load_loop_pids(addr: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(usize, usize, Vec<u64>)> {
-    std::thread::spawn(move || {
-        let (mut ok, mut failed, mut pids) = (0, 0, Vec::new());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for _ in 0..4000 {
-            if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
-                break;
-            }
-            let r = std::net::TcpStream::connect(&addr).ok().and_then(|st| {
-                let mut c = Client::from(st);
-                c.send(b"GET /pid HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
-                c.try_response_to(false)
-            });
-            match r {
-                Some(r) if r.status == 200 => {
-                    ok += 1;
-                    pids.push(r.json()["pid"].as_u64().unwrap_or(0));
-                }
-                _ => failed += 1,
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        (ok, failed, pids)
-    })
 }
 
 #[test]
