@@ -29,6 +29,21 @@ pub enum Command {
     Check(CheckArgs),
     /// Run the app on the embedded WSGI server (Rust HTTP/1.1, CPython embedded).
     Serve(Box<crate::serve::ServeArgs>),
+    /// Run a target locally: render into .deployctl/, start backend then front, health-check,
+    /// supervise until Ctrl-C.
+    Up(UpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// The chain to run, e.g. `nginx+embedded`. Default: [frontend] + [backend] of deploy.toml.
+    #[arg(long, short)]
+    pub target: Option<String>,
+    /// The public address instead of `[server].listen`, e.g. `127.0.0.1:8000`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Args)]

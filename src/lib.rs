@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod commands;
 pub mod init;
+pub mod orchestrate;
 pub mod printer;
 pub mod render;
 pub mod serve;

@@ -4,6 +4,7 @@ mod check;
 mod init;
 mod render;
 pub mod serve;
+mod up;
 
 use std::path::Path;
 
@@ -26,6 +27,7 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Status> {
         Command::Render(args) => render::run(&args, printer),
         Command::Check(args) => check::run(&args, printer),
         Command::Serve(args) => serve::run(&args, printer),
+        Command::Up(args) => up::run(&args, printer),
     }
 }
 

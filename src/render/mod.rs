@@ -57,12 +57,31 @@ fn outputs(spec: &Spec, target: Target) -> Vec<Output> {
 ///
 /// `out_dir` is where the files will live: units refer to configs by absolute path.
 pub fn render(spec: &Spec, target: Target, out_dir: &Path, templates: &Templates) -> anyhow::Result<FileTree> {
+    render_view(spec, target, View::new(spec, target, out_dir), templates)
+}
+
+/// The configs of a local run (`deployctl up`): sockets in `socket_dir`, not `/run`.
+pub fn render_local(
+    spec: &Spec,
+    target: Target,
+    out_dir: &Path,
+    socket_dir: &Path,
+    templates: &Templates,
+) -> anyhow::Result<FileTree> {
+    render_view(
+        spec,
+        target,
+        View::with_socket_dir(spec, target, out_dir, socket_dir),
+        templates,
+    )
+}
+
+fn render_view(spec: &Spec, target: Target, view: View, templates: &Templates) -> anyhow::Result<FileTree> {
     anyhow::ensure!(
         target.is_implemented(),
         "target `{target}` is not implemented yet; valid targets: {}",
         Target::implemented_list()
     );
-    let view = View::new(spec, target, out_dir);
     let context = tera::Context::from_serialize(&view).context("cannot build the template context")?;
     let mut tree = FileTree::default();
     for out in outputs(spec, target) {

@@ -146,9 +146,15 @@ fn path_str(p: &Path) -> String {
 
 impl View {
     pub fn new(spec: &Spec, target: Target, out_dir: &Path) -> View {
+        View::with_socket_dir(spec, target, out_dir, Path::new("/run"))
+    }
+
+    /// The same configs with the sockets between components in `socket_dir` (a local run
+    /// keeps them under the project instead of `/run`).
+    pub fn with_socket_dir(spec: &Spec, target: Target, out_dir: &Path, socket_dir: &Path) -> View {
         let name = spec.app.name.clone();
         let behind_front = target.frontend != Frontend::None;
-        let socket = behind_front.then(|| format!("/run/{name}.sock"));
+        let socket = behind_front.then(|| path_str(&socket_dir.join(format!("{name}.sock"))));
         let bind = match &socket {
             Some(s) => format!("unix:{s}"),
             None => spec.server.listen.to_string(),

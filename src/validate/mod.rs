@@ -7,7 +7,7 @@
 
 mod gixy;
 mod gunicorn;
-mod nginx;
+pub mod nginx;
 mod systemd;
 mod uwsgi;
 

@@ -75,7 +75,7 @@ fn test_site(nginx: &Path, site: &Path) -> std::io::Result<Outcome> {
 }
 
 /// nginx's configuration directory, from `--conf-path=` in `nginx -V`.
-fn conf_dir(nginx: &Path) -> Option<PathBuf> {
+pub fn conf_dir(nginx: &Path) -> Option<PathBuf> {
     let (_, out) = run(nginx, &["-V".as_ref()], &[]).ok()?;
     let path = out.split_whitespace().find_map(|w| w.strip_prefix("--conf-path="))?;
     Path::new(path).parent().map(Path::to_path_buf)

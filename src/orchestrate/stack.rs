@@ -1,0 +1,297 @@
+//! The stack of one target, running: the backend first (ready when it sends `READY=1`), then
+//! the front (ready when its port answers), then a health check through the front, then
+//! supervision until a signal, and a stop in reverse order.
+
+use std::net::SocketAddr;
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::health;
+use super::process::Component;
+use crate::printer::{Printer, hinted};
+use crate::spec::Spec;
+use crate::target::{Backend, Frontend, Target};
+
+/// Where and how this run happens; filled in by the `up` command.
+pub struct RunPlan<'a> {
+    pub spec: &'a Spec,
+    pub target: Target,
+    /// `.deployctl/<target>/`: rendered configs, sockets, pid files, logs.
+    pub run_dir: PathBuf,
+    /// The public address (the front's, or the lone backend's).
+    pub listen: SocketAddr,
+    pub server_bin: PathBuf,
+    pub nginx_bin: Option<PathBuf>,
+    /// The site file rendered for the front, inside `run_dir`.
+    pub nginx_site: Option<PathBuf>,
+}
+
+pub struct Running {
+    /// In start order; stopped in reverse.
+    components: Vec<Component>,
+    pub url: String,
+    /// Kept open for the backend's later notifications (RELOADING=1, STOPPING=1).
+    notify: Option<UnixDatagram>,
+}
+
+/// How long a component gets to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn unblock_signals(cmd: &mut Command) {
+    // The supervisor blocks INT/TERM/HUP for its signalfd; exec keeps a blocked mask, and a
+    // child must get its signals. SAFETY: sigprocmask is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+}
+
+pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
+    let spec = plan.spec;
+    let name = &spec.app.name;
+    // The URL a browser can use: the front answers only its `names` (unknown hosts get 444).
+    let host = if spec.server.names.iter().any(|n| n == "localhost") {
+        "localhost".to_string()
+    } else {
+        spec.server
+            .names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| probe_addr(plan.listen).ip().to_string())
+    };
+    let mut running = Running {
+        components: Vec::new(),
+        url: format!("http://{host}:{}/", plan.listen.port()),
+        notify: None,
+    };
+    let result = (|| -> anyhow::Result<()> {
+        // Backend: the embedded server reads deploy.toml itself; only the address differs.
+        let behind = plan.target.frontend != Frontend::None;
+        let bind = if behind {
+            format!("unix:{}", plan.run_dir.join(format!("{name}.sock")).display())
+        } else {
+            plan.listen.to_string()
+        };
+        if plan.target.backend != Backend::Embedded {
+            bail!(
+                "`deployctl up` runs the embedded backend for now; `{}` comes next",
+                plan.target
+            );
+        }
+        let notify_path = plan.run_dir.join("notify.sock");
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).context("creating the readiness socket")?;
+        notify.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let mut cmd = Command::new(&plan.server_bin);
+        cmd.arg("--config")
+            .arg(&spec.path)
+            .args(["--bind", &bind])
+            .arg("--pid")
+            .arg(plan.run_dir.join("app.pid"))
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID");
+        unblock_signals(&mut cmd);
+        let progress = printer.progress("starting app (embedded server)");
+        running.components.push(Component::spawn("app", cmd, printer.quiet)?);
+        wait_ready(running.components.last_mut().expect("just pushed"), || {
+            let mut buf = [0u8; 512];
+            notify
+                .recv(&mut buf)
+                .ok()
+                .is_some_and(|n| String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1"))
+        })?;
+        finish(progress, printer, "app", "ready (READY=1)");
+        running.notify = Some(notify);
+
+        if let (Some(nginx), Some(site)) = (&plan.nginx_bin, &plan.nginx_site) {
+            let prefix = plan.run_dir.join("nginx");
+            write_nginx_wrapper(nginx, &prefix, site)?;
+            let mut cmd = Command::new(nginx);
+            cmd.arg("-p").arg(&prefix).args(["-c", "nginx.conf"]);
+            unblock_signals(&mut cmd);
+            let progress = printer.progress("starting nginx");
+            running.components.push(Component::spawn("nginx", cmd, printer.quiet)?);
+            let addr = probe_addr(plan.listen);
+            wait_ready(running.components.last_mut().expect("just pushed"), || {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            })?;
+            finish(progress, printer, "nginx", "ready (port answers)");
+        }
+        health_check(plan, printer)
+    })();
+    match result {
+        Ok(()) => Ok(running),
+        Err(e) => {
+            let tails: String = running.components.iter().map(Component::tail).collect();
+            running.stop(spec);
+            if tails.is_empty() {
+                Err(e)
+            } else {
+                Err(e.context(format!("last output:\n{}", tails.trim_end())))
+            }
+        }
+    }
+}
+
+fn finish(progress: Option<indicatif::ProgressBar>, printer: &Printer, label: &str, msg: &str) {
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
+    printer.status(label, msg);
+}
+
+/// 0.0.0.0 and :: are for listening; probes go to loopback.
+fn probe_addr(listen: SocketAddr) -> SocketAddr {
+    let ip = if listen.ip().is_unspecified() {
+        if listen.is_ipv4() {
+            [127, 0, 0, 1].into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        }
+    } else {
+        listen.ip()
+    };
+    SocketAddr::new(ip, listen.port())
+}
+
+fn wait_ready(c: &mut Component, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if ready() {
+            return Ok(());
+        }
+        if let Some(status) = c.exited() {
+            bail!("{} exited ({status}) before it was ready", c.name);
+        }
+        if Instant::now() > deadline {
+            bail!("{} was not ready within {} s", c.name, READY_TIMEOUT.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `http {}` around the rendered site file, with everything nginx writes kept under the
+/// run directory, in the foreground (`daemon off`), so it runs unprivileged.
+fn write_nginx_wrapper(nginx: &Path, prefix: &Path, site: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(prefix.join("temp"))?;
+    let conf_dir = crate::validate::nginx::conf_dir(nginx);
+    if let Some(d) = conf_dir {
+        for name in ["uwsgi_params", "mime.types"] {
+            if d.join(name).is_file() {
+                std::fs::copy(d.join(name), prefix.join(name))?;
+            }
+        }
+    }
+    // As root, nginx would switch its workers to `nobody`, who cannot reach the app's socket
+    // under the project: keep them as the invoking user, as an unprivileged run does anyway.
+    // SAFETY: geteuid has no preconditions.
+    let user = if unsafe { libc::geteuid() } == 0 {
+        "user root;\n"
+    } else {
+        ""
+    };
+    let p = prefix.display();
+    let conf = format!(
+        "{user}daemon off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n    \
+         access_log /dev/stdout;\n    client_body_temp_path {p}/temp/body;\n    proxy_temp_path {p}/temp/proxy;\n    \
+         fastcgi_temp_path {p}/temp/fastcgi;\n    uwsgi_temp_path {p}/temp/uwsgi;\n    scgi_temp_path {p}/temp/scgi;\n    \
+         include {site};\n}}\n",
+        site = site.display()
+    );
+    std::fs::write(prefix.join("nginx.conf"), conf)?;
+    Ok(())
+}
+
+/// `[health]` through the public address, and one static file that the front must serve
+/// itself: its `Cache-Control` carries the `expires` of the `[[static]]` mount, which only
+/// the front's static location sets.
+fn health_check(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<()> {
+    let spec = plan.spec;
+    let addr = probe_addr(plan.listen);
+    let host = spec.server.names.first().map_or("localhost", String::as_str);
+    let t = Duration::from_secs(10);
+    let r = health::get(addr, host, &spec.health.path, t)
+        .with_context(|| format!("health check GET {} on {addr}", spec.health.path))?;
+    if r.status != spec.health.expect {
+        return Err(hinted(
+            format!(
+                "health check GET {} answered {}, expected {} ([health] in {})",
+                spec.health.path,
+                r.status,
+                spec.health.expect,
+                crate::spec::display_path(&spec.path)
+            ),
+            "the app's log lines above show why",
+        ));
+    }
+    printer.status("health", &format!("GET {} → {}", spec.health.path, r.status));
+    if plan.target.frontend == Frontend::None {
+        return Ok(());
+    }
+    let Some((mount, file)) = spec.statics.iter().find_map(|s| first_file(&s.dir).map(|f| (s, f))) else {
+        return Ok(());
+    };
+    let path = format!("{}{file}", mount.url);
+    let r = health::get(addr, host, &path, t).with_context(|| format!("static check GET {path}"))?;
+    let want = format!("max-age={}", mount.expires.0);
+    let from_front = r.header("cache-control").is_some_and(|c| c.contains(&want));
+    if r.status != 200 || !from_front {
+        bail!(
+            "static check GET {path} answered {} without `Cache-Control: {want}`: the front did not serve {}",
+            r.status,
+            mount.dir.join(&file).display()
+        );
+    }
+    printer.status("static", &format!("GET {path} → 200 from the front"));
+    Ok(())
+}
+
+fn first_file(dir: &Path) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names.into_iter().next()
+}
+
+impl Running {
+    /// The first component that exited on its own, with its status.
+    pub fn crashed(&mut self) -> Option<(String, String)> {
+        for c in &mut self.components {
+            if let Some(status) = c.exited() {
+                return Some((c.name.clone(), format!("{} exited ({status})\n{}", c.name, c.tail())));
+            }
+        }
+        None
+    }
+
+    /// Stop in reverse start order: the front first (graceful QUIT), then the backend (TERM,
+    /// which finishes in-flight requests), each bounded, then SIGKILL to what is left.
+    pub fn stop(&mut self, spec: &Spec) {
+        while let Some(mut c) = self.components.pop() {
+            let (sig, grace) = match c.name.as_str() {
+                "nginx" => (libc::SIGQUIT, Duration::from_secs(10)),
+                _ => (libc::SIGTERM, Duration::from_secs(spec.backend.graceful_timeout.0 + 5)),
+            };
+            c.stop(sig, grace);
+        }
+    }
+
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.components.iter().map(|c| (c.name.clone(), c.pid())).collect()
+    }
+}
