@@ -56,10 +56,35 @@ fn fixtures() -> PathBuf {
     repo().join("server/tests/fixtures")
 }
 
-/// Start `deployctl ARGS` and wait for the server's "listening on" line. The child is
-/// returned to the caller, who stops and waits for it (`stop`).
+/// A started `deployctl serve`, stopped (SIGTERM, then SIGKILL) when dropped, also when a
+/// test fails half-way.
+struct Running(std::process::Child);
+
+impl Running {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // SAFETY: signalling the child we started.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `deployctl ARGS` and wait for the server's "listening on" line.
 #[allow(clippy::zombie_processes)]
-fn start(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String, String) {
+fn start(args: &[&str], env: &[(&str, &str)]) -> (Running, String, String) {
     let mut cmd = Command::new(cli_bin());
     cmd.args(args)
         .env_remove("VIRTUAL_ENV")
@@ -83,7 +108,7 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String, S
                 let mut sink = String::new();
                 let _ = reader.read_to_string(&mut sink);
             });
-            return (child, addr, seen);
+            return (Running(child), addr, seen);
         }
         if n == 0 || Instant::now() > deadline {
             let _ = child.kill();
@@ -103,12 +128,6 @@ fn get(addr: &str, path: &str) -> (u16, String) {
     (status, out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string())
 }
 
-fn stop(mut child: std::process::Child) {
-    // SAFETY: signalling the child we started.
-    unsafe { libc::kill(child.id() as i32, 15) };
-    let _ = child.wait();
-}
-
 #[test]
 fn serve_execs_the_server_in_place() {
     let fx = fixtures();
@@ -126,7 +145,7 @@ fn serve_execs_the_server_in_place() {
     // exec, not spawn: the server logs under the PID we started (what Type=notify needs).
     assert!(log.contains(&format!("[{}]", child.id())), "{log}");
     assert_eq!(get(&addr, "/status?code=200").0, 200);
-    stop(child);
+    drop(child);
 }
 
 #[test]
@@ -139,7 +158,7 @@ fn serve_takes_its_settings_from_deploy_toml() {
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(v["app"], "flask-hello");
-    stop(child);
+    drop(child);
 }
 
 #[test]

@@ -44,9 +44,14 @@ fn all_processes() -> Vec<(u32, u32, String)> {
     found
 }
 
-/// The process groups of the components of `target` (found by their run directory).
+/// The process groups of the example's components for `target` (found by their run
+/// directory, a full path, so other tests' stacks do not match).
 fn groups_of(target: &str) -> Vec<u32> {
-    let needle = format!(".deployctl/{target}/");
+    let needle = repo()
+        .join("examples/flask-hello/.deployctl")
+        .join(target)
+        .display()
+        .to_string();
     all_processes()
         .into_iter()
         .filter(|(_, _, c)| c.contains(&needle))
@@ -75,13 +80,62 @@ fn request(port: u16, req: &str) -> (u16, String, String) {
     (status, head.to_lowercase(), body.to_string())
 }
 
+type Log = std::sync::Arc<std::sync::Mutex<String>>;
+
+/// A running `deployctl up`; dropped (also when a test fails) it is stopped by SIGTERM, then
+/// SIGKILL after 30 s, so no stack outlives its test.
+struct Up(Child);
+
+impl Up {
+    fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: signalling the child we started.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// SIGTERM and the exit status (bounded).
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.0.kill();
+                panic!("up did not stop on SIGTERM within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.terminate()));
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn up(target: &str, port: u16) -> (Up, String) {
+    let example = repo().join("examples/flask-hello");
+    let (child, url, _) = up_with(&example.join("deploy.toml"), target, port);
+    (child, url)
+}
+
 #[allow(clippy::zombie_processes)]
-fn up(target: &str, port: u16) -> (Child, String) {
+fn up_with(config: &std::path::Path, target: &str, port: u16) -> (Up, String, Log) {
     let example = repo().join("examples/flask-hello");
     assert!(example.join(".venv/bin/python3").exists(), "run scripts/setup.sh first");
     let mut child = Command::new(env!("CARGO_BIN_EXE_deployctl"))
         .args(["up", "-c"])
-        .arg(example.join("deploy.toml"))
+        .arg(config)
         .args(["--target", target, "--listen", &format!("127.0.0.1:{port}")])
         .env("NO_COLOR", "1")
         .env_remove("VIRTUAL_ENV")
@@ -102,22 +156,13 @@ fn up(target: &str, port: u16) -> (Child, String) {
     let mut url = String::new();
     let read = stdout.read_line(&mut url);
     assert!(read.is_ok_and(|n| n > 0), "up printed no URL:\n{}", log.lock().unwrap());
-    (child, url.trim().to_string())
+    (Up(child), url.trim().to_string(), log)
 }
 
-fn stop(mut child: Child, target: &str) {
+fn stop(mut up: Up, target: &str) {
     let groups = groups_of(target);
     assert!(!groups.is_empty(), "no component of {target} found running");
-    // SAFETY: signalling the child we started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "up did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = up.terminate();
     assert!(status.success(), "{status}");
     assert!(left_in(&groups).is_empty(), "left behind: {:?}", left_in(&groups));
 }
@@ -191,4 +236,131 @@ fn up_refuses_a_port_in_use_before_starting_anything() {
         "something was started:\n{}",
         run.stderr
     );
+}
+
+/// A copy of the example whose deploy.toml a test may change (the virtualenv stays shared).
+fn example_copy() -> tempfile::TempDir {
+    let example = repo().join("examples/flask-hello");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["app.py", "requirements.txt"] {
+        std::fs::copy(example.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::create_dir(dir.path().join("static")).unwrap();
+    for e in std::fs::read_dir(example.join("static")).unwrap().flatten() {
+        std::fs::copy(e.path(), dir.path().join("static").join(e.file_name())).unwrap();
+    }
+    let toml = std::fs::read_to_string(example.join("deploy.toml")).unwrap().replace(
+        "venv = \".venv\"",
+        &format!("venv = {:?}", example.join(".venv").display().to_string()),
+    );
+    std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
+    dir
+}
+
+fn max_age(port: u16) -> Option<String> {
+    let (status, head, _) = request(
+        port,
+        "GET /static/style.css HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    (status == 200).then(|| {
+        head.lines()
+            .find_map(|l| l.strip_prefix("cache-control: ").map(str::to_string))
+    })?
+}
+
+fn stable_max_age(port: u16, want: &'static str) -> impl FnMut() -> bool {
+    move || (0..3).all(|_| max_age(port).as_deref() == Some(want))
+}
+
+fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn sighup_reloads_a_changed_config_with_zero_failed_requests_and_rejects_a_broken_one() {
+    let project = example_copy();
+    let config = project.path().join("deploy.toml");
+    let port = free_port();
+    let (child, _, log) = up_with(&config, "nginx+embedded", port);
+    assert_eq!(max_age(port).as_deref(), Some("max-age=604800"));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let loader = std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0, 0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for i in 0..5000 {
+            if flag.load(std::sync::atomic::Ordering::Relaxed) || Instant::now() > deadline {
+                break;
+            }
+            let path = if i % 2 == 0 { "/json" } else { "/static/style.css" };
+            let (status, _, _) = request(
+                port,
+                &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+            );
+            if status == 200 {
+                ok += 1
+            } else {
+                failed += 1
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        (ok, failed)
+    });
+
+    // A changed config: nginx and the app reload, the new value is served.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("expires = \"7d\"", "expires = \"1d\"")).unwrap();
+    child.signal(libc::SIGHUP);
+    assert!(
+        wait_for(20, stable_max_age(port, "max-age=86400")),
+        "the new config was not served:\n{}",
+        log.lock().unwrap()
+    );
+
+    // A broken config: rejected, the previous one keeps serving.
+    std::fs::write(&config, "[app\nname = ").unwrap();
+    child.signal(libc::SIGHUP);
+    assert!(
+        wait_for(20, || log.lock().unwrap().contains("reload rejected")),
+        "{}",
+        log.lock().unwrap()
+    );
+    // nginx's old workers finish (and may still take a connection) after a reload, so
+    // "served" means: three answers in a row with the value.
+    assert!(
+        wait_for(10, stable_max_age(port, "max-age=86400")),
+        "the rejected reload changed what is served"
+    );
+
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = loader.join().unwrap();
+    assert_eq!(
+        failed,
+        0,
+        "failed requests during the reloads:\n{}",
+        log.lock().unwrap()
+    );
+    assert!(ok > 50);
+    let groups = groups_of_dir(project.path());
+    let mut child = child;
+    assert!(child.terminate().success());
+    assert!(left_in(&groups).is_empty(), "left behind: {:?}", left_in(&groups));
+}
+
+fn groups_of_dir(dir: &std::path::Path) -> Vec<u32> {
+    let needle = dir.join(".deployctl").display().to_string();
+    all_processes()
+        .into_iter()
+        .filter(|(_, _, c)| c.contains(&needle))
+        .map(|(_, g, _)| g)
+        .collect()
 }

@@ -4,33 +4,27 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 use crate::cli::UpArgs;
 use crate::commands::serve::{find_server, probe};
 use crate::commands::{Status, load, parse_target};
-use crate::orchestrate::stack::{self, RunPlan};
+use crate::orchestrate::stack::{self, RunPlan, Running};
 use crate::printer::{Printer, hinted};
-use crate::render;
+use crate::render::{self, FileTree};
 use crate::serve::check_venv_version;
-use crate::spec::{self, display_path};
-use crate::target::{Backend, Frontend};
+use crate::spec::{self, Spec, display_path};
+use crate::target::{Backend, Frontend, Target};
+use crate::validate::{self, Outcome, Scratch};
 
 pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
-    let (mut spec, templates) = load(&args.spec)?;
-    let target = parse_target(&spec, args.target.as_deref())?;
-    if let Some(l) = &args.listen {
-        spec.server.listen = spec::parse_listen(l).map_err(|m| anyhow::anyhow!("--listen: {m}"))?;
-    }
+    let (spec, target, tree) = prepare(args, printer)?;
     let listen = resolve(&spec.server.listen.to_string())?;
 
     // Everything that can fail before a process starts, fails here.
     check_port(listen)?;
-    if target.backend != Backend::Embedded {
-        anyhow::bail!("`deployctl up` runs `*+embedded` targets for now; `{target}` comes next");
-    }
     let server_bin = find_server()?;
     let built_for = probe(&server_bin)?;
     if !spec.app.venv.join("bin/python3").exists() {
@@ -53,14 +47,9 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
         _ => None,
     };
 
-    let run_dir = spec.dir().join(".deployctl").join(target.to_string());
+    let run_dir = run_dir(&spec, target);
     let conf_dir = run_dir.join("conf");
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", display_path(&run_dir)))?;
-    let tree = render::render_local(&spec, target, &conf_dir, &run_dir, &templates)?;
-    if conf_dir.exists() {
-        std::fs::remove_dir_all(&conf_dir)?;
-    }
-    tree.write_into(&conf_dir)?;
+    tree.write_atomic(&conf_dir)?;
     let nginx_site = nginx_bin
         .as_ref()
         .map(|_| conf_dir.join("nginx").join(format!("{}.conf", spec.app.name)));
@@ -79,7 +68,7 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
         nginx_site,
     };
     let mut running = stack::start(&plan, printer)?;
-    printer.status("up", &format!("{} — Ctrl-C stops", running.url));
+    printer.status("up", &format!("{} — Ctrl-C stops, SIGHUP reloads", running.url));
     println!("{}", running.url);
     loop {
         let mut pfd = libc::pollfd {
@@ -97,7 +86,12 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
                     printer.status("stopped", "no process left");
                     return Ok(Status::Success);
                 }
-                _ => printer.warn("SIGHUP: re-rendering and reloading comes with the next slice of `up`"),
+                _ => reload(args, printer, &spec, target, &plan.run_dir, &mut running),
+            }
+        }
+        for note in running.notifications() {
+            if note.lines().any(|l| l == "READY=1") {
+                printer.status("app", "ready (READY=1)");
             }
         }
         if let Some((name, detail)) = running.crashed() {
@@ -107,7 +101,75 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
                 detail.trim_end()
             );
         }
-        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// `.deployctl/<target>/` under the project.
+fn run_dir(spec: &Spec, target: Target) -> PathBuf {
+    spec.dir().join(".deployctl").join(target.to_string())
+}
+
+/// Load and validate `deploy.toml`, render the local-run configs and run the validators on
+/// them. Used at start and on SIGHUP; nothing is written or signalled unless it succeeds.
+fn prepare(args: &UpArgs, printer: &Printer) -> anyhow::Result<(Spec, Target, FileTree)> {
+    let (mut spec, templates) = load(&args.spec)?;
+    let target = parse_target(&spec, args.target.as_deref())?;
+    if target.backend != Backend::Embedded {
+        anyhow::bail!("`deployctl up` runs `*+embedded` targets for now; `{target}` comes next");
+    }
+    if let Some(l) = &args.listen {
+        spec.server.listen = spec::parse_listen(l).map_err(|m| anyhow::anyhow!("--listen: {m}"))?;
+    }
+    let run_dir = run_dir(&spec, target);
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", display_path(&run_dir)))?;
+    let conf_dir = run_dir.join("conf");
+    let tree = render::render_local(&spec, target, &conf_dir, &run_dir, &templates)?;
+    let scratch = tempfile::Builder::new().prefix("deployctl-up-").tempdir()?;
+    tree.write_into(scratch.path())?;
+    let verdicts = validate::run_all(&Scratch {
+        spec: &spec,
+        target,
+        tree: &tree,
+        dir: scratch.path(),
+    });
+    let failed: Vec<String> = verdicts
+        .iter()
+        .filter_map(|v| match &v.outcome {
+            Outcome::Failed(msg) => Some(format!("{} {}: {}", v.validator, v.subject, msg.trim())),
+            _ => None,
+        })
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!("the rendered configs do not validate:\n{}", failed.join("\n"));
+    }
+    let ok = verdicts.iter().filter(|v| matches!(v.outcome, Outcome::Ok(_))).count();
+    printer.status("validated", &format!("{ok} checks passed"));
+    Ok((spec, target, tree))
+}
+
+/// SIGHUP: re-render and validate; only if that succeeds, write the new configs and reload
+/// each component gracefully (the app's master rolls its workers, nginx re-reads its
+/// configuration). On any error the running tree is left exactly as it was.
+fn reload(args: &UpArgs, printer: &Printer, old: &Spec, target: Target, run_dir: &Path, running: &mut Running) {
+    printer.status("reloading", "re-rendering and validating");
+    let prepared = prepare(args, printer).and_then(|(spec, new_target, tree)| {
+        if new_target != target || spec.server.listen != old.server.listen || spec.app.name != old.app.name {
+            anyhow::bail!("the target, listen address or app name changed: that needs a restart, not a reload");
+        }
+        Ok(tree)
+    });
+    match prepared {
+        Ok(tree) => match tree.write_atomic(&run_dir.join("conf")) {
+            Ok(()) => {
+                running.reload();
+                printer.status(
+                    "reloaded",
+                    "new configuration written; app rolling its workers, nginx reloading",
+                );
+            }
+            Err(e) => printer.error(&e.context("writing the new configs; still serving the previous ones")),
+        },
+        Err(e) => printer.error(&e.context("reload rejected; still serving the previous configuration")),
     }
 }
 

@@ -291,6 +291,27 @@ impl Running {
         }
     }
 
+    /// Graceful reload of every component: HUP to the app's master (rolling worker reload)
+    /// and to nginx's master (new configuration, old workers finish their requests).
+    pub fn reload(&self) {
+        for c in &self.components {
+            c.signal(libc::SIGHUP);
+        }
+    }
+
+    /// Notifications the app sent since the last call (`READY=1` after a reload).
+    pub fn notifications(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(n) = &self.notify {
+            let _ = n.set_nonblocking(true);
+            let mut buf = [0u8; 512];
+            while let Ok(len) = n.recv(&mut buf) {
+                out.push(String::from_utf8_lossy(&buf[..len]).into_owned());
+            }
+        }
+        out
+    }
+
     pub fn pids(&self) -> Vec<(String, u32)> {
         self.components.iter().map(|c| (c.name.clone(), c.pid())).collect()
     }
