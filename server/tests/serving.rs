@@ -260,8 +260,16 @@ fn the_app_runs_with_the_virtualenv_as_sys_prefix() {
         .status()
         .unwrap();
     assert!(ok.success());
-    let s = server("apps:raw").args(&["--venv", venv.to_str().unwrap()]).start();
+    let s = server("apps:raw")
+        .args(&["--venv", venv.to_str().unwrap(), "--env", "DEPLOYCTL_TEST_ENV=a=b c"])
+        .start();
     let r = s.get("/sys").json();
+    assert_eq!(r["env"], "a=b c", "--env K=V reaches os.environ (split at the first =)");
+    assert_eq!(
+        r["cwd"],
+        common::fixtures().to_str().unwrap(),
+        "--chdir is the working directory"
+    );
     assert_eq!(r["prefix"], venv.to_str().unwrap());
     assert_eq!(r["executable"], venv.join("bin/python3").to_str().unwrap());
     assert_eq!(
