@@ -364,3 +364,33 @@ fn groups_of_dir(dir: &std::path::Path) -> Vec<u32> {
         .map(|(_, g, _)| g)
         .collect()
 }
+
+#[test]
+fn a_killed_backend_is_restarted_and_serves_again() {
+    let project = example_copy();
+    let port = free_port();
+    let (up, _, log) = up_with(&project.path().join("deploy.toml"), "nginx+embedded", port);
+    let pid_file = project.path().join(".deployctl/nginx+embedded/app.pid");
+    let first: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    // SAFETY: killing the app server master that this test's `up` started.
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    let json = || {
+        request(
+            port,
+            "GET /json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .0 == 200
+    };
+    let restarted = wait_for(20, || {
+        let now = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok());
+        now.is_some_and(|p| p != first) && json()
+    });
+    assert!(restarted, "not serving again:\n{}", log.lock().unwrap());
+    assert!(log.lock().unwrap().contains("app exited"), "{}", log.lock().unwrap());
+    let groups = groups_of_dir(project.path());
+    let mut up = up;
+    assert!(up.terminate().success());
+    assert!(left_in(&groups).is_empty(), "left behind: {:?}", left_in(&groups));
+}

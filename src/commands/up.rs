@@ -94,12 +94,9 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
                 printer.status("app", "ready (READY=1)");
             }
         }
-        if let Some((name, detail)) = running.crashed() {
+        if let Err(e) = running.restart_crashed(printer) {
             running.stop(&spec);
-            anyhow::bail!(
-                "{name} stopped unexpectedly; everything was stopped\n{}",
-                detail.trim_end()
-            );
+            return Err(e);
         }
     }
 }

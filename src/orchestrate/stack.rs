@@ -39,6 +39,9 @@ pub struct Running {
     notify: Option<UnixDatagram>,
 }
 
+/// Restarts within `CRASH_WINDOW` that make a crash loop.
+const CRASH_LIMIT: usize = 5;
+const CRASH_WINDOW: Duration = Duration::from_secs(30);
 /// How long a component gets to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -91,18 +94,24 @@ pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).context("creating the readiness socket")?;
         notify.set_read_timeout(Some(Duration::from_millis(200)))?;
-        let mut cmd = Command::new(&plan.server_bin);
-        cmd.arg("--config")
-            .arg(&spec.path)
-            .args(["--bind", &bind])
-            .arg("--pid")
-            .arg(plan.run_dir.join("app.pid"))
-            .env("NOTIFY_SOCKET", &notify_path)
-            .env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_PID");
-        unblock_signals(&mut cmd);
+        let (server, config, pid_file) = (plan.server_bin.clone(), spec.path.clone(), plan.run_dir.join("app.pid"));
+        let make = move || {
+            let mut cmd = Command::new(&server);
+            cmd.arg("--config")
+                .arg(&config)
+                .args(["--bind", &bind])
+                .arg("--pid")
+                .arg(&pid_file)
+                .env("NOTIFY_SOCKET", &notify_path)
+                .env_remove("LISTEN_FDS")
+                .env_remove("LISTEN_PID");
+            unblock_signals(&mut cmd);
+            cmd
+        };
         let progress = printer.progress("starting app (embedded server)");
-        running.components.push(Component::spawn("app", cmd, printer.quiet)?);
+        running
+            .components
+            .push(Component::spawn("app", Box::new(make), printer.quiet)?);
         wait_ready(running.components.last_mut().expect("just pushed"), || {
             let mut buf = [0u8; 512];
             notify
@@ -116,11 +125,17 @@ pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
         if let (Some(nginx), Some(site)) = (&plan.nginx_bin, &plan.nginx_site) {
             let prefix = plan.run_dir.join("nginx");
             write_nginx_wrapper(nginx, &prefix, site)?;
-            let mut cmd = Command::new(nginx);
-            cmd.arg("-p").arg(&prefix).args(["-c", "nginx.conf"]);
-            unblock_signals(&mut cmd);
+            let nginx = nginx.clone();
+            let make = move || {
+                let mut cmd = Command::new(&nginx);
+                cmd.arg("-p").arg(&prefix).args(["-c", "nginx.conf"]);
+                unblock_signals(&mut cmd);
+                cmd
+            };
             let progress = printer.progress("starting nginx");
-            running.components.push(Component::spawn("nginx", cmd, printer.quiet)?);
+            running
+                .components
+                .push(Component::spawn("nginx", Box::new(make), printer.quiet)?);
             let addr = probe_addr(plan.listen);
             wait_ready(running.components.last_mut().expect("just pushed"), || {
                 std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
@@ -269,14 +284,34 @@ fn first_file(dir: &Path) -> Option<String> {
 }
 
 impl Running {
-    /// The first component that exited on its own, with its status.
-    pub fn crashed(&mut self) -> Option<(String, String)> {
+    /// Restart components that exited on their own, with exponential backoff (0.1 s, doubling
+    /// per recent restart). `Err` with the component's last lines when it crashes in a loop
+    /// (`CRASH_LIMIT` restarts within `CRASH_WINDOW`): the caller then stops everything.
+    pub fn restart_crashed(&mut self, printer: &Printer) -> anyhow::Result<()> {
         for c in &mut self.components {
-            if let Some(status) = c.exited() {
-                return Some((c.name.clone(), format!("{} exited ({status})\n{}", c.name, c.tail())));
+            let Some(status) = c.exited() else { continue };
+            let now = Instant::now();
+            c.restarts.retain(|t| now.duration_since(*t) < CRASH_WINDOW);
+            if c.restarts.len() >= CRASH_LIMIT {
+                bail!(
+                    "{} is crashing in a loop ({} restarts in {} s, last: {status}); everything was stopped\n{}",
+                    c.name,
+                    c.restarts.len(),
+                    CRASH_WINDOW.as_secs(),
+                    c.tail().trim_end()
+                );
             }
+            let delay = Duration::from_millis(100 << c.restarts.len());
+            printer.warn(&format!(
+                "{} exited ({status}); restarting in {} ms",
+                c.name,
+                delay.as_millis()
+            ));
+            std::thread::sleep(delay);
+            c.restarts.push(Instant::now());
+            c.respawn()?;
         }
-        None
+        Ok(())
     }
 
     /// Stop in reverse start order: the front first (graceful QUIT), then the backend (TERM,
