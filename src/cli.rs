@@ -32,6 +32,12 @@ pub enum Command {
     /// Run a target locally: render into .deployctl/, start backend then front, health-check,
     /// supervise until Ctrl-C.
     Up(UpArgs),
+    /// Show the stacks `up --detach` left running: components, PIDs, health.
+    Status(RunArgs),
+    /// Print the log of a detached stack.
+    Logs(LogsArgs),
+    /// Stop a detached stack (gracefully, in reverse order).
+    Down(RunArgs),
 }
 
 #[derive(Debug, Args)]
@@ -44,6 +50,28 @@ pub struct UpArgs {
     /// The public address instead of `[server].listen`, e.g. `127.0.0.1:8000`.
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: Option<String>,
+    /// Return once the stack is healthy and leave it running in the background
+    /// (`deployctl status`, `logs`, `down`).
+    #[arg(long)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Only this target's stack. Default: every stack of the project.
+    #[arg(long, short)]
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Keep printing new lines until interrupted.
+    #[arg(long, short)]
+    pub follow: bool,
 }
 
 #[derive(Debug, Args)]

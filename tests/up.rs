@@ -394,3 +394,78 @@ fn a_killed_backend_is_restarted_and_serves_again() {
     assert!(up.terminate().success());
     assert!(left_in(&groups).is_empty(), "left behind: {:?}", left_in(&groups));
 }
+
+/// Runs `deployctl down` for a project when dropped, so a failing test does not leave a
+/// detached stack running.
+struct DownOnDrop(std::path::PathBuf);
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        if self.0.join(".deployctl/nginx+embedded/state.json").exists() {
+            let _ = common::Cli::new(&self.0).args(["down"]).run();
+        }
+    }
+}
+
+#[test]
+fn detach_then_status_logs_and_down() {
+    let project = example_copy();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let cli = || common::Cli::new(project.path());
+    let _cleanup = DownOnDrop(project.path().to_path_buf());
+    let run = cli()
+        .args(["up", "--target", "nginx+embedded", "--listen", &listen, "--detach"])
+        .run()
+        .success();
+    assert_eq!(run.stdout.trim(), format!("http://localhost:{port}/"));
+    let groups = groups_of_dir(project.path());
+    assert!(!groups.is_empty());
+    assert_eq!(
+        request(port, "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").0,
+        200
+    );
+
+    let status = cli().args(["status"]).run().success();
+    assert!(
+        status
+            .stdout
+            .contains(&format!("nginx+embedded  http://localhost:{port}/  health GET / → 200")),
+        "{}",
+        status.stdout
+    );
+    for name in ["supervisor", "app", "nginx"] {
+        let line = status
+            .stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .expect(name);
+        assert!(line.ends_with("running"), "{line}");
+    }
+    let logs = cli().args(["logs"]).run().success();
+    assert!(
+        logs.stdout.contains("app   | ") && logs.stdout.contains("nginx | "),
+        "{}",
+        logs.stdout
+    );
+
+    cli().args(["down"]).run().success();
+    assert!(left_in(&groups).is_empty(), "left behind: {:?}", left_in(&groups));
+    assert!(!project.path().join(".deployctl/nginx+embedded/state.json").exists());
+    let after = cli().args(["status"]).run().failure();
+    assert!(after.stderr.contains("no stack"), "{}", after.stderr);
+}
+
+#[test]
+fn a_stale_state_file_is_detected_and_cleaned() {
+    let project = example_copy();
+    let dir = project.path().join(".deployctl/embedded");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A PID above the kernel's pid_max: certainly no such process.
+    let stale = r#"{"target":"embedded","supervisor":99999999,"url":"http://localhost:1/","health_path":"/",
+                   "components":[{"name":"app","pid":99999998}]}"#;
+    std::fs::write(dir.join("state.json"), stale).unwrap();
+    let run = common::Cli::new(project.path()).args(["status"]).run().failure();
+    assert!(run.stderr.contains("stale state file"), "{}", run.stderr);
+    assert!(!dir.join("state.json").exists(), "the stale file was not removed");
+}

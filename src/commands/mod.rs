@@ -4,6 +4,7 @@ mod check;
 mod init;
 mod render;
 pub mod serve;
+mod stacks;
 mod up;
 
 use std::path::Path;
@@ -28,6 +29,9 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Status> {
         Command::Check(args) => check::run(&args, printer),
         Command::Serve(args) => serve::run(&args, printer),
         Command::Up(args) => up::run(&args, printer),
+        Command::Status(args) => stacks::status(&args, printer),
+        Command::Logs(args) => stacks::logs(&args, printer),
+        Command::Down(args) => stacks::down(&args, printer),
     }
 }
 

@@ -12,6 +12,7 @@ use crate::cli::UpArgs;
 use crate::commands::serve::{find_server, probe};
 use crate::commands::{Status, load, parse_target};
 use crate::orchestrate::stack::{self, RunPlan, Running};
+use crate::orchestrate::state::{ComponentState, State};
 use crate::printer::{Printer, hinted};
 use crate::render::{self, FileTree};
 use crate::serve::check_venv_version;
@@ -19,7 +20,13 @@ use crate::spec::{self, Spec, display_path};
 use crate::target::{Backend, Frontend, Target};
 use crate::validate::{self, Outcome, Scratch};
 
+/// Set in the background supervisor that `--detach` starts.
+const DETACHED_ENV: &str = "DEPLOYCTL_UP_DETACHED";
+
 pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
+    if args.detach && std::env::var_os(DETACHED_ENV).is_none() {
+        return detach(args, printer);
+    }
     let (spec, target, tree) = prepare(args, printer)?;
     let listen = resolve(&spec.server.listen.to_string())?;
 
@@ -70,6 +77,18 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     let mut running = stack::start(&plan, printer)?;
     printer.status("up", &format!("{} — Ctrl-C stops, SIGHUP reloads", running.url));
     println!("{}", running.url);
+    let state = State {
+        target: target.to_string(),
+        supervisor: std::process::id(),
+        url: running.url.clone(),
+        health_path: spec.health.path.clone(),
+        components: running
+            .pids()
+            .into_iter()
+            .map(|(name, pid)| ComponentState { name, pid })
+            .collect(),
+    };
+    state.write(&plan.run_dir).context("writing the state file")?;
     loop {
         let mut pfd = libc::pollfd {
             fd: signals.as_raw_fd(),
@@ -83,6 +102,7 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
                 libc::SIGINT | libc::SIGTERM => {
                     printer.status("stopping", "front first, then the app");
                     running.stop(&spec);
+                    State::remove(&plan.run_dir);
                     printer.status("stopped", "no process left");
                     return Ok(Status::Success);
                 }
@@ -96,8 +116,77 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
         }
         if let Err(e) = running.restart_crashed(printer) {
             running.stop(&spec);
+            State::remove(&plan.run_dir);
             return Err(e);
         }
+    }
+}
+
+/// `--detach`: run the same `up` as a background supervisor in its own session, its output
+/// in `.deployctl/<target>/up.log`; return once it is healthy (its state file appears), or
+/// fail with its last lines.
+fn detach(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
+    let (spec, _) = load(&args.spec)?;
+    let target = parse_target(&spec, args.target.as_deref())?;
+    let dir = run_dir(&spec, target);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", display_path(&dir)))?;
+    if let Some(st) = State::read(&dir).filter(|s| crate::orchestrate::state::alive(s.supervisor)) {
+        return Err(hinted(
+            format!("{target} is already running ({}, supervisor {})", st.url, st.supervisor),
+            "stop it with `deployctl down`",
+        ));
+    }
+    State::remove(&dir);
+    let log_path = dir.join(crate::orchestrate::state::LOG);
+    let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", display_path(&log_path)))?;
+    let exe = std::env::current_exe().context("finding the deployctl executable")?;
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).filter(|a| a != "--detach").collect();
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(argv)
+        .env(DETACHED_ENV, "1")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid between fork and exec: the supervisor leaves our session and terminal,
+    // so closing the terminal does not send it SIGHUP (which would mean "reload").
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the background supervisor")?;
+    let progress = printer.progress("starting in the background");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        if let Some(st) = State::read(&dir).filter(|s| s.supervisor == child.id()) {
+            if let Some(p) = progress {
+                p.finish_and_clear();
+            }
+            printer.status(
+                "up",
+                &format!("{} in the background (supervisor {})", st.url, st.supervisor),
+            );
+            println!("{}", st.url);
+            return Ok(Status::Success);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            anyhow::bail!(
+                "the background `up` exited ({status}) before it was healthy:\n{}",
+                tail.join("\n")
+            );
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "the background `up` was not healthy within 180 s; see {}",
+                display_path(&log_path)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

@@ -7,3 +7,4 @@
 pub mod health;
 pub mod process;
 pub mod stack;
+pub mod state;

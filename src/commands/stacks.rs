@@ -1,0 +1,153 @@
+//! `deployctl status`, `logs` and `down`: the stacks that `up --detach` left running, found
+//! through their state files under `.deployctl/`.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::cli::{LogsArgs, RunArgs};
+use crate::commands::Status;
+use crate::orchestrate::health;
+use crate::orchestrate::state::{self, State};
+use crate::printer::{Printer, hinted};
+use crate::spec::display_path;
+
+fn project_dir(args: &RunArgs) -> PathBuf {
+    let dir = args.spec.config.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    }
+}
+
+/// The selected stacks' run directories with their states; stale ones (supervisor and every
+/// component gone) are reported, cleaned and left out.
+fn stacks(args: &RunArgs, printer: &Printer) -> Vec<(PathBuf, State)> {
+    let mut out = Vec::new();
+    for dir in state::run_dirs(&project_dir(args)) {
+        let Some(st) = State::read(&dir) else { continue };
+        if args.target.as_deref().is_some_and(|t| t != st.target) {
+            continue;
+        }
+        let anything = state::alive(st.supervisor) || st.components.iter().any(|c| state::alive(c.pid));
+        if !anything {
+            printer.warn(&format!(
+                "{}: stale state file (supervisor {} and its components are gone); removed",
+                st.target, st.supervisor
+            ));
+            State::remove(&dir);
+            continue;
+        }
+        out.push((dir, st));
+    }
+    out
+}
+
+fn none_running(args: &RunArgs) -> anyhow::Error {
+    hinted(
+        format!("no stack of {} is running", display_path(&project_dir(args))),
+        "start one with `deployctl up --detach`",
+    )
+}
+
+pub fn status(args: &RunArgs, printer: &Printer) -> anyhow::Result<Status> {
+    let found = stacks(args, printer);
+    if found.is_empty() {
+        return Err(none_running(args));
+    }
+    let mut healthy = true;
+    for (_, st) in &found {
+        let supervised = state::alive(st.supervisor);
+        let health = st
+            .url
+            .strip_prefix("http://")
+            .and_then(|r| r.split('/').next())
+            .and_then(|hp| hp.rsplit_once(':'))
+            .and_then(|(host, port)| Some((host.to_string(), port.parse::<u16>().ok()?)))
+            .map(|(host, port)| {
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                health::get(addr, &host, &st.health_path, Duration::from_secs(5))
+                    .map(|r| r.status.to_string())
+                    .unwrap_or_else(|e| format!("no answer ({e})"))
+            })
+            .unwrap_or_else(|| "unknown".into());
+        healthy &= supervised && health.starts_with('2');
+        println!("{}  {}  health GET {} → {health}", st.target, st.url, st.health_path);
+        println!(
+            "  supervisor  {:>7}  {}",
+            st.supervisor,
+            if supervised { "running" } else { "gone" }
+        );
+        for c in &st.components {
+            let alive = state::alive(c.pid);
+            healthy &= alive;
+            println!(
+                "  {:<10}  {:>7}  {}",
+                c.name,
+                c.pid,
+                if alive { "running" } else { "gone" }
+            );
+        }
+    }
+    Ok(if healthy { Status::Success } else { Status::Failed })
+}
+
+pub fn logs(args: &LogsArgs, printer: &Printer) -> anyhow::Result<Status> {
+    let found = stacks(&args.run, printer);
+    let Some((dir, st)) = found.first() else {
+        return Err(none_running(&args.run));
+    };
+    let path = dir.join(state::LOG);
+    let mut file = std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", display_path(&path)))?;
+    let mut out = std::io::stdout();
+    std::io::copy(&mut file, &mut out)?;
+    if args.follow {
+        // Until the supervisor is gone (or Ctrl-C).
+        let mut pos = file.stream_position()?;
+        while state::alive(st.supervisor) {
+            std::thread::sleep(Duration::from_millis(200));
+            file.seek(SeekFrom::Start(pos))?;
+            let mut chunk = Vec::new();
+            file.read_to_end(&mut chunk)?;
+            out.write_all(&chunk)?;
+            out.flush()?;
+            pos += chunk.len() as u64;
+        }
+    }
+    Ok(Status::Success)
+}
+
+pub fn down(args: &RunArgs, printer: &Printer) -> anyhow::Result<Status> {
+    let found = stacks(args, printer);
+    if found.is_empty() {
+        return Err(none_running(args));
+    }
+    for (dir, st) in found {
+        if state::alive(st.supervisor) {
+            // The supervisor stops its components in reverse order and removes the state file.
+            // SAFETY: signalling the supervisor recorded in our own state file.
+            unsafe { libc::kill(st.supervisor as i32, libc::SIGTERM) };
+        } else {
+            // Orphans (the supervisor was killed): stop each component's process group.
+            for c in st.components.iter().rev() {
+                // SAFETY: each component leads its own process group.
+                unsafe { libc::kill(-(c.pid as i32), libc::SIGTERM) };
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let all = |st: &State| state::alive(st.supervisor) || st.components.iter().any(|c| state::alive(c.pid));
+        while all(&st) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if all(&st) {
+            for c in &st.components {
+                // SAFETY: as above.
+                unsafe { libc::kill(-(c.pid as i32), libc::SIGKILL) };
+            }
+        }
+        State::remove(&dir);
+        printer.status("stopped", &format!("{} ({})", st.target, st.url));
+    }
+    Ok(Status::Success)
+}
