@@ -401,7 +401,12 @@ struct DownOnDrop(std::path::PathBuf);
 
 impl Drop for DownOnDrop {
     fn drop(&mut self) {
-        if self.0.join(".deployctl/nginx+embedded/state.json").exists() {
+        if !crate::common::Cli::new(&self.0)
+            .args(["status"])
+            .run()
+            .stdout
+            .is_empty()
+        {
             let _ = common::Cli::new(&self.0).args(["down"]).run();
         }
     }
@@ -468,4 +473,48 @@ fn a_stale_state_file_is_detected_and_cleaned() {
     let run = common::Cli::new(project.path()).args(["status"]).run().failure();
     assert!(run.stderr.contains("stale state file"), "{}", run.stderr);
     assert!(!dir.join("state.json").exists(), "the stale file was not removed");
+}
+
+#[test]
+fn a_missing_virtualenv_is_created_and_the_install_skipped_when_nothing_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(
+        p.join("app.py"),
+        "def app(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'raw']\n",
+    )
+    .unwrap();
+    // No packages: the install runs pip for real without needing the network.
+    std::fs::write(p.join("requirements.txt"), "# nothing yet\n").unwrap();
+    let port = free_port();
+    std::fs::write(
+        p.join("deploy.toml"),
+        format!(
+            "[app]\nname = \"raw\"\nentry = \"app:app\"\nvenv = \".venv\"\nrequirements = \"requirements.txt\"\n\n\
+             [server]\nnames = [\"localhost\"]\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [backend]\nkind = \"embedded\"\nworkers = 1\n\n[frontend]\nkind = \"none\"\n"
+        ),
+    )
+    .unwrap();
+    let _cleanup = DownOnDrop(p.to_path_buf());
+    let cli = || common::Cli::new(p);
+
+    let first = cli().args(["up", "--detach"]).run().success();
+    assert!(first.stderr.contains("created"), "{}", first.stderr);
+    assert!(first.stderr.contains("installed requirements.txt"), "{}", first.stderr);
+    assert!(p.join(".venv/bin/python3").exists());
+    let (status, _, body) = request(port, "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    assert_eq!((status, body.as_str()), (200, "raw"));
+    cli().args(["down"]).run().success();
+
+    let second = cli().args(["up", "--detach"]).run().success();
+    assert!(second.stderr.contains("is up to date"), "{}", second.stderr);
+    assert!(!second.stderr.contains("installed"), "{}", second.stderr);
+    cli().args(["down"]).run().success();
+
+    std::fs::write(p.join("requirements.txt"), "# nothing yet\n# still nothing\n").unwrap();
+    let third = cli().args(["up", "--detach"]).run().success();
+    assert!(third.stderr.contains("requirements changed"), "{}", third.stderr);
+    assert!(third.stderr.contains("installed requirements.txt"), "{}", third.stderr);
+    cli().args(["down"]).run().success();
 }

@@ -34,15 +34,7 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     check_port(listen)?;
     let server_bin = find_server()?;
     let built_for = probe(&server_bin)?;
-    if !spec.app.venv.join("bin/python3").exists() {
-        return Err(hinted(
-            format!("the virtualenv {} does not exist", display_path(&spec.app.venv)),
-            format!(
-                "create it: `python3 -m venv {v} && {v}/bin/pip install -r requirements.txt`",
-                v = display_path(&spec.app.venv)
-            ),
-        ));
-    }
+    crate::orchestrate::venv::ensure(&spec, &built_for, printer)?;
     check_venv_version(&spec.app.venv, &built_for)?;
     let nginx_bin = match target.frontend {
         Frontend::Nginx => Some(which::which("nginx").map_err(|_| {
@@ -128,6 +120,10 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
 fn detach(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     let (spec, _) = load(&args.spec)?;
     let target = parse_target(&spec, args.target.as_deref())?;
+    // The virtualenv step shows its progress here, in the foreground; the background `up`
+    // then finds it up to date.
+    let built_for = probe(&find_server()?)?;
+    crate::orchestrate::venv::ensure(&spec, &built_for, printer)?;
     let dir = run_dir(&spec, target);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", display_path(&dir)))?;
     if let Some(st) = State::read(&dir).filter(|s| crate::orchestrate::state::alive(s.supervisor)) {

@@ -8,3 +8,4 @@ pub mod health;
 pub mod process;
 pub mod stack;
 pub mod state;
+pub mod venv;
