@@ -22,9 +22,13 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """Not containing "443": gixy (run by `up`) would take the listen for HTTPS."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if "443" not in str(port):
+            return port
 
 
 def healthy(port, deadline):

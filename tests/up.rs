@@ -10,12 +10,19 @@ use std::time::{Duration, Instant};
 
 use common::repo;
 
+/// A free port whose number does not contain "443": gixy's TLS checks (run by `up` on the
+/// rendered nginx config) take such a `listen` for an HTTPS server and ask for TLS settings.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !port.to_string().contains("443") {
+            return port;
+        }
+    }
 }
 
 /// (pid, process group, command line) of every process.
