@@ -51,21 +51,6 @@ fn all_processes() -> Vec<(u32, u32, String)> {
     found
 }
 
-/// The process groups of the example's components for `target` (found by their run
-/// directory, a full path, so other tests' stacks do not match).
-fn groups_of(target: &str) -> Vec<u32> {
-    let needle = repo()
-        .join("examples/flask-hello/.deployctl")
-        .join(target)
-        .display()
-        .to_string();
-    all_processes()
-        .into_iter()
-        .filter(|(_, _, c)| c.contains(&needle))
-        .map(|(_, g, _)| g)
-        .collect()
-}
-
 /// Every process still in one of `groups` (nginx workers and server workers included).
 fn left_in(groups: &[u32]) -> Vec<String> {
     all_processes()
@@ -166,9 +151,23 @@ fn up_with(config: &std::path::Path, target: &str, port: u16) -> (Up, String, Lo
     (Up(child), url.trim().to_string(), log)
 }
 
+/// Stop `up` and check that nothing is left in its components' process groups (each
+/// component is a child of `up` leading its own group; uWSGI renames its processes, so
+/// command lines cannot be relied on).
 fn stop(mut up: Up, target: &str) {
-    let groups = groups_of(target);
+    let pid = up.pid();
+    let groups: Vec<u32> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
     assert!(!groups.is_empty(), "no component of {target} found running");
+    assert!(
+        groups
+            .iter()
+            .all(|g| all_processes().iter().any(|(p, pg, _)| p == g && pg == g)),
+        "components lead their groups"
+    );
     let status = up.terminate();
     assert!(status.success(), "{status}");
     assert!(left_in(&groups).is_empty(), "left behind: {:?}", left_in(&groups));
@@ -524,4 +523,34 @@ fn a_missing_virtualenv_is_created_and_the_install_skipped_when_nothing_changed(
     assert!(third.stderr.contains("requirements changed"), "{}", third.stderr);
     assert!(third.stderr.contains("installed requirements.txt"), "{}", third.stderr);
     cli().args(["down"]).run().success();
+}
+
+#[test]
+fn up_nginx_gunicorn_serves_the_example_and_stops_clean() {
+    let port = free_port();
+    let (child, _) = up("nginx+gunicorn", port);
+    serves_the_example(port, true);
+    stop(child, "nginx+gunicorn");
+}
+
+#[test]
+fn up_nginx_uwsgi_serves_the_example_through_an_activated_socket() {
+    let port = free_port();
+    let (child, _) = up("nginx+uwsgi", port);
+    serves_the_example(port, true);
+    // The socket was created by deployctl (0660) and handed to uWSGI by socket activation.
+    let sock = repo().join("examples/flask-hello/.deployctl/nginx+uwsgi/flask-hello.sock");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o660);
+    stop(child, "nginx+uwsgi");
+}
+
+#[test]
+fn up_lone_gunicorn_and_uwsgi_serve_the_example_and_stop_clean() {
+    for target in ["gunicorn", "uwsgi"] {
+        let port = free_port();
+        let (child, _) = up(target, port);
+        serves_the_example(port, false);
+        stop(child, target);
+    }
 }

@@ -32,10 +32,24 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
 
     // Everything that can fail before a process starts, fails here.
     check_port(listen)?;
-    let server_bin = find_server()?;
-    let built_for = probe(&server_bin)?;
+    let backend_bin = backend_bin(&spec, target)?;
+    let built_for = match target.backend {
+        Backend::Embedded => probe(&backend_bin)?,
+        _ => python_version_of_server_or_default(),
+    };
     crate::orchestrate::venv::ensure(&spec, &built_for, printer)?;
-    check_venv_version(&spec.app.venv, &built_for)?;
+    if target.backend == Backend::Gunicorn && !backend_bin.exists() {
+        return Err(hinted(
+            format!(
+                "{} does not exist (target `{target}` runs Gunicorn from the virtualenv)",
+                backend_bin.display()
+            ),
+            "add `gunicorn` to the requirements, or run `--target nginx+embedded`",
+        ));
+    }
+    if target.backend == Backend::Embedded {
+        check_venv_version(&spec.app.venv, &built_for)?;
+    }
     let nginx_bin = match target.frontend {
         Frontend::Nginx => Some(which::which("nginx").map_err(|_| {
             hinted(
@@ -62,7 +76,7 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
         target,
         run_dir,
         listen,
-        server_bin,
+        backend_bin,
         nginx_bin,
         nginx_site,
     };
@@ -186,6 +200,37 @@ fn detach(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     }
 }
 
+/// The backend's executable, with the package to install when it is missing.
+fn backend_bin(spec: &Spec, target: Target) -> anyhow::Result<PathBuf> {
+    let bin = match target.backend {
+        Backend::Embedded => return find_server(),
+        Backend::Gunicorn => spec.app.venv.join("bin/gunicorn"),
+        _ => match spec.backend.uwsgi_build {
+            crate::spec::UwsgiBuild::Debian => PathBuf::from("/usr/bin/uwsgi"),
+            crate::spec::UwsgiBuild::Pip => spec.app.venv.join("bin/uwsgi"),
+        },
+    };
+    if target.backend == Backend::Uwsgi && !bin.exists() {
+        return Err(hinted(
+            format!("{} is not installed (target `{target}` needs it)", bin.display()),
+            "install it (`apt-get install uwsgi uwsgi-plugin-python3`, or `pip install uwsgi` in the \
+             virtualenv with `[backend] uwsgi_build = \"pip\"`), or run `--target nginx+embedded`",
+        ));
+    }
+    Ok(bin)
+}
+
+/// The Python a new virtualenv gets when the backend is not the embedded server: `python3`'s.
+fn python_version_of_server_or_default() -> String {
+    std::process::Command::new("python3")
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "3".to_string())
+}
+
 /// `.deployctl/<target>/` under the project.
 fn run_dir(spec: &Spec, target: Target) -> PathBuf {
     spec.dir().join(".deployctl").join(target.to_string())
@@ -196,8 +241,8 @@ fn run_dir(spec: &Spec, target: Target) -> PathBuf {
 fn prepare(args: &UpArgs, printer: &Printer) -> anyhow::Result<(Spec, Target, FileTree)> {
     let (mut spec, templates) = load(&args.spec)?;
     let target = parse_target(&spec, args.target.as_deref())?;
-    if target.backend != Backend::Embedded {
-        anyhow::bail!("`deployctl up` runs `*+embedded` targets for now; `{target}` comes next");
+    if !matches!(target.backend, Backend::Embedded | Backend::Gunicorn | Backend::Uwsgi) {
+        anyhow::bail!("`deployctl up` cannot run `{target}` yet");
     }
     if let Some(l) = &args.listen {
         spec.server.listen = spec::parse_listen(l).map_err(|m| anyhow::anyhow!("--listen: {m}"))?;

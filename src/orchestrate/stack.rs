@@ -3,6 +3,7 @@
 //! supervision until a signal, and a stop in reverse order.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::health;
-use super::process::Component;
+use super::process::{Component, MakeCommand};
 use crate::printer::{Printer, hinted};
 use crate::spec::Spec;
 use crate::target::{Backend, Frontend, Target};
@@ -25,7 +26,8 @@ pub struct RunPlan<'a> {
     pub run_dir: PathBuf,
     /// The public address (the front's, or the lone backend's).
     pub listen: SocketAddr,
-    pub server_bin: PathBuf,
+    /// The backend's executable: `deployctl-server`, the venv's `gunicorn`, or `uwsgi`.
+    pub backend_bin: PathBuf,
     pub nginx_bin: Option<PathBuf>,
     /// The site file rendered for the front, inside `run_dir`.
     pub nginx_site: Option<PathBuf>,
@@ -84,34 +86,88 @@ pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
         } else {
             plan.listen.to_string()
         };
-        if plan.target.backend != Backend::Embedded {
-            bail!(
-                "`deployctl up` runs the embedded backend for now; `{}` comes next",
-                plan.target
-            );
-        }
         let notify_path = plan.run_dir.join("notify.sock");
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).context("creating the readiness socket")?;
         notify.set_read_timeout(Some(Duration::from_millis(200)))?;
-        let (server, config, pid_file) = (plan.server_bin.clone(), spec.path.clone(), plan.run_dir.join("app.pid"));
-        let make = move || {
-            let mut cmd = Command::new(&server);
-            cmd.arg("--config")
-                .arg(&config)
-                .args(["--bind", &bind])
-                .arg("--pid")
-                .arg(&pid_file)
-                .env("NOTIFY_SOCKET", &notify_path)
-                .env_remove("LISTEN_FDS")
-                .env_remove("LISTEN_PID");
-            unblock_signals(&mut cmd);
-            cmd
+        let conf = plan.run_dir.join("conf");
+        let make: MakeCommand = match plan.target.backend {
+            // The embedded server reads deploy.toml itself; only the address differs.
+            Backend::Embedded => {
+                let (server, config, pid_file) = (
+                    plan.backend_bin.clone(),
+                    spec.path.clone(),
+                    plan.run_dir.join("app.pid"),
+                );
+                Box::new(move || {
+                    let mut cmd = Command::new(&server);
+                    cmd.arg("--config")
+                        .arg(&config)
+                        .args(["--bind", &bind])
+                        .arg("--pid")
+                        .arg(&pid_file)
+                        .env("NOTIFY_SOCKET", &notify_path);
+                    unblock_signals(&mut cmd);
+                    cmd
+                })
+            }
+            // Gunicorn binds what its rendered config says (the run dir's socket, or the
+            // public address); it sends READY=1 itself.
+            Backend::Gunicorn => {
+                let (gunicorn, config) = (plan.backend_bin.clone(), conf.join("gunicorn/gunicorn.conf.py"));
+                let env = spec.app.env.clone();
+                Box::new(move || {
+                    let mut cmd = Command::new(&gunicorn);
+                    cmd.arg("--config")
+                        .arg(&config)
+                        .env("NOTIFY_SOCKET", &notify_path)
+                        .envs(&env);
+                    unblock_signals(&mut cmd);
+                    cmd
+                })
+            }
+            // uWSGI's ini has no `socket =`: like under systemd, the socket is created here
+            // (owner: us, mode 0660) and handed over by socket activation, so it exists with
+            // the right mode before uWSGI starts and survives its restarts.
+            Backend::Uwsgi => {
+                let listener = std::sync::Arc::new(activation_socket(behind, &bind, plan.listen)?);
+                let (uwsgi, ini) = (plan.backend_bin.clone(), conf.join(format!("uwsgi/{name}.ini")));
+                let env = spec.app.env.clone();
+                Box::new(move || {
+                    // LISTEN_PID must be the server's own PID, known only after fork: `sh`
+                    // sets it to its `$$` and execs uWSGI in place, keeping that PID.
+                    let mut cmd = Command::new("sh");
+                    cmd.arg("-c")
+                        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
+                        .arg(&uwsgi)
+                        .arg("--ini")
+                        .arg(&ini)
+                        .env("NOTIFY_SOCKET", &notify_path)
+                        .envs(&env);
+                    let fd = listener.as_raw_fd();
+                    // SAFETY: only dup2/fcntl between fork and exec.
+                    unsafe {
+                        cmd.pre_exec(move || {
+                            // dup2(3, 3) would keep close-on-exec set.
+                            let r = if fd == 3 {
+                                libc::fcntl(3, libc::F_SETFD, 0)
+                            } else {
+                                libc::dup2(fd, 3)
+                            };
+                            if r < 0 {
+                                return Err(std::io::Error::last_os_error());
+                            }
+                            Ok(())
+                        });
+                    }
+                    unblock_signals(&mut cmd);
+                    cmd
+                })
+            }
+            other => bail!("`deployctl up` cannot run the {other:?} backend yet"),
         };
-        let progress = printer.progress("starting app (embedded server)");
-        running
-            .components
-            .push(Component::spawn("app", Box::new(make), printer.quiet)?);
+        let progress = printer.progress(&format!("starting app ({})", plan.target));
+        running.components.push(Component::spawn("app", make, printer.quiet)?);
         wait_ready(running.components.last_mut().expect("just pushed"), || {
             let mut buf = [0u8; 512];
             notify
@@ -155,6 +211,22 @@ pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
                 Err(e.context(format!("last output:\n{}", tails.trim_end())))
             }
         }
+    }
+}
+
+/// The socket a socket-activated backend inherits: the unix socket in the run directory
+/// (0660, a stale file from a crashed run replaced) behind a front, else the public address.
+fn activation_socket(behind: bool, bind: &str, listen: SocketAddr) -> anyhow::Result<std::os::fd::OwnedFd> {
+    if behind {
+        let path = Path::new(bind.trim_start_matches("unix:"));
+        let _ = std::fs::remove_file(path);
+        let l = std::os::unix::net::UnixListener::bind(path).with_context(|| format!("creating {}", path.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+        Ok(l.into())
+    } else {
+        let l = std::net::TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
+        Ok(l.into())
     }
 }
 

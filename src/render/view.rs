@@ -226,7 +226,11 @@ impl View {
             forwarded_allow_ips: quote::python(&forwarded_allow_ips),
             // Gunicorn 27 opens a control socket under $HOME by default, which ProtectHome
             // hides: keep it in the runtime directory.
-            control_socket: quote::python(&format!("/run/{name}/gunicorn.ctl")),
+            control_socket: quote::python(&if socket_dir == Path::new("/run") {
+                format!("/run/{name}/gunicorn.ctl")
+            } else {
+                path_str(&socket_dir.join("gunicorn.ctl"))
+            }),
             proc_name: quote::python(&name),
         });
 
