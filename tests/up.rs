@@ -216,6 +216,10 @@ fn up_nginx_embedded_serves_the_example_and_stops_clean() {
     let (child, url) = up("nginx+embedded", port);
     assert_eq!(url, format!("http://localhost:{port}/"));
     serves_the_example(port, true);
+    // Created by deployctl, 0660, and handed to the server by socket activation.
+    let sock = repo().join("examples/flask-hello/.deployctl/nginx+embedded/flask-hello.sock");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o660);
     stop(child, "nginx+embedded");
 }
 

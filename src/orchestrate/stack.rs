@@ -91,81 +91,65 @@ pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
         let notify = UnixDatagram::bind(&notify_path).context("creating the readiness socket")?;
         notify.set_read_timeout(Some(Duration::from_millis(200)))?;
         let conf = plan.run_dir.join("conf");
-        let make: MakeCommand = match plan.target.backend {
-            // The embedded server reads deploy.toml itself; only the address differs.
-            Backend::Embedded => {
-                let (server, config, pid_file) = (
-                    plan.backend_bin.clone(),
-                    spec.path.clone(),
-                    plan.run_dir.join("app.pid"),
-                );
-                Box::new(move || {
-                    let mut cmd = Command::new(&server);
-                    cmd.arg("--config")
-                        .arg(&config)
-                        .args(["--bind", &bind])
-                        .arg("--pid")
-                        .arg(&pid_file)
-                        .env("NOTIFY_SOCKET", &notify_path);
-                    unblock_signals(&mut cmd);
-                    cmd
-                })
-            }
-            // Gunicorn binds what its rendered config says (the run dir's socket, or the
-            // public address); it sends READY=1 itself.
-            Backend::Gunicorn => {
-                let (gunicorn, config) = (plan.backend_bin.clone(), conf.join("gunicorn/gunicorn.conf.py"));
-                let env = spec.app.env.clone();
-                Box::new(move || {
-                    let mut cmd = Command::new(&gunicorn);
-                    cmd.arg("--config")
-                        .arg(&config)
-                        .env("NOTIFY_SOCKET", &notify_path)
-                        .envs(&env);
-                    unblock_signals(&mut cmd);
-                    cmd
-                })
-            }
-            // uWSGI's ini has no `socket =`: like under systemd, the socket is created here
-            // (owner: us, mode 0660) and handed over by socket activation, so it exists with
-            // the right mode before uWSGI starts and survives its restarts.
-            Backend::Uwsgi => {
-                let listener = std::sync::Arc::new(activation_socket(behind, &bind, plan.listen)?);
-                let (uwsgi, ini) = (plan.backend_bin.clone(), conf.join(format!("uwsgi/{name}.ini")));
-                let env = spec.app.env.clone();
-                Box::new(move || {
-                    // LISTEN_PID must be the server's own PID, known only after fork: `sh`
-                    // sets it to its `$$` and execs uWSGI in place, keeping that PID.
-                    let mut cmd = Command::new("sh");
-                    cmd.arg("-c")
-                        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
-                        .arg(&uwsgi)
-                        .arg("--ini")
-                        .arg(&ini)
-                        .env("NOTIFY_SOCKET", &notify_path)
-                        .envs(&env);
-                    let fd = listener.as_raw_fd();
-                    // SAFETY: only dup2/fcntl between fork and exec.
-                    unsafe {
-                        cmd.pre_exec(move || {
-                            // dup2(3, 3) would keep close-on-exec set.
-                            let r = if fd == 3 {
-                                libc::fcntl(3, libc::F_SETFD, 0)
-                            } else {
-                                libc::dup2(fd, 3)
-                            };
-                            if r < 0 {
-                                return Err(std::io::Error::last_os_error());
-                            }
-                            Ok(())
-                        });
-                    }
-                    unblock_signals(&mut cmd);
-                    cmd
-                })
-            }
+        // Like under systemd, the socket is created here (owned by us, 0660) and handed to the
+        // backend by socket activation: it exists with the right mode before the backend
+        // starts, nothing else can race to create it, and it survives backend restarts (a
+        // request queued during a restart waits instead of failing). All three backends take
+        // LISTEN_FDS; their own bind settings then do not apply.
+        let listener = std::sync::Arc::new(activation_socket(behind, &bind, plan.listen)?);
+        let (program, args): (PathBuf, Vec<std::ffi::OsString>) = match plan.target.backend {
+            // The embedded server reads deploy.toml itself.
+            Backend::Embedded => (
+                plan.backend_bin.clone(),
+                vec![
+                    "--config".into(),
+                    spec.path.clone().into(),
+                    "--bind".into(),
+                    bind.clone().into(),
+                    "--pid".into(),
+                    plan.run_dir.join("app.pid").into(),
+                ],
+            ),
+            Backend::Gunicorn => (
+                plan.backend_bin.clone(),
+                vec!["--config".into(), conf.join("gunicorn/gunicorn.conf.py").into()],
+            ),
+            Backend::Uwsgi => (
+                plan.backend_bin.clone(),
+                vec!["--ini".into(), conf.join(format!("uwsgi/{name}.ini")).into()],
+            ),
             other => bail!("`deployctl up` cannot run the {other:?} backend yet"),
         };
+        let env = spec.app.env.clone();
+        let make: MakeCommand = Box::new(move || {
+            // LISTEN_PID must be the backend's own PID, known only after fork: `sh` sets it to
+            // its `$$` and execs the backend in place, which keeps that PID.
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c")
+                .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
+                .arg(&program)
+                .args(&args)
+                .env("NOTIFY_SOCKET", &notify_path)
+                .envs(&env);
+            let fd = listener.as_raw_fd();
+            // SAFETY: only dup2/fcntl between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    // dup2(3, 3) would keep close-on-exec set.
+                    let r = if fd == 3 {
+                        libc::fcntl(3, libc::F_SETFD, 0)
+                    } else {
+                        libc::dup2(fd, 3)
+                    };
+                    if r < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            unblock_signals(&mut cmd);
+            cmd
+        });
         let progress = printer.progress(&format!("starting app ({})", plan.target));
         running.components.push(Component::spawn("app", make, printer.quiet)?);
         wait_ready(running.components.last_mut().expect("just pushed"), || {
