@@ -45,8 +45,7 @@ def healthy(port, deadline):
     return False
 
 
-def with_up(target):
-    port = free_port()
+def with_up(target, port):
     t0 = time.monotonic()
     subprocess.run([DEPLOYCTL, "up", "-c", os.path.join(EXAMPLE, "deploy.toml"), "--target", target,
                     "--listen", "127.0.0.1:%d" % port, "--detach", "--quiet"], check=True,
@@ -56,58 +55,66 @@ def with_up(target):
     return took
 
 
-def by_hand(target):
-    """The same processes, started directly, with the same readiness signals."""
-    port = free_port()
+def by_hand(target, port):
+    """The same stack from the configs the `up` run just rendered (same port), started
+    directly: backend until READY=1, nginx, then GET / until 200."""
+    run = os.path.join(EXAMPLE, ".deployctl", target)
+    venv = os.path.join(EXAMPLE, ".venv")
+    sock = os.path.join(run, "flask-hello.sock")
+    behind = target.startswith("nginx+")
+    backend = target.split("+")[-1]
     tmp = tempfile.mkdtemp(prefix="bench-up-")
     notify = os.path.join(tmp, "notify")
     ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     ns.bind(notify)
     ns.settimeout(60)
     env = dict(os.environ, NOTIFY_SOCKET=notify)
-    sock = os.path.join(tmp, "app.sock")
-    bind = "unix:" + sock if target == "nginx+embedded" else "127.0.0.1:%d" % port
+    bind = "unix:" + sock if behind else "127.0.0.1:%d" % port
+    if backend == "embedded":
+        argv = [SERVER, "--config", os.path.join(EXAMPLE, "deploy.toml"), "--bind", bind]
+    elif backend == "gunicorn":
+        argv = [os.path.join(venv, "bin", "gunicorn"), "--config", os.path.join(run, "conf/gunicorn/gunicorn.conf.py")]
+    else:
+        argv = ["/usr/bin/uwsgi", "--ini", os.path.join(run, "conf/uwsgi/flask-hello.ini"),
+                "--socket" if behind else "--http-socket", sock if behind else bind]
+    if behind and os.path.exists(sock):
+        os.unlink(sock)
     t0 = time.monotonic()
-    app = subprocess.Popen([SERVER, "--config", os.path.join(EXAMPLE, "deploy.toml"), "--bind", bind],
-                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    while b"READY=1" not in ns.recv(512):
-        pass
-    procs = [app]
-    if target == "nginx+embedded":
-        # As root, nginx's workers would become `nobody`, who cannot reach the socket (as in `up`).
-        conf = ("user root;\n" if os.geteuid() == 0 else "") + """daemon off; pid %(t)s/nginx.pid; error_log %(t)s/error.log; events {}
-http { access_log off; client_body_temp_path %(t)s/b; proxy_temp_path %(t)s/p; uwsgi_temp_path %(t)s/u;
-  fastcgi_temp_path %(t)s/f; scgi_temp_path %(t)s/s; include /etc/nginx/mime.types;
-  upstream app { server unix:%(s)s; keepalive 64; }
-  server { listen 127.0.0.1:%(p)d; location /static/ { alias %(e)s/static/; expires 7d; }
-           location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-""" % {"t": tmp, "s": sock, "p": port, "e": EXAMPLE}
-        with open(os.path.join(tmp, "nginx.conf"), "w") as f:
-            f.write(conf)
-        procs.append(subprocess.Popen(["nginx", "-p", tmp, "-c", "nginx.conf"], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, start_new_session=True))
+    procs = [subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True, cwd=EXAMPLE)]
     try:
+        while b"READY=1" not in ns.recv(512):
+            pass
+        if behind:
+            procs.append(subprocess.Popen(["nginx", "-p", os.path.join(run, "nginx"), "-c", "nginx.conf"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          start_new_session=True))
         ok = healthy(port, time.monotonic() + 60)
         took = (time.monotonic() - t0) * 1000
     finally:
         for p in reversed(procs):
-            os.killpg(p.pid, 15)
-            p.wait(timeout=30)
-    ns.close()
+            try:
+                os.killpg(p.pid, 15)
+                p.wait(timeout=30)
+            except ProcessLookupError:
+                pass
+        ns.close()
     if not ok:
-        raise RuntimeError("by-hand stack never healthy")
+        raise RuntimeError("by-hand %s never healthy" % target)
     return took
 
 
 def main():
     print("## time to healthy, Flask example, virtualenv present (%d runs, medians)" % ROUNDS)
-    print("| target | deployctl up --detach (renders, validates, starts, health + static check) | by hand (start, READY=1, port, GET /) | ratio |")
+    print("| target | deployctl up --detach (renders, validates, starts, health + static check) "
+          "| by hand, same configs (start, READY=1, nginx, GET /) | ratio |")
     print("|---|---|---|---|")
-    for target in ("embedded", "nginx+embedded"):
+    for target in ("embedded", "nginx+embedded", "gunicorn", "nginx+gunicorn", "uwsgi", "nginx+uwsgi"):
         ups, hands = [], []
         for _ in range(ROUNDS):
-            ups.append(with_up(target))
-            hands.append(by_hand(target))
+            port = free_port()
+            ups.append(with_up(target, port))
+            hands.append(by_hand(target, port))
         u, h = statistics.median(ups), statistics.median(hands)
         print("| %s | %.0f ms | %.0f ms | %.2f× |" % (target, u, h, u / h), flush=True)
 

@@ -558,3 +558,43 @@ fn up_lone_gunicorn_and_uwsgi_serve_the_example_and_stop_clean() {
         stop(child, target);
     }
 }
+
+#[test]
+fn a_crash_loop_stops_everything_with_the_last_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    // Serves, then kills its own server master 1.5 s after every start.
+    std::fs::write(
+        p.join("app.py"),
+        "import os, signal, threading\n\
+         threading.Timer(1.5, lambda: os.kill(os.getppid(), signal.SIGKILL)).start()\n\
+         def app(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'doomed']\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let venv = repo().join("examples/flask-hello/.venv");
+    std::fs::write(
+        p.join("deploy.toml"),
+        format!(
+            "[app]\nname = \"doomed\"\nentry = \"app:app\"\nvenv = {:?}\n\n\
+             [server]\nnames = [\"localhost\"]\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [backend]\nkind = \"embedded\"\nworkers = 1\n\n[frontend]\nkind = \"none\"\n",
+            venv.display().to_string()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let run = common::Cli::new(p).args(["up"]).run().failure();
+    assert!(run.stderr.contains("restarting in"), "{}", run.stderr);
+    assert!(run.stderr.contains("app is crashing in a loop"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("  app | "),
+        "the error carries the app's last lines:\n{}",
+        run.stderr
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "something still listens after the crash loop"
+    );
+}
