@@ -598,3 +598,45 @@ fn a_crash_loop_stops_everything_with_the_last_lines() {
         "something still listens after the crash loop"
     );
 }
+
+#[test]
+fn a_privileged_port_without_the_right_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        p.join("deploy.toml"),
+        format!(
+            "[app]\nname = \"priv\"\nentry = \"app:app\"\nvenv = {:?}\n\n[server]\nlisten = \"127.0.0.1:80\"\n\n\
+             [backend]\nkind = \"embedded\"\n\n[frontend]\nkind = \"none\"\n",
+            repo().join("examples/flask-hello/.venv").display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::write(p.join("app.py"), "def app(e, s):\n    return []\n").unwrap();
+    let deployctl = env!("CARGO_BIN_EXE_deployctl");
+    // As root the bind would succeed: drop to nobody, as an unprivileged user runs it.
+    // SAFETY: geteuid has no preconditions.
+    let mut cmd = if unsafe { libc::geteuid() } == 0 {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", deployctl]);
+        c
+    } else {
+        Command::new(deployctl)
+    };
+    let out = cmd
+        .args(["up", "-c"])
+        .arg(p.join("deploy.toml"))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot listen on 127.0.0.1:80: ports below 1024 need root"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: run locally on a high port"), "{stderr}");
+    assert!(!p.join(".deployctl").exists(), "something was written before the check");
+}

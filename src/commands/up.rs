@@ -27,11 +27,11 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     if args.detach && std::env::var_os(DETACHED_ENV).is_none() {
         return detach(args, printer);
     }
-    let (spec, target, tree) = prepare(args, printer)?;
-    let listen = resolve(&spec.server.listen.to_string())?;
-
-    // Everything that can fail before a process starts, fails here.
+    // Everything that can fail before a process starts, fails here; the address first,
+    // before anything is written.
+    let listen = public_address(args)?;
     check_port(listen)?;
+    let (spec, target, tree) = prepare(args, printer)?;
     let backend_bin = backend_bin(&spec, target)?;
     let built_for = match target.backend {
         Backend::Embedded => probe(&backend_bin)?,
@@ -298,6 +298,16 @@ fn reload(args: &UpArgs, printer: &Printer, old: &Spec, target: Target, run_dir:
         },
         Err(e) => printer.error(&e.context("reload rejected; still serving the previous configuration")),
     }
+}
+
+/// `[server].listen`, or `--listen`.
+fn public_address(args: &UpArgs) -> anyhow::Result<SocketAddr> {
+    let (spec, _) = load(&args.spec)?;
+    let listen = match &args.listen {
+        Some(l) => spec::parse_listen(l).map_err(|m| anyhow::anyhow!("--listen: {m}"))?,
+        None => spec.server.listen,
+    };
+    resolve(&listen.to_string())
 }
 
 fn resolve(listen: &str) -> anyhow::Result<SocketAddr> {
