@@ -11,6 +11,7 @@ pub mod orchestrate;
 pub mod printer;
 pub mod render;
 pub mod serve;
+pub mod signals;
 pub mod spec;
 pub mod target;
 pub mod validate;

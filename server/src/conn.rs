@@ -88,12 +88,12 @@ impl Conn {
 
     /// Write deferred responses (call without the GIL). `false` if the client is gone.
     pub fn flush(&self) -> bool {
-        let mut r = self.response.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = crate::lock(&self.response);
         r.flush_pending().is_ok()
     }
 
     pub fn has_pending(&self) -> bool {
-        self.response.lock().unwrap_or_else(|p| p.into_inner()).has_pending()
+        crate::lock(&self.response).has_pending()
     }
 
     pub fn linger(&self) {

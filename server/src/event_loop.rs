@@ -26,11 +26,12 @@ use pyo3::prelude::*;
 use crate::conn::{Conn, Next, Parsed};
 use crate::http::body::READ_CHUNK;
 use crate::http::parse::{Head, Limits};
-use crate::log;
-use crate::net::{self, Listener};
+use crate::net::{self, Listener, cvt};
 use crate::python::app::App;
 use crate::python::handler;
-use crate::{scoreboard, signals};
+use crate::scoreboard;
+use crate::{lock, log};
+use deployctl::signals;
 
 /// Set once a stop begins: responses from then on say `Connection: close`, so keep-alive
 /// clients (an nginx upstream pool) open their next request elsewhere instead of on a
@@ -86,10 +87,6 @@ pub struct Loop {
     signals: OwnedFd,
     stopping: Option<Instant>,
     graceful: Duration,
-}
-
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
 }
 
 fn ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
@@ -475,10 +472,6 @@ impl Loop {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn wait(epoll: RawFd, events: &mut [libc::epoll_event], timeout_ms: i32) -> usize {

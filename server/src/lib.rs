@@ -15,5 +15,10 @@ pub mod proxy;
 pub mod python;
 pub mod run;
 pub mod scoreboard;
-pub mod signals;
 pub mod systemd;
+
+/// Lock a mutex, taking the data even if a thread panicked while holding it: the state here
+/// (buffers, queues) stays usable, and a poisoned lock must not take the server down.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

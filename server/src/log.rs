@@ -82,10 +82,10 @@ pub fn init(error_log: Option<&str>, access_log: Option<&str>, format: AccessLog
 /// Reopen log files in place (for SIGUSR1 after rotation).
 pub fn reopen() -> anyhow::Result<()> {
     if let Some(l) = ERROR_LOG.get() {
-        l.lock().unwrap_or_else(|p| p.into_inner()).reopen()?;
+        crate::lock(l).reopen()?;
     }
     if let Some((l, _)) = ACCESS_LOG.get() {
-        l.lock().unwrap_or_else(|p| p.into_inner()).reopen()?;
+        crate::lock(l).reopen()?;
     }
     Ok(())
 }
@@ -132,7 +132,7 @@ pub fn error(message: &str) {
 /// Bytes as they are, for `wsgi.errors`.
 pub fn write_error_raw(bytes: &[u8]) {
     match ERROR_LOG.get() {
-        Some(l) => l.lock().unwrap_or_else(|p| p.into_inner()).write(bytes),
+        Some(l) => crate::lock(l).write(bytes),
         None => {
             let _ = std::io::stderr().write_all(bytes);
         }
@@ -168,7 +168,7 @@ pub fn access(e: &AccessEntry<'_>) {
         let mut line = line.borrow_mut();
         line.clear();
         format_access(&mut line, e, *format, SystemTime::now());
-        sink.lock().unwrap_or_else(|p| p.into_inner()).write(&line);
+        crate::lock(sink).write(&line);
     });
 }
 

@@ -26,7 +26,8 @@ use deployctl::serve::ServeSettings;
 
 use crate::net::Listener;
 use crate::scoreboard::{self, Scoreboard};
-use crate::{log, signals, systemd};
+use crate::{log, systemd};
+use deployctl::signals;
 
 pub const WORKER_ENV: &str = "DEPLOYCTL_WORKER";
 /// Exit status of the master when workers cannot boot (the app fails to import) or crash in

@@ -40,7 +40,7 @@ pub enum Peer {
     Unix,
 }
 
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+pub(crate) fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
 }
 
@@ -88,7 +88,7 @@ pub fn bind(bind: &Bind, uds_mode: u32) -> anyhow::Result<Listener> {
             Ok(Listener {
                 fd: OwnedFd::from(std_listener),
                 bind: Bind::Tcp(local),
-                server_name: host_string(local.ip()),
+                server_name: local.ip().to_string(),
                 server_port: local.port().to_string(),
                 unlink: None,
             })
@@ -150,7 +150,7 @@ pub fn listener_from_fd(fd: OwnedFd) -> anyhow::Result<Listener> {
         f => anyhow::bail!("an inherited socket has address family {f}, not TCP or unix"),
     };
     let (server_name, server_port) = match &bind {
-        Bind::Tcp(a) => (host_string(a.ip()), a.port().to_string()),
+        Bind::Tcp(a) => (a.ip().to_string(), a.port().to_string()),
         Bind::Unix(_) => ("localhost".into(), "80".into()),
     };
     Ok(Listener {
@@ -218,10 +218,6 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
         }
     };
     (storage, len as libc::socklen_t)
-}
-
-fn host_string(ip: IpAddr) -> String {
-    ip.to_string()
 }
 
 /// Accept one connection, non-blocking and close-on-exec, with TCP_NODELAY set (responses are

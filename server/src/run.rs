@@ -17,11 +17,15 @@ use pyo3::prelude::*;
 use crate::event_loop::Loop;
 use crate::master::{self, Master};
 use crate::python::{app, init};
-use crate::{log, net, scoreboard, signals, systemd};
+use crate::{log, net, scoreboard, systemd};
+use deployctl::signals;
 
 /// Exit status when the app cannot be imported (Gunicorn uses 4 too); the master of the next
 /// issue tells a crash loop from a crash by it.
 pub const EXIT_APP_LOAD: i32 = 4;
+
+/// Handled by the master and by every worker (the master also takes CHLD, TTIN, TTOU).
+const SIGNALS: &[libc::c_int] = &[libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGUSR1];
 
 pub fn run(settings: ServeSettings) -> anyhow::Result<i32> {
     log::init(
@@ -42,7 +46,8 @@ fn run_master(settings: ServeSettings) -> anyhow::Result<i32> {
     if let Some(v) = &settings.venv {
         deployctl::serve::check_venv_version(v, init::BUILT_FOR)?;
     }
-    let signals = signals::block(&[libc::SIGCHLD, libc::SIGTTIN, libc::SIGTTOU]).context("blocking signals")?;
+    let signals = signals::block(&[SIGNALS, &[libc::SIGCHLD, libc::SIGTTIN, libc::SIGTTOU]].concat())
+        .context("blocking signals")?;
     let inherited = systemd::listen_fds();
     let listeners = if inherited.is_empty() {
         settings
@@ -87,7 +92,7 @@ fn worker(settings: ServeSettings, spec: &str) -> anyhow::Result<i32> {
     let mut status = unsafe { std::fs::File::from_raw_fd(status_fd) };
     let fds = (0..count).map(|i| unsafe { OwnedFd::from_raw_fd(3 + i) });
     let listeners = fds.map(net::listener_from_fd).collect::<anyhow::Result<Vec<_>>>()?;
-    let signals = signals::block(&[]).context("blocking signals")?;
+    let signals = signals::block(SIGNALS).context("blocking signals")?;
     for (k, v) in &settings.env {
         // SAFETY: no other thread exists yet (Python is not started, the loop not running).
         unsafe { std::env::set_var(k, v) };

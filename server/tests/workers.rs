@@ -394,3 +394,32 @@ fn usr1_reopens_log_files_in_the_master_and_the_workers() {
         "the rotated file keeps what was written before"
     );
 }
+
+#[test]
+fn int_stops_fast_without_waiting_for_in_flight_requests() {
+    let s = server("apps:app")
+        .args(&["--workers", "1", "--threads", "2", "--graceful-timeout", "30"])
+        .start();
+    assert!(wait_until(10, || s.log().contains(" ready")));
+    let addr = s.addr.clone();
+    let slow = std::thread::spawn(move || {
+        let mut c = Client::from(std::net::TcpStream::connect(addr).unwrap());
+        c.send(b"GET /sleep?s=20 HTTP/1.1\r\nHost: h\r\n\r\n");
+        c.try_response_to(false).map(|r| r.status)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    signal(s.pid(), libc::SIGINT);
+    assert!(
+        wait_until(10, || s.log().contains("all workers stopped")),
+        "{}",
+        s.log()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "INT waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(slow.join().unwrap(), None, "the 20 s request was not cut short");
+    assert!(s.log().contains("INT/QUIT: fast stop"));
+}

@@ -3,7 +3,7 @@
 //! or SIGTERM, then stop it in reverse order.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -16,6 +16,7 @@ use crate::orchestrate::state::{ComponentState, State};
 use crate::printer::{Printer, hinted};
 use crate::render::{self, FileTree};
 use crate::serve::check_venv_version;
+use crate::signals;
 use crate::spec::{self, Spec, display_path};
 use crate::target::{Backend, Frontend, Target};
 use crate::validate::{self, Outcome, Scratch};
@@ -35,7 +36,8 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     let backend_bin = backend_bin(&spec, target)?;
     let built_for = match target.backend {
         Backend::Embedded => probe(&backend_bin)?,
-        _ => python_version_of_server_or_default(),
+        // Gunicorn and uWSGI run with the virtualenv's own Python: `python3`'s version.
+        _ => crate::orchestrate::venv::python_version(Path::new("python3")).unwrap_or_else(|| "3".into()),
     };
     crate::orchestrate::venv::ensure(&spec, &built_for, printer)?;
     if target.backend == Backend::Gunicorn && !backend_bin.exists() {
@@ -70,7 +72,7 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
 
     // Signals are read from a signalfd by the loop below; blocked before any child exists
     // (children unblock them for themselves).
-    let signals = block_signals().context("blocking signals")?;
+    let signals = signals::block(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]).context("blocking signals")?;
     let plan = RunPlan {
         spec: &spec,
         target,
@@ -103,7 +105,7 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
         };
         // SAFETY: polling one valid fd.
         unsafe { libc::poll(&mut pfd, 1, 200) };
-        for sig in pending_signals(&signals) {
+        for sig in signals::pending(&signals) {
             match sig {
                 libc::SIGINT | libc::SIGTERM => {
                     printer.status("stopping", "front first, then the app");
@@ -220,17 +222,6 @@ fn backend_bin(spec: &Spec, target: Target) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// The Python a new virtualenv gets when the backend is not the embedded server: `python3`'s.
-fn python_version_of_server_or_default() -> String {
-    std::process::Command::new("python3")
-        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "3".to_string())
-}
-
 /// `.deployctl/<target>/` under the project.
 fn run_dir(spec: &Spec, target: Target) -> PathBuf {
     spec.dir().join(".deployctl").join(target.to_string())
@@ -334,35 +325,4 @@ fn check_port(addr: SocketAddr) -> anyhow::Result<()> {
         )),
         Err(e) => Err(anyhow::anyhow!("cannot listen on {addr}: {e}")),
     }
-}
-
-fn block_signals() -> std::io::Result<OwnedFd> {
-    // SAFETY: building a signal set, blocking it in this (still single-threaded) process and
-    // creating a signalfd we own.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(OwnedFd::from_raw_fd(fd))
-    }
-}
-
-fn pending_signals(fd: &OwnedFd) -> Vec<i32> {
-    let mut out = Vec::new();
-    // SAFETY: reading whole signalfd_siginfo records.
-    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::signalfd_siginfo>();
-    while unsafe { libc::read(fd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), size) }
-        == size as isize
-    {
-        out.push(info.ssi_signo as i32);
-    }
-    out
 }

@@ -89,17 +89,23 @@ fn install(venv: &Path, requirements: &Path, printer: &Printer) -> anyhow::Resul
     Ok(())
 }
 
+/// The `X.Y` version of a Python interpreter (a path or a name on PATH).
+pub fn python_version(python: &Path) -> Option<String> {
+    let out = Command::new(python)
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .ok()?;
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !v.is_empty()).then_some(v)
+}
+
 /// `pythonX.Y` on PATH, else `python3` if it is that version.
 fn find_python(version: &str) -> anyhow::Result<PathBuf> {
-    let candidates = [format!("python{version}"), "python3".to_string()];
-    for name in &candidates {
-        if let Ok(p) = which::which(name) {
-            let out = Command::new(&p)
-                .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
-                .output();
-            if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == version) {
-                return Ok(p);
-            }
+    for name in [format!("python{version}"), "python3".to_string()] {
+        if let Ok(p) = which::which(&name)
+            && python_version(&p).as_deref() == Some(version)
+        {
+            return Ok(p);
         }
     }
     Err(hinted(

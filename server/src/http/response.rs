@@ -7,7 +7,7 @@
 //! every method that writes is called with the GIL released.
 
 use std::cell::RefCell;
-use std::io;
+use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -114,9 +114,7 @@ impl Response {
         if self.content_length.is_none() && !bodyless(code) {
             match known_length {
                 Some(n) => {
-                    self.out.extend_from_slice(b"Content-Length: ");
-                    self.out.extend_from_slice(itoa(n).as_bytes());
-                    self.out.extend_from_slice(b"\r\n");
+                    let _ = write!(self.out, "Content-Length: {n}\r\n");
                     self.content_length = Some(n);
                 }
                 None if self.head_request => {}
@@ -158,7 +156,7 @@ impl Response {
         }
         if self.sends_body() && !data.is_empty() {
             if self.chunked {
-                self.out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                let _ = write!(self.out, "{:x}\r\n", data.len());
             }
             if data.len() <= 16 * 1024 || self.chunked {
                 self.out.extend_from_slice(data);
@@ -197,8 +195,9 @@ impl Response {
             return Ok(());
         }
         if self.chunked {
-            let framing = format!("{len:x}\r\n");
-            self.write(framing.as_bytes())?;
+            let mut framing = Vec::with_capacity(18);
+            let _ = write!(framing, "{len:x}\r\n");
+            self.write(&framing)?;
         }
         self.flush_pending()?;
         let sent = match self.stream.sendfile(fd, offset, len, self.timeout) {
@@ -293,8 +292,11 @@ pub fn simple(status: u16, keep_alive: bool, body: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(160 + body.len());
     out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
     push_date(&mut out);
-    out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
-    out.extend_from_slice(itoa(body.len() as u64).as_bytes());
+    let _ = write!(
+        out,
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}",
+        body.len()
+    );
     out.extend_from_slice(if keep_alive {
         b"\r\n\r\n"
     } else {
@@ -318,10 +320,6 @@ pub fn reason(status: u16) -> &'static str {
         505 => "HTTP Version Not Supported",
         _ => "Error",
     }
-}
-
-fn itoa(n: u64) -> String {
-    n.to_string()
 }
 
 thread_local! {

@@ -7,7 +7,7 @@ use deployctl::serve::ServeSettings;
 
 use crate::net::Listener;
 use crate::python::environ::{self, ListenerKeys, Template};
-use crate::python::objects::{ErrorStream, FileWrapper};
+use crate::python::objects::{ErrorStream, FileWrapper, type_name};
 
 /// The loaded app and what requests share. Read-only after loading, so every Python thread
 /// uses it without locks.
@@ -74,7 +74,7 @@ pub fn load(py: Python<'_>, settings: &ServeSettings, listeners: &[Listener]) ->
             .map(|l| ListenerKeys {
                 server_name: PyString::intern(py, &l.server_name).unbind(),
                 server_port: PyString::intern(py, &l.server_port).unbind(),
-                unix: l.unlink.is_some() || matches!(l.bind, deployctl::serve::Bind::Unix(_)),
+                unix: matches!(l.bind, deployctl::serve::Bind::Unix(_)),
             })
             .collect();
         Ok(App {
@@ -85,13 +85,6 @@ pub fn load(py: Python<'_>, settings: &ServeSettings, listeners: &[Listener]) ->
         })
     };
     build().map_err(|e| fail(e, "preparing the environ".into()))
-}
-
-fn type_name(o: &Bound<'_, PyAny>) -> String {
-    o.get_type()
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "?".into())
 }
 
 /// A Python exception with its traceback, as `traceback.format_exception` prints it.

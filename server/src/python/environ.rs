@@ -5,8 +5,6 @@
 //! once, common header names map to prebuilt `HTTP_*` keys, and `os.environ` is not copied.
 //! Only values that differ per request are created.
 
-use std::net::IpAddr;
-
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
@@ -182,14 +180,14 @@ impl Template {
                 continue; // merged into the first occurrence below
             }
             let value = &buf[v.clone()];
-            let dups = hs[i + 1..]
+            // Later fields of the same name are joined into this one (one scan; most
+            // requests have none).
+            let mut dups = hs[i + 1..]
                 .iter()
-                .filter(|(m, _)| buf[m.clone()].eq_ignore_ascii_case(name));
+                .filter(|(m, _)| buf[m.clone()].eq_ignore_ascii_case(name))
+                .peekable();
             let joined;
-            let value = if hs[i + 1..]
-                .iter()
-                .any(|(m, _)| buf[m.clone()].eq_ignore_ascii_case(name))
-            {
+            let value = if dups.peek().is_some() {
                 let sep: &[u8] = if name.eq_ignore_ascii_case(b"cookie") {
                     b"; "
                 } else {
@@ -232,7 +230,7 @@ impl Template {
             proxy::Resolved::default()
         };
         if let Some(ip) = fwd.remote_addr {
-            env.set_item(k.remote_addr.bind(py), ip_string(ip))?;
+            env.set_item(k.remote_addr.bind(py), ip.to_string())?;
             env.del_item(k.remote_port.bind(py)).ok();
         }
         if let Some(scheme) = &fwd.scheme {
@@ -313,10 +311,6 @@ impl Template {
     pub fn input_key<'py>(&self, py: Python<'py>) -> &Bound<'py, PyString> {
         self.k.wsgi_input.bind(py)
     }
-}
-
-fn ip_string(ip: IpAddr) -> String {
-    ip.to_string()
 }
 
 /// `host[:port]` or `[v6][:port]` → (name, port).

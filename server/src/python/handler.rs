@@ -16,11 +16,11 @@ use crate::conn::{Conn, Next};
 use crate::http::body::Body;
 use crate::http::parse::{Framing, Head, Version};
 use crate::http::response::{Response, SendError};
-use crate::log;
 use crate::net::Peer;
 use crate::python::app::{App, format_exception};
 use crate::python::environ::RequestInfo;
 use crate::python::objects::{FileWrapper, Input, StartResponse};
+use crate::{lock, log};
 
 /// Most request-body bytes read and discarded after a response so the connection can be
 /// reused; beyond that it is closed instead.
@@ -168,10 +168,6 @@ pub fn serve(py: Python<'_>, app: &App, conn: &mut Conn, head: Head) -> Next {
         });
     }
     if keep_alive { Next::KeepAlive } else { Next::Close }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 struct AccessFields {

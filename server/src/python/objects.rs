@@ -56,7 +56,7 @@ fn latin1_bytes(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
         .ok_or_else(|| PyValueError::new_err(format!("{what} {text:?} is not latin-1 (PEP 3333 native strings)")))
 }
 
-fn type_name(o: &Bound<'_, PyAny>) -> String {
+pub(crate) fn type_name(o: &Bound<'_, PyAny>) -> String {
     o.get_type()
         .name()
         .map(|n| n.to_string())

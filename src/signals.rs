@@ -1,21 +1,18 @@
 //! Signals as events: the handled signals are blocked in every thread and read from a
-//! signalfd by the loop (worker) or the supervisor (master), never handled asynchronously.
+//! signalfd by whoever supervises (the server's loop and master, `deployctl up`), never
+//! handled asynchronously. Children must unblock them for themselves (exec keeps the mask).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-/// Block TERM, INT, QUIT, HUP, USR1 and `extra` so they reach only the returned signalfd.
-/// Must run before any thread starts (threads inherit the mask), including threads the app
-/// starts at import.
-pub fn block(extra: &[libc::c_int]) -> io::Result<OwnedFd> {
+/// Block `signals` so they reach only the returned signalfd. Must run before any thread
+/// starts (threads inherit the mask), including threads a Python app starts at import.
+pub fn block(signals: &[libc::c_int]) -> io::Result<OwnedFd> {
     // SAFETY: building and installing a signal set; signalfd returns a new fd we own.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for &s in [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGUSR1]
-            .iter()
-            .chain(extra)
-        {
+        for &s in signals {
             libc::sigaddset(&mut set, s);
         }
         let r = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
