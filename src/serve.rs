@@ -104,6 +104,31 @@ pub struct ServeArgs {
     /// Largest request body (413 above), e.g. `10M`. Default: 10M.
     #[arg(long, value_name = "SIZE")]
     pub max_body: Option<String>,
+    /// Request bodies up to this size are read whole by the worker's event loop before the app
+    /// is called, so a slow upload costs a buffer, not the worker; larger ones are read by the
+    /// app as they arrive. Default: 1M.
+    #[arg(long, value_name = "SIZE")]
+    pub body_buffer: Option<String>,
+    /// Slowest transfer accepted, in bytes per second: a request body or a response that is
+    /// slower than this on average, after its first --body-timeout, is cut. 0: no minimum.
+    /// Default: 1K.
+    #[arg(long, value_name = "SIZE")]
+    pub min_rate: Option<String>,
+    /// Least important messages logged. Default: info.
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub log_level: Option<LogLevel>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, ValueEnum)]
+pub enum LogLevel {
+    /// Every connection event (timeouts, refusals, clients going away), one line each.
+    Debug,
+    /// Start, stop, workers, reloads, and a periodic summary of connection events.
+    #[default]
+    Info,
+    /// Only what needs attention.
+    Warning,
+    Error,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -205,6 +230,9 @@ pub struct ServeSettings {
     pub limit_request_fields: usize,
     pub limit_request_field_size: usize,
     pub max_body: u64,
+    pub body_buffer: u64,
+    pub min_rate: u64,
+    pub log_level: LogLevel,
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
@@ -316,6 +344,19 @@ impl ServeArgs {
             limit_request_fields: self.limit_request_fields.unwrap_or(100),
             limit_request_field_size: self.limit_request_field_size.unwrap_or(8190),
             max_body,
+            body_buffer: match &self.body_buffer {
+                Some(m) => {
+                    spec::parse_size(m)
+                        .map_err(|e| anyhow::anyhow!("--body-buffer: {e}"))?
+                        .0
+                }
+                None => 1 << 20,
+            },
+            min_rate: match self.min_rate.as_deref() {
+                Some(m) => spec::parse_size(m).map_err(|e| anyhow::anyhow!("--min-rate: {e}"))?.0,
+                None => 1024,
+            },
+            log_level: self.log_level.unwrap_or_default(),
         };
         for (flag, v) in [
             ("--timeout", settings.timeout),

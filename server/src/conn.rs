@@ -1,4 +1,37 @@
-//! One client connection: its socket, its read buffer, and where it is in its life.
+//! One client connection: its socket, its read buffer, its response queue, and the state
+//! machine of its life. The event loop (`event_loop.rs`) moves a connection from state to
+//! state; this module owns what the states are and what each one waits for.
+//!
+//! ```text
+//!            accept
+//!              │
+//!              ▼            bytes of a head
+//!   ┌──────▶ Idle ─────────────────────────▶ Head
+//!   │          │ ▲  (keep-alive deadline)      │ complete head (header deadline)
+//!   │          │ └── EOF / hang-up: closed     ▼
+//!   │          │                         body to read ahead? ──yes──▶ Body (pace deadline)
+//!   │          │                               │ no                     │ complete, or larger
+//!   │          │                               ▼                        ▼  than --body-buffer
+//!   │          │                            the app is called (inline, or on a pool thread)
+//!   │          │                               │
+//!   │          │              iterator not exhausted, queue full ──▶ Streaming (pace deadline)
+//!   │          │                               │                        │ resumed as the
+//!   │          │                               ▼                        │ socket drains
+//!   │          │                         response complete ◀────────────┘
+//!   │          │                               │
+//!   │   queue written ◀── Sending ◀── queued ──┤ keep-alive
+//!   └──────────┘  (next pipelined request      │ close / refusal / error
+//!                  is parsed at once)          ▼
+//!                                           Closing ──queue written──▶ Lingering ──▶ closed
+//!                                                    (half-close: FIN after the response,
+//!                                                     input discarded until EOF, briefly)
+//! ```
+//!
+//! Every state has a deadline (`deadline`), and every state but the app call itself waits on
+//! epoll for one thing (readable or writable), so there is no state in which a connection is
+//! neither served nor closed, and a hang-up is seen in every state (epoll always reports
+//! `EPOLLHUP`/`EPOLLERR`). The socket is owned here: Python objects of a request hold only
+//! weak references to its body and response, so dropping the connection closes the socket.
 
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
@@ -6,27 +39,57 @@ use std::time::{Duration, Instant};
 
 use deployctl::serve::Protocol;
 
+use crate::http::body::Body;
 use crate::http::parse::{self, Head, Limits, Refusal};
-use crate::http::response::{self, Response};
+use crate::http::response::Response;
 use crate::http::uwsgi;
-use crate::net::{Peer, Stream};
+use crate::net::{MIN_READ, Peer, Stream};
+use crate::python::handler::Exchange;
 
 pub struct Conn {
     pub stream: Arc<Stream>,
     pub peer: Peer,
     /// Index of the listener it came from.
     pub listener: usize,
-    /// Bytes read and not yet consumed are `buf[pos..]`.
+    /// Bytes read and not yet consumed are `buf[pos..]` (outside the `Body` state, which
+    /// holds the buffer while the body is read).
     pub buf: Vec<u8>,
     pub pos: usize,
     pub response: Arc<Mutex<Response>>,
-    /// When the loop gives up on it: keep-alive idle, or the header timeout once a request
-    /// has started arriving.
+    pub state: State,
+    /// The deadline of the `Idle`, `Head` and `Lingering` states (the others take theirs
+    /// from the transfer's pace).
     pub deadline: Instant,
-    /// Part of a request head is buffered (the header timeout applies, not keep-alive).
-    pub reading: bool,
     /// Requests answered on this connection.
     pub served: u64,
+    /// The epoll events registered for it now (to skip redundant `epoll_ctl` calls).
+    pub interest: u32,
+    /// In the loop's list of connections to flush at the end of this round.
+    pub flush_listed: bool,
+    /// After the queue is written, reset the connection instead of a lingering close (an
+    /// app error after the head went out: an aborted connection is the only honest signal).
+    pub abort: bool,
+}
+
+/// Where a connection is in its life (the diagram above).
+pub enum State {
+    Idle,
+    Head,
+    Body(Pending),
+    /// On a pool thread (threads > 1): the loop does not watch it.
+    Away,
+    Streaming(Box<Exchange>),
+    Sending,
+    Closing,
+    Lingering,
+}
+
+/// A request whose head is parsed and whose body the loop is reading ahead of the app.
+pub struct Pending {
+    pub head: Head,
+    /// Where the head starts in the body's buffer.
+    pub start: usize,
+    pub body: Arc<Mutex<Body>>,
 }
 
 /// What to do with a connection after serving what it had.
@@ -43,26 +106,39 @@ pub enum Parsed {
     Refused(Refusal),
 }
 
+/// How long a half-closed connection is kept to read what the client still sends, so the
+/// kernel does not answer unread data with a reset that destroys the response in flight.
+pub const LINGER: Duration = Duration::from_secs(2);
+
 impl Conn {
-    pub fn new(fd: OwnedFd, peer: Peer, listener: usize, write_timeout: Duration, keep_alive: Duration) -> Conn {
+    pub fn new(fd: OwnedFd, peer: Peer, listener: usize, idle: Duration, min_rate: u64, keep_alive: Duration) -> Conn {
         let stream = Arc::new(Stream::new(fd));
         Conn {
-            response: Arc::new(Mutex::new(Response::new(stream.clone(), write_timeout))),
+            response: Arc::new(Mutex::new(Response::new(stream.clone(), idle, min_rate))),
             stream,
             peer,
             listener,
             buf: Vec::new(),
             pos: 0,
+            state: State::Idle,
             deadline: Instant::now() + keep_alive,
-            reading: false,
             served: 0,
+            interest: 0,
+            flush_listed: false,
+            abort: false,
         }
     }
 
     pub fn parse(&mut self, limits: &Limits, protocol: Protocol) -> Parsed {
         if self.pos == self.buf.len() {
-            self.buf.clear();
             self.pos = 0;
+            // Give back what a large request grew the buffer to: idle connections should
+            // cost little (the `MIN_READ` a request needs is allocated again on its read).
+            if self.buf.capacity() > MIN_READ {
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
+            }
             return Parsed::Incomplete;
         }
         let parsed = match protocol {
@@ -76,35 +152,52 @@ impl Conn {
         }
     }
 
-    /// Answer with an error the server produced itself and close: write, then half-close and
-    /// discard what the client already sent, so the kernel does not answer unread data with
-    /// an RST that could destroy the response before the client reads it.
-    pub fn refuse(&self, status: u16, message: &str, timeout: Duration) {
-        self.flush();
-        let body = format!("{} {}: {message}\n", status, response::reason(status));
-        let _ = self.stream.write_all(&response::simple(status, false, &body), timeout);
-        self.linger();
+    /// Request-head bytes buffered (what the worker's head-memory cap counts).
+    pub fn head_bytes(&self) -> usize {
+        match self.state {
+            State::Head => self.buf.len() - self.pos,
+            _ => 0,
+        }
     }
 
-    /// Write deferred responses (call without the GIL). `false` if the client is gone.
-    pub fn flush(&self) -> bool {
+    /// Whether the bytes at `buf[pos..]` begin a HEAD request (so an error answered to it
+    /// carries no body).
+    pub fn is_head_request(&self) -> bool {
+        self.buf[self.pos..].starts_with(b"HEAD ")
+    }
+
+    /// Queue an error the server produced itself; the connection closes once it is written.
+    pub fn refuse(&mut self, status: u16, message: &str) {
+        let body = format!("{status} {}: {message}\n", crate::http::response::reason(status));
+        let head = self.is_head_request();
         let mut r = crate::lock(&self.response);
-        r.flush_pending().is_ok()
+        r.head_request = head;
+        r.push_simple(status, &body);
+        drop(r);
+        self.state = State::Closing;
     }
 
-    pub fn has_pending(&self) -> bool {
-        crate::lock(&self.response).has_pending()
+    /// When the current state gives up.
+    pub fn deadline(&self) -> Instant {
+        match &self.state {
+            State::Body(p) => crate::lock(&p.body).deadline(),
+            State::Streaming(_) | State::Sending | State::Closing => crate::lock(&self.response).deadline(),
+            _ => self.deadline,
+        }
     }
 
-    pub fn linger(&self) {
-        // SAFETY: shutdown of our own fd.
-        unsafe { libc::shutdown(self.stream.raw(), libc::SHUT_WR) };
+    /// Read and drop what the client sends after a half-close. `false` once it is done (EOF,
+    /// an error, or more than a reasonable amount).
+    pub fn discard(&self) -> bool {
         let mut scratch = [0u8; 8192];
-        for _ in 0..16 {
+        for _ in 0..8 {
             match self.stream.read(&mut scratch) {
-                Ok(n) if n > 0 => {}
-                _ => break,
+                Ok(0) => return false,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
             }
         }
+        false
     }
 }

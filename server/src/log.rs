@@ -10,10 +10,11 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use deployctl::serve::AccessLogFormat;
+use deployctl::serve::{AccessLogFormat, LogLevel};
 
 enum Sink {
     Stderr,
@@ -70,8 +71,22 @@ fn open_append(path: &str) -> anyhow::Result<File> {
 
 static ERROR_LOG: OnceLock<Mutex<Sink>> = OnceLock::new();
 static ACCESS_LOG: OnceLock<(Mutex<Sink>, AccessLogFormat)> = OnceLock::new();
+/// The least important level written (`--log-level`, `--quiet`), as a `Level`'s number.
+static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 
-pub fn init(error_log: Option<&str>, access_log: Option<&str>, format: AccessLogFormat) -> anyhow::Result<()> {
+pub fn init(
+    error_log: Option<&str>,
+    access_log: Option<&str>,
+    format: AccessLogFormat,
+    level: LogLevel,
+) -> anyhow::Result<()> {
+    let level = match level {
+        LogLevel::Debug => Level::Debug,
+        LogLevel::Info => Level::Info,
+        LogLevel::Warning => Level::Warning,
+        LogLevel::Error => Level::Error,
+    };
+    LEVEL.store(level as u8, Ordering::Relaxed);
     let _ = ERROR_LOG.set(Mutex::new(Sink::open(error_log, Sink::Stderr)?));
     if let Some(a) = access_log {
         let _ = ACCESS_LOG.set((Mutex::new(Sink::open(Some(a), Sink::Stdout)?), format));
@@ -90,19 +105,28 @@ pub fn reopen() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
-    Info,
-    Warning,
-    Error,
+    Debug = 0,
+    Info = 1,
+    Warning = 2,
+    Error = 3,
+}
+
+pub fn enabled(level: Level) -> bool {
+    level as u8 >= LEVEL.load(Ordering::Relaxed)
 }
 
 /// `[2026-11-23 10:00:00 +0000] [pid] [ERROR] message` (Gunicorn's shape).
 pub fn log(level: Level, message: &str) {
+    if !enabled(level) {
+        return;
+    }
     let mut line = String::with_capacity(message.len() + 48);
     let (date, time) = civil(SystemTime::now());
     let pid = std::process::id();
     let lvl = match level {
+        Level::Debug => "DEBUG",
         Level::Info => "INFO",
         Level::Warning => "WARNING",
         Level::Error => "ERROR",
@@ -119,6 +143,11 @@ pub fn log(level: Level, message: &str) {
     write_error_raw(line.as_bytes());
 }
 
+pub fn debug(message: &str) {
+    if enabled(Level::Debug) {
+        log(Level::Debug, message)
+    }
+}
 pub fn info(message: &str) {
     log(Level::Info, message)
 }

@@ -13,6 +13,9 @@ struct Cli {
     /// Print the Python version this server was built for and exit (used by `deployctl serve`).
     #[arg(long, hide = true)]
     probe: bool,
+    /// Only warnings and errors (`--log-level warning`).
+    #[arg(long, short = 'q')]
+    quiet: bool,
 }
 
 fn main() -> ExitCode {
@@ -21,7 +24,16 @@ fn main() -> ExitCode {
         println!("{}", deployctl_server::python::init::BUILT_FOR);
         return ExitCode::SUCCESS;
     }
-    let result = cli.serve.resolve().and_then(deployctl_server::run::run);
+    let result = cli
+        .serve
+        .resolve()
+        .map(|mut s| {
+            if cli.quiet && cli.serve.log_level.is_none() {
+                s.log_level = deployctl::serve::LogLevel::Warning;
+            }
+            s
+        })
+        .and_then(deployctl_server::run::run);
     match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {

@@ -273,8 +273,67 @@ pub fn accept(listener: &Listener) -> io::Result<Option<(OwnedFd, Peer)>> {
     Ok(Some((fd, peer)))
 }
 
-/// A connected socket. Shared (`Arc`) between the connection and the Python objects of the
-/// request in flight (`wsgi.input`, `write()`), which may outlive the request.
+/// The soft limit on open descriptors (`ulimit -n`), for messages.
+pub fn nofile_limit() -> u64 {
+    // SAFETY: getrlimit into a zeroed struct.
+    let mut r: libc::rlimit = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 0;
+    }
+    r.rlim_cur
+}
+
+/// First read size of a connection buffer; it grows only as a request needs.
+pub const MIN_READ: usize = 4096;
+
+/// A transfer's deadline (a request body, a response): it fails when no byte moved for
+/// `idle`, or when it is slower on average than `min_rate` bytes/s after a first `idle`
+/// period. The second rule is what stops a client that trickles a byte now and then, which a
+/// per-read timeout never cuts; a client that took megabytes quickly and then stops reading
+/// is cut by the first.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    start: Instant,
+    last: Instant,
+    done: u64,
+    idle: Duration,
+    min_rate: u64,
+}
+
+impl Pace {
+    pub fn new(idle: Duration, min_rate: u64) -> Pace {
+        let now = Instant::now();
+        Pace {
+            start: now,
+            last: now,
+            done: 0,
+            idle,
+            min_rate,
+        }
+    }
+
+    /// `n` more bytes moved now.
+    pub fn progress(&mut self, n: u64) {
+        if n > 0 {
+            self.done += n;
+            self.last = Instant::now();
+        }
+    }
+
+    pub fn deadline(&self) -> Instant {
+        let idle = self.last + self.idle;
+        if self.min_rate == 0 {
+            return idle;
+        }
+        let total = self.start + self.idle + Duration::from_secs_f64(self.done as f64 / self.min_rate as f64);
+        idle.min(total)
+    }
+}
+
+/// A connected socket, owned by its connection. The request's `Body` and `Response` share
+/// it (`Arc`), but Python objects only ever hold weak references to those, so the socket is
+/// closed when the connection ends, whatever the app keeps (a reference cycle through the
+/// environ would otherwise keep the descriptor open until Python's garbage collector runs).
 pub struct Stream {
     fd: OwnedFd,
 }
@@ -294,11 +353,16 @@ impl Stream {
         retry(|| unsafe { libc::read(self.raw(), buf.as_mut_ptr().cast(), buf.len()) })
     }
 
-    /// Read into the spare capacity of `buf` (at most `max` bytes), growing its length.
-    pub fn read_into(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        buf.reserve(max);
+    /// Read into the spare capacity of `buf`, growing its length. The buffer grows only as a
+    /// request needs: it starts at `MIN_READ` bytes and doubles while reads fill it, up to
+    /// `want` bytes of room per read (a body of known length asks for what is left of it).
+    pub fn read_some(&self, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
+        let spare = buf.capacity() - buf.len();
+        if spare < MIN_READ.min(want) {
+            buf.reserve(want.min(buf.len().max(MIN_READ)));
+        }
         let spare = buf.spare_capacity_mut();
-        let n = spare.len().min(max);
+        let n = spare.len().min(want.max(1));
         // SAFETY: the kernel writes at most `n` bytes into spare capacity; we then extend the
         // length by exactly the number it reports.
         let got = retry(|| unsafe { libc::read(self.raw(), spare.as_mut_ptr().cast(), n) })?;
@@ -306,7 +370,7 @@ impl Stream {
         Ok(got)
     }
 
-    /// Wait until readable (or writable); `false` on timeout.
+    /// Wait until readable (or writable); `false` at the deadline.
     pub fn wait(&self, writable: bool, deadline: Instant) -> io::Result<bool> {
         let mut pfd = libc::pollfd {
             fd: self.raw(),
@@ -333,11 +397,10 @@ impl Stream {
         }
     }
 
-    /// Read at least one byte, waiting up to `timeout` without progress. `Ok(0)` is EOF.
-    pub fn read_blocking(&self, buf: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<usize> {
-        let deadline = Instant::now() + timeout;
+    /// Read at least one byte, waiting until `deadline`. `Ok(0)` is EOF.
+    pub fn read_blocking(&self, buf: &mut Vec<u8>, want: usize, deadline: Instant) -> io::Result<usize> {
         loop {
-            match self.read_into(buf, max) {
+            match self.read_some(buf, want) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if !self.wait(false, deadline)? {
                         return Err(io::ErrorKind::TimedOut.into());
@@ -348,9 +411,8 @@ impl Stream {
         }
     }
 
-    /// Write all of `data`, waiting for the socket while it is full; the timeout applies to
-    /// each wait (a slow reader that keeps taking bytes is not cut off).
-    pub fn write_all(&self, mut data: &[u8], timeout: Duration) -> io::Result<()> {
+    /// Write all of `data`, waiting for the socket while it is full, until `deadline`.
+    pub fn write_all(&self, mut data: &[u8], deadline: Instant) -> io::Result<()> {
         while !data.is_empty() {
             // MSG_NOSIGNAL: a peer that went away is an EPIPE error, not a SIGPIPE.
             // SAFETY: sending from a valid slice.
@@ -358,14 +420,9 @@ impl Stream {
             match r {
                 Ok(n) => data = &data[n..],
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !self.wait(true, Instant::now() + timeout)? {
+                    if !self.wait(true, deadline)? {
                         return Err(io::ErrorKind::TimedOut.into());
                     }
-                }
-                Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => {
-                    // Not a socket (never in production; kept for completeness).
-                    let n = retry(|| unsafe { libc::write(self.raw(), data.as_ptr().cast(), data.len()) })?;
-                    data = &data[n..];
                 }
                 Err(e) => return Err(e),
             }
@@ -373,29 +430,11 @@ impl Stream {
         Ok(())
     }
 
-    /// Send `len` bytes of the file `file` from `offset` with `sendfile(2)`: the kernel copies,
-    /// no bytes pass through user space.
-    pub fn sendfile(&self, file: RawFd, mut offset: i64, mut len: u64, timeout: Duration) -> io::Result<u64> {
-        let mut sent = 0;
-        while len > 0 {
-            let chunk = len.min(1 << 30) as usize;
-            // SAFETY: valid fds and a pointer to our offset.
-            let r = retry(|| unsafe { libc::sendfile(self.raw(), file, &mut offset, chunk) });
-            match r {
-                Ok(0) => break, // the file shrank
-                Ok(n) => {
-                    sent += n as u64;
-                    len -= n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !self.wait(true, Instant::now() + timeout)? {
-                        return Err(io::ErrorKind::TimedOut.into());
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(sent)
+    /// Stop sending: the peer reads EOF after what was written (the first half of a lingering
+    /// close).
+    pub fn shutdown_write(&self) {
+        // SAFETY: shutdown on our fd; errors (already closed by the peer) do not matter.
+        unsafe { libc::shutdown(self.raw(), libc::SHUT_WR) };
     }
 
     /// Stop sending and receiving; the fd itself is closed when the last owner drops it.

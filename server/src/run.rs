@@ -32,6 +32,7 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<i32> {
         settings.error_log.as_deref(),
         settings.access_log.as_deref(),
         settings.access_log_format,
+        settings.log_level,
     )?;
     match std::env::var(master::WORKER_ENV) {
         Ok(spec) => worker(settings, &spec),
@@ -117,7 +118,7 @@ fn worker(settings: ServeSettings, spec: &str) -> anyhow::Result<i32> {
             return Ok(EXIT_APP_LOAD);
         }
     };
-    let lp = Loop::new(listeners, signals, &app)?;
+    let lp = Loop::new(listeners, signals, &app.settings)?;
     // `--timeout` dumps the stacks of a stuck worker with SIGUSR2 before killing it.
     let faulthandler = c"import faulthandler, signal\nfaulthandler.register(signal.SIGUSR2, all_threads=True)";
     if let Err(e) = Python::attach(|py| py.run(faulthandler, None, None)) {

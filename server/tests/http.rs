@@ -87,8 +87,23 @@ fn connection_close_is_honoured() {
 }
 
 #[test]
-fn expect_100_continue_is_sent_only_when_the_app_reads_the_body() {
+fn expect_100_continue_is_sent_at_once_for_a_body_the_loop_reads_ahead() {
+    // Bodies up to --body-buffer are read by the event loop before the app is called (a slow
+    // upload must not hold the worker), so the go-ahead comes before the app runs.
     let s = start();
+    let mut c = s.connect();
+    c.send(b"POST /echo?mode=none HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n");
+    assert_eq!(c.response().status, 100);
+    c.send(b"data");
+    assert_eq!(c.response().status, 200);
+    // The body was read, so the connection goes on.
+    c.send(b"GET /status?code=201 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(c.response().status, 201);
+}
+
+#[test]
+fn expect_100_continue_is_sent_only_when_the_app_reads_a_body_past_the_buffer() {
+    let s = server("apps:app").args(&["--body-buffer", "0"]).start();
     let mut c = s.connect();
     c.send(b"POST /echo?mode=read HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n");
     let interim = c.response();
@@ -233,7 +248,22 @@ fn malformed_request_lines_are_refused() {
 
 #[test]
 fn a_body_cut_short_by_eof_never_completes_a_200() {
-    let s = start();
+    // Read ahead by the loop: the app is never called.
+    let s = server("apps:app").args(&["--log-level", "debug"]).start();
+    let mut c = s.connect();
+    c.send(b"POST /echo?mode=read HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\nonly this");
+    c.shutdown_write();
+    assert!(
+        c.try_response_to(false).is_none(),
+        "a response to a body that never arrived"
+    );
+    assert!(
+        s.wait_log("closed the connection before its request body ended", 5),
+        "{}",
+        s.log()
+    );
+    // Read by the app (past --body-buffer): it sees the error, the client a 400 at most.
+    let s = server("apps:app").args(&["--body-buffer", "0"]).start();
     let mut c = s.connect();
     c.send(b"POST /echo?mode=read HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\nonly this");
     c.shutdown_write();
@@ -319,12 +349,17 @@ fn an_idle_keep_alive_connection_is_closed() {
 
 #[test]
 fn a_stalled_body_is_cut_off_by_the_body_timeout() {
-    let s = server("apps:raw").args(&["--body-timeout", "1"]).start();
-    let mut c = s.connect();
-    c.send(b"POST /slow_read HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc");
-    let r = c.response();
-    assert_eq!(r.status, 408, "{}", r.text());
-    assert!(s.wait_log("timed out reading the request body", 5));
+    // Read ahead by the loop, then by the app: 408 both ways.
+    for buffer in ["1M", "0"] {
+        let s = server("apps:raw")
+            .args(&["--body-timeout", "1", "--body-buffer", buffer, "--log-level", "debug"])
+            .start();
+        let mut c = s.connect();
+        c.send(b"POST /slow_read HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc");
+        let r = c.response();
+        assert_eq!(r.status, 408, "{}", r.text());
+        assert!(s.wait_log("request body", 5), "{}", s.log());
+    }
 }
 
 #[test]

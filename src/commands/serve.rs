@@ -20,23 +20,31 @@ use crate::spec::display_path;
 pub const SERVER_ENV: &str = "DEPLOYCTL_SERVER";
 pub const SERVER_BIN: &str = "deployctl-server";
 
-pub fn run(args: &ServeArgs, _printer: &Printer) -> anyhow::Result<Status> {
+pub fn run(args: &ServeArgs, printer: &Printer) -> anyhow::Result<Status> {
     let settings = args.resolve()?;
     let server = find_server()?;
     let built_for = probe(&server)?;
     if let Some(venv) = &settings.venv {
         check_venv_version(venv, &built_for)?;
     }
-    let err = Command::new(&server).args(server_args()).exec();
+    let mut argv = server_args();
+    if printer.quiet {
+        // `deployctl -q serve` (or `serve -q`: the flag is global) means what the server's
+        // own `--quiet` means; an explicit --log-level still wins.
+        argv.insert(0, "--quiet".into());
+    }
+    let err = Command::new(&server).args(argv).exec();
     Err(err).with_context(|| format!("starting {}", display_path(&server)))
 }
 
-/// Everything after the `serve` word, passed through unchanged.
+/// Everything after the `serve` word, passed through, except the global `--quiet` that clap
+/// took for `deployctl` itself (the server is given its own `--quiet` for it).
 fn server_args() -> Vec<OsString> {
     std::env::args_os()
         .skip(1)
         .skip_while(|a| a != "serve")
         .skip(1)
+        .filter(|a| a != "-q" && a != "--quiet")
         .collect()
 }
 

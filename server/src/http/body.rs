@@ -4,12 +4,16 @@
 //! Split in two so that callers holding the GIL never wait: `take` only looks at bytes already
 //! buffered (and says `NeedMore`), `fill` does the socket wait and is called with the GIL
 //! released. `100 Continue` goes out on the first `fill`, i.e. only once the app reads.
+//!
+//! The event loop reads bodies up to `--body-buffer` ahead of the app (`read_available` +
+//! `prefetch`, never waiting), so that a client sending slowly costs a buffer and not the
+//! worker's only thread; the app then reads from memory. Larger bodies are read by the app
+//! through `fill`, under the transfer's `Pace` (an idle timeout and a minimum rate).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::http::parse::Framing;
-use crate::net::Stream;
+use crate::net::{Pace, Stream};
 
 /// Bytes asked from the socket per read.
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -79,8 +83,22 @@ pub struct Body {
     received: u64,
     max: u64,
     continue_pending: bool,
-    timeout: Duration,
+    pace: Pace,
     error: Option<BodyError>,
+    /// Body bytes decoded ahead by `prefetch` (chunked framing), served before the rest.
+    ahead: Vec<u8>,
+    ahead_pos: usize,
+}
+
+/// What `prefetch` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefetched {
+    /// The whole body is buffered: the app can read it without any socket wait.
+    Complete,
+    /// More is on its way and fits the bound.
+    Partial,
+    /// Larger than the bound: the app reads the rest from the socket itself.
+    Large,
 }
 
 impl Body {
@@ -91,7 +109,7 @@ impl Body {
         framing: Framing,
         max: u64,
         expect_continue: bool,
-        timeout: Duration,
+        pace: Pace,
     ) -> Body {
         let state = match framing {
             Framing::None => State::Done,
@@ -106,13 +124,68 @@ impl Body {
             received: 0,
             max,
             continue_pending: expect_continue,
-            timeout,
+            pace,
             error: None,
+            ahead: Vec::new(),
+            ahead_pos: 0,
+        }
+    }
+
+    /// The connection's buffer (the request head is at its start, as parsed).
+    pub fn buffer(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Until when the client may take to send the rest.
+    pub fn deadline(&self) -> std::time::Instant {
+        self.pace.deadline()
+    }
+
+    /// The client was told it may send the body (the loop does so when it reads the body
+    /// ahead of the app).
+    pub fn continue_queued(&mut self) {
+        self.continue_pending = false;
+    }
+
+    /// Read what the socket has, without waiting (the event loop reading a body ahead of the
+    /// app). `Ok(0)` is EOF; `WouldBlock` when nothing is there.
+    pub fn read_available(&mut self) -> std::io::Result<usize> {
+        let want = match self.state {
+            State::Length(left) => (left as usize)
+                .saturating_sub(self.buf.len() - self.pos)
+                .clamp(1, READ_CHUNK),
+            _ => READ_CHUNK,
+        };
+        let n = self.stream.read_some(&mut self.buf, want)?;
+        self.pace.progress(n as u64);
+        Ok(n)
+    }
+
+    /// Decode what is buffered ahead of the app, up to `bound` body bytes, and say whether the
+    /// whole body is here. A declared length over the bound is `Large` at once.
+    pub fn prefetch(&mut self, bound: u64) -> Result<Prefetched, BodyError> {
+        if let State::Length(left) = self.state {
+            return Ok(if left > bound {
+                Prefetched::Large
+            } else if (self.buf.len() - self.pos) as u64 >= left {
+                Prefetched::Complete
+            } else {
+                Prefetched::Partial
+            });
+        }
+        let mut ahead = std::mem::take(&mut self.ahead);
+        let room = (bound as usize).saturating_sub(ahead.len() - self.ahead_pos) + 1;
+        let r = self.take_raw(&mut ahead, room, false);
+        self.ahead = ahead;
+        match r? {
+            Progress::Got(_) if self.state == State::Done => Ok(Prefetched::Complete),
+            _ if (self.ahead.len() - self.ahead_pos) as u64 > bound => Ok(Prefetched::Large),
+            _ => Ok(Prefetched::Partial),
         }
     }
 
     pub fn is_done(&self) -> bool {
-        self.state == State::Done
+        self.state == State::Done && self.ahead_pos == self.ahead.len()
     }
 
     /// The client was told to send the body (or did not ask to be told).
@@ -127,6 +200,27 @@ impl Body {
     /// Append up to `max` body bytes to `out` from what is buffered, stopping after a `\n` when
     /// `line` is set.
     pub fn take(&mut self, out: &mut Vec<u8>, max: usize, line: bool) -> Result<Progress, BodyError> {
+        if self.ahead_pos < self.ahead.len() && self.error.is_none() {
+            let avail = &self.ahead[self.ahead_pos..];
+            let n = max.min(avail.len());
+            let n = if line {
+                avail[..n].iter().position(|&b| b == b'\n').map_or(n, |i| i + 1)
+            } else {
+                n
+            };
+            out.extend_from_slice(&avail[..n]);
+            self.ahead_pos += n;
+            if self.ahead_pos == self.ahead.len() {
+                self.ahead = Vec::new();
+                self.ahead_pos = 0;
+            }
+            return Ok(Progress::Got(n));
+        }
+        self.take_raw(out, max, line)
+    }
+
+    /// `take` from the framed bytes in the buffer (after what `prefetch` decoded).
+    fn take_raw(&mut self, out: &mut Vec<u8>, max: usize, line: bool) -> Result<Progress, BodyError> {
         if let Some(e) = self.error {
             return Err(e);
         }
@@ -248,7 +342,7 @@ impl Body {
         if self.continue_pending {
             self.continue_pending = false;
             self.stream
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n", self.timeout)
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n", self.pace.deadline())
                 .map_err(|_| BodyError::Io)?;
         }
         if self.pos == self.buf.len() {
@@ -258,9 +352,15 @@ impl Body {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        match self.stream.read_blocking(&mut self.buf, READ_CHUNK, self.timeout) {
+        match self
+            .stream
+            .read_blocking(&mut self.buf, READ_CHUNK, self.pace.deadline())
+        {
             Ok(0) => Err(BodyError::Incomplete),
-            Ok(_) => Ok(()),
+            Ok(n) => {
+                self.pace.progress(n as u64);
+                Ok(())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(BodyError::TimedOut),
             Err(_) => Err(BodyError::Io),
         }
@@ -268,7 +368,9 @@ impl Body {
 
     /// Read and discard the rest of the body, up to `limit` bytes, so the connection can carry
     /// the next request. `false` if that was not possible (then the connection must close).
-    pub fn drain(&mut self, limit: u64) -> bool {
+    /// Without `can_wait`, only what is already buffered is discarded (the event loop's
+    /// thread must not wait on one client).
+    pub fn drain(&mut self, limit: u64, can_wait: bool) -> bool {
         if self.continue_pending {
             // The client is waiting for our go-ahead and will not send the body: the only safe
             // thing is to close (RFC 9110 §10.1.1).
@@ -287,7 +389,7 @@ impl Body {
                     }
                 }
                 Ok(Progress::NeedMore) => {
-                    if self.fill().is_err() {
+                    if !can_wait || self.fill().is_err() {
                         return false;
                     }
                 }

@@ -1,6 +1,7 @@
 //! HTTP/1.1 without Python: parsing heads, decoding bodies, framing responses.
 
 pub mod body;
+pub mod outbox;
 pub mod parse;
 pub mod response;
 pub mod uwsgi;

@@ -1,18 +1,24 @@
 //! The response side of one connection: the status and headers the app gave, when the head
-//! goes out, how the body is framed, and writing it.
+//! goes out, how the body is framed, and the queue of bytes to write (`Outbox`).
 //!
-//! Owned by the connection and shared with the request's `start_response`/`write()` objects
-//! through an `Arc<Mutex<_>>` (reused across requests; a generation number makes a
-//! `start_response` kept from an earlier request harmless). Nothing here touches Python:
-//! every method that writes is called with the GIL released.
+//! Owned by the connection and shared with the request's `start_response`/`write()` objects,
+//! which hold only a weak reference (so a `start_response` an app keeps cannot keep the
+//! socket open), and with a generation number that makes one kept from an earlier request
+//! harmless. Framing only queues bytes; writing is `flush` (never waits: the event loop's
+//! thread) or `flush_blocking` (waits under the response's `Pace`: a pool thread, or the
+//! legacy `write()` past its buffer). Nothing here touches Python; every method that waits is
+//! called with the GIL released.
 
 use std::cell::RefCell;
-use std::io::{self, Write};
+use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use pyo3::pybacked::PyBackedBytes;
+
+use crate::http::outbox::{COPY_MAX, Flushed, Outbox};
 use crate::http::parse::Version;
-use crate::net::Stream;
+use crate::net::{Pace, Stream};
 
 pub struct Response {
     pub stream: Arc<Stream>,
@@ -22,32 +28,40 @@ pub struct Response {
     pub head_request: bool,
     /// The connection may carry another request after this one.
     pub keep_alive: bool,
-    pub timeout: Duration,
     /// Set by `start_response`: the status code and line (`200 OK`).
     pub status: Option<(u16, Vec<u8>)>,
     /// `Name: value\r\n` lines exactly as the app gave them (validated).
     pub fields: Vec<u8>,
     /// The app's own Content-Length, if it sent one.
     pub content_length: Option<u64>,
+    /// The head is committed to the queue: the status can no longer change.
     pub headers_sent: bool,
     pub chunked: bool,
-    /// Body bytes sent (without chunk framing).
+    /// Body bytes queued (without chunk framing).
     pub body_sent: u64,
-    /// The client went away or a write timed out: stop producing.
+    /// The client went away or stopped reading: stop producing.
     pub broken: bool,
-    out: Vec<u8>,
-    /// Deferred output (see `defer`).
-    pending: Vec<u8>,
-    /// Hold small writes until the event loop flushes them after the current batch of
-    /// ready connections (inline mode). Sending each response the moment it is ready wakes
-    /// the client's CPU once per response; a burst at the end of the batch wakes it once.
-    /// Measured with Flask on two cores: the per-response wake-ups took 12 % of the
-    /// server's CPU (bjoern, which writes from its loop, 4 %).
-    pub defer: bool,
+    pub out: Outbox,
+    pace: Pace,
+    idle: Duration,
+    min_rate: u64,
+    scratch: Vec<u8>,
 }
 
-/// Most bytes held back by `defer` before they are written anyway.
-const DEFER_MAX: usize = 64 * 1024;
+/// Body data handed to `send`: copied when small, kept as the app's object when large.
+pub enum Data<'a> {
+    Slice(&'a [u8]),
+    Shared(PyBackedBytes),
+}
+
+impl Data<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Data::Slice(s) => s.len(),
+            Data::Shared(b) => b.len(),
+        }
+    }
+}
 
 /// Statuses after which no body may be sent.
 pub fn bodyless(status: u16) -> bool {
@@ -55,14 +69,13 @@ pub fn bodyless(status: u16) -> bool {
 }
 
 impl Response {
-    pub fn new(stream: Arc<Stream>, timeout: Duration) -> Response {
+    pub fn new(stream: Arc<Stream>, idle: Duration, min_rate: u64) -> Response {
         Response {
             stream,
             generation: 0,
             version: Version::Http11,
             head_request: false,
             keep_alive: true,
-            timeout,
             status: None,
             fields: Vec::new(),
             content_length: None,
@@ -70,9 +83,11 @@ impl Response {
             chunked: false,
             body_sent: 0,
             broken: false,
-            out: Vec::with_capacity(1024),
-            pending: Vec::new(),
-            defer: false,
+            out: Outbox::default(),
+            pace: Pace::new(idle, min_rate),
+            idle,
+            min_rate,
+            scratch: Vec::new(),
         }
     }
 
@@ -87,7 +102,9 @@ impl Response {
         self.headers_sent = false;
         self.chunked = false;
         self.body_sent = 0;
-        self.broken = false;
+        if self.out.is_empty() {
+            self.pace = Pace::new(self.idle, self.min_rate);
+        }
     }
 
     fn code(&self) -> u16 {
@@ -99,27 +116,31 @@ impl Response {
         !self.head_request && !bodyless(self.code())
     }
 
-    /// Write the head into `out`. `known_length`: the whole body's length when the server
-    /// knows it (a one-element list, a file), used when the app gave no Content-Length.
+    /// Queue the head. `known_length`: the whole body's length when the server knows it (a
+    /// one-element list, a file), used when the app gave no Content-Length.
     fn push_head(&mut self, known_length: Option<u64>) {
         let code = self.code();
-        self.out.extend_from_slice(b"HTTP/1.1 ");
+        let mut h = std::mem::take(&mut self.scratch);
+        h.clear();
+        h.extend_from_slice(b"HTTP/1.1 ");
         match &self.status {
-            Some((_, line)) => self.out.extend_from_slice(line),
-            None => self.out.extend_from_slice(b"500 Internal Server Error"),
+            Some((_, line)) => h.extend_from_slice(line),
+            None => h.extend_from_slice(b"500 Internal Server Error"),
         }
-        self.out.extend_from_slice(b"\r\n");
-        self.out.extend_from_slice(&self.fields);
-        push_date(&mut self.out);
+        h.extend_from_slice(b"\r\n");
+        h.extend_from_slice(&self.fields);
+        push_date(&mut h);
         if self.content_length.is_none() && !bodyless(code) {
             match known_length {
                 Some(n) => {
-                    let _ = write!(self.out, "Content-Length: {n}\r\n");
+                    h.extend_from_slice(b"Content-Length: ");
+                    push_decimal(&mut h, n);
+                    h.extend_from_slice(b"\r\n");
                     self.content_length = Some(n);
                 }
                 None if self.head_request => {}
                 None if self.version == Version::Http11 => {
-                    self.out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+                    h.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
                     self.chunked = true;
                 }
                 // HTTP/1.0 without a length: the body ends when the connection closes.
@@ -127,52 +148,50 @@ impl Response {
             }
         }
         if !self.keep_alive {
-            self.out.extend_from_slice(b"Connection: close\r\n");
+            h.extend_from_slice(b"Connection: close\r\n");
         } else if self.version == Version::Http10 {
-            self.out.extend_from_slice(b"Connection: keep-alive\r\n");
+            h.extend_from_slice(b"Connection: keep-alive\r\n");
         }
-        self.out.extend_from_slice(b"\r\n");
+        h.extend_from_slice(b"\r\n");
+        self.out.push(&h);
+        self.scratch = h;
         self.headers_sent = true;
     }
 
-    /// Send a body chunk (the head first if not yet sent). Bytes beyond the app's
+    /// Queue a body chunk (the head first if not yet queued). Bytes beyond the app's
     /// Content-Length are dropped and reported as `Err(Overrun)`.
-    pub fn send(&mut self, data: &[u8], known_length: Option<u64>) -> Result<(), SendError> {
+    pub fn send(&mut self, data: Data<'_>, known_length: Option<u64>) -> Result<(), SendError> {
         if self.broken {
             return Err(SendError::Closed);
         }
-        self.out.clear();
         if !self.headers_sent {
             self.push_head(known_length);
         }
-        let mut data = data;
+        let mut len = data.len();
         let mut overrun = false;
         if let Some(cl) = self.content_length {
             let room = cl.saturating_sub(self.body_sent);
-            if data.len() as u64 > room {
-                data = &data[..room as usize];
+            if len as u64 > room {
+                len = room as usize;
                 overrun = true;
             }
         }
-        if self.sends_body() && !data.is_empty() {
+        if self.sends_body() && len > 0 {
             if self.chunked {
-                let _ = write!(self.out, "{:x}\r\n", data.len());
+                let mut frame = [0u8; 18];
+                let n = hex_len(&mut frame, len as u64);
+                self.out.push(&frame[..n]);
             }
-            if data.len() <= 16 * 1024 || self.chunked {
-                self.out.extend_from_slice(data);
-                if self.chunked {
-                    self.out.extend_from_slice(b"\r\n");
-                }
-                self.flush_out()?;
-            } else {
-                // Big chunk: the head (if any) and the data in two writes, no copy.
-                self.flush_out()?;
-                self.write(data)?;
+            match data {
+                Data::Shared(b) if len > COPY_MAX => self.out.push_shared(b, 0..len),
+                Data::Shared(b) => self.out.push(&b[..len]),
+                Data::Slice(s) => self.out.push(&s[..len]),
             }
-        } else {
-            self.flush_out()?;
+            if self.chunked {
+                self.out.push(b"\r\n");
+            }
         }
-        self.body_sent += data.len() as u64;
+        self.body_sent += len as u64;
         if overrun {
             self.keep_alive = false;
             return Err(SendError::Overrun);
@@ -180,9 +199,12 @@ impl Response {
         Ok(())
     }
 
-    /// Send the head and `len` bytes of a file with `sendfile(2)`.
-    pub fn send_file(&mut self, fd: i32, offset: i64, len: u64) -> Result<(), SendError> {
-        self.out.clear();
+    /// Queue the head and `len` bytes of a file (our duplicate of its descriptor), sent with
+    /// `sendfile(2)`.
+    pub fn send_file(&mut self, fd: std::os::fd::OwnedFd, offset: i64, len: u64) -> Result<(), SendError> {
+        if self.broken {
+            return Err(SendError::Closed);
+        }
         if !self.headers_sent {
             self.push_head(Some(len));
         }
@@ -190,24 +212,19 @@ impl Response {
             Some(cl) => len.min(cl.saturating_sub(self.body_sent)),
             None => len,
         };
-        self.flush_out()?;
         if !self.sends_body() || len == 0 {
             return Ok(());
         }
         if self.chunked {
-            let mut framing = Vec::with_capacity(18);
-            let _ = write!(framing, "{len:x}\r\n");
-            self.write(&framing)?;
+            let mut frame = [0u8; 18];
+            let n = hex_len(&mut frame, len);
+            self.out.push(&frame[..n]);
         }
-        self.flush_pending()?;
-        let sent = match self.stream.sendfile(fd, offset, len, self.timeout) {
-            Ok(n) => n,
-            Err(e) => return Err(self.fail(e)),
-        };
-        self.body_sent += sent;
+        self.out.push_file(fd, offset, len);
         if self.chunked {
-            self.write(b"\r\n")?;
+            self.out.push(b"\r\n");
         }
+        self.body_sent += len;
         Ok(())
     }
 
@@ -217,13 +234,11 @@ impl Response {
         if self.broken {
             return Err(SendError::Closed);
         }
-        self.out.clear();
         if !self.headers_sent {
             self.push_head(Some(0));
         } else if self.chunked {
-            self.out.extend_from_slice(b"0\r\n\r\n");
+            self.out.push(b"0\r\n\r\n");
         }
-        self.flush_out()?;
         if self.sends_body() && self.content_length.is_some_and(|cl| cl != self.body_sent) {
             self.keep_alive = false;
             return Err(SendError::Short);
@@ -231,44 +246,60 @@ impl Response {
         Ok(())
     }
 
-    fn flush_out(&mut self) -> Result<(), SendError> {
+    /// Queue a response the server makes itself (an error), with no body for HEAD.
+    pub fn push_simple(&mut self, status: u16, body: &str) {
         if self.out.is_empty() {
-            return Ok(());
+            self.pace = Pace::new(self.idle, self.min_rate);
         }
-        let out = std::mem::take(&mut self.out);
-        let r = self.write(&out);
-        self.out = out;
-        self.out.clear();
-        r
+        let head = self.head_request;
+        self.out.push(&simple(status, false, body, head));
+        self.keep_alive = false;
+        self.headers_sent = true;
     }
 
-    fn write(&mut self, data: &[u8]) -> Result<(), SendError> {
-        if self.defer && self.pending.len() + data.len() <= DEFER_MAX {
-            self.pending.extend_from_slice(data);
-            return Ok(());
+    /// Write what the socket takes now. `Err` when the client is gone.
+    pub fn flush(&mut self) -> Result<Flushed, SendError> {
+        if self.broken {
+            return Err(SendError::Closed);
         }
-        self.flush_pending()?;
-        self.stream.write_all(data, self.timeout).map_err(|e| self.fail(e))
-    }
-
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
-    /// Write what `defer` held back. Call without the GIL.
-    pub fn flush_pending(&mut self) -> Result<(), SendError> {
-        if self.pending.is_empty() {
-            return Ok(());
+        if self.out.is_empty() {
+            return Ok(Flushed::All);
         }
-        let r = self.stream.write_all(&self.pending, self.timeout);
-        self.pending.clear();
-        r.map_err(|e| self.fail(e))
+        match self.out.write_some(self.stream.raw()) {
+            Ok((n, state)) => {
+                self.pace.progress(n);
+                Ok(state)
+            }
+            Err(_) => Err(self.fail(false)),
+        }
     }
 
-    fn fail(&mut self, e: io::Error) -> SendError {
+    /// Write everything queued, waiting for the socket until the pace's deadline.
+    pub fn flush_blocking(&mut self) -> Result<(), SendError> {
+        loop {
+            if self.flush()? == Flushed::All {
+                return Ok(());
+            }
+            let deadline = self.pace.deadline();
+            match self.stream.wait(true, deadline) {
+                Ok(true) => {}
+                Ok(false) => return Err(self.fail(true)),
+                Err(_) => return Err(self.fail(false)),
+            }
+        }
+    }
+
+    /// When the client must have taken the queued bytes by.
+    pub fn deadline(&self) -> Instant {
+        self.pace.deadline()
+    }
+
+    /// The client is gone (or too slow): drop what is queued, produce nothing more.
+    pub fn fail(&mut self, timed_out: bool) -> SendError {
         self.broken = true;
         self.keep_alive = false;
-        if e.kind() == io::ErrorKind::TimedOut {
+        self.out.clear();
+        if timed_out {
             SendError::TimedOut
         } else {
             SendError::Closed
@@ -287,8 +318,35 @@ pub enum SendError {
     Short,
 }
 
+/// `{len:x}\r\n` into `buf`, returning its length; no allocation.
+fn hex_len(buf: &mut [u8; 18], len: u64) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (64 - len.max(1).leading_zeros()).div_ceil(4) as usize;
+    for i in 0..digits {
+        buf[digits - 1 - i] = HEX[((len >> (4 * i)) & 0xf) as usize];
+    }
+    buf[digits] = b'\r';
+    buf[digits + 1] = b'\n';
+    digits + 2
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 /// A complete response the server writes itself (errors, refusals), then closes or not.
-pub fn simple(status: u16, keep_alive: bool, body: &str) -> Vec<u8> {
+/// For a HEAD request (`head`) the body is left out, as for any response to HEAD.
+pub fn simple(status: u16, keep_alive: bool, body: &str, head: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(160 + body.len());
     out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
     push_date(&mut out);
@@ -302,7 +360,9 @@ pub fn simple(status: u16, keep_alive: bool, body: &str) -> Vec<u8> {
     } else {
         b"\r\nConnection: close\r\n\r\n"
     });
-    out.extend_from_slice(body.as_bytes());
+    if !head {
+        out.extend_from_slice(body.as_bytes());
+    }
     out
 }
 
@@ -317,6 +377,7 @@ pub fn reason(status: u16) -> &'static str {
         500 => "Internal Server Error",
         501 => "Not Implemented",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
         _ => "Error",
     }
@@ -352,4 +413,37 @@ fn push_date(out: &mut Vec<u8>) {
         }
         out.extend_from_slice(&cache.1);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        let mut b = [0u8; 18];
+        for (n, text) in [
+            (0u64, "0"),
+            (1, "1"),
+            (15, "f"),
+            (16, "10"),
+            (0xabcdef, "abcdef"),
+            (u64::MAX, "ffffffffffffffff"),
+        ] {
+            let k = hex_len(&mut b, n);
+            assert_eq!(&b[..k], format!("{text}\r\n").as_bytes());
+        }
+        let mut v = Vec::new();
+        push_decimal(&mut v, 0);
+        push_decimal(&mut v, 1234567890);
+        assert_eq!(v, b"01234567890");
+    }
+
+    #[test]
+    fn simple_responses_to_head_have_no_body() {
+        let r = simple(400, false, "bad\n", true);
+        assert!(r.ends_with(b"Connection: close\r\n\r\n"));
+        assert!(String::from_utf8_lossy(&r).contains("Content-Length: 4\r\n"));
+        assert!(simple(400, false, "bad\n", false).ends_with(b"\r\n\r\nbad\n"));
+    }
 }

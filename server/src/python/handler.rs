@@ -1,21 +1,31 @@
-//! Serving one request: environ, calling the app, sending what it returns, `close()`.
+//! Serving one request: environ, calling the app, producing what it returns into the
+//! response queue, `close()`.
 //!
-//! Runs on a thread attached to the interpreter; every socket or file wait goes through
-//! `py.detach`. The rules it implements are PEP 3333's server side (reference §3): lazy
-//! headers, streaming, `close()` always called, Content-Length computed for a one-element
-//! list and enforced when the app gives one, chunked framing otherwise, tracebacks logged and
-//! never sent, an error after the head went out aborts the connection.
+//! Split in three so that the event loop never waits on one client: `begin` builds the
+//! environ and calls the app (a one-element list or a file is queued whole at once), `pump`
+//! resumes the app's iterator until the queue holds `HIGH_WATER` bytes (the loop calls it
+//! again as the socket drains, taking the GIL only around `next()`), and `end` calls
+//! `close()`, settles the connection's fate and writes the access log. A pool thread runs the
+//! same three steps, flushing with the GIL released between pumps.
+//!
+//! The rules are PEP 3333's server side (reference §3): lazy headers, streaming, `close()`
+//! always called, Content-Length computed for a one-element list and enforced when the app
+//! gives one, chunked framing otherwise, tracebacks logged and never sent, an error after the
+//! head went out aborts the connection.
 
+use std::os::fd::FromRawFd;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple};
 
-use crate::conn::{Conn, Next};
+use crate::conn::{Conn, Next, Pending};
 use crate::http::body::Body;
-use crate::http::parse::{Framing, Head, Version};
-use crate::http::response::{Response, SendError};
+use crate::http::outbox::COPY_MAX;
+use crate::http::parse::{Head, Version};
+use crate::http::response::{Data, Response, SendError};
 use crate::net::Peer;
 use crate::python::app::{App, format_exception};
 use crate::python::environ::RequestInfo;
@@ -25,8 +35,12 @@ use crate::{lock, log};
 /// Most request-body bytes read and discarded after a response so the connection can be
 /// reused; beyond that it is closed instead.
 const DRAIN_LIMIT: u64 = 256 * 1024;
+/// Queued response bytes past which the app's iterator is not resumed until the socket has
+/// taken some: a streaming response costs at most this much memory per connection.
+pub const HIGH_WATER: u64 = 256 * 1024;
 
 /// How the response went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Delivery {
     Done,
     /// The app raised (or broke the protocol); logged already.
@@ -35,29 +49,25 @@ enum Delivery {
     ClientGone,
 }
 
-/// Serve the request whose head is at the start of `conn.buf[conn.pos..]`.
-pub fn serve(py: Python<'_>, app: &App, conn: &mut Conn, head: Head) -> Next {
+/// A request from the app call until its response is produced.
+pub struct Exchange {
+    body: Arc<Mutex<Body>>,
+    environ: Option<Py<PyDict>>,
+    /// What the app returned (its `close()` is called at the end).
+    result: Option<Py<PyAny>>,
+    /// Its iterator while there is more to take from it.
+    iter: Option<Py<PyIterator>>,
+    outcome: Option<Delivery>,
+    started: Instant,
+    access: Option<AccessFields>,
+    version: Version,
+}
+
+/// Call the app for a request whose head (and perhaps body) the loop has read.
+pub fn begin(py: Python<'_>, app: &App, conn: &mut Conn, p: Pending) -> Box<Exchange> {
     let started = Instant::now();
     let s = &app.settings;
-    if let Framing::Length(n) = head.framing
-        && n > s.max_body
-    {
-        log::warning(&format!("refused a {n}-byte body (over --max-body {})", s.max_body));
-        conn.refuse(
-            413,
-            "request body larger than the server accepts",
-            Duration::from_secs(s.body_timeout),
-        );
-        return Next::Close;
-    }
-    if head.expect_continue {
-        // `100 Continue` goes straight to the socket: earlier responses must be out first.
-        py.detach(|| conn.flush());
-    }
-    let buf = std::mem::take(&mut conn.buf);
-    let start = conn.pos;
-    let hb = &buf[start..];
-    let method_is_head = &hb[head.method.clone()] == b"HEAD";
+    let Pending { head, start, body } = p;
     let trusted = match conn.peer {
         Peer::Unix => true,
         Peer::Ip(a) => s.forwarded_allow_ips.iter().any(|n| n.contains(a.ip())),
@@ -68,30 +78,18 @@ pub fn serve(py: Python<'_>, app: &App, conn: &mut Conn, head: Head) -> Next {
         trusted,
         allow: &s.forwarded_allow_ips,
     };
-    // Only copied when an access log will need them after the buffer moved on.
-    let access = log::access_enabled().then(|| AccessFields::new(hb, &head));
-    let built = match &head.uwsgi_vars {
-        Some(vars) => app.template.build_uwsgi(py, hb, vars),
-        None => app.template.build(py, hb, &head, &info),
+    let (built, access, method_is_head) = {
+        let b = lock(&body);
+        let hb = &b.buffer()[start..];
+        let method_is_head = &hb[head.method.clone()] == b"HEAD";
+        // Only copied when an access log will need them after the buffer moved on.
+        let access = log::access_enabled().then(|| AccessFields::new(hb, &head));
+        let built = match &head.uwsgi_vars {
+            Some(vars) => app.template.build_uwsgi(py, hb, vars),
+            None => app.template.build(py, hb, &head, &info),
+        };
+        (built, access, method_is_head)
     };
-    let environ = match built {
-        Ok(e) => e,
-        Err(e) => {
-            log::error(&format!("building the environ failed:\n{}", format_exception(py, &e)));
-            conn.buf = buf;
-            conn.refuse(500, "internal error", Duration::from_secs(s.body_timeout));
-            return Next::Close;
-        }
-    };
-    let body = Arc::new(Mutex::new(Body::new(
-        conn.stream.clone(),
-        buf,
-        start + head.len,
-        head.framing,
-        s.max_body,
-        head.expect_continue,
-        Duration::from_secs(s.body_timeout),
-    )));
     let generation = {
         let mut r = lock(&conn.response);
         // uwsgi fronts read the body until the connection closes; they do not decode chunked
@@ -108,64 +106,149 @@ pub fn serve(py: Python<'_>, app: &App, conn: &mut Conn, head: Head) -> Next {
         );
         r.generation
     };
-    let delivery = call_app(py, app, conn, environ, &body, generation);
+    let mut ex = Box::new(Exchange {
+        body,
+        environ: None,
+        result: None,
+        iter: None,
+        outcome: None,
+        started,
+        access,
+        version: head.version,
+    });
+    match built {
+        Ok(environ) => {
+            call_app(py, app, conn, &environ, &mut ex, generation);
+            ex.environ = Some(environ.unbind());
+        }
+        Err(e) => {
+            log::error(&format!("building the environ failed:\n{}", format_exception(py, &e)));
+            ex.outcome = Some(Delivery::AppError);
+        }
+    }
+    ex
+}
 
-    // The response is over (or abandoned); decide about the connection.
-    let (status, sent, mut keep_alive) = {
-        let r = lock(&conn.response);
-        (r.status.as_ref().map_or(500, |s| s.0), r.body_sent, r.keep_alive)
+/// Resume the app's iterator until the queue is full or the response is complete. `true`
+/// when the response is complete (or failed): call `end`.
+pub fn pump(py: Python<'_>, response: &Mutex<Response>, ex: &mut Exchange) -> bool {
+    if ex.outcome.is_some() {
+        return true;
+    }
+    let Some(mut iter) = ex.iter.as_ref().map(|i| i.bind(py).clone()) else {
+        ex.outcome = Some(Delivery::Done);
+        return true;
     };
-    let mut status = status;
+    let outcome = loop {
+        if lock(response).out.queued() >= HIGH_WATER {
+            return false;
+        }
+        let step = match iter.next() {
+            None => finish(response),
+            Some(Err(e)) => Err(Failure::Python(e)),
+            Some(Ok(item)) => send_item(response, &item),
+        };
+        match step {
+            Ok(None) => {}
+            Ok(Some(d)) => break d,
+            Err(f) => {
+                report(py, ex, f);
+                break Delivery::AppError;
+            }
+        }
+    };
+    ex.iter = None;
+    ex.outcome = Some(outcome);
+    true
+}
+
+/// Finish the request: `close()`, the connection's fate, the body's rest, the access log.
+/// `can_wait`: this thread may wait for the client (a pool thread; not the event loop),
+/// to drain an unread body.
+pub fn end(py: Python<'_>, conn: &mut Conn, mut ex: Box<Exchange>, can_wait: bool) -> Next {
+    // A request abandoned mid-response (the client went away, or a deadline) has no outcome.
+    let mut delivery = ex.outcome.unwrap_or(Delivery::ClientGone);
+    ex.iter = None;
+    // PEP 3333: close() is called whatever happened, including a client that went away.
+    if let Some(result) = ex.result.take() {
+        let result = result.bind(py);
+        let is_builtin = result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
+        if !is_builtin {
+            match result.getattr(pyo3::intern!(py, "close")) {
+                Ok(close) => {
+                    if let Err(e) = close.call0() {
+                        log::error(&format!(
+                            "{}: the response's close() raised:\n{}",
+                            what(py, &ex),
+                            format_exception(py, &e)
+                        ));
+                        delivery = Delivery::AppError;
+                    }
+                }
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => {}
+                Err(e) => log::error(&format!(
+                    "{}: reading close():\n{}",
+                    what(py, &ex),
+                    format_exception(py, &e)
+                )),
+            }
+        }
+    }
+    let mut r = lock(&conn.response);
+    let mut status = r.status.as_ref().map_or(500, |s| s.0);
+    let mut keep_alive = r.keep_alive;
     match delivery {
         Delivery::Done => {}
         Delivery::ClientGone => keep_alive = false,
         Delivery::AppError => {
-            let headers_sent = lock(&conn.response).headers_sent;
             keep_alive = false;
-            if headers_sent {
-                // The head is on the wire: the only honest signal left is an aborted connection
+            if r.headers_sent {
+                // The head is queued: the only honest signal left is an aborted connection
                 // (after what was already produced, so the client sees where it stopped).
-                py.detach(|| conn.flush());
-                conn.stream.shutdown();
+                conn.abort = true;
             } else {
-                let b = lock(&body);
-                let (code, msg) = match b.error() {
+                let (code, msg) = match lock(&ex.body).error() {
                     Some(e) => (e.status(), e.message()),
                     None => (500, "the application failed; the error is in the server log"),
                 };
-                drop(b);
                 status = code;
-                py.detach(|| conn.refuse(code, msg, Duration::from_secs(s.body_timeout)));
+                let body = format!("{code} {}: {msg}\n", crate::http::response::reason(code));
+                r.push_simple(code, &body);
             }
         }
     }
-    let mut guard = lock(&body);
+    let sent = r.body_sent;
+    drop(r);
+    let mut guard = lock(&ex.body);
     let b: &mut Body = &mut guard;
     if keep_alive && !b.is_done() {
-        keep_alive = py.detach(|| b.drain(DRAIN_LIMIT));
+        keep_alive = if can_wait {
+            py.detach(|| b.drain(DRAIN_LIMIT, true))
+        } else {
+            b.drain(DRAIN_LIMIT, false)
+        };
     }
     let (buf, pos) = b.finish();
     drop(guard);
     conn.buf = buf;
     conn.pos = pos;
-    if let Some(a) = access {
+    if let Some(a) = &ex.access {
         let remote = match conn.peer {
             Peer::Ip(addr) => Some(addr),
             Peer::Unix => None,
         };
-        py.detach(|| {
-            log::access(&log::AccessEntry {
-                remote,
-                method: &a.method,
-                target: &a.target,
-                version: head.version.as_str(),
-                status,
-                bytes: sent,
-                referer: &a.referer,
-                user_agent: &a.user_agent,
-                duration: started.elapsed(),
-            })
-        });
+        let entry = log::AccessEntry {
+            remote,
+            method: &a.method,
+            target: &a.target,
+            version: ex.version.as_str(),
+            status,
+            bytes: sent,
+            referer: &a.referer,
+            user_agent: &a.user_agent,
+            duration: ex.started.elapsed(),
+        };
+        py.detach(|| log::access(&entry));
     }
     if keep_alive { Next::KeepAlive } else { Next::Close }
 }
@@ -201,24 +284,21 @@ impl AccessFields {
     }
 }
 
-fn call_app(
-    py: Python<'_>,
-    app: &App,
-    conn: &Conn,
-    environ: Bound<'_, pyo3::types::PyDict>,
-    body: &Arc<Mutex<Body>>,
-    generation: u64,
-) -> Delivery {
-    let what = || request_line(&environ);
+fn call_app(py: Python<'_>, app: &App, conn: &Conn, environ: &Bound<'_, PyDict>, ex: &mut Exchange, generation: u64) {
     let prepared = (|| -> PyResult<_> {
         environ.set_item(
             app.template.input_key(py),
-            Bound::new(py, Input { body: body.clone() })?,
+            Bound::new(
+                py,
+                Input {
+                    body: Arc::downgrade(&ex.body),
+                },
+            )?,
         )?;
         Bound::new(
             py,
             StartResponse {
-                response: conn.response.clone(),
+                response: Arc::downgrade(&conn.response),
                 generation,
             },
         )
@@ -228,10 +308,11 @@ fn call_app(
         Err(e) => {
             log::error(&format!(
                 "{}: preparing the call failed:\n{}",
-                what(),
+                request_line(environ),
                 format_exception(py, &e)
             ));
-            return Delivery::AppError;
+            ex.outcome = Some(Delivery::AppError);
+            return;
         }
     };
     let result = match app.callable.bind(py).call1((environ.clone(), start_response)) {
@@ -239,45 +320,26 @@ fn call_app(
         Err(e) => {
             log::error(&format!(
                 "{}: exception in the app:\n{}",
-                what(),
+                request_line(environ),
                 format_exception(py, &e)
             ));
-            return Delivery::AppError;
+            ex.outcome = Some(Delivery::AppError);
+            return;
         }
     };
-    let delivery = send_result(py, conn, &result).unwrap_or_else(|failure| {
-        match failure {
-            Failure::Python(e) => log::error(&format!(
-                "{}: exception in the app:\n{}",
-                what(),
-                format_exception(py, &e)
-            )),
-            Failure::Protocol(m) => log::error(&format!("{}: {m}", what())),
-        }
-        Delivery::AppError
-    });
-    // PEP 3333: close() is called whatever happened, including a client that went away.
-    let is_builtin = result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
-    if !is_builtin {
-        match result.getattr(pyo3::intern!(py, "close")) {
-            Ok(close) => {
-                if let Err(e) = close.call0() {
-                    log::error(&format!(
-                        "{}: the response's close() raised:\n{}",
-                        what(),
-                        format_exception(py, &e)
-                    ));
-                    return Delivery::AppError;
-                }
-            }
-            Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => {}
-            Err(e) => log::error(&format!("{}: reading close():\n{}", what(), format_exception(py, &e))),
+    match start_result(py, &conn.response, &result) {
+        Ok(Started::Complete(d)) => ex.outcome = Some(d),
+        Ok(Started::Iterate(it)) => ex.iter = Some(it.unbind()),
+        Err(f) => {
+            let line = request_line(environ);
+            log_failure(py, &line, f);
+            ex.outcome = Some(Delivery::AppError);
         }
     }
-    delivery
+    ex.result = Some(result.unbind());
 }
 
-fn request_line(environ: &Bound<'_, pyo3::types::PyDict>) -> String {
+fn request_line(environ: &Bound<'_, PyDict>) -> String {
     let get = |k: &str| {
         environ
             .get_item(k)
@@ -287,6 +349,24 @@ fn request_line(environ: &Bound<'_, pyo3::types::PyDict>) -> String {
             .unwrap_or_default()
     };
     format!("{} {}", get("REQUEST_METHOD"), get("RAW_URI"))
+}
+
+fn what(py: Python<'_>, ex: &Exchange) -> String {
+    ex.environ
+        .as_ref()
+        .map(|e| request_line(e.bind(py)))
+        .unwrap_or_default()
+}
+
+fn report(py: Python<'_>, ex: &Exchange, f: Failure) {
+    log_failure(py, &what(py, ex), f);
+}
+
+fn log_failure(py: Python<'_>, line: &str, f: Failure) {
+    match f {
+        Failure::Python(e) => log::error(&format!("{line}: exception in the app:\n{}", format_exception(py, &e))),
+        Failure::Protocol(m) => log::error(&format!("{line}: {m}")),
+    }
 }
 
 enum Failure {
@@ -300,16 +380,15 @@ impl From<PyErr> for Failure {
     }
 }
 
-/// Send one piece of body (or nothing but the head) with the GIL released.
-fn send(py: Python<'_>, conn: &Conn, data: &[u8], known: Option<u64>) -> Result<Option<Delivery>, Failure> {
-    let mut guard = lock(&conn.response);
-    if guard.status.is_none() {
+/// Queue one piece of body (or nothing but the head). `Ok(Some(_))`: the response is over.
+fn send(response: &Mutex<Response>, data: Data<'_>, known: Option<u64>) -> Result<Option<Delivery>, Failure> {
+    let mut r = lock(response);
+    if r.status.is_none() {
         return Err(Failure::Protocol(
             "the app returned body data without calling start_response first".into(),
         ));
     }
-    let r: &mut Response = &mut guard;
-    match py.detach(|| r.send(data, known)) {
+    match r.send(data, known) {
         Ok(()) => Ok(None),
         Err(SendError::Overrun) => Err(Failure::Protocol(format!(
             "the app sent more bytes than its Content-Length ({}); the response was cut there",
@@ -320,22 +399,21 @@ fn send(py: Python<'_>, conn: &Conn, data: &[u8], known: Option<u64>) -> Result<
     }
 }
 
-fn finish(py: Python<'_>, conn: &Conn) -> Result<Delivery, Failure> {
-    let mut guard = lock(&conn.response);
-    if guard.status.is_none() {
+fn finish(response: &Mutex<Response>) -> Result<Option<Delivery>, Failure> {
+    let mut r = lock(response);
+    if r.status.is_none() {
         return Err(Failure::Protocol(
             "the app returned without calling start_response".into(),
         ));
     }
-    let r: &mut Response = &mut guard;
-    match py.detach(|| r.finish()) {
-        Ok(()) => Ok(Delivery::Done),
+    match r.finish() {
+        Ok(()) => Ok(Some(Delivery::Done)),
         Err(SendError::Short) => Err(Failure::Protocol(format!(
             "the app sent {} bytes but its Content-Length said {}; the connection was closed",
             r.body_sent,
             r.content_length.unwrap_or(0)
         ))),
-        Err(_) => Ok(Delivery::ClientGone),
+        Err(_) => Ok(Some(Delivery::ClientGone)),
     }
 }
 
@@ -352,7 +430,35 @@ fn bytes_of<'a, 'py>(item: &'a Bound<'py, PyAny>) -> Result<&'a Bound<'py, PyByt
     })
 }
 
-fn send_result(py: Python<'_>, conn: &Conn, result: &Bound<'_, PyAny>) -> Result<Delivery, Failure> {
+/// Small data is copied into the queue; large data is queued as the app's object.
+fn data_of<'a>(bytes: &'a Bound<'_, PyBytes>) -> Data<'a> {
+    let data = bytes.as_bytes();
+    if data.len() > COPY_MAX {
+        Data::Shared(PyBackedBytes::from(bytes.clone()))
+    } else {
+        Data::Slice(data)
+    }
+}
+
+fn send_item(response: &Mutex<Response>, item: &Bound<'_, PyAny>) -> Result<Option<Delivery>, Failure> {
+    let bytes = bytes_of(item)?;
+    if bytes.as_bytes().is_empty() {
+        return Ok(None); // lazy headers: an empty chunk does not send the head
+    }
+    send(response, data_of(bytes), None)
+}
+
+enum Started<'py> {
+    /// Queued whole: a one-element list, or a file.
+    Complete(Delivery),
+    Iterate(Bound<'py, PyIterator>),
+}
+
+fn start_result<'py>(
+    py: Python<'py>,
+    response: &Mutex<Response>,
+    result: &Bound<'py, PyAny>,
+) -> Result<Started<'py>, Failure> {
     // The common case: a list with one bytes object; its length is the Content-Length and the
     // head and body leave in one write.
     if let Ok(list) = result.cast_exact::<PyList>()
@@ -360,34 +466,23 @@ fn send_result(py: Python<'_>, conn: &Conn, result: &Bound<'_, PyAny>) -> Result
     {
         let item = list.get_item(0)?;
         let bytes = bytes_of(&item)?;
-        let data = bytes.as_bytes();
-        if let Some(d) = send(py, conn, data, Some(data.len() as u64))? {
-            return Ok(d);
+        let len = bytes.as_bytes().len() as u64;
+        if let Some(d) = send(response, data_of(bytes), Some(len))? {
+            return Ok(Started::Complete(d));
         }
-        return finish(py, conn);
+        return finish(response).map(|d| Started::Complete(d.unwrap_or(Delivery::Done)));
     }
     if let Ok(wrapper) = result.cast::<FileWrapper>()
-        && let Some(d) = send_file(py, conn, wrapper.get())?
+        && let Some(d) = send_file(py, response, wrapper.get())?
     {
-        return Ok(d);
+        return Ok(Started::Complete(d));
     }
-    for item in result.try_iter()? {
-        let item = item?;
-        let bytes = bytes_of(&item)?;
-        let data = bytes.as_bytes();
-        if data.is_empty() {
-            continue; // lazy headers: an empty chunk does not send the head
-        }
-        if let Some(d) = send(py, conn, data, None)? {
-            return Ok(d);
-        }
-    }
-    finish(py, conn)
+    Ok(Started::Iterate(result.try_iter()?))
 }
 
-/// A `wsgi.file_wrapper` around a real file: `sendfile(2)` from its current position to its
-/// end. `Ok(None)` when it is not a regular file (then it is iterated like any iterable).
-fn send_file(py: Python<'_>, conn: &Conn, w: &FileWrapper) -> Result<Option<Delivery>, Failure> {
+/// A `wsgi.file_wrapper` around a real file: queued for `sendfile(2)` from its current
+/// position to its end. `Ok(None)` when it is not a regular file (then it is iterated).
+fn send_file(py: Python<'_>, response: &Mutex<Response>, w: &FileWrapper) -> Result<Option<Delivery>, Failure> {
     let f = w.filelike.bind(py);
     let Ok(fd) = f
         .call_method0(pyo3::intern!(py, "fileno"))
@@ -406,21 +501,22 @@ fn send_file(py: Python<'_>, conn: &Conn, w: &FileWrapper) -> Result<Option<Deli
         return Ok(None);
     }
     let len = (st.st_size - offset).max(0) as u64;
-    let mut guard = lock(&conn.response);
-    if guard.status.is_none() {
+    let mut r = lock(response);
+    if r.status.is_none() {
         return Err(Failure::Protocol(
             "the app returned without calling start_response".into(),
         ));
     }
-    let r: &mut Response = &mut guard;
-    let file = f.clone().unbind();
-    let sent = py.detach(|| r.send_file(fd, offset, len));
-    drop(file);
-    match sent {
-        Ok(()) => {}
-        Err(SendError::Closed | SendError::TimedOut) => return Ok(Some(Delivery::ClientGone)),
-        Err(_) => {}
+    // Our own descriptor: the app's close() may close its file before the queue is written.
+    // SAFETY: duplicating a descriptor the app gave us; the copy is owned below.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Ok(None);
     }
-    drop(guard);
-    finish(py, conn).map(Some)
+    let dup = unsafe { std::os::fd::OwnedFd::from_raw_fd(dup) };
+    if r.send_file(dup, offset, len).is_err() {
+        return Ok(Some(Delivery::ClientGone));
+    }
+    drop(r);
+    finish(response)
 }

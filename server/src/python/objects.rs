@@ -5,16 +5,29 @@
 //! `try_lock`: a thread that holds the GIL must never wait on a lock whose holder is waiting
 //! for the GIL, so contention (two threads using one request's objects) is a Python error.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use pyo3::exceptions::{PyAssertionError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::http::body::{Body, BodyError, Progress};
+use crate::http::outbox::COPY_MAX;
 use crate::http::parse::is_tchar;
-use crate::http::response::{Response, SendError};
+use crate::http::response::{Data, Response, SendError};
 use crate::log;
+
+/// Bytes the legacy `write()` may leave queued before it waits (GIL released) for the client
+/// to take them: PEP 3333 lets it buffer, this bounds how much.
+const WRITE_BUFFER: u64 = 256 * 1024;
+
+/// The request's state, if its connection still exists: Python objects hold only weak
+/// references, so an app that keeps them (a reference cycle through the environ) cannot keep
+/// the connection's socket open.
+fn upgrade<T>(w: &Weak<Mutex<T>>, what: &str) -> PyResult<Arc<Mutex<T>>> {
+    w.upgrade()
+        .ok_or_else(|| PyRuntimeError::new_err(format!("{what}: its request is over")))
+}
 
 fn lock<'a, T>(m: &'a Mutex<T>, what: &str) -> PyResult<MutexGuard<'a, T>> {
     match m.try_lock() {
@@ -29,7 +42,7 @@ fn lock<'a, T>(m: &'a Mutex<T>, what: &str) -> PyResult<MutexGuard<'a, T>> {
 /// `start_response(status, headers, exc_info=None)` for one request.
 #[pyclass(frozen, module = "deployctl")]
 pub struct StartResponse {
-    pub response: Arc<Mutex<Response>>,
+    pub response: Weak<Mutex<Response>>,
     pub generation: u64,
 }
 
@@ -155,8 +168,9 @@ impl StartResponse {
     ) -> PyResult<Bound<'py, PyAny>> {
         let this = slf.get();
         let exc_info = exc_info.filter(|e| !e.is_none());
+        let response = upgrade(&this.response, "start_response")?;
         {
-            let r = lock(&this.response, "start_response")?;
+            let r = lock(&response, "start_response")?;
             if r.generation != this.generation {
                 return Err(PyRuntimeError::new_err("start_response called after its request ended"));
             }
@@ -174,7 +188,7 @@ impl StartResponse {
             }
         }
         let checked = check_status_headers(status, headers)?;
-        let mut r = lock(&this.response, "start_response")?;
+        let mut r = lock(&response, "start_response")?;
         r.status = Some((checked.code, checked.line));
         r.fields = checked.fields;
         r.content_length = checked.content_length;
@@ -182,12 +196,14 @@ impl StartResponse {
         slf.getattr(pyo3::intern!(slf.py(), "write"))
     }
 
-    /// The legacy `write()` callable: sends the head and this data now.
+    /// The legacy `write()` callable: queues the data (the head first); waits for the
+    /// client only when more than `WRITE_BUFFER` bytes are queued.
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let bytes = data
             .cast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err(format!("write() takes bytes, not {}", type_name(data))))?;
-        let mut guard = lock(&self.response, "write()")?;
+        let response = upgrade(&self.response, "write()")?;
+        let mut guard = lock(&response, "write()")?;
         if guard.generation != self.generation {
             return Err(PyRuntimeError::new_err("write() called after its request ended"));
         }
@@ -195,8 +211,16 @@ impl StartResponse {
             return Err(PyAssertionError::new_err("write() called before start_response"));
         }
         let r: &mut Response = &mut guard;
-        let data = bytes.as_bytes();
-        match py.detach(|| r.send(data, None)) {
+        let d = if bytes.as_bytes().len() > COPY_MAX {
+            Data::Shared(bytes.clone().into())
+        } else {
+            Data::Slice(bytes.as_bytes())
+        };
+        let sent = match r.send(d, None) {
+            Ok(()) if r.out.queued() > WRITE_BUFFER => py.detach(|| r.flush_blocking()),
+            other => other,
+        };
+        match sent {
             Ok(()) => Ok(()),
             Err(SendError::Overrun) => {
                 log::error("app wrote more bytes than its Content-Length; the excess was not sent");
@@ -212,7 +236,7 @@ impl StartResponse {
 /// waiting for the socket.
 #[pyclass(frozen, module = "deployctl")]
 pub struct Input {
-    pub body: Arc<Mutex<Body>>,
+    pub body: Weak<Mutex<Body>>,
 }
 
 fn body_error(e: BodyError) -> PyErr {
@@ -228,7 +252,8 @@ fn limit(size: Option<isize>) -> usize {
 
 impl Input {
     fn read_bytes(&self, py: Python<'_>, max: usize, line: bool) -> PyResult<Vec<u8>> {
-        let mut guard = lock(&self.body, "wsgi.input")?;
+        let body = upgrade(&self.body, "wsgi.input")?;
+        let mut guard = lock(&body, "wsgi.input")?;
         let body: &mut Body = &mut guard;
         let mut out = Vec::new();
         while out.len() < max {
