@@ -78,11 +78,21 @@ impl Conn {
 
     /// Answer with an error the server produced itself and close: write, then half-close and
     /// discard what the client already sent, so the kernel does not answer unread data with
-    /// an RST that could destroy the response before the client reads it.
+    /// an RST that could destroy the response before the client reads it. The request it
+    /// answers is the one at `buf[pos..]` (without a body if that is a HEAD request).
     pub fn refuse(&self, status: u16, message: &str, timeout: Duration) {
+        let head = parse::is_head_request(self.buf.get(self.pos..).unwrap_or_default());
+        self.refuse_as(status, message, head, timeout);
+    }
+
+    /// `refuse` when the request is no longer in `buf` (its handler took the buffer):
+    /// `head` says whether it was a HEAD request.
+    pub fn refuse_as(&self, status: u16, message: &str, head: bool, timeout: Duration) {
         self.flush();
         let body = format!("{} {}: {message}\n", status, response::reason(status));
-        let _ = self.stream.write_all(&response::simple(status, false, &body), timeout);
+        let _ = self
+            .stream
+            .write_all(&response::simple(status, false, &body, head), timeout);
         self.linger();
     }
 

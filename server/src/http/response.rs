@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::io::{self, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::http::parse::Version;
@@ -22,6 +23,12 @@ pub struct Response {
     pub head_request: bool,
     /// The connection may carry another request after this one.
     pub keep_alive: bool,
+    /// The request body's "client waits for `100 Continue`" flag (`Body::continue_flag`).
+    /// If the head goes out while it is set, the client may or may not send the body later
+    /// (RFC 9110 §10.1.1), so the connection cannot carry another request: the head says
+    /// `Connection: close` (the SHOULD of §10.1.1), and the flag is cleared so that no
+    /// `100 Continue` follows the final response.
+    pub awaiting_continue: Option<Arc<AtomicBool>>,
     pub timeout: Duration,
     /// Set by `start_response`: the status code and line (`200 OK`).
     pub status: Option<(u16, Vec<u8>)>,
@@ -62,6 +69,7 @@ impl Response {
             version: Version::Http11,
             head_request: false,
             keep_alive: true,
+            awaiting_continue: None,
             timeout,
             status: None,
             fields: Vec::new(),
@@ -81,6 +89,7 @@ impl Response {
         self.version = version;
         self.head_request = head_request;
         self.keep_alive = keep_alive;
+        self.awaiting_continue = None;
         self.status = None;
         self.fields.clear();
         self.content_length = None;
@@ -125,6 +134,13 @@ impl Response {
                 // HTTP/1.0 without a length: the body ends when the connection closes.
                 None => self.keep_alive = false,
             }
+        }
+        if self
+            .awaiting_continue
+            .as_ref()
+            .is_some_and(|waiting| waiting.swap(false, Ordering::SeqCst))
+        {
+            self.keep_alive = false;
         }
         if !self.keep_alive {
             self.out.extend_from_slice(b"Connection: close\r\n");
@@ -288,7 +304,9 @@ pub enum SendError {
 }
 
 /// A complete response the server writes itself (errors, refusals), then closes or not.
-pub fn simple(status: u16, keep_alive: bool, body: &str) -> Vec<u8> {
+/// `head`: it answers a HEAD request, so the body is left out (RFC 9110 §9.3.2) while
+/// Content-Length still says how long it would have been.
+pub fn simple(status: u16, keep_alive: bool, body: &str, head: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(160 + body.len());
     out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
     push_date(&mut out);
@@ -302,7 +320,9 @@ pub fn simple(status: u16, keep_alive: bool, body: &str) -> Vec<u8> {
     } else {
         b"\r\nConnection: close\r\n\r\n"
     });
-    out.extend_from_slice(body.as_bytes());
+    if !head {
+        out.extend_from_slice(body.as_bytes());
+    }
     out
 }
 
@@ -352,4 +372,18 @@ fn push_date(out: &mut Vec<u8>) {
         }
         out.extend_from_slice(&cache.1);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simple_responses_to_head_have_no_body() {
+        let get = simple(400, false, "400 Bad Request: x\n", false);
+        let head = simple(400, false, "400 Bad Request: x\n", true);
+        assert!(get.ends_with(b"\r\n\r\n400 Bad Request: x\n"));
+        assert!(head.ends_with(b"Content-Length: 19\r\nConnection: close\r\n\r\n"));
+        assert_eq!(get.len() - head.len(), 19);
+    }
 }

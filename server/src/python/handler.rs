@@ -92,6 +92,7 @@ pub fn serve(py: Python<'_>, app: &App, conn: &mut Conn, head: Head) -> Next {
         head.expect_continue,
         Duration::from_secs(s.body_timeout),
     )));
+    let awaiting_continue = lock(&body).continue_flag();
     let generation = {
         let mut r = lock(&conn.response);
         // uwsgi fronts read the body until the connection closes; they do not decode chunked
@@ -106,6 +107,7 @@ pub fn serve(py: Python<'_>, app: &App, conn: &mut Conn, head: Head) -> Next {
             method_is_head,
             head.keep_alive && !crate::event_loop::stopping(),
         );
+        r.awaiting_continue = Some(awaiting_continue);
         r.generation
     };
     let delivery = call_app(py, app, conn, environ, &body, generation);
@@ -135,7 +137,8 @@ pub fn serve(py: Python<'_>, app: &App, conn: &mut Conn, head: Head) -> Next {
                 };
                 drop(b);
                 status = code;
-                py.detach(|| conn.refuse(code, msg, Duration::from_secs(s.body_timeout)));
+                let timeout = Duration::from_secs(s.body_timeout);
+                py.detach(|| conn.refuse_as(code, msg, method_is_head, timeout));
             }
         }
     }
