@@ -356,32 +356,36 @@ fn an_absolute_form_target_replaces_the_host_header() {
 
 #[test]
 fn expect_continue_with_an_early_body_and_a_pipelined_request_answers_both() {
-    let s = start();
-    let mut c = s.connect();
-    // The client did not wait for 100 Continue: the body follows the head, and the next
-    // request follows the body, all in one write. The app does not read the body.
-    c.send(
-        b"POST /echo?mode=none HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n\
-          hello\
-          GET /status?code=201 HTTP/1.1\r\nHost: h\r\n\r\n",
-    );
-    let r = c.response();
-    assert_eq!(r.status, 200, "no 100 Continue for a body that is already here");
-    assert!(r.header("connection").is_none(), "the connection is kept");
-    assert_eq!(c.response().status, 201, "the pipelined request is answered");
+    // Inline (the app runs in the event loop) and with a thread pool: two code paths for
+    // pipelined requests.
+    for threads in ["1", "2"] {
+        let s = server("apps:app").args(&["--threads", threads]).start();
+        let mut c = s.connect();
+        // The client did not wait for 100 Continue: the body follows the head, and the next
+        // request follows the body, all in one write. The app does not read the body.
+        c.send(
+            b"POST /echo?mode=none HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n\
+              hello\
+              GET /status?code=201 HTTP/1.1\r\nHost: h\r\n\r\n",
+        );
+        let r = c.response();
+        assert_eq!(r.status, 200, "no 100 Continue for a body that is already here");
+        assert!(r.header("connection").is_none(), "the connection is kept");
+        assert_eq!(c.response().status, 201, "the pipelined request is answered");
 
-    // The same with a chunked body, and with an app that does read it.
-    c.send(
-        b"POST /echo?mode=none HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n\
-          5\r\nhello\r\n0\r\n\r\n\
-          POST /echo?mode=read HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc\
-          GET /status?code=202 HTTP/1.1\r\nHost: h\r\n\r\n",
-    );
-    assert_eq!(c.response().status, 200);
-    let r = c.response();
-    assert_eq!(r.status, 200, "no 100 Continue before the answer to the second request");
-    assert_eq!(r.json()["body"], "abc");
-    assert_eq!(c.response().status, 202);
+        // The same with a chunked body, and with an app that does read it.
+        c.send(
+            b"POST /echo?mode=none HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n\
+              5\r\nhello\r\n0\r\n\r\n\
+              POST /echo?mode=read HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc\
+              GET /status?code=202 HTTP/1.1\r\nHost: h\r\n\r\n",
+        );
+        assert_eq!(c.response().status, 200);
+        let r = c.response();
+        assert_eq!(r.status, 200, "no 100 Continue before the answer to the second request");
+        assert_eq!(r.json()["body"], "abc");
+        assert_eq!(c.response().status, 202);
+    }
 }
 
 #[test]
