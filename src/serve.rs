@@ -92,7 +92,8 @@ pub struct ServeArgs {
     /// Write errors and tracebacks here (`-` is stderr). Default: stderr.
     #[arg(long, value_name = "FILE")]
     pub error_log: Option<String>,
-    /// Longest request line, in bytes (414 above). Default: 4094.
+    /// Longest request line, in bytes (414 above). Default: 8190 (RFC 9112 §3 recommends at
+    /// least 8000; nginx accepts 8 KiB).
     #[arg(long, value_name = "BYTES")]
     pub limit_request_line: Option<usize>,
     /// Most header fields in a request (431 above). Default: 100.
@@ -340,7 +341,7 @@ impl ServeArgs {
             access_log: self.access_log.clone(),
             access_log_format: self.access_log_format,
             error_log: self.error_log.clone(),
-            limit_request_line: self.limit_request_line.unwrap_or(4094),
+            limit_request_line: self.limit_request_line.unwrap_or(8190),
             limit_request_fields: self.limit_request_fields.unwrap_or(100),
             limit_request_field_size: self.limit_request_field_size.unwrap_or(8190),
             max_body,

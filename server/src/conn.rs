@@ -163,7 +163,7 @@ impl Conn {
     /// Whether the bytes at `buf[pos..]` begin a HEAD request (so an error answered to it
     /// carries no body).
     pub fn is_head_request(&self) -> bool {
-        self.buf[self.pos..].starts_with(b"HEAD ")
+        parse::is_head_request(self.buf.get(self.pos..).unwrap_or_default())
     }
 
     /// Queue an error the server produced itself; the connection closes once it is written.

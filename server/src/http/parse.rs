@@ -4,8 +4,11 @@
 //! reading (the connection does) or the body bytes (`body.rs`). Everything ambiguous that a
 //! proxy in front might read differently (request smuggling) is refused, not guessed:
 //! bare LF, obs-fold, whitespace before a colon, Content-Length with Transfer-Encoding,
-//! duplicate Content-Length or Host, a Transfer-Encoding that does not end in `chunked`.
+//! duplicate Content-Length or Host, a Transfer-Encoding that does not end in `chunked`, a
+//! Host that is not `host[:port]`, userinfo in an absolute-form target, `*` for anything but
+//! OPTIONS.
 
+use std::net::Ipv6Addr;
 use std::ops::Range;
 
 /// Limits on the head, from `--limit-request-*`.
@@ -75,7 +78,7 @@ pub fn is_tchar(b: u8) -> bool {
 }
 
 /// A field-value byte: VCHAR, obs-text, SP or HTAB.
-fn is_value_byte(b: u8) -> bool {
+pub fn is_value_byte(b: u8) -> bool {
     b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80
 }
 
@@ -126,7 +129,24 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Refusal> {
         }
         _ => return Err(refuse(400, "malformed HTTP version")),
     };
-    if tgt[0] != b'/' && !(tgt == b"*" || tgt.starts_with(b"http://") || tgt.starts_with(b"https://")) {
+    if tgt == b"*" {
+        // RFC 9112 §3.2.4: asterisk-form is only for a server-wide OPTIONS.
+        if &line[..sp1] != b"OPTIONS" {
+            return Err(refuse(400, "asterisk-form target for a method other than OPTIONS"));
+        }
+    } else if let Some(rest) = tgt.strip_prefix(b"http://").or_else(|| tgt.strip_prefix(b"https://")) {
+        // RFC 9112 §3.2.2: the target's authority replaces Host (the environ uses it as
+        // HTTP_HOST), so it gets the checks a Host gets, and userinfo is refused: RFC 9110
+        // §4.2.4 forbids sending it and tells recipients to treat it as an error, and a
+        // `user@` prefix is where host confusion between two parsers starts.
+        let authority = &rest[..rest.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(rest.len())];
+        if authority.contains(&b'@') {
+            return Err(refuse(400, "userinfo in the request target"));
+        }
+        if !valid_host(authority) {
+            return Err(refuse(400, "invalid authority in the request target"));
+        }
+    } else if tgt[0] != b'/' {
         return Err(refuse(400, "request target is not origin-form or absolute-form"));
     }
 
@@ -198,6 +218,11 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Refusal> {
             if hosts > 1 {
                 return Err(refuse(400, "duplicate Host"));
             }
+            // RFC 9112 §3.2: a Host with an invalid value is a 400, even when an absolute-form
+            // target's authority will be used instead of it.
+            if !valid_host(v) {
+                return Err(refuse(400, "invalid Host"));
+            }
         } else if n.eq_ignore_ascii_case(b"connection") {
             for token in v.split(|&b| b == b',') {
                 let t = token.trim_ascii();
@@ -268,6 +293,85 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Refusal> {
         expect_continue: expect_continue && framing != Framing::None,
         uwsgi_vars: None,
     }))
+}
+
+/// A `Host` value or the authority of an absolute-form target: `uri-host [ ":" port ]`
+/// (RFC 9112 §3.2, RFC 3986 §3.2.2-3), where uri-host is a reg-name (which covers IPv4
+/// addresses) or an IPv6 address in brackets.
+///
+/// Stricter than RFC 3986 where a looser reading helps nobody but an attacker:
+/// - empty is refused: RFC 9110 §7.2 keeps an empty Host for target URIs without an
+///   authority, which an http(s) origin server never serves, and §4.2.1 requires rejecting
+///   an http URI with an empty host (nginx refuses it too);
+/// - a comma is refused although reg-name allows it: Host is a singleton, and a comma is
+///   what an intermediary produces when it joins two Host lines into one;
+/// - the port is 1 to 5 digits up to 65535 (RFC 3986 allows an empty or longer one: nothing
+///   sends those, and SERVER_PORT would be meaningless);
+/// - IPvFuture and IPv6 zone identifiers (RFC 6874) are refused: no HTTP client sends them.
+pub fn valid_host(h: &[u8]) -> bool {
+    let (host_ok, port) = if let Some(inner) = h.strip_prefix(b"[") {
+        let Some(close) = inner.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let v6 = std::str::from_utf8(&inner[..close])
+            .ok()
+            .is_some_and(|s| s.parse::<Ipv6Addr>().is_ok());
+        match &inner[close + 1..] {
+            [] => (v6, None),
+            [b':', port @ ..] => (v6, Some(port)),
+            _ => return false,
+        }
+    } else {
+        let (name, port) = match h.iter().position(|&b| b == b':') {
+            Some(i) => (&h[..i], Some(&h[i + 1..])),
+            None => (h, None),
+        };
+        (valid_reg_name(name), port)
+    };
+    host_ok
+        && port.is_none_or(|p| {
+            !p.is_empty()
+                && p.len() <= 5
+                && p.iter().all(u8::is_ascii_digit)
+                && p.iter().fold(0u32, |a, d| a * 10 + u32::from(d - b'0')) <= 65535
+        })
+}
+
+/// `reg-name = *( unreserved / pct-encoded / sub-delims )`, non-empty and without `,`.
+fn valid_reg_name(name: &[u8]) -> bool {
+    if name.is_empty() {
+        return false;
+    }
+    let mut i = 0;
+    while i < name.len() {
+        match name[i] {
+            b'%' => {
+                if !(name.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && name.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+                {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {}
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b';' | b'=' => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Whether the request at the start of `buf` (complete or not, valid or not) is a HEAD
+/// request: a response the server produces itself for it must not carry a body (RFC 9110
+/// §9.3.2), or the client would read that body as the next response.
+pub fn is_head_request(buf: &[u8]) -> bool {
+    let mut b = buf;
+    while let Some(rest) = b.strip_prefix(b"\r\n") {
+        b = rest;
+    }
+    b.starts_with(b"HEAD ")
 }
 
 /// The end (index of CR) of the CRLF-terminated line starting at `start`; `None` if the line
@@ -364,5 +468,99 @@ mod tests {
             status(b"GET / HTTP/1.1\r\nHost: x\r\na: 1\r\nb: 1\r\nc: 1\r\nd: 1\r\n\r\n"),
             431
         );
+    }
+
+    #[test]
+    fn asterisk_form_only_for_options() {
+        assert_eq!(status(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"), 200);
+        assert_eq!(status(b"GET * HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+        assert_eq!(status(b"POST * HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+        assert_eq!(status(b"options * HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+        assert_eq!(status(b"OPTIONS *x HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn hosts() {
+        for good in [
+            "example.com",
+            "example.com:8080",
+            "EXAMPLE.com.",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "[2001:db8::ff00:42:8329]:443",
+            "[::ffff:192.0.2.1]",
+            "my_host-1~x",
+            "a%2Db",
+            "h:65535",
+            "h:0",
+        ] {
+            assert!(valid_host(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "example.com:",
+            "example.com:8o",
+            "example.com:65536",
+            "example.com:123456",
+            "example.com:80:80",
+            "a b",
+            "a,b",
+            "a/b",
+            "user@host",
+            "user:pw@host",
+            "a%2",
+            "a%zz",
+            "[::1",
+            "[::1]x",
+            "[::1]:",
+            "[::g]",
+            "[fe80::1%25eth0]",
+            "[v1.x]",
+            "[]",
+            "::1",
+            "a\"b",
+            "a\\b",
+            "é",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost:\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.0\r\nHost: a,b\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.0\r\n\r\n"), 200);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n"), 200);
+    }
+
+    #[test]
+    fn absolute_form() {
+        assert_eq!(status(b"GET http://example.com/a?b HTTP/1.1\r\nHost: x\r\n\r\n"), 200);
+        assert_eq!(status(b"GET https://example.com HTTP/1.1\r\nHost: x\r\n\r\n"), 200);
+        assert_eq!(status(b"GET http://example.com?q HTTP/1.1\r\nHost: x\r\n\r\n"), 200);
+        assert_eq!(status(b"GET http://[::1]:81/ HTTP/1.1\r\nHost: x\r\n\r\n"), 200);
+        assert_eq!(
+            status(b"GET http://user:pw@example.com/ HTTP/1.1\r\nHost: x\r\n\r\n"),
+            400
+        );
+        assert_eq!(status(b"GET http://user@example.com/ HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+        assert_eq!(status(b"GET http://@example.com/ HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+        assert_eq!(status(b"GET http:///a HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+        assert_eq!(status(b"GET http://a,b/ HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+        assert_eq!(status(b"GET http://a:x/ HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+        // The Host line is still required and checked (RFC 9112 §3.2), then ignored.
+        assert_eq!(status(b"GET http://example.com/ HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status(b"GET http://example.com/ HTTP/1.1\r\nHost: a@b\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn head_requests_are_recognised_in_raw_buffers() {
+        assert!(is_head_request(b"HEAD / HTTP/1.1\r\n"));
+        assert!(is_head_request(b"\r\n\r\nHEAD /"));
+        assert!(!is_head_request(b"HEAD"));
+        assert!(!is_head_request(b"GET / HTTP/1.1\r\n"));
+        assert!(!is_head_request(b"HEADER / HTTP/1.1\r\n"));
+        assert!(!is_head_request(b"head / HTTP/1.1\r\n"));
+        assert!(!is_head_request(b""));
     }
 }

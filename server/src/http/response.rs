@@ -12,6 +12,7 @@
 use std::cell::RefCell;
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use pyo3::pybacked::PyBackedBytes;
@@ -28,6 +29,12 @@ pub struct Response {
     pub head_request: bool,
     /// The connection may carry another request after this one.
     pub keep_alive: bool,
+    /// The request body's "client waits for `100 Continue`" flag (`Body::continue_flag`).
+    /// If the head goes out while it is set, the client may or may not send the body later
+    /// (RFC 9110 §10.1.1), so the connection cannot carry another request: the head says
+    /// `Connection: close` (the SHOULD of §10.1.1), and the flag is cleared so that no
+    /// `100 Continue` follows the final response.
+    pub awaiting_continue: Option<Arc<AtomicBool>>,
     /// Set by `start_response`: the status code and line (`200 OK`).
     pub status: Option<(u16, Vec<u8>)>,
     /// `Name: value\r\n` lines exactly as the app gave them (validated).
@@ -76,6 +83,7 @@ impl Response {
             version: Version::Http11,
             head_request: false,
             keep_alive: true,
+            awaiting_continue: None,
             status: None,
             fields: Vec::new(),
             content_length: None,
@@ -96,6 +104,7 @@ impl Response {
         self.version = version;
         self.head_request = head_request;
         self.keep_alive = keep_alive;
+        self.awaiting_continue = None;
         self.status = None;
         self.fields.clear();
         self.content_length = None;
@@ -146,6 +155,13 @@ impl Response {
                 // HTTP/1.0 without a length: the body ends when the connection closes.
                 None => self.keep_alive = false,
             }
+        }
+        if self
+            .awaiting_continue
+            .as_ref()
+            .is_some_and(|waiting| waiting.swap(false, Ordering::SeqCst))
+        {
+            self.keep_alive = false;
         }
         if !self.keep_alive {
             h.extend_from_slice(b"Connection: close\r\n");
@@ -345,7 +361,8 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
 }
 
 /// A complete response the server writes itself (errors, refusals), then closes or not.
-/// For a HEAD request (`head`) the body is left out, as for any response to HEAD.
+/// `head`: it answers a HEAD request, so the body is left out (RFC 9110 §9.3.2) while
+/// Content-Length still says how long it would have been.
 pub fn simple(status: u16, keep_alive: bool, body: &str, head: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(160 + body.len());
     out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
@@ -441,9 +458,10 @@ mod tests {
 
     #[test]
     fn simple_responses_to_head_have_no_body() {
-        let r = simple(400, false, "bad\n", true);
-        assert!(r.ends_with(b"Connection: close\r\n\r\n"));
-        assert!(String::from_utf8_lossy(&r).contains("Content-Length: 4\r\n"));
-        assert!(simple(400, false, "bad\n", false).ends_with(b"\r\n\r\nbad\n"));
+        let get = simple(400, false, "400 Bad Request: x\n", false);
+        let head = simple(400, false, "400 Bad Request: x\n", true);
+        assert!(get.ends_with(b"\r\n\r\n400 Bad Request: x\n"));
+        assert!(head.ends_with(b"Content-Length: 19\r\nConnection: close\r\n\r\n"));
+        assert_eq!(get.len() - head.len(), 19);
     }
 }

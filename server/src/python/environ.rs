@@ -136,6 +136,9 @@ impl Template {
             .or_else(|| target.strip_prefix(b"https://"))
         {
             Some(rest) => {
+                // RFC 9112 §3.2.2: the target's authority replaces the Host line, for HTTP_HOST
+                // and SERVER_NAME alike. parse.rs has checked it is `host[:port]` (userinfo is
+                // refused there, so none can reach the app).
                 let end = rest.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(rest.len());
                 absolute_host = Some(&rest[..end]);
                 &rest[end..]
@@ -146,7 +149,16 @@ impl Template {
             Some(i) => (&origin[..i], &origin[i + 1..]),
             None => (origin, &origin[origin.len()..]),
         };
-        let path = if path.is_empty() { b"/".as_slice() } else { path };
+        let path = if target == b"*" {
+            // `OPTIONS *` (the only method parse.rs lets through with it): RFC 9112 §3.3
+            // makes the target URI's path empty, and PEP 3333 wants PATH_INFO to be empty or
+            // start with `/`. RAW_URI keeps the `*`.
+            b"".as_slice()
+        } else if path.is_empty() {
+            b"/".as_slice()
+        } else {
+            path
+        };
         env.set_item(k.path_info.bind(py), latin1(py, &percent_decode(path)))?;
         if query.is_empty() {
             env.set_item(k.query_string.bind(py), k.empty.bind(py))?;

@@ -104,6 +104,7 @@ pub fn begin(py: Python<'_>, app: &App, conn: &mut Conn, p: Pending) -> Box<Exch
             method_is_head,
             head.keep_alive && !crate::event_loop::stopping(),
         );
+        r.awaiting_continue = Some(lock(&body).continue_flag());
         r.generation
     };
     let mut ex = Box::new(Exchange {
