@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
 
 use crate::printer::hinted;
 use crate::spec::{self, Entry, Spec, display_path};
@@ -106,7 +107,7 @@ pub struct ServeArgs {
     pub max_body: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize, Deserialize)]
 pub enum Protocol {
     /// HTTP/1.1 (and 1.0).
     #[default]
@@ -115,7 +116,7 @@ pub enum Protocol {
     Uwsgi,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize, Deserialize)]
 pub enum AccessLogFormat {
     /// NCSA common log format.
     #[default]
@@ -127,7 +128,7 @@ pub enum AccessLogFormat {
 }
 
 /// A listening address.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Bind {
     Tcp(std::net::SocketAddr),
     Unix(PathBuf),
@@ -143,7 +144,7 @@ impl std::fmt::Display for Bind {
 }
 
 /// A trusted-proxy rule: an address with a prefix length, or everything.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AllowIp {
     Any,
     Net(IpAddr, u8),
@@ -176,8 +177,14 @@ fn prefix_eq(a: &[u8], b: &[u8], len: u8) -> bool {
 }
 
 /// Everything the server needs, resolved: defaults applied, paths absolute, values checked.
-#[derive(Debug, Clone)]
+///
+/// Resolved once by the server's master (at start and on each HUP) and handed to the workers
+/// it starts as JSON ([`ServeSettings::to_json`], [`ServeSettings::from_json`]): a worker never
+/// reads `deploy.toml` or the flags itself, so a file broken or changed after the master read
+/// it cannot make a replacement worker differ from, or fail where, its generation did not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServeSettings {
+    #[serde(deserialize_with = "entry_from_str")]
     pub entry: Entry,
     pub binds: Vec<Bind>,
     pub uds_mode: u32,
@@ -208,6 +215,22 @@ pub struct ServeSettings {
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
+
+impl ServeSettings {
+    /// Fails only for a path that is not UTF-8, which JSON cannot hold.
+    pub fn to_json(&self) -> anyhow::Result<String> {
+        serde_json::to_string(self).context("handing the settings to a worker (a path that is not UTF-8?)")
+    }
+
+    pub fn from_json(json: &str) -> anyhow::Result<ServeSettings> {
+        serde_json::from_str(json).context("reading the settings handed over by the master")
+    }
+}
+
+fn entry_from_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Entry, D::Error> {
+    let s = String::deserialize(d)?;
+    spec::parse_entry(&s).map_err(serde::de::Error::custom)
+}
 
 impl ServeArgs {
     /// Apply `--config` (if any) under the flags, then the defaults, and check every value.

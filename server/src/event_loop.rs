@@ -483,7 +483,10 @@ fn wait(epoll: RawFd, events: &mut [libc::epoll_event], timeout_ms: i32) -> usiz
 /// Serve a request and any complete requests pipelined behind it.
 fn drive(py: Python<'_>, app: &App, conn: &mut Conn, mut head: Head, limits: &Limits) -> Next {
     loop {
-        scoreboard::begin();
+        scoreboard::begin(
+            &conn.buf[conn.pos..][head.method.clone()],
+            &conn.buf[conn.pos..][head.target.clone()],
+        );
         let next = handler::serve(py, app, conn, head);
         scoreboard::end();
         if next == Next::Close {

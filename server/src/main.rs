@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         println!("{}", deployctl_server::python::init::BUILT_FOR);
         return ExitCode::SUCCESS;
     }
-    let result = cli.serve.resolve().and_then(deployctl_server::run::run);
+    let result = deployctl_server::run::run(cli.serve);
     match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
