@@ -485,6 +485,23 @@ mod tests {
     }
 
     #[test]
+    fn settings_survive_the_trip_to_a_worker() {
+        let args = ServeArgs {
+            entry: Some("pkg.mod:make()".into()),
+            bind: vec!["127.0.0.1:0".into(), "unix:/run/a.sock".into(), "[::1]:81".into()],
+            env: vec!["K=v=w".into()],
+            forwarded_allow_ips: Some("10.0.0.0/8,*".into()),
+            max_rss: Some("512M".into()),
+            ..ServeArgs::default()
+        };
+        let s = args.resolve().unwrap();
+        let back = ServeSettings::from_json(&s.to_json().unwrap()).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{s:?}"));
+        assert!(back.entry.factory);
+        assert!(ServeSettings::from_json("{}").is_err());
+    }
+
+    #[test]
     fn binds() {
         assert_eq!(
             parse_bind("127.0.0.1:80").unwrap(),

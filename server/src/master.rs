@@ -534,7 +534,7 @@ impl Master {
                 // try again after the backoff (the cause may be fixed, e.g. by a reload).
                 let delay = self.backoff();
                 log::error(&format!(
-                    "a worker failed to boot: {why}; the other workers keep serving; retrying in {}",
+                    "a worker failed to boot (the other workers keep serving; retrying in {}): {why}",
                     secs(delay)
                 ));
                 systemd::notify(&format!("STATUS=a worker failed to boot: {}", one_line(&why)));
@@ -583,11 +583,17 @@ impl Master {
                 self.spawn()?;
             }
         }
+        // TTOU: the newest goes, preferably one still booting (it serves no one yet, and
+        // may be a TTIN worker that cannot boot) rather than a healthy one.
+        let extra = (0..self.workers.len())
+            .rev()
+            .filter(|&i| current(&self.workers[i]))
+            .min_by_key(|&i| self.workers[i].ready);
         if live > self.target
-            && let Some(w) = self.workers.iter_mut().find(|w| current(w))
+            && let Some(i) = extra
         {
-            w.retiring = true;
-            kill(w.pid, libc::SIGTERM);
+            self.workers[i].retiring = true;
+            kill(self.workers[i].pid, libc::SIGTERM);
         }
         Ok(())
     }

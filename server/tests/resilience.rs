@@ -234,7 +234,8 @@ fn a_recycled_worker_whose_replacement_fails_to_boot_keeps_serving() {
         assert_eq!(try_get(&s.addr, "/pid", 10), Some(200), "{}", s.log());
     }
     assert!(s.wait_log("a worker failed to boot", 10), "{}", s.log());
-    assert!(s.wait_log("the other workers keep serving; retrying in", 1));
+    assert!(s.wait_log("(the other workers keep serving; retrying in", 1));
+    assert!(s.wait_log("ImportError: probe is broken", 1));
     for _ in 0..10 {
         assert_eq!(try_get(&s.addr, "/pid", 10), Some(200), "{}", s.log());
     }
@@ -244,6 +245,46 @@ fn a_recycled_worker_whose_replacement_fails_to_boot_keeps_serving() {
     std::fs::write(&probe, "VERSION = 'v2'\n").unwrap();
     assert!(wait_until(20, || !s.worker_pids().contains(&first[0])), "{}", s.log());
     assert_eq!(s.get("/pid").json()["version"], "v2");
+}
+
+#[test]
+fn a_ttin_worker_that_fails_to_boot_leaves_the_others_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = dir.path().join("probe.py");
+    std::fs::write(&probe, "VERSION = 'v1'\n").unwrap();
+    let mut s = server("apps:raw")
+        .args(&["--workers", "1"])
+        .env("PROBE_DIR", dir.path().to_str().unwrap())
+        .start();
+    assert!(wait_until(10, || s.log().contains(" ready")));
+    let first = s.worker_pids();
+    std::fs::write(&probe, "raise ImportError('probe is broken')\n").unwrap();
+    signal(s.pid(), libc::SIGTTIN);
+    assert!(
+        s.wait_log(
+            "a worker failed to boot (the other workers keep serving; retrying in 0.1 s)",
+            10
+        ),
+        "{}",
+        s.log()
+    );
+    assert!(s.wait_log("ImportError: probe is broken", 1));
+    for _ in 0..10 {
+        assert_eq!(try_get(&s.addr, "/pid", 10), Some(200), "{}", s.log());
+    }
+    // TTOU takes the request back: no more attempts (the backoff is at most 2 s).
+    signal(s.pid(), libc::SIGTTOU);
+    std::thread::sleep(Duration::from_millis(500));
+    let attempts = s.log().matches("a worker failed to boot").count();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        s.log().matches("a worker failed to boot").count(),
+        attempts,
+        "{}",
+        s.log()
+    );
+    assert_eq!(s.worker_pids(), first);
+    assert!(s.running());
 }
 
 /// (number, link target) of every descriptor a process holds.
