@@ -580,7 +580,19 @@ impl Master {
         let live = self.workers.iter().filter(|w| current(w)).count();
         if Instant::now() >= self.spawn_after {
             for _ in live..self.target {
-                self.spawn()?;
+                if let Err(e) = self.spawn() {
+                    // fork or a pipe failed (memory, process or file limits): fatal only
+                    // while starting; afterwards the workers up keep serving and we retry.
+                    if !self.up {
+                        return Err(e);
+                    }
+                    let delay = self.backoff();
+                    log::error(&format!(
+                        "starting a worker failed (retrying in {}): {e:#}",
+                        secs(delay)
+                    ));
+                    break;
+                }
             }
         }
         // TTOU: the newest goes, preferably one still booting (it serves no one yet, and
