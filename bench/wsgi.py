@@ -25,6 +25,11 @@ SERVER = os.path.join(ROOT, "target", "release", "deployctl-server")
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 PY = os.path.join(VENV, "bin", "python")
+# Another deployctl-server binary (e.g. the previous commit's) measured in the same run, for
+# "this change costs at most N %" claims.
+BASELINE = os.environ.get("BENCH_BASELINE")
+# Comma-separated prefixes of the server names to run (default: all).
+ONLY = [p for p in os.environ.get("BENCH_ONLY", "").split(",") if p]
 
 
 def free_port():
@@ -36,8 +41,11 @@ def free_port():
 def servers(module, port):
     """name -> argv for one worker serving `module:app` on `port`."""
     bind = "127.0.0.1:%d" % port
-    return {
+    all_servers = {
         "deployctl (1 thread, inline)": [SERVER, module + ":app", "--bind", bind, "--chdir", APPS, "--venv", VENV],
+        "baseline deployctl (1 thread, inline)": [
+            BASELINE or SERVER, module + ":app", "--bind", bind, "--chdir", APPS, "--venv", VENV,
+        ],
         "deployctl (2 threads, pool)": [
             SERVER, module + ":app", "--bind", bind, "--chdir", APPS, "--venv", VENV, "--threads", "2",
         ],
@@ -55,6 +63,12 @@ def servers(module, port):
             os.path.join(VENV, "bin", "gunicorn"), "-w", "1", "-b", bind, "--chdir", APPS, "--log-level", "warning",
             module + ":app",
         ],
+    }
+    if not BASELINE:
+        del all_servers["baseline deployctl (1 thread, inline)"]
+    return {
+        name: argv for name, argv in all_servers.items()
+        if name.startswith("deployctl (1") or not ONLY or any(name.startswith(p) for p in ONLY)
     }
 
 

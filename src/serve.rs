@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
 
 use crate::printer::hinted;
 use crate::spec::{self, Entry, Spec, display_path};
@@ -120,7 +121,7 @@ pub struct ServeArgs {
     pub log_level: Option<LogLevel>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, ValueEnum, Serialize, Deserialize)]
 pub enum LogLevel {
     /// Every connection event (timeouts, refusals, clients going away), one line each.
     Debug,
@@ -132,7 +133,7 @@ pub enum LogLevel {
     Error,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize, Deserialize)]
 pub enum Protocol {
     /// HTTP/1.1 (and 1.0).
     #[default]
@@ -141,7 +142,7 @@ pub enum Protocol {
     Uwsgi,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize, Deserialize)]
 pub enum AccessLogFormat {
     /// NCSA common log format.
     #[default]
@@ -153,7 +154,7 @@ pub enum AccessLogFormat {
 }
 
 /// A listening address.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Bind {
     Tcp(std::net::SocketAddr),
     Unix(PathBuf),
@@ -169,7 +170,7 @@ impl std::fmt::Display for Bind {
 }
 
 /// A trusted-proxy rule: an address with a prefix length, or everything.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AllowIp {
     Any,
     Net(IpAddr, u8),
@@ -202,8 +203,14 @@ fn prefix_eq(a: &[u8], b: &[u8], len: u8) -> bool {
 }
 
 /// Everything the server needs, resolved: defaults applied, paths absolute, values checked.
-#[derive(Debug, Clone)]
+///
+/// Resolved once by the server's master (at start and on each HUP) and handed to the workers
+/// it starts as JSON ([`ServeSettings::to_json`], [`ServeSettings::from_json`]): a worker never
+/// reads `deploy.toml` or the flags itself, so a file broken or changed after the master read
+/// it cannot make a replacement worker differ from, or fail where, its generation did not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServeSettings {
+    #[serde(deserialize_with = "entry_from_str")]
     pub entry: Entry,
     pub binds: Vec<Bind>,
     pub uds_mode: u32,
@@ -237,6 +244,22 @@ pub struct ServeSettings {
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
+
+impl ServeSettings {
+    /// Fails only for a path that is not UTF-8, which JSON cannot hold.
+    pub fn to_json(&self) -> anyhow::Result<String> {
+        serde_json::to_string(self).context("handing the settings to a worker (a path that is not UTF-8?)")
+    }
+
+    pub fn from_json(json: &str) -> anyhow::Result<ServeSettings> {
+        serde_json::from_str(json).context("reading the settings handed over by the master")
+    }
+}
+
+fn entry_from_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Entry, D::Error> {
+    let s = String::deserialize(d)?;
+    spec::parse_entry(&s).map_err(serde::de::Error::custom)
+}
 
 impl ServeArgs {
     /// Apply `--config` (if any) under the flags, then the defaults, and check every value.
@@ -501,6 +524,23 @@ mod tests {
         assert!(!one.contains("127.0.0.1".parse().unwrap()));
         assert!(parse_allow_ip("10.0.0.0/33").is_err());
         assert!(parse_allow_ip("host").is_err());
+    }
+
+    #[test]
+    fn settings_survive_the_trip_to_a_worker() {
+        let args = ServeArgs {
+            entry: Some("pkg.mod:make()".into()),
+            bind: vec!["127.0.0.1:0".into(), "unix:/run/a.sock".into(), "[::1]:81".into()],
+            env: vec!["K=v=w".into()],
+            forwarded_allow_ips: Some("10.0.0.0/8,*".into()),
+            max_rss: Some("512M".into()),
+            ..ServeArgs::default()
+        };
+        let s = args.resolve().unwrap();
+        let back = ServeSettings::from_json(&s.to_json().unwrap()).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{s:?}"));
+        assert!(back.entry.factory);
+        assert!(ServeSettings::from_json("{}").is_err());
     }
 
     #[test]

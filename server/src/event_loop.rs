@@ -232,12 +232,13 @@ impl Loop {
             let timeout = if self.unflushed.is_empty() { 1000 } else { 0 };
             let epoll = self.epoll.as_raw_fd();
             let n = py.detach(|| wait(epoll, &mut events, timeout));
+            crate::clock::tick();
             for ev in &events[..n] {
                 self.dispatch(runner, ev);
             }
-            if Instant::now() >= next_sweep {
+            if crate::clock::now() >= next_sweep {
                 self.sweep(runner);
-                next_sweep = Instant::now() + Duration::from_secs(1);
+                next_sweep = crate::clock::now() + Duration::from_secs(1);
             }
         }
         self.close_all(runner);
@@ -277,6 +278,7 @@ impl Loop {
             self.flush_round(runner);
             let timeout = if self.unflushed.is_empty() { 1000 } else { 0 };
             let n = wait(self.epoll.as_raw_fd(), &mut events, timeout);
+            crate::clock::tick();
             for ev in &events[..n] {
                 if { ev.u64 } == WAKE_TOKEN {
                     let mut counter = 0u64;
@@ -292,9 +294,9 @@ impl Loop {
                 }
             }
             self.update_accepting();
-            if Instant::now() >= next_sweep {
+            if crate::clock::now() >= next_sweep {
                 self.sweep(runner);
-                next_sweep = Instant::now() + Duration::from_secs(1);
+                next_sweep = crate::clock::now() + Duration::from_secs(1);
             }
         }
         lock(&pool.jobs).1 = true;
@@ -308,7 +310,7 @@ impl Loop {
             None => false,
             Some(deadline) => {
                 let open = self.slots.iter().any(|s| s.conn.is_some());
-                (self.in_flight == 0 && !open) || Instant::now() >= deadline
+                (self.in_flight == 0 && !open) || crate::clock::now() >= deadline
             }
         }
     }
@@ -493,7 +495,7 @@ impl Loop {
                     Parsed::Incomplete => {
                         if conn.pos < conn.buf.len() && matches!(conn.state, State::Idle) {
                             conn.state = State::Head;
-                            conn.deadline = Instant::now() + self.header_timeout;
+                            conn.deadline = crate::clock::now() + self.header_timeout;
                         }
                         Step::Wait
                     }
@@ -551,10 +553,18 @@ impl Loop {
                             }
                         }
                         let Some(conn) = conn!(self, i) else { return };
-                        scoreboard::begin();
-                        let ex = handler::begin(py, app, conn, p);
+                        let mut ex = handler::begin(py, app, conn, p);
+                        if !handler::pump(py, &conn.response, &mut ex) {
+                            scoreboard::pause();
+                            conn.state = State::Streaming(Box::new(ex));
+                            self.queue_flush(i);
+                            return;
+                        }
                         scoreboard::end();
-                        conn.state = State::Streaming(ex);
+                        let next = handler::end(py, conn, ex, false);
+                        if !self.after_response(i, next) {
+                            return;
+                        }
                     }
                     Runner::Pool(pool) => {
                         let Some(mut conn) = self.slots[i].conn.take() else {
@@ -581,17 +591,18 @@ impl Loop {
                         self.queue_flush(i); // resumed once the socket takes some
                         return;
                     }
-                    scoreboard::begin();
+                    ex.busy();
                     let complete = handler::pump(py, &conn.response, ex);
-                    scoreboard::end();
                     if !complete {
+                        scoreboard::pause();
                         self.queue_flush(i);
                         return;
                     }
+                    scoreboard::end();
                     let State::Streaming(ex) = std::mem::replace(&mut conn.state, State::Sending) else {
                         return;
                     };
-                    let next = handler::end(py, conn, ex, false);
+                    let next = handler::end(py, conn, *ex, false);
                     if !self.after_response(i, next) {
                         return;
                     }
@@ -661,7 +672,7 @@ impl Loop {
             return false;
         }
         conn.state = State::Idle;
-        conn.deadline = Instant::now() + keep_alive;
+        conn.deadline = crate::clock::now() + keep_alive;
         if queued > 0 {
             self.queue_flush(i);
         }
@@ -674,7 +685,7 @@ impl Loop {
         conn.state = if next == Next::Close || self.stopping.is_some() {
             State::Closing
         } else {
-            conn.deadline = Instant::now() + self.keep_alive;
+            conn.deadline = crate::clock::now() + self.keep_alive;
             State::Idle
         };
         let closing = matches!(conn.state, State::Closing);
@@ -765,13 +776,13 @@ impl Loop {
                         // data with a reset that could destroy the response before it is read.
                         conn.stream.shutdown_write();
                         conn.state = State::Lingering;
-                        conn.deadline = Instant::now() + LINGER;
+                        conn.deadline = crate::clock::now() + LINGER;
                         self.set_interest(i);
                     }
                 }
                 State::Sending => {
                     conn.state = State::Idle;
-                    conn.deadline = Instant::now() + self.keep_alive;
+                    conn.deadline = crate::clock::now() + self.keep_alive;
                     self.set_interest(i);
                     self.advance(runner, i);
                 }
@@ -829,7 +840,7 @@ impl Loop {
             && let Some(py) = py
         {
             lock(&conn.response).fail(false);
-            handler::end(py, &mut conn, ex, false);
+            handler::end(py, &mut conn, *ex, false);
         }
         // Explicitly: if the app forked, a copy of this descriptor lives on in the child, and
         // epoll keys its registration on the open file, not on our descriptor.
@@ -1043,7 +1054,6 @@ fn pool_thread(py: Python<'_>, app: &App, pool: &Pool, limits: &Limits) {
 fn serve_blocking(py: Python<'_>, app: &App, conn: &mut Conn, mut p: Pending, limits: &Limits) -> Next {
     let s = &app.settings;
     loop {
-        scoreboard::begin();
         let mut ex = handler::begin(py, app, conn, p);
         while !handler::pump(py, &conn.response, &mut ex) {
             let response = conn.response.clone();

@@ -2,9 +2,11 @@
 //! `event_loop`), CPython embedded (`python`), trusted proxies (`proxy`), logs (`log`).
 //!
 //! This crate is the only one that links libpython; the `deployctl` CLI finds its binary and
-//! `exec`s it for `deployctl serve`. The process model (master, workers, reloads) is not here
-//! yet: one process serves with `--threads` Python threads.
+//! `exec`s it for `deployctl serve`. The process model: a master that never starts Python
+//! (`master`, `run`) supervises workers, each serving with `--threads` Python threads and
+//! sharing a `scoreboard` with the master; `systemd` holds socket activation and sd_notify.
 
+pub mod clock;
 pub mod conn;
 pub mod event_loop;
 pub mod http;

@@ -24,16 +24,12 @@ fn main() -> ExitCode {
         println!("{}", deployctl_server::python::init::BUILT_FOR);
         return ExitCode::SUCCESS;
     }
-    let result = cli
-        .serve
-        .resolve()
-        .map(|mut s| {
-            if cli.quiet && cli.serve.log_level.is_none() {
-                s.log_level = deployctl::serve::LogLevel::Warning;
-            }
-            s
-        })
-        .and_then(deployctl_server::run::run);
+    let mut args = cli.serve;
+    if cli.quiet && args.log_level.is_none() {
+        // In the arguments, not the settings: the master resolves them again on HUP.
+        args.log_level = Some(deployctl::serve::LogLevel::Warning);
+    }
+    let result = deployctl_server::run::run(args);
     match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {

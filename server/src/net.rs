@@ -302,7 +302,7 @@ pub struct Pace {
 
 impl Pace {
     pub fn new(idle: Duration, min_rate: u64) -> Pace {
-        let now = Instant::now();
+        let now = crate::clock::now();
         Pace {
             start: now,
             last: now,
@@ -316,7 +316,7 @@ impl Pace {
     pub fn progress(&mut self, n: u64) {
         if n > 0 {
             self.done += n;
-            self.last = Instant::now();
+            self.last = crate::clock::now();
         }
     }
 

@@ -1,17 +1,26 @@
-//! Start-up order. The master: logs, signals, sockets (bound, or inherited from systemd), pid
-//! file, workers. A worker (started by the master with `$DEPLOYCTL_WORKER`): inherited
-//! sockets, signals, Python, the app, "ready" to the master, then the loop.
+//! Start-up order. The master: settings (resolved from the command line and `deploy.toml`),
+//! logs, signals, sockets (bound, or inherited from systemd), the open-file limit, pid file,
+//! workers. A worker (started by the master with `$DEPLOYCTL_WORKER`): the settings the master
+//! resolved, inherited sockets made close-on-exec, signals, Python, the app, "ready" to the
+//! master, then the loop.
 //!
 //! Sockets are bound before any Python starts, so a port in use fails fast and without
 //! importing the app; signals are blocked before any thread exists, so every thread (the
 //! app's too) leaves them to the signalfd.
+//!
+//! Descriptors: everything the server holds is close-on-exec, so a process the app starts
+//! (`os.system("… &")`, `subprocess` with `close_fds=False`) never inherits a listening socket
+//! (which would keep the port taken after the server stopped), the master's pipe or the
+//! scoreboard. The master's own are created that way; a worker's inherited ones are marked
+//! here, first thing.
 
 use std::io::Write;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use anyhow::Context;
-use deployctl::serve::ServeSettings;
+use deployctl::printer::hinted;
+use deployctl::serve::{ServeArgs, ServeSettings};
 use pyo3::prelude::*;
 
 use crate::event_loop::Loop;
@@ -20,28 +29,55 @@ use crate::python::{app, init};
 use crate::{log, net, scoreboard, systemd};
 use deployctl::signals;
 
-/// Exit status when the app cannot be imported (Gunicorn uses 4 too); the master of the next
-/// issue tells a crash loop from a crash by it.
+/// Exit status of a worker whose app cannot be imported (Gunicorn uses 4 too); the master
+/// tells a failed boot from a crash by the worker's `F` message and its missing `R`.
 pub const EXIT_APP_LOAD: i32 = 4;
 
 /// Handled by the master and by every worker (the master also takes CHLD, TTIN, TTOU).
 const SIGNALS: &[libc::c_int] = &[libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGUSR1];
 
-pub fn run(settings: ServeSettings) -> anyhow::Result<i32> {
+/// Open files the server needs besides its sockets and workers: stdio, the signalfd, a log
+/// file or two, and what Python opens while a worker boots. Below this plus two per listening
+/// socket and one per worker it refuses to start rather than fail somewhere obscure.
+const MIN_NOFILE: u64 = 32;
+/// Below this soft limit a warning says how to raise it: every connection is a descriptor.
+const LOW_NOFILE: u64 = 1024;
+
+/// `deployctl-server` with its command line: a worker when the master started it
+/// (`$DEPLOYCTL_WORKER`), the master otherwise. Only the master resolves `args`.
+pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
+    match std::env::var(master::WORKER_ENV) {
+        Ok(spec) => {
+            let settings = std::env::var(master::SETTINGS_ENV)
+                .with_context(|| format!("${} is not set", master::SETTINGS_ENV))
+                .and_then(|json| ServeSettings::from_json(&json))?;
+            for var in [master::WORKER_ENV, master::SETTINGS_ENV] {
+                // SAFETY: no other thread exists yet. The app and its children must not see
+                // them (a `deployctl-server` it started would take itself for a worker).
+                unsafe { std::env::remove_var(var) };
+            }
+            init_log(&settings)?;
+            worker(settings, &spec)
+        }
+        Err(_) => {
+            let settings = args.resolve()?;
+            init_log(&settings)?;
+            run_master(args, settings)
+        }
+    }
+}
+
+fn init_log(settings: &ServeSettings) -> anyhow::Result<()> {
     log::init(
         settings.error_log.as_deref(),
         settings.access_log.as_deref(),
         settings.access_log_format,
         settings.log_level,
-    )?;
-    match std::env::var(master::WORKER_ENV) {
-        Ok(spec) => worker(settings, &spec),
-        Err(_) => run_master(settings),
-    }
+    )
 }
 
 /// The master: sockets, pid file, workers. No Python here.
-fn run_master(settings: ServeSettings) -> anyhow::Result<i32> {
+fn run_master(args: ServeArgs, settings: ServeSettings) -> anyhow::Result<i32> {
     // Checked here too (workers check again) so a wrong virtualenv fails before any socket
     // or worker exists, with the hint.
     if let Some(v) = &settings.venv {
@@ -62,6 +98,7 @@ fn run_master(settings: ServeSettings) -> anyhow::Result<i32> {
             .map(net::listener_from_fd)
             .collect::<anyhow::Result<Vec<_>>>()?
     };
+    raise_nofile(listeners.len() as u64, u64::from(settings.workers))?;
     let pid_file = settings.pid_file.clone();
     if let Some(p) = &pid_file {
         std::fs::write(p, format!("{}\n", std::process::id()))
@@ -73,11 +110,67 @@ fn run_master(settings: ServeSettings) -> anyhow::Result<i32> {
             l.bind, settings.workers, settings.threads
         ));
     }
-    let result = Master::new(settings, listeners, signals).run();
+    let result = Master::new(args, settings, listeners, signals).run();
     if let Some(p) = &pid_file {
         let _ = std::fs::remove_file(p);
     }
     result
+}
+
+/// Raise the soft open-file limit to the hard one (every connection is a descriptor, and the
+/// usual soft default of 1024 is low for a server); the workers inherit it. Refuse to start
+/// when even the hard limit cannot work; warn when it is low.
+fn raise_nofile(listeners: u64, workers: u64) -> anyhow::Result<()> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reading our own limit into a struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Ok(());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setting our own limit. It fails with EPERM under a seccomp filter such as
+        // systemd's `SystemCallFilter=~@resources` (on in the rendered units, with
+        // `SystemCallErrorNumber=EPERM`): the soft limit then stays what systemd gave.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    let needed = MIN_NOFILE + 2 * listeners + workers;
+    let how = "raise it with `ulimit -n 65536` in the shell that starts the server, or `LimitNOFILE=65536` in its systemd unit";
+    if lim.rlim_cur < needed {
+        return Err(hinted(
+            format!(
+                "the open-file limit (RLIMIT_NOFILE) is {} (hard limit {}); the server needs at least {needed} \
+                 ({MIN_NOFILE}, 2 per listening socket, 1 per worker)",
+                lim.rlim_cur, lim.rlim_max
+            ),
+            how,
+        ));
+    }
+    if lim.rlim_cur < LOW_NOFILE {
+        log::warning(&format!(
+            "the open-file limit (RLIMIT_NOFILE) is only {} (hard limit {}): each worker can hold fewer connections \
+             than that; {how}",
+            lim.rlim_cur, lim.rlim_max
+        ));
+    }
+    Ok(())
+}
+
+/// Mark an inherited descriptor close-on-exec (`dup2` cleared the flag on the way in).
+fn cloexec(fd: RawFd) -> anyhow::Result<()> {
+    // SAFETY: F_SETFD on a descriptor number; a bad one is reported, nothing else changes.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("fd {fd} from the master (${} is wrong?)", master::WORKER_ENV));
+    }
+    Ok(())
 }
 
 /// A worker: sockets from the master, Python, the app, then the loop.
@@ -86,9 +179,17 @@ fn worker(settings: ServeSettings, spec: &str) -> anyhow::Result<i32> {
     let [count, status_fd, board_fd] = parts[..] else {
         anyhow::bail!("${}={spec:?} is malformed", master::WORKER_ENV);
     };
-    // SAFETY: the master placed the scoreboard memfd there.
+    if count < 0 || status_fd != 3 + count || board_fd != status_fd + 1 {
+        anyhow::bail!("${}={spec:?} is malformed", master::WORKER_ENV);
+    }
+    for fd in 3..=board_fd {
+        cloexec(fd)?;
+    }
+    // SAFETY: the master placed the scoreboard memfd there. Closed once mapped: the mapping
+    // stays, and nothing the app starts can reach the master's view of this worker.
     let board_fd = unsafe { OwnedFd::from_raw_fd(board_fd) };
     scoreboard::install(scoreboard::Scoreboard::map(&board_fd).context("mapping the scoreboard")?);
+    drop(board_fd);
     // SAFETY: the master placed the listeners at 3.. and the status pipe after them.
     let mut status = unsafe { std::fs::File::from_raw_fd(status_fd) };
     let fds = (0..count).map(|i| unsafe { OwnedFd::from_raw_fd(3 + i) });

@@ -9,51 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Client, server, signal};
-
-/// Sequential requests on fresh connections until `stop` (or 4000 requests / 60 s):
-/// (answered with 200, failed, the JSON bodies).
-fn load_loop(
-    addr: String,
-    path: &'static str,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(usize, usize, Vec<serde_json::Value>)> {
-    std::thread::spawn(move || {
-        let (mut ok, mut failed, mut bodies) = (0, 0, Vec::new());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for _ in 0..4000 {
-            if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
-                break;
-            }
-            let result = std::net::TcpStream::connect(&addr).ok().and_then(|s| {
-                let mut c = Client::from(s);
-                c.stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-                c.send(format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes());
-                c.try_response_to(false)
-            });
-            match result {
-                Some(r) if r.status == 200 => {
-                    ok += 1;
-                    bodies.push(r.json());
-                }
-                _ => failed += 1,
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        (ok, failed, bodies)
-    })
-}
-
-fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
+use common::{Client, load_loop, server, signal, wait_until};
 
 #[test]
 fn workers_share_the_socket_and_multiprocess_is_true() {

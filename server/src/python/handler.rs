@@ -58,14 +58,27 @@ pub struct Exchange {
     /// Its iterator while there is more to take from it.
     iter: Option<Py<PyIterator>>,
     outcome: Option<Delivery>,
-    started: Instant,
+    /// When the app was called, for the access log's duration.
+    started: Option<Instant>,
     access: Option<AccessFields>,
     version: Version,
+    /// Where the request line is in the body's buffer (for the scoreboard when resumed).
+    start: usize,
+    method: std::ops::Range<usize>,
+    target: std::ops::Range<usize>,
+}
+
+impl Exchange {
+    /// Record this request as running Python on this thread (for `--timeout` and crash logs).
+    pub fn busy(&self) {
+        let b = lock(&self.body);
+        let hb = &b.buffer()[self.start..];
+        crate::scoreboard::begin(&hb[self.method.clone()], &hb[self.target.clone()]);
+    }
 }
 
 /// Call the app for a request whose head (and perhaps body) the loop has read.
-pub fn begin(py: Python<'_>, app: &App, conn: &mut Conn, p: Pending) -> Box<Exchange> {
-    let started = Instant::now();
+pub fn begin(py: Python<'_>, app: &App, conn: &mut Conn, p: Pending) -> Exchange {
     let s = &app.settings;
     let Pending { head, start, body } = p;
     let trusted = match conn.peer {
@@ -107,16 +120,20 @@ pub fn begin(py: Python<'_>, app: &App, conn: &mut Conn, p: Pending) -> Box<Exch
         r.awaiting_continue = Some(lock(&body).continue_flag());
         r.generation
     };
-    let mut ex = Box::new(Exchange {
+    let mut ex = Exchange {
         body,
         environ: None,
         result: None,
         iter: None,
         outcome: None,
-        started,
+        started: access.as_ref().map(|_| Instant::now()),
         access,
         version: head.version,
-    });
+        start,
+        method: head.method.clone(),
+        target: head.target.clone(),
+    };
+    ex.busy();
     match built {
         Ok(environ) => {
             call_app(py, app, conn, &environ, &mut ex, generation);
@@ -166,7 +183,7 @@ pub fn pump(py: Python<'_>, response: &Mutex<Response>, ex: &mut Exchange) -> bo
 /// Finish the request: `close()`, the connection's fate, the body's rest, the access log.
 /// `can_wait`: this thread may wait for the client (a pool thread; not the event loop),
 /// to drain an unread body.
-pub fn end(py: Python<'_>, conn: &mut Conn, mut ex: Box<Exchange>, can_wait: bool) -> Next {
+pub fn end(py: Python<'_>, conn: &mut Conn, mut ex: Exchange, can_wait: bool) -> Next {
     // A request abandoned mid-response (the client went away, or a deadline) has no outcome.
     let mut delivery = ex.outcome.unwrap_or(Delivery::ClientGone);
     ex.iter = None;
@@ -247,7 +264,7 @@ pub fn end(py: Python<'_>, conn: &mut Conn, mut ex: Box<Exchange>, can_wait: boo
             bytes: sent,
             referer: &a.referer,
             user_agent: &a.user_agent,
-            duration: ex.started.elapsed(),
+            duration: ex.started.map(|t| t.elapsed()).unwrap_or_default(),
         };
         py.detach(|| log::access(&entry));
     }

@@ -28,6 +28,7 @@ pub struct Builder {
     entry: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    nofile: Option<(u64, u64)>,
 }
 
 pub fn server(entry: &str) -> Builder {
@@ -35,6 +36,7 @@ pub fn server(entry: &str) -> Builder {
         entry: entry.to_string(),
         args: Vec::new(),
         env: Vec::new(),
+        nofile: None,
     }
 }
 
@@ -51,6 +53,12 @@ impl Builder {
 
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Start under this open-file limit (soft, hard), as `prlimit --nofile` would.
+    pub fn nofile(mut self, soft: u64, hard: u64) -> Self {
+        self.nofile = Some((soft, hard));
         self
     }
 
@@ -73,6 +81,22 @@ impl Builder {
         }
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        if let Some((soft, hard)) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; it runs in the child before exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: soft,
+                        rlim_max: hard,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         cmd
     }
@@ -205,6 +229,11 @@ impl Server {
         self.child.id()
     }
 
+    /// The master has not exited.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
@@ -273,6 +302,50 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Sequential requests on fresh connections until `stop` (or 4000 requests / 60 s):
+/// (answered with 200, failed, the JSON bodies).
+pub fn load_loop(
+    addr: String,
+    path: &'static str,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(usize, usize, Vec<serde_json::Value>)> {
+    std::thread::spawn(move || {
+        let (mut ok, mut failed, mut bodies) = (0, 0, Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for _ in 0..4000 {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) || Instant::now() > deadline {
+                break;
+            }
+            let result = std::net::TcpStream::connect(&addr).ok().and_then(|s| {
+                let mut c = Client::from(s);
+                c.stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+                c.send(format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes());
+                c.try_response_to(false)
+            });
+            match result {
+                Some(r) if r.status == 200 => {
+                    ok += 1;
+                    bodies.push(r.json());
+                }
+                _ => failed += 1,
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        (ok, failed, bodies)
+    })
+}
+
+pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 pub fn proc_status_kib(pid: u32, key: &str) -> u64 {
