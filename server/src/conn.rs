@@ -38,6 +38,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deployctl::serve::Protocol;
+use pyo3::Py;
+use pyo3::types::PyString;
 
 use crate::http::body::Body;
 use crate::http::parse::{self, Head, Limits, Refusal};
@@ -69,6 +71,14 @@ pub struct Conn {
     /// After the queue is written, reset the connection instead of a lingering close (an
     /// app error after the head went out: an aborted connection is the only honest signal).
     pub abort: bool,
+    /// What the peer contributes to every environ, made on the first request: whether it is
+    /// a trusted proxy, and `REMOTE_ADDR`/`REMOTE_PORT` as Python strings.
+    pub peer_keys: Option<PeerKeys>,
+}
+
+pub struct PeerKeys {
+    pub trusted: bool,
+    pub remote: Option<(Py<PyString>, Py<PyString>)>,
 }
 
 /// Where a connection is in its life (the diagram above).
@@ -126,6 +136,7 @@ impl Conn {
             interest: 0,
             flush_listed: false,
             abort: false,
+            peer_keys: None,
         }
     }
 

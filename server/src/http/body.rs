@@ -134,7 +134,8 @@ pub struct Body {
     /// The client sent `Expect: 100-continue` and is waiting: no body byte arrived and no
     /// `100 Continue` went out. Shared with the response (`Response::awaiting_continue`),
     /// which clears it when the final head goes out first (no 1xx may follow it).
-    continue_pending: Arc<AtomicBool>,
+    /// `None` without `Expect: 100-continue` (most requests: no allocation for them).
+    continue_pending: Option<Arc<AtomicBool>>,
     pace: Pace,
     error: Option<BodyError>,
     /// Body bytes decoded ahead by `prefetch` (chunked framing), served before the rest.
@@ -187,7 +188,7 @@ impl Body {
             state,
             received: 0,
             max,
-            continue_pending: Arc::new(AtomicBool::new(waiting)),
+            continue_pending: expect_continue.then(|| Arc::new(AtomicBool::new(waiting))),
             pace,
             error: None,
             ahead: Vec::new(),
@@ -208,7 +209,9 @@ impl Body {
     /// The client was told it may send the body (the loop does so when it reads the body
     /// ahead of the app).
     pub fn continue_queued(&mut self) {
-        self.continue_pending.store(false, Ordering::SeqCst);
+        if let Some(c) = &self.continue_pending {
+            c.store(false, Ordering::SeqCst);
+        }
     }
 
     /// Read what the socket has, without waiting (the event loop reading a body ahead of the
@@ -254,12 +257,16 @@ impl Body {
 
     /// The client was told to send the body (or did not ask to be told, or sent it anyway).
     pub fn continue_sent(&self) -> bool {
-        !self.continue_pending.load(Ordering::SeqCst)
+        !self.waiting_for_continue()
+    }
+
+    fn waiting_for_continue(&self) -> bool {
+        self.continue_pending.as_ref().is_some_and(|c| c.load(Ordering::SeqCst))
     }
 
     /// The flag the response clears if its head goes out while the client still waits for
     /// `100 Continue` (see `Response::awaiting_continue`).
-    pub fn continue_flag(&self) -> Arc<AtomicBool> {
+    pub fn continue_flag(&self) -> Option<Arc<AtomicBool>> {
         self.continue_pending.clone()
     }
 
@@ -425,7 +432,11 @@ impl Body {
     }
 
     fn fill_inner(&mut self) -> Result<(), BodyError> {
-        if self.continue_pending.swap(false, Ordering::SeqCst) {
+        if self
+            .continue_pending
+            .as_ref()
+            .is_some_and(|c| c.swap(false, Ordering::SeqCst))
+        {
             self.stream
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n", self.pace.deadline())
                 .map_err(|_| BodyError::Io)?;
@@ -456,7 +467,7 @@ impl Body {
     /// Without `can_wait`, only what is already buffered is discarded (the event loop's
     /// thread must not wait on one client).
     pub fn drain(&mut self, limit: u64, can_wait: bool) -> bool {
-        if self.continue_pending.load(Ordering::SeqCst) {
+        if self.waiting_for_continue() {
             // The client is waiting for our go-ahead and has not sent a byte of the body: it
             // may send it or not (RFC 9110 §10.1.1), so where the next request starts is
             // unknowable and the only safe thing is to close. A 100 cannot be sent now (it
@@ -812,7 +823,7 @@ mod tests {
         assert!(b.drain(1024, true));
         // The response's head went out first: the flag is cleared there and no 100 follows.
         let (mut b, mut peer) = body(b"", length, true);
-        assert!(b.continue_flag().swap(false, Ordering::SeqCst));
+        assert!(b.continue_flag().is_some_and(|c| c.swap(false, Ordering::SeqCst)));
         peer.write_all(b"hello").expect("write");
         let mut out = Vec::new();
         assert_eq!(b.take(&mut out, 10, false), Ok(Progress::NeedMore));

@@ -21,7 +21,7 @@ use pyo3::pybacked::PyBackedBytes;
 /// response); larger data is queued as the app's object.
 pub const COPY_MAX: usize = 16 * 1024;
 /// Most iovecs passed to one `writev`.
-const IOV_MAX: usize = 64;
+const IOV_MAX: usize = 16;
 
 enum Seg {
     /// Copied bytes; `.1` bytes of it are already written.
@@ -119,6 +119,7 @@ impl Outbox {
     pub fn write_some(&mut self, fd: RawFd) -> io::Result<(u64, Flushed)> {
         let mut written = 0u64;
         loop {
+            let single = self.segs.len() == 1;
             let Some(front) = self.segs.front_mut() else {
                 return Ok((written, Flushed::All));
             };
@@ -138,6 +139,16 @@ impl Outbox {
                     ));
                 }
                 r
+            } else if single {
+                // The common case, a whole small response in one buffer: a plain send.
+                let data: &[u8] = match front {
+                    Seg::Owned(v, done) => &v[*done..],
+                    Seg::Shared(b, r) => &b[r.clone()],
+                    Seg::File { .. } => &[],
+                };
+                // SAFETY: sending from a valid slice; MSG_NOSIGNAL: a peer that went away is
+                // EPIPE, not a SIGPIPE.
+                unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) }
             } else {
                 let mut iov: [libc::iovec; IOV_MAX] = [libc::iovec {
                     iov_base: std::ptr::null_mut(),

@@ -9,7 +9,6 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use crate::http::parse::{Head, Version};
-use crate::net::Peer;
 use crate::proxy::{self, Forwarded};
 
 /// Interned keys and values used on every request.
@@ -90,7 +89,8 @@ pub struct ListenerKeys {
 
 /// Everything about the request that is not in the head bytes.
 pub struct RequestInfo<'a> {
-    pub peer: Peer,
+    /// `REMOTE_ADDR` and `REMOTE_PORT` of a TCP peer, made once per connection.
+    pub remote: Option<&'a (Py<PyString>, Py<PyString>)>,
     pub listener: &'a ListenerKeys,
     pub trusted: bool,
     pub allow: &'a [deployctl::serve::AllowIp],
@@ -173,9 +173,9 @@ impl Template {
                 Version::Http11 => k.http11.bind(py),
             },
         )?;
-        if let Peer::Ip(addr) = info.peer {
-            env.set_item(k.remote_addr.bind(py), addr.ip().to_string())?;
-            env.set_item(k.remote_port.bind(py), addr.port().to_string())?;
+        if let Some((addr, port)) = info.remote {
+            env.set_item(k.remote_addr.bind(py), addr.bind(py))?;
+            env.set_item(k.remote_port.bind(py), port.bind(py))?;
         }
 
         let mut host: Option<Vec<u8>> = absolute_host.map(<[u8]>::to_vec);

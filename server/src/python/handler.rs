@@ -21,7 +21,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple};
 
-use crate::conn::{Conn, Next, Pending};
+use crate::conn::{Conn, Next, PeerKeys, Pending};
 use crate::http::body::Body;
 use crate::http::outbox::COPY_MAX;
 use crate::http::parse::{Head, Version};
@@ -81,14 +81,24 @@ impl Exchange {
 pub fn begin(py: Python<'_>, app: &App, conn: &mut Conn, p: Pending) -> Exchange {
     let s = &app.settings;
     let Pending { head, start, body } = p;
-    let trusted = match conn.peer {
-        Peer::Unix => true,
-        Peer::Ip(a) => s.forwarded_allow_ips.iter().any(|n| n.contains(a.ip())),
-    };
+    let peer = conn.peer;
+    let keys = conn.peer_keys.get_or_insert_with(|| match peer {
+        Peer::Unix => PeerKeys {
+            trusted: true,
+            remote: None,
+        },
+        Peer::Ip(a) => PeerKeys {
+            trusted: s.forwarded_allow_ips.iter().any(|n| n.contains(a.ip())),
+            remote: Some((
+                PyString::new(py, &a.ip().to_string()).unbind(),
+                PyString::new(py, &a.port().to_string()).unbind(),
+            )),
+        },
+    });
     let info = RequestInfo {
-        peer: conn.peer,
+        remote: keys.remote.as_ref(),
         listener: &app.listeners[conn.listener],
-        trusted,
+        trusted: keys.trusted,
         allow: &s.forwarded_allow_ips,
     };
     let (built, access, method_is_head) = {
@@ -117,7 +127,7 @@ pub fn begin(py: Python<'_>, app: &App, conn: &mut Conn, p: Pending) -> Exchange
             method_is_head,
             head.keep_alive && !crate::event_loop::stopping(),
         );
-        r.awaiting_continue = Some(lock(&body).continue_flag());
+        r.awaiting_continue = lock(&body).continue_flag();
         r.generation
     };
     let mut ex = Exchange {
