@@ -591,7 +591,7 @@ impl Loop {
                         self.queue_flush(i); // resumed once the socket takes some
                         return;
                     }
-                    ex.busy();
+                    ex.busy(&conn.response);
                     let complete = handler::pump(py, &conn.response, ex);
                     if !complete {
                         scoreboard::pause();
@@ -963,7 +963,13 @@ impl Loop {
         self.summary();
         self.stopping = Some(Instant::now() + grace);
         STOPPING.store(true, Ordering::Relaxed);
-        self.accepting = false;
+        // Off epoll first: closing our descriptor does not end the registration, which belongs
+        // to the socket that the master and the other workers still hold open. Left there,
+        // this loop would keep taking its share of EPOLLEXCLUSIVE wake-ups for connections it
+        // no longer accepts, and the worker that should accept them would not be woken.
+        if self.accepting {
+            self.watch_listeners(false);
+        }
         self.listeners.clear();
         // An idle keep-alive connection may have a request on the wire that crossed the
         // stop; it gets a moment to arrive (and is answered with `Connection: close`) before

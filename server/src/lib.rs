@@ -18,6 +18,7 @@ pub mod python;
 pub mod run;
 pub mod scoreboard;
 pub mod systemd;
+pub mod watchdog;
 
 /// Lock a mutex, taking the data even if a thread panicked while holding it: the state here
 /// (buffers, queues) stays usable, and a poisoned lock must not take the server down.

@@ -69,6 +69,9 @@ struct Worker {
     recycle: bool,
     /// Killed for `--timeout`: SIGKILL at this instant (after the traceback dump).
     killing: Option<Instant>,
+    /// Retired for `--timeout` with threads: SIGTERM at this instant (after the dump), so its
+    /// other requests finish within `--graceful-timeout` before the kill.
+    retire_at: Option<Instant>,
     status: File,
     inbox: Vec<u8>,
     ready: bool,
@@ -291,6 +294,7 @@ impl Master {
             },
             recycle: false,
             killing: None,
+            retire_at: None,
             status: File::from(read_end),
             inbox: Vec::new(),
             ready: false,
@@ -657,6 +661,12 @@ impl Master {
         let now_ms = scoreboard::now_ms();
         let s = &self.settings;
         for w in &mut self.workers {
+            if let Some(at) = w.retire_at
+                && now >= at
+            {
+                kill(w.pid, libc::SIGTERM);
+                w.retire_at = None;
+            }
             if let Some(at) = w.killing {
                 if now >= at {
                     kill(w.pid, libc::SIGKILL);
@@ -670,14 +680,29 @@ impl Master {
             if let Some((since, line)) = w.board.oldest_busy()
                 && now_ms.saturating_sub(since) > s.timeout * 1000
             {
-                log::error(&format!(
-                    "worker {}: a request ({line:?}) has run for more than --timeout {} s; its Python stacks follow, then it is killed",
-                    w.pid, s.timeout
-                ));
                 // faulthandler (registered for SIGUSR2 in the worker) writes every thread's
-                // stack from a C signal handler, even while Python code is stuck.
+                // stack from a C signal handler, even while Python code is stuck. The worker's
+                // watchdog answers the stuck client (504) meanwhile.
                 kill(w.pid, libc::SIGUSR2);
-                w.killing = Some(now + Duration::from_millis(500));
+                if s.threads > 1 {
+                    // Its other threads may be serving healthy requests: retire it the
+                    // graceful way (a replacement starts now, since a retiring worker is not
+                    // counted), and kill it only once they had their grace period.
+                    log::error(&format!(
+                        "worker {}: a request ({line:?}) has run for more than --timeout {} s; its Python stacks \
+                         follow; the worker is retired (its other requests get --graceful-timeout {} s) and replaced",
+                        w.pid, s.timeout, s.graceful_timeout
+                    ));
+                    w.retiring = true;
+                    w.retire_at = Some(now + Duration::from_millis(500));
+                    w.killing = Some(now + Duration::from_millis(500) + Duration::from_secs(s.graceful_timeout));
+                } else {
+                    log::error(&format!(
+                        "worker {}: a request ({line:?}) has run for more than --timeout {} s; its Python stacks follow, then it is killed",
+                        w.pid, s.timeout
+                    ));
+                    w.killing = Some(now + Duration::from_secs(1));
+                }
                 continue;
             }
             if w.recycle {

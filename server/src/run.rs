@@ -220,6 +220,7 @@ fn worker(settings: ServeSettings, spec: &str) -> anyhow::Result<i32> {
         }
     };
     let lp = Loop::new(listeners, signals, &app.settings)?;
+    crate::watchdog::start(app.settings.timeout);
     // `--timeout` dumps the stacks of a stuck worker with SIGUSR2 before killing it.
     let faulthandler = c"import faulthandler, signal\nfaulthandler.register(signal.SIGUSR2, all_threads=True)";
     if let Err(e) = Python::attach(|py| py.run(faulthandler, None, None)) {

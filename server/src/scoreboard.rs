@@ -186,6 +186,25 @@ pub fn pause() {
     }
 }
 
+/// Slots of this worker's board whose request started before `before_ms` (the watchdog's
+/// view of requests past `--timeout`), with that start.
+pub fn stuck(before_ms: u64) -> Vec<(usize, u64)> {
+    let Some(b) = BOARD.get() else {
+        return Vec::new();
+    };
+    (1..=SLOTS)
+        .filter_map(|slot| {
+            let t = b.word(slot).load(Ordering::Acquire);
+            (t != 0 && t < before_ms).then_some((slot, t))
+        })
+        .collect()
+}
+
+/// This thread's slot.
+pub fn slot() -> usize {
+    SLOT.with(|s| s.get())
+}
+
 /// The request is over: not busy, one more served.
 pub fn end() {
     if let Some(b) = BOARD.get() {

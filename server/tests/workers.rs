@@ -244,8 +244,8 @@ fn a_request_past_the_timeout_gets_its_worker_replaced_while_others_serve() {
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     let (ok, failed, _) = loader.join().unwrap();
-    assert_eq!(status, None, "the stuck request got an answer");
-    assert!(took < Duration::from_secs(5), "killed after {took:?}");
+    assert_eq!(status, Some(504), "the stuck client is told, not left to the kill");
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
     assert_eq!(failed, 0, "requests on the other worker failed:\n{}", s.log());
     assert!(ok > 20);
     assert!(s.wait_log("more than --timeout 1 s", 5), "{}", s.log());
@@ -256,6 +256,66 @@ fn a_request_past_the_timeout_gets_its_worker_replaced_while_others_serve() {
     );
     assert!(
         wait_until(10, || s.log().matches(" ready").count() == 3),
+        "no replacement:\n{}",
+        s.log()
+    );
+}
+
+#[test]
+fn a_stuck_request_with_threads_retires_its_worker_gracefully_and_its_client_gets_504() {
+    // One worker, four threads: the stuck request must not take down the healthy request
+    // running beside it (`--timeout` used to kill the worker at once).
+    let s = server("apps:raw")
+        .args(&[
+            "--workers",
+            "1",
+            "--threads",
+            "4",
+            "--timeout",
+            "2",
+            "--graceful-timeout",
+            "4",
+        ])
+        .start();
+    assert!(wait_until(10, || s.log().matches(" ready").count() == 1));
+    let old = s.worker_pids();
+    let request = |path: &'static str| {
+        let addr = s.addr.clone();
+        std::thread::spawn(move || {
+            let mut c = Client::from(std::net::TcpStream::connect(addr).expect("connect"));
+            c.send(format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+            let started = Instant::now();
+            (c.try_response_to(false).map(|r| r.status), started.elapsed())
+        })
+    };
+    let t0 = Instant::now();
+    let stuck = request("/sleep?s=30");
+    // In flight when the worker is retired (about 2.6 s in), done before its grace ends.
+    std::thread::sleep(Duration::from_millis(1500));
+    let healthy = request("/sleep?s=1.5");
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = load_loop(s.addr.clone(), "/pid", stop.clone());
+    let (stuck_status, stuck_took) = stuck.join().expect("stuck client");
+    let (healthy_status, _) = healthy.join().expect("healthy client");
+    // The old worker goes once its grace is over.
+    let gone = wait_until(10, || !s.worker_pids().iter().any(|p| old.contains(p)));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, _) = loader.join().expect("load loop");
+    assert_eq!(stuck_status, Some(504), "{}", s.log());
+    assert!(stuck_took < Duration::from_secs(4), "504 after {stuck_took:?}");
+    assert_eq!(healthy_status, Some(200), "the healthy request was cut:\n{}", s.log());
+    assert_eq!(failed, 0, "requests failed while the worker was replaced:\n{}", s.log());
+    assert!(ok > 20);
+    assert!(gone, "the retired worker is still there:\n{}", s.log());
+    assert!(t0.elapsed() < Duration::from_secs(12));
+    assert!(
+        s.wait_log("in sleep_route", 5),
+        "no Python stack in the log:\n{}",
+        s.log()
+    );
+    assert!(s.log().contains("the worker is retired"), "{}", s.log());
+    assert!(
+        wait_until(5, || s.log().matches(" ready").count() == 2),
         "no replacement:\n{}",
         s.log()
     );

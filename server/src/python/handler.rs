@@ -70,10 +70,11 @@ pub struct Exchange {
 
 impl Exchange {
     /// Record this request as running Python on this thread (for `--timeout` and crash logs).
-    pub fn busy(&self) {
+    pub fn busy(&self, response: &Arc<Mutex<Response>>) {
         let b = lock(&self.body);
         let hb = &b.buffer()[self.start..];
         crate::scoreboard::begin(&hb[self.method.clone()], &hb[self.target.clone()]);
+        crate::watchdog::track(response);
     }
 }
 
@@ -143,7 +144,7 @@ pub fn begin(py: Python<'_>, app: &App, conn: &mut Conn, p: Pending) -> Exchange
         method: head.method.clone(),
         target: head.target.clone(),
     };
-    ex.busy();
+    ex.busy(&conn.response);
     match built {
         Ok(environ) => {
             call_app(py, app, conn, &environ, &mut ex, generation);
