@@ -328,3 +328,71 @@ fn the_rendered_embedded_unit_starts_like_systemd_would() {
     assert!(body.contains("flask-hello"));
     assert!(exit.success(), "{exit:?}");
 }
+
+/// Run `deployctl ARGS` (which must bind `addr`), get one page, stop it with TERM, and give
+/// back its exit status and everything it wrote to stderr.
+fn run_once(args: &[&str], addr: &str) -> (Option<i32>, String) {
+    let mut child = Command::new(cli_bin())
+        .args(args)
+        .env_remove("VIRTUAL_ENV")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn deployctl");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = stderr.read_to_string(&mut all);
+        all
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(get(addr, "/status?code=200").0, 200);
+    let running = Running(child);
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(running.id() as i32, libc::SIGTERM) };
+    let mut running = running;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut code = None;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = running.0.try_wait() {
+            code = status.code();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(running);
+    (code, reader.join().unwrap_or_default())
+}
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").to_string()
+}
+
+#[test]
+fn serve_quiet_flag_silences_info_lines_before_or_after_serve() {
+    // What broke: `deployctl serve -q` exited 2 ("unexpected argument"), and the global `-q`
+    // did not reach the server.
+    let fx = fixtures();
+    let fx = fx.to_str().unwrap();
+    for quiet in [&["serve", "-q"][..], &["-q", "serve"][..], &["serve", "--quiet"][..]] {
+        let addr = free_addr();
+        let mut args = quiet.to_vec();
+        args.extend(["apps:app", "--chdir", fx, "--workers", "1", "--bind", addr.as_str()]);
+        let (code, log) = run_once(&args, &addr);
+        assert_eq!(code, Some(0), "{args:?}:\n{log}");
+        assert!(!log.contains("[INFO]"), "{args:?} still logs INFO:\n{log}");
+    }
+    // Without it the same run says what it does.
+    let addr = free_addr();
+    let (code, log) = run_once(
+        &["serve", "apps:app", "--chdir", fx, "--workers", "1", "--bind", &addr],
+        &addr,
+    );
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("[INFO] listening on"), "{log}");
+}

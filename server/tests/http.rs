@@ -263,7 +263,9 @@ fn a_body_cut_short_by_eof_never_completes_a_200() {
         s.log()
     );
     // Read by the app (past --body-buffer): it sees the error, the client a 400 at most.
-    let s = server("apps:app").args(&["--body-buffer", "0"]).start();
+    let s = server("apps:app")
+        .args(&["--body-buffer", "0", "--log-level", "debug"])
+        .start();
     let mut c = s.connect();
     c.send(b"POST /echo?mode=read HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\nonly this");
     c.shutdown_write();

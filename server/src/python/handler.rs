@@ -347,11 +347,7 @@ fn call_app(py: Python<'_>, app: &App, conn: &Conn, environ: &Bound<'_, PyDict>,
     let result = match app.callable.bind(py).call1((environ.clone(), start_response)) {
         Ok(r) => r,
         Err(e) => {
-            log::error(&format!(
-                "{}: exception in the app:\n{}",
-                request_line(environ),
-                format_exception(py, &e)
-            ));
+            log_failure(py, &request_line(environ), &ex.body, Failure::Python(e));
             ex.outcome = Some(Delivery::AppError);
             return;
         }
@@ -360,8 +356,7 @@ fn call_app(py: Python<'_>, app: &App, conn: &Conn, environ: &Bound<'_, PyDict>,
         Ok(Started::Complete(d)) => ex.outcome = Some(d),
         Ok(Started::Iterate(it)) => ex.iter = Some(it.unbind()),
         Err(f) => {
-            let line = request_line(environ);
-            log_failure(py, &line, f);
+            log_failure(py, &request_line(environ), &ex.body, f);
             ex.outcome = Some(Delivery::AppError);
         }
     }
@@ -388,13 +383,22 @@ fn what(py: Python<'_>, ex: &Exchange) -> String {
 }
 
 fn report(py: Python<'_>, ex: &Exchange, f: Failure) {
-    log_failure(py, &what(py, ex), f);
+    log_failure(py, &what(py, ex), &ex.body, f);
 }
 
-fn log_failure(py: Python<'_>, line: &str, f: Failure) {
-    match f {
-        Failure::Python(e) => log::error(&format!("{line}: exception in the app:\n{}", format_exception(py, &e))),
-        Failure::Protocol(m) => log::error(&format!("{line}: {m}")),
+/// Log why the app failed. When it failed because its request body could not be read (too
+/// large, cut short, too slow: the `OSError` its `wsgi.input` raised), that is the client's
+/// doing, answered with the body error's status: one debug line and a count, not a traceback.
+fn log_failure(py: Python<'_>, line: &str, body: &Mutex<Body>, f: Failure) {
+    let body_error = lock(body)
+        .error()
+        .filter(|e| *e != crate::http::body::BodyError::Finished);
+    match (f, body_error) {
+        (Failure::Python(e), Some(b)) if e.is_instance_of::<pyo3::exceptions::PyOSError>(py) => {
+            log::debug(&format!("{line}: {} (answered {})", b.message(), b.status()));
+        }
+        (Failure::Python(e), _) => log::error(&format!("{line}: exception in the app:\n{}", format_exception(py, &e))),
+        (Failure::Protocol(m), _) => log::error(&format!("{line}: {m}")),
     }
 }
 

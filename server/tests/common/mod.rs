@@ -101,8 +101,9 @@ impl Builder {
         cmd
     }
 
-    /// Start and wait for the "listening on" line (at most 15 s).
-    pub fn start(self) -> Server {
+    /// Spawn with stderr (the log) and stdout captured line by line; the receiver gets the
+    /// address of every "listening on" line.
+    fn spawn_captured(&self) -> Captured {
         let mut child = self.command().spawn().expect("spawn deployctl-server");
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().expect("stderr");
@@ -131,6 +132,17 @@ impl Builder {
                 l.push('\n');
             }
         });
+        Captured { child, log, out, rx }
+    }
+
+    /// Start and wait for the "listening on" line (at most 15 s).
+    pub fn start(self) -> Server {
+        let Captured {
+            mut child,
+            log,
+            out,
+            rx,
+        } = self.spawn_captured();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(addr) = rx.recv_timeout(Duration::from_millis(50)) {
@@ -149,6 +161,32 @@ impl Builder {
                 let _ = child.kill();
                 panic!("server did not listen within 15 s:\n{}", log.lock().unwrap());
             }
+        }
+    }
+
+    /// Start a server that does not log its address (`-q`) on a free port chosen here, and
+    /// wait until it accepts connections (at most 15 s).
+    pub fn start_quiet(self) -> Server {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .to_string();
+        let Captured {
+            mut child, log, out, ..
+        } = self.args(&["--bind", &addr]).spawn_captured();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(&addr).is_err() {
+            if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
+                let _ = child.kill();
+                panic!("server did not listen on {addr}:\n{}", log.lock().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server {
+            child,
+            addr,
+            log,
+            stdout: out,
         }
     }
 
@@ -215,6 +253,13 @@ impl Builder {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+struct Captured {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    out: Arc<Mutex<String>>,
+    rx: std::sync::mpsc::Receiver<String>,
 }
 
 pub struct Server {
@@ -288,6 +333,22 @@ impl Server {
             .map(|p| proc_status_kib(p, "VmHWM:"))
             .max()
             .unwrap_or(0)
+    }
+
+    /// SIGTERM, wait for the exit, and give back the status and the whole log.
+    pub fn terminate_with_log(mut self) -> (i32, String) {
+        signal(self.pid(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let code = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The log reader finishes once the pipe closes.
+        std::thread::sleep(Duration::from_millis(100));
+        (code, self.log())
     }
 
     /// SIGTERM and wait for the exit status (at most 10 s).
@@ -542,5 +603,174 @@ impl Client {
                 Err(_) => return true,
             }
         }
+    }
+}
+
+// --- processes and connection ends (lifecycle and real-app tests) ---------------------------
+
+/// The only worker of a `--workers 1` server, once it says it is ready (at most 15 s).
+pub fn the_worker(s: &Server) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let pids = s.worker_pids();
+        if let [pid] = pids[..]
+            && s.log().contains(&format!("worker {pid} ready"))
+        {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no single ready worker within 15 s (children {pids:?}):\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// CPU time (user + system, all threads) a process has used so far.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // Fields after the command name (which may hold spaces): state is field 3, so utime (14)
+    // and stime (15) are the 12th and 13th after the closing parenthesis.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> u64 { fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0) };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz)
+}
+
+/// CPU time a process uses while this thread sleeps for `window`.
+pub fn cpu_used_over(pid: u32, window: Duration) -> Duration {
+    let before = cpu_time(pid);
+    std::thread::sleep(window);
+    cpu_time(pid).saturating_sub(before)
+}
+
+/// Descriptors a process has open.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The descriptor count once it has not changed for 300 ms (at most 5 s of waiting).
+pub fn settled_fd_count(pid: u32) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = fd_count(pid);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = fd_count(pid);
+        if now == last || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// Wait (at most `secs`) for the process to be back to `idle` descriptors; the last count
+/// seen if it is not.
+pub fn fds_back_to(pid: u32, idle: usize, secs: u64) -> Result<(), usize> {
+    let mut last = 0;
+    if wait_until(secs, || {
+        last = fd_count(pid);
+        last <= idle
+    }) {
+        Ok(())
+    } else {
+        Err(last)
+    }
+}
+
+/// How a connection ended, seen from the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// EOF from the server after this long.
+    Closed(Duration),
+    /// A reset after this long.
+    Reset(Duration),
+    /// The server sent bytes nobody asked for.
+    Bytes(Vec<u8>),
+    /// Still open when the wait ran out.
+    Open,
+}
+
+impl Client {
+    /// Connect with a 15 s read timeout and no Nagle delay.
+    pub fn connect(addr: &str) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let mut c = Client::from(stream);
+        c.stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("read timeout");
+        c.buf.clear();
+        c
+    }
+
+    /// Bytes read past the last response and not consumed.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Wait until `deadline` for the server to end the connection; bytes it sends instead
+    /// are returned as `End::Bytes`.
+    pub fn end_by(&mut self, deadline: Instant) -> End {
+        let start = Instant::now();
+        if !self.buf.is_empty() {
+            return End::Bytes(std::mem::take(&mut self.buf));
+        }
+        let mut b = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return End::Open;
+            }
+            if self.stream.set_read_timeout(Some(left)).is_err() {
+                return End::Reset(start.elapsed());
+            }
+            match self.stream.read(&mut b) {
+                Ok(0) => return End::Closed(start.elapsed()),
+                Ok(n) => return End::Bytes(b[..n].to_vec()),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return End::Open;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return End::Reset(start.elapsed()),
+            }
+        }
+    }
+
+    /// Read at least `n` raw bytes (or until EOF / the read timeout); how many were read.
+    pub fn read_raw(&mut self, n: usize) -> usize {
+        let mut total = std::mem::take(&mut self.buf).len();
+        let mut b = vec![0u8; 65536];
+        while total < n {
+            match self.stream.read(&mut b) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => total += k,
+            }
+        }
+        total
+    }
+
+    /// Hang up with a reset (SO_LINGER 0), as a client that crashed or timed out does.
+    pub fn reset(self) {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt on our own socket with a valid linger struct.
+        unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+        drop(self);
     }
 }
