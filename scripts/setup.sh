@@ -4,6 +4,7 @@
 #        binutils (readelf: the test that the CLI does not link libpython)
 #   .tools/venv: gixy-ng (nginx security analysis)
 #   examples/flask-hello/.venv: the example's requirements plus Gunicorn
+#   server/tests/.venv-apps: Django, Bottle, Falcon and Flask (the real-framework tests)
 # Idempotent: a second run only checks what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,5 +33,14 @@ if [ ! -x "$ex/.venv/bin/gunicorn" ] || ! "$ex/.venv/bin/python" -c 'import flas
   echo "setup: $ex/.venv (requirements + gunicorn)"
   python3 -m venv "$ex/.venv"
   "$ex/.venv/bin/pip" install -q --disable-pip-version-check -r "$ex/requirements.txt" gunicorn
+fi
+# Django 5.2 is the LTS that runs on the Python 3.10/3.11 the server may be built with (6.x
+# needs 3.12).
+apps=server/tests/.venv-apps
+if ! "$apps/bin/python" -c 'import django, bottle, falcon, flask' 2>/dev/null; then
+  echo "setup: $apps (Django, Bottle, Falcon, Flask)"
+  python3 -m venv "$apps"
+  "$apps/bin/pip" install -q --disable-pip-version-check \
+    'django>=5.2,<6' 'bottle>=0.13,<0.14' 'falcon>=4,<5' 'flask>=3,<4'
 fi
 echo "setup: ok (nginx $(nginx -v 2>&1 | sed 's/.*\///'), uwsgi $(uwsgi --version), $(systemd-analyze --version | head -1))"
