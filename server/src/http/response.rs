@@ -41,6 +41,8 @@ pub struct Response {
     pub fields: Vec<u8>,
     /// The app's own Content-Length, if it sent one.
     pub content_length: Option<u64>,
+    /// The app sent a Date field (the server then adds none).
+    pub app_date: bool,
     /// The head is committed to the queue: the status can no longer change.
     pub headers_sent: bool,
     pub chunked: bool,
@@ -87,6 +89,7 @@ impl Response {
             status: None,
             fields: Vec::new(),
             content_length: None,
+            app_date: false,
             headers_sent: false,
             chunked: false,
             body_sent: 0,
@@ -108,6 +111,7 @@ impl Response {
         self.status = None;
         self.fields.clear();
         self.content_length = None;
+        self.app_date = false;
         self.headers_sent = false;
         self.chunked = false;
         self.body_sent = 0;
@@ -138,7 +142,9 @@ impl Response {
         }
         h.extend_from_slice(b"\r\n");
         h.extend_from_slice(&self.fields);
-        push_date(&mut h);
+        if !self.app_date {
+            push_date(&mut h);
+        }
         if self.content_length.is_none() && !bodyless(code) {
             match known_length {
                 Some(n) => {

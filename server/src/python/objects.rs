@@ -84,6 +84,8 @@ struct Checked {
     /// `Name: value\r\n` lines.
     fields: Vec<u8>,
     content_length: Option<u64>,
+    /// The app sent its own Date (then the server adds none: one Date per response).
+    date: bool,
 }
 
 fn check_status_headers(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Checked> {
@@ -107,6 +109,7 @@ fn check_status_headers(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -
         .map_err(|_| PyTypeError::new_err(format!("headers must be a list, not {}", type_name(headers))))?;
     let mut fields = Vec::with_capacity(list.len() * 32);
     let mut length = None;
+    let mut date = false;
     for item in list.iter() {
         let pair = item
             .cast::<PyTuple>()
@@ -134,6 +137,7 @@ fn check_status_headers(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -
                 String::from_utf8_lossy(&name)
             )));
         }
+        date |= lower == b"date";
         if lower == b"content-length" {
             let v = value.trim_ascii();
             if v.is_empty() || !v.iter().all(u8::is_ascii_digit) || v.len() > 18 {
@@ -154,6 +158,7 @@ fn check_status_headers(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -
         line,
         fields,
         content_length: length,
+        date,
     })
 }
 
@@ -192,6 +197,7 @@ impl StartResponse {
         r.status = Some((checked.code, checked.line));
         r.fields = checked.fields;
         r.content_length = checked.content_length;
+        r.app_date = checked.date;
         drop(r);
         slf.getattr(pyo3::intern!(slf.py(), "write"))
     }
