@@ -3,7 +3,8 @@
 //! Falcon. Each is used the way nginx's upstream pool or a browser uses connections: requests
 //! on one keep-alive connection with short pauses, then idle pauses longer than
 //! `--keep-alive 1`, after which the old connection is reused (a whole response or a clean
-//! close, never a hang) and a new one is opened.
+//! close, never a hang) and a new one is opened; a large download is abandoned midway; the
+//! worker must end idle with no descriptor left behind. Flask runs with `--threads 4` too.
 //!
 //! The frameworks live in `server/tests/.venv-apps` (made by `scripts/setup.sh`). Without it
 //! the tests skip, saying so, unless `DEPLOYCTL_REQUIRE_VALIDATORS=1` (CI), where they fail.
@@ -214,8 +215,9 @@ fn assert_idle_closed(c: &mut Client, since: Instant, app: &str) {
 /// 3. a new connection after the pause serves every step again;
 /// 4. the first connection, idle since step 1, was closed at its timeout, and a request
 ///    sent on it anyway sees the close;
-/// 5. the worker is left idle (no spinning), its descriptors back to their count before.
-fn tour(s: &Server, app: &str, steps: &[Step]) {
+/// 5. with `cancelled`, a download of that path abandoned after its first 256 KiB (a reset);
+/// 6. the worker is left idle (no spinning), its descriptors back to their count before.
+fn tour(s: &Server, app: &str, steps: &[Step], cancelled: Option<&str>) {
     let worker = common::the_worker(s);
     // Once through, so what the first requests load is loaded before descriptors are counted.
     {
@@ -253,6 +255,16 @@ fn tour(s: &Server, app: &str, steps: &[Step]) {
         Reuse::Answered => panic!("{app}: a connection the server had closed answered a request"),
     }
     drop(first);
+
+    if let Some(path) = cancelled {
+        let mut c = s.connect();
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
+        let got = c.read_raw(256 * 1024);
+        assert!(got >= 256 * 1024, "{app}: only {got} bytes of {path}");
+        c.reset();
+        let mut c = s.connect();
+        steps[0].run(&mut c, app, "after a cancelled download");
+    }
 
     if let Err(n) = common::fds_back_to(worker, idle_fds, 5) {
         panic!("{app}: the worker holds {n} descriptors 5 s after its connections closed, {idle_fds} before");
@@ -304,21 +316,32 @@ fn flask_example_app_over_keep_alive_with_idle_pauses() {
         }),
         get("/static/style.css", move |r| whole(r, &css)),
     ];
-    tour(&s, "flask-hello", &steps);
+    tour(&s, "flask-hello", &steps, None);
 }
 
-fn flask_fixture(venv: &Path, data: &Path) -> Server {
+fn flask_fixture(venv: &Path, data: &Path, threads: u32) -> Server {
     server("flask_routes:app")
         .args(&["--venv", path_str(venv), "--keep-alive", "1"])
+        .args(&["--threads", &threads.to_string()])
         .args(&["--env", &format!("DATA_FILE={}", path_str(&data.join("data.bin")))])
         .start()
 }
 
 #[test]
 fn flask_404_redirect_stream_send_file_and_json_over_keep_alive_with_idle_pauses() {
+    flask_fixture_tour(1);
+}
+
+#[test]
+fn flask_with_python_threads_over_keep_alive_with_idle_pauses() {
+    flask_fixture_tour(4);
+}
+
+fn flask_fixture_tour(threads: u32) {
     let Some(venv) = apps_venv(&["flask"]) else { return };
     let dir = data_dir();
-    let s = flask_fixture(&venv, dir.path());
+    let s = flask_fixture(&venv, dir.path(), threads);
+    let app = &format!("flask (--threads {threads})");
     let lines: String = (0..200).map(|i| format!("line {i} of /stream\n")).collect();
     let steps = vec![
         // Werkzeug's 404: the response that shipped the bug (an iterable with close() held
@@ -346,7 +369,7 @@ fn flask_404_redirect_stream_send_file_and_json_over_keep_alive_with_idle_pauses
         // A 405 that leaves the request body unread: the server drains it and goes on.
         post_form("/json", "a=b&c=d", "", |r| status(r, 405)),
     ];
-    tour(&s, "flask", &steps);
+    tour(&s, app, &steps, Some("/file"));
 }
 
 #[test]
@@ -356,7 +379,7 @@ fn a_date_header_from_the_app_is_not_duplicated() {
     // must not generate a field line twice unless the field is a list, and Date is not.
     let Some(venv) = apps_venv(&["flask"]) else { return };
     let dir = data_dir();
-    let s = flask_fixture(&venv, dir.path());
+    let s = flask_fixture(&venv, dir.path(), 1);
     let mut c = s.connect();
     c.send(b"HEAD /file HTTP/1.1\r\nHost: localhost\r\n\r\n");
     let r = c.try_response_to(true).expect("a response");
@@ -485,7 +508,7 @@ fn django_admin_login_with_csrf_over_keep_alive_with_idle_pauses() {
             status(r, 403)
         }),
     ];
-    tour(&s, "django", &steps);
+    tour(&s, "django", &steps, None);
 }
 
 // --- Bottle and Falcon ----------------------------------------------------------------------
@@ -512,7 +535,7 @@ fn bottle_str_generator_and_static_file_over_keep_alive_with_idle_pauses() {
             assert_eq!(r.header("content-length"), Some(DATA_LEN.to_string().as_str()));
         }),
     ];
-    tour(&s, "bottle", &steps);
+    tour(&s, "bottle", &steps, Some("/static/data.bin"));
 }
 
 #[test]
@@ -536,5 +559,5 @@ fn falcon_media_stream_and_static_route_over_keep_alive_with_idle_pauses() {
             assert_eq!(r.json()["title"], "404 Not Found");
         }),
     ];
-    tour(&s, "falcon", &steps);
+    tour(&s, "falcon", &steps, Some("/static/data.bin"));
 }
