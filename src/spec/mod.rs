@@ -191,7 +191,8 @@ pub struct Systemd {
     pub memory_deny_write_execute: bool,
     /// `PrivateUsers=yes`. Default: on.
     pub private_users: bool,
-    /// `SystemCallFilter=~@resources`. Turn off if the server calls `setrlimit`. Default: on.
+    /// `SystemCallFilter=~@resources` (the unit sets `LimitNOFILE=` itself, so servers need not call
+    /// `setrlimit`). Turn off for an app that changes its own limits or priorities. Default: on.
     pub deny_resource_syscalls: bool,
     /// `IPAddressDeny=any` + `IPAddressAllow=localhost`: breaks apps calling external
     /// services or a remote database. Default: off.
