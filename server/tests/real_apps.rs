@@ -373,7 +373,6 @@ fn flask_fixture_tour(threads: u32) {
 }
 
 #[test]
-#[ignore = "server bug: a Date header set by the app is sent again by the server (two Date fields)"]
 fn a_date_header_from_the_app_is_not_duplicated() {
     // Werkzeug's send_file (like Bottle's static_file) sets Date; RFC 9110 §5.3: a sender
     // must not generate a field line twice unless the field is a list, and Date is not.
