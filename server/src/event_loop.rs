@@ -519,23 +519,18 @@ impl Loop {
                                 Step::Serve(p)
                             } else {
                                 conn.state = State::Body(p);
-                                Step::Prefetch
+                                prefetch(conn, self.body_buffer, &mut self.counts)
                             }
                         }
                     }
                 },
-                State::Body(_) => Step::Prefetch,
+                State::Body(_) => prefetch(conn, self.body_buffer, &mut self.counts),
                 State::Streaming(_) => Step::Pump,
                 _ => Step::Wait,
             };
-            let step = match step {
-                Step::Prefetch => self.prefetch(i),
-                s => s,
-            };
-            // (`prefetch` never answers `Prefetch`.)
             self.account(i, before);
             match step {
-                Step::Wait | Step::Prefetch => return,
+                Step::Wait => return,
                 Step::Flush => {
                     self.queue_flush(i);
                     return;
@@ -560,8 +555,8 @@ impl Loop {
                             self.queue_flush(i);
                             return;
                         }
-                        scoreboard::end();
                         let next = handler::end(py, conn, ex, false);
+                        scoreboard::end();
                         if !self.after_response(i, next) {
                             return;
                         }
@@ -598,56 +593,15 @@ impl Loop {
                         self.queue_flush(i);
                         return;
                     }
-                    scoreboard::end();
                     let State::Streaming(ex) = std::mem::replace(&mut conn.state, State::Sending) else {
                         return;
                     };
                     let next = handler::end(py, conn, *ex, false);
+                    scoreboard::end();
                     if !self.after_response(i, next) {
                         return;
                     }
                 }
-            }
-        }
-    }
-
-    /// Read the body of the pending request ahead of the app, as far as it has arrived.
-    fn prefetch(&mut self, i: usize) -> Step {
-        let bound = self.body_buffer;
-        let Some(conn) = conn!(self, i) else { return Step::Wait };
-        let State::Body(p) = &conn.state else { return Step::Wait };
-        let mut body = lock(&p.body);
-        match body.prefetch(bound) {
-            Ok(crate::http::body::Prefetched::Partial) => {
-                if body.continue_sent() {
-                    return Step::Wait;
-                }
-                // The client waits for our go-ahead before it sends the body; the loop is
-                // about to read it, so give it now (queued after any earlier responses).
-                body.continue_queued();
-                drop(body);
-                lock(&conn.response).out.push(b"HTTP/1.1 100 Continue\r\n\r\n");
-                Step::Flush
-            }
-            Ok(Prefetched::Complete | Prefetched::Large) => {
-                drop(body);
-                let State::Body(p) = std::mem::replace(&mut conn.state, State::Sending) else {
-                    return Step::Wait;
-                };
-                Step::Serve(p)
-            }
-            Err(e) => {
-                let (buf, _) = body.finish();
-                drop(body);
-                let State::Body(p) = std::mem::replace(&mut conn.state, State::Idle) else {
-                    return Step::Wait;
-                };
-                conn.buf = buf;
-                conn.pos = p.start;
-                log::debug(&format!("refused a request body with {}: {}", e.status(), e.message()));
-                self.counts.refused += 1;
-                conn.refuse(e.status(), e.message());
-                Step::Flush
             }
         }
     }
@@ -841,6 +795,7 @@ impl Loop {
         {
             lock(&conn.response).fail(false);
             handler::end(py, &mut conn, *ex, false);
+            scoreboard::end();
         }
         // Explicitly: if the app forked, a copy of this descriptor lives on in the child, and
         // epoll keys its registration on the open file, not on our descriptor.
@@ -991,9 +946,47 @@ impl Loop {
 enum Step {
     Wait,
     Flush,
-    Prefetch,
     Serve(Pending),
     Pump,
+}
+
+/// Read the body of the pending request ahead of the app, as far as it has arrived.
+fn prefetch(conn: &mut Conn, bound: u64, counts: &mut Counts) -> Step {
+    let State::Body(p) = &conn.state else { return Step::Wait };
+    let mut body = lock(&p.body);
+    match body.prefetch(bound) {
+        Ok(Prefetched::Partial) => {
+            if body.continue_sent() {
+                return Step::Wait;
+            }
+            // The client waits for our go-ahead before it sends the body; the loop is about
+            // to read it, so give it now (queued after any earlier responses).
+            body.continue_queued();
+            drop(body);
+            lock(&conn.response).out.push(b"HTTP/1.1 100 Continue\r\n\r\n");
+            Step::Flush
+        }
+        Ok(Prefetched::Complete | Prefetched::Large) => {
+            drop(body);
+            let State::Body(p) = std::mem::replace(&mut conn.state, State::Sending) else {
+                return Step::Wait;
+            };
+            Step::Serve(p)
+        }
+        Err(e) => {
+            let (buf, _) = body.finish();
+            drop(body);
+            let State::Body(p) = std::mem::replace(&mut conn.state, State::Idle) else {
+                return Step::Wait;
+            };
+            conn.buf = buf;
+            conn.pos = p.start;
+            log::debug(&format!("refused a request body with {}: {}", e.status(), e.message()));
+            counts.refused += 1;
+            conn.refuse(e.status(), e.message());
+            Step::Flush
+        }
+    }
 }
 
 /// Turn the parsed head at `conn.buf[conn.pos..]` into a pending request; the buffer moves
