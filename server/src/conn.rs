@@ -163,11 +163,23 @@ impl Conn {
         }
     }
 
-    /// Request-head bytes buffered (what the worker's head-memory cap counts).
-    pub fn head_bytes(&self) -> usize {
-        match self.state {
+    /// Request bytes buffered and not yet given to the app: a head being received, or a body
+    /// being read ahead (what the worker's memory cap counts).
+    pub fn buffered(&self) -> usize {
+        match &self.state {
             State::Head => self.buf.len() - self.pos,
+            State::Body(p) => crate::lock(&p.body).buffered(),
             _ => 0,
+        }
+    }
+
+    /// Give up reading a pending request's body ahead: its buffer comes back, positioned at
+    /// the request's head (so a refusal can see what it answers).
+    pub fn abandon_body(&mut self) {
+        if let State::Body(p) = std::mem::replace(&mut self.state, State::Idle) {
+            let (buf, _) = crate::lock(&p.body).finish();
+            self.buf = buf;
+            self.pos = p.start;
         }
     }
 

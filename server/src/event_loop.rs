@@ -20,9 +20,9 @@
 //!
 //! Backpressure counts requests in flight, not connections: with every Python thread busy the
 //! listeners are taken off epoll (the kernel's backlog queues new clients) while idle
-//! keep-alive connections cost nothing but their buffer. Memory is bounded too: request-head
-//! bytes buffered by the worker have a cap (`HEAD_MEMORY_CAP`), past which new connections and
-//! large heads are answered 503. Epoll is level-triggered, so a connection read only partly is
+//! keep-alive connections cost nothing but their buffer. Memory is bounded too: request bytes
+//! buffered by the worker (heads being received, bodies read ahead) have a cap
+//! (`REQUEST_MEMORY_CAP`), past which new connections and large requests are answered 503. Epoll is level-triggered, so a connection read only partly is
 //! reported again without bookkeeping.
 
 use std::collections::VecDeque;
@@ -67,11 +67,12 @@ const OUT: u32 = libc::EPOLLOUT as u32;
 /// Connections accepted per wake-up of a listener, so one busy listener cannot starve the
 /// connections already open.
 const ACCEPT_BATCH: usize = 64;
-/// Request-head bytes a worker buffers for all its connections together. Past it, new
-/// connections and heads over `HEAD_LARGE` are answered 503: a flood of huge heads costs the
-/// flooder, not the worker's memory.
-pub const HEAD_MEMORY_CAP: usize = 32 << 20;
-const HEAD_LARGE: usize = 64 << 10;
+/// Request bytes (heads being received, bodies read ahead) a worker buffers for all its
+/// connections together. Past it, new connections and requests holding more than
+/// `LARGE_REQUEST` are answered 503: a flood of huge heads or slow bodies costs the flooder,
+/// not the worker's memory.
+pub const REQUEST_MEMORY_CAP: usize = 32 << 20;
+const LARGE_REQUEST: usize = 64 << 10;
 /// After a stop begins, an idle keep-alive connection is kept this long for a request already
 /// on its way (answered with `Connection: close`), so a reload does not cut requests that
 /// crossed the stop on the wire.
@@ -156,8 +157,8 @@ pub struct Loop {
     graceful: Duration,
     /// Connections with queued bytes, written at the end of the round.
     unflushed: Vec<usize>,
-    head_bytes: usize,
-    head_peak: usize,
+    buffered: usize,
+    buffered_peak: usize,
     counts: Counts,
     next_summary: Instant,
     /// Set when accept failed for lack of descriptors; logged once per sweep.
@@ -214,8 +215,8 @@ impl Loop {
             stopping: None,
             graceful: Duration::from_secs(s.graceful_timeout),
             unflushed: Vec::new(),
-            head_bytes: 0,
-            head_peak: 0,
+            buffered: 0,
+            buffered_peak: 0,
             counts: Counts::default(),
             next_summary: Instant::now() + SUMMARY_EVERY,
             fd_exhausted: None,
@@ -398,7 +399,7 @@ impl Loop {
                     if let Some(c) = conn!(self, i) {
                         c.interest = IN;
                     }
-                    if self.head_bytes > HEAD_MEMORY_CAP {
+                    if self.buffered > REQUEST_MEMORY_CAP {
                         self.busy(i);
                     }
                 }
@@ -422,10 +423,11 @@ impl Loop {
         }
     }
 
-    /// Answer 503 (the worker's head memory is at its cap) and close.
+    /// Answer 503 (the worker's request memory is at its cap) and close.
     fn busy(&mut self, i: usize) {
         self.counts.busy += 1;
         if let Some(c) = conn!(self, i) {
+            c.abandon_body();
             c.refuse(503, "the server is busy; try again");
         }
         self.queue_flush(i);
@@ -434,7 +436,7 @@ impl Loop {
     /// Read what arrived for a connection that is waiting for a request or its body.
     fn on_readable(&mut self, runner: Runner<'_, '_>, i: usize) {
         let Some(conn) = conn!(self, i) else { return };
-        let before = conn.head_bytes();
+        let before = conn.buffered();
         let read = match &conn.state {
             State::Idle | State::Head => conn.stream.read_some(&mut conn.buf, READ_CHUNK),
             State::Body(p) => lock(&p.body).read_available(),
@@ -467,8 +469,8 @@ impl Loop {
             }
         }
         self.account(i, before);
-        if self.head_bytes > HEAD_MEMORY_CAP && conn!(self, i).is_some_and(|c| c.head_bytes() > HEAD_LARGE) {
-            let before = conn!(self, i).map_or(0, |c| c.head_bytes());
+        if self.buffered > REQUEST_MEMORY_CAP && conn!(self, i).is_some_and(|c| c.buffered() > LARGE_REQUEST) {
+            let before = conn!(self, i).map_or(0, |c| c.buffered());
             self.busy(i);
             self.account(i, before);
             return;
@@ -478,9 +480,9 @@ impl Loop {
 
     /// Keep the worker's count of buffered head bytes right after connection `i` changed.
     fn account(&mut self, i: usize, before: usize) {
-        let after = conn!(self, i).map_or(0, |c| c.head_bytes());
-        self.head_bytes = (self.head_bytes + after).saturating_sub(before);
-        self.head_peak = self.head_peak.max(self.head_bytes);
+        let after = conn!(self, i).map_or(0, |c| c.buffered());
+        self.buffered = (self.buffered + after).saturating_sub(before);
+        self.buffered_peak = self.buffered_peak.max(self.buffered);
     }
 
     /// Take connection `i` as far as it can go without waiting: parse requests, read bodies
@@ -489,7 +491,7 @@ impl Loop {
         loop {
             let (limits, protocol) = (self.limits, self.protocol);
             let Some(conn) = conn!(self, i) else { return };
-            let before = conn.head_bytes();
+            let before = conn.buffered();
             let step = match &mut conn.state {
                 State::Idle | State::Head => match conn.parse(&limits, protocol) {
                     Parsed::Incomplete => {
@@ -789,7 +791,7 @@ impl Loop {
         let Some(mut conn) = self.slots.get_mut(i).and_then(|s| s.conn.take()) else {
             return;
         };
-        self.head_bytes -= conn.head_bytes().min(self.head_bytes);
+        self.buffered -= conn.buffered().min(self.buffered);
         if let State::Streaming(ex) = std::mem::replace(&mut conn.state, State::Closing)
             && let Some(py) = py
         {
@@ -824,7 +826,7 @@ impl Loop {
                 State::Head => {
                     log::debug("a client did not send a complete request head in time (408)");
                     self.counts.header_timeouts += 1;
-                    let before = conn.head_bytes();
+                    let before = conn.buffered();
                     conn.refuse(408, "request head not received in time");
                     self.account(i, before);
                     self.queue_flush(i);
@@ -832,13 +834,10 @@ impl Loop {
                 State::Body(_) => {
                     log::debug("a client did not send its request body in time (408)");
                     self.counts.body_timeouts += 1;
-                    let State::Body(p) = std::mem::replace(&mut conn.state, State::Idle) else {
-                        continue;
-                    };
-                    let (buf, _) = lock(&p.body).finish();
-                    conn.buf = buf;
-                    conn.pos = p.start;
+                    let before = conn.buffered();
+                    conn.abandon_body();
                     conn.refuse(408, "request body not received in time");
+                    self.account(i, before);
                     self.queue_flush(i);
                 }
                 State::Streaming(_) | State::Sending | State::Closing => {
@@ -861,8 +860,8 @@ impl Loop {
             self.update_accepting();
         }
         // Give memory a flood of large heads took back to the system once it is over.
-        if self.head_peak > 8 << 20 && self.head_bytes < self.head_peak / 8 {
-            self.head_peak = self.head_bytes;
+        if self.buffered_peak > 8 << 20 && self.buffered < self.buffered_peak / 8 {
+            self.buffered_peak = self.buffered;
             // SAFETY: malloc_trim only returns free memory to the kernel.
             unsafe { libc::malloc_trim(0) };
         }
@@ -974,13 +973,8 @@ fn prefetch(conn: &mut Conn, bound: u64, counts: &mut Counts) -> Step {
             Step::Serve(p)
         }
         Err(e) => {
-            let (buf, _) = body.finish();
             drop(body);
-            let State::Body(p) = std::mem::replace(&mut conn.state, State::Idle) else {
-                return Step::Wait;
-            };
-            conn.buf = buf;
-            conn.pos = p.start;
+            conn.abandon_body();
             log::debug(&format!("refused a request body with {}: {}", e.status(), e.message()));
             counts.refused += 1;
             conn.refuse(e.status(), e.message());

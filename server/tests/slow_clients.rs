@@ -197,3 +197,44 @@ fn a_flood_of_huge_heads_is_answered_503_past_the_memory_cap() {
     // And the worker serves normally afterwards.
     assert_eq!(s.get("/status?code=200").status, 200);
 }
+
+#[test]
+fn a_flood_of_slow_bodies_is_answered_503_past_the_memory_cap() {
+    // Bodies read ahead by the loop count against the same cap as heads: 40 uploads of 1 MiB
+    // stalled just before their end would otherwise hold 40 MiB.
+    let s = server("apps:app").args(&["--body-timeout", "30"]).start();
+    let body = vec![b'x'; 900 * 1024];
+    let mut flood = Vec::new();
+    let mut busy = 0;
+    for _ in 0..40 {
+        let mut c = s.connect();
+        c.send(b"POST /echo?mode=len HTTP/1.1\r\nHost: h\r\nContent-Length: 1048576\r\n\r\n");
+        if c.stream.write_all(&body).is_err() {
+            busy += 1;
+            continue;
+        }
+        flood.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for c in &mut flood {
+        // Answered already (503), or still waiting for the rest of its body.
+        c.stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let mut head = [0u8; 12];
+        if let Ok(n) = std::io::Read::read(&mut c.stream, &mut head)
+            && n > 0
+        {
+            assert!(
+                head.starts_with(b"HTTP/1.1 503"),
+                "{:?}",
+                String::from_utf8_lossy(&head[..n])
+            );
+            busy += 1;
+        }
+    }
+    assert!(busy > 0, "40 MiB of bodies buffered without a 503");
+    assert!(busy < 40, "everything refused");
+    drop(flood);
+    assert_eq!(s.get("/status?code=200").status, 200);
+}

@@ -201,6 +201,11 @@ impl Body {
         &self.buf
     }
 
+    /// Bytes held: the buffer (head, body, anything pipelined) and what was decoded ahead.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() + self.ahead.len() - self.ahead_pos
+    }
+
     /// Until when the client may take to send the rest.
     pub fn deadline(&self) -> std::time::Instant {
         self.pace.deadline()
