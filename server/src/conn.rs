@@ -74,6 +74,21 @@ pub struct Conn {
     /// What the peer contributes to every environ, made on the first request: whether it is
     /// a trusted proxy, and `REMOTE_ADDR`/`REMOTE_PORT` as Python strings.
     pub peer_keys: Option<PeerKeys>,
+    /// How far `parse` got with a head that has not all arrived.
+    pub scan: Scan,
+}
+
+/// A head arriving in many pieces is not parsed again from its start on every piece: that is
+/// quadratic (a client sending an 800 KiB head in 1 KiB packets would make the worker scan
+/// 320 MB). After a parse found the head incomplete, the next full parse waits until the
+/// head's end (CRLF CRLF) has arrived or the buffered head has doubled; each byte is searched
+/// for the end once. Early refusals (a bad request line, a limit) still come within a doubling.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Scan {
+    /// Bytes of `buf[pos..]` searched for the end of the head.
+    searched: usize,
+    /// Bytes of `buf[pos..]` at the last full parse (0: none yet for this head).
+    parsed: usize,
 }
 
 pub struct PeerKeys {
@@ -137,12 +152,14 @@ impl Conn {
             flush_listed: false,
             abort: false,
             peer_keys: None,
+            scan: Scan::default(),
         }
     }
 
     pub fn parse(&mut self, limits: &Limits, protocol: Protocol) -> Parsed {
         if self.pos == self.buf.len() {
             self.pos = 0;
+            self.scan = Scan::default();
             // Give back what a large request grew the buffer to: idle connections should
             // cost little (the `MIN_READ` a request needs is allocated again on its read).
             if self.buf.capacity() > MIN_READ {
@@ -152,14 +169,35 @@ impl Conn {
             }
             return Parsed::Incomplete;
         }
+        let avail = &self.buf[self.pos..];
+        if protocol == Protocol::Http && self.scan.parsed > 0 && self.scan.parsed <= avail.len() {
+            let from = self.scan.searched.saturating_sub(3);
+            let ended = avail[from..].windows(4).any(|w| w == b"\r\n\r\n");
+            self.scan.searched = avail.len();
+            if !ended && avail.len() < 2 * self.scan.parsed {
+                return Parsed::Incomplete;
+            }
+        }
         let parsed = match protocol {
-            Protocol::Http => parse::parse(&self.buf[self.pos..], limits),
-            Protocol::Uwsgi => uwsgi::parse(&self.buf[self.pos..], limits),
+            Protocol::Http => parse::parse(avail, limits),
+            Protocol::Uwsgi => uwsgi::parse(avail, limits),
         };
         match parsed {
-            Ok(Some(h)) => Parsed::Request(h),
-            Ok(None) => Parsed::Incomplete,
-            Err(r) => Parsed::Refused(r),
+            Ok(Some(h)) => {
+                self.scan = Scan::default();
+                Parsed::Request(h)
+            }
+            Ok(None) => {
+                self.scan = Scan {
+                    searched: avail.len(),
+                    parsed: avail.len(),
+                };
+                Parsed::Incomplete
+            }
+            Err(r) => {
+                self.scan = Scan::default();
+                Parsed::Refused(r)
+            }
         }
     }
 
