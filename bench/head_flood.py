@@ -327,26 +327,52 @@ def main():
             print("single head %s; %s; RSS idle %.1f, peak %.1f, after %.1f MiB (load average %.1f)" % (
                 r["single_head"], json.dumps(r["outcomes"]), hc.mib(r["rss_idle"]), hc.mib(r["rss_peak"]),
                 hc.mib(r["rss_after"]), os.getloadavg()[0]), flush=True)
+    out = os.path.join(hc.ROOT, "target", "bench-head-flood.json")
+    with open(out, "w") as f:
+        json.dump(results, f, indent=2)
+    report(results)
+    print("(raw results: %s; `python3 bench/head_flood.py --report FILE` prints the tables again; server logs: %s)"
+          % (out, hc.LOGS))
+
+
+def report(results):
+    names = list(results)
+    rounds = len(results[names[0]])
 
     def m(runs, key):
         return hc.median([r[key] for r in runs])
 
-    print("\n| server | one huge head alone | 200 served | 503 busy | other answers / failures | "
+    def mt(runs, key):
+        return hc.median([r["times"][key] for r in runs])
+
+    print("\nMedians of %d round(s):\n" % rounds)
+    print("| server | one huge head alone | 200 served | 503 busy | other answers / failures | "
           "worker RSS MiB: idle / peak / after (+%.0f s) | after ÷ idle | connect / send / wait s | "
           "worker CPU s (flood) |" % AFTER)
     print("|---|---|---|---|---|---|---|---|---|")
     for name in names:
         runs = results[name]
         last = runs[-1]
-        other = {k: v for k, v in last["outcomes"].items() if k not in ("200", "503")}
-        t = last["times"]
-        print("| %s | %s | %d | %d | %s | %s / %s / %s%s | %.2f | %.1f / %.1f / %.1f | %.2f |" % (
-            name, last["single_head"], last["outcomes"].get("200", 0), last["outcomes"].get("503", 0),
+        kinds = sorted({k for r in runs for k in r["outcomes"] if k not in ("200", "503")})
+        other = {k: hc.median([r["outcomes"].get(k, 0) for r in runs]) for k in kinds}
+        print("| %s | %s | %s | %s | %s | %s / %s / %s%s | %.2f | %.1f / %.1f / %.1f | %.2f |" % (
+            name, "/".join(sorted({str(r["single_head"]) for r in runs})),
+            fmt(hc.median([r["outcomes"].get("200", 0) for r in runs]), "%d"),
+            fmt(hc.median([r["outcomes"].get("503", 0) for r in runs]), "%d"),
             ", ".join("%s: %d" % kv for kv in sorted(other.items())) or "none",
             fmt(hc.mib(m(runs, "rss_idle"))), fmt(hc.mib(m(runs, "rss_peak"))), fmt(hc.mib(m(runs, "rss_after"))),
-            " (worker replaced)" if last["worker_replaced"] else ("" if last["alive"] else " (server exited)"),
-            m(runs, "rss_after") / max(1, m(runs, "rss_idle")), t["connect_s"], t["send_s"], t["wait_s"],
-            m(runs, "worker_cpu_s")))
+            " (worker replaced)" if any(r["worker_replaced"] for r in runs)
+            else ("" if all(r["alive"] for r in runs) else " (server exited)"),
+            m(runs, "rss_after") / max(1, m(runs, "rss_idle")), mt(runs, "connect_s"), mt(runs, "send_s"),
+            mt(runs, "wait_s"), m(runs, "worker_cpu_s")))
+    print("\nEach round: served / refused, RSS MiB idle → peak → after, first 200 after the close:\n")
+    for name in names:
+        print("- %s: %s" % (name, "; ".join(
+            "%s, %.1f → %.1f → %.1f, %s" % (
+                json.dumps(r["outcomes"], sort_keys=True), hc.mib(r["rss_idle"]), hc.mib(r["rss_peak"]),
+                hc.mib(r["rss_after"]),
+                "+%.1f s" % r["first_200_after_close_s"] if r["first_200_after_close_s"] is not None else "none")
+            for r in results[name])))
     print("\nRSS after the connections closed, sampled every 0.5 s with a probe request each time (last round):\n")
     for name in names:
         last = results[name][-1]
@@ -370,11 +396,11 @@ def main():
     print("\nTarget (%s): RSS after within %d %% of idle: %.1f → %.1f MiB (%+.1f %%) -> %s" % (
         names[0], round((TARGET_AFTER - 1) * 100), hc.mib(m(ours, "rss_idle")), hc.mib(m(ours, "rss_after")),
         (ratio - 1) * 100, "met" if ratio <= TARGET_AFTER else "MISSED"))
-    out = os.path.join(hc.ROOT, "target", "bench-head-flood.json")
-    with open(out, "w") as f:
-        json.dump(results, f, indent=2)
-    print("(raw results: %s; server logs: %s)" % (out, hc.LOGS))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if len(sys.argv) == 3 and sys.argv[1] == "--report":
+        with open(sys.argv[2]) as f:
+            report(json.load(f))
+    else:
+        sys.exit(main())

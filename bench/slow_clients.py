@@ -433,14 +433,27 @@ def main():
             print("idle p99 %s ms, hostile p99 %s ms, failed %d/%d (load average %.1f)" % (
                 fmt(r["idle"]["p99"]), fmt(r["loaded"]["p99"]), r["loaded"]["failed"], r["loaded"]["n"],
                 r["loadavg_1min_end"]), flush=True)
+    out = os.path.join(hc.ROOT, "target", "bench-slow-clients.json")
+    with open(out, "w") as f:
+        json.dump(results, f, indent=2)
+    report(results)
+    print("(raw results: %s; `python3 bench/slow_clients.py --report FILE` prints the tables again; server logs: %s)"
+          % (out, hc.LOGS))
+
+
+def report(results):
+    names = list(results)
+    rounds = len(results[names[0]])
+    n = results[names[0]][0]["loaded"]["n"]
 
     def cell(runs, phase):
         return "%s / %s / %s" % (fmt(med(runs, phase, "p50")), fmt(med(runs, phase, "p99")),
                                  fmt(med(runs, phase, "max")))
 
+    print("\nMedians of %d round(s):" % rounds)
     print("\n| server | probe p50 / p99 / max ms, idle | probe p50 / p99 / max ms, hostile load | "
           "probes > 100 ms idle / hostile | failed probes idle / hostile (of %d) | worker RSS MiB: idle / end of load / 2 s after | "
-          "worker CPU s: idle phase / hostile phase |" % int(SECONDS * RATE))
+          "worker CPU s: idle phase / hostile phase |" % n)
     print("|---|---|---|---|---|---|---|")
     for name in names:
         runs = results[name]
@@ -471,6 +484,15 @@ def main():
             h.get("nonread_connections", 0 if h else "?"), h.get("cpu_s", "?"),
             fmt(pct(r["cpu0_others_idle"]), "%.0f %%"), fmt(pct(r["cpu0_others_loaded"]), "%.0f %%")))
 
+    print("\nEach round, probe p99 / max ms idle → hostile (failed), and CPU 0 time not charged to the worker "
+          "(other work on the machine) idle / hostile:\n")
+    for name in names:
+        print("- %s: %s" % (name, "; ".join(
+            "%s / %s → %s / %s (%d), %s / %s" % (
+                fmt(r["idle"]["p99"]), fmt(r["idle"]["max"]), fmt(r["loaded"]["p99"]), fmt(r["loaded"]["max"]),
+                r["loaded"]["failed"], fmt(pct(r["cpu0_others_idle"]), "%.0f %%"),
+                fmt(pct(r["cpu0_others_loaded"]), "%.0f %%"))
+            for r in results[name])))
     ours = results[names[0]]
     delay_p99 = med(ours, "loaded", "p99") - med(ours, "idle", "p99") if ours and med(ours, "loaded", "p99") else None
     delay_max = med(ours, "loaded", "max") - med(ours, "idle", "max") if ours and med(ours, "loaded", "max") else None
@@ -479,14 +501,13 @@ def main():
     print("\nTarget (%s): probe not delayed by more than %d ms by the hostile clients: p99 %+.1f ms, max %+.1f ms, "
           "%d failed -> %s" % (names[0], TARGET_DELAY_MS, delay_p99 or 0, delay_max or 0, failed or 0,
                               "met" if met else "MISSED"))
-    out = os.path.join(hc.ROOT, "target", "bench-slow-clients.json")
-    with open(out, "w") as f:
-        json.dump(results, f, indent=2)
-    print("(raw results: %s; server logs: %s)" % (out, hc.LOGS))
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--hostile":
         asyncio.run(hostile_main(int(sys.argv[2])))
+    elif len(sys.argv) == 3 and sys.argv[1] == "--report":
+        with open(sys.argv[2]) as f:
+            report(json.load(f))
     else:
         sys.exit(main())
