@@ -271,13 +271,20 @@ fn write_nginx_wrapper(nginx: &Path, prefix: &Path, site: &Path) -> anyhow::Resu
     } else {
         ""
     };
-    let p = prefix.display();
+    // The project's path may hold spaces, quotes or `$`: every path is quoted for nginx.
+    let p = |rel: &str| crate::render::quote::nginx_literal(&prefix.join(rel).display().to_string());
     let conf = format!(
-        "{user}daemon off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n    \
-         access_log /dev/stdout;\n    client_body_temp_path {p}/temp/body;\n    proxy_temp_path {p}/temp/proxy;\n    \
-         fastcgi_temp_path {p}/temp/fastcgi;\n    uwsgi_temp_path {p}/temp/uwsgi;\n    scgi_temp_path {p}/temp/scgi;\n    \
+        "{user}daemon off;\nworker_processes 1;\npid {pid};\nerror_log stderr;\nevents {{}}\nhttp {{\n    \
+         access_log /dev/stdout;\n    client_body_temp_path {body};\n    proxy_temp_path {proxy};\n    \
+         fastcgi_temp_path {fastcgi};\n    uwsgi_temp_path {uwsgi};\n    scgi_temp_path {scgi};\n    \
          include {site};\n}}\n",
-        site = site.display()
+        pid = p("nginx.pid"),
+        body = p("temp/body"),
+        proxy = p("temp/proxy"),
+        fastcgi = p("temp/fastcgi"),
+        uwsgi = p("temp/uwsgi"),
+        scgi = p("temp/scgi"),
+        site = crate::render::quote::nginx_literal(&site.display().to_string())
     );
     std::fs::write(prefix.join("nginx.conf"), conf)?;
     Ok(())

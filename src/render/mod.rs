@@ -6,7 +6,7 @@
 //! (`tree::FileTree::write_atomic`). Deterministic: the same spec, target, output directory
 //! and templates give byte-identical files (design.md invariant 2).
 
-mod quote;
+pub mod quote;
 mod templates;
 mod tree;
 mod view;

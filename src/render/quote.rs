@@ -1,45 +1,406 @@
-//! Quoting for each config language, done in Rust so templates never have to.
+//! Quoting and escaping for each config language and context, done in Rust so templates never
+//! have to.
+//!
+//! One function per language and context. Each states the rule it implements and where the
+//! rule comes from — the tool's manual or, where the manual is silent, its source — for the
+//! versions deployctl targets (reference/deploy-configs.md: nginx 1.22, uWSGI 2.0.21,
+//! systemd 252, CPython 3). `tests/escaping.rs` has the real tools read rendered values back.
+//!
+//! Some values have no representation in a language: uWSGI expands `$(…)`, `@(…)` and `%(…)`
+//! in every option value and has no escape; no line-based format here can hold a line break.
+//! The spec refuses those values with the file, key and line (`spec::resolve` calls the
+//! `*_problem` functions below), so the escaping functions never see them.
+//!
+//! This module is a leaf: pure functions of strings, used by the view models and the spec.
 
-/// A Python string literal. JSON string syntax is a subset of Python's.
-pub fn python(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "''".into())
+use std::fmt::Write as _;
+
+// ---------------------------------------------------------------------------------------------
+// Refusals: values no config language here can hold.
+
+/// Why `s` cannot go into any config file: it holds a control character (U+0000–U+001F,
+/// U+007F–U+009F).
+///
+/// systemd reads a unit line by line and has no escape in path settings (`WorkingDirectory=`,
+/// `ListenStream=`); uWSGI's ini is line-based with no escape at all; nginx would need `\n`
+/// inside quotes but passes paths to the kernel as written; and `systemd.exec(5)` refuses
+/// control characters in `Environment=` values ("Invalid environment assignment").
+pub fn control_char_problem(s: &str) -> Option<String> {
+    s.chars().find(|c| c.is_control()).map(|c| {
+        format!(
+            "contains a control character (U+{:04X}), which config files cannot hold",
+            c as u32
+        )
+    })
 }
 
-/// One systemd command-line word: `%` and `$` are specifiers and variables in
-/// `ExecStart=`, so they are doubled; words with spaces or quotes are double-quoted.
-pub fn systemd_word(s: &str) -> String {
-    let escaped = s.replace('%', "%%").replace('$', "$$");
-    if escaped.is_empty() || escaped.contains(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '\\' | ';')) {
-        format!("\"{}\"", escaped.replace('\\', "\\\\").replace('"', "\\\""))
+/// Why `s` cannot be a uWSGI option value: it holds `$(`, `@(` or `%(`.
+///
+/// Rule (uWSGI 2.0 core/uwsgi.c `uwsgi_apply_config_pass`, run on every option value from
+/// every source — ini, command line, `UWSGI_*` environment): `$(NAME)` is replaced by the
+/// environment variable, `@(FILE)` by the file's contents (`@(exec://CMD)` runs a command),
+/// `%(NAME)` by another option's value; the docs ("Configuring uWSGI") list no escape and the
+/// source has none (`%%(` is first turned into `%(` by the magic-variable pass). Such a value
+/// cannot be passed to uWSGI another way either, so the spec refuses it.
+pub fn uwsgi_problem(s: &str) -> Option<String> {
+    ["$(", "@(", "%("].iter().find(|seq| s.contains(*seq)).map(|seq| {
+        format!(
+            "contains `{seq}`, which uWSGI expands in every option value ({}) and cannot escape",
+            match *seq {
+                "$(" => "`$(NAME)` is an environment variable",
+                "@(" => "`@(FILE)` reads a file or runs `exec://` commands",
+                _ => "`%(NAME)` is another option's value",
+            }
+        )
+    })
+}
+
+/// Why `dir` cannot be the app's directory under Gunicorn: it ends in whitespace.
+///
+/// Rule (Gunicorn 27 `gunicorn/config.py`): every string setting goes through `validate_string`,
+/// which returns `val.strip()`, and the default of `chdir` is the current directory, validated
+/// when the configuration is created — so Gunicorn started in (or told to change to) a
+/// directory whose name ends in whitespace looks for another one and exits ("can't chdir").
+/// The units start the backend in the app's directory, so such a directory is refused.
+pub fn gunicorn_problem(dir: &str) -> Option<String> {
+    dir.ends_with(char::is_whitespace).then(|| {
+        "ends with whitespace, which Gunicorn strips from its working directory (it then cannot start)".to_string()
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// systemd units (systemd.syntax(7), systemd.unit(5), systemd.service(5), systemd.exec(5)).
+
+/// A value that systemd expands specifiers in: `%` is doubled.
+///
+/// Rule (systemd.unit(5) "Specifiers"): `%%` is a single `%`; every other `%X` is a specifier
+/// (`%n`, `%h`, …) or an error.
+fn systemd_specifiers(s: &str) -> String {
+    s.replace('%', "%%")
+}
+
+/// The value of `WorkingDirectory=`: one absolute path as the rest of the line.
+///
+/// Rule (systemd.exec(5) `WorkingDirectory=`; systemd 252 `config_parse_working_directory`):
+/// the value is the whole line after `=` with surrounding whitespace stripped, specifiers
+/// expanded, then simplified as a path. Quotes and backslashes are literal — a quoted path is
+/// "not absolute" — so nothing is quoted; `%` is doubled. A line ending in `\` continues on the
+/// next one (systemd.syntax(7)), and trailing whitespace would be stripped, so a path ending in
+/// either gets a `/`, which the path simplification removes again.
+pub fn systemd_path(p: &str) -> String {
+    let mut out = systemd_specifiers(p);
+    if out.ends_with(|c: char| c.is_whitespace() || c == '\\') {
+        out.push('/');
+    }
+    out
+}
+
+/// The value of `ListenStream=` (a unix socket path or an address) and `Description=`: the
+/// rest of the line, specifiers expanded, otherwise literal.
+///
+/// Rule (systemd.socket(5) `ListenStream=`; systemd 252 `config_parse_socket_listen`): a value
+/// starting with `/` is a unix socket path taken as written after specifier expansion, so only
+/// `%` is doubled. Socket paths end in `.sock`, never in whitespace.
+pub fn systemd_text(s: &str) -> String {
+    systemd_specifiers(s)
+}
+
+/// Whether a word must be quoted in a systemd word list (`ExecStart=`, `ReadWritePaths=`, …).
+///
+/// Unquoted, a word ends at whitespace; a quote anywhere starts a quoted part; a backslash
+/// starts an escape; in `ExecStart=` a lone `;` separates commands; in `Bind*Paths=` a `:`
+/// separates source and destination (the path lists quote it too).
+fn systemd_needs_quotes(s: &str, colon: bool) -> bool {
+    s.is_empty()
+        || s.contains(|c: char| {
+            c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '\\' | ';') || (colon && c == ':')
+        })
+}
+
+/// `s` double-quoted with `\` and `"` backslash-escaped and control characters as `\xNN`.
+fn systemd_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// One word of `ExecStart=` / `ExecReload=`.
+///
+/// Rule (systemd.service(5) "Command lines"): the line is split on whitespace; a word in double
+/// quotes may hold whitespace; C escapes (`\\`, `\"`, `\xNN`) are decoded; specifiers are
+/// expanded when the unit is loaded (`%%` is `%`) and `$NAME`/`${NAME}` when the command runs
+/// (`$$` is `$`); a lone `;` separates commands. So `%` and `$` are doubled, and a word that is
+/// empty or holds whitespace, a quote, `\`, `;` or a control character is double-quoted
+/// with `\`, `"` and control characters escaped. Executables are absolute paths, so the
+/// first word never starts with one of the prefixes `-@:+!`.
+pub fn systemd_exec_word(s: &str) -> String {
+    let escaped = systemd_specifiers(s).replace('$', "$$");
+    if systemd_needs_quotes(&escaped, false) {
+        systemd_quoted(&escaped)
     } else {
         escaped
     }
 }
 
-/// One `Environment=` assignment, quoted as a whole.
-pub fn systemd_env(k: &str, v: &str) -> String {
+/// A command line for `ExecStart=`: every word quoted by [`systemd_exec_word`].
+pub fn systemd_exec(words: &[String]) -> String {
+    words.iter().map(|w| systemd_exec_word(w)).collect::<Vec<_>>().join(" ")
+}
+
+/// One path of a whitespace-separated path list: `ReadWritePaths=`, `BindReadOnlyPaths=`
+/// (the caller puts a `-` in front for "a missing path is no error").
+///
+/// Rule (systemd.exec(5) "Sandboxing"; systemd 252 `config_parse_namespace_path_strv` and
+/// `config_parse_bind_paths`): items are split on whitespace, `Bind*Paths=` items also on `:`
+/// (source:destination); quotes keep whitespace and `:` inside one item and a backslash makes
+/// the next character literal; specifiers are expanded (`%%`). `$` means nothing here. A path
+/// that needs it is double-quoted with `\` and `"` escaped.
+pub fn systemd_path_item(p: &str) -> String {
+    let escaped = systemd_specifiers(p);
+    if systemd_needs_quotes(&escaped, true) {
+        systemd_quoted(&escaped)
+    } else {
+        escaped
+    }
+}
+
+/// One `Environment=` assignment, `"NAME=value"`.
+///
+/// Rule (systemd.exec(5) `Environment=`): a whitespace-separated list of assignments; double
+/// quotes let one hold spaces; C escapes are decoded, so `\` and `"` are backslash-escaped;
+/// specifiers are expanded (`%%`); "the `$` character has no special meaning". Control
+/// characters are refused by the spec ([`control_char_problem`]). Always quoted.
+pub fn systemd_env(name: &str, value: &str) -> String {
     format!(
         "\"{}={}\"",
-        k,
-        v.replace('%', "%%").replace('\\', "\\\\").replace('"', "\\\"")
+        name,
+        systemd_specifiers(value).replace('\\', "\\\\").replace('"', "\\\"")
     )
 }
 
-/// An nginx argument: quoted when it holds characters nginx's tokenizer treats specially.
-pub fn nginx(s: &str) -> String {
-    if s.contains(|c: char| c.is_whitespace() || matches!(c, ';' | '{' | '}' | '"' | '\'' | '$' | '#' | '\\')) {
-        format!(
-            "\"{}\"",
-            s.replace('\\', "\\\\").replace('"', "\\\"").replace('$', "${dollar}")
-        )
+// ---------------------------------------------------------------------------------------------
+// nginx (nginx 1.22: src/core/ngx_conf_file.c, src/http/ngx_http_script.c, src/core/ngx_hash.c).
+
+/// The variable that holds a literal `$` for [`nginx_script`], defined by [`NGINX_DOLLAR_GEO`].
+pub const NGINX_DOLLAR_VAR: &str = "$deployctl_dollar";
+
+/// The http-level block defining [`NGINX_DOLLAR_VAR`]. `geo` values are plain strings (no
+/// variables), so `"$"` is a dollar sign. Several sites may define it: the same variable
+/// defined twice by `geo` is accepted (`nginx -t`).
+pub const NGINX_DOLLAR_GEO: &str = "geo $deployctl_dollar { default \"$\"; }";
+
+/// An nginx directive argument taken literally: paths of `include`, `pid`, `*_temp_path`,
+/// `error_log`, a `server` in `upstream`, `location` prefixes, `server_name`.
+///
+/// Rule (nginx 1.22 `ngx_conf_read_token`): an unquoted argument ends at whitespace, `;`, `{`
+/// or `}`; `#` at its start begins a comment and a quote begins a quoted argument; in any
+/// argument `\\`, `\"`, `\'` stand for the character and `\t`, `\r`, `\n` for the control
+/// character. So an argument holding any of these is double-quoted with `\` and `"` escaped.
+pub fn nginx_literal(s: &str) -> String {
+    if s.is_empty()
+        || s.contains(|c: char| c.is_whitespace() || matches!(c, ';' | '{' | '}' | '"' | '\'' | '#' | '\\' | '$'))
+    {
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
         s.to_string()
     }
 }
 
-/// A uWSGI ini value: `%` starts a magic variable, so a literal one is doubled.
+/// An nginx argument of a directive that expands variables: `alias`, `root`, `return`,
+/// `add_header`, …
+///
+/// Rule (nginx 1.22 `ngx_http_script_compile`): `$name` and `${name}` are variables and there
+/// is no escape for a literal `$`. Each `$` is written `${deployctl_dollar}`, a variable that
+/// holds `$` (the site then needs [`NGINX_DOLLAR_GEO`]: see [`nginx_needs_dollar`]); `{` right
+/// after it is safe because the braces close the name. Then quoted as [`nginx_literal`].
+pub fn nginx_script(s: &str) -> String {
+    let var = &NGINX_DOLLAR_VAR[1..];
+    let q = nginx_literal(s);
+    if s.contains('$') {
+        q.replace('$', &format!("${{{var}}}"))
+    } else {
+        q
+    }
+}
+
+/// Whether a value given to [`nginx_script`] needs [`NGINX_DOLLAR_GEO`] in the site.
+pub fn nginx_needs_dollar(s: &str) -> bool {
+    s.contains('$')
+}
+
+/// FNV-1a, 32 bits: a stable hash for short names (not for security).
+fn fnv1a32(s: &str) -> u32 {
+    s.bytes()
+        .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
+
+/// A variable name of an nginx site, unique per `key` (the app name) and short.
+///
+/// Rule (nginx 1.22 `ngx_hash_init`, run for `variables_hash`): an entry takes 8 + align8(len +
+/// 2) bytes and a bucket also holds an 8-byte terminator, so with the default
+/// `variables_hash_bucket_size` of 64 a variable name longer than 46 bytes fails the whole
+/// configuration ("could not build variables_hash"). Names derived from an app name of up to 64
+/// characters would; `$deployctl_<8 hex digits>_<suffix>` stays short whatever the name, and
+/// two names that differ only in `-`/`_`/`.` still get different variables.
+pub fn nginx_variable(key: &str, suffix: &str) -> String {
+    format!("$deployctl_{:08x}_{suffix}", fnv1a32(key))
+}
+
+/// The `server_names_hash_bucket_size` the names need when it is more than nginx's default.
+///
+/// Rule (nginx 1.22 `ngx_hash_init`): as for [`nginx_variable`], a name longer than 46 bytes
+/// does not fit the default 64-byte bucket (the size of a CPU cache line on x86-64) and
+/// `nginx -t` fails with "could not build server_names_hash". `None` when the default is
+/// enough; otherwise the next power of two.
+pub fn nginx_server_names_bucket_size<S: AsRef<str>>(names: &[S]) -> Option<u32> {
+    const DEFAULT: usize = 64;
+    let need = names
+        .iter()
+        .map(|n| 8 + (n.as_ref().len() + 2).div_ceil(8) * 8 + 8)
+        .max()
+        .unwrap_or(0);
+    (need > DEFAULT).then(|| need.next_power_of_two() as u32)
+}
+
+/// A host name as `server_name` needs it: lower case, an internationalised name in punycode,
+/// or why it cannot be one.
+///
+/// Rule (nginx docs "Server names"; `ngx_http_server_names`): nginx compares the Host header,
+/// lower-cased, with each name; browsers send IDNs as punycode (UTS #46 non-transitional,
+/// as the WHATWG URL standard), so `bücher.example` must be written `xn--bcher-kva.example`.
+/// Accepted: host names of letters, digits, `-` and `_` labels (IPv4 addresses included), with
+/// a wildcard `*.` or `.` in front or `.*` at the end, and `[IPv6]` literals. Refused: names
+/// starting with `~` — a regular expression that can match any host and so defeat the default
+/// server that refuses unknown hosts; `$` (nginx reads `$hostname` as a variable); `_`, the
+/// name of that default server; anything else that is not a host name.
+pub fn nginx_server_name(name: &str) -> Result<String, String> {
+    if name.starts_with('~') {
+        return Err(format!(
+            "{name:?} is a regular expression: not supported, since a pattern can match every host and \
+             defeat the default server that refuses unknown ones"
+        ));
+    }
+    if name == "_" {
+        return Err("\"_\" is the name of the default server that refuses unknown hosts".into());
+    }
+    if let Some(inner) = name.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        return match inner.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => Ok(name.to_ascii_lowercase()),
+            Err(_) => Err(format!("{name:?} is not an [IPv6] address")),
+        };
+    }
+    let not_a_host = || format!("{name:?} is not a host name");
+    let (prefix, core, suffix) = if let Some(rest) = name.strip_prefix("*.") {
+        ("*.", rest, "")
+    } else if let Some(rest) = name.strip_prefix('.') {
+        (".", rest, "")
+    } else if let Some(rest) = name.strip_suffix(".*") {
+        ("", rest, ".*")
+    } else {
+        ("", name, "")
+    };
+    if core.ends_with('.') && !core.is_empty() {
+        return Err(format!("{name:?} ends with `.`: write it without"));
+    }
+    if core.is_empty() || core.contains(['*', '$']) || core.contains(|c: char| c.is_whitespace()) {
+        return Err(not_a_host());
+    }
+    let ascii = idna::domain_to_ascii(core).map_err(|_| not_a_host())?;
+    let label_ok = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if !ascii.split('.').all(label_ok) {
+        return Err(not_a_host());
+    }
+    let full = format!("{prefix}{ascii}{suffix}");
+    if full.len() > 253 {
+        return Err(format!("{name:?} is longer than 253 characters"));
+    }
+    Ok(full)
+}
+
+/// Why `url` cannot be a `[[static]]` URL prefix (an nginx `location`, a uWSGI `static-map`).
+///
+/// Rule (nginx docs `location`: "matching is performed against a normalized URI, after decoding
+/// the text encoded in the "%XX" form, resolving references to relative path components "." and
+/// "..", and possible compression of two or more adjacent slashes"): a prefix holding `%XX`,
+/// `.`/`..` segments or `//` never matches as written, and `..` beside an `alias` is the shape of
+/// a path traversal. `?` and `#` are not part of a path. Characters are limited to those that
+/// need no quoting in nginx (no whitespace, quotes, `;{}$\`) nor in uWSGI (`=` separates
+/// `static-map`'s URL from its directory; `(` follows `$`, `@`, `%` in uWSGI's expansions).
+pub fn url_prefix_problem(url: &str) -> Option<String> {
+    if !url.starts_with('/') || !url.ends_with('/') || url == "/" {
+        return Some(format!("{url:?} must start and end with `/` and not be `/` itself"));
+    }
+    let inner = &url[1..url.len() - 1];
+    for seg in inner.split('/') {
+        if seg.is_empty() {
+            return Some(format!("{url:?} has an empty segment (`//`)"));
+        }
+        if seg == "." || seg == ".." {
+            return Some(format!("{url:?} has a `{seg}` segment"));
+        }
+    }
+    let allowed = |c: char| {
+        c.is_ascii_alphanumeric()
+            || matches!(c, '/' | '-' | '.' | '_' | '~' | '!' | '*' | '+' | ',' | ':' | '@' | '&')
+            || (!c.is_ascii() && c.is_alphanumeric())
+    };
+    url.chars().find(|c| !allowed(*c)).map(|c| {
+        format!(
+            "{url:?} contains {c:?}: URL prefixes take letters, digits and `-._~!*+,:@&` \
+             (write other characters unencoded only if they are letters)"
+        )
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// uWSGI ini files (uWSGI 2.0.21: core/ini.c, core/utils.c `magic_sub`, core/uwsgi.c).
+
+/// A uWSGI ini value.
+///
+/// Rule (uWSGI docs "Configuring uWSGI", "Magic variables"; 2.0.21 `magic_sub`, `ini_get_key`,
+/// `ini_lstrip`/`ini_rstrip`): the whole file goes through magic-variable substitution first —
+/// `%X` is replaced by its value, an unknown `X` by nothing, and `%%` by `%` — so `%` is
+/// doubled. A line is `key = value` split at the first `=`, the value stripped of spaces, tabs
+/// and CRs; `;` and `#` start comments only at the start of a line. `$(`, `@(` and `%(` cannot
+/// be escaped and are refused by the spec ([`uwsgi_problem`]).
 pub fn uwsgi(s: &str) -> String {
     s.replace('%', "%%")
+}
+
+/// A directory path as a uWSGI ini value ([`uwsgi`]): one ending in whitespace gets a `/`,
+/// which keeps the whitespace from being stripped and names the same directory.
+pub fn uwsgi_path(p: &str) -> String {
+    let mut out = uwsgi(p);
+    if out.ends_with(|c: char| c.is_whitespace()) {
+        out.push('/');
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Python (Gunicorn's config file is Python source).
+
+/// A Python string literal.
+///
+/// Rule (Python reference "String and Bytes literals"): JSON string syntax is a subset —
+/// `"…"` with `\"`, `\\`, `\n`, `\uXXXX` escapes — and the file is UTF-8 (PEP 3120).
+pub fn python(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "''".into())
 }
 
 #[cfg(test)]
@@ -47,14 +408,162 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quoting() {
+    fn python_literals() {
         assert_eq!(python("a\"b"), r#""a\"b""#);
-        assert_eq!(systemd_word("/srv/app"), "/srv/app");
-        assert_eq!(systemd_word("/srv/my app"), "\"/srv/my app\"");
-        assert_eq!(systemd_word("50%"), "50%%");
+        assert_eq!(python("a\\b ü $ %"), r#""a\\b ü $ %""#);
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(control_char_problem("/srv/a b"), None);
+        assert!(control_char_problem("/srv/a\nb").unwrap().contains("U+000A"));
+        assert!(control_char_problem("a\u{85}").is_some());
+        assert_eq!(uwsgi_problem("/srv/$x/@y/%z/(w)"), None);
+        for bad in ["/srv/$(HOME)", "/srv/@(exec://id)", "/srv/%(chdir)"] {
+            assert!(uwsgi_problem(bad).is_some(), "{bad}");
+        }
+        assert_eq!(gunicorn_problem("/srv/app"), None);
+        assert!(gunicorn_problem("/srv/app ").is_some());
+    }
+
+    #[test]
+    fn systemd_paths() {
+        assert_eq!(systemd_path("/srv/app"), "/srv/app");
+        assert_eq!(
+            systemd_path("/srv/my app"),
+            "/srv/my app",
+            "not quoted: quotes are literal"
+        );
+        assert_eq!(systemd_path("/srv/50%"), "/srv/50%%");
+        assert_eq!(systemd_path("/srv/\"q\" $x \\y"), "/srv/\"q\" $x \\y");
+        assert_eq!(systemd_path("/srv/trailing "), "/srv/trailing /");
+        assert_eq!(systemd_path("/srv/back\\"), "/srv/back\\/", "no line continuation");
+        assert_eq!(systemd_text("/run/50%.sock"), "/run/50%%.sock");
+    }
+
+    #[test]
+    fn systemd_exec_words() {
+        assert_eq!(systemd_exec_word("/srv/app"), "/srv/app");
+        assert_eq!(systemd_exec_word("/srv/my app"), "\"/srv/my app\"");
+        assert_eq!(systemd_exec_word("50%"), "50%%");
+        assert_eq!(systemd_exec_word("$HOME"), "$$HOME");
+        assert_eq!(systemd_exec_word(""), "\"\"");
+        assert_eq!(systemd_exec_word(";"), "\";\"");
+        assert_eq!(systemd_exec_word("a'b"), "\"a'b\"");
+        assert_eq!(systemd_exec_word("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(systemd_exec_word("unix:/run/x.sock"), "unix:/run/x.sock");
+        assert_eq!(systemd_exec_word("a\tb"), "\"a\\x09b\"");
+        assert_eq!(
+            systemd_exec(&["/bin/x y".into(), "--chdir".into(), "/a%".into()]),
+            "\"/bin/x y\" --chdir /a%%"
+        );
+    }
+
+    #[test]
+    fn systemd_lists_and_env() {
+        assert_eq!(systemd_path_item("/srv/app"), "/srv/app");
+        assert_eq!(systemd_path_item("/srv/my app"), "\"/srv/my app\"");
+        assert_eq!(systemd_path_item("/srv/a:b"), "\"/srv/a:b\"", "`:` splits bind paths");
+        assert_eq!(systemd_path_item("/srv/$x%"), "/srv/$x%%", "`$` is literal in paths");
+        assert_eq!(systemd_path_item("/srv/\"\\"), r#""/srv/\"\\""#);
         assert_eq!(systemd_env("A", "x \"y\""), r#""A=x \"y\"""#);
-        assert_eq!(nginx("/srv/static/"), "/srv/static/");
-        assert_eq!(nginx("/srv/my static/"), "\"/srv/my static/\"");
+        assert_eq!(systemd_env("A", "50% $HOME \\n"), r#""A=50%% $HOME \\n""#);
+    }
+
+    #[test]
+    fn nginx_arguments() {
+        assert_eq!(nginx_literal("/srv/static/"), "/srv/static/");
+        assert_eq!(nginx_literal("/srv/my static/"), "\"/srv/my static/\"");
+        assert_eq!(nginx_literal("a;b{c}#d"), "\"a;b{c}#d\"");
+        assert_eq!(nginx_literal("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(nginx_literal("/srv/$x/"), "\"/srv/$x/\"", "literal: `$` kept");
+        assert_eq!(nginx_script("/srv/static/"), "/srv/static/");
+        assert_eq!(nginx_script("/srv/$x{y}/"), "\"/srv/${deployctl_dollar}x{y}/\"");
+        assert!(nginx_needs_dollar("/a$b") && !nginx_needs_dollar("/a"));
+        assert!(NGINX_DOLLAR_GEO.contains(NGINX_DOLLAR_VAR));
+    }
+
+    #[test]
+    fn nginx_variables_are_short_and_distinct() {
+        let long = "a".repeat(64);
+        let v = nginx_variable(&long, "connection");
+        assert!(v.len() - 1 <= 46, "{v}");
+        assert_eq!(v, nginx_variable(&long, "connection"), "stable");
+        assert_ne!(nginx_variable("a-b", "c"), nginx_variable("a_b", "c"));
+        assert_eq!(fnv1a32(""), 0x811c_9dc5);
+        assert_eq!(fnv1a32("a"), 0xe40c_292c);
+    }
+
+    #[test]
+    fn nginx_bucket_sizes() {
+        assert_eq!(nginx_server_names_bucket_size(&["localhost"]), None);
+        assert_eq!(nginx_server_names_bucket_size(&["a".repeat(46)]), None);
+        assert_eq!(nginx_server_names_bucket_size(&["a".repeat(47)]), Some(128));
+        assert_eq!(nginx_server_names_bucket_size(&["a".repeat(111)]), Some(256));
+        assert_eq!(nginx_server_names_bucket_size(&["a".repeat(253)]), Some(512));
+        assert_eq!(nginx_server_names_bucket_size::<&str>(&[]), None);
+    }
+
+    #[test]
+    fn nginx_server_names() {
+        let ok = |n: &str| nginx_server_name(n).unwrap();
+        assert_eq!(ok("localhost"), "localhost");
+        assert_eq!(ok("Example.COM"), "example.com");
+        assert_eq!(ok("bücher.example"), "xn--bcher-kva.example");
+        assert_eq!(ok("*.bücher.example"), "*.xn--bcher-kva.example");
+        assert_eq!(ok(".example.com"), ".example.com");
+        assert_eq!(ok("www.example.*"), "www.example.*");
+        assert_eq!(ok("例え.テスト"), "xn--r8jz45g.xn--zckzah");
+        // UTS #46 non-transitional, as browsers: ß stays a letter of its own.
+        assert_eq!(ok("straße.de"), "xn--strae-oqa.de");
+        assert_eq!(ok("127.0.0.1"), "127.0.0.1");
+        assert_eq!(ok("[::1]"), "[::1]");
+        assert_eq!(ok("my_host.local"), "my_host.local");
+        for bad in [
+            "~^(www\\.)?example\\.com$",
+            "~.*",
+            "_",
+            "$hostname",
+            "",
+            "a b",
+            "a;b",
+            "*",
+            "a.*.b",
+            "example.com.",
+            "a..b",
+            "[not-v6]",
+            "x/y",
+            "a\"b",
+            "\u{7f}",
+        ] {
+            assert!(nginx_server_name(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(nginx_server_name("~x").unwrap_err().contains("regular expression"));
+        assert!(
+            nginx_server_name(&format!("{}.com", "a".repeat(64))).is_err(),
+            "label > 63"
+        );
+    }
+
+    #[test]
+    fn url_prefixes() {
+        for ok in ["/static/", "/a/b-c_d.e~f/", "/media/ü/", "/x:y@z/"] {
+            assert_eq!(url_prefix_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "static/", "/static", "/", "/../", "/a/../b/", "/./", "/a//b/", "/a b/", "/a%20b/", "/a?b/", "/a#b/",
+            "/a=b/", "/$x/", "/a;b/", "/a\"b/", "/a\\b/", "/a(b)/", "/a{b}/",
+        ] {
+            assert!(url_prefix_problem(bad).is_some(), "{bad:?} accepted");
+        }
+        assert!(url_prefix_problem("/a/../b/").unwrap().contains("`..`"));
+    }
+
+    #[test]
+    fn uwsgi_values() {
         assert_eq!(uwsgi("100%"), "100%%");
+        assert_eq!(uwsgi("/srv/a b;#=x"), "/srv/a b;#=x");
+        assert_eq!(uwsgi_path("/srv/app"), "/srv/app");
+        assert_eq!(uwsgi_path("/srv/50% "), "/srv/50%% /");
     }
 }

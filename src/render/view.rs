@@ -88,8 +88,14 @@ pub struct NginxView {
     pub upstream: String,
     pub upstream_server: String,
     pub keepalive: u32,
-    /// `map $http_upgrade` variable, unique per site so several sites can share an http block.
+    /// `map $http_upgrade` variable, unique per site so several sites can share an http block,
+    /// and short whatever the app name (`quote::nginx_variable`).
     pub connection_var: String,
+    /// The `geo` block defining the variable that holds a literal `$`, when a value needs it
+    /// (`quote::nginx_script`).
+    pub dollar_geo: Option<&'static str>,
+    /// `server_names_hash_bucket_size`, when a server name is too long for nginx's default.
+    pub server_names_hash_bucket_size: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -98,6 +104,7 @@ pub struct UwsgiView {
     pub plugin: bool,
     pub binary: String,
     pub chdir: String,
+    pub virtualenv: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -177,7 +184,8 @@ impl View {
             venv: path_str(&spec.app.venv),
         };
         let server = ServerView {
-            names: spec.server.names.clone(),
+            // The spec keeps names as nginx compares them (lower case, punycode).
+            names: spec.server.names.iter().map(|n| quote::nginx_literal(n)).collect(),
             listen: spec.server.listen.to_string(),
             max_body: spec.server.max_body.to_string(),
             max_body_bytes: spec.server.max_body.0,
@@ -185,12 +193,18 @@ impl View {
             front_timeout_secs: timeout + FRONT_TIMEOUT_SLACK_SECS,
             forwarded_allow_ips: forwarded_allow_ips.clone(),
         };
+        let alias_dirs: Vec<String> = spec
+            .statics
+            .iter()
+            .map(|s| format!("{}/", path_str(&s.dir).trim_end_matches('/')))
+            .collect();
         let statics = spec
             .statics
             .iter()
-            .map(|s| StaticView {
-                url: s.url.clone(),
-                alias: quote::nginx(&format!("{}/", path_str(&s.dir).trim_end_matches('/'))),
+            .zip(&alias_dirs)
+            .map(|(s, dir)| StaticView {
+                url: quote::nginx_literal(&s.url),
+                alias: quote::nginx_script(dir),
                 expires_secs: s.expires.0,
             })
             .collect();
@@ -205,9 +219,14 @@ impl View {
         };
         let nginx = (target.frontend == Frontend::Nginx).then(|| NginxView {
             upstream: format!("{}_backend", name.replace(['-', '.'], "_")),
-            upstream_server: bind.clone(),
+            upstream_server: quote::nginx_literal(&bind),
             keepalive: UPSTREAM_KEEPALIVE,
-            connection_var: format!("$deployctl_{}_connection", name.replace(['-', '.'], "_")),
+            connection_var: quote::nginx_variable(&name, "connection"),
+            dollar_geo: alias_dirs
+                .iter()
+                .any(|d| quote::nginx_needs_dollar(d))
+                .then_some(quote::NGINX_DOLLAR_GEO),
+            server_names_hash_bucket_size: quote::nginx_server_names_bucket_size(&spec.server.names),
         });
         let uwsgi_binary = match spec.backend.uwsgi_build {
             UwsgiBuild::Debian => "/usr/bin/uwsgi".to_string(),
@@ -216,7 +235,8 @@ impl View {
         let uwsgi = (target.backend == Backend::Uwsgi).then(|| UwsgiView {
             plugin: spec.backend.uwsgi_build == UwsgiBuild::Debian,
             binary: uwsgi_binary.clone(),
-            chdir: quote::uwsgi(&path_str(&spec.app.root)),
+            chdir: quote::uwsgi_path(&path_str(&spec.app.root)),
+            virtualenv: quote::uwsgi_path(&path_str(&spec.app.venv)),
         });
         let gunicorn = (target.backend == Backend::Gunicorn).then(|| GunicornView {
             wsgi_app: quote::python(&spec.app.entry.to_string()),
@@ -236,24 +256,26 @@ impl View {
 
         let config = |rel: &str| path_str(&out_dir.join(rel));
         let exec_start = match target.backend {
-            Backend::Gunicorn => words(&[
+            Backend::Gunicorn => quote::systemd_exec(&[
                 path_str(&spec.app.venv.join("bin/gunicorn")),
                 "--config".into(),
                 config("gunicorn/gunicorn.conf.py"),
             ]),
-            Backend::Uwsgi => words(&[uwsgi_binary, "--ini".into(), config(&format!("uwsgi/{name}.ini"))]),
+            Backend::Uwsgi => {
+                quote::systemd_exec(&[uwsgi_binary, "--ini".into(), config(&format!("uwsgi/{name}.ini"))])
+            }
             Backend::Embedded | Backend::ModWsgi => embedded_command(spec, &bind),
         };
         let socket_unit_owner = socket.is_some();
         let systemd = SystemdView {
-            description: format!("{name} ({target}, rendered by deployctl)"),
+            description: quote::systemd_text(&format!("{name} ({target}, rendered by deployctl)")),
             user: spec.systemd.user.clone(),
             group: spec.systemd.group.clone(),
-            working_directory: quote::systemd_word(&path_str(&spec.app.root)),
+            working_directory: quote::systemd_path(&path_str(&spec.app.root)),
             exec_start,
             exec_reload: "/bin/kill -s HUP $MAINPID".into(),
             environment: env.iter().map(|(k, v)| quote::systemd_env(k, v)).collect(),
-            listen_stream: socket.clone().unwrap_or_else(|| spec.server.listen.to_string()),
+            listen_stream: quote::systemd_text(&socket.clone().unwrap_or_else(|| spec.server.listen.to_string())),
             socket_user: socket_unit_owner.then(|| spec.systemd.user.clone()),
             socket_group: socket_unit_owner.then(|| spec.frontend.group.clone()),
             stop_timeout_secs: spec.backend.graceful_timeout.0 + FRONT_TIMEOUT_SLACK_SECS,
@@ -304,11 +326,7 @@ fn embedded_command(spec: &Spec, bind: &str) -> String {
         "--venv".into(),
         path_str(&spec.app.venv),
     ]);
-    words(&w)
-}
-
-fn words(w: &[String]) -> String {
-    w.iter().map(|s| quote::systemd_word(s)).collect::<Vec<_>>().join(" ")
+    quote::systemd_exec(&w)
 }
 
 /// `ProtectHome=yes` hides /home and /root, and `PrivateTmp=yes` hides the host's /tmp, so an
@@ -340,13 +358,13 @@ fn hardening(spec: &Spec, out_dir: &Path) -> Hardening {
         // `-` prefix: a path missing on the server is skipped rather than failing the unit.
         bind_read_only_paths: binds
             .iter()
-            .map(|p| format!("-{}", quote::systemd_word(&path_str(p))))
+            .map(|p| format!("-{}", quote::systemd_path_item(&path_str(p))))
             .collect(),
         read_write_paths: spec
             .systemd
             .read_write_paths
             .iter()
-            .map(|p| quote::systemd_word(&path_str(p)))
+            .map(|p| quote::systemd_path_item(&path_str(p)))
             .collect(),
         memory_deny_write_execute: spec.systemd.memory_deny_write_execute,
         private_users: spec.systemd.private_users,

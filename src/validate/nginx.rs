@@ -39,13 +39,22 @@ pub fn wrapper(nginx: &Path, site: &Path) -> std::io::Result<(tempfile::TempDir,
             }
         }
     }
-    let d = p.display();
+    // Temporary directories may be anywhere ($TMPDIR): every path is quoted for nginx.
+    let d = |rel: &str| crate::render::quote::nginx_literal(&p.join(rel).display().to_string());
     let conf = format!(
-        "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n    access_log {d}/access.log;\n    \
-         client_body_temp_path {d}/temp/body;\n    proxy_temp_path {d}/temp/proxy;\n    \
-         fastcgi_temp_path {d}/temp/fastcgi;\n    uwsgi_temp_path {d}/temp/uwsgi;\n    scgi_temp_path {d}/temp/scgi;\n    \
+        "pid {pid};\nerror_log {error};\nevents {{}}\nhttp {{\n    access_log {access};\n    \
+         client_body_temp_path {body};\n    proxy_temp_path {proxy};\n    \
+         fastcgi_temp_path {fastcgi};\n    uwsgi_temp_path {uwsgi};\n    scgi_temp_path {scgi};\n    \
          include {site};\n}}\n",
-        site = site.display()
+        pid = d("nginx.pid"),
+        error = d("error.log"),
+        access = d("access.log"),
+        body = d("temp/body"),
+        proxy = d("temp/proxy"),
+        fastcgi = d("temp/fastcgi"),
+        uwsgi = d("temp/uwsgi"),
+        scgi = d("temp/scgi"),
+        site = crate::render::quote::nginx_literal(&site.display().to_string())
     );
     let wrapper = p.join("nginx.conf");
     std::fs::write(&wrapper, conf)?;
