@@ -13,6 +13,7 @@ use super::diag::{Diagnostic, SpecError};
 use super::raw::{self, DurationOrInt, RawSpec, SizeOrInt, Workers};
 use super::units::{Seconds, Size, parse_duration, parse_size};
 use super::*;
+use crate::render::quote;
 use crate::target::{Backend, Frontend, Target};
 
 pub fn resolve(path: &Path, source: &str) -> Result<Spec, SpecError> {
@@ -51,6 +52,17 @@ pub fn resolve(path: &Path, source: &str) -> Result<Spec, SpecError> {
     }
 }
 
+/// Which configs a path goes into, each adding its own limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum PathUse {
+    /// systemd units (and nginx): any UTF-8 without control characters.
+    Units,
+    /// Also uWSGI option values.
+    Uwsgi,
+    /// The app's directory: also Gunicorn's working directory.
+    AppDir,
+}
+
 struct Resolver {
     dir: PathBuf,
     problems: Vec<Diagnostic>,
@@ -79,6 +91,50 @@ impl Resolver {
             }
         }
         out
+    }
+
+    /// A path that goes into config files must be UTF-8 and hold nothing the configs that
+    /// read it cannot represent (`render::quote` has each rule).
+    /// The message shows the value as written when the problem is in it, else the whole path.
+    fn renderable_path(&mut self, span: Range<usize>, key: &str, written: Option<&str>, p: &Path, used: PathUse) {
+        let Some(full) = p.to_str() else {
+            self.problem(span, key, format!("{} is not valid UTF-8", p.display()));
+            return;
+        };
+        let problem = |text: &str| {
+            quote::control_char_problem(text)
+                .or_else(|| (used >= PathUse::Uwsgi).then(|| quote::uwsgi_problem(text)).flatten())
+                .or_else(|| {
+                    (used == PathUse::AppDir)
+                        .then(|| quote::gunicorn_problem(text))
+                        .flatten()
+                })
+        };
+        let found = written
+            .and_then(|w| problem(w).map(|why| (w, why)))
+            .or_else(|| problem(full).map(|why| (full, why)));
+        if let Some((text, why)) = found {
+            self.problem_hint(
+                span,
+                key,
+                format!("{text:?} {why}"),
+                "rename the directory, or move the project to a path without it",
+            );
+        }
+    }
+
+    /// An absolute path given as written: systemd refuses `..` in it ("path is not
+    /// normalized"), and it must be renderable.
+    fn absolute_path(&mut self, span: Range<usize>, key: &str, p: &Path) {
+        if p.components().any(|c| c == std::path::Component::ParentDir) {
+            self.problem(
+                span,
+                key,
+                format!("{:?} must not contain `..`", p.display().to_string()),
+            );
+        } else {
+            self.renderable_path(span, key, p.to_str(), p, PathUse::Units);
+        }
     }
 
     fn existing_dir(&mut self, v: &Spanned<String>, key: &str) -> PathBuf {
@@ -160,14 +216,34 @@ impl Resolver {
                 }
             }
         };
+        // Every backend reads the root and the virtualenv, uWSGI among them.
         let root = match &a.root {
-            Some(r) => self.existing_dir(r, "app.root"),
-            None => self.dir.clone(),
+            Some(r) => {
+                let p = self.existing_dir(r, "app.root");
+                self.renderable_path(r.span(), "app.root", Some(r.get_ref()), &p, PathUse::AppDir);
+                p
+            }
+            None => {
+                let dir = self.dir.clone();
+                self.renderable_path(0..0, "app.root", None, &dir, PathUse::AppDir);
+                dir
+            }
         };
-        let venv = a
-            .venv
-            .as_ref()
-            .map_or_else(|| self.abs(".venv"), |v| self.abs(v.get_ref()));
+        let venv = match &a.venv {
+            Some(v) => {
+                let p = self.abs(v.get_ref());
+                self.renderable_path(v.span(), "app.venv", Some(v.get_ref()), &p, PathUse::Uwsgi);
+                p
+            }
+            None => {
+                let p = self.abs(".venv");
+                if a.root.is_some() {
+                    // Otherwise the directory was checked as the root.
+                    self.renderable_path(0..0, "app.venv", None, &p, PathUse::Uwsgi);
+                }
+                p
+            }
+        };
         let requirements = match &a.requirements {
             Some(r) => {
                 let p = self.abs(r.get_ref());
@@ -188,12 +264,8 @@ impl Resolver {
                         "app.env",
                         format!("{k:?} is not a valid environment variable name"),
                     );
-                } else if v.contains(['\n', '\r', '\0']) {
-                    self.problem(
-                        span.clone(),
-                        "app.env",
-                        format!("the value of {k} contains a line break or NUL"),
-                    );
+                } else if let Some(why) = quote::control_char_problem(&v) {
+                    self.problem(span.clone(), "app.env", format!("the value of {k} {why}"));
                 }
                 env.insert(k, v);
             }
@@ -221,14 +293,32 @@ impl Resolver {
                 if n.get_ref().is_empty() {
                     self.problem(n.span(), "server.names", "must name at least one host");
                 }
+                // Kept as nginx compares them: lower case, internationalised names in punycode.
+                // Each as written and as nginx sees it, to name duplicates.
+                let mut names: Vec<(&String, String)> = Vec::new();
                 for h in n.get_ref() {
-                    if h.is_empty()
-                        || h.contains(|c: char| c.is_whitespace() || matches!(c, ';' | '{' | '}' | '"' | '\'' | '/'))
-                    {
-                        self.problem(n.span(), "server.names", format!("{h:?} is not a host name"));
+                    match quote::nginx_server_name(h) {
+                        Ok(ascii) => match names.iter().find(|(_, a)| *a == ascii) {
+                            Some((first, _)) => {
+                                let message = if *first == h {
+                                    format!("{h:?} is listed twice")
+                                } else {
+                                    format!("{h:?} is listed twice: {first:?} is the same host ({ascii})")
+                                };
+                                self.problem(n.span(), "server.names", message);
+                            }
+                            None => names.push((h, ascii)),
+                        },
+                        Err(why) => self.problem_hint(
+                            n.span(),
+                            "server.names",
+                            why,
+                            "write host names (`example.com`, `bücher.example`), wildcards (`*.example.com`, \
+                             `.example.com`, `example.*`) or IP addresses",
+                        ),
                     }
                 }
-                n.into_inner()
+                names.into_iter().map(|(_, ascii)| ascii).collect()
             }
             None => vec!["localhost".to_string()],
         };
@@ -320,21 +410,8 @@ impl Resolver {
             let s = s.into_inner();
             let key = |k: &str| format!("static[{i}].{k}");
             let url = s.url.get_ref().clone();
-            if !url.starts_with('/') || !url.ends_with('/') || url == "/" {
-                self.problem_hint(
-                    s.url.span(),
-                    &key("url"),
-                    format!("{url:?} must start and end with `/` and not be `/` itself"),
-                    "e.g. url = \"/static/\"",
-                );
-            } else if url
-                .contains(|c: char| c.is_whitespace() || matches!(c, ';' | '{' | '}' | '"' | '\'' | '\\' | '$'))
-            {
-                self.problem(
-                    s.url.span(),
-                    &key("url"),
-                    format!("{url:?} contains a character not allowed in a URL prefix"),
-                );
+            if let Some(why) = quote::url_prefix_problem(&url) {
+                self.problem_hint(s.url.span(), &key("url"), why, "e.g. url = \"/static/\"");
             } else if let Some(first) = seen.insert(url.clone(), i) {
                 self.problem(
                     s.url.span(),
@@ -343,6 +420,8 @@ impl Resolver {
                 );
             }
             let dir = self.existing_dir(&s.dir, &key("dir"));
+            // nginx serves it, and uWSGI when it serves static files itself.
+            self.renderable_path(s.dir.span(), &key("dir"), Some(s.dir.get_ref()), &dir, PathUse::Uwsgi);
             let expires = self.duration(s.expires.as_ref(), &key("expires"), Seconds(7 * 86_400));
             out.push(Static { url, dir, expires });
         }
@@ -522,7 +601,11 @@ impl Resolver {
         let user = account(&s.user, "systemd.user");
         let group = account(&s.group, "systemd.group");
         let deployctl = match &s.deployctl {
-            Some(p) if Path::new(p.get_ref()).is_absolute() => PathBuf::from(p.get_ref()),
+            Some(p) if Path::new(p.get_ref()).is_absolute() => {
+                let path = PathBuf::from(p.get_ref());
+                self.absolute_path(p.span(), "systemd.deployctl", &path);
+                path
+            }
             Some(p) => {
                 self.problem(
                     p.span(),
@@ -538,14 +621,17 @@ impl Resolver {
                 .get_ref()
                 .iter()
                 .map(|p| {
-                    if !Path::new(p).is_absolute() || p.contains(char::is_whitespace) {
+                    let path = PathBuf::from(p);
+                    if path.is_absolute() {
+                        self.absolute_path(ps.span(), "systemd.read_write_paths", &path);
+                    } else {
                         self.problem(
                             ps.span(),
                             "systemd.read_write_paths",
-                            format!("{p:?} must be an absolute path without spaces"),
+                            format!("{p:?} must be an absolute path"),
                         );
                     }
-                    PathBuf::from(p)
+                    path
                 })
                 .collect(),
             None => Vec::new(),
@@ -567,10 +653,15 @@ impl Resolver {
             .as_ref()
             .and_then(|r| r.templates.as_ref())
             .map(|t| self.existing_dir(t, "render.templates"));
-        let out = r
-            .as_ref()
-            .and_then(|r| r.out.as_ref())
-            .map_or_else(|| self.abs("deploy"), |o| self.abs(o.get_ref()));
+        let out = match r.as_ref().and_then(|r| r.out.as_ref()) {
+            Some(o) => {
+                // Units name the rendered files by path.
+                let p = self.abs(o.get_ref());
+                self.renderable_path(o.span(), "render.out", Some(o.get_ref()), &p, PathUse::Units);
+                p
+            }
+            None => self.abs("deploy"),
+        };
         RenderSettings { templates, out }
     }
 }
