@@ -116,7 +116,11 @@ pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
             ),
             Backend::Uwsgi => (
                 plan.backend_bin.clone(),
-                vec!["--ini".into(), conf.join(format!("uwsgi/{name}.ini")).into()],
+                vec![
+                    "--ini".into(),
+                    crate::render::quote::uwsgi_ini_arg(&conf.join(format!("uwsgi/{name}.ini")).display().to_string())
+                        .into(),
+                ],
             ),
             other => bail!("`deployctl up` cannot run the {other:?} backend yet"),
         };
@@ -284,7 +288,7 @@ fn write_nginx_wrapper(nginx: &Path, prefix: &Path, site: &Path) -> anyhow::Resu
         fastcgi = p("temp/fastcgi"),
         uwsgi = p("temp/uwsgi"),
         scgi = p("temp/scgi"),
-        site = crate::render::quote::nginx_literal(&site.display().to_string())
+        site = crate::render::quote::nginx_include(&site.display().to_string())
     );
     std::fs::write(prefix.join("nginx.conf"), conf)?;
     Ok(())

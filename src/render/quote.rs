@@ -55,6 +55,20 @@ pub fn uwsgi_problem(s: &str) -> Option<String> {
     })
 }
 
+/// Why `path` cannot be the program of a systemd unit (the first word of `ExecStart=`): it
+/// holds `\`, `"` or `'`.
+///
+/// Rule (systemd 252 `config_parse_exec`, which checks the unquoted program with
+/// `string_is_safe()`): "Executable name contains special characters" — quoting or escaping
+/// does not help, the unit is not loaded. Arguments may hold anything ([`systemd_exec_word`]).
+pub fn systemd_executable_problem(path: &str) -> Option<String> {
+    path.contains(['\\', '"', '\'']).then(|| {
+        "contains a quote or a backslash, which systemd refuses in the program a unit starts (\"Executable name \
+         contains special characters\")"
+            .to_string()
+    })
+}
+
 /// Why `dir` cannot be the app's directory under Gunicorn: it ends in whitespace.
 ///
 /// Rule (Gunicorn 27 `gunicorn/config.py`): every string setting goes through `validate_string`,
@@ -144,8 +158,9 @@ fn systemd_quoted(s: &str) -> String {
 /// expanded when the unit is loaded (`%%` is `%`) and `$NAME`/`${NAME}` when the command runs
 /// (`$$` is `$`); a lone `;` separates commands. So `%` and `$` are doubled, and a word that is
 /// empty or holds whitespace, a quote, `\`, `;` or a control character is double-quoted
-/// with `\`, `"` and control characters escaped. Executables are absolute paths, so the
-/// first word never starts with one of the prefixes `-@:+!`.
+/// with `\`, `"` and control characters escaped. The program (first word) is
+/// [`systemd_exec_program`]; it is an absolute path, so it never starts with one of the
+/// prefixes `-@:+!`.
 pub fn systemd_exec_word(s: &str) -> String {
     let escaped = systemd_specifiers(s).replace('$', "$$");
     if systemd_needs_quotes(&escaped, false) {
@@ -155,9 +170,37 @@ pub fn systemd_exec_word(s: &str) -> String {
     }
 }
 
-/// A command line for `ExecStart=`: every word quoted by [`systemd_exec_word`].
+/// The program of `ExecStart=`, its first word: like [`systemd_exec_word`] but with `$` as
+/// written.
+///
+/// Rule (systemd.service(5) "Command lines"; seen with systemd 252): variables are substituted
+/// in the arguments only, so `$$` in the program's path stays `$$` ("Command …/$$x/bin/gunicorn
+/// is not executable"). Paths holding `\`, `"` or `'` are refused by the spec
+/// ([`systemd_executable_problem`]).
+pub fn systemd_exec_program(path: &str) -> String {
+    let escaped = systemd_specifiers(path);
+    if systemd_needs_quotes(&escaped, false) {
+        systemd_quoted(&escaped)
+    } else {
+        escaped
+    }
+}
+
+/// A command line for `ExecStart=`: the program by [`systemd_exec_program`], every argument by
+/// [`systemd_exec_word`].
 pub fn systemd_exec(words: &[String]) -> String {
-    words.iter().map(|w| systemd_exec_word(w)).collect::<Vec<_>>().join(" ")
+    words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            if i == 0 {
+                systemd_exec_program(w)
+            } else {
+                systemd_exec_word(w)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// One path of a whitespace-separated path list: `ReadWritePaths=`, `BindReadOnlyPaths=`
@@ -216,6 +259,28 @@ pub fn nginx_literal(s: &str) -> String {
         format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
         s.to_string()
+    }
+}
+
+/// The path of an nginx `include`.
+///
+/// Rule (nginx 1.22 `ngx_conf_include`): a path holding `*`, `?` or `[` is a glob(3) pattern —
+/// one that matches nothing includes nothing, silently, so a site under `/srv/app[2]/` would
+/// be checked and served as an empty configuration. In a pattern a backslash quotes the next
+/// character, so those characters (and `\`, `]`) are backslash-escaped before the argument is
+/// quoted as [`nginx_literal`]; a path without them is not a pattern and is taken as written.
+pub fn nginx_include(path: &str) -> String {
+    if path.contains(['*', '?', '[']) {
+        let mut pattern = String::with_capacity(path.len() + 8);
+        for c in path.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        nginx_literal(&pattern)
+    } else {
+        nginx_literal(path)
     }
 }
 
@@ -392,6 +457,20 @@ pub fn uwsgi_path(p: &str) -> String {
     out
 }
 
+/// The argument of `uwsgi --ini`: the path of the ini file.
+///
+/// Rule (uWSGI docs "Configuring uWSGI": `--ini file.ini:section`; 2.0.21 `uwsgi_ini_config`):
+/// the last `:` of the argument starts the name of the section to read, so a path holding a
+/// `:` is read from the wrong file. Such a path gets `:uwsgi` (the section the file uses)
+/// after it; others are left as they are.
+pub fn uwsgi_ini_arg(path: &str) -> String {
+    if path.contains(':') {
+        format!("{path}:uwsgi")
+    } else {
+        path.to_string()
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Python (Gunicorn's config file is Python source).
 
@@ -421,6 +500,10 @@ mod tests {
         assert_eq!(uwsgi_problem("/srv/$x/@y/%z/(w)"), None);
         for bad in ["/srv/$(HOME)", "/srv/@(exec://id)", "/srv/%(chdir)"] {
             assert!(uwsgi_problem(bad).is_some(), "{bad}");
+        }
+        assert_eq!(systemd_executable_problem("/srv/my app/$x%/bin/gunicorn"), None);
+        for bad in ["/srv/bob's/bin/x", "/srv/\"q\"/x", "/srv/a\\b/x"] {
+            assert!(systemd_executable_problem(bad).is_some(), "{bad}");
         }
         assert_eq!(gunicorn_problem("/srv/app"), None);
         assert!(gunicorn_problem("/srv/app ").is_some());
@@ -457,6 +540,11 @@ mod tests {
             systemd_exec(&["/bin/x y".into(), "--chdir".into(), "/a%".into()]),
             "\"/bin/x y\" --chdir /a%%"
         );
+        assert_eq!(systemd_exec_program("/srv/$x%/bin/gunicorn"), "/srv/$x%%/bin/gunicorn");
+        assert_eq!(
+            systemd_exec(&["/srv/$x y/bin/g".into(), "/srv/$x".into()]),
+            "\"/srv/$x y/bin/g\" /srv/$$x"
+        );
     }
 
     #[test]
@@ -481,6 +569,18 @@ mod tests {
         assert_eq!(nginx_script("/srv/$x{y}/"), "\"/srv/${deployctl_dollar}x{y}/\"");
         assert!(nginx_needs_dollar("/a$b") && !nginx_needs_dollar("/a"));
         assert!(NGINX_DOLLAR_GEO.contains(NGINX_DOLLAR_VAR));
+    }
+
+    #[test]
+    fn nginx_includes() {
+        assert_eq!(nginx_include("/etc/nginx/site.conf"), "/etc/nginx/site.conf");
+        assert_eq!(
+            nginx_include("/srv/a\\b/site.conf"),
+            r#""/srv/a\\b/site.conf""#,
+            "no pattern: as written"
+        );
+        assert_eq!(nginx_include("/srv/app[2]/site.conf"), r#""/srv/app\\[2\\]/site.conf""#);
+        assert_eq!(nginx_include("/srv/*\\?/x"), r#""/srv/\\*\\\\\\?/x""#);
     }
 
     #[test]
@@ -565,5 +665,7 @@ mod tests {
         assert_eq!(uwsgi("/srv/a b;#=x"), "/srv/a b;#=x");
         assert_eq!(uwsgi_path("/srv/app"), "/srv/app");
         assert_eq!(uwsgi_path("/srv/50% "), "/srv/50%% /");
+        assert_eq!(uwsgi_ini_arg("/srv/app/uwsgi/x.ini"), "/srv/app/uwsgi/x.ini");
+        assert_eq!(uwsgi_ini_arg("/srv/a:b/uwsgi/x.ini"), "/srv/a:b/uwsgi/x.ini:uwsgi");
     }
 }

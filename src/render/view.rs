@@ -261,9 +261,11 @@ impl View {
                 "--config".into(),
                 config("gunicorn/gunicorn.conf.py"),
             ]),
-            Backend::Uwsgi => {
-                quote::systemd_exec(&[uwsgi_binary, "--ini".into(), config(&format!("uwsgi/{name}.ini"))])
-            }
+            Backend::Uwsgi => quote::systemd_exec(&[
+                uwsgi_binary,
+                "--ini".into(),
+                quote::uwsgi_ini_arg(&config(&format!("uwsgi/{name}.ini"))),
+            ]),
             Backend::Embedded | Backend::ModWsgi => embedded_command(spec, &bind),
         };
         let socket_unit_owner = socket.is_some();

@@ -156,6 +156,12 @@ impl Resolver {
     }
 
     fn spec(&mut self, path: &Path, raw: RawSpec) -> Spec {
+        let venv_raw = raw.app.venv.as_ref().map(|v| (v.span(), v.get_ref().clone()));
+        let deployctl_raw = raw
+            .systemd
+            .as_ref()
+            .and_then(|s| s.deployctl.as_ref())
+            .map(|d| (d.span(), d.get_ref().clone()));
         let app = self.app(raw.app);
         let server = self.server(raw.server);
         let statics = self.statics(raw.statics);
@@ -165,6 +171,34 @@ impl Resolver {
         let health = self.health(raw.health);
         let systemd = self.systemd(raw.systemd);
         let render = self.render(raw.render);
+        // The program the units of this backend start: systemd cannot start every path.
+        let (key, program, written) = match (backend.kind, backend.uwsgi_build) {
+            (Backend::Gunicorn, _) => ("app.venv", Some(app.venv.join("bin/gunicorn")), venv_raw),
+            (Backend::Uwsgi, UwsgiBuild::Pip) => ("app.venv", Some(app.venv.join("bin/uwsgi")), venv_raw),
+            (Backend::Uwsgi, UwsgiBuild::Debian) => ("", None, None),
+            (Backend::Embedded | Backend::ModWsgi, _) => {
+                ("systemd.deployctl", Some(systemd.deployctl.clone()), deployctl_raw)
+            }
+        };
+        if let Some(program) = program.as_ref().and_then(|p| p.to_str()) {
+            // Shown as written when the problem is there, else the whole path.
+            let (span, shown) = match &written {
+                Some((span, w)) if quote::systemd_executable_problem(w).is_some() => (span.clone(), w.as_str()),
+                Some((span, _)) => (span.clone(), program),
+                None => (0..0, program),
+            };
+            if let Some(why) = quote::systemd_executable_problem(program) {
+                self.problem_hint(
+                    span,
+                    key,
+                    format!("{shown:?} {why}"),
+                    format!(
+                        "the units of the {} backend start it: use a path without them",
+                        backend.kind.name()
+                    ),
+                );
+            }
+        }
         Spec {
             path: path.to_path_buf(),
             app,

@@ -54,7 +54,7 @@ pub fn wrapper(nginx: &Path, site: &Path) -> std::io::Result<(tempfile::TempDir,
         fastcgi = d("temp/fastcgi"),
         uwsgi = d("temp/uwsgi"),
         scgi = d("temp/scgi"),
-        site = crate::render::quote::nginx_literal(&site.display().to_string())
+        site = crate::render::quote::nginx_include(&site.display().to_string())
     );
     let wrapper = p.join("nginx.conf");
     std::fs::write(&wrapper, conf)?;

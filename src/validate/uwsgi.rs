@@ -33,7 +33,7 @@ pub fn check(s: &Scratch) -> Vec<Verdict> {
                     &[
                         "--strict".as_ref(),
                         "--ini".as_ref(),
-                        path.as_os_str(),
+                        crate::render::quote::uwsgi_ini_arg(&path.display().to_string()).as_ref(),
                         "--get".as_ref(),
                         "need-app".as_ref(),
                     ],
