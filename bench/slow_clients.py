@@ -1,6 +1,7 @@
 """Latency of a well-behaved client while hostile clients hold the server: one worker process
-each, deployctl (`--workers 1 --threads 1`) against Gunicorn (gthread, sync), Granian and
-bjoern, same run.
+each, deployctl (`--workers 1 --threads 1`) against Gunicorn (gthread with 4 threads, sync),
+Granian (1 and 4 blocking threads) and bjoern, same run; deployctl `--threads 4` too (its pool
+threads write streamed responses themselves, so it is measured alongside).
 
 Per server (fresh start each round):
   1. warm-up: 20 probe requests, discarded;
