@@ -235,7 +235,16 @@ impl Conn {
         r.head_request = head;
         r.push_simple(status, &body);
         drop(r);
+        self.closing();
+    }
+
+    /// Nothing more will be read from this connection: close once the queue is written. The
+    /// read buffer goes now (a refused flood must not keep the heads it sent while its 503s
+    /// drain).
+    pub fn closing(&mut self) {
         self.state = State::Closing;
+        self.buf = Vec::new();
+        self.pos = 0;
     }
 
     /// When the current state gives up.

@@ -98,14 +98,32 @@ fn token(i: usize, generation: u32) -> u64 {
     (u64::from(generation) << 32) | i as u64
 }
 
-/// A connection with a complete request, and its slot.
-type Job = (usize, Box<Conn>, Pending);
+/// What a pool thread is given with a connection (taken off epoll meanwhile).
+enum Work {
+    /// A request whose head (and body, read ahead) is here: call the app.
+    Request(Pending),
+    /// Its response (`State::Streaming`) has drained below the high-water mark: resume the
+    /// app's iterator.
+    Resume,
+    /// Its connection is closing in the middle of a streaming response: call `close()` (PEP
+    /// 3333: always) and drop it. Not given back.
+    Abandon,
+}
+
+/// What a pool thread gives back: the response is complete (the connection's fate), or more
+/// is to come once the socket takes what is queued.
+enum Back {
+    Done(Next),
+    Streaming,
+}
+
+type Job = (usize, Box<Conn>, Work);
 
 /// Work for the pool (with the "shutting down" flag) and the connections it gives back.
 struct Pool {
     jobs: Mutex<(VecDeque<Job>, bool)>,
     ready: Condvar,
-    done: Mutex<Vec<(usize, Box<Conn>, Next)>>,
+    done: Mutex<Vec<(usize, Box<Conn>, Back)>>,
     wake: OwnedFd,
 }
 
@@ -266,10 +284,9 @@ impl Loop {
         for n in 0..self.threads {
             let pool = pool.clone();
             let app = app.clone();
-            let limits = self.limits;
             workers.push(std::thread::Builder::new().name(format!("python-{n}")).spawn(move || {
                 scoreboard::set_thread(n);
-                Python::attach(|py| pool_thread(py, &app, &pool, &limits))
+                Python::attach(|py| pool_thread(py, &app, &pool))
             })?);
         }
         let runner = Runner::Pool(&pool);
@@ -286,9 +303,9 @@ impl Loop {
                     // SAFETY: reading the 8-byte eventfd counter.
                     unsafe { libc::read(pool.wake.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
                     let done = std::mem::take(&mut *lock(&pool.done));
-                    for (i, conn, next) in done {
+                    for (i, conn, back) in done {
                         self.in_flight -= 1;
-                        self.give_back(runner, i, conn, next);
+                        self.give_back(runner, i, conn, back);
                     }
                 } else {
                     self.dispatch(runner, ev);
@@ -442,7 +459,7 @@ impl Loop {
             State::Body(p) => lock(&p.body).read_available(),
             State::Lingering => {
                 if !conn.discard() {
-                    self.close(runner.py(), i);
+                    self.close(runner, i);
                 }
                 return;
             }
@@ -458,13 +475,13 @@ impl Loop {
                     log::debug("a client closed the connection before its request body ended");
                     self.counts.aborted += 1;
                 }
-                self.close(runner.py(), i);
+                self.close(runner, i);
                 return;
             }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(_) => {
-                self.close(runner.py(), i);
+                self.close(runner, i);
                 return;
             }
         }
@@ -540,16 +557,6 @@ impl Loop {
                 Step::Serve(p) => match runner {
                     Runner::Inline(py, app) => {
                         let Some(conn) = conn!(self, i) else { return };
-                        if p.head.expect_continue && !lock(&conn.response).out.is_empty() {
-                            // The app may ask for the body, and `100 Continue` must follow the
-                            // responses queued before it (a rare pipelining case; it waits).
-                            let response = conn.response.clone();
-                            if py.detach(|| lock(&response).flush_blocking()).is_err() {
-                                self.close(Some(py), i);
-                                return;
-                            }
-                        }
-                        let Some(conn) = conn!(self, i) else { return };
                         let mut ex = handler::begin(py, app, conn, p);
                         if !handler::pump(py, &conn.response, &mut ex) {
                             scoreboard::pause();
@@ -564,30 +571,25 @@ impl Loop {
                         }
                     }
                     Runner::Pool(pool) => {
-                        let Some(mut conn) = self.slots[i].conn.take() else {
-                            return;
-                        };
-                        // Off epoll while away (the pool thread owns its I/O now): with no
-                        // events registered, a hang-up would still be reported, level-triggered,
-                        // on every round.
-                        let _ = ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, conn.stream.raw(), 0, 0);
-                        conn.interest = 0;
-                        conn.state = State::Away;
-                        self.in_flight += 1;
-                        lock(&pool.jobs).0.push_back((i, conn, p));
-                        pool.ready.notify_one();
-                        self.update_accepting();
+                        self.hand_over(pool, i, Work::Request(p));
                         return;
                     }
                 },
                 Step::Pump => {
-                    let Runner::Inline(py, _) = runner else { return };
                     let Some(conn) = conn!(self, i) else { return };
-                    let State::Streaming(ex) = &mut conn.state else { return };
                     if lock(&conn.response).out.queued() >= HIGH_WATER {
                         self.queue_flush(i); // resumed once the socket takes some
                         return;
                     }
+                    let py = match runner {
+                        Runner::Inline(py, _) => py,
+                        Runner::Pool(pool) => {
+                            self.hand_over(pool, i, Work::Resume);
+                            return;
+                        }
+                    };
+                    let Some(conn) = conn!(self, i) else { return };
+                    let State::Streaming(ex) = &mut conn.state else { return };
                     ex.busy(&conn.response);
                     let complete = handler::pump(py, &conn.response, ex);
                     if !complete {
@@ -617,7 +619,7 @@ impl Loop {
         conn.served += 1;
         let queued = lock(&conn.response).out.queued();
         if next == Next::Close || stopping {
-            conn.state = State::Closing;
+            conn.closing();
             self.queue_flush(i);
             return false;
         }
@@ -635,16 +637,31 @@ impl Loop {
         true
     }
 
-    /// A pool thread is done with a connection.
-    fn give_back(&mut self, runner: Runner<'_, '_>, i: usize, mut conn: Box<Conn>, next: Next) {
-        conn.served += 1;
-        conn.state = if next == Next::Close || self.stopping.is_some() {
-            State::Closing
-        } else {
-            conn.deadline = crate::clock::now() + self.keep_alive;
-            State::Idle
+    /// Give connection `i` to a pool thread: off epoll while away (the thread owns its I/O
+    /// now, and with no events registered a hang-up would still be reported, level-triggered,
+    /// on every round).
+    fn hand_over(&mut self, pool: &Pool, i: usize, work: Work) {
+        let Some(mut conn) = self.slots[i].conn.take() else {
+            return;
         };
-        let closing = matches!(conn.state, State::Closing);
+        let _ = ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, conn.stream.raw(), 0, 0);
+        conn.interest = 0;
+        if matches!(work, Work::Request(_)) {
+            conn.state = State::Away;
+        }
+        if matches!(work, Work::Abandon) {
+            self.free.push(i);
+        } else {
+            self.in_flight += 1;
+        }
+        lock(&pool.jobs).0.push_back((i, conn, work));
+        pool.ready.notify_one();
+        self.update_accepting();
+    }
+
+    /// A pool thread is done with a connection: its response is complete, or waits for the
+    /// socket to take what is queued before the app's iterator is resumed.
+    fn give_back(&mut self, runner: Runner<'_, '_>, i: usize, mut conn: Box<Conn>, back: Back) {
         if ctl(
             self.epoll.as_raw_fd(),
             libc::EPOLL_CTL_ADD,
@@ -659,11 +676,14 @@ impl Loop {
         }
         conn.interest = IN;
         self.slots[i].conn = Some(conn);
-        if closing {
-            self.queue_flush(i);
-        } else {
-            self.set_interest(i);
-            self.advance(runner, i);
+        match back {
+            Back::Streaming => self.queue_flush(i),
+            Back::Done(next) => {
+                if self.after_response(i, next) {
+                    self.set_interest(i);
+                    self.advance(runner, i);
+                }
+            }
         }
         self.update_accepting();
     }
@@ -719,13 +739,13 @@ impl Loop {
     fn after_flush(&mut self, runner: Runner<'_, '_>, i: usize, r: Result<Flushed, ()>) {
         let Some(conn) = conn!(self, i) else { return };
         match r {
-            Err(()) => self.close(runner.py(), i),
+            Err(()) => self.close(runner, i),
             Ok(Flushed::Blocked) => self.set_interest(i),
             Ok(Flushed::All) => match conn.state {
                 State::Closing => {
                     if conn.abort {
                         conn.stream.shutdown();
-                        self.close(runner.py(), i);
+                        self.close(runner, i);
                     } else {
                         // Lingering close: FIN after the response, then read what the client
                         // still sends until it closes, so the kernel does not answer unread
@@ -785,30 +805,40 @@ impl Loop {
         }
     }
 
-    /// Close connection `i`: a response still being produced is ended (`close()` is called),
-    /// the socket leaves epoll and is closed.
-    fn close(&mut self, py: Option<Python<'_>>, i: usize) {
-        let Some(mut conn) = self.slots.get_mut(i).and_then(|s| s.conn.take()) else {
-            return;
-        };
+    /// Close connection `i`: a response still being produced is ended (`close()` is called,
+    /// by a pool thread in the pool's shape), the socket leaves epoll and is closed.
+    fn close(&mut self, runner: Runner<'_, '_>, i: usize) {
+        let Some(conn) = conn!(self, i) else { return };
         self.buffered -= conn.buffered().min(self.buffered);
-        if let State::Streaming(ex) = std::mem::replace(&mut conn.state, State::Closing)
-            && let Some(py) = py
-        {
-            lock(&conn.response).fail(false);
-            handler::end(py, &mut conn, *ex, false);
-            scoreboard::end();
-        }
         // Explicitly: if the app forked, a copy of this descriptor lives on in the child, and
         // epoll keys its registration on the open file, not on our descriptor.
         let _ = ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, conn.stream.raw(), 0, 0);
-        drop(conn);
+        if matches!(conn.state, State::Streaming(_)) {
+            lock(&conn.response).fail(false);
+            match runner {
+                Runner::Inline(py, _) => {
+                    let Some(mut conn) = self.slots[i].conn.take() else {
+                        return;
+                    };
+                    if let State::Streaming(ex) = std::mem::replace(&mut conn.state, State::Closing) {
+                        handler::end(py, &mut conn, *ex, false);
+                        scoreboard::end();
+                    }
+                }
+                Runner::Pool(pool) => {
+                    self.hand_over(pool, i, Work::Abandon);
+                    return;
+                }
+            }
+        } else {
+            self.slots[i].conn = None;
+        }
         self.free.push(i);
     }
 
     fn close_all(&mut self, runner: Runner<'_, '_>) {
         for i in 0..self.slots.len() {
-            self.close(runner.py(), i);
+            self.close(runner, i);
         }
     }
 
@@ -822,7 +852,7 @@ impl Loop {
                 continue;
             }
             match &conn.state {
-                State::Idle | State::Lingering => self.close(runner.py(), i),
+                State::Idle | State::Lingering => self.close(runner, i),
                 State::Head => {
                     log::debug("a client did not send a complete request head in time (408)");
                     self.counts.header_timeouts += 1;
@@ -843,7 +873,7 @@ impl Loop {
                 State::Streaming(_) | State::Sending | State::Closing => {
                     log::debug("a client did not take its response in time; closed");
                     self.counts.send_timeouts += 1;
-                    self.close(runner.py(), i);
+                    self.close(runner, i);
                 }
                 State::Away => {}
             }
@@ -1017,9 +1047,10 @@ fn wait(epoll: RawFd, events: &mut [libc::epoll_event], timeout_ms: i32) -> usiz
     n.max(0) as usize
 }
 
-/// A pool thread: answer requests handed over by the loop, writing with the GIL released,
-/// and the complete requests pipelined behind them.
-fn pool_thread(py: Python<'_>, app: &App, pool: &Pool, limits: &Limits) {
+/// A pool thread: call the app for requests handed over by the loop and resume streaming
+/// responses; never wait on a client (the loop writes), so a client that does not read costs
+/// a buffer, not a thread.
+fn pool_thread(py: Python<'_>, app: &App, pool: &Pool) {
     loop {
         let job = py.detach(|| {
             let mut jobs = lock(&pool.jobs);
@@ -1033,52 +1064,41 @@ fn pool_thread(py: Python<'_>, app: &App, pool: &Pool, limits: &Limits) {
                 jobs = pool.ready.wait(jobs).unwrap_or_else(|p| p.into_inner());
             }
         });
-        let Some((i, mut conn, p)) = job else {
+        let Some((i, mut conn, work)) = job else {
             return;
         };
-        let next = serve_blocking(py, app, &mut conn, p, limits);
-        lock(&pool.done).push((i, conn, next));
+        let ex = match work {
+            Work::Request(p) => handler::begin(py, app, &mut conn, p),
+            Work::Resume | Work::Abandon => {
+                let State::Streaming(ex) = std::mem::replace(&mut conn.state, State::Away) else {
+                    continue;
+                };
+                if matches!(work, Work::Abandon) {
+                    handler::end(py, &mut conn, *ex, false);
+                    scoreboard::end();
+                    continue;
+                }
+                ex.busy(&conn.response);
+                *ex
+            }
+        };
+        let back = produce(py, &mut conn, ex);
+        lock(&pool.done).push((i, conn, back));
         let one = 1u64;
         // SAFETY: writing the 8-byte eventfd increment.
         unsafe { libc::write(pool.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 }
 
-fn serve_blocking(py: Python<'_>, app: &App, conn: &mut Conn, mut p: Pending, limits: &Limits) -> Next {
-    let s = &app.settings;
-    loop {
-        let mut ex = handler::begin(py, app, conn, p);
-        while !handler::pump(py, &conn.response, &mut ex) {
-            let response = conn.response.clone();
-            if py.detach(|| lock(&response).flush_blocking()).is_err() {
-                break; // the client is gone: `end` sees no outcome and ends the request
-            }
-        }
-        let next = handler::end(py, conn, ex, true);
+/// Produce what the app gives until the queue is full or the response complete.
+fn produce(py: Python<'_>, conn: &mut Conn, mut ex: handler::Exchange) -> Back {
+    if handler::pump(py, &conn.response, &mut ex) {
+        let next = handler::end(py, conn, ex, false);
         scoreboard::end();
-        let response = conn.response.clone();
-        if py.detach(|| lock(&response).flush_blocking()).is_err() || next == Next::Close {
-            return Next::Close;
-        }
-        if stopping() {
-            return Next::KeepAlive; // the loop closes it
-        }
-        p = match conn.parse(limits, s.protocol) {
-            Parsed::Request(head) => {
-                if let Framing::Length(n) = head.framing
-                    && n > s.max_body
-                {
-                    conn.refuse(413, "request body larger than the server accepts");
-                    return Next::Close;
-                }
-                take_request(conn, head, s.max_body, Duration::from_secs(s.body_timeout), s.min_rate)
-            }
-            Parsed::Incomplete => return Next::KeepAlive,
-            Parsed::Refused(r) => {
-                log::debug(&format!("refused a request with {}: {}", r.status, r.reason));
-                conn.refuse(r.status, r.reason);
-                return Next::Close;
-            }
-        };
+        Back::Done(next)
+    } else {
+        scoreboard::pause();
+        conn.state = State::Streaming(Box::new(ex));
+        Back::Streaming
     }
 }

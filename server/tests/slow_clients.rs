@@ -238,3 +238,28 @@ fn a_flood_of_slow_bodies_is_answered_503_past_the_memory_cap() {
     drop(flood);
     assert_eq!(s.get("/status?code=200").status, 200);
 }
+
+#[test]
+fn with_python_threads_clients_that_never_read_do_not_take_the_threads() {
+    // What broke: a pool thread wrote its response blocking, so as many non-reading clients
+    // as threads stopped the worker.
+    let s = server("apps:app")
+        .args(&["--threads", "2", "--body-timeout", "30"])
+        .start();
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut c = small_window(&s.addr);
+        c.write_all(b"GET /stream?n=1600 HTTP/1.1\r\nHost: h\r\n\r\n")
+            .expect("send");
+        stalled.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (slowest, ok, failed) = probe(&s, 2);
+    assert_eq!(failed, 0, "{}", s.log());
+    assert!(ok >= 10);
+    assert!(
+        slowest < Duration::from_millis(1500),
+        "another client waited {slowest:?}"
+    );
+    drop(stalled);
+}

@@ -81,6 +81,12 @@ impl Exchange {
 /// Call the app for a request whose head (and perhaps body) the loop has read.
 pub fn begin(py: Python<'_>, app: &App, conn: &mut Conn, p: Pending) -> Exchange {
     let s = &app.settings;
+    if p.head.expect_continue && !lock(&conn.response).out.is_empty() {
+        // `100 Continue` (sent when the app reads the body) must follow the responses queued
+        // before it: a rare pipelining case, which waits for the client (GIL released).
+        let response = conn.response.clone();
+        let _ = py.detach(|| lock(&response).flush_blocking());
+    }
     let Pending { head, start, body } = p;
     let peer = conn.peer;
     let keys = conn.peer_keys.get_or_insert_with(|| match peer {
