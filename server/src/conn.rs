@@ -201,11 +201,12 @@ impl Conn {
         }
     }
 
-    /// Request bytes buffered and not yet given to the app: a head being received, or a body
-    /// being read ahead (what the worker's memory cap counts).
+    /// Memory held for a request not yet given to the app: a head being received, or a body
+    /// being read ahead (what the worker's memory cap counts; capacities, not lengths, since
+    /// buffers grow by doubling).
     pub fn buffered(&self) -> usize {
         match &self.state {
-            State::Head => self.buf.len() - self.pos,
+            State::Head => self.buf.capacity(),
             State::Body(p) => crate::lock(&p.body).buffered(),
             _ => 0,
         }

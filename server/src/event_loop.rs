@@ -72,7 +72,7 @@ const ACCEPT_BATCH: usize = 64;
 /// `LARGE_REQUEST` are answered 503: a flood of huge heads or slow bodies costs the flooder,
 /// not the worker's memory.
 pub const REQUEST_MEMORY_CAP: usize = 32 << 20;
-const LARGE_REQUEST: usize = 64 << 10;
+const LARGE_REQUEST: usize = 16 << 10;
 /// After a stop begins, an idle keep-alive connection is kept this long for a request already
 /// on its way (answered with `Connection: close`), so a reload does not cut requests that
 /// crossed the stop on the wire.

@@ -201,9 +201,9 @@ impl Body {
         &self.buf
     }
 
-    /// Bytes held: the buffer (head, body, anything pipelined) and what was decoded ahead.
+    /// Memory held: the buffer (head, body, anything pipelined) and what was decoded ahead.
     pub fn buffered(&self) -> usize {
-        self.buf.len() + self.ahead.len() - self.ahead_pos
+        self.buf.capacity() + self.ahead.capacity()
     }
 
     /// Until when the client may take to send the rest.
