@@ -54,6 +54,40 @@ fn socket2_free_connect(addr: &str) -> TcpStream {
     }
 }
 
+/// What a client sees within a wait: a response's status, the connection ended (closed or
+/// reset) without one, or nothing yet.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Status(u16),
+    Ended,
+    Nothing,
+}
+
+fn seen_within(stream: &mut TcpStream, wait: Duration) -> Seen {
+    if stream.set_read_timeout(Some(wait)).is_err() {
+        return Seen::Ended;
+    }
+    let mut head = [0u8; 12];
+    let mut got = 0;
+    while got < head.len() {
+        match std::io::Read::read(stream, &mut head[got..]) {
+            Ok(0) => return Seen::Ended,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if got == 0 {
+                    return Seen::Nothing;
+                }
+                break;
+            }
+            Err(_) => return Seen::Ended,
+            Ok(n) => got += n,
+        }
+    }
+    match std::str::from_utf8(&head[9..]).ok().and_then(|c| c.parse().ok()) {
+        Some(code) => Seen::Status(code),
+        None => Seen::Ended,
+    }
+}
+
 /// Requests on fresh connections for `secs`; the slowest answer and how many failed.
 fn probe(s: &common::Server, secs: u64) -> (Duration, usize, usize) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -166,28 +200,23 @@ fn a_flood_of_huge_heads_is_answered_503_past_the_memory_cap() {
         flood.push(c);
     }
     std::thread::sleep(Duration::from_millis(300));
-    // A new client is told the server is busy rather than growing its memory further.
+    // A new client past the cap is told the server is busy rather than growing its memory
+    // further (unless earlier refusals brought the worker back under it).
     let mut late = s.connect();
     late.send(b"GET /status?code=200 HTTP/1.1\r\nHost: h\r\n");
     let _ = late.stream.write_all(part.as_bytes());
-    let r = late.try_response_to(false);
-    assert!(
-        r.as_ref().is_some_and(|r| r.status == 503) || busy > 0,
-        "no 503 past the cap: {:?}",
-        r.map(|r| r.status)
-    );
+    if seen_within(&mut late.stream, Duration::from_millis(500)) == Seen::Status(503) {
+        busy += 1;
+    }
     // Some of the flood were answered 503 too; the rest complete normally.
     let mut served = 0;
-    for c in &mut flood {
-        if c.stream.write_all(b"\r\n").is_ok()
-            && let Some(r) = c.try_response_to(false)
-        {
-            if r.status == 200 {
-                served += 1;
-            } else {
-                assert_eq!(r.status, 503);
-                busy += 1;
-            }
+    for (n, c) in flood.iter_mut().enumerate() {
+        // A refused one may be reset by now (its write or read fails): counted as refused.
+        let _ = c.stream.write_all(b"\r\n");
+        match seen_within(&mut c.stream, Duration::from_secs(10)) {
+            Seen::Status(200) => served += 1,
+            Seen::Status(503) | Seen::Ended => busy += 1,
+            other => panic!("client {n}: {other:?}\n{}", s.log()),
         }
     }
     assert!(busy > 0, "nothing refused");
@@ -218,19 +247,10 @@ fn a_flood_of_slow_bodies_is_answered_503_past_the_memory_cap() {
     std::thread::sleep(Duration::from_millis(300));
     for c in &mut flood {
         // Answered already (503), or still waiting for the rest of its body.
-        c.stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("timeout");
-        let mut head = [0u8; 12];
-        if let Ok(n) = std::io::Read::read(&mut c.stream, &mut head)
-            && n > 0
-        {
-            assert!(
-                head.starts_with(b"HTTP/1.1 503"),
-                "{:?}",
-                String::from_utf8_lossy(&head[..n])
-            );
-            busy += 1;
+        match seen_within(&mut c.stream, Duration::from_millis(200)) {
+            Seen::Nothing => {}
+            Seen::Status(503) | Seen::Ended => busy += 1,
+            other => panic!("{other:?}"),
         }
     }
     assert!(busy > 0, "40 MiB of bodies buffered without a 503");
