@@ -135,6 +135,10 @@ pub struct RenderArgs {
     /// Do not run the validators before writing.
     #[arg(long)]
     pub no_validate: bool,
+    /// Replace rendered files that were edited since the last render (render never replaces
+    /// files it did not write, nor the project directory).
+    #[arg(long, conflicts_with_all = ["stdout", "check"])]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -64,12 +64,26 @@ fn render_writes_exactly_the_target_files() {
     assert_eq!(
         files,
         [
+            ".deployctl-manifest",
             "gunicorn/gunicorn.conf.py",
             "nginx/d.conf",
             "systemd/d.service",
             "systemd/d.socket"
         ]
     );
+    // The manifest lists every other file with its SHA-256, in `sha256sum` format.
+    let manifest = manifest(&out);
+    assert_eq!(
+        manifest.keys().map(String::as_str).collect::<Vec<_>>(),
+        &files[1..],
+        "every rendered file listed"
+    );
+    let check = std::process::Command::new("sha256sum")
+        .args(["-c", "--strict", ".deployctl-manifest"])
+        .current_dir(&out)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
     // The unit refers to the config where it was written.
     let unit = std::fs::read_to_string(out.join("systemd/d.service")).unwrap();
     assert!(
@@ -82,6 +96,168 @@ fn render_writes_exactly_the_target_files() {
         .filter(|e| e.file_name().to_string_lossy().starts_with(".out."))
         .collect();
     assert!(leftovers.is_empty(), "staging directories are cleaned up");
+}
+
+/// `.deployctl-manifest` of a rendered directory: path → SHA-256 (hex).
+fn manifest(dir: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_to_string(dir.join(".deployctl-manifest"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (hash, path) = l.split_once("  ").expect("HASH  PATH");
+            assert_eq!(hash.len(), 64, "{l}");
+            (path.to_string(), hash.to_string())
+        })
+        .collect()
+}
+
+/// Every file under `dir` with its contents, to compare a tree before and after.
+fn snapshot_dir(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    walk(dir)
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect()
+}
+
+/// A project with an app, a venv marker and a data file, as a user's directory looks.
+fn users_project() -> tempfile::TempDir {
+    let dir = project(SPEC, &[".venv/bin", "precious"]);
+    std::fs::write(dir.path().join("app.py"), "app = None\n").unwrap();
+    std::fs::write(dir.path().join(".venv/pyvenv.cfg"), "home = /usr/bin\n").unwrap();
+    std::fs::write(dir.path().join("precious/data.txt"), "irreplaceable\n").unwrap();
+    dir
+}
+
+#[test]
+fn render_refuses_a_directory_it_did_not_write_and_keeps_every_file() {
+    let dir = users_project();
+    let before = snapshot_dir(dir.path());
+    let run = Cli::new(dir.path())
+        .args(["render", "--no-validate", "-t", "gunicorn", "--out", "precious"])
+        .run()
+        .failure();
+    let precious = std::fs::canonicalize(dir.path().join("precious")).unwrap();
+    assert!(
+        run.stderr.starts_with(&format!("error: refusing to render into {}: ", precious.display())),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("no .deployctl-manifest): data.txt"), "{}", run.stderr);
+    assert!(run.stderr.contains("\nhint: "), "{}", run.stderr);
+    // --force does not make a foreign directory replaceable.
+    Cli::new(dir.path())
+        .args(["render", "--no-validate", "-t", "gunicorn", "--out", "precious", "--force"])
+        .run()
+        .failure();
+    assert_eq!(snapshot_dir(dir.path()), before, "a file changed");
+}
+
+#[test]
+fn render_refuses_the_project_directory_and_its_parents() {
+    let dir = users_project();
+    let before = snapshot_dir(dir.path());
+    let project = std::fs::canonicalize(dir.path()).unwrap();
+    for out in [".", "..", "precious/..", "/"] {
+        let run = Cli::new(dir.path())
+            .args(["render", "--no-validate", "-t", "nginx+gunicorn", "--out", out, "--force"])
+            .run()
+            .failure();
+        let named = std::fs::canonicalize(dir.path().join(out)).unwrap();
+        let why = if named == project {
+            "it is the project directory".to_string()
+        } else {
+            format!("it is a parent of the project directory {}", project.display())
+        };
+        assert!(
+            run.stderr
+                .starts_with(&format!("error: refusing to render into {}: {why}", named.display())),
+            "{out}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(snapshot_dir(dir.path()), before, "a file changed");
+}
+
+#[test]
+fn render_replaces_only_what_its_manifest_lists() {
+    let dir = users_project();
+    let cli = || Cli::new(dir.path());
+    let out = dir.path().join("deploy/gunicorn");
+    // An empty directory the user made is fine.
+    std::fs::create_dir_all(&out).unwrap();
+    cli().args(["render", "--no-validate", "-t", "gunicorn"]).run().success();
+    assert_eq!(manifest(&out).len(), 3);
+    // Rendering again over its own files is fine.
+    cli().args(["render", "--no-validate", "-t", "gunicorn"]).run().success();
+
+    // A rendered file edited by hand: refused, then replaced with --force.
+    let conf = out.join("gunicorn/gunicorn.conf.py");
+    let rendered = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, format!("{rendered}# tuned by hand\n")).unwrap();
+    let run = cli().args(["render", "--no-validate", "-t", "gunicorn"]).run().failure();
+    assert!(
+        run.stderr.contains("were changed since: gunicorn/gunicorn.conf.py"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("hint: `deployctl render --check` shows the changes; pass `--force`"));
+    assert!(std::fs::read_to_string(&conf).unwrap().ends_with("# tuned by hand\n"));
+    cli()
+        .args(["render", "--no-validate", "-t", "gunicorn", "--force"])
+        .run()
+        .success();
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), rendered);
+
+    // A file the user put there is never replaced, not even with --force.
+    std::fs::create_dir_all(out.join("tls")).unwrap();
+    std::fs::write(out.join("tls/key.pem"), "secret\n").unwrap();
+    for force in [false, true] {
+        let mut args = vec!["render", "--no-validate", "-t", "gunicorn"];
+        if force {
+            args.push("--force");
+        }
+        let run = cli().args(&args).run().failure();
+        assert!(
+            run.stderr.contains("holds files deployctl did not write (not in its .deployctl-manifest): tls/key.pem"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(std::fs::read_to_string(out.join("tls/key.pem")).unwrap(), "secret\n");
+    // A drift check does not count the manifest, only the user's file.
+    let run = cli().args(["render", "--check", "-t", "gunicorn"]).run().failure();
+    assert!(run.stdout.contains("--- a/tls/key.pem"), "{}", run.stdout);
+    assert!(!run.stdout.contains(".deployctl-manifest"), "{}", run.stdout);
+
+    // A file in place of the directory is not replaced either.
+    let file = dir.path().join("out-file");
+    std::fs::write(&file, "mine\n").unwrap();
+    let run = cli()
+        .args(["render", "--no-validate", "-t", "gunicorn", "--out", "out-file"])
+        .run()
+        .failure();
+    assert!(run.stderr.contains("is a file, not a directory"), "{}", run.stderr);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine\n");
+}
+
+#[test]
+fn render_takes_over_a_directory_holding_exactly_what_it_would_write() {
+    // Rendered before manifests existed: the same files, no manifest. Nothing would be lost.
+    let dir = users_project();
+    let out = dir.path().join("deploy/gunicorn");
+    Cli::new(dir.path())
+        .args(["render", "--no-validate", "-t", "gunicorn"])
+        .run()
+        .success();
+    std::fs::remove_file(out.join(".deployctl-manifest")).unwrap();
+    Cli::new(dir.path())
+        .args(["render", "--no-validate", "-t", "gunicorn"])
+        .run()
+        .success();
+    assert!(out.join(".deployctl-manifest").is_file());
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
