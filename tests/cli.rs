@@ -141,15 +141,28 @@ fn render_refuses_a_directory_it_did_not_write_and_keeps_every_file() {
         .failure();
     let precious = std::fs::canonicalize(dir.path().join("precious")).unwrap();
     assert!(
-        run.stderr.starts_with(&format!("error: refusing to render into {}: ", precious.display())),
+        run.stderr
+            .starts_with(&format!("error: refusing to render into {}: ", precious.display())),
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("no .deployctl-manifest): data.txt"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no .deployctl-manifest): data.txt"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("\nhint: "), "{}", run.stderr);
     // --force does not make a foreign directory replaceable.
     Cli::new(dir.path())
-        .args(["render", "--no-validate", "-t", "gunicorn", "--out", "precious", "--force"])
+        .args([
+            "render",
+            "--no-validate",
+            "-t",
+            "gunicorn",
+            "--out",
+            "precious",
+            "--force",
+        ])
         .run()
         .failure();
     assert_eq!(snapshot_dir(dir.path()), before, "a file changed");
@@ -162,7 +175,15 @@ fn render_refuses_the_project_directory_and_its_parents() {
     let project = std::fs::canonicalize(dir.path()).unwrap();
     for out in [".", "..", "precious/..", "/"] {
         let run = Cli::new(dir.path())
-            .args(["render", "--no-validate", "-t", "nginx+gunicorn", "--out", out, "--force"])
+            .args([
+                "render",
+                "--no-validate",
+                "-t",
+                "nginx+gunicorn",
+                "--out",
+                out,
+                "--force",
+            ])
             .run()
             .failure();
         let named = std::fs::canonicalize(dir.path().join(out)).unwrap();
@@ -188,22 +209,34 @@ fn render_replaces_only_what_its_manifest_lists() {
     let out = dir.path().join("deploy/gunicorn");
     // An empty directory the user made is fine.
     std::fs::create_dir_all(&out).unwrap();
-    cli().args(["render", "--no-validate", "-t", "gunicorn"]).run().success();
+    cli()
+        .args(["render", "--no-validate", "-t", "gunicorn"])
+        .run()
+        .success();
     assert_eq!(manifest(&out).len(), 3);
     // Rendering again over its own files is fine.
-    cli().args(["render", "--no-validate", "-t", "gunicorn"]).run().success();
+    cli()
+        .args(["render", "--no-validate", "-t", "gunicorn"])
+        .run()
+        .success();
 
     // A rendered file edited by hand: refused, then replaced with --force.
     let conf = out.join("gunicorn/gunicorn.conf.py");
     let rendered = std::fs::read_to_string(&conf).unwrap();
     std::fs::write(&conf, format!("{rendered}# tuned by hand\n")).unwrap();
-    let run = cli().args(["render", "--no-validate", "-t", "gunicorn"]).run().failure();
+    let run = cli()
+        .args(["render", "--no-validate", "-t", "gunicorn"])
+        .run()
+        .failure();
     assert!(
         run.stderr.contains("were changed since: gunicorn/gunicorn.conf.py"),
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("hint: `deployctl render --check` shows the changes; pass `--force`"));
+    assert!(
+        run.stderr
+            .contains("hint: `deployctl render --check` shows the changes; pass `--force`")
+    );
     assert!(std::fs::read_to_string(&conf).unwrap().ends_with("# tuned by hand\n"));
     cli()
         .args(["render", "--no-validate", "-t", "gunicorn", "--force"])
@@ -221,7 +254,8 @@ fn render_replaces_only_what_its_manifest_lists() {
         }
         let run = cli().args(&args).run().failure();
         assert!(
-            run.stderr.contains("holds files deployctl did not write (not in its .deployctl-manifest): tls/key.pem"),
+            run.stderr
+                .contains("holds files deployctl did not write (not in its .deployctl-manifest): tls/key.pem"),
             "{}",
             run.stderr
         );

@@ -10,14 +10,14 @@ use anyhow::Context;
 
 use crate::cli::UpArgs;
 use crate::commands::serve::{find_server, probe};
-use crate::commands::{Status, load, parse_target};
+use crate::commands::{Status, listen_arg, load, parse_target};
 use crate::orchestrate::stack::{self, RunPlan, Running};
 use crate::orchestrate::state::{ComponentState, State};
 use crate::printer::{Printer, hinted};
 use crate::render::{self, FileTree};
 use crate::serve::check_venv_version;
 use crate::signals;
-use crate::spec::{self, Spec, display_path};
+use crate::spec::{Spec, display_path};
 use crate::target::{Backend, Frontend, Target};
 use crate::validate::{self, Outcome, Scratch};
 
@@ -90,6 +90,7 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
         supervisor: std::process::id(),
         url: running.url.clone(),
         health_path: spec.health.path.clone(),
+        health_expect: spec.health.expect,
         components: running
             .pids()
             .into_iter()
@@ -236,7 +237,7 @@ fn prepare(args: &UpArgs, printer: &Printer) -> anyhow::Result<(Spec, Target, Fi
         anyhow::bail!("`deployctl up` cannot run `{target}` yet");
     }
     if let Some(l) = &args.listen {
-        spec.server.listen = spec::parse_listen(l).map_err(|m| anyhow::anyhow!("--listen: {m}"))?;
+        spec.server.listen = listen_arg(l)?;
     }
     let run_dir = run_dir(&spec, target);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", display_path(&run_dir)))?;
@@ -295,7 +296,7 @@ fn reload(args: &UpArgs, printer: &Printer, old: &Spec, target: Target, run_dir:
 fn public_address(args: &UpArgs) -> anyhow::Result<SocketAddr> {
     let (spec, _) = load(&args.spec)?;
     let listen = match &args.listen {
-        Some(l) => spec::parse_listen(l).map_err(|m| anyhow::anyhow!("--listen: {m}"))?,
+        Some(l) => listen_arg(l)?,
         None => spec.server.listen,
     };
     resolve(&listen.to_string())

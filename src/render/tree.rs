@@ -274,7 +274,8 @@ fn read_manifest(path: &Path) -> Option<BTreeMap<String, String>> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let (hash, name) = l.split_once("  ")?;
-            (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then(|| (name.to_string(), hash.to_string()))
+            (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| (name.to_string(), hash.to_string()))
         })
         .collect()
 }
