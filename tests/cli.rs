@@ -481,3 +481,184 @@ fn init_without_an_entry_says_where_it_looked() {
     assert!(run.stderr.contains("hint: pass it as `--entry"), "{}", run.stderr);
     assert!(!dir.path().join("deploy.toml").exists());
 }
+
+#[test]
+fn init_finds_a_src_layout_factory_and_pyproject_dependencies() {
+    let dir = init_project(&[
+        (
+            "pyproject.toml",
+            "[project]\nname = \"myapp\"\nversion = \"1.0\"\ndependencies = [\"flask>=3\"]\n\n\
+             [build-system]\nrequires = [\"setuptools\"]\nbuild-backend = \"setuptools.build_meta\"\n",
+        ),
+        (
+            "src/myapp/__init__.py",
+            "from flask import Flask\n\n\ndef create_app(test_config=None):\n    app = Flask(__name__)\n    return app\n",
+        ),
+        ("src/myapp/views.py", "X = 1\n"),
+        (
+            "tests/test_app.py",
+            "from myapp import create_app\napp = create_app()\n",
+        ),
+    ]);
+    Cli::new(dir.path()).args(["init"]).run().success();
+    let text = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap();
+    let written: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(written["app"]["entry"].as_str(), Some("myapp:create_app()"));
+    assert_eq!(written["app"]["root"].as_str(), Some("src"));
+    assert_eq!(written["app"]["requirements"].as_str(), Some("pyproject.toml"));
+    let spec = written_spec(dir.path());
+    assert!(spec["app"]["root"].as_str().unwrap().ends_with("/src"));
+}
+
+#[test]
+fn init_finds_bottle_falcon_and_pyramid_apps() {
+    for (file, text, entry) in [
+        (
+            "app.py",
+            "import bottle\n\napp = bottle.Bottle()\n\n@app.route('/')\ndef index():\n    return 'hi'\n\n\
+             if __name__ == '__main__':\n    app.run()\n",
+            "app:app",
+        ),
+        (
+            "hello.py",
+            "from bottle import default_app, route\n\n@route('/')\ndef index():\n    return 'hi'\n\n\
+             application = default_app()\n",
+            "hello:application",
+        ),
+        (
+            "things/api.py",
+            "import falcon\n\n\nclass Things:\n    def on_get(self, req, resp):\n        resp.media = {}\n\n\n\
+             app = falcon.App(\n    cors_enable=True,\n)\napp.add_route('/', Things())\n",
+            "things.api:app",
+        ),
+        (
+            "web.py",
+            concat!(
+                "from pyramid.config import Configurator\nfrom pyramid.response import Response\n\n",
+                "def hello(request):\n    return Response('hi')\n\n",
+                "with Configurator() as config:\n    config.add_route('hello', '/')\n",
+                "    config.add_view(hello, route_name='hello')\n    app = config.make_wsgi_app()\n",
+            ),
+            "web:app",
+        ),
+    ] {
+        let dir = init_project(&[(file, text)]);
+        let run = Cli::new(dir.path()).args(["init"]).run().success();
+        let written: toml::Table =
+            toml::from_str(&std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap()).unwrap();
+        assert_eq!(written["app"]["entry"].as_str(), Some(entry), "{file}: {}", run.stderr);
+        assert!(written["app"].get("root").is_none(), "{file}: the project is the root");
+    }
+}
+
+#[test]
+fn init_points_at_an_app_made_only_under_main() {
+    let dir = init_project(&[(
+        "serve.py",
+        concat!(
+            "from pyramid.config import Configurator\n\nif __name__ == '__main__':\n",
+            "    with Configurator() as config:\n        app = config.make_wsgi_app()\n",
+        ),
+    )]);
+    let run = Cli::new(dir.path()).args(["init"]).run().failure();
+    assert!(
+        run.stderr.contains(
+            "serve.py:5: `app = config.make_wsgi_app()` runs only under `if __name__ == \"__main__\":`, \
+             which a server never runs: move it to module level"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn init_reads_django_static_settings() {
+    let wsgi = "import os\nfrom django.core.wsgi import get_wsgi_application\n\
+                os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\napplication = get_wsgi_application()\n";
+    let asgi = "import os\nfrom django.core.asgi import get_asgi_application\napplication = get_asgi_application()\n";
+    let settings = |extra: &str| {
+        format!(
+            "from pathlib import Path\nBASE_DIR = Path(__file__).resolve().parent.parent\nSTATIC_URL = 'assets/'\n{extra}"
+        )
+    };
+    // STATIC_ROOT unset (as `startproject` leaves it): a commented entry and a warning saying what to do.
+    let unset = settings("");
+    let dir = init_project(&[
+        ("manage.py", "import os\n"),
+        ("mysite/__init__.py", ""),
+        ("mysite/asgi.py", asgi),
+        ("mysite/wsgi.py", wsgi),
+        ("mysite/settings.py", &unset),
+    ]);
+    let run = Cli::new(dir.path()).args(["init"]).run().success();
+    let text = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap();
+    let written: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(written["app"]["entry"].as_str(), Some("mysite.wsgi:application"));
+    assert!(written.get("static").is_none(), "{text}");
+    assert!(
+        text.contains("# [[static]]\n# url = \"/assets/\"\n# dir = \"staticfiles\"\n"),
+        "{text}"
+    );
+    assert!(
+        run.stderr.contains("warning: STATIC_ROOT is not set in mysite/settings.py")
+            && run.stderr.contains("hint: add `STATIC_ROOT = BASE_DIR / \"staticfiles\"` to mysite/settings.py, run `python manage.py collectstatic`"),
+        "{}",
+        run.stderr
+    );
+    // Uncommented, the entry is valid once the directory exists.
+    std::fs::create_dir(dir.path().join("staticfiles")).unwrap();
+    std::fs::write(
+        dir.path().join("deploy.toml"),
+        text.replace("# [[static]]\n# url", "[[static]]\nurl")
+            .replace("# dir", "dir")
+            .replace("# expires", "expires"),
+    )
+    .unwrap();
+    let spec = written_spec(dir.path());
+    assert_eq!(spec["static"][0]["url"].as_str(), Some("/assets/"));
+
+    // STATIC_ROOT set: a [[static]] entry; its directory made (empty) when collectstatic has not run yet.
+    let set = settings("STATIC_ROOT = BASE_DIR / 'collected'\n");
+    let dir = init_project(&[
+        ("manage.py", "import os\n"),
+        ("mysite/__init__.py", ""),
+        ("mysite/wsgi.py", wsgi),
+        ("mysite/settings.py", &set),
+    ]);
+    let run = Cli::new(dir.path()).args(["init"]).run().success();
+    assert!(dir.path().join("collected").is_dir());
+    assert!(
+        run.stderr
+            .contains("created collected/ (STATIC_ROOT of mysite/settings.py)"),
+        "{}",
+        run.stderr
+    );
+    let spec = written_spec(dir.path());
+    assert_eq!(spec["static"][0]["url"].as_str(), Some("/assets/"));
+    assert!(spec["static"][0]["dir"].as_str().unwrap().ends_with("/collected"));
+
+    let joined = settings("import os\nSTATIC_ROOT = os.path.join(BASE_DIR, 'var', 'static')\n");
+    let dir = init_project(&[
+        ("mysite/__init__.py", ""),
+        ("mysite/wsgi.py", wsgi),
+        ("mysite/settings.py", &joined),
+        ("var/static/admin/base.css", "body{}"),
+    ]);
+    Cli::new(dir.path()).args(["init"]).run().success();
+    let spec = written_spec(dir.path());
+    assert!(spec["static"][0]["dir"].as_str().unwrap().ends_with("/var/static"));
+}
+
+#[test]
+fn init_flags_are_checked_as_usage() {
+    let dir = init_project(&[("app.py", "from flask import Flask\napp = Flask(__name__)\n")]);
+    for args in [
+        vec!["init", "--backend", "waitress"],
+        vec!["init", "--frontend", "caddy"],
+        vec!["init", "--static", "/static/"],
+    ] {
+        let run = Cli::new(dir.path()).args(&args).run();
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(!dir.path().join("deploy.toml").exists());
+    }
+}
