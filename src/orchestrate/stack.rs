@@ -196,7 +196,16 @@ pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
             if tails.is_empty() {
                 Err(e)
             } else {
-                Err(e.context(format!("last output:\n{}", tails.trim_end())))
+                // What went wrong first, then the components' last lines (and the hint last).
+                let message = format!("{e:#}\nlast output:\n{}", tails.trim_end());
+                let hint = e
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<crate::printer::Hinted>())
+                    .map(|h| h.hint.clone());
+                Err(match hint {
+                    Some(h) => hinted(message, h),
+                    None => anyhow::anyhow!(message),
+                })
             }
         }
     }
