@@ -5,6 +5,7 @@
 #   .tools/venv: gixy-ng (nginx security analysis)
 #   examples/flask-hello/.venv: the example's requirements plus Gunicorn
 #   server/tests/.venv-apps: Django, Bottle, Falcon and Flask (the real-framework tests)
+#   tests/.wheels: their wheels, Gunicorn's and a uWSGI built here (`up`'s real pip installs)
 # Idempotent: a second run only checks what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,5 +43,17 @@ if ! "$apps/bin/python" -c 'import django, bottle, falcon, flask' 2>/dev/null; t
   python3 -m venv "$apps"
   "$apps/bin/pip" install -q --disable-pip-version-check \
     'django>=5.2,<6' 'bottle>=0.13,<0.14' 'falcon>=4,<5' 'flask>=3,<4'
+fi
+# A local wheelhouse for the first-contact tests (tests/first_contact.rs): `deployctl up` runs
+# the real pip, pointed at it with PIP_NO_INDEX/PIP_FIND_LINKS, so the installs are real but
+# offline and fast. uWSGI has no wheel on PyPI: it is built once here (a minute).
+wheels=tests/.wheels
+if [ ! -f "$wheels/.complete" ]; then
+  echo "setup: $wheels (Django, Bottle, Falcon, Flask, Gunicorn, uWSGI)"
+  mkdir -p "$wheels"
+  "$apps/bin/pip" download -q --disable-pip-version-check -d "$wheels" \
+    'django>=5.2,<6' 'bottle>=0.13,<0.14' 'falcon>=4,<5' 'flask>=3,<4' gunicorn
+  "$apps/bin/pip" wheel -q --disable-pip-version-check -w "$wheels" uwsgi
+  touch "$wheels/.complete"
 fi
 echo "setup: ok (nginx $(nginx -v 2>&1 | sed 's/.*\///'), uwsgi $(uwsgi --version), $(systemd-analyze --version | head -1))"

@@ -96,10 +96,13 @@ pub struct InitArgs {
     /// The app's name (units, sockets, logs). Default: the directory's name.
     #[arg(long)]
     pub name: Option<String>,
+    /// The import directory of the entry, relative to DIR (e.g. `src`).
+    #[arg(long)]
+    pub root: Option<String>,
     /// The virtualenv, relative to DIR.
     #[arg(long)]
     pub venv: Option<String>,
-    /// The requirements file, relative to DIR.
+    /// The requirements file, relative to DIR (`pyproject.toml`: its [project].dependencies).
     #[arg(long)]
     pub requirements: Option<String>,
     /// A static mount `URL=DIR`, e.g. `/static/=static` (repeatable).
@@ -135,6 +138,10 @@ pub struct RenderArgs {
     /// Do not run the validators before writing.
     #[arg(long)]
     pub no_validate: bool,
+    /// Replace rendered files that were edited since the last render (render never replaces
+    /// files it did not write, nor the project directory).
+    #[arg(long, conflicts_with_all = ["stdout", "check"])]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ pub mod commands;
 pub mod init;
 pub mod orchestrate;
 pub mod printer;
+pub mod pyproject;
 pub mod render;
 pub mod serve;
 pub mod signals;

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         Ok(Status::Failed) => ExitCode::from(1),
         Err(err) => {
             printer.error(&err);
-            ExitCode::from(1)
+            ExitCode::from(if deployctl::printer::is_usage(&err) { 2 } else { 1 })
         }
     }
 }

@@ -48,8 +48,13 @@ impl Printer {
         for cause in err.chain().skip(1) {
             out.push_str(&format!("\n  {} {cause}", self.paint("1", "Caused by:")));
         }
-        if let Some(h) = err.chain().find_map(|e| e.downcast_ref::<Hinted>()) {
-            out.push_str(&format!("\n{}: {}", self.paint("1;36", "hint"), h.hint));
+        let hint = err.chain().find_map(|e| {
+            e.downcast_ref::<Hinted>()
+                .map(|h| h.hint.as_str())
+                .or_else(|| e.downcast_ref::<Usage>().and_then(|u| u.hint.as_deref()))
+        });
+        if let Some(h) = hint {
+            out.push_str(&format!("\n{}: {h}", self.paint("1;36", "hint")));
         }
         let _ = writeln!(std::io::stderr(), "{out}");
     }
@@ -91,4 +96,33 @@ pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Er
         message: message.into(),
         hint: hint.into(),
     })
+}
+
+/// A mistake in how the command was called (an unknown target, a malformed flag value):
+/// `main` exits with status 2 for it, as for clap's own usage errors.
+#[derive(Debug)]
+pub struct Usage {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// A usage error: `error: MESSAGE` (and `hint: HINT`), exit status 2.
+pub fn usage(message: impl Into<String>, hint: Option<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage {
+        message: message.into(),
+        hint,
+    })
+}
+
+/// Whether an error is a usage error (exit status 2).
+pub fn is_usage(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.is::<Usage>())
 }

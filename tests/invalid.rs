@@ -115,20 +115,75 @@ fn a_failed_render_keeps_the_previous_files() {
 }
 
 #[test]
-fn unknown_target_lists_the_valid_ones() {
+fn an_unknown_target_is_a_usage_error_listing_the_valid_ones() {
     let dir = project("[app]\nentry = \"app:app\"\n", &[]);
-    let run = Cli::new(dir.path())
-        .args(["render", "--stdout", "-t", "nginx+waitress"])
-        .run()
-        .failure();
-    for t in common::TARGETS {
-        assert!(run.stderr.contains(t), "{t} missing from: {}", run.stderr);
+    for cmd in ["render", "check", "up", "status", "down", "logs"] {
+        let run = Cli::new(dir.path()).args([cmd, "-t", "nginx+waitress"]).run();
+        assert_eq!(run.code, 2, "{cmd}: usage errors exit 2\n{}", run.stderr);
+        assert!(
+            run.stderr
+                .starts_with("error: unknown target `nginx+waitress`\nhint: valid targets: "),
+            "{cmd}: {}",
+            run.stderr
+        );
+        let listed: Vec<&str> = run
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("hint: valid targets: "))
+            .unwrap()
+            .split(", ")
+            .collect();
+        assert_eq!(listed, common::TARGETS, "{cmd}");
     }
     let run = Cli::new(dir.path())
         .args(["render", "--stdout", "-t", "apache+mod_wsgi"])
-        .run()
-        .failure();
-    assert!(run.stderr.contains("not implemented yet"), "{}", run.stderr);
+        .run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .starts_with("error: target `apache+mod_wsgi` is planned but not implemented yet\n"),
+        "{}",
+        run.stderr
+    );
+    let run = Cli::new(dir.path()).args(["up", "--listen", "localhost"]).run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .starts_with("error: --listen \"localhost\": \"localhost\" has no port\n"),
+        "{}",
+        run.stderr
+    );
+    // clap's own usage errors exit 2 as well.
+    assert_eq!(Cli::new(dir.path()).args(["render", "--bogus"]).run().code, 2);
+}
+
+#[test]
+fn stacks_are_named_by_the_project_path() {
+    let dir = project("[app]\nentry = \"app:app\"\n", &[]);
+    let abs = std::fs::canonicalize(dir.path()).unwrap();
+    for (cwd, config) in [(abs.clone(), "deploy.toml"), (abs.parent().unwrap().to_path_buf(), "")] {
+        let config = if config.is_empty() {
+            format!("{}/deploy.toml", abs.file_name().unwrap().to_string_lossy())
+        } else {
+            config.to_string()
+        };
+        let run = Cli::new(&cwd).args(["status", "-c", &config]).run().failure();
+        assert!(
+            run.stderr
+                .starts_with(&format!("error: no stack of {} is running\n", abs.display())),
+            "{}",
+            run.stderr
+        );
+    }
+    let run = Cli::new(&abs).args(["down", "-t", "nginx+gunicorn"]).run().failure();
+    assert!(
+        run.stderr.starts_with(&format!(
+            "error: no `nginx+gunicorn` stack of {} is running\n",
+            abs.display()
+        )),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -5,9 +5,10 @@ use serde::Serialize;
 
 use crate::cli::InitArgs;
 use crate::init::detect;
-use crate::printer::{Printer, hinted};
+use crate::printer::{Printer, hinted, usage};
 use crate::render::Templates;
 use crate::spec::{FILE_NAME, Spec, display_path};
+use crate::target::{Backend, Frontend};
 
 use super::Status;
 
@@ -16,9 +17,11 @@ struct InitView {
     name: String,
     entry: String,
     detected_entry: bool,
+    root: Option<String>,
     venv: Option<String>,
     requirements: Option<String>,
     statics: Vec<StaticView>,
+    pending_statics: Vec<PendingView>,
     backend: String,
     frontend: String,
 }
@@ -27,6 +30,13 @@ struct InitView {
 struct StaticView {
     url: String,
     dir: String,
+}
+
+#[derive(Serialize)]
+struct PendingView {
+    url: String,
+    dir: String,
+    why: Vec<String>,
 }
 
 /// A TOML string literal.
@@ -44,6 +54,32 @@ pub fn run(args: &InitArgs, printer: &Printer) -> anyhow::Result<Status> {
             "pass --force to overwrite it",
         ));
     }
+    // Flags first: a malformed one is a usage error, before anything is looked at.
+    let backend = args.backend.as_deref().unwrap_or("embedded");
+    backend
+        .parse::<Backend>()
+        .map_err(|e| usage(format!("--backend: {e}"), None))?;
+    let frontend = args.frontend.as_deref().unwrap_or("nginx");
+    frontend
+        .parse::<Frontend>()
+        .map_err(|e| usage(format!("--frontend: {e}"), None))?;
+    let flag_statics: Vec<StaticView> = args
+        .statics
+        .iter()
+        .map(|s| {
+            let (u, d) = s.split_once('=').ok_or_else(|| {
+                usage(
+                    format!("--static {s:?} is not URL=DIR"),
+                    Some("e.g. `--static /static/=static`".into()),
+                )
+            })?;
+            Ok(StaticView {
+                url: lit(u),
+                dir: lit(d),
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+
     let found = detect(&dir);
     let detected_entry = args.entry.is_none();
     let entry = match (&args.entry, &found.entry) {
@@ -54,13 +90,19 @@ pub fn run(args: &InitArgs, printer: &Printer) -> anyhow::Result<Status> {
             } else {
                 found.looked_in.join(", ")
             };
+            let mut hint = "pass it as `--entry module:attr` (or `module:factory()`); init looks for a module-level \
+                            `app = Flask(…)`, `Bottle()`, `falcon.App()` or `config.make_wsgi_app()`, \
+                            `def create_app()`, Django's `get_wsgi_application()` and `application = …`"
+                .to_string();
+            for miss in &found.near_misses {
+                hint.push_str(&format!("\n      {miss}: move it to module level"));
+            }
             return Err(hinted(
                 format!(
                     "no WSGI entry point found in {}; looked in: {looked}",
                     display_path(&dir)
                 ),
-                "pass it as `--entry module:attr` (or `module:factory()`); init looks for `app = Flask(…)`, `def create_app()`, \
-                 Django's `*/wsgi.py` and a module-level `application`",
+                hint,
             ));
         }
     };
@@ -76,51 +118,74 @@ pub fn run(args: &InitArgs, printer: &Printer) -> anyhow::Result<Status> {
             })
             .collect()
     });
-    let statics: Vec<StaticView> = if args.statics.is_empty() {
-        found
-            .statics
-            .iter()
-            .map(|(u, d)| StaticView {
-                url: lit(u),
-                dir: lit(d),
-            })
-            .collect()
-    } else {
-        args.statics
-            .iter()
-            .map(|s| {
-                let (u, d) = s
-                    .split_once('=')
-                    .with_context(|| format!("--static {s:?} is not URL=DIR"))?;
-                Ok(StaticView {
+    let (statics, pending_statics) = if flag_statics.is_empty() {
+        (
+            found
+                .statics
+                .iter()
+                .map(|(u, d)| StaticView {
                     url: lit(u),
                     dir: lit(d),
                 })
-            })
-            .collect::<anyhow::Result<_>>()?
+                .collect(),
+            found
+                .pending_statics
+                .iter()
+                .map(|p| PendingView {
+                    url: lit(&p.url),
+                    dir: lit(&p.dir),
+                    why: p.why.clone(),
+                })
+                .collect(),
+        )
+    } else {
+        (flag_statics, Vec::new())
     };
+    // The root only matters with the detected entry (a flag's entry says nothing of it).
+    let root = args
+        .root
+        .clone()
+        .or(if args.entry.is_none() { found.root.clone() } else { None });
     let view = InitView {
         name: lit(&name),
         entry: lit(&entry),
         detected_entry,
+        root: root.map(|r| lit(&r)),
         venv: args.venv.clone().or(found.venv).map(|v| lit(&v)),
-        requirements: args
-            .requirements
-            .clone()
-            .or(found.requirements)
-            .filter(|r| r.ends_with(".txt"))
-            .map(|r| lit(&r)),
+        requirements: args.requirements.clone().or(found.requirements).map(|r| lit(&r)),
         statics,
-        backend: lit(args.backend.as_deref().unwrap_or("embedded")),
-        frontend: lit(args.frontend.as_deref().unwrap_or("nginx")),
+        pending_statics,
+        backend: lit(backend),
+        frontend: lit(frontend),
     };
     let templates = Templates::load(None)?;
     let text = templates.render("init/deploy.toml.tera", &tera::Context::from_serialize(&view)?)?;
+    // Directories the detected `[[static]]` entries name and that only need to exist (an
+    // empty Django STATIC_ROOT inside the project): made before the check below needs them.
+    let uses_found_statics = args.statics.is_empty();
+    let mut created = Vec::new();
+    if uses_found_statics {
+        for d in &found.create_dirs {
+            if !d.exists() {
+                std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", display_path(d)))?;
+                created.push(d.clone());
+            }
+        }
+    }
     // What init writes must load: validate before touching the disk.
-    Spec::from_source(&path, &text)
-        .map_err(|e| anyhow::anyhow!(e))
-        .context("the detected values do not make a valid deploy.toml")?;
+    if let Err(e) = Spec::from_source(&path, &text) {
+        for d in created.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+        return Err(anyhow::anyhow!(e)).context("the detected values do not make a valid deploy.toml");
+    }
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", display_path(&path)))?;
     printer.status("Wrote", &format!("{} (entry {entry})", display_path(&path)));
+    for (message, hint) in &found.notes {
+        if !uses_found_statics && message.contains("STATIC") {
+            continue;
+        }
+        printer.warn(&format!("{message}\nhint: {hint}"));
+    }
     Ok(Status::Success)
 }

@@ -10,7 +10,7 @@ mod up;
 use std::path::Path;
 
 use crate::cli::{Cli, Command, SpecArgs};
-use crate::printer::{Printer, hinted};
+use crate::printer::{Printer, hinted, usage};
 use crate::render::Templates;
 use crate::spec::{Spec, display_path};
 use crate::target::Target;
@@ -51,9 +51,28 @@ fn load(args: &SpecArgs) -> anyhow::Result<(Spec, Templates)> {
 
 fn parse_target(spec: &Spec, name: Option<&str>) -> anyhow::Result<Target> {
     match name {
-        Some(n) => n.parse().map_err(|e: String| anyhow::anyhow!(e)),
+        Some(n) => target_arg(n),
         None => Ok(spec.default_target()),
     }
+}
+
+/// `--target NAME`: an unknown or unbuilt target is a usage error (exit 2) listing the valid ones.
+fn target_arg(name: &str) -> anyhow::Result<Target> {
+    name.parse()
+        .map_err(|e: String| match e.split_once("; valid targets: ") {
+            Some((message, list)) => usage(message, Some(format!("valid targets: {list}"))),
+            None => usage(e, None),
+        })
+}
+
+/// `--listen HOST:PORT`, a usage error (exit 2) when malformed.
+fn listen_arg(value: &str) -> anyhow::Result<crate::spec::Listen> {
+    crate::spec::parse_listen(value).map_err(|m| {
+        usage(
+            format!("--listen {value:?}: {m}"),
+            Some("write `HOST:PORT`, e.g. `--listen 127.0.0.1:8000`".into()),
+        )
+    })
 }
 
 /// Where `render` writes a target by default: `<[render].out>/<target>`.

@@ -15,6 +15,10 @@ pub fn run(args: &RenderArgs, printer: &Printer) -> anyhow::Result<Status> {
         None => default_out(&spec, target),
     };
     let tree = render::render(&spec, target, &out, &templates)?;
+    if !args.stdout && !args.check {
+        // Before the validators run: a refused directory is the first thing to know.
+        tree.check_replaceable(&out, spec.dir(), args.force)?;
+    }
     if args.stdout {
         print!("{}", tree.listing());
         return Ok(Status::Success);

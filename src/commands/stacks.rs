@@ -12,13 +12,31 @@ use crate::orchestrate::state::{self, State};
 use crate::printer::{Printer, hinted};
 use crate::spec::display_path;
 
+/// The project's directory, absolute: messages name it as a path the user can recognise
+/// from anywhere (not `.`).
 fn project_dir(args: &RunArgs) -> PathBuf {
     let dir = args.spec.config.parent().map(Path::to_path_buf).unwrap_or_default();
-    if dir.as_os_str().is_empty() {
+    let dir = if dir.as_os_str().is_empty() {
         PathBuf::from(".")
     } else {
         dir
+    };
+    std::path::absolute(&dir).map(|d| normalize(&d)).unwrap_or(dir)
+}
+
+/// `/a/./b/..` → `/a`, without touching the disk.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
     }
+    out
 }
 
 /// The selected stacks' run directories with their states; stale ones (supervisor and every
@@ -45,13 +63,26 @@ fn stacks(args: &RunArgs, printer: &Printer) -> Vec<(PathBuf, State)> {
 }
 
 fn none_running(args: &RunArgs) -> anyhow::Error {
+    let what = match &args.target {
+        Some(t) => format!("no `{t}` stack"),
+        None => "no stack".to_string(),
+    };
     hinted(
-        format!("no stack of {} is running", display_path(&project_dir(args))),
+        format!("{what} of {} is running", project_dir(args).display()),
         "start one with `deployctl up --detach`",
     )
 }
 
+/// `--target` of status/logs/down must name a target (exit 2 otherwise).
+fn check_target(args: &RunArgs) -> anyhow::Result<()> {
+    if let Some(t) = &args.target {
+        super::target_arg(t)?;
+    }
+    Ok(())
+}
+
 pub fn status(args: &RunArgs, printer: &Printer) -> anyhow::Result<Status> {
+    check_target(args)?;
     let found = stacks(args, printer);
     if found.is_empty() {
         return Err(none_running(args));
@@ -67,12 +98,20 @@ pub fn status(args: &RunArgs, printer: &Printer) -> anyhow::Result<Status> {
             .and_then(|(host, port)| Some((host.to_string(), port.parse::<u16>().ok()?)))
             .map(|(host, port)| {
                 let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-                health::get(addr, &host, &st.health_path, Duration::from_secs(5))
-                    .map(|r| r.status.to_string())
-                    .unwrap_or_else(|e| format!("no answer ({e})"))
+                match health::get(addr, &host, &st.health_path, Duration::from_secs(5)) {
+                    Ok(r) => {
+                        let ok = match st.health_expect {
+                            Some(e) => r.status == e,
+                            None => r.status < 500,
+                        };
+                        (ok, r.status.to_string())
+                    }
+                    Err(e) => (false, format!("no answer ({e})")),
+                }
             })
-            .unwrap_or_else(|| "unknown".into());
-        healthy &= supervised && health.starts_with('2');
+            .unwrap_or_else(|| (false, "unknown".into()));
+        let (health_ok, health) = health;
+        healthy &= supervised && health_ok;
         println!("{}  {}  health GET {} → {health}", st.target, st.url, st.health_path);
         println!(
             "  supervisor  {:>7}  {}",
@@ -94,6 +133,7 @@ pub fn status(args: &RunArgs, printer: &Printer) -> anyhow::Result<Status> {
 }
 
 pub fn logs(args: &LogsArgs, printer: &Printer) -> anyhow::Result<Status> {
+    check_target(&args.run)?;
     let found = stacks(&args.run, printer);
     let Some((dir, st)) = found.first() else {
         return Err(none_running(&args.run));
@@ -119,6 +159,7 @@ pub fn logs(args: &LogsArgs, printer: &Printer) -> anyhow::Result<Status> {
 }
 
 pub fn down(args: &RunArgs, printer: &Printer) -> anyhow::Result<Status> {
+    check_target(args)?;
     let found = stacks(args, printer);
     if found.is_empty() {
         return Err(none_running(args));

@@ -10,14 +10,14 @@ use anyhow::Context;
 
 use crate::cli::UpArgs;
 use crate::commands::serve::{find_server, probe};
-use crate::commands::{Status, load, parse_target};
+use crate::commands::{Status, listen_arg, load, parse_target};
 use crate::orchestrate::stack::{self, RunPlan, Running};
 use crate::orchestrate::state::{ComponentState, State};
 use crate::printer::{Printer, hinted};
 use crate::render::{self, FileTree};
 use crate::serve::check_venv_version;
 use crate::signals;
-use crate::spec::{self, Spec, display_path};
+use crate::spec::{Spec, display_path};
 use crate::target::{Backend, Frontend, Target};
 use crate::validate::{self, Outcome, Scratch};
 
@@ -28,39 +28,22 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     if args.detach && std::env::var_os(DETACHED_ENV).is_none() {
         return detach(args, printer);
     }
-    // Everything that can fail before a process starts, fails here; the address first,
-    // before anything is written.
-    let listen = public_address(args)?;
+    // Everything that can fail before a process starts, fails here: usage first (the target,
+    // --listen), then the address, before anything is written; then the tools, the
+    // virtualenv, and the rendered configs with their validators.
+    let (spec, _) = load(&args.spec)?;
+    parse_target(&spec, args.target.as_deref())?;
+    let listen = public_address(args, &spec)?;
     check_port(listen)?;
-    let (spec, target, tree) = prepare(args, printer)?;
-    let backend_bin = backend_bin(&spec, target)?;
-    let built_for = match target.backend {
-        Backend::Embedded => probe(&backend_bin)?,
-        // Gunicorn and uWSGI run with the virtualenv's own Python: `python3`'s version.
-        _ => crate::orchestrate::venv::python_version(Path::new("python3")).unwrap_or_else(|| "3".into()),
-    };
-    crate::orchestrate::venv::ensure(&spec, &built_for, printer)?;
-    if target.backend == Backend::Gunicorn && !backend_bin.exists() {
-        return Err(hinted(
-            format!(
-                "{} does not exist (target `{target}` runs Gunicorn from the virtualenv)",
-                backend_bin.display()
-            ),
-            "add `gunicorn` to the requirements, or run `--target nginx+embedded`",
-        ));
-    }
-    if target.backend == Backend::Embedded {
-        check_venv_version(&spec.app.venv, &built_for)?;
-    }
-    let nginx_bin = match target.frontend {
-        Frontend::Nginx => Some(which::which("nginx").map_err(|_| {
-            hinted(
-                format!("nginx is not installed (target `{target}` needs it)"),
-                "install it with `apt-get install nginx`, or run without a front: `--target embedded`",
-            )
-        })?),
-        _ => None,
-    };
+    let Prepared {
+        spec,
+        target,
+        tree,
+        tools,
+    } = prepare(args, printer)?;
+    let Tools {
+        backend_bin, nginx_bin, ..
+    } = tools;
 
     let run_dir = run_dir(&spec, target);
     let conf_dir = run_dir.join("conf");
@@ -90,6 +73,7 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
         supervisor: std::process::id(),
         url: running.url.clone(),
         health_path: spec.health.path.clone(),
+        health_expect: spec.health.expect,
         components: running
             .pids()
             .into_iter()
@@ -138,8 +122,8 @@ fn detach(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     let target = parse_target(&spec, args.target.as_deref())?;
     // The virtualenv step shows its progress here, in the foreground; the background `up`
     // then finds it up to date.
-    let built_for = probe(&find_server()?)?;
-    crate::orchestrate::venv::ensure(&spec, &built_for, printer)?;
+    let tools = tools(&spec, target)?;
+    venv(&spec, target, &tools, printer)?;
     let dir = run_dir(&spec, target);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", display_path(&dir)))?;
     if let Some(st) = State::read(&dir).filter(|s| crate::orchestrate::state::alive(s.supervisor)) {
@@ -202,24 +186,78 @@ fn detach(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     }
 }
 
-/// The backend's executable, with the package to install when it is missing.
-fn backend_bin(spec: &Spec, target: Target) -> anyhow::Result<PathBuf> {
-    let bin = match target.backend {
-        Backend::Embedded => return find_server(),
+/// The programs a target runs, found before anything is installed or started.
+struct Tools {
+    /// `deployctl-server`, the virtualenv's `gunicorn` (installed by [`venv`]), or `uwsgi`.
+    backend_bin: PathBuf,
+    nginx_bin: Option<PathBuf>,
+    /// `deployctl-server` and the Python `X.Y` it links, when it is installed (required for
+    /// the embedded backend; its Python is preferred for every virtualenv).
+    server: Option<(PathBuf, String)>,
+}
+
+fn tools(spec: &Spec, target: Target) -> anyhow::Result<Tools> {
+    let server = match target.backend {
+        Backend::Embedded => {
+            let bin = find_server()?;
+            let version = probe(&bin)?;
+            Some((bin, version))
+        }
+        _ => find_server().ok().and_then(|b| probe(&b).ok().map(|v| (b, v))),
+    };
+    let backend_bin = match target.backend {
+        Backend::Embedded => server.as_ref().map(|(b, _)| b.clone()).expect("found above"),
         Backend::Gunicorn => spec.app.venv.join("bin/gunicorn"),
         _ => match spec.backend.uwsgi_build {
             crate::spec::UwsgiBuild::Debian => PathBuf::from("/usr/bin/uwsgi"),
             crate::spec::UwsgiBuild::Pip => spec.app.venv.join("bin/uwsgi"),
         },
     };
-    if target.backend == Backend::Uwsgi && !bin.exists() {
+    if target.backend == Backend::Uwsgi
+        && spec.backend.uwsgi_build == crate::spec::UwsgiBuild::Debian
+        && !backend_bin.exists()
+    {
         return Err(hinted(
-            format!("{} is not installed (target `{target}` needs it)", bin.display()),
-            "install it (`apt-get install uwsgi uwsgi-plugin-python3`, or `pip install uwsgi` in the \
-             virtualenv with `[backend] uwsgi_build = \"pip\"`), or run `--target nginx+embedded`",
+            format!(
+                "{} is not installed (target `{target}` needs it)",
+                backend_bin.display()
+            ),
+            "install it (`apt-get install uwsgi uwsgi-plugin-python3`), or set `[backend] uwsgi_build = \"pip\"` \
+             to have `up` install uWSGI into the virtualenv, or run `--target nginx+embedded`",
         ));
     }
-    Ok(bin)
+    let nginx_bin = match target.frontend {
+        Frontend::Nginx => Some(which::which("nginx").map_err(|_| {
+            hinted(
+                format!("nginx is not installed (target `{target}` needs it)"),
+                "install it with `apt-get install nginx`, or run without a front: `--target embedded`",
+            )
+        })?),
+        _ => None,
+    };
+    Ok(Tools {
+        backend_bin,
+        nginx_bin,
+        server,
+    })
+}
+
+/// The virtualenv, made ready for the target (its Python, the requirements, the backend's
+/// package) before any validator or process needs it.
+fn venv(spec: &Spec, target: Target, tools: &Tools, printer: &Printer) -> anyhow::Result<()> {
+    let server = tools.server.as_ref().map(|(b, v)| (b.as_path(), v.as_str()));
+    let needs = crate::orchestrate::venv::needs(spec, target, server);
+    crate::orchestrate::venv::ensure(spec, target, &needs, printer)?;
+    if let (Backend::Embedded, Some((_, built_for))) = (target.backend, &tools.server) {
+        check_venv_version(&spec.app.venv, built_for)?;
+    }
+    if !tools.backend_bin.exists() {
+        anyhow::bail!(
+            "{} does not exist after the virtualenv was prepared (target `{target}` runs it)",
+            tools.backend_bin.display()
+        );
+    }
+    Ok(())
 }
 
 /// `.deployctl/<target>/` under the project.
@@ -227,17 +265,28 @@ fn run_dir(spec: &Spec, target: Target) -> PathBuf {
     spec.dir().join(".deployctl").join(target.to_string())
 }
 
-/// Load and validate `deploy.toml`, render the local-run configs and run the validators on
-/// them. Used at start and on SIGHUP; nothing is written or signalled unless it succeeds.
-fn prepare(args: &UpArgs, printer: &Printer) -> anyhow::Result<(Spec, Target, FileTree)> {
+/// What `prepare` made ready.
+struct Prepared {
+    spec: Spec,
+    target: Target,
+    tree: FileTree,
+    tools: Tools,
+}
+
+/// Load and validate `deploy.toml`, find the tools, make the virtualenv ready, render the
+/// local-run configs and run the validators on them (which may need the virtualenv). Used at
+/// start and on SIGHUP; nothing is written (but the virtualenv) or signalled unless it succeeds.
+fn prepare(args: &UpArgs, printer: &Printer) -> anyhow::Result<Prepared> {
     let (mut spec, templates) = load(&args.spec)?;
     let target = parse_target(&spec, args.target.as_deref())?;
     if !matches!(target.backend, Backend::Embedded | Backend::Gunicorn | Backend::Uwsgi) {
         anyhow::bail!("`deployctl up` cannot run `{target}` yet");
     }
     if let Some(l) = &args.listen {
-        spec.server.listen = spec::parse_listen(l).map_err(|m| anyhow::anyhow!("--listen: {m}"))?;
+        spec.server.listen = listen_arg(l)?;
     }
+    let tools = tools(&spec, target)?;
+    venv(&spec, target, &tools, printer)?;
     let run_dir = run_dir(&spec, target);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", display_path(&run_dir)))?;
     let conf_dir = run_dir.join("conf");
@@ -262,7 +311,12 @@ fn prepare(args: &UpArgs, printer: &Printer) -> anyhow::Result<(Spec, Target, Fi
     }
     let ok = verdicts.iter().filter(|v| matches!(v.outcome, Outcome::Ok(_))).count();
     printer.status("validated", &format!("{ok} checks passed"));
-    Ok((spec, target, tree))
+    Ok(Prepared {
+        spec,
+        target,
+        tree,
+        tools,
+    })
 }
 
 /// SIGHUP: re-render and validate; only if that succeeds, write the new configs and reload
@@ -270,7 +324,13 @@ fn prepare(args: &UpArgs, printer: &Printer) -> anyhow::Result<(Spec, Target, Fi
 /// configuration). On any error the running tree is left exactly as it was.
 fn reload(args: &UpArgs, printer: &Printer, old: &Spec, target: Target, run_dir: &Path, running: &mut Running) {
     printer.status("reloading", "re-rendering and validating");
-    let prepared = prepare(args, printer).and_then(|(spec, new_target, tree)| {
+    let prepared = prepare(args, printer).and_then(|p| {
+        let Prepared {
+            spec,
+            target: new_target,
+            tree,
+            ..
+        } = p;
         if new_target != target || spec.server.listen != old.server.listen || spec.app.name != old.app.name {
             anyhow::bail!("the target, listen address or app name changed: that needs a restart, not a reload");
         }
@@ -292,11 +352,10 @@ fn reload(args: &UpArgs, printer: &Printer, old: &Spec, target: Target, run_dir:
 }
 
 /// `[server].listen`, or `--listen`.
-fn public_address(args: &UpArgs) -> anyhow::Result<SocketAddr> {
-    let (spec, _) = load(&args.spec)?;
+fn public_address(args: &UpArgs, spec: &Spec) -> anyhow::Result<SocketAddr> {
     let listen = match &args.listen {
-        Some(l) => spec::parse_listen(l).map_err(|m| anyhow::anyhow!("--listen: {m}"))?,
-        None => spec.server.listen,
+        Some(l) => listen_arg(l)?,
+        None => spec.server.listen.clone(),
     };
     resolve(&listen.to_string())
 }

@@ -19,8 +19,39 @@ impl Reply {
     }
 }
 
-/// `GET path` with `Connection: close`, waiting at most `timeout`.
+/// `GET path` with `Connection: close`, waiting at most `timeout` for each step. Errors say
+/// what happened in words ("timed out after 10 s", "connection refused: nothing listens on
+/// …"), not as an OS error number.
 pub fn get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> std::io::Result<Reply> {
+    exchange(addr, host, path, timeout).map_err(|e| in_words(e, addr, timeout))
+}
+
+fn in_words(e: std::io::Error, addr: SocketAddr, timeout: Duration) -> std::io::Error {
+    use std::io::ErrorKind;
+    let kind = e.kind();
+    let text = match kind {
+        // A read or write timeout on a socket is EAGAIN ("os error 11") on Linux.
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => format!("timed out after {}", seconds(timeout)),
+        ErrorKind::ConnectionRefused => format!("connection refused: nothing listens on {addr}"),
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+            "the connection was closed without an answer".to_string()
+        }
+        ErrorKind::UnexpectedEof => "the connection was closed before a complete answer".to_string(),
+        _ => return e,
+    };
+    std::io::Error::new(kind, text)
+}
+
+/// `10 s`, `1.5 s`.
+fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+fn exchange(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> std::io::Result<Reply> {
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
@@ -30,10 +61,13 @@ pub fn get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> std::
     )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no complete HTTP response head"))?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| {
+        if raw.is_empty() {
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no answer")
+        } else {
+            std::io::Error::other("no complete HTTP response head")
+        }
+    })?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status = lines

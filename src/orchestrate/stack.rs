@@ -196,7 +196,16 @@ pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
             if tails.is_empty() {
                 Err(e)
             } else {
-                Err(e.context(format!("last output:\n{}", tails.trim_end())))
+                // What went wrong first, then the components' last lines (and the hint last).
+                let message = format!("{e:#}\nlast output:\n{}", tails.trim_end());
+                let hint = e
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<crate::printer::Hinted>())
+                    .map(|h| h.hint.clone());
+                Err(match hint {
+                    Some(h) => hinted(message, h),
+                    None => anyhow::anyhow!(message),
+                })
             }
         }
     }
@@ -301,16 +310,16 @@ fn health_check(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<()> {
     let spec = plan.spec;
     let addr = probe_addr(plan.listen);
     let host = spec.server.names.first().map_or("localhost", String::as_str);
-    let t = Duration::from_secs(10);
+    let t = Duration::from_secs(spec.health.timeout.0);
     let r = health::get(addr, host, &spec.health.path, t)
         .with_context(|| format!("health check GET {} on {addr}", spec.health.path))?;
-    if r.status != spec.health.expect {
+    if !spec.health.accepts(r.status) {
         return Err(hinted(
             format!(
                 "health check GET {} answered {}, expected {} ([health] in {})",
                 spec.health.path,
                 r.status,
-                spec.health.expect,
+                spec.health.wanted(),
                 crate::spec::display_path(&spec.path)
             ),
             "the app's log lines above show why",

@@ -17,6 +17,9 @@ pub struct State {
     pub supervisor: u32,
     pub url: String,
     pub health_path: String,
+    /// `[health].expect`; none: any status below 500 is healthy.
+    #[serde(default)]
+    pub health_expect: Option<u16>,
     pub components: Vec<ComponentState>,
 }
 

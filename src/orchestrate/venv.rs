@@ -1,115 +1,475 @@
-//! The app's virtualenv for `up`: created with the Python the embedded server links when it is
-//! missing, its requirements installed with progress shown, and the installed requirements
-//! recorded so the next `up` skips the install when nothing changed.
+//! The app's virtualenv for `up`: made with the interpreter the target needs, holding the
+//! app's dependencies and the target's backend, before anything that needs it runs (the
+//! validators included: `gunicorn --check-config` imports the app, `systemd-analyze verify`
+//! wants the unit's `ExecStart` to exist).
 //!
-//! A virtualenv that exists without deployctl's record was made by someone else (a setup
-//! script, the user): it is used as it is, never modified.
+//! - **Interpreter**: the one `deployctl-server` links (found from the libpython it loads) for
+//!   the embedded server, and for Gunicorn or a pip-built uWSGI too when the server is
+//!   installed, so one virtualenv serves every target; Debian's uWSGI plugin needs the
+//!   distribution's Python of its version. Never merely the first `python3` on PATH.
+//! - **What is installed**: `[app].requirements` (a requirements file, or `pyproject.toml`'s
+//!   `[project].dependencies`) and the backend's package (`gunicorn`; `uwsgi` with
+//!   `uwsgi_build = "pip"`), in one `pip install`. pip leaves what is already satisfied alone,
+//!   so a virtualenv the user made only gets what it is missing.
+//! - **Record**: `VENV/.deployctl-installed` lists what the last successful install covered
+//!   (each requirements source with its SHA-256, each package). It is removed before an install
+//!   and written only after one succeeds: a failed install leaves no record, and the next `up`
+//!   installs again instead of trusting a half-filled virtualenv.
+//! - **Concurrency**: one `up` at a time works on a project's virtualenv
+//!   (`.deployctl/venv.lock`).
 
+use std::collections::BTreeSet;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Context;
+use sha2::{Digest, Sha256};
 
 use crate::printer::{Printer, hinted};
-use crate::spec::{Spec, display_path};
+use crate::spec::{Spec, UwsgiBuild, display_path};
+use crate::target::{Backend, Target};
 
-/// The requirements as they were last installed by deployctl (the full text: comparing it is
-/// exact, where a hash would only be nearly so).
-const RECORD: &str = ".deployctl-requirements.txt";
+/// What the last successful install covered, one item a line.
+pub const RECORD: &str = ".deployctl-installed";
+/// The record of earlier versions (the requirements text only); replaced by [`RECORD`].
+const OLD_RECORD: &str = ".deployctl-requirements.txt";
+/// Debian's uWSGI Python plugin.
+const UWSGI_PLUGIN: &str = "/usr/lib/uwsgi/plugins/python3_plugin.so";
 
-pub fn ensure(spec: &Spec, python_version: &str, printer: &Printer) -> anyhow::Result<()> {
-    let venv = &spec.app.venv;
-    let record = venv.join(RECORD);
-    let wanted = match &spec.app.requirements {
-        Some(r) => Some(std::fs::read_to_string(r).with_context(|| format!("reading {}", display_path(r)))?),
-        None => None,
-    };
-    if venv.join("bin/python3").exists() {
-        if !record.exists() {
-            return Ok(()); // not ours
-        }
-        let installed = std::fs::read_to_string(&record).unwrap_or_default();
-        if wanted.as_deref().unwrap_or("") == installed {
-            printer.status("venv", &format!("{} is up to date", display_path(venv)));
-            return Ok(());
-        }
-        printer.status("venv", "requirements changed since the last install");
-    } else {
-        let python = find_python(python_version)?;
-        let progress = printer.progress(&format!("creating {} with {}", display_path(venv), python.display()));
-        let out = Command::new(&python)
-            .args(["-m", "venv"])
-            .arg(venv)
-            .output()
-            .with_context(|| format!("running {}", python.display()))?;
-        if let Some(p) = progress {
-            p.finish_and_clear();
-        }
-        if !out.status.success() {
-            anyhow::bail!(
-                "{} -m venv {} failed:\n{}",
-                python.display(),
-                display_path(venv),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        printer.status("venv", &format!("created {}", display_path(venv)));
+/// A Python interpreter, as it describes itself.
+#[derive(Debug, Clone)]
+pub struct Python {
+    pub path: PathBuf,
+    /// `X.Y`.
+    pub version: String,
+    /// `sysconfig.get_config_var("LIBDIR")`: where its libpython lives.
+    libdir: String,
+}
+
+/// What a target needs of the virtualenv.
+#[derive(Debug)]
+pub struct Needs {
+    /// The `X.Y` its Python must be, and why.
+    pub version: Option<(String, String)>,
+    /// Interpreters to create it with, best first (each with why it is chosen).
+    candidates: Vec<(PathBuf, String)>,
+    /// Packages the backend needs in it.
+    pub packages: Vec<&'static str>,
+}
+
+/// The virtualenv needs of `target`. `server` is `deployctl-server` when it is installed (its
+/// Python is preferred for every target, and required for the embedded one).
+pub fn needs(spec: &Spec, target: Target, server: Option<(&Path, &str)>) -> Needs {
+    let mut version = None;
+    let mut candidates: Vec<(PathBuf, String)> = Vec::new();
+    let server_python = server.and_then(|(bin, v)| server_interpreter(bin, v));
+    if target.backend == Backend::Embedded
+        && let Some((_, v)) = server
+    {
+        version = Some((v.to_string(), "the embedded server links Python".to_string()));
     }
-    let Some(requirements) = &spec.app.requirements else {
-        std::fs::write(&record, "")?;
-        return Ok(());
+    if target.backend == Backend::Uwsgi
+        && spec.backend.uwsgi_build == UwsgiBuild::Debian
+        && let Some(v) = plugin_version(Path::new(UWSGI_PLUGIN))
+    {
+        candidates.push((
+            PathBuf::from(format!("/usr/bin/python{v}")),
+            "the distribution's, which Debian's uWSGI plugin runs".into(),
+        ));
+        version = Some((v, "Debian's uWSGI plugin runs Python".to_string()));
+    }
+    if let Some(p) = server_python {
+        candidates.insert(0, (p.path, "the one deployctl-server links".into()));
+    }
+    let wanted = version.as_ref().map(|(v, _)| v.clone());
+    if let Some(v) = &wanted {
+        for name in [
+            format!("python{v}"),
+            format!("/usr/bin/python{v}"),
+            format!("/usr/local/bin/python{v}"),
+        ] {
+            if let Ok(p) = which::which(&name) {
+                candidates.push((p, format!("Python {v}")));
+            }
+        }
+    }
+    if let Ok(p) = which::which("python3") {
+        candidates.push((p, "python3 on PATH".into()));
+    }
+    let packages = match target.backend {
+        Backend::Gunicorn => vec!["gunicorn"],
+        Backend::Uwsgi if spec.backend.uwsgi_build == UwsgiBuild::Pip => vec!["uwsgi"],
+        _ => vec![],
     };
-    install(venv, requirements, printer)?;
-    std::fs::write(&record, wanted.unwrap_or_default()).with_context(|| format!("writing {}", record.display()))?;
+    Needs {
+        version,
+        candidates,
+        packages,
+    }
+}
+
+/// Makes the virtualenv hold what `needs` says: created if missing, checked against the
+/// required Python, the requirements and packages installed unless the record says they are.
+pub fn ensure(spec: &Spec, target: Target, needs: &Needs, printer: &Printer) -> anyhow::Result<()> {
+    let venv = &spec.app.venv;
+    let _lock = lock(spec)?;
+    let python = venv.join("bin/python3");
+    if python.exists() {
+        if let Some((want, why)) = &needs.version {
+            let found = query(&python).map(|p| p.version);
+            if found.as_deref() != Some(want.as_str()) {
+                return Err(hinted(
+                    format!(
+                        "the virtualenv {} is Python {}, but target `{target}` needs Python {want} ({why} {want})",
+                        display_path(venv),
+                        found.as_deref().unwrap_or("of an unknown version")
+                    ),
+                    format!(
+                        "move {} away and run `deployctl up` again: it creates one with Python {want}",
+                        display_path(venv)
+                    ),
+                ));
+            }
+        }
+    } else {
+        create(venv, needs, printer)?;
+    }
+
+    let sources = sources(spec)?;
+    let wanted: BTreeSet<Item> = sources
+        .iter()
+        .map(|s| Item {
+            key: format!("requirements {}", s.path.display()),
+            value: s.sha256.clone(),
+        })
+        .chain(needs.packages.iter().map(|p| Item {
+            key: format!("package {p}"),
+            value: String::new(),
+        }))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let record_path = venv.join(RECORD);
+    let recorded = read_record(&record_path);
+    if wanted.is_subset(&recorded) {
+        printer.status("venv", &format!("{} is up to date", display_path(venv)));
+        return Ok(());
+    }
+    let changed = wanted
+        .iter()
+        .any(|w| recorded.iter().any(|r| r.key == w.key && r.value != w.value));
+    if changed {
+        printer.status("venv", "requirements changed since the last install");
+    }
+    // No record while installing: an install that fails (or is interrupted) leaves none.
+    match std::fs::remove_file(&record_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", display_path(&record_path))),
+    }
+    install(spec, &sources, &needs.packages, printer)?;
+    let mut record: Vec<Item> = recorded
+        .into_iter()
+        .filter(|r| !wanted.iter().any(|w| w.key == r.key))
+        .collect();
+    record.extend(wanted);
+    record.sort();
+    write_record(&record_path, &record)?;
+    let _ = std::fs::remove_file(venv.join(OLD_RECORD));
     Ok(())
 }
 
-fn install(venv: &Path, requirements: &Path, printer: &Printer) -> anyhow::Result<()> {
-    let pip = venv.join("bin/pip");
-    let progress = printer.progress(&format!("installing {}", display_path(requirements)));
-    let out = Command::new(&pip)
-        .args(["install", "--disable-pip-version-check", "-q", "-r"])
-        .arg(requirements)
+/// One line of the record: `requirements /abs/requirements.txt sha256:…` or `package gunicorn`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Item {
+    key: String,
+    value: String,
+}
+
+fn read_record(path: &Path) -> BTreeSet<Item> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| match l.rsplit_once(" sha256:") {
+            Some((key, hash)) => Item {
+                key: key.to_string(),
+                value: hash.to_string(),
+            },
+            None => Item {
+                key: l.to_string(),
+                value: String::new(),
+            },
+        })
+        .collect()
+}
+
+fn write_record(path: &Path, items: &[Item]) -> anyhow::Result<()> {
+    let mut text = String::from(
+        "# What `deployctl up` installed into this virtualenv; delete this file to make it install again.\n",
+    );
+    for i in items {
+        if i.value.is_empty() {
+            text.push_str(&format!("{}\n", i.key));
+        } else {
+            text.push_str(&format!("{} sha256:{}\n", i.key, i.value));
+        }
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", display_path(&tmp)))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", display_path(path)))
+}
+
+/// A source of requirements, as pip reads it.
+struct Source {
+    /// The file named in deploy.toml.
+    path: PathBuf,
+    /// What pip gets with `-r`: the file itself, or a list made from `pyproject.toml`.
+    pip_file: PathBuf,
+    /// SHA-256 of what is installed from it (for pyproject.toml, of the dependency list only).
+    sha256: String,
+    /// Kept alive while pip runs.
+    _temp: Option<tempfile::NamedTempFile>,
+}
+
+fn sources(spec: &Spec) -> anyhow::Result<Vec<Source>> {
+    let Some(path) = &spec.app.requirements else {
+        return Ok(Vec::new());
+    };
+    if path.file_name().is_some_and(|n| n == "pyproject.toml") {
+        let deps = crate::pyproject::dependencies(path).map_err(|e| {
+            hinted(
+                format!(
+                    "cannot install the dependencies of {}: {}",
+                    display_path(path),
+                    e.message
+                ),
+                e.hint,
+            )
+        })?;
+        let list: String = deps.iter().map(|d| format!("{d}\n")).collect();
+        let mut temp = tempfile::Builder::new()
+            .prefix("deployctl-pyproject-")
+            .suffix(".txt")
+            .tempfile()?;
+        std::io::Write::write_all(&mut temp, list.as_bytes())?;
+        return Ok(vec![Source {
+            path: path.clone(),
+            pip_file: temp.path().to_path_buf(),
+            sha256: sha256_hex(list.as_bytes()),
+            _temp: Some(temp),
+        }]);
+    }
+    let text = std::fs::read(path).with_context(|| format!("reading {}", display_path(path)))?;
+    Ok(vec![Source {
+        path: path.clone(),
+        pip_file: path.clone(),
+        sha256: sha256_hex(&text),
+        _temp: None,
+    }])
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `python -m venv`, with the first candidate interpreter of the right version. A virtualenv
+/// directory this call made is removed again when the creation fails.
+fn create(venv: &Path, needs: &Needs, printer: &Printer) -> anyhow::Result<()> {
+    if venv.exists() && std::fs::read_dir(venv).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(hinted(
+            format!(
+                "{} exists but is not a virtualenv (it has no bin/python3)",
+                display_path(venv)
+            ),
+            "point `[app].venv` at a virtualenv, or move the directory away so `deployctl up` can create one",
+        ));
+    }
+    let python = choose(needs)?;
+    let made_dir = !venv.exists();
+    let what = format!(
+        "{} with {} (Python {}, {})",
+        display_path(venv),
+        python.0.path.display(),
+        python.0.version,
+        python.1
+    );
+    let progress = printer.progress(&format!("creating {what}"));
+    let out = Command::new(&python.0.path)
+        .args(["-m", "venv"])
+        .arg(venv)
         .output()
-        .with_context(|| format!("running {}", pip.display()))?;
+        .with_context(|| format!("running {}", python.0.path.display()));
     if let Some(p) = progress {
         p.finish_and_clear();
     }
-    if !out.status.success() {
+    let failed = match &out {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+        Err(e) => Some(format!("{e:#}")),
+    };
+    if let Some(why) = failed {
+        if made_dir {
+            let _ = std::fs::remove_dir_all(venv);
+        }
         return Err(hinted(
-            format!(
-                "installing {} failed:\n{}",
-                display_path(requirements),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            "fix the requirements (or the network) and run `deployctl up` again; nothing was started",
+            format!("creating {what} failed:\n{why}"),
+            "on Debian, `python3 -m venv` needs the python3-venv package",
         ));
     }
-    printer.status("venv", &format!("installed {}", display_path(requirements)));
+    printer.status("venv", &format!("created {what}"));
     Ok(())
 }
 
-/// The `X.Y` version of a Python interpreter (a path or a name on PATH).
-pub fn python_version(python: &Path) -> Option<String> {
-    let out = Command::new(python)
-        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
-        .output()
-        .ok()?;
-    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (out.status.success() && !v.is_empty()).then_some(v)
-}
-
-/// `pythonX.Y` on PATH, else `python3` if it is that version.
-fn find_python(version: &str) -> anyhow::Result<PathBuf> {
-    for name in [format!("python{version}"), "python3".to_string()] {
-        if let Ok(p) = which::which(&name)
-            && python_version(&p).as_deref() == Some(version)
-        {
-            return Ok(p);
+/// The first candidate that exists and has the required version.
+fn choose(needs: &Needs) -> anyhow::Result<(Python, String)> {
+    for (path, why) in &needs.candidates {
+        let Some(p) = query(path) else { continue };
+        match &needs.version {
+            Some((v, _)) if &p.version != v => continue,
+            _ => return Ok((p, why.clone())),
         }
     }
-    Err(hinted(
-        format!("no Python {version} to create the virtualenv with (the embedded server links Python {version})"),
-        format!("install python{version}, or create the virtualenv yourself"),
-    ))
+    Err(match &needs.version {
+        Some((v, why)) => hinted(
+            format!("no Python {v} to create the virtualenv with ({why} {v})"),
+            format!("install python{v}, or create the virtualenv yourself and set `[app].venv`"),
+        ),
+        None => hinted(
+            "no python3 to create the virtualenv with",
+            "install python3, or create the virtualenv yourself and set `[app].venv`",
+        ),
+    })
+}
+
+/// One `pip install` for every source and package, from the virtualenv's own Python.
+fn install(spec: &Spec, sources: &[Source], packages: &[&str], printer: &Printer) -> anyhow::Result<()> {
+    let venv = &spec.app.venv;
+    let what: Vec<String> = sources
+        .iter()
+        .map(|s| display_path(&s.path))
+        .chain(packages.iter().map(|p| p.to_string()))
+        .collect();
+    let what = what.join(", ");
+    let python = venv.join("bin/python3");
+    let mut cmd = Command::new(&python);
+    cmd.args(["-m", "pip", "install", "--disable-pip-version-check", "-q"]);
+    for s in sources {
+        cmd.arg("-r").arg(&s.pip_file);
+    }
+    cmd.args(packages).current_dir(spec.dir());
+    let progress = printer.progress(&format!("installing {what} into {}", display_path(venv)));
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {} -m pip", python.display()));
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
+    let out = out?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        return Err(hinted(
+            format!(
+                "installing {what} into {} failed ({}):\n{tail}",
+                display_path(venv),
+                out.status
+            ),
+            "fix the requirements (or the network) and run `deployctl up` again: nothing was started, and the \
+             next `up` installs again",
+        ));
+    }
+    printer.status("venv", &format!("installed {what}"));
+    Ok(())
+}
+
+/// Serialises `up`s of one project on its virtualenv: `.deployctl/venv.lock`, held until dropped.
+fn lock(spec: &Spec) -> anyhow::Result<std::fs::File> {
+    let dir = spec.dir().join(".deployctl");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", display_path(&dir)))?;
+    let path = dir.join("venv.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", display_path(&path)))?;
+    // SAFETY: flock on a descriptor we own; released when the file is closed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("locking {}", display_path(&path)));
+    }
+    Ok(file)
+}
+
+fn query(python: &Path) -> Option<Python> {
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import sys, sysconfig; print('%d.%d' % sys.version_info[:2]); print(sysconfig.get_config_var('LIBDIR') or '')",
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let version = lines.next()?.trim().to_string();
+    let libdir = lines.next().unwrap_or("").trim().to_string();
+    (!version.is_empty()).then(|| Python {
+        path: python.to_path_buf(),
+        version,
+        libdir,
+    })
+}
+
+/// The interpreter whose libpython `deployctl-server` loads: the dynamic loader resolves it
+/// (`LD_TRACE_LOADED_OBJECTS`, what `ldd` does), and the interpreter is the one whose
+/// `LIBDIR` holds it — `PREFIX/bin/pythonX.Y` first, then `pythonX.Y` and `python3` on PATH.
+fn server_interpreter(server: &Path, version: &str) -> Option<Python> {
+    let out = Command::new(server).env("LD_TRACE_LOADED_OBJECTS", "1").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lib = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("libpython"))
+        .find_map(|l| l.split("=>").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .map(PathBuf::from)?;
+    let libdir = lib.parent()?;
+    let mut candidates = vec![libdir.join(format!("../bin/python{version}"))];
+    for name in [format!("python{version}"), "python3".into()] {
+        if let Ok(p) = which::which(&name) {
+            candidates.push(p);
+        }
+    }
+    candidates.push(PathBuf::from(format!("/usr/bin/python{version}")));
+    candidates.into_iter().filter(|c| c.exists()).find_map(|c| {
+        let p = query(&c)?;
+        let same_dir = std::fs::canonicalize(&p.libdir).ok()? == std::fs::canonicalize(libdir).ok()?;
+        (p.version == version && same_dir).then(|| Python {
+            // `PREFIX/lib/../bin/python3.11` → `PREFIX/bin/python3.11`.
+            path: std::fs::canonicalize(&c)
+                .ok()
+                .filter(|r| r.file_name() == c.file_name())
+                .unwrap_or(c),
+            ..p
+        })
+    })
+}
+
+/// `X.Y` of the libpython Debian's uWSGI plugin links (`libpython3.11.so…` in its bytes).
+fn plugin_version(plugin: &Path) -> Option<String> {
+    let bytes = std::fs::read(plugin).ok()?;
+    let needle = b"libpython";
+    let at = bytes.windows(needle.len()).position(|w| w == needle)? + needle.len();
+    let version: String = bytes[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit() || **b == b'.')
+        .map(|b| *b as char)
+        .collect();
+    let version = version.trim_end_matches('.');
+    (version.matches('.').count() == 1).then(|| version.to_string())
 }

@@ -6,6 +6,7 @@
 //! Everything downstream takes a `Spec`, never raw TOML (design.md invariant 1).
 
 mod diag;
+mod plain;
 mod raw;
 mod resolve;
 pub mod units;
@@ -175,8 +176,30 @@ pub struct FrontendSettings {
 pub struct Health {
     /// Path requested to decide the app is healthy. Default: `/`.
     pub path: String,
-    /// Expected status. Default: 200.
-    pub expect: u16,
+    /// The status that means healthy. Default: none, any status below 500 (a fresh Django
+    /// project answers `/` with 404; only a server error or no answer is unhealthy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect: Option<u16>,
+    /// How long one health request may take. Default: `10s`.
+    pub timeout: Seconds,
+}
+
+impl Health {
+    /// Whether an answer with this status is healthy.
+    pub fn accepts(&self, status: u16) -> bool {
+        match self.expect {
+            Some(e) => status == e,
+            None => status < 500,
+        }
+    }
+
+    /// What `accepts` wants, in words: `200`, `a status below 500`.
+    pub fn wanted(&self) -> String {
+        match self.expect {
+            Some(e) => e.to_string(),
+            None => "a status below 500".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -77,6 +77,7 @@ pub struct RawFrontend {
 pub struct RawHealth {
     pub path: Option<S<String>>,
     pub expect: Option<S<i64>>,
+    pub timeout: Option<S<DurationOrInt>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -25,17 +25,7 @@ pub fn resolve(path: &Path, source: &str) -> Result<Spec, SpecError> {
     let raw: RawSpec = match toml::from_str(source) {
         Ok(raw) => raw,
         Err(e) => {
-            let span = e.span().unwrap_or(0..0);
-            let message = e.message().trim().to_string();
-            let mut d = Diagnostic {
-                span,
-                key: None,
-                message,
-                hint: None,
-            };
-            if d.message.starts_with("unknown field") {
-                d.hint = Some("see the `deploy.toml` reference in README.md for the keys each table takes".into());
-            }
+            let d = super::plain::diagnostic(source, e.span().unwrap_or(0..0), e.message());
             return Err(fail(vec![d]));
         }
     };
@@ -215,7 +205,14 @@ impl Resolver {
     fn app(&mut self, a: raw::RawApp) -> App {
         let name = match &a.name {
             Some(n) => {
-                if !is_unit_name(n.get_ref()) {
+                let len = n.get_ref().chars().count();
+                if len > MAX_NAME {
+                    self.problem(
+                        n.span(),
+                        "app.name",
+                        format!("{:?} is {len} characters long; the limit is {MAX_NAME}", n.get_ref()),
+                    );
+                } else if !is_unit_name(n.get_ref()) {
                     self.problem(n.span(), "app.name", format!("{:?} is not a valid name: use letters, digits, `-`, `_` and `.`, starting with a letter or digit", n.get_ref()));
                 }
                 n.get_ref().clone()
@@ -224,10 +221,15 @@ impl Resolver {
                 let dir_name = self.dir.file_name().and_then(|s| s.to_str()).unwrap_or("app");
                 let name = sanitize_name(dir_name);
                 if !is_unit_name(&name) {
+                    let why = if name.len() > MAX_NAME {
+                        format!(" (the limit is {MAX_NAME} characters)")
+                    } else {
+                        String::new()
+                    };
                     self.problem_hint(
                         0..0,
                         "app.name",
-                        format!("cannot derive a name from directory {dir_name:?}"),
+                        format!("cannot derive a name from directory {dir_name:?}{why}"),
                         "set `name` in [app]",
                     );
                 }
@@ -536,7 +538,14 @@ impl Resolver {
         };
         let group = match f.and_then(|f| f.group.as_ref()) {
             Some(g) => {
-                if !is_user_name(g.get_ref()) {
+                let len = g.get_ref().chars().count();
+                if len > MAX_ACCOUNT {
+                    self.problem(
+                        g.span(),
+                        "frontend.group",
+                        format!("{:?} is {len} characters long; the limit is {MAX_ACCOUNT}", g.get_ref()),
+                    );
+                } else if !is_user_name(g.get_ref()) {
                     self.problem(
                         g.span(),
                         "frontend.group",
@@ -556,25 +565,40 @@ impl Resolver {
         if target.is_implemented() {
             return;
         }
-        let span = b
-            .as_ref()
-            .and_then(|b| b.kind.as_ref().map(|k| k.span()))
-            .or_else(|| f.as_ref().and_then(|f| f.kind.as_ref().map(|k| k.span())))
-            .unwrap_or(0..0);
-        let key = if b.as_ref().is_some_and(|b| b.kind.is_some()) {
-            "backend.kind"
-        } else {
-            "frontend.kind"
-        };
-        let what = if target.is_designed() {
-            "is planned but not implemented yet"
-        } else {
-            "is not a possible chain"
+        let fe_span = f.as_ref().and_then(|f| f.kind.as_ref().map(|k| k.span()));
+        let be_span = b.as_ref().and_then(|b| b.kind.as_ref().map(|k| k.span()));
+        // Blame the key that makes the chain impossible: a frontend no implemented target
+        // uses (apache) is wrong whatever the backend; otherwise the backend is.
+        let frontend_unbuilt = !Target::implemented().any(|t| t.frontend == fe);
+        let (span, key, message) = match (fe_span, be_span) {
+            (Some(span), _) if frontend_unbuilt => (
+                span,
+                "frontend.kind",
+                format!("frontend {:?} is planned but not implemented yet", fe.name()),
+            ),
+            (_, Some(span)) | (Some(span), None) => {
+                let what = if target.is_designed() {
+                    "is planned but not implemented yet"
+                } else {
+                    "is not a possible chain"
+                };
+                let key = if b.as_ref().is_some_and(|b| b.kind.is_some()) {
+                    "backend.kind"
+                } else {
+                    "frontend.kind"
+                };
+                (
+                    span,
+                    key,
+                    format!("frontend {:?} with backend {:?} {what}", fe.name(), be.name()),
+                )
+            }
+            (None, None) => (0..0, "backend.kind", format!("target `{target}` is not implemented")),
         };
         self.problem_hint(
             span,
             key,
-            format!("frontend {:?} with backend {:?} {what}", fe.name(), be.name()),
+            message,
             format!("valid targets: {}", Target::implemented_list()),
         );
     }
@@ -594,18 +618,23 @@ impl Resolver {
             None => "/".into(),
         };
         let expect = match h.as_ref().and_then(|h| h.expect.as_ref()) {
-            Some(e) if (100..=599).contains(e.get_ref()) => *e.get_ref() as u16,
+            Some(e) if (100..=599).contains(e.get_ref()) => Some(*e.get_ref() as u16),
             Some(e) => {
                 self.problem(
                     e.span(),
                     "health.expect",
                     format!("{} is not an HTTP status (100 to 599)", e.get_ref()),
                 );
-                200
+                None
             }
-            None => 200,
+            None => None,
         };
-        Health { path, expect }
+        let timeout = self.duration(
+            h.as_ref().and_then(|h| h.timeout.as_ref()),
+            "health.timeout",
+            Seconds(10),
+        );
+        Health { path, expect, timeout }
     }
 
     fn systemd(&mut self, s: Option<raw::RawSystemd>) -> Systemd {
@@ -621,7 +650,14 @@ impl Resolver {
         });
         let mut account = |v: &Option<Spanned<String>>, key: &str| match v {
             Some(u) => {
-                if !is_user_name(u.get_ref()) {
+                let len = u.get_ref().chars().count();
+                if len > MAX_ACCOUNT {
+                    self.problem(
+                        u.span(),
+                        key,
+                        format!("{:?} is {len} characters long; the limit is {MAX_ACCOUNT}", u.get_ref()),
+                    );
+                } else if !is_user_name(u.get_ref()) {
                     self.problem(
                         u.span(),
                         key,
@@ -757,9 +793,14 @@ pub fn parse_listen(s: &str) -> Result<Listen, String> {
     })
 }
 
+/// Longest `[app].name`: unit, socket and log names are built from it.
+const MAX_NAME: usize = 64;
+/// Longest user or group name (`useradd`'s limit).
+const MAX_ACCOUNT: usize = 32;
+
 fn is_unit_name(s: &str) -> bool {
     s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && s.len() <= 64
+        && s.len() <= MAX_NAME
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
@@ -784,7 +825,7 @@ fn is_env_name(s: &str) -> bool {
 
 fn is_user_name(s: &str) -> bool {
     s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && s.len() <= 32
+        && s.len() <= MAX_ACCOUNT
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
