@@ -61,6 +61,99 @@ fn a_killed_worker_is_replaced_within_a_second_and_only_in_flight_requests_fail(
     assert!(ok > 50, "only {ok} requests served");
 }
 
+/// `clients` keep-alive clients, each sending requests back to back on one connection and
+/// opening a new one only when a response says `Connection: close` (as a browser or an nginx
+/// upstream pool does). Returns (answered, failed, versions seen in order).
+fn keep_alive_load(
+    addr: String,
+    clients: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<(usize, usize, Vec<String>)>> {
+    (0..clients)
+        .map(|_| {
+            let addr = addr.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut failed, mut versions) = (0, 0, Vec::new());
+                let deadline = Instant::now() + Duration::from_secs(60);
+                let mut conn: Option<Client> = None;
+                for _ in 0..20_000 {
+                    if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                        break;
+                    }
+                    let c = match conn.as_mut() {
+                        Some(c) => c,
+                        None => match std::net::TcpStream::connect(&addr) {
+                            Ok(s) => {
+                                s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                                conn.insert(Client::from(s))
+                            }
+                            Err(_) => {
+                                failed += 1;
+                                continue;
+                            }
+                        },
+                    };
+                    c.send(b"GET /pid HTTP/1.1\r\nHost: h\r\n\r\n");
+                    match c.try_response_to(false) {
+                        Some(r) if r.status == 200 => {
+                            ok += 1;
+                            versions.push(r.json()["version"].as_str().unwrap_or("").to_string());
+                            if r.header("connection") == Some("close") {
+                                conn = None;
+                            }
+                        }
+                        _ => {
+                            failed += 1;
+                            conn = None;
+                        }
+                    }
+                }
+                (ok, failed, versions)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn keep_alive_clients_see_no_failed_request_across_three_reloads() {
+    // What broke: keep-alive requests arriving while old workers stopped were dropped (4-16
+    // per reload under load).
+    let dir = tempfile::tempdir().unwrap();
+    let version = dir.path().join("version");
+    std::fs::write(&version, "v0").unwrap();
+    let s = server("apps:raw")
+        .args(&["--workers", "2"])
+        .env("VERSION_FILE", version.to_str().unwrap())
+        .start();
+    assert!(wait_until(10, || s.log().matches(" ready").count() == 2));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = keep_alive_load(s.addr.clone(), 8, stop.clone());
+    for n in 1..=3 {
+        std::thread::sleep(Duration::from_millis(500));
+        std::fs::write(&version, format!("v{n}")).unwrap();
+        signal(s.pid(), libc::SIGHUP);
+        assert!(
+            wait_until(20, || s.log().matches("reload complete").count() == n),
+            "{}",
+            s.log()
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    let mut last = Vec::new();
+    for c in clients {
+        let (o, f, versions) = c.join().unwrap();
+        ok += o;
+        failed += f;
+        last.push(versions.last().cloned().unwrap_or_default());
+    }
+    assert_eq!(failed, 0, "failed keep-alive requests across the reloads:\n{}", s.log());
+    assert!(ok > 500, "only {ok} requests");
+    assert!(last.iter().all(|v| v == "v3"), "clients still on old code: {last:?}");
+}
+
 #[test]
 fn hup_reloads_new_code_with_zero_failed_requests() {
     let dir = tempfile::tempdir().unwrap();
