@@ -83,7 +83,7 @@ def wrk(port, path, seconds, wrk_args):
         wrk_args[:-1] + ["-d%ds" % seconds, "--latency", "http://127.0.0.1:%d%s" % (port, path)],
         capture_output=True, text=True, timeout=seconds + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p99 = base.to_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    p99 = base.to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(int(x) for x in sock.groups()) if sock else 0)
