@@ -737,6 +737,10 @@ fn encode_path(path: &str) -> String {
 fn nginx_serves(tools: &Tools, spec: &Spec, site: &Path, tmp: &Path, static_dir: &Path, socket: &Path, port: u16) {
     let prefix = tmp.join("nginx-prefix");
     std::fs::create_dir_all(prefix.join("temp")).unwrap();
+    // The site includes nginx's mime.types by relative name, found beside the configuration
+    // (/etc/nginx on a server): copied from the installed nginx, as `up` and `check` do.
+    let conf_dir = deployctl::validate::nginx::conf_dir(&tools.nginx).expect("nginx -V names its conf path");
+    std::fs::copy(conf_dir.join("mime.types"), prefix.join("mime.types")).unwrap();
     let p = |rel: &str| quote::nginx_literal(&prefix.join(rel).display().to_string());
     // SAFETY: geteuid has no preconditions.
     let user = if unsafe { libc::geteuid() } == 0 {
