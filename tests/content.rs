@@ -63,7 +63,12 @@ fn proxy_headers_come_from_nginx_not_the_client() {
             "not $proxy_add_x_forwarded_for, which keeps a spoofed head"
         );
         assert_eq!(headers["X-Forwarded-Proto"], "$scheme");
-        assert_eq!(headers["Host"], "$host");
+        // The Host as the client sent it, port included (not `$host`, which drops the port),
+        // rebuilt from nginx's validated `$host` and the numeric port the client gave.
+        let host_port = host_port_map(&main);
+        assert_eq!(headers["Host"], format!("$host{host_port}"));
+        assert_eq!(headers["X-Forwarded-Host"], headers["Host"]);
+        assert_eq!(headers["X-Forwarded-Port"], "$server_port");
         // Contradictory scheme headers are cleared (Gunicorn answers 400 otherwise).
         for h in ["X-Forwarded-Protocol", "X-Forwarded-Ssl", "Front-End-Https"] {
             assert_eq!(headers[h], "", "{h}");
@@ -93,6 +98,30 @@ fn proxy_headers_come_from_nginx_not_the_client() {
     }
 }
 
+/// The `map $http_host` that gives `:PORT` when the client's Host ends in a numeric port, and
+/// nothing otherwise; returns its variable.
+fn host_port_map(main: &Directive) -> String {
+    let map = main
+        .all("map")
+        .find(|m| m.args[0] == "$http_host")
+        .expect("a map of $http_host");
+    let entries: Vec<(String, String)> = map
+        .block
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|d| (d.name.clone(), d.args.join(" ")))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("default".to_string(), String::new()),
+            ("~:([0-9]+)$".to_string(), ":$1".to_string())
+        ]
+    );
+    map.args[1].clone()
+}
+
 #[test]
 fn uwsgi_pass_sets_the_scheme_param_itself() {
     let main = site("nginx+uwsgi");
@@ -108,6 +137,11 @@ fn uwsgi_pass_sets_the_scheme_param_itself() {
         "with underscores: hyphenated names never reach the app"
     );
     assert_eq!(params["HTTP_X_FORWARDED_FOR"], "$remote_addr");
+    // A uwsgi_param named HTTP_* replaces the client's header of that name.
+    let host_port = host_port_map(&main);
+    assert_eq!(params["HTTP_HOST"], format!("$host{host_port}"));
+    assert_eq!(params["HTTP_X_FORWARDED_HOST"], params["HTTP_HOST"]);
+    assert_eq!(params["HTTP_X_FORWARDED_PORT"], "$server_port");
     assert!(app.arg("uwsgi_pass").ends_with("_backend"));
     assert!(
         main.one("upstream").all("keepalive").next().is_none(),
@@ -354,7 +388,8 @@ fn gunicorn_config_uses_only_known_settings() {
         ns = {}\nexec(open(sys.argv[1]).read(), ns)\n\
         known = {s.name for s in c.KNOWN_SETTINGS}\n\
         names = [k for k, v in ns.items() if not k.startswith('__') and not hasattr(v, '__spec__')]\n\
-        print(json.dumps({'unknown': [n for n in names if n not in known], 'values': {n: ns[n] for n in names}}))";
+        values = {n: ('<function>' if callable(ns[n]) else ns[n]) for n in names}\n\
+        print(json.dumps({'unknown': [n for n in names if n not in known], 'values': values}))";
     let out = std::process::Command::new(&venv)
         .arg("-c")
         .arg(script)
@@ -377,6 +412,49 @@ fn gunicorn_config_uses_only_known_settings() {
     assert_eq!(values["timeout"], 30);
     assert_eq!(values["wsgi_app"], "app:app");
     assert!(values["workers"].as_u64().unwrap() >= 1);
+    assert_eq!(values["post_worker_init"], "<function>");
+}
+
+/// Behind nginx, Gunicorn's REMOTE_ADDR would be empty (it never reads X-Forwarded-For, and
+/// the unix socket's peer has no address): the config's `post_worker_init` wraps the loaded
+/// app. Run here with Python on a stand-in worker: a unix-socket request gets nginx's
+/// X-Forwarded-For, a TCP peer's address is never replaced. Alone, Gunicorn has no hook.
+#[test]
+fn gunicorn_behind_nginx_takes_remote_addr_from_nginx_only() {
+    let python = example("flask-hello").join(".venv/bin/python");
+    assert!(
+        python.is_file(),
+        "the example's virtualenv is set up by scripts/setup.sh"
+    );
+    let script = "import json, sys\n\
+        ns = {}\nexec(open(sys.argv[1]).read(), ns)\n\
+        hook = ns.get('post_worker_init')\n\
+        if hook is None:\n    print('null'); sys.exit()\n\
+        class Worker:\n    wsgi = staticmethod(lambda environ, start_response: environ.get('REMOTE_ADDR'))\n\
+        w = Worker()\nhook(w)\n\
+        cases = [{'REMOTE_ADDR': '', 'HTTP_X_FORWARDED_FOR': '203.0.113.7'},\n\
+                 {'REMOTE_ADDR': '', 'HTTP_X_FORWARDED_FOR': '6.6.6.6, 203.0.113.8'},\n\
+                 {'REMOTE_ADDR': '', },\n\
+                 {'REMOTE_ADDR': '198.51.100.1', 'REMOTE_PORT': '5000', 'HTTP_X_FORWARDED_FOR': '6.6.6.6'}]\n\
+        print(json.dumps([w.wsgi(c, None) for c in cases]))";
+    let run = |target: &str| -> serde_json::Value {
+        let files = render(&example("flask-hello"), target);
+        let conf = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(conf.path(), &files["gunicorn/gunicorn.conf.py"]).unwrap();
+        let out = std::process::Command::new(&python)
+            .arg("-c")
+            .arg(script)
+            .arg(conf.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(
+        run("nginx+gunicorn"),
+        serde_json::json!(["203.0.113.7", "203.0.113.8", "", "198.51.100.1"])
+    );
+    assert_eq!(run("gunicorn"), serde_json::Value::Null);
 }
 
 #[test]

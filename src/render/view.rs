@@ -91,6 +91,9 @@ pub struct NginxView {
     /// `map $http_upgrade` variable, unique per site so several sites can share an http block,
     /// and short whatever the app name (`quote::nginx_variable`).
     pub connection_var: String,
+    /// `map $http_host` variable: `:PORT` when the client's Host carried a numeric port
+    /// (short whatever the app name, like `connection_var`).
+    pub host_port_var: String,
     /// The `geo` block defining the variable that holds a literal `$`, when a value needs it
     /// (`quote::nginx_script`).
     pub dollar_geo: Option<&'static str>,
@@ -116,6 +119,9 @@ pub struct GunicornView {
     pub forwarded_allow_ips: String,
     pub control_socket: String,
     pub proc_name: String,
+    /// Behind nginx, over a unix socket: REMOTE_ADDR is set from nginx's X-Forwarded-For by a
+    /// `post_worker_init` hook (Gunicorn itself leaves it empty).
+    pub remote_addr_from_front: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -222,6 +228,7 @@ impl View {
             upstream_server: quote::nginx_literal(&bind),
             keepalive: UPSTREAM_KEEPALIVE,
             connection_var: quote::nginx_variable(&name, "connection"),
+            host_port_var: quote::nginx_variable(&name, "host_port"),
             dollar_geo: alias_dirs
                 .iter()
                 .any(|d| quote::nginx_needs_dollar(d))
@@ -252,6 +259,7 @@ impl View {
                 path_str(&socket_dir.join("gunicorn.ctl"))
             }),
             proc_name: quote::python(&name),
+            remote_addr_from_front: behind_front,
         });
 
         let config = |rel: &str| path_str(&out_dir.join(rel));
