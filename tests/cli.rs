@@ -662,3 +662,41 @@ fn init_flags_are_checked_as_usage() {
         assert!(!dir.path().join("deploy.toml").exists());
     }
 }
+
+/// Gunicorn and the embedded server serve no files: alone, they say so at render, check and
+/// up (up: tests/up.rs), naming the `[[static]]` entries; uWSGI alone and every front serve
+/// them and say nothing.
+#[test]
+fn lone_gunicorn_and_embedded_warn_that_static_files_need_a_front() {
+    let ex = common::example("flask-hello");
+    let warning = |target: &str, server: &str| {
+        format!(
+            "warning: target `{target}` does not serve [[static]] /static/ (static): {server} serves no files, \
+             so these URLs go to the app (404 unless it serves them itself, and without their `expires`); put a \
+             front before it (`--target nginx+{target}`) or use the `uwsgi` target, which serves them itself"
+        )
+    };
+    for (target, server) in [("gunicorn", "Gunicorn"), ("embedded", "the embedded server")] {
+        let want = warning(target, server);
+        let render = Cli::new(&ex).args(["render", "--stdout", "-t", target]).run().success();
+        let lines: Vec<&str> = render.stderr.lines().filter(|l| l.starts_with("warning:")).collect();
+        assert_eq!(lines, [want.as_str()], "render {target}");
+        let check = Cli::new(&ex).args(["check", "-t", target]).run();
+        assert!(
+            check.stderr.lines().any(|l| l == want),
+            "check {target}:\n{}",
+            check.stderr
+        );
+    }
+    for target in ["uwsgi", "nginx+embedded", "nginx+uwsgi", "nginx+gunicorn"] {
+        let render = Cli::new(&ex).args(["render", "--stdout", "-t", target]).run().success();
+        assert!(!render.stderr.contains("does not serve"), "{target}: {}", render.stderr);
+    }
+    // Nothing to warn about without [[static]].
+    let dir = project(SPEC, &[]);
+    let render = Cli::new(dir.path())
+        .args(["render", "--stdout", "-t", "gunicorn"])
+        .run()
+        .success();
+    assert!(!render.stderr.contains("warning"), "{}", render.stderr);
+}

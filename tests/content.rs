@@ -228,6 +228,55 @@ fn static_files_get_their_content_type_and_one_cache_control() {
     }
 }
 
+/// Alone, uWSGI serves `[[static]]` itself: a static map per mount, `Expires` and one
+/// `Cache-Control: max-age` on 200 answers under the mount (response routes on PATH_INFO, the
+/// decoded path `static-map` matches, which only run for the mount's paths); behind nginx it
+/// maps nothing.
+#[test]
+fn lone_uwsgi_maps_static_files_with_expiry() {
+    let dir = project(
+        "[app]\nname = \"s\"\nentry = \"app:app\"\n[backend]\nkind = \"uwsgi\"\n\
+         [[static]]\nurl = \"/static/\"\ndir = \"static\"\n\
+         [[static]]\nurl = \"/media.v2/\"\ndir = \"media\"\nexpires = \"1h\"\n",
+        &["static", "media"],
+    );
+    let root = dir.path().canonicalize().unwrap().display().to_string();
+    let files = render(dir.path(), "uwsgi");
+    let ini = parse::ini(&files["uwsgi/s.ini"], &[';', '#']);
+    let v = |k: &str| parse::values(&ini, "uwsgi", k);
+    assert_eq!(
+        v("static-map"),
+        [format!("/static/={root}/static/"), format!("/media.v2/={root}/media/")]
+    );
+    assert_eq!(
+        v("static-expires-path-info"),
+        [r"^/static/ 604800", r"^/media\.v2/ 3600"]
+    );
+    assert_eq!(
+        v("response-route"),
+        [
+            r"^/static/ goto:deployctl-static-0",
+            r"^/media\.v2/ goto:deployctl-static-1"
+        ]
+    );
+    assert_eq!(v("response-route-label"), ["deployctl-static-0", "deployctl-static-1"]);
+    assert_eq!(
+        v("response-route-status"),
+        [
+            "200 addheader:Cache-Control: max-age=604800",
+            "200 addheader:Cache-Control: max-age=3600"
+        ]
+    );
+    // The routes of a label end there: no other response gets a Cache-Control.
+    assert_eq!(v("response-route-run"), ["last:", "last:", "last:"]);
+
+    let behind = render(dir.path(), "nginx+uwsgi");
+    let ini = parse::ini(&behind["uwsgi/s.ini"], &[';', '#']);
+    for key in ["static-map", "static-expires-path-info", "response-route"] {
+        assert!(parse::values(&ini, "uwsgi", key).is_empty(), "{key} behind nginx");
+    }
+}
+
 #[test]
 fn one_body_size_and_timeout_flow_into_every_layer() {
     let dir = project(

@@ -41,6 +41,9 @@ pub fn run(args: &CheckArgs, printer: &Printer) -> anyhow::Result<Status> {
             bar.finish_and_clear();
         }
         failed += report(printer, target, &verdicts, args.require_validators);
+        if let Some(warning) = render::static_warning(&spec, target) {
+            printer.warn(&warning);
+        }
     }
     if failed == 0 {
         printer.status("Checked", "every validator passed");

@@ -19,6 +19,9 @@ pub fn run(args: &RenderArgs, printer: &Printer) -> anyhow::Result<Status> {
         // Before the validators run: a refused directory is the first thing to know.
         tree.check_replaceable(&out, spec.dir(), args.force)?;
     }
+    if let Some(warning) = render::static_warning(&spec, target) {
+        printer.warn(&warning);
+    }
     if args.stdout {
         print!("{}", tree.listing());
         return Ok(Status::Success);

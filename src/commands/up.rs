@@ -41,6 +41,9 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
         tree,
         tools,
     } = prepare(args, printer)?;
+    if let Some(warning) = render::static_warning(&spec, target) {
+        printer.warn(&warning);
+    }
     let Tools {
         backend_bin, nginx_bin, ..
     } = tools;

@@ -303,9 +303,9 @@ fn write_nginx_wrapper(nginx: &Path, prefix: &Path, site: &Path) -> anyhow::Resu
     Ok(())
 }
 
-/// `[health]` through the public address, and one static file that the front must serve
-/// itself: its `Cache-Control` carries the `expires` of the `[[static]]` mount, which only
-/// the front's static location sets.
+/// `[health]` through the public address, and one static file that the front (or uWSGI
+/// alone) must serve itself: its `Cache-Control` carries the `expires` of the `[[static]]`
+/// mount, which only the static location (or uWSGI's static map) sets.
 fn health_check(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<()> {
     let spec = plan.spec;
     let addr = probe_addr(plan.listen);
@@ -326,7 +326,7 @@ fn health_check(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<()> {
         ));
     }
     printer.status("health", &format!("GET {} → {}", spec.health.path, r.status));
-    if plan.target.frontend == Frontend::None {
+    if !crate::render::serves_statics(plan.target) {
         return Ok(());
     }
     let Some((mount, file)) = spec.statics.iter().find_map(|s| first_file(&s.dir).map(|f| (s, f))) else {
@@ -335,15 +335,26 @@ fn health_check(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<()> {
     let path = format!("{}{file}", mount.url);
     let r = health::get(addr, host, &path, t).with_context(|| format!("static check GET {path}"))?;
     let want = format!("max-age={}", mount.expires.0);
-    let from_front = r.header("cache-control").is_some_and(|c| c.contains(&want));
-    if r.status != 200 || !from_front {
+    let cache: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("cache-control"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let server = if plan.target.frontend == Frontend::None {
+        "uWSGI"
+    } else {
+        "the front"
+    };
+    if r.status != 200 || cache != [want.as_str()] {
         bail!(
-            "static check GET {path} answered {} without `Cache-Control: {want}`: the front did not serve {}",
+            "static check GET {path} answered {} with Cache-Control {cache:?}, not one `{want}`: {server} did not \
+             serve {}",
             r.status,
             mount.dir.join(&file).display()
         );
     }
-    printer.status("static", &format!("GET {path} → 200 from the front"));
+    printer.status("static", &format!("GET {path} → 200 from {server}"));
     Ok(())
 }
 

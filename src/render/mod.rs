@@ -76,6 +76,36 @@ pub fn render_local(
     )
 }
 
+/// Whether `target` serves `[[static]]` itself: a front does, and so does uWSGI alone.
+pub fn serves_statics(target: Target) -> bool {
+    target.frontend != Frontend::None || target.backend == Backend::Uwsgi
+}
+
+/// The warning `render`, `check` and `up` print when `target` leaves `[[static]]` to the app:
+/// Gunicorn and the embedded server serve no files (an app may serve the URLs itself, as
+/// Flask does for its `static/` folder, but without the `expires` of deploy.toml).
+pub fn static_warning(spec: &Spec, target: Target) -> Option<String> {
+    if spec.statics.is_empty() || serves_statics(target) {
+        return None;
+    }
+    let mounts: Vec<String> = spec
+        .statics
+        .iter()
+        .map(|s| format!("{} ({})", s.url, crate::spec::display_path(&s.dir)))
+        .collect();
+    let server = match target.backend {
+        Backend::Gunicorn => "Gunicorn",
+        _ => "the embedded server",
+    };
+    Some(format!(
+        "target `{target}` does not serve [[static]] {}: {server} serves no files, so these URLs go to \
+         the app (404 unless it serves them itself, and without their `expires`); put a front before \
+         it (`--target nginx+{}`) or use the `uwsgi` target, which serves them itself",
+        mounts.join(", "),
+        target.backend.name()
+    ))
+}
+
 fn render_view(spec: &Spec, target: Target, view: View, templates: &Templates) -> anyhow::Result<FileTree> {
     anyhow::ensure!(
         target.is_implemented(),

@@ -471,6 +471,22 @@ pub fn uwsgi_ini_arg(path: &str) -> String {
     }
 }
 
+/// A PCRE pattern matching `s` literally, for uWSGI's routing and `static-expires-*` options.
+///
+/// Rule (PCRE "Backslash": a backslash before a character that is not a letter or digit takes
+/// away any special meaning it may have): every ASCII character other than letters, digits,
+/// `/`, `-` and `_` is escaped; other characters are literal as they are.
+pub fn pcre_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii() && !(c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_')) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------------------------
 // Python (Gunicorn's config file is Python source).
 
@@ -667,5 +683,8 @@ mod tests {
         assert_eq!(uwsgi_path("/srv/50% "), "/srv/50%% /");
         assert_eq!(uwsgi_ini_arg("/srv/app/uwsgi/x.ini"), "/srv/app/uwsgi/x.ini");
         assert_eq!(uwsgi_ini_arg("/srv/a:b/uwsgi/x.ini"), "/srv/a:b/uwsgi/x.ini:uwsgi");
+        assert_eq!(pcre_literal("/static/"), "/static/");
+        assert_eq!(pcre_literal("/a.b+c/"), r"/a\.b\+c/");
+        assert_eq!(pcre_literal("/médias~1/"), r"/médias\~1/");
     }
 }

@@ -108,6 +108,19 @@ pub struct UwsgiView {
     pub binary: String,
     pub chdir: String,
     pub virtualenv: String,
+    /// `[[static]]` served by uWSGI itself: only without a front, which serves them otherwise.
+    pub statics: Vec<UwsgiStaticView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UwsgiStaticView {
+    /// `static-map` value: `URL=DIR/`.
+    pub map: String,
+    /// PCRE matching the paths (PATH_INFO, decoded, as `static-map` sees them) under the mount.
+    pub path_regex: String,
+    /// Response-routing label of the mount.
+    pub label: String,
+    pub expires_secs: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -244,6 +257,20 @@ impl View {
             binary: uwsgi_binary.clone(),
             chdir: quote::uwsgi_path(&path_str(&spec.app.root)),
             virtualenv: quote::uwsgi_path(&path_str(&spec.app.venv)),
+            statics: if behind_front {
+                Vec::new()
+            } else {
+                spec.statics
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| UwsgiStaticView {
+                        map: quote::uwsgi(&format!("{}={}/", s.url, path_str(&s.dir).trim_end_matches('/'))),
+                        path_regex: quote::uwsgi(&format!("^{}", quote::pcre_literal(&s.url))),
+                        label: format!("deployctl-static-{i}"),
+                        expires_secs: s.expires.0,
+                    })
+                    .collect()
+            },
         });
         let gunicorn = (target.backend == Backend::Gunicorn).then(|| GunicornView {
             wsgi_app: quote::python(&spec.app.entry.to_string()),
