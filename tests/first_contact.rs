@@ -147,7 +147,7 @@ fn through_every_target(dir: &Path, pages: impl Fn(&str, u16)) {
         let (stack, run) = Stack::up(dir, target);
         assert_eq!(
             run.stdout.trim(),
-            format!("http://localhost:{}/", stack.port),
+            format!("http://127.0.0.1:{}/", stack.port),
             "{target}: {}",
             run.stderr
         );

@@ -81,6 +81,22 @@ fn check_target(args: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The address to connect to and the `Host` to send for a URL that `up` printed
+/// (`http://127.0.0.1:8000/`, `http://[::1]:8000/`, `http://localhost/`).
+fn url_address(url: &str) -> Option<(std::net::SocketAddr, String)> {
+    let authority = url.strip_prefix("http://")?.split('/').next()?.to_string();
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => (h, p.parse().ok()?),
+        _ => (authority.as_str(), 80),
+    };
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    Some((std::net::SocketAddr::new(ip, port), authority))
+}
+
 pub fn status(args: &RunArgs, printer: &Printer) -> anyhow::Result<Status> {
     check_target(args)?;
     let found = stacks(args, printer);
@@ -90,15 +106,9 @@ pub fn status(args: &RunArgs, printer: &Printer) -> anyhow::Result<Status> {
     let mut healthy = true;
     for (_, st) in &found {
         let supervised = state::alive(st.supervisor);
-        let health = st
-            .url
-            .strip_prefix("http://")
-            .and_then(|r| r.split('/').next())
-            .and_then(|hp| hp.rsplit_once(':'))
-            .and_then(|(host, port)| Some((host.to_string(), port.parse::<u16>().ok()?)))
-            .map(|(host, port)| {
-                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-                match health::get(addr, &host, &st.health_path, Duration::from_secs(5)) {
+        let health = url_address(&st.url)
+            .map(
+                |(addr, authority)| match health::get(addr, &authority, &st.health_path, Duration::from_secs(5)) {
                     Ok(r) => {
                         let ok = match st.health_expect {
                             Some(e) => r.status == e,
@@ -107,8 +117,8 @@ pub fn status(args: &RunArgs, printer: &Printer) -> anyhow::Result<Status> {
                         (ok, r.status.to_string())
                     }
                     Err(e) => (false, format!("no answer ({e})")),
-                }
-            })
+                },
+            )
             .unwrap_or_else(|| (false, "unknown".into()));
         let (health_ok, health) = health;
         healthy &= supervised && health_ok;
@@ -191,4 +201,21 @@ pub fn down(args: &RunArgs, printer: &Printer) -> anyhow::Result<Status> {
         printer.status("stopped", &format!("{} ({})", st.target, st.url));
     }
     Ok(Status::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_address;
+
+    #[test]
+    fn url_address_of_printed_urls() {
+        let (a, h) = url_address("http://127.0.0.1:8000/").unwrap();
+        assert_eq!((a.to_string(), h.as_str()), ("127.0.0.1:8000".into(), "127.0.0.1:8000"));
+        let (a, h) = url_address("http://[::1]:8000/").unwrap();
+        assert_eq!((a.to_string(), h.as_str()), ("[::1]:8000".into(), "[::1]:8000"));
+        let (a, h) = url_address("http://localhost/").unwrap();
+        assert_eq!((a.to_string(), h.as_str()), ("127.0.0.1:80".into(), "localhost"));
+        let (a, _) = url_address("http://[::1]/").unwrap();
+        assert_eq!(a.to_string(), "[::1]:80");
+    }
 }

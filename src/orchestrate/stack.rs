@@ -63,19 +63,11 @@ fn unblock_signals(cmd: &mut Command) {
 pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
     let spec = plan.spec;
     let name = &spec.app.name;
-    // The URL a browser can use: the front answers only its `names` (unknown hosts get 444).
-    let host = if spec.server.names.iter().any(|n| n == "localhost") {
-        "localhost".to_string()
-    } else {
-        spec.server
-            .names
-            .first()
-            .cloned()
-            .unwrap_or_else(|| probe_addr(plan.listen).ip().to_string())
-    };
+    // The URL a browser can use: the local-run front answers the listen address as well as
+    // `[server].names` (render::local_names); the health check below asks for it.
     let mut running = Running {
         components: Vec::new(),
-        url: format!("http://{host}:{}/", plan.listen.port()),
+        url: format!("http://{}/", spec.server.listen.browser_authority()),
         notify: None,
     };
     let result = (|| -> anyhow::Result<()> {
@@ -309,7 +301,9 @@ fn write_nginx_wrapper(nginx: &Path, prefix: &Path, site: &Path) -> anyhow::Resu
 fn health_check(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<()> {
     let spec = plan.spec;
     let addr = probe_addr(plan.listen);
-    let host = spec.server.names.first().map_or("localhost", String::as_str);
+    // The Host a browser sends for the printed URL: the check proves that URL works.
+    let authority = spec.server.listen.browser_authority();
+    let host = authority.as_str();
     let t = Duration::from_secs(spec.health.timeout.0);
     let r = health::get(addr, host, &spec.health.path, t)
         .with_context(|| format!("health check GET {} on {addr}", spec.health.path))?;

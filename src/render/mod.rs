@@ -60,7 +60,9 @@ pub fn render(spec: &Spec, target: Target, out_dir: &Path, templates: &Templates
     render_view(spec, target, View::new(spec, target, out_dir), templates)
 }
 
-/// The configs of a local run (`deployctl up`): sockets in `socket_dir`, not `/run`.
+/// The configs of a local run (`deployctl up`): sockets in `socket_dir`, not `/run`, and the
+/// front answering the address it listens on and `localhost` besides `[server].names` (see
+/// [`local_names`]).
 pub fn render_local(
     spec: &Spec,
     target: Target,
@@ -68,12 +70,27 @@ pub fn render_local(
     socket_dir: &Path,
     templates: &Templates,
 ) -> anyhow::Result<FileTree> {
+    let mut spec = spec.clone();
+    spec.server.names = local_names(&spec);
     render_view(
-        spec,
+        &spec,
         target,
-        View::with_socket_dir(spec, target, out_dir, socket_dir),
+        View::with_socket_dir(&spec, target, out_dir, socket_dir),
         templates,
     )
+}
+
+/// The names a local run answers: `[server].names`, then `localhost` and the host of the
+/// listen address as a browser writes it (`127.0.0.1` for `--listen 127.0.0.1:8000`), so the
+/// URL `up` prints is not refused by the default server.
+pub fn local_names(spec: &Spec) -> Vec<String> {
+    let mut names = spec.server.names.clone();
+    for extra in ["localhost".to_string(), spec.server.listen.browser_host()] {
+        if !names.contains(&extra) {
+            names.push(extra);
+        }
+    }
+    names
 }
 
 /// Whether `target` serves `[[static]]` itself: a front does, and so does uWSGI alone.

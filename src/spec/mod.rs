@@ -118,6 +118,28 @@ impl std::fmt::Display for Listen {
     }
 }
 
+impl Listen {
+    /// The host a browser on this machine puts in its URL to reach this address: the
+    /// address itself (IPv6 in brackets), or loopback for the unspecified 0.0.0.0 and ::.
+    pub fn browser_host(&self) -> String {
+        match self.host.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".into(),
+            Ok(ip) if ip.is_unspecified() => "[::1]".into(),
+            Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+            _ => self.host.clone(),
+        }
+    }
+
+    /// `browser_host`, with the port unless it is HTTP's default: what a browser sends as
+    /// `Host` and shows in its address bar.
+    pub fn browser_authority(&self) -> String {
+        match self.port {
+            80 => self.browser_host(),
+            port => format!("{}:{port}", self.browser_host()),
+        }
+    }
+}
+
 impl Serialize for Listen {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
