@@ -4,116 +4,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::repo;
-
-/// A free port whose number does not contain "443": gixy's TLS checks (run by `up` on the
-/// rendered nginx config) take such a `listen` for an HTTPS server and ask for TLS settings.
-fn free_port() -> u16 {
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !port.to_string().contains("443") {
-            return port;
-        }
-    }
-}
-
-/// (pid, process group, command line) of every process.
-fn all_processes() -> Vec<(u32, u32, String)> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let (Ok(cmd), Ok(stat)) = (
-            std::fs::read(e.path().join("cmdline")),
-            std::fs::read_to_string(e.path().join("stat")),
-        ) else {
-            continue;
-        };
-        // The fields after the parenthesised name: state, ppid, pgrp, ...
-        let pgrp = stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().nth(2))
-            .and_then(|g| g.parse().ok());
-        if let Some(pgrp) = pgrp {
-            found.push((pid, pgrp, String::from_utf8_lossy(&cmd).replace('\0', " ")));
-        }
-    }
-    found
-}
-
-/// Every process still in one of `groups` (nginx workers and server workers included).
-fn left_in(groups: &[u32]) -> Vec<String> {
-    all_processes()
-        .into_iter()
-        .filter(|(_, g, _)| groups.contains(g))
-        .map(|(p, _, c)| format!("{p}: {c}"))
-        .collect()
-}
-
-fn request(port: u16, req: &str) -> (u16, String, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, head.to_lowercase(), body.to_string())
-}
-
-type Log = std::sync::Arc<std::sync::Mutex<String>>;
-
-/// A running `deployctl up`; dropped (also when a test fails) it is stopped by SIGTERM, then
-/// SIGKILL after 30 s, so no stack outlives its test.
-struct Up(Child);
-
-impl Up {
-    fn pid(&self) -> i32 {
-        self.0.id() as i32
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: signalling the child we started.
-        unsafe { libc::kill(self.pid(), sig) };
-    }
-
-    /// SIGTERM and the exit status (bounded).
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = self.0.try_wait().unwrap() {
-                return s;
-            }
-            if Instant::now() > deadline {
-                let _ = self.0.kill();
-                panic!("up did not stop on SIGTERM within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.terminate()));
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
+use common::up::{
+    DownOnDrop, Up, example_copy, free_port, get, groups_of_dir, left_in, request, stop, up_with, wait_for,
+};
 
 fn up(target: &str, port: u16) -> (Up, String) {
     let example = repo().join("examples/flask-hello");
@@ -121,81 +18,50 @@ fn up(target: &str, port: u16) -> (Up, String) {
     (child, url)
 }
 
-#[allow(clippy::zombie_processes)]
-fn up_with(config: &std::path::Path, target: &str, port: u16) -> (Up, String, Log) {
-    let example = repo().join("examples/flask-hello");
-    assert!(example.join(".venv/bin/python3").exists(), "run scripts/setup.sh first");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_deployctl"))
-        .args(["up", "-c"])
-        .arg(config)
-        .args(["--target", target, "--listen", &format!("127.0.0.1:{port}")])
-        .env("NO_COLOR", "1")
-        .env_remove("VIRTUAL_ENV")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push_str(&(line + "\n"));
-        }
-    });
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut url = String::new();
-    let read = stdout.read_line(&mut url);
-    assert!(read.is_ok_and(|n| n > 0), "up printed no URL:\n{}", log.lock().unwrap());
-    (Up(child), url.trim().to_string(), log)
-}
-
-/// Stop `up` and check that nothing is left in its components' process groups (each
-/// component is a child of `up` leading its own group; uWSGI renames its processes, so
-/// command lines cannot be relied on).
-fn stop(mut up: Up, target: &str) {
-    let pid = up.pid();
-    let groups: Vec<u32> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect();
-    assert!(!groups.is_empty(), "no component of {target} found running");
-    assert!(
-        groups
-            .iter()
-            .all(|g| all_processes().iter().any(|(p, pg, _)| p == g && pg == g)),
-        "components lead their groups"
-    );
-    let status = up.terminate();
-    assert!(status.success(), "{status}");
-    assert!(left_in(&groups).is_empty(), "left behind: {:?}", left_in(&groups));
-}
-
-fn serves_the_example(port: u16, static_from_front: bool) {
-    let get = |path: &str| {
-        request(
-            port,
-            &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
-        )
-    };
-    let (status, _, body) = get("/");
-    assert_eq!(status, 200);
-    assert!(body.contains("<h1>Hello from flask-hello</h1>"));
-    let (status, head, body) = get("/static/style.css");
-    assert_eq!(status, 200);
-    assert!(!body.is_empty());
-    if static_from_front {
-        assert!(
-            head.contains("cache-control: max-age=604800"),
-            "not from nginx's static location:\n{head}"
+/// The example through the stack on `port`: the page, the stylesheet (served by the front, or
+/// uWSGI alone, with one `Cache-Control` from `expires`), the form POST, and the JSON route,
+/// which shows what the app received: the Host as the client sent it (port included), the
+/// scheme, and the client's address.
+fn serves_the_example(port: u16, target: &str) {
+    let host = format!("localhost:{port}");
+    let page = get(port, &host, "/", &[]);
+    assert_eq!(page.status, 200, "{target}");
+    assert!(String::from_utf8_lossy(&page.body).contains("<h1>Hello from flask-hello</h1>"));
+    let css = get(port, &host, "/static/style.css", &[]);
+    assert_eq!(css.status, 200, "{target}");
+    assert!(!css.body.is_empty());
+    assert_eq!(css.one("content-type").split(';').next(), Some("text/css"), "{target}");
+    if target.starts_with("nginx+") || target == "uwsgi" {
+        assert_eq!(
+            css.one("cache-control"),
+            "max-age=604800",
+            "{target}: not from the static location"
         );
     }
-    let (status, _, body) = get("/json");
-    assert_eq!(status, 200);
-    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(j["app"], "flask-hello");
+    let seen = get(port, &host, "/json", &[]).json();
+    assert_eq!(seen["app"], "flask-hello");
+    assert_eq!(seen["host"], host.as_str(), "{target}: the Host with its port");
+    assert_eq!(seen["scheme"], "http", "{target}");
+    assert_eq!(seen["remote_addr"], "127.0.0.1", "{target}: the client's address");
+    if target.starts_with("nginx+") {
+        // What the client claims is replaced by what nginx saw; a Host that is not
+        // `name[:port]` reaches the app as the name alone.
+        let spoofed = get(
+            port,
+            "localhost:@evil.example",
+            "/json",
+            &[
+                ("X-Forwarded-For", "6.6.6.6"),
+                ("X-Forwarded-Host", "evil.example"),
+                ("X-Forwarded-Proto", "https"),
+            ],
+        )
+        .json();
+        assert_eq!(seen["app"], "flask-hello");
+        assert_eq!(spoofed["host"], "localhost", "{target}");
+        assert_eq!(spoofed["scheme"], "http", "{target}");
+        assert_eq!(spoofed["remote_addr"], "127.0.0.1", "{target}");
+    }
     let form = "name=up";
     let (status, _, body) = request(
         port,
@@ -214,8 +80,8 @@ fn serves_the_example(port: u16, static_from_front: bool) {
 fn up_nginx_embedded_serves_the_example_and_stops_clean() {
     let port = free_port();
     let (child, url) = up("nginx+embedded", port);
-    assert_eq!(url, format!("http://localhost:{port}/"));
-    serves_the_example(port, true);
+    assert_eq!(url, format!("http://127.0.0.1:{port}/"));
+    serves_the_example(port, "nginx+embedded");
     // Created by deployctl, 0660, and handed to the server by socket activation.
     let sock = repo().join("examples/flask-hello/.deployctl/nginx+embedded/flask-hello.sock");
     use std::os::unix::fs::PermissionsExt;
@@ -226,8 +92,9 @@ fn up_nginx_embedded_serves_the_example_and_stops_clean() {
 #[test]
 fn up_embedded_serves_the_example_and_stops_clean() {
     let port = free_port();
-    let (child, _) = up("embedded", port);
-    serves_the_example(port, false);
+    let (child, url) = up("embedded", port);
+    assert_eq!(url, format!("http://127.0.0.1:{port}/"));
+    serves_the_example(port, "embedded");
     stop(child, "embedded");
 }
 
@@ -248,25 +115,6 @@ fn up_refuses_a_port_in_use_before_starting_anything() {
     );
 }
 
-/// A copy of the example whose deploy.toml a test may change (the virtualenv stays shared).
-fn example_copy() -> tempfile::TempDir {
-    let example = repo().join("examples/flask-hello");
-    let dir = tempfile::tempdir().unwrap();
-    for f in ["app.py", "requirements.txt"] {
-        std::fs::copy(example.join(f), dir.path().join(f)).unwrap();
-    }
-    std::fs::create_dir(dir.path().join("static")).unwrap();
-    for e in std::fs::read_dir(example.join("static")).unwrap().flatten() {
-        std::fs::copy(e.path(), dir.path().join("static").join(e.file_name())).unwrap();
-    }
-    let toml = std::fs::read_to_string(example.join("deploy.toml")).unwrap().replace(
-        "venv = \".venv\"",
-        &format!("venv = {:?}", example.join(".venv").display().to_string()),
-    );
-    std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
-    dir
-}
-
 fn max_age(port: u16) -> Option<String> {
     let (status, head, _) = request(
         port,
@@ -280,17 +128,6 @@ fn max_age(port: u16) -> Option<String> {
 
 fn stable_max_age(port: u16, want: &'static str) -> impl FnMut() -> bool {
     move || (0..3).all(|_| max_age(port).as_deref() == Some(want))
-}
-
-fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 #[test]
@@ -366,15 +203,6 @@ fn sighup_reloads_a_changed_config_with_zero_failed_requests_and_rejects_a_broke
     assert!(left_in(&groups).is_empty(), "left behind: {:?}", left_in(&groups));
 }
 
-fn groups_of_dir(dir: &std::path::Path) -> Vec<u32> {
-    let needle = dir.join(".deployctl").display().to_string();
-    all_processes()
-        .into_iter()
-        .filter(|(_, _, c)| c.contains(&needle))
-        .map(|(_, g, _)| g)
-        .collect()
-}
-
 #[test]
 fn a_killed_backend_is_restarted_and_serves_again() {
     let project = example_copy();
@@ -405,23 +233,6 @@ fn a_killed_backend_is_restarted_and_serves_again() {
     assert!(left_in(&groups).is_empty(), "left behind: {:?}", left_in(&groups));
 }
 
-/// Runs `deployctl down` for a project when dropped, so a failing test does not leave a
-/// detached stack running.
-struct DownOnDrop(std::path::PathBuf);
-
-impl Drop for DownOnDrop {
-    fn drop(&mut self) {
-        if !crate::common::Cli::new(&self.0)
-            .args(["status"])
-            .run()
-            .stdout
-            .is_empty()
-        {
-            let _ = common::Cli::new(&self.0).args(["down"]).run();
-        }
-    }
-}
-
 #[test]
 fn detach_then_status_logs_and_down() {
     let project = example_copy();
@@ -433,7 +244,7 @@ fn detach_then_status_logs_and_down() {
         .args(["up", "--target", "nginx+embedded", "--listen", &listen, "--detach"])
         .run()
         .success();
-    assert_eq!(run.stdout.trim(), format!("http://localhost:{port}/"));
+    assert_eq!(run.stdout.trim(), format!("http://127.0.0.1:{port}/"));
     let groups = groups_of_dir(project.path());
     assert!(!groups.is_empty());
     assert_eq!(
@@ -445,7 +256,7 @@ fn detach_then_status_logs_and_down() {
     assert!(
         status
             .stdout
-            .contains(&format!("nginx+embedded  http://localhost:{port}/  health GET / → 200")),
+            .contains(&format!("nginx+embedded  http://127.0.0.1:{port}/  health GET / → 200")),
         "{}",
         status.stdout
     );
@@ -533,7 +344,7 @@ fn a_missing_virtualenv_is_created_and_the_install_skipped_when_nothing_changed(
 fn up_nginx_gunicorn_serves_the_example_and_stops_clean() {
     let port = free_port();
     let (child, _) = up("nginx+gunicorn", port);
-    serves_the_example(port, true);
+    serves_the_example(port, "nginx+gunicorn");
     stop(child, "nginx+gunicorn");
 }
 
@@ -541,7 +352,7 @@ fn up_nginx_gunicorn_serves_the_example_and_stops_clean() {
 fn up_nginx_uwsgi_serves_the_example_through_an_activated_socket() {
     let port = free_port();
     let (child, _) = up("nginx+uwsgi", port);
-    serves_the_example(port, true);
+    serves_the_example(port, "nginx+uwsgi");
     // The socket was created by deployctl (0660) and handed to uWSGI by socket activation.
     let sock = repo().join("examples/flask-hello/.deployctl/nginx+uwsgi/flask-hello.sock");
     use std::os::unix::fs::PermissionsExt;
@@ -553,8 +364,16 @@ fn up_nginx_uwsgi_serves_the_example_through_an_activated_socket() {
 fn up_lone_gunicorn_and_uwsgi_serve_the_example_and_stop_clean() {
     for target in ["gunicorn", "uwsgi"] {
         let port = free_port();
-        let (child, _) = up(target, port);
-        serves_the_example(port, false);
+        let config = repo().join("examples/flask-hello/deploy.toml");
+        let (child, _, log) = up_with(&config, target, port);
+        serves_the_example(port, target);
+        // Flask serves its static/ folder itself, but Gunicorn would not: up says so.
+        let warned = log.lock().unwrap().lines().any(|l| {
+            l.starts_with(&format!(
+                "warning: target `{target}` does not serve [[static]] /static/ "
+            ))
+        });
+        assert_eq!(warned, target == "gunicorn", "{target}:\n{}", log.lock().unwrap());
         stop(child, target);
     }
 }
@@ -639,4 +458,107 @@ fn a_privileged_port_without_the_right_is_refused_before_anything_is_written() {
     );
     assert!(stderr.contains("hint: run locally on a high port"), "{stderr}");
     assert!(!p.join(".deployctl").exists(), "something was written before the check");
+}
+
+/// `up --listen 127.0.0.1:PORT` answers that address and `localhost` as well as
+/// `[server].names` (here without `localhost`), prints a URL that works, and still drops
+/// unknown hosts; the production render keeps only the names of deploy.toml.
+#[test]
+fn up_answers_the_listen_address_and_localhost_and_prints_a_working_url() {
+    let project = example_copy();
+    let config = project.path().join("deploy.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let only_test_name = text.replace(
+        "names = [\"localhost\", \"flask-hello.test\"]",
+        "names = [\"flask-hello.test\"]",
+    );
+    assert_ne!(text, only_test_name);
+    std::fs::write(&config, only_test_name).unwrap();
+    let port = free_port();
+    let (child, url, log) = up_with(&config, "nginx+embedded", port);
+
+    assert_eq!(url, format!("http://127.0.0.1:{port}/"));
+    let authority = url.strip_prefix("http://").unwrap().trim_end_matches('/');
+    let printed = get(port, authority, "/", &[]);
+    assert_eq!(printed.status, 200, "the printed URL:\n{}", log.lock().unwrap());
+    for host in [
+        format!("localhost:{port}"),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        format!("flask-hello.test:{port}"),
+    ] {
+        assert_eq!(get(port, &host, "/", &[]).status, 200, "Host: {host}");
+        assert_eq!(get(port, &host, "/json", &[]).json()["host"], host.as_str());
+    }
+    assert_eq!(
+        get(port, "unknown.example", "/", &[]).status,
+        0,
+        "unknown hosts get the default server's 444"
+    );
+
+    let rendered = common::render(project.path(), "nginx+embedded");
+    let site = common::parse::nginx(&rendered["nginx/flask-hello.conf"]);
+    let names: Vec<String> = site
+        .all("server")
+        .flat_map(|s| s.one("server_name").args.clone())
+        .collect();
+    assert_eq!(
+        names,
+        ["_", "flask-hello.test"],
+        "production answers deploy.toml's names only"
+    );
+
+    let groups = groups_of_dir(project.path());
+    let mut child = child;
+    assert!(child.terminate().success());
+    assert!(left_in(&groups).is_empty(), "left behind: {:?}", left_in(&groups));
+}
+
+/// Alone, uWSGI serves `[[static]]` itself (a mount the app does not serve, so only uWSGI can
+/// answer it): the file with its type, `Expires` and one `Cache-Control` from `expires`; a
+/// missing file goes to the app (404, not cacheable); paths outside the directory are refused.
+#[test]
+fn lone_uwsgi_serves_static_files_with_their_cache_control() {
+    let project = example_copy();
+    let config = project.path().join("deploy.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("url = \"/static/\"", "url = \"/assets/\"")
+            .replace("expires = \"7d\"", "expires = \"1d\""),
+    )
+    .unwrap();
+    let port = free_port();
+    let (child, _, log) = up_with(&config, "uwsgi", port);
+    // stderr is read by another thread: the line may come just after the URL on stdout.
+    assert!(
+        wait_for(10, || log
+            .lock()
+            .unwrap()
+            .contains("static GET /assets/style.css → 200 from uWSGI")),
+        "{}",
+        log.lock().unwrap()
+    );
+    let host = format!("127.0.0.1:{port}");
+    let css = get(port, &host, "/assets/style.css", &[]);
+    assert_eq!(css.status, 200);
+    assert_eq!(
+        css.body,
+        std::fs::read(project.path().join("static/style.css")).unwrap()
+    );
+    assert_eq!(css.one("content-type"), "text/css");
+    assert_eq!(css.one("cache-control"), "max-age=86400");
+    assert!(css.one("expires").ends_with(" GMT"), "{:?}", css.headers);
+
+    let missing = get(port, &host, "/assets/missing.css", &[]);
+    assert_eq!(missing.status, 404);
+    assert!(missing.all("cache-control").is_empty(), "{:?}", missing.headers);
+    let outside = get(port, &host, "/assets/../app.py", &[]);
+    assert_eq!(outside.status, 404, "served a file outside the static directory");
+    assert!(!String::from_utf8_lossy(&outside.body).contains("Flask"));
+
+    let groups = groups_of_dir(project.path());
+    let mut child = child;
+    assert!(child.terminate().success());
+    assert!(left_in(&groups).is_empty(), "left behind: {:?}", left_in(&groups));
 }

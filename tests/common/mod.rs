@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod parse;
+pub mod up;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
