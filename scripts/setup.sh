@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what deployctl's validators and tests need on a fresh Debian 12 machine:
 #   apt: nginx, Debian's uWSGI with its Python 3 plugin, systemd (for systemd-analyze),
-#        binutils (readelf: the test that the CLI does not link libpython)
+#        binutils (readelf: the test that the CLI does not link libpython),
+#        chromium (tests/browser.rs loads the example page in headless Chromium)
 #   .tools/venv: gixy-ng (nginx security analysis)
 #   examples/flask-hello/.venv: the example's requirements plus Gunicorn
 #   server/tests/.venv-apps: Django, Bottle, Falcon and Flask (the real-framework tests)
@@ -16,6 +17,7 @@ command -v uwsgi >/dev/null || need_apt+=(uwsgi)
 [ -e /usr/lib/uwsgi/plugins/python3_plugin.so ] || need_apt+=(uwsgi-plugin-python3)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v readelf >/dev/null || need_apt+=(binutils)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -56,4 +58,4 @@ if [ ! -f "$wheels/.complete" ]; then
   "$apps/bin/pip" wheel -q --disable-pip-version-check -w "$wheels" uwsgi
   touch "$wheels/.complete"
 fi
-echo "setup: ok (nginx $(nginx -v 2>&1 | sed 's/.*\///'), uwsgi $(uwsgi --version), $(systemd-analyze --version | head -1))"
+echo "setup: ok (nginx $(nginx -v 2>&1 | sed 's/.*\///'), uwsgi $(uwsgi --version), $(systemd-analyze --version | head -1), $(/usr/bin/chromium --version 2>/dev/null))"

@@ -9,6 +9,7 @@ PAGE = """<!doctype html>
 <head>
   <meta charset="utf-8">
   <title>flask-hello</title>
+  <link rel="icon" href="data:,">
   <link rel="stylesheet" href="/static/style.css">
 </head>
 <body>
