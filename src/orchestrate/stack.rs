@@ -260,6 +260,7 @@ fn wait_ready(c: &mut Component, mut ready: impl FnMut() -> bool) -> anyhow::Res
 /// run directory, in the foreground (`daemon off`), so it runs unprivileged.
 fn write_nginx_wrapper(nginx: &Path, prefix: &Path, site: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(prefix.join("temp"))?;
+    // The site includes both by relative name, resolved in the prefix as in /etc/nginx.
     let conf_dir = crate::validate::nginx::conf_dir(nginx);
     if let Some(d) = conf_dir {
         for name in ["uwsgi_params", "mime.types"] {

@@ -3,8 +3,9 @@
 //! A site file is meant for `sites-available/`, inside Debian's `http {}`. To check it
 //! unprivileged and without touching /etc/nginx, it is included from a small `nginx.conf`
 //! in a scratch prefix that also holds the pid file, logs and temp paths
-//! (reference deploy-configs.md §2). `uwsgi_params` is copied from the installed nginx, so
-//! `include uwsgi_params;` resolves exactly as it will on the server.
+//! (reference deploy-configs.md §2). `uwsgi_params` and `mime.types` are copied from the
+//! installed nginx, so the site's `include uwsgi_params;` and `include mime.types;` resolve
+//! exactly as they will on the server (in nginx's configuration directory).
 
 use std::path::{Path, PathBuf};
 
