@@ -76,7 +76,7 @@ const LARGE_REQUEST: usize = 16 << 10;
 /// After a stop begins, an idle keep-alive connection is kept this long for a request already
 /// on its way (answered with `Connection: close`), so a reload does not cut requests that
 /// crossed the stop on the wire.
-const STOP_IDLE: Duration = Duration::from_secs(1);
+const STOP_IDLE: Duration = Duration::from_secs(2);
 /// How often connection events are summarised in the log (per line at `--log-level debug`).
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
