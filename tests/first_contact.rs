@@ -185,15 +185,14 @@ fn written(dir: &Path) -> toml::Table {
     toml::from_str(&std::fs::read_to_string(dir.join("deploy.toml")).unwrap()).unwrap()
 }
 
-#[test]
-fn a_django_startproject_project() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("mysite");
-    std::fs::create_dir(&dir).unwrap();
+/// `django-admin startproject mysite` in `dir`, as its user would: a virtualenv with Django
+/// from the wheelhouse, the project, a requirements file.
+fn django_project(dir: &Path) {
+    std::fs::create_dir(dir).unwrap();
     // As its user made it: a virtualenv with Django, then `startproject`, and a requirements file.
     let made = std::process::Command::new(apps_bin("python"))
         .args(["-m", "venv", ".venv"])
-        .current_dir(&dir)
+        .current_dir(dir)
         .output()
         .unwrap();
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
@@ -206,11 +205,18 @@ fn a_django_startproject_project() {
     assert!(pip.status.success(), "{}", String::from_utf8_lossy(&pip.stderr));
     let start = std::process::Command::new(dir.join(".venv/bin/django-admin"))
         .args(["startproject", "mysite", "."])
-        .current_dir(&dir)
+        .current_dir(dir)
         .output()
         .unwrap();
     assert!(start.status.success(), "{}", String::from_utf8_lossy(&start.stderr));
-    write(&dir, &[("requirements.txt", "Django>=5.2,<6\n")]);
+    write(dir, &[("requirements.txt", "Django>=5.2,<6\n")]);
+}
+
+#[test]
+fn a_django_startproject_project() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mysite");
+    django_project(&dir);
 
     let init = cli(&dir).args(["init"]).run().success();
     let spec = written(&dir);
@@ -631,4 +637,109 @@ fn a_health_check_that_times_out_says_so() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "still listening"
     );
+}
+
+/// The admin's login page as a browser meets it through nginx: its stylesheet served by nginx
+/// from `STATIC_ROOT` (after `collectstatic`), and a login POST that passes Django's CSRF
+/// check, whose `Origin` must match the Host the app sees — with the port (what broke: nginx
+/// forwarded `Host $host` without it, and the POST got 403).
+#[test]
+fn the_django_admin_login_with_its_css_and_a_csrf_post_through_nginx() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mysite");
+    django_project(&dir);
+    let settings = dir.join("mysite/settings.py");
+    let mut text = std::fs::read_to_string(&settings).unwrap();
+    text.push_str(
+        "\nSTATIC_ROOT = BASE_DIR / \"staticfiles\"\nDEBUG = False\nALLOWED_HOSTS = [\"localhost\", \"127.0.0.1\"]\n",
+    );
+    std::fs::write(&settings, text).unwrap();
+    for args in [&["collectstatic", "--noinput"][..], &["migrate", "--noinput"][..]] {
+        let run = std::process::Command::new(dir.join(".venv/bin/python"))
+            .arg("manage.py")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    cli(&dir).args(["init"]).run().success();
+    let spec = written(&dir);
+    assert_eq!(spec["static"][0]["url"].as_str(), Some("/static/"), "{spec}");
+    for target in ["nginx+embedded", "nginx+gunicorn", "nginx+uwsgi"] {
+        let (stack, _) = Stack::up(&dir, target);
+        let port = stack.port;
+        let (status, _, page) = get(port, "/admin/login/");
+        assert_eq!(status, 200, "{target}: {page}");
+        // The stylesheets the page links, each from nginx (its Cache-Control) as text/css.
+        let sheets: Vec<&str> = page
+            .split("<link rel=\"stylesheet\" href=\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        assert!(!sheets.is_empty(), "{target}: no stylesheet in {page}");
+        for sheet in &sheets {
+            let (status, css_head, css) = get(port, sheet);
+            assert_eq!(status, 200, "{target}: {sheet}");
+            assert!(
+                css_head.contains("content-type: text/css"),
+                "{target}: {sheet}: {css_head}"
+            );
+            assert!(
+                css_head.contains("cache-control: max-age="),
+                "{target}: {sheet}: {css_head}"
+            );
+            assert!(!css.is_empty());
+        }
+        // The login POST with the form's token, its cookie and the Origin a browser sends. (The
+        // page is fetched again: `get` lower-cases the head, and the cookie's case matters.)
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(
+            s,
+            "GET /admin/login/ HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let (head, page) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let cookie = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Set-Cookie:"))
+            .and_then(|c| c.trim().split(';').next())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("{target}: no csrftoken cookie in {head}"));
+        let token = page
+            .split("name=\"csrfmiddlewaretoken\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("{target}: no csrfmiddlewaretoken"));
+        let body = format!("csrfmiddlewaretoken={token}&username=nobody&password=wrong&next=%2Fadmin%2F");
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(
+            s,
+            "POST /admin/login/?next=/admin/ HTTP/1.1\r\nHost: localhost:{port}\r\n\
+             Origin: http://localhost:{port}\r\nCookie: {cookie}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        let answer = String::from_utf8_lossy(&out);
+        let status: u16 = answer.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        assert_eq!(status, 200, "{target}: the CSRF check refused the login:\n{answer}");
+        assert!(
+            answer.contains("Please enter the correct username and password"),
+            "{target}: {answer}"
+        );
+        stack.down();
+    }
 }
