@@ -81,3 +81,20 @@ fn quiet_keeps_only_warnings_and_errors() {
     assert_eq!(code, 0);
     assert!(!log.contains("[INFO]"), "{log}");
 }
+
+#[test]
+fn a_client_that_goes_away_during_write_logs_no_traceback() {
+    // What broke: a client abort during the legacy write() logged the app's traceback (the
+    // OSError write() raised), as if the app had failed.
+    let s = server("apps:app").start();
+    let mut c = s.connect();
+    c.send(b"GET /write_many?n=2000 HTTP/1.1\r\nHost: h\r\n\r\n");
+    let mut some = [0u8; 4096];
+    let _ = std::io::Read::read(&mut c.stream, &mut some);
+    c.reset();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.get("/status?code=200").status, 200);
+    let log = s.log();
+    assert!(!log.contains("Traceback"), "{log}");
+    assert!(!log.contains("[ERROR]"), "{log}");
+}

@@ -187,7 +187,7 @@ pub fn pump(py: Python<'_>, response: &Mutex<Response>, ex: &mut Exchange) -> bo
             Ok(None) => {}
             Ok(Some(d)) => break d,
             Err(f) => {
-                report(py, ex, f);
+                report(py, ex, response, f);
                 break Delivery::AppError;
             }
         }
@@ -353,7 +353,7 @@ fn call_app(py: Python<'_>, app: &App, conn: &Conn, environ: &Bound<'_, PyDict>,
     let result = match app.callable.bind(py).call1((environ.clone(), start_response)) {
         Ok(r) => r,
         Err(e) => {
-            log_failure(py, &request_line(environ), &ex.body, Failure::Python(e));
+            log_failure(py, &request_line(environ), &ex.body, &conn.response, Failure::Python(e));
             ex.outcome = Some(Delivery::AppError);
             return;
         }
@@ -362,7 +362,7 @@ fn call_app(py: Python<'_>, app: &App, conn: &Conn, environ: &Bound<'_, PyDict>,
         Ok(Started::Complete(d)) => ex.outcome = Some(d),
         Ok(Started::Iterate(it)) => ex.iter = Some(it.unbind()),
         Err(f) => {
-            log_failure(py, &request_line(environ), &ex.body, f);
+            log_failure(py, &request_line(environ), &ex.body, &conn.response, f);
             ex.outcome = Some(Delivery::AppError);
         }
     }
@@ -388,20 +388,27 @@ fn what(py: Python<'_>, ex: &Exchange) -> String {
         .unwrap_or_default()
 }
 
-fn report(py: Python<'_>, ex: &Exchange, f: Failure) {
-    log_failure(py, &what(py, ex), &ex.body, f);
+fn report(py: Python<'_>, ex: &Exchange, response: &Mutex<Response>, f: Failure) {
+    log_failure(py, &what(py, ex), &ex.body, response, f);
 }
 
 /// Log why the app failed. When it failed because its request body could not be read (too
-/// large, cut short, too slow: the `OSError` its `wsgi.input` raised), that is the client's
-/// doing, answered with the body error's status: one debug line and a count, not a traceback.
-fn log_failure(py: Python<'_>, line: &str, body: &Mutex<Body>, f: Failure) {
+/// large, cut short, too slow: the `OSError` its `wsgi.input` raised) or because its client
+/// went away (the `OSError` of `write()`), that is the client's doing: one debug line, not a
+/// traceback.
+fn log_failure(py: Python<'_>, line: &str, body: &Mutex<Body>, response: &Mutex<Response>, f: Failure) {
     let body_error = lock(body)
         .error()
         .filter(|e| *e != crate::http::body::BodyError::Finished);
+    let client_gone = lock(response).broken;
     match (f, body_error) {
         (Failure::Python(e), Some(b)) if e.is_instance_of::<pyo3::exceptions::PyOSError>(py) => {
             log::debug(&format!("{line}: {} (answered {})", b.message(), b.status()));
+        }
+        (Failure::Python(e), None) if client_gone && e.is_instance_of::<pyo3::exceptions::PyOSError>(py) => {
+            log::debug(&format!(
+                "{line}: the client went away while the app wrote its response"
+            ));
         }
         (Failure::Python(e), _) => log::error(&format!("{line}: exception in the app:\n{}", format_exception(py, &e))),
         (Failure::Protocol(m), _) => log::error(&format!("{line}: {m}")),
