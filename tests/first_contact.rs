@@ -673,8 +673,20 @@ fn the_django_admin_login_with_its_css_and_a_csrf_post_through_nginx() {
     for target in ["nginx+embedded", "nginx+gunicorn", "nginx+uwsgi"] {
         let (stack, _) = Stack::up(&dir, target);
         let port = stack.port;
-        let (status, _, page) = get(port, "/admin/login/");
+        let (status, head, page) = get(port, "/admin/login/");
         assert_eq!(status, 200, "{target}: {page}");
+        // Django's own security headers, once each: the front adds its defaults only where
+        // the app sent none (a second X-Frame-Options or Referrer-Policy would conflict with
+        // or weaken Django's).
+        let values = |head: &str, name: &str| -> Vec<String> {
+            head.lines()
+                .filter_map(|l| l.strip_prefix(&format!("{name}:")))
+                .map(|v| v.trim().to_string())
+                .collect()
+        };
+        assert_eq!(values(&head, "x-frame-options"), ["deny"], "{target}: {head}");
+        assert_eq!(values(&head, "referrer-policy"), ["same-origin"], "{target}: {head}");
+        assert_eq!(values(&head, "x-content-type-options"), ["nosniff"], "{target}: {head}");
         // The stylesheets the page links, each from nginx (its Cache-Control) as text/css.
         let sheets: Vec<&str> = page
             .split("<link rel=\"stylesheet\" href=\"")
@@ -692,6 +704,12 @@ fn the_django_admin_login_with_its_css_and_a_csrf_post_through_nginx() {
             assert!(
                 css_head.contains("cache-control: max-age="),
                 "{target}: {sheet}: {css_head}"
+            );
+            // Served by nginx itself: the front's defaults.
+            assert_eq!(
+                values(&css_head, "x-frame-options"),
+                ["sameorigin"],
+                "{target}: {css_head}"
             );
             assert!(!css.is_empty());
         }

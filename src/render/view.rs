@@ -83,6 +83,27 @@ pub struct BackendView {
     pub protocol: &'static str,
 }
 
+/// The front's default for a security header (deployctl's policy).
+const SECURITY_HEADERS: [(&str, &str); 4] = [
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "SAMEORIGIN"),
+    ("Referrer-Policy", "strict-origin-when-cross-origin"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+];
+
+/// One security header of the front: `var` (a `map` on the app's own header) holds `value`
+/// when the app sent none, and is empty otherwise — nginx skips an `add_header` whose value is
+/// empty, so an app's own policy (Django's `X-Frame-Options: DENY`, `Referrer-Policy:
+/// same-origin`) is neither duplicated nor weakened by the front's.
+#[derive(Debug, Serialize)]
+pub struct SecurityHeader {
+    pub name: &'static str,
+    pub value: &'static str,
+    /// `$upstream_http_x_frame_options`: the app's own header of that name.
+    pub upstream_var: String,
+    pub var: String,
+}
+
 #[derive(Debug, Serialize)]
 pub struct NginxView {
     pub upstream: String,
@@ -97,6 +118,8 @@ pub struct NginxView {
     /// The `geo` block defining the variable that holds a literal `$`, when a value needs it
     /// (`quote::nginx_script`).
     pub dollar_geo: Option<&'static str>,
+    /// The security headers the front adds, each only when the app sent none of that name.
+    pub security_headers: Vec<SecurityHeader>,
     /// `server_names_hash_bucket_size`, when a server name is too long for nginx's default.
     pub server_names_hash_bucket_size: Option<u32>,
 }
@@ -247,6 +270,18 @@ impl View {
                 .any(|d| quote::nginx_needs_dollar(d))
                 .then_some(quote::NGINX_DOLLAR_GEO),
             server_names_hash_bucket_size: quote::nginx_server_names_bucket_size(&spec.server.names),
+            security_headers: SECURITY_HEADERS
+                .iter()
+                .map(|(header, value)| {
+                    let snake = header.to_ascii_lowercase().replace('-', "_");
+                    SecurityHeader {
+                        name: header,
+                        value,
+                        upstream_var: format!("$upstream_http_{snake}"),
+                        var: quote::nginx_variable(&name, &snake),
+                    }
+                })
+                .collect(),
         });
         let uwsgi_binary = match spec.backend.uwsgi_build {
             UwsgiBuild::Debian => "/usr/bin/uwsgi".to_string(),
