@@ -72,15 +72,40 @@ const fn refuse(status: u16, reason: &'static str) -> Refusal {
 
 /// `tchar` of RFC 9110 §5.6.2.
 pub fn is_tchar(b: u8) -> bool {
-    matches!(b,
-        b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
-        | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
+    CLASS[b as usize] & TCHAR != 0
 }
 
 /// A field-value byte: VCHAR, obs-text, SP or HTAB.
 pub fn is_value_byte(b: u8) -> bool {
-    b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80
+    CLASS[b as usize] & VALUE != 0
 }
+
+/// A request-target byte: VCHAR (RFC 9112 §3.2 allows no other).
+fn is_target_byte(b: u8) -> bool {
+    CLASS[b as usize] & TARGET != 0
+}
+
+const TCHAR: u8 = 1;
+const VALUE: u8 = 2;
+const TARGET: u8 = 4;
+
+/// The byte classes the parser checks, one table lookup per byte (every byte of every head
+/// goes through one of these checks, so a chain of comparisons there is measurable).
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let tchar = matches!(c,
+            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+            | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z');
+        let vchar = c >= 0x21 && c <= 0x7e;
+        let value = c == b'\t' || c == b' ' || vchar || c >= 0x80;
+        t[b] = if tchar { TCHAR } else { 0 } | if value { VALUE } else { 0 } | if vchar { TARGET } else { 0 };
+        b += 1;
+    }
+    t
+};
 
 /// Parse a head from the start of `buf`. `Ok(None)`: incomplete so far, and nothing seen yet
 /// breaks a rule or a limit (so the caller may read more).
@@ -113,7 +138,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Refusal> {
         .ok_or(refuse(400, "malformed request line"))?;
     let target = line_start + sp1 + 1..line_start + sp1 + 1 + sp2;
     let tgt = &rest[..sp2];
-    if tgt.is_empty() || !tgt.iter().all(|&b| (0x21..=0x7e).contains(&b)) {
+    if tgt.is_empty() || !tgt.iter().all(|&b| is_target_byte(b)) {
         return Err(refuse(400, "malformed request target"));
     }
     let version = match &rest[sp2 + 1..] {
@@ -562,5 +587,21 @@ mod tests {
         assert!(!is_head_request(b"HEADER / HTTP/1.1\r\n"));
         assert!(!is_head_request(b"head / HTTP/1.1\r\n"));
         assert!(!is_head_request(b""));
+    }
+}
+
+#[cfg(test)]
+mod class_tests {
+    use super::*;
+
+    #[test]
+    fn byte_classes_are_the_rfc_ones() {
+        for b in 0..=255u8 {
+            let tchar = b"!#$%&'*+-.^_`|~".contains(&b) || b.is_ascii_alphanumeric();
+            assert_eq!(is_tchar(b), tchar, "{b:#x}");
+            let value = b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80;
+            assert_eq!(is_value_byte(b), value, "{b:#x}");
+            assert_eq!(is_target_byte(b), (0x21..=0x7e).contains(&b), "{b:#x}");
+        }
     }
 }

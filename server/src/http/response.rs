@@ -35,8 +35,10 @@ pub struct Response {
     /// `Connection: close` (the SHOULD of §10.1.1), and the flag is cleared so that no
     /// `100 Continue` follows the final response.
     pub awaiting_continue: Option<Arc<AtomicBool>>,
-    /// Set by `start_response`: the status code and line (`200 OK`).
-    pub status: Option<(u16, Vec<u8>)>,
+    /// Set by `start_response`: the status code, and its line (`200 OK`) in `status_line`.
+    pub status: Option<u16>,
+    /// Reused from request to request (as `fields`): no allocation per response.
+    pub status_line: Vec<u8>,
     /// `Name: value\r\n` lines exactly as the app gave them (validated).
     pub fields: Vec<u8>,
     /// The app's own Content-Length, if it sent one.
@@ -87,6 +89,7 @@ impl Response {
             keep_alive: true,
             awaiting_continue: None,
             status: None,
+            status_line: Vec::new(),
             fields: Vec::new(),
             content_length: None,
             app_date: false,
@@ -121,7 +124,7 @@ impl Response {
     }
 
     fn code(&self) -> u16 {
-        self.status.as_ref().map_or(500, |s| s.0)
+        self.status.unwrap_or(500)
     }
 
     /// Whether body bytes go on the wire at all.
@@ -136,8 +139,8 @@ impl Response {
         let mut h = std::mem::take(&mut self.scratch);
         h.clear();
         h.extend_from_slice(b"HTTP/1.1 ");
-        match &self.status {
-            Some((_, line)) => h.extend_from_slice(line),
+        match self.status {
+            Some(_) => h.extend_from_slice(&self.status_line),
             None => h.extend_from_slice(b"500 Internal Server Error"),
         }
         h.extend_from_slice(b"\r\n");

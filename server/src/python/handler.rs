@@ -230,7 +230,7 @@ pub fn end(py: Python<'_>, conn: &mut Conn, mut ex: Exchange, can_wait: bool) ->
         }
     }
     let mut r = lock(&conn.response);
-    let mut status = r.status.as_ref().map_or(500, |s| s.0);
+    let mut status = r.status.unwrap_or(500);
     let mut keep_alive = r.keep_alive;
     match delivery {
         Delivery::Done => {}

@@ -58,15 +58,34 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-fn latin1_bytes(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+/// Append the latin-1 bytes of a native string (PEP 3333) to `out`: an ASCII `str` is its
+/// own UTF-8, read in place; other code points up to U+00FF are one byte each; anything else
+/// is not a native string.
+/// One of `HOP_BY_HOP`, whatever its case (by length first: most names are none of them).
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    matches!(name.len(), 2 | 7 | 8 | 10 | 17 | 18 | 19)
+        && HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+}
+
+fn push_latin1(out: &mut Vec<u8>, s: &Bound<'_, PyAny>, what: &str) -> PyResult<()> {
     let s = s
         .cast::<PyString>()
         .map_err(|_| PyTypeError::new_err(format!("{what} must be a str, not {}", type_name(s))))?;
-    let text = s.to_cow()?;
-    text.chars()
-        .map(|c| u8::try_from(u32::from(c)).ok())
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(|| PyValueError::new_err(format!("{what} {text:?} is not latin-1 (PEP 3333 native strings)")))
+    let latin1_error = || {
+        PyValueError::new_err(format!(
+            "{what} {:?} is not latin-1 (PEP 3333 native strings)",
+            s.to_string_lossy()
+        ))
+    };
+    let text = s.to_str().map_err(|_| latin1_error())?;
+    if text.is_ascii() {
+        out.extend_from_slice(text.as_bytes());
+        return Ok(());
+    }
+    for c in text.chars() {
+        out.push(u8::try_from(u32::from(c)).map_err(|_| latin1_error())?);
+    }
+    Ok(())
 }
 
 pub(crate) fn type_name(o: &Bound<'_, PyAny>) -> String {
@@ -76,38 +95,44 @@ pub(crate) fn type_name(o: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// What `start_response` was given, checked.
+/// What `start_response` was given, checked: the status line is `buf[..line]`, the header
+/// lines (`Name: value\r\n`) follow it.
 struct Checked {
     code: u16,
-    /// `200 OK`, as the app wrote it.
-    line: Vec<u8>,
-    /// `Name: value\r\n` lines.
-    fields: Vec<u8>,
+    line: usize,
     content_length: Option<u64>,
     /// The app sent its own Date (then the server adds none: one Date per response).
     date: bool,
 }
 
-fn check_status_headers(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Checked> {
-    let line = latin1_bytes(status, "status")?;
-    let valid = line.len() >= 4
-        && line[..3].iter().all(u8::is_ascii_digit)
-        && line[3] == b' '
-        && line[4..].iter().all(|&b| b == b'\t' || b >= 0x20 && b != 0x7f);
+thread_local! {
+    /// Where `start_response` checks a status and headers before they replace the response's
+    /// (a call that fails must leave them as they were); reused, so no allocation per call.
+    static STAGED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn check_status_headers(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>, buf: &mut Vec<u8>) -> PyResult<Checked> {
+    buf.clear();
+    push_latin1(buf, status, "status")?;
+    let line = buf.len();
+    let l = &buf[..line];
+    let valid = l.len() >= 4
+        && l[..3].iter().all(u8::is_ascii_digit)
+        && l[3] == b' '
+        && l[4..].iter().all(|&b| b == b'\t' || b >= 0x20 && b != 0x7f);
     if !valid {
         return Err(PyValueError::new_err(format!(
             "status {:?} is not \"NNN Reason\"",
-            String::from_utf8_lossy(&line)
+            String::from_utf8_lossy(l)
         )));
     }
-    let code = (line[0] - b'0') as u16 * 100 + (line[1] - b'0') as u16 * 10 + (line[2] - b'0') as u16;
+    let code = (l[0] - b'0') as u16 * 100 + (l[1] - b'0') as u16 * 10 + (l[2] - b'0') as u16;
     if code < 100 {
         return Err(PyValueError::new_err(format!("status code {code} is below 100")));
     }
     let list = headers
         .cast::<PyList>()
         .map_err(|_| PyTypeError::new_err(format!("headers must be a list, not {}", type_name(headers))))?;
-    let mut fields = Vec::with_capacity(list.len() * 32);
     let mut length = None;
     let mut date = false;
     for item in list.iter() {
@@ -116,47 +141,46 @@ fn check_status_headers(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -
             .ok()
             .filter(|t| t.len() == 2)
             .ok_or_else(|| PyTypeError::new_err(format!("header {item} is not a (name, value) tuple")))?;
-        let name = latin1_bytes(&pair.get_item(0)?, "header name")?;
-        let value = latin1_bytes(&pair.get_item(1)?, "header value")?;
+        let start = buf.len();
+        push_latin1(buf, &pair.get_item(0)?, "header name")?;
+        let colon = buf.len();
+        buf.extend_from_slice(b": ");
+        push_latin1(buf, &pair.get_item(1)?, "header value")?;
+        let (name, value) = (&buf[start..colon], &buf[colon + 2..]);
         if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
             return Err(PyValueError::new_err(format!(
                 "header name {:?} is not a token",
-                String::from_utf8_lossy(&name)
+                String::from_utf8_lossy(name)
             )));
         }
         if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
             return Err(PyValueError::new_err(format!(
                 "header {} has CR, LF or NUL in its value",
-                String::from_utf8_lossy(&name)
+                String::from_utf8_lossy(name)
             )));
         }
-        let lower = name.to_ascii_lowercase();
-        if HOP_BY_HOP.iter().any(|h| h.as_bytes() == lower.as_slice()) {
+        if is_hop_by_hop(name) {
             return Err(PyValueError::new_err(format!(
                 "hop-by-hop header {} is not allowed from an application (PEP 3333)",
-                String::from_utf8_lossy(&name)
+                String::from_utf8_lossy(name)
             )));
         }
-        date |= lower == b"date";
-        if lower == b"content-length" {
+        date |= name.eq_ignore_ascii_case(b"date");
+        if name.eq_ignore_ascii_case(b"content-length") {
             let v = value.trim_ascii();
             if v.is_empty() || !v.iter().all(u8::is_ascii_digit) || v.len() > 18 {
                 return Err(PyValueError::new_err(format!(
                     "Content-Length {:?} is not a number",
-                    String::from_utf8_lossy(&value)
+                    String::from_utf8_lossy(value)
                 )));
             }
             length = Some(v.iter().fold(0u64, |a, d| a * 10 + u64::from(d - b'0')));
         }
-        fields.extend_from_slice(&name);
-        fields.extend_from_slice(b": ");
-        fields.extend_from_slice(&value);
-        fields.extend_from_slice(b"\r\n");
+        buf.extend_from_slice(b"\r\n");
     }
     Ok(Checked {
         code,
         line,
-        fields,
         content_length: length,
         date,
     })
@@ -192,13 +216,25 @@ impl StartResponse {
                 return Err(PyErr::from_value(value));
             }
         }
-        let checked = check_status_headers(status, headers)?;
-        let mut r = lock(&response, "start_response")?;
-        r.status = Some((checked.code, checked.line));
-        r.fields = checked.fields;
-        r.content_length = checked.content_length;
-        r.app_date = checked.date;
-        drop(r);
+        STAGED.with(|staged| -> PyResult<()> {
+            // (A fresh buffer if a header's __str__ in an error message re-entered us.)
+            let mut fresh = Vec::new();
+            let mut held = staged.try_borrow_mut();
+            let buf = match held.as_deref_mut() {
+                Ok(b) => b,
+                Err(_) => &mut fresh,
+            };
+            let checked = check_status_headers(status, headers, buf)?;
+            let mut r = lock(&response, "start_response")?;
+            r.status = Some(checked.code);
+            r.status_line.clear();
+            r.status_line.extend_from_slice(&buf[..checked.line]);
+            r.fields.clear();
+            r.fields.extend_from_slice(&buf[checked.line..]);
+            r.content_length = checked.content_length;
+            r.app_date = checked.date;
+            Ok(())
+        })?;
         slf.getattr(pyo3::intern!(slf.py(), "write"))
     }
 
@@ -380,5 +416,21 @@ impl FileWrapper {
             f.call_method0(pyo3::intern!(py, "close"))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_names_in_any_case() {
+        for h in HOP_BY_HOP {
+            assert!(is_hop_by_hop(h.as_bytes()), "{h}");
+            assert!(is_hop_by_hop(h.to_ascii_uppercase().as_bytes()), "{h}");
+        }
+        for other in ["content-type", "x-te", "tes", "upgrades", "date"] {
+            assert!(!is_hop_by_hop(other.as_bytes()), "{other}");
+        }
     }
 }
