@@ -34,7 +34,7 @@ def two_worker_servers(module, port):
             b + "/granian", "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
             "--blocking-threads", "1", "--working-dir", APPS, "--log-level", "warning", module + ":app"],
         "uwsgi, master + 2 processes": [
-            b + "/uwsgi", "--master", "--processes", "2", "--http-socket", bind, "--chdir", APPS,
+            b + "/uwsgi", "--master", "--processes", "2", "--http11-socket", bind, "--chdir", APPS,
             "--module", module + ":app", "--virtualenv", VENV, "--disable-logging", "--die-on-term", "--listen", "1024"],
         "gunicorn sync, 2 workers": [b + "/gunicorn", "-w", "2", "-b", bind, "--chdir", APPS, "--log-level",
                                      "warning", module + ":app"],
@@ -65,6 +65,8 @@ def run_group(title, make, path, wrk_args, pin_server):
     print("|---|---|---|---|---|---|")
     for name, rps, p99, errors, startup in rows:
         print("| %s | %.0f | %.2f× | %.2f | %d | %.0f |" % (name, rps, ours / rps, p99, errors, startup))
+    return [{"server": name, "rps": rps, "p99": p99, "errors": errors, "startup_ms": startup}
+            for name, rps, p99, errors, startup in rows]
 
 
 def start(argv, port, path, pin):
@@ -161,11 +163,14 @@ def nginx_group(module, path):
     ours = statistics.median(x["rps"] for x in stacks[0][1])
     print("| stack | req/s (median) | vs first row | p99 ms | errors |")
     print("|---|---|---|---|---|")
+    rows = []
     for st, runs in stacks:
         rps = statistics.median(x["rps"] for x in runs)
-        print("| %s | %.0f | %.2f× | %.2f | %d |" % (st.name, rps, ours / rps,
-                                                      statistics.median(x["p99"] for x in runs),
-                                                      sum(x["errors"] for x in runs)))
+        p99 = statistics.median(x["p99"] for x in runs)
+        errors = sum(x["errors"] for x in runs)
+        print("| %s | %.0f | %.2f× | %.2f | %d |" % (st.name, rps, ours / rps, p99, errors))
+        rows.append({"server": st.name, "rps": rps, "p99": p99, "errors": errors})
+    return rows
 
 
 def main():

@@ -54,6 +54,18 @@ def servers(module, port):
             "import sys; sys.path.insert(0, %r); import bjoern, %s; bjoern.run(%s.app, '127.0.0.1', %d)"
             % (APPS, module, module, port),
         ],
+        "granian (4 blocking threads)": [
+            os.path.join(VENV, "bin", "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1", "--blocking-threads", "4", "--working-dir", APPS, "--log-level", "warning",
+            module + ":app",
+        ],
+        "uwsgi (1 process, --http11-socket)": [
+            os.path.join(VENV, "bin", "uwsgi"), "--http11-socket", bind, "--chdir", APPS, "--module", module + ":app",
+            "--virtualenv", VENV, "--disable-logging", "--die-on-term", "--listen", "1024",
+        ],
+        "waitress (4 threads)": [
+            os.path.join(VENV, "bin", "waitress-serve"), "--listen=" + bind, "--threads=4", module + ":app",
+        ],
         "granian (1 blocking thread)": [
             os.path.join(VENV, "bin", "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
             "--workers", "1", "--blocking-threads", "1", "--working-dir", APPS, "--log-level", "warning",
