@@ -53,8 +53,13 @@ pub struct ServeArgs {
     #[arg(long = "env", short = 'e', value_name = "K=V")]
     pub env: Vec<String>,
     /// Seconds a request may run (enforced by the master once workers exist). Default: 30.
-    #[arg(long, short = 't', value_name = "SECS")]
+    /// (Gunicorn's `-t` is not taken: in deployctl `-t` is `--target`.)
+    #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
+    /// `-t`, which Gunicorn reads as `--timeout`: refused with a hint, since in deployctl
+    /// `-t` is `--target` (which `serve` does not take).
+    #[arg(short = 't', hide = true, value_name = "VALUE", num_args = 0..=1, default_missing_value = "")]
+    pub short_t: Option<String>,
     /// Recycle a worker after this many requests (0: never). Default: 0.
     #[arg(long, value_name = "N")]
     pub max_requests: Option<u64>,
@@ -264,6 +269,15 @@ fn entry_from_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Entry, D::Er
 impl ServeArgs {
     /// Apply `--config` (if any) under the flags, then the defaults, and check every value.
     pub fn resolve(&self) -> anyhow::Result<ServeSettings> {
+        if let Some(v) = &self.short_t {
+            let example = if v.is_empty() { "SECS" } else { v.as_str() };
+            return Err(crate::printer::usage(
+                "`-t` is not a flag of `serve`: in deployctl, `-t` means `--target`",
+                Some(format!(
+                    "for the request timeout (Gunicorn's `-t`), write `--timeout {example}`"
+                )),
+            ));
+        }
         let spec = match &self.config {
             Some(path) => Some(Spec::load(path)?),
             None => None,

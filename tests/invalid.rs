@@ -193,3 +193,28 @@ fn missing_deploy_toml_hints_at_init() {
     assert!(run.stderr.contains("deploy.toml does not exist"), "{}", run.stderr);
     assert!(run.stderr.contains("hint: run `deployctl init`"), "{}", run.stderr);
 }
+
+/// `-t` is `--target` in every command that takes one; `serve` keeps Gunicorn's long names
+/// (`--timeout`) but not its `-t`, which is refused with a hint rather than read as a timeout.
+#[test]
+fn dash_t_is_target_everywhere_and_serve_points_to_timeout() {
+    let dir = project("[app]\nentry = \"app:app\"\n", &[]);
+    let run = Cli::new(dir.path()).args(["serve", "-t", "60", "app:app"]).run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(
+        run.stderr.trim(),
+        "error: `-t` is not a flag of `serve`: in deployctl, `-t` means `--target`\n\
+         hint: for the request timeout (Gunicorn's `-t`), write `--timeout 60`"
+    );
+    let help = Cli::new(dir.path()).args(["serve", "--help"]).run().success();
+    assert!(help.stdout.contains("      --timeout <SECS>"), "{}", help.stdout);
+    assert!(!help.stdout.contains("-t,"), "{}", help.stdout);
+    for cmd in ["render", "check", "up", "status", "logs", "down"] {
+        let help = Cli::new(dir.path()).args([cmd, "--help"]).run().success();
+        assert!(
+            help.stdout.contains("  -t, --target <TARGET>"),
+            "{cmd}: {}",
+            help.stdout
+        );
+    }
+}
