@@ -6,6 +6,7 @@
 
 pub mod health;
 pub mod process;
+pub mod procs;
 pub mod stack;
 pub mod state;
 pub mod venv;

@@ -4,6 +4,10 @@
 //! Each component runs in a process group of its own (`setpgid` at spawn), so a stop reaches
 //! every process it started (nginx workers, server workers) and none is left behind, and a
 //! Ctrl-C on the terminal reaches only `deployctl`, which then stops the tree in order.
+//!
+//! No signal can reach a recycled PID: the main process is signalled through a pidfd opened
+//! at spawn, and its group is signalled only while the main process is still unreaped (exited
+//! or not, it then holds its PID and the group's number); it is reaped last.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -13,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+
+use super::procs::{Pidfd, ProcId};
 
 /// Lines of output kept per component for error messages.
 const TAIL: usize = 20;
@@ -25,24 +31,34 @@ type Tail = Arc<Mutex<VecDeque<String>>>;
 pub struct Component {
     pub name: String,
     child: Child,
+    /// The main process's descriptor; `None` on a kernel without pidfds (before 5.3), where
+    /// `kill` on the unreaped child is as safe.
+    pidfd: Option<Pidfd>,
+    process: ProcId,
     tail: Tail,
     make: MakeCommand,
     quiet: bool,
     /// When it was restarted after exiting on its own (backoff, crash-loop detection).
     pub restarts: Vec<Instant>,
+    /// Every restart since it was first started.
+    pub total_restarts: u32,
 }
 
 impl Component {
     pub fn spawn(name: &str, make: MakeCommand, quiet: bool) -> anyhow::Result<Component> {
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let child = start(name, &make, &tail, quiet)?;
+        let (pidfd, process) = identify(&child);
         Ok(Component {
             name: name.to_string(),
             child,
+            pidfd,
+            process,
             tail,
             make,
             quiet,
             restarts: Vec::new(),
+            total_restarts: 0,
         })
     }
 
@@ -50,10 +66,10 @@ impl Component {
     pub fn respawn(&mut self) -> anyhow::Result<()> {
         // What the crashed main process left in its group goes first (server workers die
         // with their master anyway; this covers anything that would not).
-        // SAFETY: the group created for the previous child at spawn.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        let _ = self.child.wait();
+        self.kill_group_and_reap();
         self.child = start(&self.name, &self.make, &self.tail, self.quiet)?;
+        (self.pidfd, self.process) = identify(&self.child);
+        self.total_restarts += 1;
         Ok(())
     }
 
@@ -61,9 +77,44 @@ impl Component {
         self.child.id()
     }
 
-    /// `Some(status)` once it has exited.
+    /// The main process, with its start time.
+    pub fn process(&self) -> ProcId {
+        self.process
+    }
+
+    /// `Some(status)` once it has exited. It is not reaped here: until [`Self::stop`] or
+    /// [`Self::respawn`] reaps it, its PID and its group's number cannot be reused.
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        // SAFETY: waitid on our own child with WNOWAIT fills `info` and reaps nothing.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                self.child.id(),
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: si_pid/si_status are valid for a SIGCHLD siginfo, which waitid fills.
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if r != 0 || pid == 0 {
+            return None;
+        }
+        use std::os::unix::process::ExitStatusExt;
+        let raw = match info.si_code {
+            libc::CLD_EXITED => (status & 0xff) << 8,
+            libc::CLD_DUMPED => (status & 0x7f) | 0x80,
+            _ => status & 0x7f,
+        };
+        Some(ExitStatus::from_raw(raw))
+    }
+
+    /// SIGKILL to whatever is left in the group, then reap the main process.
+    fn kill_group_and_reap(&mut self) {
+        // SAFETY: the group created for this child at spawn; its leader is not reaped yet, so
+        // the number is still this group's.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
     }
 
     pub fn tail(&self) -> String {
@@ -72,8 +123,15 @@ impl Component {
     }
 
     pub fn signal(&self, sig: i32) {
-        // SAFETY: signalling the process we started.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
+        match &self.pidfd {
+            Some(fd) => {
+                let _ = fd.signal(sig);
+            }
+            // SAFETY: signalling our unreaped child (its PID cannot have been reused).
+            None => unsafe {
+                libc::kill(self.child.id() as i32, sig);
+            },
+        }
     }
 
     /// Send `sig` to the main process, wait up to `grace`, then SIGKILL the whole group.
@@ -86,10 +144,18 @@ impl Component {
             }
         }
         // Whatever is left of the group (a worker that ignored its master) goes too.
-        // SAFETY: the group is the one created for this child at spawn.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        let _ = self.child.wait();
+        self.kill_group_and_reap();
     }
+}
+
+/// The pidfd and identity of a child just started (not reaped, so its PID is its own).
+fn identify(child: &Child) -> (Option<Pidfd>, ProcId) {
+    let pidfd = Pidfd::open(child.id()).ok();
+    let process = ProcId::of(child.id()).unwrap_or(ProcId {
+        pid: child.id(),
+        start_time: 0,
+    });
+    (pidfd, process)
 }
 
 fn start(name: &str, make: &MakeCommand, tail: &Tail, quiet: bool) -> anyhow::Result<Child> {
