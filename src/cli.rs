@@ -54,6 +54,17 @@ pub struct UpArgs {
     /// (`deployctl status`, `logs`, `down`).
     #[arg(long)]
     pub detach: bool,
+    #[command(flatten)]
+    pub run_dir: RunDirArg,
+}
+
+#[derive(Debug, Args)]
+pub struct RunDirArg {
+    /// Write everything `up` writes (rendered configs, sockets, pid files, logs, state) under
+    /// DIR/<target>/ instead of `<project>/.deployctl/`: for a read-only project. `status`,
+    /// `logs` and `down` must be given the same DIR.
+    #[arg(long = "run-dir", value_name = "DIR", env = "DEPLOYCTL_RUN_DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -63,6 +74,8 @@ pub struct RunArgs {
     /// Only this target's stack. Default: every stack of the project.
     #[arg(long, short)]
     pub target: Option<String>,
+    #[command(flatten)]
+    pub run_dir: RunDirArg,
 }
 
 #[derive(Debug, Args)]

@@ -48,10 +48,14 @@ impl Printer {
         for cause in err.chain().skip(1) {
             out.push_str(&format!("\n  {} {cause}", self.paint("1", "Caused by:")));
         }
-        let hint = err.chain().find_map(|e| {
-            e.downcast_ref::<Hinted>()
-                .map(|h| h.hint.as_str())
-                .or_else(|| e.downcast_ref::<Usage>().and_then(|u| u.hint.as_deref()))
+        // A `Hinted` given as context (`err.context(Hinted { … })`) is found by anyhow's own
+        // downcast; one that is the error or a cause, in the chain.
+        let hint = err.downcast_ref::<Hinted>().map(|h| h.hint.as_str()).or_else(|| {
+            err.chain().find_map(|e| {
+                e.downcast_ref::<Hinted>()
+                    .map(|h| h.hint.as_str())
+                    .or_else(|| e.downcast_ref::<Usage>().and_then(|u| u.hint.as_deref()))
+            })
         });
         if let Some(h) = hint {
             out.push_str(&format!("\n{}: {h}", self.paint("1;36", "hint")));

@@ -75,6 +75,26 @@ fn listen_arg(value: &str) -> anyhow::Result<crate::spec::Listen> {
     })
 }
 
+/// Where `up` writes and `status`, `logs` and `down` look: `--run-dir DIR` (absolute, from
+/// the current directory), else `<project>/.deployctl`. Each target's stack runs in its own
+/// directory under it.
+fn run_root(project: &Path, run_dir: Option<&Path>) -> std::path::PathBuf {
+    match run_dir {
+        Some(d) => std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf()),
+        None => project.join(".deployctl"),
+    }
+}
+
+/// A word as a POSIX shell reads it back: as is when plain, else in single quotes.
+fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_./+-:=@,%".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 /// Where `render` writes a target by default: `<[render].out>/<target>`.
 fn default_out(spec: &Spec, target: Target) -> std::path::PathBuf {
     spec.render.out.join(target.to_string())

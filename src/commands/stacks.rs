@@ -1,12 +1,12 @@
 //! `deployctl status`, `logs` and `down`: the stacks that `up --detach` left running, found
-//! through their state files under `.deployctl/`.
+//! through their state files under `.deployctl/` (or `--run-dir`).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::cli::{LogsArgs, RunArgs};
-use crate::commands::Status;
+use crate::commands::{Status, run_root};
 use crate::orchestrate::health;
 use crate::orchestrate::state::{self, State};
 use crate::printer::{Printer, hinted};
@@ -39,11 +39,15 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
+fn root(args: &RunArgs) -> PathBuf {
+    run_root(&project_dir(args), args.run_dir.dir.as_deref())
+}
+
 /// The selected stacks' run directories with their states; stale ones (supervisor and every
 /// component gone) are reported, cleaned and left out.
 fn stacks(args: &RunArgs, printer: &Printer) -> Vec<(PathBuf, State)> {
     let mut out = Vec::new();
-    for dir in state::run_dirs(&project_dir(args)) {
+    for dir in state::run_dirs(&root(args)) {
         let Some(st) = State::read(&dir) else { continue };
         if args.target.as_deref().is_some_and(|t| t != st.target) {
             continue;
@@ -67,9 +71,17 @@ fn none_running(args: &RunArgs) -> anyhow::Error {
         Some(t) => format!("no `{t}` stack"),
         None => "no stack".to_string(),
     };
+    let place = match &args.run_dir.dir {
+        Some(_) => format!(" in {}", root(args).display()),
+        None => String::new(),
+    };
+    let run_dir = match &args.run_dir.dir {
+        Some(d) => format!(" --run-dir {}", super::shell_word(&d.display().to_string())),
+        None => String::new(),
+    };
     hinted(
-        format!("{what} of {} is running", project_dir(args).display()),
-        "start one with `deployctl up --detach`",
+        format!("{what} of {}{place} is running", project_dir(args).display()),
+        format!("start one with `deployctl up --detach{run_dir}`"),
     )
 }
 

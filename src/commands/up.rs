@@ -1,6 +1,6 @@
 //! `deployctl up`: check everything that can be checked before starting anything, render the
-//! local-run configs into `.deployctl/<target>/`, start the stack, supervise it until Ctrl-C
-//! or SIGTERM, then stop it in reverse order.
+//! local-run configs into `.deployctl/<target>/` (or `--run-dir DIR/<target>/`), start the
+//! stack, supervise it until Ctrl-C or SIGTERM, then stop it in reverse order.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
@@ -10,7 +10,7 @@ use anyhow::Context;
 
 use crate::cli::UpArgs;
 use crate::commands::serve::{find_server, probe};
-use crate::commands::{Status, listen_arg, load, parse_target};
+use crate::commands::{Status, listen_arg, load, parse_target, run_root};
 use crate::orchestrate::stack::{self, RunPlan, Running};
 use crate::orchestrate::state::{ComponentState, State};
 use crate::printer::{Printer, hinted};
@@ -32,9 +32,10 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     // --listen), then the address, before anything is written; then the tools, the
     // virtualenv, and the rendered configs with their validators.
     let (spec, _) = load(&args.spec)?;
-    parse_target(&spec, args.target.as_deref())?;
+    let target = parse_target(&spec, args.target.as_deref())?;
     let listen = public_address(args, &spec)?;
     check_port(listen)?;
+    make_run_dir(args, &spec, target)?;
     let Prepared {
         spec,
         target,
@@ -48,7 +49,7 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
         backend_bin, nginx_bin, ..
     } = tools;
 
-    let run_dir = run_dir(&spec, target);
+    let run_dir = run_dir(args, &spec, target);
     let conf_dir = run_dir.join("conf");
     tree.write_atomic(&conf_dir)?;
     let nginx_site = nginx_bin
@@ -125,10 +126,9 @@ fn detach(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     let target = parse_target(&spec, args.target.as_deref())?;
     // The virtualenv step shows its progress here, in the foreground; the background `up`
     // then finds it up to date.
+    let dir = make_run_dir(args, &spec, target)?;
     let tools = tools(&spec, target)?;
-    venv(&spec, target, &tools, printer)?;
-    let dir = run_dir(&spec, target);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", display_path(&dir)))?;
+    venv(args, &spec, target, &tools, printer)?;
     if let Some(st) = State::read(&dir).filter(|s| crate::orchestrate::state::alive(s.supervisor)) {
         return Err(hinted(
             format!("{target} is already running ({}, supervisor {})", st.url, st.supervisor),
@@ -247,10 +247,11 @@ fn tools(spec: &Spec, target: Target) -> anyhow::Result<Tools> {
 
 /// The virtualenv, made ready for the target (its Python, the requirements, the backend's
 /// package) before any validator or process needs it.
-fn venv(spec: &Spec, target: Target, tools: &Tools, printer: &Printer) -> anyhow::Result<()> {
+fn venv(args: &UpArgs, spec: &Spec, target: Target, tools: &Tools, printer: &Printer) -> anyhow::Result<()> {
     let server = tools.server.as_ref().map(|(b, v)| (b.as_path(), v.as_str()));
     let needs = crate::orchestrate::venv::needs(spec, target, server);
-    crate::orchestrate::venv::ensure(spec, target, &needs, printer)?;
+    let root = run_root(spec.dir(), args.run_dir.dir.as_deref());
+    crate::orchestrate::venv::ensure(spec, target, &needs, &root, printer)?;
     if let (Backend::Embedded, Some((_, built_for))) = (target.backend, &tools.server) {
         check_venv_version(&spec.app.venv, built_for)?;
     }
@@ -263,9 +264,38 @@ fn venv(spec: &Spec, target: Target, tools: &Tools, printer: &Printer) -> anyhow
     Ok(())
 }
 
-/// `.deployctl/<target>/` under the project.
-fn run_dir(spec: &Spec, target: Target) -> PathBuf {
-    spec.dir().join(".deployctl").join(target.to_string())
+/// `<project>/.deployctl/<target>/`, or `DIR/<target>/` with `--run-dir DIR`.
+fn run_dir(args: &UpArgs, spec: &Spec, target: Target) -> PathBuf {
+    run_root(spec.dir(), args.run_dir.dir.as_deref()).join(target.to_string())
+}
+
+/// Creates the run directory, with an error that names the project and says what to do when
+/// it cannot be written (a read-only project needs `--run-dir`).
+fn make_run_dir(args: &UpArgs, spec: &Spec, target: Target) -> anyhow::Result<PathBuf> {
+    let dir = run_dir(args, spec, target);
+    let Err(e) = std::fs::create_dir_all(&dir) else {
+        return Ok(dir);
+    };
+    let message = format!("cannot create the run directory {}", dir.display());
+    let unwritable = matches!(
+        e.kind(),
+        std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+    );
+    if args.run_dir.dir.is_some() || !unwritable {
+        return Err(anyhow::Error::new(e).context(message));
+    }
+    let example = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d).join("deployctl").join(&spec.app.name),
+        None => std::env::temp_dir().join(format!("deployctl-{}", spec.app.name)),
+    };
+    Err(anyhow::Error::new(e).context(crate::printer::Hinted {
+        message: format!("{message}: the project {} cannot be written", spec.dir().display()),
+        hint: format!(
+            "run it with its configs, sockets, logs and state elsewhere: `--run-dir {}` (or set \
+                 DEPLOYCTL_RUN_DIR); pass the same to `status`, `logs` and `down`",
+            super::shell_word(&example.display().to_string())
+        ),
+    }))
 }
 
 /// What `prepare` made ready.
@@ -289,9 +319,8 @@ fn prepare(args: &UpArgs, printer: &Printer) -> anyhow::Result<Prepared> {
         spec.server.listen = listen_arg(l)?;
     }
     let tools = tools(&spec, target)?;
-    venv(&spec, target, &tools, printer)?;
-    let run_dir = run_dir(&spec, target);
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", display_path(&run_dir)))?;
+    venv(args, &spec, target, &tools, printer)?;
+    let run_dir = make_run_dir(args, &spec, target)?;
     let conf_dir = run_dir.join("conf");
     let tree = render::render_local(&spec, target, &conf_dir, &run_dir, &templates)?;
     let scratch = tempfile::Builder::new().prefix("deployctl-up-").tempdir()?;

@@ -1,4 +1,5 @@
-//! The state file of a running `up` (`.deployctl/<target>/state.json`): who supervises, which
+//! The state file of a running `up` (`<run root>/<target>/state.json`, the run root being
+//! `<project>/.deployctl` or `--run-dir`): who supervises, which
 //! components run with which PIDs, and where the stack answers. Written once the stack is
 //! healthy, removed when it stops; a state file whose supervisor is gone is stale.
 
@@ -52,9 +53,10 @@ pub fn alive(pid: u32) -> bool {
     unsafe { libc::kill(pid as i32, 0) == 0 }
 }
 
-/// Run directories of a project that hold a state file.
-pub fn run_dirs(project: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(project.join(".deployctl"))
+/// Run directories under a run root (`<project>/.deployctl` or `--run-dir`) that hold a
+/// state file.
+pub fn run_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.path())

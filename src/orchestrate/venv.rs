@@ -16,7 +16,7 @@
 //!   and written only after one succeeds: a failed install leaves no record, and the next `up`
 //!   installs again instead of trusting a half-filled virtualenv.
 //! - **Concurrency**: one `up` at a time works on a project's virtualenv
-//!   (`.deployctl/venv.lock`).
+//!   (`.deployctl/venv.lock`, or under `--run-dir`).
 
 use std::collections::BTreeSet;
 use std::os::fd::AsRawFd;
@@ -111,9 +111,9 @@ pub fn needs(spec: &Spec, target: Target, server: Option<(&Path, &str)>) -> Need
 
 /// Makes the virtualenv hold what `needs` says: created if missing, checked against the
 /// required Python, the requirements and packages installed unless the record says they are.
-pub fn ensure(spec: &Spec, target: Target, needs: &Needs, printer: &Printer) -> anyhow::Result<()> {
+pub fn ensure(spec: &Spec, target: Target, needs: &Needs, run_root: &Path, printer: &Printer) -> anyhow::Result<()> {
     let venv = &spec.app.venv;
-    let _lock = lock(spec)?;
+    let _lock = lock(run_root)?;
     let python = venv.join("bin/python3");
     if python.exists() {
         if let Some((want, why)) = &needs.version {
@@ -386,10 +386,10 @@ fn install(spec: &Spec, sources: &[Source], packages: &[&str], printer: &Printer
     Ok(())
 }
 
-/// Serialises `up`s of one project on its virtualenv: `.deployctl/venv.lock`, held until dropped.
-fn lock(spec: &Spec) -> anyhow::Result<std::fs::File> {
-    let dir = spec.dir().join(".deployctl");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", display_path(&dir)))?;
+/// Serialises `up`s of one project on its virtualenv: `venv.lock` in the run root
+/// (`.deployctl/` or `--run-dir`), held until dropped.
+fn lock(dir: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", display_path(dir)))?;
     let path = dir.join("venv.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
