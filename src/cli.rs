@@ -32,11 +32,12 @@ pub enum Command {
     /// Run a target locally: render into .deployctl/, start backend then front, health-check,
     /// supervise until Ctrl-C.
     Up(UpArgs),
-    /// Show the stacks `up --detach` left running: components, PIDs, health.
-    Status(RunArgs),
+    /// Show the stacks `up --detach` left running: components, PIDs, health, orphans.
+    Status(StatusArgs),
     /// Print the log of a detached stack.
     Logs(LogsArgs),
-    /// Stop a detached stack (gracefully, in reverse order).
+    /// Stop a detached stack (gracefully, in reverse order), or what is left of one whose
+    /// supervisor was killed.
     Down(RunArgs),
 }
 
@@ -76,6 +77,15 @@ pub struct RunArgs {
     pub target: Option<String>,
     #[command(flatten)]
     pub run_dir: RunDirArg,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Print the status as one JSON object on stdout (messages stay on stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

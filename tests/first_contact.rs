@@ -76,9 +76,18 @@ fn get(port: u16, path: &str) -> (u16, String, String) {
     (status, head.to_lowercase(), body.to_string())
 }
 
+/// Running: it exists and is not a zombie (an exited detached supervisor is left to init,
+/// which may not reap it).
 fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                .map(|st| st != "Z")
+        })
+        .unwrap_or(false)
 }
 
 /// A detached stack; `down` when dropped, so a failing test leaves nothing running.
@@ -109,7 +118,7 @@ impl Stack {
         let state: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join(".deployctl").join(target).join("state.json")).unwrap())
                 .unwrap();
-        let mut pids = vec![state["supervisor"].as_i64().unwrap() as i32];
+        let mut pids = vec![state["supervisor"]["pid"].as_i64().unwrap() as i32];
         for c in state["components"].as_array().unwrap() {
             pids.push(c["pid"].as_i64().unwrap() as i32);
         }

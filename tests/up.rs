@@ -287,10 +287,16 @@ fn a_stale_state_file_is_detected_and_cleaned() {
     let project = example_copy();
     let dir = project.path().join(".deployctl/embedded");
     std::fs::create_dir_all(&dir).unwrap();
-    // A PID above the kernel's pid_max: certainly no such process.
-    let stale = r#"{"target":"embedded","supervisor":99999999,"url":"http://localhost:1/","health_path":"/",
-                   "components":[{"name":"app","pid":99999998}]}"#;
-    std::fs::write(dir.join("state.json"), stale).unwrap();
+    // PIDs above the kernel's pid_max: certainly no such processes.
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let stale = serde_json::json!({
+        "version": 2, "target": "embedded", "boot_id": boot.trim(),
+        "supervisor": {"pid": 99999999u32, "start_time": 1}, "session": 99999999u32,
+        "url": "http://localhost:1/", "health_path": "/", "health_expect": null,
+        "components": [{"name": "app", "pid": 99999998u32, "start_time": 1, "pgid": 99999998u32,
+                        "restarts": 0, "grace_secs": 35}]
+    });
+    std::fs::write(dir.join("state.json"), stale.to_string()).unwrap();
     let run = common::Cli::new(project.path()).args(["status"]).run().failure();
     assert!(run.stderr.contains("stale state file"), "{}", run.stderr);
     assert!(!dir.join("state.json").exists(), "the stale file was not removed");

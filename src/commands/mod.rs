@@ -85,6 +85,21 @@ fn run_root(project: &Path, run_dir: Option<&Path>) -> std::path::PathBuf {
     }
 }
 
+/// The command that stops a stack, with the flags it was found by: what a hint tells.
+fn down_command(config: &Path, target: Option<&str>, run_dir: Option<&Path>) -> String {
+    let mut cmd = "deployctl down".to_string();
+    if config != Path::new("deploy.toml") {
+        cmd.push_str(&format!(" -c {}", shell_word(&config.display().to_string())));
+    }
+    if let Some(t) = target {
+        cmd.push_str(&format!(" -t {t}"));
+    }
+    if let Some(d) = run_dir {
+        cmd.push_str(&format!(" --run-dir {}", shell_word(&d.display().to_string())));
+    }
+    cmd
+}
+
 /// A word as a POSIX shell reads it back: as is when plain, else in single quotes.
 fn shell_word(s: &str) -> String {
     let plain = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_./+-:=@,%".contains(c));

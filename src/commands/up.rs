@@ -10,9 +10,10 @@ use anyhow::Context;
 
 use crate::cli::UpArgs;
 use crate::commands::serve::{find_server, probe};
-use crate::commands::{Status, listen_arg, load, parse_target, run_root};
+use crate::commands::{Status, down_command, listen_arg, load, parse_target, run_root};
+use crate::orchestrate::procs::{self, ProcId};
 use crate::orchestrate::stack::{self, RunPlan, Running};
-use crate::orchestrate::state::{ComponentState, State};
+use crate::orchestrate::state::{Condition, Found, Phase, State};
 use crate::printer::{Printer, hinted};
 use crate::render::{self, FileTree};
 use crate::serve::check_venv_version;
@@ -34,8 +35,23 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     let (spec, _) = load(&args.spec)?;
     let target = parse_target(&spec, args.target.as_deref())?;
     let listen = public_address(args, &spec)?;
+    // A stack of this target still running, supervised or orphaned, is never overwritten (its
+    // state file is all that finds its processes); before the port check, which it would fail.
+    refuse_over_running(args, &spec, target, printer)?;
     check_port(listen)?;
-    make_run_dir(args, &spec, target)?;
+    let dir = make_run_dir(args, &spec, target)?;
+    // A detached supervisor records itself at once, so that even a kill during start-up (the
+    // virtualenv, the validators, a component not ready yet) leaves its processes findable:
+    // they are in the session it leads. Removed again if the start fails.
+    let _starting = match std::env::var_os(DETACHED_ENV) {
+        Some(_) => {
+            let mut st = new_state(&spec, target, format!("http://{listen}/"))?;
+            st.phase = Phase::Starting;
+            st.write(&dir).context("writing the state file")?;
+            Some(RemoveOnDrop(dir))
+        }
+        None => None,
+    };
     let Prepared {
         spec,
         target,
@@ -72,20 +88,19 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     let mut running = stack::start(&plan, printer)?;
     printer.status("up", &format!("{} — Ctrl-C stops, SIGHUP reloads", running.url));
     println!("{}", running.url);
-    let state = State {
-        target: target.to_string(),
-        supervisor: std::process::id(),
-        url: running.url.clone(),
-        health_path: spec.health.path.clone(),
-        health_expect: spec.health.expect,
-        components: running
-            .pids()
-            .into_iter()
-            .map(|(name, pid)| ComponentState { name, pid })
-            .collect(),
-    };
+    let mut state = new_state(&spec, target, running.url.clone())?;
+    state.components = running.processes(&spec);
     state.write(&plan.run_dir).context("writing the state file")?;
     loop {
+        // A restarted component has a new main process: the state file follows at once, so
+        // `status` and `down` never look for the old one.
+        let now = running.processes(&spec);
+        if now != state.components {
+            state.components = now;
+            if let Err(e) = state.write(&plan.run_dir) {
+                printer.warn(&format!("cannot update the state file: {e}"));
+            }
+        }
         let mut pfd = libc::pollfd {
             fd: signals.as_raw_fd(),
             events: libc::POLLIN,
@@ -118,6 +133,36 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     }
 }
 
+/// The state file's record of this supervisor, its stack running, no component yet.
+fn new_state(spec: &Spec, target: Target, url: String) -> anyhow::Result<State> {
+    Ok(State {
+        version: crate::orchestrate::state::VERSION,
+        target: target.to_string(),
+        boot_id: procs::boot_id(),
+        supervisor: ProcId::of(std::process::id()).context("reading this process's start time in /proc")?,
+        // SAFETY: getsid(0) has no preconditions.
+        session: unsafe { libc::getsid(0) } as u32,
+        phase: Phase::Running,
+        url,
+        health_path: spec.health.path.clone(),
+        health_expect: spec.health.expect,
+        components: Vec::new(),
+    })
+}
+
+/// Removes the state file of a start-up that returns early (with an error); once running,
+/// the supervisor's loop replaces and removes it.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let ours = |st: &State| st.supervisor.pid == std::process::id() && st.phase == Phase::Starting;
+        if matches!(State::read(&self.0), Some(Found::State(st)) if ours(&st)) {
+            State::remove(&self.0);
+        }
+    }
+}
+
 /// `--detach`: run the same `up` as a background supervisor in its own session, its output
 /// in `.deployctl/<target>/up.log`; return once it is healthy (its state file appears), or
 /// fail with its last lines.
@@ -126,15 +171,10 @@ fn detach(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     let target = parse_target(&spec, args.target.as_deref())?;
     // The virtualenv step shows its progress here, in the foreground; the background `up`
     // then finds it up to date.
+    refuse_over_running(args, &spec, target, printer)?;
     let dir = make_run_dir(args, &spec, target)?;
     let tools = tools(&spec, target)?;
     venv(args, &spec, target, &tools, printer)?;
-    if let Some(st) = State::read(&dir).filter(|s| crate::orchestrate::state::alive(s.supervisor)) {
-        return Err(hinted(
-            format!("{target} is already running ({}, supervisor {})", st.url, st.supervisor),
-            "stop it with `deployctl down`",
-        ));
-    }
     State::remove(&dir);
     let log_path = dir.join(crate::orchestrate::state::LOG);
     let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", display_path(&log_path)))?;
@@ -159,13 +199,17 @@ fn detach(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     let progress = printer.progress("starting in the background");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
     loop {
-        if let Some(st) = State::read(&dir).filter(|s| s.supervisor == child.id()) {
+        let healthy = State::read(&dir).and_then(|f| match f {
+            Found::State(s) if s.supervisor.pid == child.id() && s.phase == Phase::Running => Some(s),
+            _ => None,
+        });
+        if let Some(st) = healthy {
             if let Some(p) = progress {
                 p.finish_and_clear();
             }
             printer.status(
                 "up",
-                &format!("{} in the background (supervisor {})", st.url, st.supervisor),
+                &format!("{} in the background (supervisor {})", st.url, st.supervisor.pid),
             );
             println!("{}", st.url);
             return Ok(Status::Success);
@@ -296,6 +340,73 @@ fn make_run_dir(args: &UpArgs, spec: &Spec, target: Target) -> anyhow::Result<Pa
             super::shell_word(&example.display().to_string())
         ),
     }))
+}
+
+/// Refuses to start `target` over a stack of it that still runs: supervised (by another
+/// `up`), or orphaned (its supervisor was killed; its state file is what `down` stops it by).
+/// A state file whose processes are all gone is removed.
+fn refuse_over_running(args: &UpArgs, spec: &Spec, target: Target, printer: &Printer) -> anyhow::Result<()> {
+    let dir = run_dir(args, spec, target);
+    let project = spec.dir().display();
+    let down = down_command(
+        &args.spec.config,
+        Some(&target.to_string()),
+        args.run_dir.dir.as_deref(),
+    );
+    match State::read(&dir) {
+        None => Ok(()),
+        Some(Found::Unverifiable { pids, why }) => {
+            printer.warn(&format!(
+                "{}: {why}; replaced without signalling the processes it names ({})",
+                display_path(&dir.join(crate::orchestrate::state::FILE)),
+                pids.iter()
+                    .map(|(n, p)| format!("{n} {p}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            State::remove(&dir);
+            Ok(())
+        }
+        Some(Found::State(st)) => {
+            let live = st.inspect();
+            match live.condition() {
+                Condition::Supervised => Err(hinted(
+                    format!(
+                        "`{target}` of {project} is already running ({}, supervisor {})",
+                        st.url, st.supervisor.pid
+                    ),
+                    format!("stop it with `{down}`, or start another target"),
+                )),
+                Condition::Orphaned => {
+                    let pids = |ps: &[ProcId]| ps.iter().map(|p| p.pid.to_string()).collect::<Vec<_>>().join(" ");
+                    let mut left: Vec<String> = st
+                        .components
+                        .iter()
+                        .zip(&live.components)
+                        .filter(|(_, l)| !l.members.is_empty())
+                        .map(|(c, l)| format!("{} ({})", c.name, pids(&l.members)))
+                        .collect();
+                    if !live.unrecorded.is_empty() {
+                        left.push(format!("processes of its session ({})", pids(&live.unrecorded)));
+                    }
+                    Err(hinted(
+                        format!(
+                            "`{target}` of {project} is still running at {} without its supervisor ({} is \
+                             gone): {} are left",
+                            st.url,
+                            st.supervisor.pid,
+                            left.join(", ")
+                        ),
+                        format!("stop them with `{down}`, then start again"),
+                    ))
+                }
+                Condition::Stale => {
+                    State::remove(&dir);
+                    Ok(())
+                }
+            }
+        }
+    }
 }
 
 /// What `prepare` made ready.

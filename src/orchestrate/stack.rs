@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 
 use super::health;
 use super::process::{Component, MakeCommand};
+use super::state::ComponentState;
 use crate::printer::{Printer, hinted};
 use crate::spec::Spec;
 use crate::target::{Backend, Frontend, Target};
@@ -400,11 +401,11 @@ impl Running {
     /// which finishes in-flight requests), each bounded, then SIGKILL to what is left.
     pub fn stop(&mut self, spec: &Spec) {
         while let Some(mut c) = self.components.pop() {
-            let (sig, grace) = match c.name.as_str() {
-                "nginx" => (libc::SIGQUIT, Duration::from_secs(10)),
-                _ => (libc::SIGTERM, Duration::from_secs(spec.backend.graceful_timeout.0 + 5)),
+            let sig = match c.name.as_str() {
+                "nginx" => libc::SIGQUIT,
+                _ => libc::SIGTERM,
             };
-            c.stop(sig, grace);
+            c.stop(sig, grace(spec, &c.name));
         }
     }
 
@@ -431,5 +432,29 @@ impl Running {
 
     pub fn pids(&self) -> Vec<(String, u32)> {
         self.components.iter().map(|c| (c.name.clone(), c.pid())).collect()
+    }
+
+    /// Each component as the state file records it: its main process (which leads its
+    /// group), its restarts, and the time it gets between TERM and KILL.
+    pub fn processes(&self, spec: &Spec) -> Vec<ComponentState> {
+        self.components
+            .iter()
+            .map(|c| ComponentState {
+                name: c.name.clone(),
+                process: c.process(),
+                pgid: c.pid(),
+                restarts: c.total_restarts,
+                grace_secs: grace(spec, &c.name).as_secs(),
+            })
+            .collect()
+    }
+}
+
+/// How long a component gets to stop before what is left of its group is killed: nginx 10 s,
+/// the app its `graceful_timeout` and 5 s.
+pub fn grace(spec: &Spec, component: &str) -> Duration {
+    match component {
+        "nginx" => Duration::from_secs(10),
+        _ => Duration::from_secs(spec.backend.graceful_timeout.0 + 5),
     }
 }

@@ -49,11 +49,24 @@ pub fn all_processes() -> Vec<(u32, u32, String)> {
     found
 }
 
-/// Every process still in one of `groups` (nginx workers and server workers included).
+/// Every process still running in one of `groups` (nginx workers and server workers
+/// included). A zombie has exited: one whose parent died is left to init, which may never reap
+/// it (the killed supervisor's components in `tests/supervision.rs`).
 pub fn left_in(groups: &[u32]) -> Vec<String> {
+    let zombie = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next())
+                    .map(|st| st == "Z")
+            })
+            .unwrap_or(true)
+    };
     all_processes()
         .into_iter()
-        .filter(|(_, g, _)| groups.contains(g))
+        .filter(|(p, g, _)| groups.contains(g) && !zombie(*p))
         .map(|(p, _, c)| format!("{p}: {c}"))
         .collect()
 }
