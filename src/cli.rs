@@ -183,4 +183,7 @@ pub struct CheckArgs {
     /// A missing validator is a failure, not a warning.
     #[arg(long, env = "DEPLOYCTL_REQUIRE_VALIDATORS", value_parser = clap::builder::BoolishValueParser::new())]
     pub require_validators: bool,
+    /// Print the verdicts as one JSON object on stdout (messages stay on stderr).
+    #[arg(long, conflicts_with = "show")]
+    pub json: bool,
 }

@@ -26,6 +26,7 @@ pub fn run(args: &CheckArgs, printer: &Printer) -> anyhow::Result<Status> {
             .collect::<anyhow::Result<_>>()?
     };
     let mut failed = 0;
+    let mut json = Vec::new();
     for target in targets {
         let tree = render::render(&spec, target, &default_out(&spec, target), &templates)?;
         let scratch_dir = tempfile::Builder::new().prefix("deployctl-check-").tempdir()?;
@@ -41,9 +42,25 @@ pub fn run(args: &CheckArgs, printer: &Printer) -> anyhow::Result<Status> {
             bar.finish_and_clear();
         }
         failed += report(printer, target, &verdicts, args.require_validators);
+        json.extend(
+            verdicts
+                .iter()
+                .map(|v| VerdictJson::of(target, v, args.require_validators)),
+        );
         if let Some(warning) = render::static_warning(&spec, target) {
             printer.warn(&warning);
         }
+    }
+    if args.json {
+        let out = CheckJson {
+            config: std::path::absolute(&spec.path)
+                .unwrap_or_else(|_| spec.path.clone())
+                .display()
+                .to_string(),
+            ok: failed == 0,
+            verdicts: json,
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
     }
     if failed == 0 {
         printer.status("Checked", "every validator passed");
@@ -51,6 +68,50 @@ pub fn run(args: &CheckArgs, printer: &Printer) -> anyhow::Result<Status> {
     } else {
         printer.error(&anyhow::anyhow!("{failed} validator run(s) failed"));
         Ok(Status::Failed)
+    }
+}
+
+/// `check --json`: one object; see the README for the schema.
+#[derive(serde::Serialize)]
+struct CheckJson {
+    config: String,
+    /// No verdict failed: what exit status 0 means.
+    ok: bool,
+    verdicts: Vec<VerdictJson>,
+}
+
+#[derive(serde::Serialize)]
+struct VerdictJson {
+    target: String,
+    /// The validator as one would run it: `nginx -t`, `gixy`, `uwsgi --strict`,
+    /// `gunicorn --check-config`, `systemd-analyze verify`, `systemd-analyze security`.
+    tool: String,
+    /// The rendered file it checked, relative to the target's output directory.
+    file: String,
+    /// `passed`, `failed`, or `missing` (the tool is not installed).
+    outcome: &'static str,
+    /// Passed, or missing without `--require-validators`.
+    ok: bool,
+    /// What it said: the detail when it passed, its own message when it failed, how to
+    /// install it when missing.
+    message: String,
+}
+
+impl VerdictJson {
+    fn of(target: Target, v: &validate::Verdict, require_all: bool) -> VerdictJson {
+        let (outcome, message) = match &v.outcome {
+            Outcome::Ok(d) => ("passed", d.clone()),
+            Outcome::Failed(m) => ("failed", m.clone()),
+            Outcome::Missing { hint } => ("missing", hint.clone()),
+        };
+        VerdictJson {
+            target: target.to_string(),
+            tool: v.validator.clone(),
+            file: v.subject.clone(),
+            outcome,
+            ok: !v.is_failure(require_all),
+            message,
+        }
     }
 }
 
