@@ -16,7 +16,8 @@
 //!   and written only after one succeeds: a failed install leaves no record, and the next `up`
 //!   installs again instead of trusting a half-filled virtualenv.
 //! - **Concurrency**: one `up` at a time works on a project's virtualenv
-//!   (`.deployctl/venv.lock`, or under `--run-dir`).
+//!   (`.deployctl/venv.lock`, or under `--run-dir`), and on a virtualenv that projects share
+//!   (a `flock` on its directory).
 
 use std::collections::BTreeSet;
 use std::os::fd::AsRawFd;
@@ -114,6 +115,9 @@ pub fn needs(spec: &Spec, target: Target, server: Option<(&Path, &str)>) -> Need
 pub fn ensure(spec: &Spec, target: Target, needs: &Needs, run_root: &Path, printer: &Printer) -> anyhow::Result<()> {
     let venv = &spec.app.venv;
     let _lock = lock(run_root)?;
+    // Projects may share one virtualenv (the tests' copies of the example do): their installs
+    // and records are serialised on the virtualenv itself, a lock that needs no write access.
+    let _venv_lock = lock_dir(venv)?;
     let python = venv.join("bin/python3");
     if python.exists() {
         if let Some((want, why)) = &needs.version {
@@ -217,7 +221,8 @@ fn write_record(path: &Path, items: &[Item]) -> anyhow::Result<()> {
             text.push_str(&format!("{} sha256:{}\n", i.key, i.value));
         }
     }
-    let tmp = path.with_extension("tmp");
+    // Its own temporary name: another writer's rename cannot take it away.
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", display_path(&tmp)))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", display_path(path)))
 }
@@ -402,6 +407,19 @@ fn lock(dir: &Path) -> anyhow::Result<std::fs::File> {
         return Err(std::io::Error::last_os_error()).with_context(|| format!("locking {}", display_path(&path)));
     }
     Ok(file)
+}
+
+/// An exclusive `flock` on a directory that exists (none when it does not yet), held until
+/// dropped.
+fn lock_dir(dir: &Path) -> anyhow::Result<Option<std::fs::File>> {
+    let Ok(file) = std::fs::File::open(dir) else {
+        return Ok(None);
+    };
+    // SAFETY: flock on a descriptor we own; released when the file is closed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("locking {}", display_path(dir)));
+    }
+    Ok(Some(file))
 }
 
 fn query(python: &Path) -> Option<Python> {
