@@ -5,6 +5,7 @@
 //! invariant 3): it is handed a validated `Spec` and the run directory the command rendered.
 
 pub mod health;
+pub mod interrupt;
 pub mod process;
 pub mod procs;
 pub mod stack;

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::{Outcome, Scratch, Verdict, find_tool, run, verdict};
+use super::{Job, Outcome, Scratch, find_tool, run, verdict};
 
 pub const HINT: &str = "install gixy-ng: `pip install gixy-ng` (into a virtualenv on PATH)";
 
@@ -20,29 +20,37 @@ struct Finding {
     config: String,
 }
 
-pub fn check(s: &Scratch) -> Vec<Verdict> {
-    s.files_ending(".conf")
+pub fn jobs<'a>(s: &'a Scratch) -> Vec<Job<'a>> {
+    let tool = find_tool("gixy", HINT);
+    let nginx = which::which("nginx").unwrap_or_else(|_| "nginx".into());
+    super::nginx::sites(s)
         .into_iter()
-        .filter(|(rel, _)| rel.starts_with("nginx/"))
         .map(|(rel, path)| {
-            let outcome = match find_tool("gixy", HINT) {
-                Ok(gixy) => (|| {
-                    // gixy reads a whole configuration: give it the same wrapper `nginx -t` gets.
-                    let nginx = which::which("nginx").unwrap_or_else(|_| "nginx".into());
-                    let (_prefix, conf) = super::nginx::wrapper(&nginx, &path)?;
-                    let args = [
-                        "-f".as_ref(),
-                        "json".as_ref(),
-                        "--skips".as_ref(),
-                        "nginx_cves".as_ref(),
-                        conf.as_os_str(),
-                    ];
-                    let (_, out) = run(&gixy, &args, &[])?;
-                    Ok(findings(&out))
-                })(),
-                Err(missing) => Ok(missing),
-            };
-            verdict("gixy", &rel, outcome)
+            let tool = tool.clone();
+            let nginx = nginx.clone();
+            let extra = tool
+                .as_ref()
+                .ok()
+                .map(|t| format!("{}\n{}", super::tool_identity(t), super::tool_identity(&nginx)));
+            Job::new("gixy", &rel.clone(), vec![rel.clone()], extra, move || {
+                let outcome = match tool {
+                    Ok(gixy) => (|| {
+                        // gixy reads a whole configuration: give it the same wrapper `nginx -t` gets.
+                        let (_prefix, conf) = super::nginx::wrapper(&nginx, &path)?;
+                        let args = [
+                            "-f".as_ref(),
+                            "json".as_ref(),
+                            "--skips".as_ref(),
+                            "nginx_cves".as_ref(),
+                            conf.as_os_str(),
+                        ];
+                        let (_, out) = run(&gixy, &args, &[])?;
+                        Ok(findings(&out))
+                    })(),
+                    Err(missing) => Ok(missing),
+                };
+                verdict("gixy", &rel, outcome)
+            })
         })
         .collect()
 }

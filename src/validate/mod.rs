@@ -66,20 +66,208 @@ impl Scratch<'_> {
     }
 }
 
-/// Runs every validator that applies to the target, in a fixed order.
-pub fn run_all(s: &Scratch) -> Vec<Verdict> {
-    let mut verdicts = Vec::new();
+/// One validator run on one rendered file (or one check of it): independent of every other,
+/// so they run concurrently, and keyed by what it reads so that an unchanged one can be
+/// taken from the cache of the last successful run.
+pub struct Job<'a> {
+    /// The validator and the file, for the cache key and messages.
+    pub validator: &'static str,
+    pub subject: String,
+    /// The rendered files it reads (relative names in the tree).
+    inputs: Vec<String>,
+    /// Everything else its verdict depends on: the tool's identity (its executable's path,
+    /// size and modification time: any install or upgrade changes it), and what the tool
+    /// reads beyond the rendered files. `None`: not cacheable.
+    extra: Option<String>,
+    run: Box<dyn FnOnce() -> Verdict + Send + 'a>,
+}
+
+impl<'a> Job<'a> {
+    fn new(
+        validator: &'static str,
+        subject: &str,
+        inputs: Vec<String>,
+        extra: Option<String>,
+        run: impl FnOnce() -> Verdict + Send + 'a,
+    ) -> Job<'a> {
+        Job {
+            validator,
+            subject: subject.to_string(),
+            inputs,
+            extra,
+            run: Box::new(run),
+        }
+    }
+
+    /// The cache key: SHA-256 of the validator, the file, the contents of its inputs and the
+    /// rest it depends on.
+    fn key(&self, tree: &FileTree) -> Option<String> {
+        use sha2::{Digest, Sha256};
+        let extra = self.extra.as_ref()?;
+        let mut h = Sha256::new();
+        for part in [self.validator, self.subject.as_str(), extra.as_str()] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        for name in &self.inputs {
+            let text = &tree.files.get(name)?.text;
+            h.update((name.len() as u64).to_le_bytes());
+            h.update(name.as_bytes());
+            h.update((text.len() as u64).to_le_bytes());
+            h.update(text.as_bytes());
+        }
+        Some(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
+/// Every validator that applies to the target, in a fixed order.
+fn jobs<'a>(s: &'a Scratch) -> Vec<Job<'a>> {
+    let mut jobs = Vec::new();
     if s.target.frontend == Frontend::Nginx {
-        verdicts.extend(nginx::check(s));
-        verdicts.extend(gixy::check(s));
+        jobs.extend(nginx::jobs(s));
+        jobs.extend(gixy::jobs(s));
     }
     match s.target.backend {
-        Backend::Uwsgi => verdicts.extend(uwsgi::check(s)),
-        Backend::Gunicorn => verdicts.extend(gunicorn::check(s)),
+        Backend::Uwsgi => jobs.extend(uwsgi::jobs(s)),
+        Backend::Gunicorn => jobs.extend(gunicorn::jobs(s)),
         Backend::Embedded | Backend::ModWsgi => {}
     }
-    verdicts.extend(systemd::check(s));
-    verdicts
+    jobs.extend(systemd::jobs(s));
+    jobs
+}
+
+/// Runs every validator that applies to the target, concurrently (they are independent);
+/// the verdicts come in a fixed order.
+pub fn run_all(s: &Scratch) -> Vec<Verdict> {
+    run_jobs(jobs(s), None, s.tree).0
+}
+
+/// [`run_all`], but a validator whose inputs are unchanged since its last success recorded in
+/// `cache` (a file, e.g. under `up`'s run directory) is not run again: its verdict is taken
+/// from the cache. Failures are never recorded. Also returns how many were cached.
+pub fn run_all_cached(s: &Scratch, cache: &Path) -> (Vec<Verdict>, usize) {
+    let mut known = Cache::read(cache);
+    let (verdicts, hits, passed) = {
+        let (v, hits, passed) = run_jobs(jobs(s), Some(&known), s.tree);
+        (v, hits, passed)
+    };
+    if !passed.is_empty() {
+        known.insert(passed);
+        known.write(cache);
+    }
+    (verdicts, hits)
+}
+
+/// At most this many cached verdicts are kept (the oldest go first).
+const CACHE_ENTRIES: usize = 256;
+
+/// Successful verdicts by key: `{"entries": [[key, detail], …]}`, oldest first.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Cache {
+    entries: Vec<(String, String)>,
+}
+
+impl Cache {
+    fn read(path: &Path) -> Cache {
+        std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, d)| d.as_str())
+    }
+
+    fn insert(&mut self, new: Vec<(String, String)>) {
+        self.entries.retain(|(k, _)| !new.iter().any(|(n, _)| n == k));
+        self.entries.extend(new);
+        let excess = self.entries.len().saturating_sub(CACHE_ENTRIES);
+        self.entries.drain(..excess);
+    }
+
+    /// Best effort: a cache that cannot be written only costs the next run its time.
+    fn write(&self, path: &Path) {
+        let tmp = path.with_extension("tmp");
+        if let Ok(bytes) = serde_json::to_vec(self)
+            && std::fs::write(&tmp, bytes).is_ok()
+        {
+            let _ = std::fs::rename(&tmp, path);
+        }
+    }
+}
+
+/// Runs the jobs not found in `cache`, each on a thread of its own; returns the verdicts in
+/// job order, the number of cache hits, and the keys and details of the jobs that passed.
+fn run_jobs(
+    jobs: Vec<Job<'_>>,
+    cache: Option<&Cache>,
+    tree: &FileTree,
+) -> (Vec<Verdict>, usize, Vec<(String, String)>) {
+    let mut slots: Vec<Option<Verdict>> = Vec::new();
+    let mut pending = Vec::new();
+    let mut hits = 0;
+    for job in jobs {
+        let key = cache.and(job.key(tree));
+        let cached = key.as_deref().and_then(|k| cache.and_then(|c| c.get(k)));
+        match cached {
+            Some(detail) => {
+                hits += 1;
+                slots.push(Some(Verdict {
+                    validator: job.validator.to_string(),
+                    subject: job.subject.clone(),
+                    outcome: Outcome::Ok(detail.to_string()),
+                }));
+            }
+            None => {
+                pending.push((slots.len(), key, job.run));
+                slots.push(None);
+            }
+        }
+    }
+    let mut passed = Vec::new();
+    let results: Vec<(usize, Option<String>, Verdict)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = pending
+            .into_iter()
+            .map(|(i, key, run)| (i, key, scope.spawn(run)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|(i, key, h)| {
+                let v = h.join().unwrap_or_else(|_| Verdict {
+                    validator: "validator".into(),
+                    subject: String::new(),
+                    outcome: Outcome::Failed("the validator thread panicked".into()),
+                });
+                (i, key, v)
+            })
+            .collect()
+    });
+    for (i, key, v) in results {
+        if let (Some(k), Outcome::Ok(detail)) = (key, &v.outcome) {
+            passed.push((k, detail.clone()));
+        }
+        slots[i] = Some(v);
+    }
+    (slots.into_iter().flatten().collect(), hits, passed)
+}
+
+/// The identity of an installed tool for cache keys: its resolved path, size and modification
+/// time (an upgrade or reinstall replaces the file); `missing` when it is not there.
+pub fn tool_identity(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    match std::fs::metadata(&resolved) {
+        Ok(m) => format!(
+            "{} {} {}.{} {:o}",
+            resolved.display(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.mode()
+        ),
+        Err(_) => format!("{} missing", path.display()),
+    }
 }
 
 /// A tool found on `PATH`, or the `Missing` outcome that says how to get it.
@@ -88,20 +276,18 @@ fn find_tool(name: &str, hint: &str) -> Result<PathBuf, Outcome> {
 }
 
 /// Runs a command, capturing stdout and stderr together; never fails on a non-zero exit.
+/// A stop asked for (Ctrl-C during `up`) ends it and is an error.
 fn run(program: &Path, args: &[&std::ffi::OsStr], env: &[(String, String)]) -> std::io::Result<(bool, String)> {
-    let mut cmd = duct::cmd(program, args)
-        .stderr_to_stdout()
-        .stdout_capture()
-        .unchecked()
-        .stdin_null();
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
     for (k, v) in env {
-        cmd = cmd.env(k, v);
+        cmd.env(k, v);
     }
-    let out = cmd.run()?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-    ))
+    let out = crate::orchestrate::interrupt::output(cmd).map_err(|e| match e.downcast::<std::io::Error>() {
+        Ok(io) => io,
+        Err(other) => std::io::Error::other(format!("{other:#}")),
+    })?;
+    Ok((out.status.success(), out.text.trim().to_string()))
 }
 
 /// A verdict for each file, with an I/O error running the tool reported as a failure.

@@ -9,21 +9,35 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Outcome, Scratch, Verdict, find_tool, run, verdict};
+use super::{Job, Outcome, Scratch, find_tool, run, verdict};
 
 pub const HINT: &str = "install nginx: `apt-get install nginx`";
 
-pub fn check(s: &Scratch) -> Vec<Verdict> {
+pub fn jobs<'a>(s: &'a Scratch) -> Vec<Job<'a>> {
+    let tool = find_tool("nginx", HINT);
+    sites(s)
+        .into_iter()
+        .map(|(rel, path)| {
+            let tool = tool.clone();
+            // nginx -t also reads the installed uwsgi_params and mime.types, which come with
+            // the binary.
+            let extra = tool.as_ref().ok().map(|t| super::tool_identity(t));
+            Job::new("nginx -t", &rel.clone(), vec![rel.clone()], extra, move || {
+                let outcome = match tool {
+                    Ok(nginx) => test_site(&nginx, &path),
+                    Err(missing) => Ok(missing),
+                };
+                verdict("nginx -t", &rel, outcome)
+            })
+        })
+        .collect()
+}
+
+/// The site files of the tree (`nginx/*.conf`) with their paths in the scratch directory.
+pub(super) fn sites(s: &Scratch) -> Vec<(String, PathBuf)> {
     s.files_ending(".conf")
         .into_iter()
         .filter(|(rel, _)| rel.starts_with("nginx/"))
-        .map(|(rel, path)| {
-            let outcome = match find_tool("nginx", HINT) {
-                Ok(nginx) => test_site(&nginx, &path),
-                Err(missing) => Ok(missing),
-            };
-            verdict("nginx -t", &rel, outcome)
-        })
         .collect()
 }
 

@@ -4,14 +4,14 @@
 //! counts as a failure. `security` takes a threshold of exposure × 10; every service must
 //! score at most [`MAX_EXPOSURE`].
 
-use super::{Outcome, Scratch, Verdict, find_tool, run, verdict};
+use super::{Job, Outcome, Scratch, find_tool, run, verdict};
 
 pub const HINT: &str = "install systemd (for systemd-analyze): `apt-get install systemd`";
 
 /// Highest accepted `systemd-analyze security` exposure ("OK" is below 2).
 pub const MAX_EXPOSURE: f64 = 1.5;
 
-pub fn check(s: &Scratch) -> Vec<Verdict> {
+pub fn jobs<'a>(s: &'a Scratch) -> Vec<Job<'a>> {
     let units: Vec<(String, std::path::PathBuf)> = s
         .tree
         .files
@@ -20,53 +20,107 @@ pub fn check(s: &Scratch) -> Vec<Verdict> {
         .map(|k| (k.clone(), s.dir.join(k)))
         .collect();
     let tool = find_tool("systemd-analyze", HINT);
+    let identity = tool.as_ref().ok().map(|t| super::tool_identity(t));
     let mut out = Vec::new();
-    for (rel, path) in &units {
-        let outcome = match &tool {
-            Ok(sa) => run(
-                sa,
-                &["verify".as_ref(), "--recursive-errors=one".as_ref(), path.as_os_str()],
-                &[],
-            )
-            .map(|(ok, text)| {
-                if ok && text.is_empty() {
-                    Outcome::Ok("no errors or warnings".into())
-                } else {
-                    Outcome::Failed(text)
-                }
-            }),
-            Err(missing) => Ok(missing.clone()),
-        };
-        out.push(verdict("systemd-analyze verify", rel, outcome));
+    for (rel, path) in units.clone() {
+        let tool = tool.clone();
+        // verify also checks that the program of ExecStart= exists and is executable.
+        let extra = identity.as_ref().map(|id| {
+            let text = s.tree.files.get(&rel).map(|f| f.text.as_str()).unwrap_or("");
+            let programs: Vec<String> = exec_programs(text)
+                .iter()
+                .map(|p| super::tool_identity(std::path::Path::new(p)))
+                .collect();
+            format!("{id}\n{}", programs.join("\n"))
+        });
+        out.push(Job::new(
+            "systemd-analyze verify",
+            &rel.clone(),
+            vec![rel.clone()],
+            extra,
+            move || {
+                let outcome = match &tool {
+                    Ok(sa) => run(
+                        sa,
+                        &["verify".as_ref(), "--recursive-errors=one".as_ref(), path.as_os_str()],
+                        &[],
+                    )
+                    .map(|(ok, text)| {
+                        if ok && text.is_empty() {
+                            Outcome::Ok("no errors or warnings".into())
+                        } else {
+                            Outcome::Failed(text)
+                        }
+                    }),
+                    Err(missing) => Ok(missing.clone()),
+                };
+                verdict("systemd-analyze verify", &rel, outcome)
+            },
+        ));
     }
-    for (rel, path) in units.iter().filter(|(k, _)| k.ends_with(".service")) {
-        let outcome = match &tool {
-            Ok(sa) => {
-                let threshold = format!("--threshold={}", (MAX_EXPOSURE * 10.0).round() as u32);
-                run(
-                    sa,
-                    &[
-                        "security".as_ref(),
-                        "--offline=yes".as_ref(),
-                        threshold.as_ref(),
-                        path.as_os_str(),
-                    ],
-                    &[],
-                )
-                .map(|(ok, text)| match exposure(&text) {
-                    Some(score) if ok && score <= MAX_EXPOSURE => Outcome::Ok(format!("exposure {score:.1}")),
-                    Some(score) => Outcome::Failed(format!(
-                        "exposure {score:.1} is above {MAX_EXPOSURE}:\n{}",
-                        failing_lines(&text)
-                    )),
-                    None => Outcome::Failed(text),
-                })
-            }
-            Err(missing) => Ok(missing.clone()),
-        };
-        out.push(verdict("systemd-analyze security", rel, outcome));
+    for (rel, path) in units.into_iter().filter(|(k, _)| k.ends_with(".service")) {
+        let tool = tool.clone();
+        out.push(Job::new(
+            "systemd-analyze security",
+            &rel.clone(),
+            vec![rel.clone()],
+            identity.clone(),
+            move || {
+                let outcome = match &tool {
+                    Ok(sa) => {
+                        let threshold = format!("--threshold={}", (MAX_EXPOSURE * 10.0).round() as u32);
+                        run(
+                            sa,
+                            &[
+                                "security".as_ref(),
+                                "--offline=yes".as_ref(),
+                                threshold.as_ref(),
+                                path.as_os_str(),
+                            ],
+                            &[],
+                        )
+                        .map(|(ok, text)| match exposure(&text) {
+                            Some(score) if ok && score <= MAX_EXPOSURE => Outcome::Ok(format!("exposure {score:.1}")),
+                            Some(score) => Outcome::Failed(format!(
+                                "exposure {score:.1} is above {MAX_EXPOSURE}:\n{}",
+                                failing_lines(&text)
+                            )),
+                            None => Outcome::Failed(text),
+                        })
+                    }
+                    Err(missing) => Ok(missing.clone()),
+                };
+                verdict("systemd-analyze security", &rel, outcome)
+            },
+        ));
     }
     out
+}
+
+/// The programs of a unit's `Exec*=` lines: the first word, without systemd's prefixes
+/// (`-@:+!`) and quotes.
+fn exec_programs(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("Exec"))
+        .filter_map(|l| l.split_once('=').map(|(_, v)| v.trim_start()))
+        .map(|v| v.trim_start_matches(['-', '@', ':', '+', '!']))
+        .filter_map(|v| {
+            if let Some(rest) = v.strip_prefix('"') {
+                let mut word = String::new();
+                let mut chars = rest.chars();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => return Some(word),
+                        '\\' => word.extend(chars.next()),
+                        c => word.push(c),
+                    }
+                }
+                None
+            } else {
+                v.split_whitespace().next().map(str::to_string)
+            }
+        })
+        .collect()
 }
 
 /// The score from "→ Overall exposure level for NAME: 1.3 OK".
