@@ -39,6 +39,9 @@ pub enum Command {
     /// Stop a detached stack (gracefully, in reverse order), or what is left of one whose
     /// supervisor was killed.
     Down(RunArgs),
+    /// Reload a detached stack: re-render and validate, then let the new configuration take
+    /// over only once it is ready and healthy; exit 1 (the previous one keeps serving) if not.
+    Reload(RunArgs),
 }
 
 #[derive(Debug, Args)]

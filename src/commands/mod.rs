@@ -2,6 +2,7 @@
 
 mod check;
 mod init;
+pub mod reload;
 mod render;
 pub mod serve;
 mod stacks;
@@ -32,6 +33,7 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Status> {
         Command::Status(args) => stacks::status(&args, printer),
         Command::Logs(args) => stacks::logs(&args, printer),
         Command::Down(args) => stacks::down(&args, printer),
+        Command::Reload(args) => reload::run(&args, printer),
     }
 }
 

@@ -3,7 +3,6 @@
 //! stack, supervise it until Ctrl-C or SIGTERM, then stop it in reverse order.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -11,24 +10,53 @@ use anyhow::Context;
 use crate::cli::UpArgs;
 use crate::commands::serve::{find_server, probe};
 use crate::commands::{Status, down_command, listen_arg, load, parse_target, run_root};
+use crate::orchestrate::interrupt;
 use crate::orchestrate::procs::{self, ProcId};
 use crate::orchestrate::stack::{self, RunPlan, Running};
 use crate::orchestrate::state::{Condition, Found, Phase, State};
 use crate::printer::{Printer, hinted};
 use crate::render::{self, FileTree};
 use crate::serve::check_venv_version;
-use crate::signals;
 use crate::spec::{Spec, display_path};
 use crate::target::{Backend, Frontend, Target};
 use crate::validate::{self, Outcome, Scratch};
 
 /// Set in the background supervisor that `--detach` starts.
 const DETACHED_ENV: &str = "DEPLOYCTL_UP_DETACHED";
+/// The validators' cache in the run directory: keys of the checks that passed.
+const VALIDATED: &str = "validated.json";
 
 pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
-    if args.detach && std::env::var_os(DETACHED_ENV).is_none() {
+    // From the first step on, Ctrl-C and SIGTERM are events that every wait of the start-up
+    // checks (a pip install, a validator, a readiness wait, a health check), not a kill.
+    interrupt::install().context("blocking signals")?;
+    let detached = std::env::var_os(DETACHED_ENV).is_some();
+    if args.detach && !detached {
         return detach(args, printer);
     }
+    // The background supervisor's output is up.log: `-q` quiets the terminal of the `up
+    // --detach` that started it, never the log.
+    let printer = &if detached {
+        Printer {
+            quiet: false,
+            ..*printer
+        }
+    } else {
+        *printer
+    };
+    match supervise(args, printer) {
+        Err(e) if interrupt::is_interrupted(&e) => {
+            let sig = interrupt::stop_requested().unwrap_or(libc::SIGINT);
+            Err(anyhow::anyhow!(
+                "{} during start-up: stopped what was started, nothing is left running",
+                interrupt::Interrupted(sig)
+            ))
+        }
+        other => other,
+    }
+}
+
+fn supervise(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     // Everything that can fail before a process starts, fails here: usage first (the target,
     // --listen), then the address, before anything is written; then the tools, the
     // virtualenv, and the rendered configs with their validators.
@@ -66,16 +94,6 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     } = tools;
 
     let run_dir = run_dir(args, &spec, target);
-    let conf_dir = run_dir.join("conf");
-    tree.write_atomic(&conf_dir)?;
-    let nginx_site = nginx_bin
-        .as_ref()
-        .map(|_| conf_dir.join("nginx").join(format!("{}.conf", spec.app.name)));
-    printer.status("rendered", &format!("{target} into {}", display_path(&run_dir)));
-
-    // Signals are read from a signalfd by the loop below; blocked before any child exists
-    // (children unblock them for themselves).
-    let signals = signals::block(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]).context("blocking signals")?;
     let plan = RunPlan {
         spec: &spec,
         target,
@@ -83,11 +101,18 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
         listen,
         backend_bin,
         nginx_bin,
-        nginx_site,
     };
+    clear_generations(&plan.run_dir)?;
+    tree.write_atomic(&plan.conf_dir(1))?;
+    link_conf(&plan.run_dir, 1)?;
+    printer.status("rendered", &format!("{target} into {}", display_path(&plan.run_dir)));
+
     let mut running = stack::start(&plan, printer)?;
     printer.status("up", &format!("{} — Ctrl-C stops, SIGHUP reloads", running.url));
     println!("{}", running.url);
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    // HUPs that came during the start-up are for a stack that was not up yet.
+    let _ = interrupt::take_hup();
     let mut state = new_state(&spec, target, running.url.clone())?;
     state.components = running.processes(&spec);
     state.write(&plan.run_dir).context("writing the state file")?;
@@ -102,23 +127,23 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
             }
         }
         let mut pfd = libc::pollfd {
-            fd: signals.as_raw_fd(),
+            fd: interrupt::fd().unwrap_or(-1),
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: polling one valid fd.
+        // SAFETY: polling one valid fd (or none: -1 is ignored by poll).
         unsafe { libc::poll(&mut pfd, 1, 200) };
-        for sig in signals::pending(&signals) {
-            match sig {
-                libc::SIGINT | libc::SIGTERM => {
-                    printer.status("stopping", "front first, then the app");
-                    running.stop(&spec);
-                    State::remove(&plan.run_dir);
-                    printer.status("stopped", "no process left");
-                    return Ok(Status::Success);
-                }
-                _ => reload(args, printer, &spec, target, &plan.run_dir, &mut running),
-            }
+        if interrupt::stop_requested().is_some() {
+            printer.status("stopping", "front first, then the app");
+            running.stop(&spec);
+            State::remove(&plan.run_dir);
+            printer.status("stopped", "no process left");
+            return Ok(Status::Success);
+        }
+        if interrupt::take_hup() {
+            // The state file follows a new app instance at the top of the loop.
+            reload(args, printer, &plan, &mut running);
+            continue;
         }
         for note in running.notifications() {
             if note.lines().any(|l| l == "READY=1") {
@@ -163,6 +188,32 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// Remove the rendered files of an earlier run (`conf`, `conf-N/`, staging leftovers).
+fn clear_generations(run_dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", display_path(run_dir)))?;
+    for e in std::fs::read_dir(run_dir)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = e.path();
+        if name == "conf" || name.starts_with("conf-") || name.starts_with(".conf") {
+            if path.is_symlink() || !path.is_dir() {
+                let _ = std::fs::remove_file(&path);
+            } else {
+                std::fs::remove_dir_all(&path).with_context(|| format!("removing {}", display_path(&path)))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `conf` → `conf-N`: the rendered files in use, under one stable name (atomic swap).
+fn link_conf(run_dir: &Path, generation: u32) -> anyhow::Result<()> {
+    let tmp = run_dir.join(".conf-link");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(format!("conf-{generation}"), &tmp)?;
+    std::fs::rename(&tmp, run_dir.join("conf")).with_context(|| format!("linking {}/conf", display_path(run_dir)))?;
+    Ok(())
+}
+
 /// `--detach`: run the same `up` as a background supervisor in its own session, its output
 /// in `.deployctl/<target>/up.log`; return once it is healthy (its state file appears), or
 /// fail with its last lines.
@@ -195,6 +246,7 @@ fn detach(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
             Ok(())
         });
     }
+    interrupt::unblock_in_child(&mut cmd);
     let mut child = cmd.spawn().context("starting the background supervisor")?;
     let progress = printer.progress("starting in the background");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
@@ -223,13 +275,23 @@ fn detach(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
                 tail.join("\n")
             );
         }
+        if let Some(sig) = interrupt::stop_requested() {
+            // The supervisor stops what it started (it was starting: nothing is up yet).
+            // SAFETY: signalling the child we started.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            return Err(interrupt::Interrupted(sig).into());
+        }
         if std::time::Instant::now() > deadline {
             anyhow::bail!(
                 "the background `up` was not healthy within 180 s; see {}",
                 display_path(&log_path)
             );
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
@@ -432,16 +494,23 @@ fn prepare(args: &UpArgs, printer: &Printer) -> anyhow::Result<Prepared> {
     let tools = tools(&spec, target)?;
     venv(args, &spec, target, &tools, printer)?;
     let run_dir = make_run_dir(args, &spec, target)?;
+    // Rendered for `conf`, the name under which the files in use are found (each generation
+    // is written into `conf-N/` and `conf` links to it): the same text on every start, so the
+    // validators' cache applies.
     let conf_dir = run_dir.join("conf");
     let tree = render::render_local(&spec, target, &conf_dir, &run_dir, &templates)?;
     let scratch = tempfile::Builder::new().prefix("deployctl-up-").tempdir()?;
     tree.write_into(scratch.path())?;
-    let verdicts = validate::run_all(&Scratch {
-        spec: &spec,
-        target,
-        tree: &tree,
-        dir: scratch.path(),
-    });
+    let (verdicts, cached) = validate::run_all_cached(
+        &Scratch {
+            spec: &spec,
+            target,
+            tree: &tree,
+            dir: scratch.path(),
+        },
+        &run_dir.join(VALIDATED),
+    );
+    interrupt::check()?;
     let failed: Vec<String> = verdicts
         .iter()
         .filter_map(|v| match &v.outcome {
@@ -453,7 +522,14 @@ fn prepare(args: &UpArgs, printer: &Printer) -> anyhow::Result<Prepared> {
         anyhow::bail!("the rendered configs do not validate:\n{}", failed.join("\n"));
     }
     let ok = verdicts.iter().filter(|v| matches!(v.outcome, Outcome::Ok(_))).count();
-    printer.status("validated", &format!("{ok} checks passed"));
+    if cached > 0 {
+        printer.status(
+            "validated",
+            &format!("{ok} checks passed ({cached} unchanged since their last success, not rerun)"),
+        );
+    } else {
+        printer.status("validated", &format!("{ok} checks passed"));
+    }
     Ok(Prepared {
         spec,
         target,
@@ -462,36 +538,81 @@ fn prepare(args: &UpArgs, printer: &Printer) -> anyhow::Result<Prepared> {
     })
 }
 
-/// SIGHUP: re-render and validate; only if that succeeds, write the new configs and reload
-/// each component gracefully (the app's master rolls its workers, nginx re-reads its
-/// configuration). On any error the running tree is left exactly as it was.
-fn reload(args: &UpArgs, printer: &Printer, old: &Spec, target: Target, run_dir: &Path, running: &mut Running) {
+/// SIGHUP: re-render and validate; only if that succeeds, let the new configuration take over
+/// component by component once it proves ready and healthy ([`Running::reload`]). On any
+/// error the previous processes keep serving from their own rendered files, and the error is
+/// shown. The outcome is recorded for `deployctl reload`.
+fn reload(args: &UpArgs, printer: &Printer, plan: &RunPlan<'_>, running: &mut Running) {
+    let started = crate::commands::reload::now_ms();
     printer.status("reloading", "re-rendering and validating");
-    let prepared = prepare(args, printer).and_then(|p| {
+    let result = (|| -> anyhow::Result<()> {
         let Prepared {
             spec,
-            target: new_target,
+            target,
             tree,
-            ..
-        } = p;
-        if new_target != target || spec.server.listen != old.server.listen || spec.app.name != old.app.name {
+            tools,
+        } = prepare(args, printer)?;
+        if target != plan.target || spec.server.listen != plan.spec.server.listen || spec.app.name != plan.spec.app.name
+        {
             anyhow::bail!("the target, listen address or app name changed: that needs a restart, not a reload");
         }
-        Ok(tree)
-    });
-    match prepared {
-        Ok(tree) => match tree.write_atomic(&run_dir.join("conf")) {
-            Ok(()) => {
-                running.reload();
-                printer.status(
-                    "reloaded",
-                    "new configuration written; app rolling its workers, nginx reloading",
-                );
+        let (app, front) = running.generations();
+        let generation = app.max(front) + 1;
+        let next = RunPlan {
+            spec: &spec,
+            target,
+            run_dir: plan.run_dir.clone(),
+            listen: plan.listen,
+            backend_bin: tools.backend_bin,
+            nginx_bin: tools.nginx_bin,
+        };
+        tree.write_atomic(&next.conf_dir(generation))?;
+        let result = running.reload(&next, generation, printer);
+        // Keep the rendered files of every generation a process runs from; `conf` names the
+        // newest of them.
+        let (app, front) = running.generations();
+        for g in [app, front, generation] {
+            if g != app && g != front {
+                let _ = std::fs::remove_dir_all(next.conf_dir(g));
             }
-            Err(e) => printer.error(&e.context("writing the new configs; still serving the previous ones")),
+        }
+        for e in std::fs::read_dir(&plan.run_dir)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(g) = name.strip_prefix("conf-").and_then(|g| g.parse::<u32>().ok())
+                && g != app
+                && g != front
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        link_conf(&plan.run_dir, app.max(front))?;
+        result
+    })();
+    let outcome = match &result {
+        Ok(()) => {
+            printer.status("reloaded", "the new configuration serves");
+            crate::commands::reload::Outcome {
+                started_ms: started,
+                ok: true,
+                message: "the new configuration serves".into(),
+            }
+        }
+        Err(e) if interrupt::is_interrupted(e) => crate::commands::reload::Outcome {
+            started_ms: started,
+            ok: false,
+            message: "interrupted: the stack is stopping".into(),
         },
-        Err(e) => printer.error(&e.context("reload rejected; still serving the previous configuration")),
-    }
+        Err(e) => {
+            let e = anyhow::anyhow!("{e:#}").context("reload failed; still serving the previous configuration");
+            printer.error(&e);
+            crate::commands::reload::Outcome {
+                started_ms: started,
+                ok: false,
+                message: format!("{e:#}"),
+            }
+        }
+    };
+    outcome.write(&plan.run_dir);
 }
 
 /// `[server].listen`, or `--listen`.

@@ -23,7 +23,7 @@ impl Reply {
 /// what happened in words ("timed out after 10 s", "connection refused: nothing listens on
 /// …"), not as an OS error number.
 pub fn get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> std::io::Result<Reply> {
-    exchange(addr, host, path, timeout).map_err(|e| in_words(e, addr, timeout))
+    exchange(&addr, host, path, timeout).map_err(|e| in_words(e, addr, timeout))
 }
 
 fn in_words(e: std::io::Error, addr: SocketAddr, timeout: Duration) -> std::io::Error {
@@ -51,16 +51,150 @@ fn seconds(d: Duration) -> String {
     }
 }
 
-fn exchange(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> std::io::Result<Reply> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: deployctl-up\r\n\r\n"
-    )?;
+/// Where a health request goes: the public address, or a backend's own unix socket (speaking
+/// HTTP, or uWSGI's protocol behind nginx's `uwsgi_pass`).
+#[derive(Debug, Clone)]
+pub enum Via {
+    Tcp(SocketAddr),
+    Unix(std::path::PathBuf),
+    Uwsgi(std::path::PathBuf),
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Via::Tcp(a) => write!(f, "{a}"),
+            Via::Unix(p) | Via::Uwsgi(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// [`get`] through `via`.
+pub fn get_via(via: &Via, host: &str, path: &str, timeout: Duration) -> std::io::Result<Reply> {
+    let result = match via {
+        Via::Tcp(addr) => exchange(addr, host, path, timeout),
+        Via::Unix(p) => std::os::unix::net::UnixStream::connect(p).and_then(|s| {
+            let request = http_request(host, path);
+            read_reply(s, request.as_bytes(), timeout)
+        }),
+        Via::Uwsgi(p) => std::os::unix::net::UnixStream::connect(p).and_then(|s| {
+            let packet = uwsgi_packet(host, path)?;
+            read_reply(s, &packet, timeout)
+        }),
+    };
+    match via {
+        Via::Tcp(addr) => result.map_err(|e| in_words(e, *addr, timeout)),
+        _ => result.map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                std::io::Error::new(e.kind(), format!("nothing listens on {via}"))
+            }
+            _ => in_words(e, SocketAddr::from(([127, 0, 0, 1], 0)), timeout),
+        }),
+    }
+}
+
+fn http_request(host: &str, path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: deployctl-up\r\n\r\n")
+}
+
+/// A uwsgi-protocol request as nginx's `uwsgi_pass` sends it: a 4-byte header (modifier 0,
+/// the size of the variables, little-endian) and the variables, each `len key len value`.
+fn uwsgi_packet(host: &str, target: &str) -> std::io::Result<Vec<u8>> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (name, port) = match host.rsplit_once(':') {
+        Some((n, p)) if !p.contains(']') => (n, p),
+        _ => (host, "80"),
+    };
+    let vars = [
+        ("REQUEST_METHOD", "GET"),
+        ("REQUEST_URI", target),
+        ("PATH_INFO", path),
+        ("QUERY_STRING", query),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("REQUEST_SCHEME", "http"),
+        ("SERVER_NAME", name),
+        ("SERVER_PORT", port),
+        ("REMOTE_ADDR", "127.0.0.1"),
+        ("HTTP_HOST", host),
+        ("HTTP_USER_AGENT", "deployctl-up"),
+    ];
+    let mut body = Vec::new();
+    for (k, v) in vars {
+        for part in [k.as_bytes(), v.as_bytes()] {
+            let len = u16::try_from(part.len()).map_err(|_| std::io::Error::other("uwsgi variable too long"))?;
+            body.extend_from_slice(&len.to_le_bytes());
+            body.extend_from_slice(part);
+        }
+    }
+    let size = u16::try_from(body.len()).map_err(|_| std::io::Error::other("uwsgi request too long"))?;
+    let mut packet = vec![0u8];
+    packet.extend_from_slice(&size.to_le_bytes());
+    packet.push(0);
+    packet.extend(body);
+    Ok(packet)
+}
+
+fn exchange(addr: &SocketAddr, host: &str, path: &str, timeout: Duration) -> std::io::Result<Reply> {
+    let s = TcpStream::connect_timeout(addr, timeout)?;
+    read_reply(s, http_request(host, path).as_bytes(), timeout)
+}
+
+/// The socket operations a health request needs, for TCP and unix streams alike.
+trait Stream: Read + Write {
+    fn timeouts(&self, d: Duration) -> std::io::Result<()>;
+}
+
+impl Stream for TcpStream {
+    fn timeouts(&self, d: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(d))?;
+        self.set_write_timeout(Some(d))
+    }
+}
+
+impl Stream for std::os::unix::net::UnixStream {
+    fn timeouts(&self, d: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(d))?;
+        self.set_write_timeout(Some(d))
+    }
+}
+
+/// Send `request`, read the answer to its end within `timeout`, waking every 100 ms to give
+/// up at once when `up` is asked to stop.
+fn read_reply(mut s: impl Stream, request: &[u8], timeout: Duration) -> std::io::Result<Reply> {
+    let deadline = std::time::Instant::now() + timeout;
+    s.timeouts(timeout.min(Duration::from_millis(100)))?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
+    let mut written = 0;
+    let mut buf = [0u8; 16384];
+    loop {
+        let step = if written < request.len() {
+            s.write(&request[written..]).map(|n| {
+                written += n;
+            })
+        } else {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    raw.extend_from_slice(&buf[..n]);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match step {
+            Ok(()) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if super::interrupt::stop_requested().is_some() {
+                    return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted"));
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(e);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| {
         if raw.is_empty() {
             std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no answer")

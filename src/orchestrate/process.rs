@@ -26,7 +26,8 @@ const TAIL: usize = 20;
 /// Builds the command of a component, again for each restart.
 pub type MakeCommand = Box<dyn Fn() -> Command + Send>;
 
-type Tail = Arc<Mutex<VecDeque<String>>>;
+/// The last lines, and how many lines were seen in all.
+type Tail = Arc<Mutex<(VecDeque<String>, u64)>>;
 
 pub struct Component {
     pub name: String,
@@ -46,7 +47,7 @@ pub struct Component {
 
 impl Component {
     pub fn spawn(name: &str, make: MakeCommand, quiet: bool) -> anyhow::Result<Component> {
-        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let tail = Arc::new(Mutex::new((VecDeque::new(), 0)));
         let child = start(name, &make, &tail, quiet)?;
         let (pidfd, process) = identify(&child);
         Ok(Component {
@@ -119,7 +120,23 @@ impl Component {
 
     pub fn tail(&self) -> String {
         let t = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        t.iter().map(|l| format!("  {} | {l}\n", self.name)).collect()
+        t.0.iter().map(|l| format!("  {} | {l}\n", self.name)).collect()
+    }
+
+    /// How many lines it has written so far (a mark for [`Self::tail_since`]).
+    pub fn lines_seen(&self) -> u64 {
+        self.tail.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
+
+    /// Its last lines written after `mark` (at most the kept tail), as [`Self::tail`] shows them.
+    pub fn tail_since(&self, mark: u64) -> String {
+        let t = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        let new = usize::try_from(t.1.saturating_sub(mark)).unwrap_or(usize::MAX);
+        let skip = t.0.len().saturating_sub(new);
+        t.0.iter()
+            .skip(skip)
+            .map(|l| format!("  {} | {l}\n", self.name))
+            .collect()
     }
 
     pub fn signal(&self, sig: i32) {
@@ -136,8 +153,14 @@ impl Component {
 
     /// Send `sig` to the main process, wait up to `grace`, then SIGKILL the whole group.
     pub fn stop(&mut self, sig: i32, grace: Duration) {
+        self.stop_by(|c| c.signal(sig), grace);
+    }
+
+    /// Ask it to stop with `begin` (a signal, a word on its master FIFO), wait up to `grace`,
+    /// then SIGKILL the whole group.
+    pub fn stop_by(&mut self, begin: impl FnOnce(&Component), grace: Duration) {
         if self.exited().is_none() {
-            self.signal(sig);
+            begin(self);
             let deadline = Instant::now() + grace;
             while Instant::now() < deadline && self.exited().is_none() {
                 std::thread::sleep(Duration::from_millis(20));
@@ -190,10 +213,11 @@ fn start(name: &str, make: &MakeCommand, tail: &Tail, quiet: bool) -> anyhow::Re
                     let _ = std::io::stderr().write_all(format!("{prefix}{line}\n").as_bytes());
                 }
                 let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
-                if t.len() == TAIL {
-                    t.pop_front();
+                if t.0.len() == TAIL {
+                    t.0.pop_front();
                 }
-                t.push_back(line);
+                t.0.push_back(line);
+                t.1 += 1;
             }
         });
     }

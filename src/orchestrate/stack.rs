@@ -1,20 +1,31 @@
 //! The stack of one target, running: the backend first (ready when it sends `READY=1`), then
 //! the front (ready when its port answers), then a health check through the front, then
 //! supervision until a signal, and a stop in reverse order.
+//!
+//! A reload never makes things worse: the new configuration is first tried by a probe (one
+//! app instance on a private socket, health-checked there, never reached by a client); then
+//! the app takes it over — the embedded server through its own generation-aware HUP (its new
+//! workers replace the old ones only once all are ready; it reports the outcome on the
+//! readiness socket), Gunicorn and uWSGI through a new instance started beside the old one
+//! on the same activation socket, health-checked on a private socket of its own before the
+//! old one is stopped gracefully — and then nginx (HUP; rolled back to the previous site when
+//! the health check through it fails). Until then the old processes serve, from the rendered
+//! files of their own generation (`conf-N/`).
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::health;
 use super::process::{Component, MakeCommand};
 use super::state::ComponentState;
+use super::{health, interrupt};
 use crate::printer::{Printer, hinted};
 use crate::spec::Spec;
 use crate::target::{Backend, Frontend, Target};
@@ -30,16 +41,52 @@ pub struct RunPlan<'a> {
     /// The backend's executable: `deployctl-server`, the venv's `gunicorn`, or `uwsgi`.
     pub backend_bin: PathBuf,
     pub nginx_bin: Option<PathBuf>,
-    /// The site file rendered for the front, inside `run_dir`.
-    pub nginx_site: Option<PathBuf>,
+}
+
+impl RunPlan<'_> {
+    /// The rendered files of generation `generation` (1 at start, one more per reload): each
+    /// has a directory of its own, kept while a process runs from it; `conf` links to the
+    /// one in use.
+    pub fn conf_dir(&self, generation: u32) -> PathBuf {
+        self.run_dir.join(format!("conf-{generation}"))
+    }
+
+    fn site(&self, generation: u32) -> PathBuf {
+        self.conf_dir(generation)
+            .join("nginx")
+            .join(format!("{}.conf", self.spec.app.name))
+    }
+
+    fn bind(&self) -> String {
+        if self.target.frontend != Frontend::None {
+            format!(
+                "unix:{}",
+                self.run_dir.join(format!("{}.sock", self.spec.app.name)).display()
+            )
+        } else {
+            self.listen.to_string()
+        }
+    }
 }
 
 pub struct Running {
     /// In start order; stopped in reverse.
     components: Vec<Component>,
     pub url: String,
-    /// Kept open for the backend's later notifications (RELOADING=1, STOPPING=1).
+    /// The app's readiness socket, kept open for its later notifications (RELOADING=1,
+    /// READY=1 and STATUS= after a reload).
     notify: Option<UnixDatagram>,
+    /// The socket the backend serves, created here and inherited by every instance: an
+    /// instance started beside another on a reload takes the same one.
+    listener: Option<Arc<OwnedFd>>,
+    /// The generation of the rendered files the app instance runs from, and the front's.
+    app_generation: u32,
+    front_generation: u32,
+    /// A uWSGI instance is stopped gracefully through its master FIFO (SIGTERM, with
+    /// `die-on-term`, kills its workers at once, cutting their requests).
+    app_fifo: Option<PathBuf>,
+    /// Files of the running app instance to remove once it is replaced.
+    app_files: Vec<PathBuf>,
 }
 
 /// Restarts within `CRASH_WINDOW` that make a crash loop.
@@ -47,126 +94,214 @@ const CRASH_LIMIT: usize = 5;
 const CRASH_WINDOW: Duration = Duration::from_secs(30);
 /// How long a component gets to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long nginx's old workers get to finish before the health check of a reload (one
+/// still busy with a long request then answers no new connection anyway).
+const OLD_WORKERS_WAIT: Duration = Duration::from_secs(10);
 
-fn unblock_signals(cmd: &mut Command) {
-    // The supervisor blocks INT/TERM/HUP for its signalfd; exec keeps a blocked mask, and a
-    // child must get its signals. SAFETY: sigprocmask is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            Ok(())
-        });
-    }
+/// What an app instance is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Serves the public socket: the first instance, or one started beside it on a reload
+    /// (which also gets a private socket, to be health-checked on its own).
+    Serve,
+    /// A trial of a new configuration on a private socket only, with one worker, stopped
+    /// after its health check: no client ever reaches it.
+    Probe,
+}
+
+/// One app instance to start: its command and readiness socket.
+struct Instance {
+    make: MakeCommand,
+    notify: UnixDatagram,
+    fifo: Option<PathBuf>,
+    /// What it leaves in the run directory (readiness socket, FIFO, private socket).
+    files: Vec<PathBuf>,
+}
+
+/// The app instance of generation `generation`, inheriting `fds` as fds 3, 4, … (socket
+/// activation: `LISTEN_FDS`), reporting readiness on a socket of its own.
+fn instance(plan: &RunPlan<'_>, generation: u32, role: Role, fds: Vec<Arc<OwnedFd>>) -> anyhow::Result<Instance> {
+    let spec = plan.spec;
+    let name = &spec.app.name;
+    let tag = match role {
+        Role::Serve => format!("{generation}"),
+        Role::Probe => format!("{generation}-probe"),
+    };
+    let conf = plan.conf_dir(generation);
+    let mut files = Vec::new();
+    let mut fifo = None;
+    let (program, args): (PathBuf, Vec<std::ffi::OsString>) = match plan.target.backend {
+        // The embedded server reads deploy.toml itself; only the address differs (and the
+        // inherited sockets take its place).
+        Backend::Embedded => {
+            let mut args: Vec<std::ffi::OsString> = vec![
+                "--config".into(),
+                spec.path.clone().into(),
+                "--bind".into(),
+                plan.bind().into(),
+            ];
+            match role {
+                Role::Serve => args.extend(["--pid".into(), plan.run_dir.join("app.pid").into()]),
+                Role::Probe => args.extend(["--workers".into(), "1".into()]),
+            }
+            (plan.backend_bin.clone(), args)
+        }
+        Backend::Gunicorn => {
+            let mut args: Vec<std::ffi::OsString> =
+                vec!["--config".into(), conf.join("gunicorn/gunicorn.conf.py").into()];
+            if role == Role::Probe || generation > 1 {
+                // Each instance has its own control socket; the one running keeps its own.
+                let ctl = plan.run_dir.join(format!("gunicorn-{tag}.ctl"));
+                files.push(ctl.clone());
+                args.extend(["--control-socket".into(), ctl.into()]);
+            }
+            if role == Role::Probe {
+                args.extend(["--workers".into(), "1".into()]);
+            }
+            (plan.backend_bin.clone(), args)
+        }
+        Backend::Uwsgi => {
+            let path = plan.run_dir.join(format!("uwsgi-{tag}.fifo"));
+            let _ = std::fs::remove_file(&path);
+            let mut args: Vec<std::ffi::OsString> = vec![
+                "--ini".into(),
+                crate::render::quote::uwsgi_ini_arg(&conf.join(format!("uwsgi/{name}.ini")).display().to_string())
+                    .into(),
+                "--master-fifo".into(),
+                path.clone().into(),
+            ];
+            if role == Role::Probe {
+                args.extend(["--processes".into(), "1".into()]);
+            }
+            files.push(path.clone());
+            fifo = Some(path);
+            (plan.backend_bin.clone(), args)
+        }
+        other => bail!("`deployctl up` cannot run the {other:?} backend yet"),
+    };
+    let notify_path = plan.run_dir.join(format!("notify-{tag}.sock"));
+    let _ = std::fs::remove_file(&notify_path);
+    let notify = UnixDatagram::bind(&notify_path).context("creating the readiness socket")?;
+    files.push(notify_path.clone());
+    let env = spec.app.env.clone();
+    let count = fds.len();
+    let make: MakeCommand = Box::new(move || {
+        // LISTEN_PID must be the backend's own PID, known only after fork: `sh` sets it to
+        // its `$$` and execs the backend in place, which keeps that PID.
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("LISTEN_PID=$$ LISTEN_FDS={count} exec \"$0\" \"$@\""))
+            .arg(&program)
+            .args(&args)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .envs(&env);
+        let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        // SAFETY: only fcntl/dup2 between fork and exec. Each fd is first copied above the
+        // targets, so that placing one at 3 + i never overwrites another not yet placed.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut high = [0i32; 8];
+                for (i, &fd) in raw.iter().enumerate().take(high.len()) {
+                    high[i] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64);
+                    if high[i] < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for (i, &h) in high.iter().enumerate().take(raw.len()) {
+                    // The copy at 3 + i is not close-on-exec.
+                    if libc::dup2(h, 3 + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        super::interrupt::unblock_in_child(&mut cmd);
+        cmd
+    });
+    Ok(Instance {
+        make,
+        notify,
+        fifo,
+        files,
+    })
+}
+
+/// A unix socket only `up` can reach (0600), for an instance to be checked on its own; with
+/// the way to ask it for a page (HTTP, or uWSGI's protocol behind nginx).
+fn private_socket(plan: &RunPlan<'_>, path: &Path) -> anyhow::Result<(Arc<OwnedFd>, health::Via)> {
+    let _ = std::fs::remove_file(path);
+    let l = std::os::unix::net::UnixListener::bind(path).with_context(|| format!("creating {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let via = if plan.target.backend == Backend::Uwsgi && plan.target.frontend != Frontend::None {
+        health::Via::Uwsgi(path.to_path_buf())
+    } else {
+        health::Via::Unix(path.to_path_buf())
+    };
+    Ok((Arc::new(l.into()), via))
+}
+
+/// Whether a notification says `READY=1`.
+fn says_ready(message: &str) -> bool {
+    message.lines().any(|l| l == "READY=1")
+}
+
+/// Wait for `READY=1` on the instance's socket (or its exit, or the timeout).
+fn wait_notified(c: &mut Component, notify: &UnixDatagram) -> anyhow::Result<()> {
+    notify.set_read_timeout(Some(Duration::from_millis(50)))?;
+    wait_ready(c, || {
+        let mut buf = [0u8; 4096];
+        notify
+            .recv(&mut buf)
+            .ok()
+            .is_some_and(|n| says_ready(&String::from_utf8_lossy(&buf[..n])))
+    })
 }
 
 pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
     let spec = plan.spec;
-    let name = &spec.app.name;
     // The URL a browser can use: the local-run front answers the listen address as well as
     // `[server].names` (render::local_names); the health check below asks for it.
     let mut running = Running {
         components: Vec::new(),
         url: format!("http://{}/", spec.server.listen.browser_authority()),
         notify: None,
+        listener: None,
+        app_generation: 1,
+        front_generation: 1,
+        app_fifo: None,
+        app_files: Vec::new(),
     };
     let result = (|| -> anyhow::Result<()> {
-        // Backend: the embedded server reads deploy.toml itself; only the address differs.
         let behind = plan.target.frontend != Frontend::None;
-        let bind = if behind {
-            format!("unix:{}", plan.run_dir.join(format!("{name}.sock")).display())
-        } else {
-            plan.listen.to_string()
-        };
-        let notify_path = plan.run_dir.join("notify.sock");
-        let _ = std::fs::remove_file(&notify_path);
-        let notify = UnixDatagram::bind(&notify_path).context("creating the readiness socket")?;
-        notify.set_read_timeout(Some(Duration::from_millis(200)))?;
-        let conf = plan.run_dir.join("conf");
         // Like under systemd, the socket is created here (owned by us, 0660) and handed to the
         // backend by socket activation: it exists with the right mode before the backend
         // starts, nothing else can race to create it, and it survives backend restarts (a
-        // request queued during a restart waits instead of failing). All three backends take
-        // LISTEN_FDS; their own bind settings then do not apply.
-        let listener = std::sync::Arc::new(activation_socket(behind, &bind, plan.listen)?);
-        let (program, args): (PathBuf, Vec<std::ffi::OsString>) = match plan.target.backend {
-            // The embedded server reads deploy.toml itself.
-            Backend::Embedded => (
-                plan.backend_bin.clone(),
-                vec![
-                    "--config".into(),
-                    spec.path.clone().into(),
-                    "--bind".into(),
-                    bind.clone().into(),
-                    "--pid".into(),
-                    plan.run_dir.join("app.pid").into(),
-                ],
-            ),
-            Backend::Gunicorn => (
-                plan.backend_bin.clone(),
-                vec!["--config".into(), conf.join("gunicorn/gunicorn.conf.py").into()],
-            ),
-            Backend::Uwsgi => (
-                plan.backend_bin.clone(),
-                vec![
-                    "--ini".into(),
-                    crate::render::quote::uwsgi_ini_arg(&conf.join(format!("uwsgi/{name}.ini")).display().to_string())
-                        .into(),
-                ],
-            ),
-            other => bail!("`deployctl up` cannot run the {other:?} backend yet"),
-        };
-        let env = spec.app.env.clone();
-        let make: MakeCommand = Box::new(move || {
-            // LISTEN_PID must be the backend's own PID, known only after fork: `sh` sets it to
-            // its `$$` and execs the backend in place, which keeps that PID.
-            let mut cmd = Command::new("sh");
-            cmd.arg("-c")
-                .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
-                .arg(&program)
-                .args(&args)
-                .env("NOTIFY_SOCKET", &notify_path)
-                .envs(&env);
-            let fd = listener.as_raw_fd();
-            // SAFETY: only dup2/fcntl between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    // dup2(3, 3) would keep close-on-exec set.
-                    let r = if fd == 3 {
-                        libc::fcntl(3, libc::F_SETFD, 0)
-                    } else {
-                        libc::dup2(fd, 3)
-                    };
-                    if r < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-            unblock_signals(&mut cmd);
-            cmd
-        });
+        // request queued during a restart waits instead of failing) and reloads (a new
+        // instance takes it beside the old one). All three backends take LISTEN_FDS; their
+        // own bind settings then do not apply.
+        let listener = Arc::new(activation_socket(behind, &plan.bind(), plan.listen)?);
+        running.listener = Some(listener.clone());
+        let inst = instance(plan, 1, Role::Serve, vec![listener])?;
         let progress = printer.progress(&format!("starting app ({})", plan.target));
-        running.components.push(Component::spawn("app", make, printer.quiet)?);
-        wait_ready(running.components.last_mut().expect("just pushed"), || {
-            let mut buf = [0u8; 512];
-            notify
-                .recv(&mut buf)
-                .ok()
-                .is_some_and(|n| String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1"))
-        })?;
+        running
+            .components
+            .push(Component::spawn("app", inst.make, printer.quiet)?);
+        running.app_fifo = inst.fifo;
+        running.app_files = inst.files;
+        wait_notified(running.components.last_mut().expect("just pushed"), &inst.notify)?;
         finish(progress, printer, "app", "ready (READY=1)");
-        running.notify = Some(notify);
+        running.notify = Some(inst.notify);
 
-        if let (Some(nginx), Some(site)) = (&plan.nginx_bin, &plan.nginx_site) {
+        if let Some(nginx) = &plan.nginx_bin {
             let prefix = plan.run_dir.join("nginx");
-            write_nginx_wrapper(nginx, &prefix, site)?;
+            write_nginx_wrapper(nginx, &prefix, &plan.site(1))?;
             let nginx = nginx.clone();
             let make = move || {
                 let mut cmd = Command::new(&nginx);
                 cmd.arg("-p").arg(&prefix).args(["-c", "nginx.conf"]);
-                unblock_signals(&mut cmd);
+                super::interrupt::unblock_in_child(&mut cmd);
                 cmd
             };
             let progress = printer.progress("starting nginx");
@@ -184,9 +319,14 @@ pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
     match result {
         Ok(()) => Ok(running),
         Err(e) => {
+            // A stop asked for meanwhile is what ended the start, whatever step noticed.
+            let e = match interrupt::stop_requested() {
+                Some(sig) if !interrupt::is_interrupted(&e) => anyhow::Error::new(interrupt::Interrupted(sig)),
+                _ => e,
+            };
             let tails: String = running.components.iter().map(Component::tail).collect();
             running.stop(spec);
-            if tails.is_empty() {
+            if tails.is_empty() || interrupt::is_interrupted(&e) {
                 Err(e)
             } else {
                 // What went wrong first, then the components' last lines (and the hint last).
@@ -243,6 +383,7 @@ fn probe_addr(listen: SocketAddr) -> SocketAddr {
 
 fn wait_ready(c: &mut Component, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
     loop {
         if ready() {
             return Ok(());
@@ -250,10 +391,84 @@ fn wait_ready(c: &mut Component, mut ready: impl FnMut() -> bool) -> anyhow::Res
         if let Some(status) = c.exited() {
             bail!("{} exited ({status}) before it was ready", c.name);
         }
+        interrupt::check()?;
         if Instant::now() > deadline {
             bail!("{} was not ready within {} s", c.name, READY_TIMEOUT.as_secs());
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// `[health]` asked of one instance on its private socket, until it answers (Gunicorn says
+/// `READY=1` before its workers have loaded the app): an answer that is not healthy, the
+/// instance's exit or the timeout is an error.
+fn healthy_via(plan: &RunPlan<'_>, via: &health::Via, c: &mut Component) -> anyhow::Result<u16> {
+    let spec = plan.spec;
+    let host = spec.server.listen.browser_authority();
+    let t = Duration::from_secs(spec.health.timeout.0);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        match health::get_via(via, &host, &spec.health.path, t) {
+            Ok(r) if spec.health.accepts(r.status) => return Ok(r.status),
+            Ok(r) => bail!(
+                "health check GET {} answered {}, expected {} ([health] in {})",
+                spec.health.path,
+                r.status,
+                spec.health.wanted(),
+                crate::spec::display_path(&spec.path)
+            ),
+            Err(e) => {
+                interrupt::check()?;
+                if let Some(status) = c.exited() {
+                    bail!("the new app exited ({status}) before it answered its health check");
+                }
+                if Instant::now() > deadline {
+                    return Err(e).with_context(|| format!("health check GET {} on {via}", spec.health.path));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Stop an app instance gracefully: uWSGI through its master FIFO (`q`), the others with
+/// SIGTERM (both finish the requests in flight), then SIGKILL to its group after `grace`.
+fn stop_app(c: &mut Component, fifo: Option<&Path>, grace: Duration) {
+    c.stop_by(
+        |c| {
+            if fifo.is_some_and(|f| write_fifo(f, b"q").is_ok()) {
+                return;
+            }
+            c.signal(libc::SIGTERM);
+        },
+        grace,
+    );
+}
+
+/// A command on uWSGI's master FIFO; an error when no master reads it.
+fn write_fifo(path: &Path, word: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    f.write_all(word)
+}
+
+/// The children of a process (nginx's workers).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn remove_files(files: &[PathBuf]) {
+    for f in files {
+        let _ = std::fs::remove_file(f);
     }
 }
 
@@ -397,23 +612,206 @@ impl Running {
         Ok(())
     }
 
-    /// Stop in reverse start order: the front first (graceful QUIT), then the backend (TERM,
-    /// which finishes in-flight requests), each bounded, then SIGKILL to what is left.
+    /// Stop in reverse start order: the front first (graceful QUIT), then the backend
+    /// (gracefully: it finishes in-flight requests), each bounded, then SIGKILL to what is left.
     pub fn stop(&mut self, spec: &Spec) {
         while let Some(mut c) = self.components.pop() {
-            let sig = match c.name.as_str() {
-                "nginx" => libc::SIGQUIT,
-                _ => libc::SIGTERM,
-            };
-            c.stop(sig, grace(spec, &c.name));
+            if c.name == "nginx" {
+                c.stop(libc::SIGQUIT, grace(spec, &c.name));
+            } else {
+                let grace = grace(spec, &c.name);
+                stop_app(&mut c, self.app_fifo.as_deref(), grace);
+            }
         }
     }
 
-    /// Graceful reload of every component: HUP to the app's master (rolling worker reload)
-    /// and to nginx's master (new configuration, old workers finish their requests).
-    pub fn reload(&self) {
-        for c in &self.components {
-            c.signal(libc::SIGHUP);
+    /// The generations of rendered files in use: the app's and the front's.
+    pub fn generations(&self) -> (u32, u32) {
+        (self.app_generation, self.front_generation)
+    }
+
+    /// Let generation `generation` (rendered and validated into `plan.conf_dir(generation)`)
+    /// take over, each component only once the new configuration is proven: a probe first,
+    /// then the app, then the front. `Err` says what failed; the processes serving then are
+    /// the previous ones, except when the front's check failed after the app took over (the
+    /// app keeps the configuration its probe and its own health check proved; the front is
+    /// rolled back).
+    pub fn reload(&mut self, plan: &RunPlan<'_>, generation: u32, printer: &Printer) -> anyhow::Result<()> {
+        self.probe(plan, generation, printer)?;
+        match plan.target.backend {
+            Backend::Embedded => self.reload_embedded(plan, printer)?,
+            _ => self.replace_app(plan, generation, printer)?,
+        }
+        self.app_generation = generation;
+        if plan.nginx_bin.is_some() {
+            self.reload_front(plan, generation, printer)
+        } else {
+            health_check(plan, printer)
+        }
+    }
+
+    /// The new configuration on one app instance of one worker with a private socket: it
+    /// must become ready and answer its health check; it is stopped either way.
+    fn probe(&mut self, plan: &RunPlan<'_>, generation: u32, printer: &Printer) -> anyhow::Result<()> {
+        let path = plan.run_dir.join(format!("probe-{generation}.sock"));
+        let (fd, via) = private_socket(plan, &path)?;
+        let inst = instance(plan, generation, Role::Probe, vec![fd])?;
+        let progress = printer.progress("trying the new configuration on a probe instance");
+        let mut c = Component::spawn("probe", inst.make, printer.quiet)?;
+        let result = wait_notified(&mut c, &inst.notify).and_then(|()| healthy_via(plan, &via, &mut c));
+        // No client can reach it: a fast stop.
+        c.stop(libc::SIGINT, Duration::from_secs(5));
+        remove_files(&inst.files);
+        let _ = std::fs::remove_file(&path);
+        if let Some(p) = progress {
+            p.finish_and_clear();
+        }
+        let status = result.map_err(|e| with_tail(e, &c.tail()))?;
+        printer.status(
+            "probe",
+            &format!(
+                "the new configuration is healthy on its own: GET {} → {status}",
+                plan.spec.health.path
+            ),
+        );
+        Ok(())
+    }
+
+    /// The embedded server's own reload (HUP): its master starts a new generation of workers
+    /// and stops the old one only once every new worker is ready; a new worker that fails to
+    /// boot cancels it. The outcome comes on the readiness socket: `READY=1` with
+    /// `STATUS=reload failed: …`, or `READY=1` once the reload is complete.
+    fn reload_embedded(&mut self, plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<()> {
+        let _ = self.notifications();
+        let notify = self.notify.as_ref().context("the app has no readiness socket")?;
+        notify.set_nonblocking(false)?;
+        notify.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let app = &mut self.components[0];
+        let mark = app.lines_seen();
+        app.signal(libc::SIGHUP);
+        let deadline = Instant::now() + READY_TIMEOUT + Duration::from_secs(plan.spec.backend.graceful_timeout.0 + 5);
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Ok(n) = notify.recv(&mut buf) {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if let Some(why) = message.lines().find_map(|l| l.strip_prefix("STATUS=reload failed: ")) {
+                    let e = anyhow::anyhow!("the app's reload failed, its previous workers keep serving: {why}");
+                    return Err(with_tail(e, &app.tail_since(mark)));
+                }
+                if says_ready(&message) {
+                    break;
+                }
+            }
+            if let Some(status) = app.exited() {
+                bail!("the app exited ({status}) while reloading");
+            }
+            if Instant::now() > deadline {
+                bail!("the app did not finish its reload in time");
+            }
+        }
+        printer.status("app", "new workers serving, the previous ones stopped (HUP)");
+        Ok(())
+    }
+
+    /// Gunicorn and uWSGI: a HUP would stop the old workers before the new ones have proved
+    /// anything (and Gunicorn exits when a new worker cannot load the app), so a new instance
+    /// is started beside the running one on the same socket, with a private socket of its own
+    /// for its health check; the old one is stopped gracefully only once the new one is
+    /// healthy.
+    fn replace_app(&mut self, plan: &RunPlan<'_>, generation: u32, printer: &Printer) -> anyhow::Result<()> {
+        let listener = self.listener.clone().context("no activation socket")?;
+        let path = plan.run_dir.join(format!("private-{generation}.sock"));
+        let (private, via) = private_socket(plan, &path)?;
+        let inst = instance(plan, generation, Role::Serve, vec![listener, private])?;
+        let mut files = inst.files;
+        files.push(path);
+        let grace = Duration::from_secs(plan.spec.backend.graceful_timeout.0 + 5);
+        let progress = printer.progress("starting the new app instance beside the running one");
+        let mut c = Component::spawn("app", inst.make, printer.quiet)?;
+        let ready = wait_notified(&mut c, &inst.notify).and_then(|()| healthy_via(plan, &via, &mut c));
+        if let Some(p) = progress {
+            p.finish_and_clear();
+        }
+        if let Err(e) = ready {
+            let tail = c.tail();
+            stop_app(&mut c, inst.fifo.as_deref(), grace);
+            remove_files(&files);
+            return Err(with_tail(e.context("the new app instance is not healthy"), &tail));
+        }
+        let pid = c.pid();
+        let mut old = std::mem::replace(&mut self.components[0], c);
+        let old_fifo = std::mem::replace(&mut self.app_fifo, inst.fifo);
+        let old_files = std::mem::replace(&mut self.app_files, files);
+        self.notify = Some(inst.notify);
+        stop_app(&mut old, old_fifo.as_deref(), grace);
+        remove_files(&old_files);
+        printer.status(
+            "app",
+            &format!(
+                "new instance (pid {pid}) serving; the previous one (pid {}) stopped gracefully",
+                old.pid()
+            ),
+        );
+        Ok(())
+    }
+
+    /// nginx's graceful reload (HUP) onto the site of `generation`, then the health check
+    /// through it; when that fails, back to the previous site.
+    fn reload_front(&mut self, plan: &RunPlan<'_>, generation: u32, printer: &Printer) -> anyhow::Result<()> {
+        let previous = self.front_generation;
+        self.switch_front(plan, generation)?;
+        match health_check(plan, printer) {
+            Ok(()) => {
+                self.front_generation = generation;
+                printer.status("nginx", "reloaded");
+                Ok(())
+            }
+            Err(e) => Err(match self.switch_front(plan, previous) {
+                Ok(()) => e.context("nginx went back to the previous configuration"),
+                Err(back) => e.context(format!(
+                    "nginx could not go back to the previous configuration: {back:#}"
+                )),
+            }),
+        }
+    }
+
+    /// Point nginx's wrapper at the site of `generation` and HUP it: done once its master has
+    /// started a new worker (it read the configuration); an `[emerg]` line means it kept the
+    /// old one.
+    fn switch_front(&mut self, plan: &RunPlan<'_>, generation: u32) -> anyhow::Result<()> {
+        let nginx_bin = plan.nginx_bin.as_ref().context("no front")?;
+        write_nginx_wrapper(nginx_bin, &plan.run_dir.join("nginx"), &plan.site(generation))?;
+        let c = self
+            .components
+            .iter_mut()
+            .find(|c| c.name == "nginx")
+            .context("nginx is not running")?;
+        let before = children(c.pid());
+        let mark = c.lines_seen();
+        c.signal(libc::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = children(c.pid());
+            if now.iter().any(|p| !before.contains(p)) {
+                // The old workers stop accepting and finish their requests: until they are
+                // gone, a health check could be answered with the previous configuration.
+                let until = Instant::now() + OLD_WORKERS_WAIT;
+                while Instant::now() < until && children(c.pid()).iter().any(|p| before.contains(p)) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                return Ok(());
+            }
+            let said = c.tail_since(mark);
+            if said.contains("[emerg]") {
+                bail!("nginx kept its previous configuration:\n{}", said.trim_end());
+            }
+            if let Some(status) = c.exited() {
+                bail!("nginx exited ({status}) while reloading");
+            }
+            if Instant::now() > deadline {
+                bail!("nginx did not start workers with the new configuration within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -422,7 +820,7 @@ impl Running {
         let mut out = Vec::new();
         if let Some(n) = &self.notify {
             let _ = n.set_nonblocking(true);
-            let mut buf = [0u8; 512];
+            let mut buf = [0u8; 4096];
             while let Ok(len) = n.recv(&mut buf) {
                 out.push(String::from_utf8_lossy(&buf[..len]).into_owned());
             }
@@ -456,5 +854,14 @@ pub fn grace(spec: &Spec, component: &str) -> Duration {
     match component {
         "nginx" => Duration::from_secs(10),
         _ => Duration::from_secs(spec.backend.graceful_timeout.0 + 5),
+    }
+}
+
+/// `e`, followed by the last lines of the process it is about.
+fn with_tail(e: anyhow::Error, tail: &str) -> anyhow::Error {
+    if tail.trim().is_empty() {
+        e
+    } else {
+        anyhow::anyhow!("{e:#}\nlast output:\n{}", tail.trim_end())
     }
 }

@@ -302,17 +302,23 @@ fn create(venv: &Path, needs: &Needs, printer: &Printer) -> anyhow::Result<()> {
         python.1
     );
     let progress = printer.progress(&format!("creating {what}"));
-    let out = Command::new(&python.0.path)
-        .args(["-m", "venv"])
-        .arg(venv)
-        .output()
-        .with_context(|| format!("running {}", python.0.path.display()));
+    let mut cmd = Command::new(&python.0.path);
+    cmd.args(["-m", "venv"]).arg(venv);
+    let out = super::interrupt::output(cmd).with_context(|| format!("running {}", python.0.path.display()));
     if let Some(p) = progress {
         p.finish_and_clear();
     }
+    if let Err(e) = &out
+        && super::interrupt::is_interrupted(e)
+    {
+        if made_dir {
+            let _ = std::fs::remove_dir_all(venv);
+        }
+        return out.map(|_| ());
+    }
     let failed = match &out {
         Ok(o) if o.status.success() => None,
-        Ok(o) => Some(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+        Ok(o) => Some(o.text.trim().to_string()),
         Err(e) => Some(format!("{e:#}")),
     };
     if let Some(why) = failed {
@@ -366,16 +372,14 @@ fn install(spec: &Spec, sources: &[Source], packages: &[&str], printer: &Printer
     }
     cmd.args(packages).current_dir(spec.dir());
     let progress = printer.progress(&format!("installing {what} into {}", display_path(venv)));
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {} -m pip", python.display()));
+    // In a process group of its own, ended (with what it started) when `up` is asked to stop.
+    let out = super::interrupt::output(cmd).with_context(|| format!("running {} -m pip", python.display()));
     if let Some(p) = progress {
         p.finish_and_clear();
     }
     let out = out?;
     if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let lines: Vec<&str> = out.text.lines().filter(|l| !l.trim().is_empty()).collect();
         let tail = lines[lines.len().saturating_sub(20)..].join("\n");
         return Err(hinted(
             format!(
