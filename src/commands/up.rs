@@ -31,9 +31,6 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     // checks (a pip install, a validator, a readiness wait, a health check), not a kill.
     interrupt::install().context("blocking signals")?;
     let detached = std::env::var_os(DETACHED_ENV).is_some();
-    if args.detach && !detached {
-        return detach(args, printer);
-    }
     // The background supervisor's output is up.log: `-q` quiets the terminal of the `up
     // --detach` that started it, never the log.
     let printer = &if detached {
@@ -44,7 +41,12 @@ pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     } else {
         *printer
     };
-    match supervise(args, printer) {
+    let result = if args.detach && !detached {
+        detach(args, printer)
+    } else {
+        supervise(args, printer)
+    };
+    match result {
         Err(e) if interrupt::is_interrupted(&e) => {
             let sig = interrupt::stop_requested().unwrap_or(libc::SIGINT);
             Err(anyhow::anyhow!(

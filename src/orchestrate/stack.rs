@@ -325,7 +325,9 @@ pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
                 _ => e,
             };
             let tails: String = running.components.iter().map(Component::tail).collect();
-            running.stop(spec);
+            // Nothing served yet: no request to let finish (and an app still importing would
+            // not see a graceful stop before its graceful timeout).
+            running.stop_now();
             if tails.is_empty() || interrupt::is_interrupted(&e) {
                 Err(e)
             } else {
@@ -622,6 +624,15 @@ impl Running {
                 let grace = grace(spec, &c.name);
                 stop_app(&mut c, self.app_fifo.as_deref(), grace);
             }
+        }
+    }
+
+    /// Fast stop, in reverse start order: nginx TERM, the app INT (all three backends stop
+    /// at once on it), SIGKILL to what is left of each group after 2 s.
+    pub fn stop_now(&mut self) {
+        while let Some(mut c) = self.components.pop() {
+            let sig = if c.name == "nginx" { libc::SIGTERM } else { libc::SIGINT };
+            c.stop(sig, Duration::from_secs(2));
         }
     }
 
