@@ -398,7 +398,7 @@ fn wait_ready(c: &mut Component, mut ready: impl FnMut() -> bool) -> anyhow::Res
             bail!("{} was not ready within {} s", c.name, READY_TIMEOUT.as_secs());
         }
         std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
+        pause = (pause * 2).min(Duration::from_millis(5));
     }
 }
 

@@ -57,6 +57,9 @@ pub struct Needs {
     candidates: Vec<(PathBuf, String)>,
     /// Packages the backend needs in it.
     pub packages: Vec<&'static str>,
+    /// `deployctl-server` and its `X.Y`: the interpreter it links is the first candidate, found
+    /// only when a virtualenv is created (it takes running that interpreter).
+    server: Option<(PathBuf, String)>,
 }
 
 /// The virtualenv needs of `target`. `server` is `deployctl-server` when it is installed (its
@@ -64,7 +67,6 @@ pub struct Needs {
 pub fn needs(spec: &Spec, target: Target, server: Option<(&Path, &str)>) -> Needs {
     let mut version = None;
     let mut candidates: Vec<(PathBuf, String)> = Vec::new();
-    let server_python = server.and_then(|(bin, v)| server_interpreter(bin, v));
     if target.backend == Backend::Embedded
         && let Some((_, v)) = server
     {
@@ -79,9 +81,6 @@ pub fn needs(spec: &Spec, target: Target, server: Option<(&Path, &str)>) -> Need
             "the distribution's, which Debian's uWSGI plugin runs".into(),
         ));
         version = Some((v, "Debian's uWSGI plugin runs Python".to_string()));
-    }
-    if let Some(p) = server_python {
-        candidates.insert(0, (p.path, "the one deployctl-server links".into()));
     }
     let wanted = version.as_ref().map(|(v, _)| v.clone());
     if let Some(v) = &wanted {
@@ -107,6 +106,7 @@ pub fn needs(spec: &Spec, target: Target, server: Option<(&Path, &str)>) -> Need
         version,
         candidates,
         packages,
+        server: server.map(|(b, v)| (b.to_path_buf(), v.to_string())),
     }
 }
 
@@ -121,7 +121,10 @@ pub fn ensure(spec: &Spec, target: Target, needs: &Needs, run_root: &Path, print
     let python = venv.join("bin/python3");
     if python.exists() {
         if let Some((want, why)) = &needs.version {
-            let found = query(&python).map(|p| p.version);
+            // pyvenv.cfg says it without starting Python; asked of Python when it does not.
+            let found = crate::serve::venv_python_version(venv)
+                .ok()
+                .or_else(|| query(&python).map(|p| p.version));
             if found.as_deref() != Some(want.as_str()) {
                 return Err(hinted(
                     format!(
@@ -336,7 +339,12 @@ fn create(venv: &Path, needs: &Needs, printer: &Printer) -> anyhow::Result<()> {
 
 /// The first candidate that exists and has the required version.
 fn choose(needs: &Needs) -> anyhow::Result<(Python, String)> {
-    for (path, why) in &needs.candidates {
+    let server_python = needs
+        .server
+        .as_ref()
+        .and_then(|(bin, v)| server_interpreter(bin, v))
+        .map(|p| (p.path, "the one deployctl-server links".to_string()));
+    for (path, why) in server_python.iter().chain(&needs.candidates) {
         let Some(p) = query(path) else { continue };
         match &needs.version {
             Some((v, _)) if &p.version != v => continue,

@@ -101,7 +101,7 @@ impl<'a> Job<'a> {
 
     /// The cache key: SHA-256 of the validator, the file, the contents of its inputs and the
     /// rest it depends on.
-    fn key(&self, tree: &FileTree) -> Option<String> {
+    fn key(&self, tree: &FileTree, port: Option<&str>) -> Option<String> {
         use sha2::{Digest, Sha256};
         let extra = self.extra.as_ref()?;
         let mut h = Sha256::new();
@@ -111,6 +111,10 @@ impl<'a> Job<'a> {
         }
         for name in &self.inputs {
             let text = &tree.files.get(name)?.text;
+            let text = &match port {
+                Some(p) => abstract_port(text, p),
+                None => text.clone(),
+            };
             h.update((name.len() as u64).to_le_bytes());
             h.update(name.as_bytes());
             h.update((text.len() as u64).to_le_bytes());
@@ -118,6 +122,28 @@ impl<'a> Job<'a> {
         }
         Some(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
     }
+}
+
+/// `text` with the listen port (`:PORT`, not followed by a digit) replaced by `:<port>`: no
+/// validator judges the number — `nginx -t` binds nothing, `systemd-analyze` and Gunicorn's
+/// `--check-config` neither — so a stack run on another port finds its verdicts in the cache.
+/// gixy does look for `443` in `listen`: such a port is never abstracted (see the caller).
+fn abstract_port(text: &str, port: &str) -> String {
+    let needle = format!(":{port}");
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(&needle) {
+        let after = &rest[at + needle.len()..];
+        out.push_str(&rest[..at]);
+        if after.starts_with(|c: char| c.is_ascii_digit()) {
+            out.push_str(&needle);
+        } else {
+            out.push_str(":<port>");
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Every validator that applies to the target, in a fixed order.
@@ -139,7 +165,7 @@ fn jobs<'a>(s: &'a Scratch) -> Vec<Job<'a>> {
 /// Runs every validator that applies to the target, concurrently (they are independent);
 /// the verdicts come in a fixed order.
 pub fn run_all(s: &Scratch) -> Vec<Verdict> {
-    run_jobs(jobs(s), None, s.tree).0
+    run_jobs(jobs(s), None, s.tree, None).0
 }
 
 /// [`run_all`], but a validator whose inputs are unchanged since its last success recorded in
@@ -147,10 +173,12 @@ pub fn run_all(s: &Scratch) -> Vec<Verdict> {
 /// from the cache. Failures are never recorded. Also returns how many were cached.
 pub fn run_all_cached(s: &Scratch, cache: &Path) -> (Vec<Verdict>, usize) {
     let mut known = Cache::read(cache);
-    let (verdicts, hits, passed) = {
-        let (v, hits, passed) = run_jobs(jobs(s), Some(&known), s.tree);
-        (v, hits, passed)
-    };
+    let listen = s.spec.server.listen.to_string();
+    let port = listen
+        .rsplit_once(':')
+        .map(|(_, p)| p.to_string())
+        .filter(|p| !p.contains("443"));
+    let (verdicts, hits, passed) = run_jobs(jobs(s), Some(&known), s.tree, port.as_deref());
     if !passed.is_empty() {
         known.insert(passed);
         known.write(cache);
@@ -203,12 +231,13 @@ fn run_jobs(
     jobs: Vec<Job<'_>>,
     cache: Option<&Cache>,
     tree: &FileTree,
+    port: Option<&str>,
 ) -> (Vec<Verdict>, usize, Vec<(String, String)>) {
     let mut slots: Vec<Option<Verdict>> = Vec::new();
     let mut pending = Vec::new();
     let mut hits = 0;
     for job in jobs {
-        let key = cache.and(job.key(tree));
+        let key = cache.and(job.key(tree, port));
         let cached = key.as_deref().and_then(|k| cache.and_then(|c| c.get(k)));
         match cached {
             Some(detail) => {
@@ -296,5 +325,18 @@ fn verdict(validator: &str, subject: &str, outcome: std::io::Result<Outcome>) ->
         validator: validator.to_string(),
         subject: subject.to_string(),
         outcome: outcome.unwrap_or_else(|e| Outcome::Failed(format!("cannot run {validator}: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::abstract_port;
+
+    #[test]
+    fn the_listen_port_is_abstracted_only_where_it_is_the_whole_number() {
+        assert_eq!(
+            abstract_port("listen 127.0.0.1:8000;\nlisten [::1]:8000 x;\nproxy :80001;", "8000"),
+            "listen 127.0.0.1:<port>;\nlisten [::1]:<port> x;\nproxy :80001;"
+        );
     }
 }

@@ -98,9 +98,28 @@ fn test_site(nginx: &Path, site: &Path) -> std::io::Result<Outcome> {
     })
 }
 
-/// nginx's configuration directory, from `--conf-path=` in `nginx -V`.
+/// nginx's configuration directory, from `--conf-path=` in `nginx -V` (asked once per
+/// binary and process).
 pub fn conf_dir(nginx: &Path) -> Option<PathBuf> {
-    let (_, out) = run(nginx, &["-V".as_ref()], &[]).ok()?;
-    let path = out.split_whitespace().find_map(|w| w.strip_prefix("--conf-path="))?;
-    Path::new(path).parent().map(Path::to_path_buf)
+    type Known = std::sync::Mutex<Vec<(PathBuf, Option<PathBuf>)>>;
+    static KNOWN: std::sync::OnceLock<Known> = std::sync::OnceLock::new();
+    let known = KNOWN.get_or_init(Default::default);
+    if let Some((_, d)) = known
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(n, _)| n == nginx)
+    {
+        return d.clone();
+    }
+    let found = (|| {
+        let (_, out) = run(nginx, &["-V".as_ref()], &[]).ok()?;
+        let path = out.split_whitespace().find_map(|w| w.strip_prefix("--conf-path="))?;
+        Path::new(path).parent().map(Path::to_path_buf)
+    })();
+    known
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((nginx.to_path_buf(), found.clone()));
+    found
 }
