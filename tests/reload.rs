@@ -65,6 +65,9 @@ fn serves(port: u16, want: &str) -> bool {
     })
 }
 
+/// A bad change: what it is, how to make it, and what the error must say.
+type Case<'a> = (&'a str, &'a dyn Fn(), &'a [&'a str]);
+
 fn reloads_never_make_things_worse(target: &str) {
     let project = example_copy();
     let p = project.path();
@@ -123,7 +126,7 @@ fn reloads_never_make_things_worse(target: &str) {
 
     let broken_entry = original.replace("entry = \"app:app\"", "entry = \"no_such_module:app\"");
     let sick = original.replace("entry = \"app:app\"", "entry = \"sick:app\"");
-    let cases: [(&str, &dyn Fn(), &[&str]); 3] = [
+    let cases: [Case; 3] = [
         (
             "a broken entry",
             &|| std::fs::write(&config, &broken_entry).unwrap(),

@@ -137,10 +137,11 @@ pub struct Output {
 /// second later) and the result is `Err(Interrupted)`.
 pub fn output(mut cmd: Command) -> anyhow::Result<Output> {
     check()?;
-    let (mut reader, writer) = std::io::pipe()?;
+    let (reader, writer) = pipe()?;
+    let mut reader = std::fs::File::from(reader);
     cmd.stdin(Stdio::null())
-        .stdout(writer.try_clone()?)
-        .stderr(writer)
+        .stdout(Stdio::from(writer.try_clone()?))
+        .stderr(Stdio::from(writer))
         .process_group(0);
     unblock_in_child(&mut cmd);
     let mut child = cmd.spawn()?;
@@ -164,6 +165,18 @@ pub fn output(mut cmd: Command) -> anyhow::Result<Output> {
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
     }
+}
+
+/// A pipe, both ends close-on-exec (the child gets its copies through `Stdio`).
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two new descriptors that we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both were just created and are owned by no one else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// SIGTERM to the child's process group, SIGKILL after a second, and reap it.
