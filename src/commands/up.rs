@@ -236,6 +236,14 @@ fn detach(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     let mut cmd = std::process::Command::new(exe);
     cmd.args(argv)
         .env(DETACHED_ENV, "1")
+        .env(
+            PROBED_ENV,
+            tools
+                .server
+                .as_ref()
+                .map(|(b, v)| format!("{}\t{v}", b.display()))
+                .unwrap_or_default(),
+        )
         .env("NO_COLOR", "1")
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
@@ -293,8 +301,25 @@ fn detach(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
                 display_path(&log_path)
             );
         }
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
+}
+
+/// Set by `up --detach` for its supervisor: the server it probed (`PATH\tX.Y`), so that the
+/// supervisor's start-up does not run `deployctl-server --probe` again.
+const PROBED_ENV: &str = "DEPLOYCTL_UP_SERVER_PROBED";
+
+/// What the `up --detach` that started this supervisor found `bin` to be built for, when it
+/// is the same server.
+fn probed(bin: &Path) -> Option<String> {
+    // Only for the start-up: a reload probes again (the server may have been rebuilt).
+    static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return None;
+    }
+    let value = std::env::var(PROBED_ENV).ok()?;
+    let (path, version) = value.split_once('\t')?;
+    (Path::new(path) == bin).then(|| version.to_string())
 }
 
 /// The programs a target runs, found before anything is installed or started.
@@ -311,9 +336,11 @@ fn tools(spec: &Spec, target: Target) -> anyhow::Result<Tools> {
     let server = match target.backend {
         Backend::Embedded => {
             let bin = find_server()?;
-            let version = probe(&bin)?;
+            let version = probed(&bin).map_or_else(|| probe(&bin), Ok)?;
             Some((bin, version))
         }
+        // Another backend needs the server's Python only to create the virtualenv.
+        _ if spec.app.venv.join("bin/python3").exists() => None,
         _ => find_server().ok().and_then(|b| probe(&b).ok().map(|v| (b, v))),
     };
     let backend_bin = match target.backend {

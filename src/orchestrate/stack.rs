@@ -284,6 +284,13 @@ pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
         let listener = Arc::new(activation_socket(behind, &plan.bind(), plan.listen)?);
         running.listener = Some(listener.clone());
         let inst = instance(plan, 1, Role::Serve, vec![listener])?;
+        // nginx's wrapper (which asks `nginx -V` where its configuration directory is) is
+        // written while the app starts.
+        let wrapper = plan.nginx_bin.clone().map(|nginx| {
+            let prefix = plan.run_dir.join("nginx");
+            let site = plan.site(1);
+            std::thread::spawn(move || write_nginx_wrapper(&nginx, &prefix, &site))
+        });
         let progress = printer.progress(&format!("starting app ({})", plan.target));
         running
             .components
@@ -294,9 +301,11 @@ pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
         finish(progress, printer, "app", "ready (READY=1)");
         running.notify = Some(inst.notify);
 
-        if let Some(nginx) = &plan.nginx_bin {
+        if let (Some(nginx), Some(wrapper)) = (&plan.nginx_bin, wrapper) {
             let prefix = plan.run_dir.join("nginx");
-            write_nginx_wrapper(nginx, &prefix, &plan.site(1))?;
+            wrapper
+                .join()
+                .map_err(|_| anyhow::anyhow!("writing nginx's configuration panicked"))??;
             let nginx = nginx.clone();
             let make = move || {
                 let mut cmd = Command::new(&nginx);
