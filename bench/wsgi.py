@@ -10,6 +10,7 @@ Run through bench/wsgi.sh, which installs the peers.
 
 import json
 import os
+import resource
 import re
 import signal
 import socket
@@ -124,22 +125,54 @@ def stop(p):
         p.wait()
 
 
+def tree(pid):
+    """The process and its descendants (each process's own threads are counted in its stat)."""
+    found, pids = [], [pid]
+    while pids:
+        q = pids.pop()
+        found.append(q)
+        try:
+            with open("/proc/%d/task/%d/children" % (q, q)) as f:
+                pids.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return found
+
+
 def tree_rss_kib(pid):
     """RSS of the largest process in the tree (the worker that serves)."""
     best = 0
-    pids = [pid]
-    while pids:
-        q = pids.pop()
+    for q in tree(pid):
         try:
             with open("/proc/%d/status" % q) as f:
                 for line in f:
                     if line.startswith("VmRSS:"):
                         best = max(best, int(line.split()[1]))
-            with open("/proc/%d/task/%d/children" % (q, q)) as f:
-                pids.extend(int(c) for c in f.read().split())
         except OSError:
             pass
     return best
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(pid):
+    """User + system CPU seconds used so far by the server's processes (all their threads)."""
+    total = 0
+    for q in tree(pid):
+        try:
+            with open("/proc/%d/stat" % q) as f:
+                # Fields after the command, which is in parentheses and may hold spaces.
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / TICK
+
+
+def children_cpu_s():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def to_ms(text):
@@ -150,7 +183,14 @@ def to_ms(text):
     return {"us": v / 1000, "ms": v, "s": v * 1000}[m.group(2)]
 
 
-def wrk(port, path, seconds):
+def wrk(port, path, seconds, pid=None):
+    """One wrk run. With `pid`, also the server's CPU time per request (µs, user + system,
+    from /proc: the figure that does not depend on how fast the load generator is) and the
+    load generator's own CPU use (% of its core: near 100 % means wrk, not the server, is
+    the bound)."""
+    server_before = tree_cpu_s(pid) if pid else 0.0
+    wrk_before = children_cpu_s()
+    t0 = time.monotonic()
     out = subprocess.run(
         ["taskset", "-c", "1", "wrk", "-t1", "-c64", "-d%ds" % seconds, "--latency",
          "http://127.0.0.1:%d%s" % (port, path)],
@@ -163,7 +203,13 @@ def wrk(port, path, seconds):
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(int(x) for x in sock.groups()) if sock else 0)
-    return {"rps": rps, "p50": p50, "p99": p99, "errors": errors}
+    result = {"rps": rps, "p50": p50, "p99": p99, "errors": errors}
+    if pid:
+        elapsed = time.monotonic() - t0
+        requests = int(re.search(r"(\d+) requests in", out).group(1))
+        result["cpu_us"] = (tree_cpu_s(pid) - server_before) * 1e6 / max(requests, 1)
+        result["wrk_cpu"] = 100 * (children_cpu_s() - wrk_before) / elapsed
+    return result
 
 
 def bench(module, path):
@@ -188,7 +234,7 @@ def bench(module, path):
             wrk(r["port"], path, 2)  # warm-up, discarded
         for _ in range(ROUNDS):
             for r in running.values():
-                r["runs"].append(wrk(r["port"], path, SECONDS))
+                r["runs"].append(wrk(r["port"], path, SECONDS, r["proc"].pid))
         for r in running.values():
             r["rss_mib"] = tree_rss_kib(r["proc"].pid) / 1024
     finally:
@@ -204,14 +250,17 @@ def bench(module, path):
             "errors": sum(x["errors"] for x in r["runs"]),
             "rss_mib": r["rss_mib"],
             "startup_ms": r["startup_ms"],
+            "cpu_us": statistics.median(x["cpu_us"] for x in r["runs"]),
+            "wrk_cpu": statistics.median(x["wrk_cpu"] for x in r["runs"]),
         })
     ours = rows[0]["rps"]
-    print("| server | req/s (median) | vs deployctl | p50 ms | p99 ms | errors | RSS MiB | start→200 ms |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| server | req/s (median) | vs deployctl | p50 ms | p99 ms | errors | RSS MiB | start→200 ms "
+          "| server CPU µs/req | wrk CPU % |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        print("| %s | %.0f | %.2f× | %.2f | %.2f | %d | %.1f | %.0f |" % (
+        print("| %s | %.0f | %.2f× | %.2f | %.2f | %d | %.1f | %.0f | %.1f | %.0f |" % (
             row["server"], row["rps"], ours / row["rps"], row["p50"], row["p99"], row["errors"], row["rss_mib"],
-            row["startup_ms"]))
+            row["startup_ms"], row["cpu_us"], row["wrk_cpu"]))
     return rows
 
 
