@@ -3,6 +3,8 @@
 #   apt: nginx, Debian's uWSGI with its Python 3 plugin, systemd (for systemd-analyze),
 #        binutils (readelf: the test that the CLI does not link libpython),
 #        chromium (tests/browser.rs loads the example page in headless Chromium)
+#        pebble (Let's Encrypt's ACME test server: tests/acme.rs), openssl and curl (they check
+#        what it issued)
 #   .tools/venv: gixy-ng (nginx security analysis)
 #   examples/flask-hello/.venv: the example's requirements plus Gunicorn
 #   server/tests/.venv-apps: Django, Bottle, Falcon and Flask (the real-framework tests)
@@ -18,6 +20,9 @@ command -v uwsgi >/dev/null || need_apt+=(uwsgi)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v readelf >/dev/null || need_apt+=(binutils)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v pebble >/dev/null || need_apt+=(pebble)
+command -v openssl >/dev/null || need_apt+=(openssl)
+command -v curl >/dev/null || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -4,6 +4,7 @@
 //! tools on them, `init` writes a description for an existing app; `commands` glues these to
 //! the CLI.
 
+pub mod acme;
 pub mod cli;
 pub mod commands;
 pub mod init;

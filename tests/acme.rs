@@ -1,0 +1,388 @@
+//! ACME against a real ACME server: Debian's `pebble` (Let's Encrypt's test server), on
+//! loopback, with the HTTP-01 answers served by a real nginx from the webroot `deployctl::acme`
+//! writes into. What was issued is checked with the real tools: `openssl verify` against the
+//! root Pebble generated for this run (fetched from its management interface with `curl`),
+//! `openssl pkey` for the key type, and nginx serving HTTPS with it, asked by `curl` trusting
+//! only that root.
+//!
+//! Without pebble the tests are skipped with a message, and fail when
+//! DEPLOYCTL_REQUIRE_VALIDATORS=1 (as in CI).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::up::free_port;
+use deployctl::acme::{self, Renewal, Request};
+
+fn pebble() -> Option<PathBuf> {
+    let found = ["/usr/bin/pebble", "/usr/local/bin/pebble"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file());
+    if found.is_none() {
+        if std::env::var("DEPLOYCTL_REQUIRE_VALIDATORS").is_ok_and(|v| v == "1") {
+            panic!("pebble is missing (DEPLOYCTL_REQUIRE_VALIDATORS=1): run scripts/setup.sh (apt package pebble)");
+        }
+        eprintln!("skipped: pebble is missing; run scripts/setup.sh (apt package pebble)");
+    }
+    found
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A process stopped (and reaped) when dropped: TERM, so that nginx's master stops its
+/// workers too (a KILLed master leaves them serving), then KILL after 5 s.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the PID of our own unreaped child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_port(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}) before listening on {port}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not listen on {port} within 20 s");
+}
+
+/// A CA of the test's own and a certificate for Pebble's HTTPS listener, made with openssl.
+fn pebble_tls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = dir.join("ca.key");
+    let ca = dir.join("ca.pem");
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(&ca_key)
+        .arg("-out")
+        .arg(&ca)
+        .args(["-days", "2", "-subj", "/CN=deployctl test CA"]));
+    let key = dir.join("pebble.key");
+    let csr = dir.join("pebble.csr");
+    run(Command::new("openssl")
+        .args(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr)
+        .args(["-subj", "/CN=localhost"]));
+    let ext = dir.join("san.ext");
+    std::fs::write(&ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    let cert = dir.join("pebble.pem");
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2"])
+        .arg("-in")
+        .arg(&csr)
+        .arg("-CA")
+        .arg(&ca)
+        .arg("-CAkey")
+        .arg(&ca_key)
+        .arg("-CAcreateserial")
+        .arg("-out")
+        .arg(&cert)
+        .arg("-extfile")
+        .arg(&ext));
+    (ca, cert, key)
+}
+
+struct Pebble {
+    _proc: Proc,
+    directory: String,
+    management: u16,
+    /// The test CA that signed Pebble's own HTTPS certificate.
+    ca: PathBuf,
+}
+
+/// Pebble on loopback, validating HTTP-01 on `http_port`.
+fn start_pebble(bin: &Path, dir: &Path, http_port: u16) -> Pebble {
+    let (ca, cert, key) = pebble_tls(dir);
+    let (acme_port, management) = (free_port(), free_port());
+    let config = serde_json::json!({
+        "pebble": {
+            "listenAddress": format!("127.0.0.1:{acme_port}"),
+            "managementListenAddress": format!("127.0.0.1:{management}"),
+            "certificate": cert,
+            "privateKey": key,
+            "httpPort": http_port,
+            "tlsPort": free_port(),
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false
+        }
+    });
+    let config_path = dir.join("pebble-config.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let log = std::fs::File::create(dir.join("pebble.log")).unwrap();
+    let mut child = Command::new(bin)
+        .arg("-config")
+        .arg(&config_path)
+        // No random sleeps before validating; no random nonce rejections.
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        .env("PEBBLE_WFE_NONCEREJECT", "0")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_port(acme_port, &mut child, "pebble");
+    wait_port(management, &mut child, "pebble's management interface");
+    Pebble {
+        _proc: Proc(child),
+        directory: format!("https://127.0.0.1:{acme_port}/dir"),
+        management,
+        ca,
+    }
+}
+
+impl Pebble {
+    /// The root Pebble made for this run (it signs every certificate it issues).
+    fn root(&self, dir: &Path) -> PathBuf {
+        let pem = run(Command::new("curl")
+            .args(["-sS", "--fail", "--cacert"])
+            .arg(&self.ca)
+            .arg(format!("https://127.0.0.1:{}/roots/0", self.management)));
+        assert!(pem.contains("BEGIN CERTIFICATE"), "{pem}");
+        let path = dir.join("pebble-root.pem");
+        std::fs::write(&path, pem).unwrap();
+        path
+    }
+}
+
+/// A real nginx: the webroot's challenge directory on `http_port`, and, when `tls` is given,
+/// HTTPS on `tls.0` with the live certificate of `tls.1`.
+fn start_nginx(dir: &Path, http_port: u16, webroot: &Path, tls: Option<(u16, &Path)>) -> Proc {
+    let run_dir = dir.join(format!("nginx-{http_port}"));
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let https = match tls {
+        Some((port, certs)) => format!(
+            "server {{ listen 127.0.0.1:{port} ssl; server_name localhost; \
+             ssl_certificate {c}/live/fullchain.pem; ssl_certificate_key {c}/live/privkey.pem; \
+             location / {{ return 200 \"served over TLS\\n\"; }} }}",
+            c = certs.display()
+        ),
+        None => String::new(),
+    };
+    let r = run_dir.display();
+    let conf = format!(
+        "daemon off; master_process on; worker_processes 1; pid {r}/nginx.pid; error_log {r}/error.log;\n\
+         events {{}}\n\
+         http {{ access_log off; client_body_temp_path {r}; proxy_temp_path {r}; fastcgi_temp_path {r}; \
+         uwsgi_temp_path {r}; scgi_temp_path {r};\n\
+         server {{ listen 127.0.0.1:{http_port}; server_name localhost; \
+         location /.well-known/acme-challenge/ {{ root {w}; default_type text/plain; }} \
+         location / {{ return 404; }} }}\n\
+         {https} }}\n",
+        w = webroot.display()
+    );
+    let conf_path = run_dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut child = Command::new("nginx")
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-p")
+        .arg(&run_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_port(http_port, &mut child, "nginx");
+    if let Some((port, _)) = tls {
+        wait_port(port, &mut child, "nginx (TLS)");
+    }
+    Proc(child)
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn serial(cert: &Path) -> String {
+    run(Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(cert))
+}
+
+#[test]
+fn a_certificate_from_pebble_is_issued_verified_served_renewed_and_failures_leave_it_in_place() {
+    let Some(bin) = pebble() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // nginx's workers may run as another user: they read the webroot.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let webroot = dir.join("webroot");
+    std::fs::create_dir_all(&webroot).unwrap();
+    let certs = dir.join("tls");
+    let http_port = free_port();
+    let pebble = start_pebble(&bin, dir, http_port);
+    let front = start_nginx(dir, http_port, &webroot, None);
+    let names = vec!["localhost".to_string()];
+    let request = Request {
+        directory: &pebble.directory,
+        email: Some("ops@example.com"),
+        ca: Some(&pebble.ca),
+        names: &names,
+        webroot: &webroot,
+        dir: &certs,
+        timeout: Duration::from_secs(30),
+    };
+
+    // Nothing yet.
+    assert_eq!(
+        acme::renewal(&certs, &names, Duration::from_secs(30 * 86_400), SystemTime::now()).unwrap(),
+        Renewal::Missing
+    );
+
+    // Issued: the chain verifies against Pebble's root, the key is P-256, the secrets are 0600.
+    let first = acme::obtain(&request).unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\npebble:\n{}",
+            std::fs::read_to_string(dir.join("pebble.log")).unwrap_or_default()
+        )
+    });
+    assert_eq!(first.names, names);
+    let root = pebble.root(dir);
+    let verified = run(Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(&root)
+        .arg("-untrusted")
+        .arg(&first.fullchain)
+        .arg(&first.fullchain));
+    assert!(verified.trim_end().ends_with(": OK"), "{verified}");
+    let key_text = run(Command::new("openssl")
+        .args(["pkey", "-noout", "-text", "-in"])
+        .arg(&first.key));
+    assert!(key_text.contains("prime256v1"), "not a P-256 key:\n{key_text}");
+    assert_eq!(mode(&first.key), 0o600);
+    assert_eq!(mode(&certs.join(acme::ACCOUNT)), 0o600);
+    assert_eq!(mode(&certs), 0o700);
+    let answers: Vec<_> = std::fs::read_dir(webroot.join(acme::CHALLENGE_DIR)).unwrap().collect();
+    assert!(answers.is_empty(), "challenge answers left in the webroot: {answers:?}");
+
+    // Not due: Pebble's certificates are valid far beyond the 30-day margin.
+    let due = acme::renewal(&certs, &names, Duration::from_secs(30 * 86_400), SystemTime::now()).unwrap();
+    assert!(
+        matches!(due, Renewal::NotYet { days_left } if days_left > 30),
+        "{due:?}"
+    );
+    // A name it does not cover, or a date past its end, makes it due.
+    let more = vec!["localhost".to_string(), "www.localhost".to_string()];
+    assert_eq!(
+        acme::renewal(&certs, &more, Duration::from_secs(30 * 86_400), SystemTime::now()).unwrap(),
+        Renewal::Names {
+            missing: vec!["www.localhost".into()]
+        }
+    );
+    let later = first.not_after + Duration::from_secs(86_400);
+    assert!(matches!(
+        acme::renewal(&certs, &names, Duration::from_secs(30 * 86_400), later).unwrap(),
+        Renewal::Expiring { days_left } if days_left < 0
+    ));
+
+    // Served: nginx with the live certificate, curl trusting only Pebble's root.
+    let tls_port = free_port();
+    drop(front);
+    let front = start_nginx(dir, http_port, &webroot, Some((tls_port, &certs)));
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(&root)
+        .arg("--resolve")
+        .arg(format!("localhost:{tls_port}:127.0.0.1"))
+        .arg(format!("https://localhost:{tls_port}/"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "served over TLS\n",
+        "curl: {}\nnginx: {}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(dir.join(format!("nginx-{http_port}/error.log"))).unwrap_or_default()
+    );
+
+    // A forced renewal: a new certificate and key in their own generation, `live` switched,
+    // the account reused (its file unchanged).
+    let account_before = std::fs::read(certs.join(acme::ACCOUNT)).unwrap();
+    let before = serial(&first.fullchain);
+    let second = acme::obtain(&request).unwrap();
+    assert_ne!(
+        serial(&second.fullchain),
+        before,
+        "the renewal gave the same certificate"
+    );
+    assert_eq!(std::fs::read_link(certs.join(acme::LIVE)).unwrap(), Path::new("cert-2"));
+    assert_eq!(std::fs::read(certs.join(acme::ACCOUNT)).unwrap(), account_before);
+    let live_serial = serial(&certs.join("live/fullchain.pem"));
+
+    // Failures leave the live certificate as it was, and say where they failed.
+    // The ACME server cannot be reached: the error names its URL.
+    let nowhere = format!("https://127.0.0.1:{}/dir", free_port());
+    let err = acme::obtain(&Request {
+        directory: &nowhere,
+        ..request.clone()
+    })
+    .unwrap_err();
+    let text = format!("{err:#}");
+    eprintln!("error (expected): {text}");
+    assert!(text.contains(&nowhere), "{text}");
+    assert_eq!(serial(&certs.join("live/fullchain.pem")), live_serial);
+
+    // The server's certificate is not trusted (the system's roots instead of the test CA).
+    let err = acme::obtain(&Request {
+        ca: None,
+        ..request.clone()
+    })
+    .unwrap_err();
+    let text = format!("{err:#}");
+    eprintln!("error (expected): {text}");
+    assert!(text.contains(&pebble.directory), "{text}");
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+
+    // The front does not serve the challenge (stopped): the error names the name and the
+    // path the server fetched, and no answer is left behind.
+    drop(front);
+    let err = acme::obtain(&request).unwrap_err();
+    let text = format!("{err:#}");
+    eprintln!("error (expected): {text}");
+    assert!(text.contains("did not validate localhost"), "{text}");
+    assert!(text.contains(acme::CHALLENGE_DIR), "{text}");
+    assert_eq!(serial(&certs.join("live/fullchain.pem")), live_serial);
+    let answers: Vec<_> = std::fs::read_dir(webroot.join(acme::CHALLENGE_DIR)).unwrap().collect();
+    assert!(answers.is_empty(), "challenge answers left in the webroot: {answers:?}");
+}
