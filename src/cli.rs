@@ -28,7 +28,7 @@ pub enum Command {
     /// Validate deploy.toml and run every validator that applies to the target.
     Check(CheckArgs),
     /// Run the app on the embedded WSGI server (Rust HTTP/1.1, CPython embedded).
-    Serve(Box<crate::serve::ServeArgs>),
+    Serve(Box<crate::settings::ServeArgs>),
     /// Run a target locally: render into .deployctl/, start backend then front, health-check,
     /// supervise until Ctrl-C.
     Up(UpArgs),

@@ -1,8 +1,14 @@
 //! `deployctl`: deploy Python WSGI apps from one `deploy.toml`.
 //!
-//! `spec` reads the description, `render` turns it into config files, `validate` runs the real
-//! tools on them, `init` writes a description for an existing app; `commands` glues these to
-//! the CLI.
+//! `render` turns the description into config files, `validate` runs the real tools on them,
+//! `orchestrate` runs the result on this machine (`up`), `init` writes a description for an
+//! existing app; `commands` glues these to the CLI defined in `cli`, and `printer` is the one
+//! way messages reach the user.
+//!
+//! What the CLI shares with the embedded server lives in the `deployctl-common` crate and is
+//! re-exported here under its old paths: `spec` (reading `deploy.toml`), `target`,
+//! `settings` (the flags and settings of `deployctl serve`; also reachable as `serve`),
+//! `signals`.
 
 pub mod acme;
 pub mod cli;
@@ -12,8 +18,11 @@ pub mod orchestrate;
 pub mod printer;
 pub mod pyproject;
 pub mod render;
-pub mod serve;
-pub mod signals;
-pub mod spec;
-pub mod target;
 pub mod validate;
+
+pub use deployctl_common::{settings, signals, spec, target};
+
+/// The old path of [`settings`], kept so that code written against `crate::serve::…` compiles
+/// unchanged; new code says `settings`.
+#[doc(hidden)]
+pub use deployctl_common::settings as serve;

@@ -37,7 +37,7 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use deployctl::serve::Protocol;
+use deployctl_common::settings::Protocol;
 use pyo3::Py;
 use pyo3::types::PyString;
 

@@ -43,8 +43,8 @@ use crate::python::app::App;
 use crate::python::handler::{self, HIGH_WATER};
 use crate::scoreboard;
 use crate::{lock, log};
-use deployctl::serve::ServeSettings;
-use deployctl::signals;
+use deployctl_common::settings::ServeSettings;
+use deployctl_common::signals;
 
 /// Set once a stop begins: responses from then on say `Connection: close`, so keep-alive
 /// clients (an nginx upstream pool) open their next request elsewhere instead of on a
@@ -160,7 +160,7 @@ pub struct Loop {
     slots: Vec<Slot>,
     free: Vec<usize>,
     limits: Limits,
-    protocol: deployctl::serve::Protocol,
+    protocol: deployctl_common::settings::Protocol,
     keep_alive: Duration,
     header_timeout: Duration,
     idle: Duration,

@@ -2,9 +2,13 @@
 //! `event_loop`), CPython embedded (`python`), trusted proxies (`proxy`), logs (`log`).
 //!
 //! This crate is the only one that links libpython; the `deployctl` CLI finds its binary and
-//! `exec`s it for `deployctl serve`. The process model: a master that never starts Python
-//! (`master`, `run`) supervises workers, each serving with `--threads` Python threads and
-//! sharing a `scoreboard` with the master; `systemd` holds socket activation and sd_notify.
+//! `exec`s it for `deployctl serve`. Of the CLI it shares only `deployctl-common` (the spec,
+//! the serve settings, signals, errors), never rendering or orchestration (`tests/crates.rs`
+//! at the workspace root checks its dependency tree).
+//!
+//! The process model: a master that never starts Python (`master`, `run`) supervises workers,
+//! each serving with `--threads` Python threads and sharing a `scoreboard` with the master;
+//! `systemd` holds socket activation and sd_notify.
 
 pub mod clock;
 pub mod conn;

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use deployctl::serve::{AccessLogFormat, LogLevel};
+use deployctl_common::settings::{AccessLogFormat, LogLevel};
 
 enum Sink {
     Stderr,

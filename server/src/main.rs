@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use deployctl::printer::Printer;
-use deployctl::serve::ServeArgs;
+use deployctl_common::error;
+use deployctl_common::settings::ServeArgs;
 
 /// The embedded WSGI server of deployctl; normally started as `deployctl serve`.
 #[derive(Parser)]
@@ -27,13 +27,13 @@ fn main() -> ExitCode {
     let mut args = cli.serve;
     if cli.quiet && args.log_level.is_none() {
         // In the arguments, not the settings: the master resolves them again on HUP.
-        args.log_level = Some(deployctl::serve::LogLevel::Warning);
+        args.log_level = Some(deployctl_common::settings::LogLevel::Warning);
     }
     let result = deployctl_server::run::run(args);
     match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
-            Printer::new(false).error(&e);
+            eprintln!("{}", error::report(&e, error::stderr_color()));
             let failed = e.downcast_ref::<deployctl_server::master::WorkerFailed>().is_some();
             ExitCode::from(if failed {
                 deployctl_server::master::EXIT_WORKER_FAILED as u8

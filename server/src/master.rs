@@ -38,12 +38,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use deployctl::serve::{ServeArgs, ServeSettings};
+use deployctl_common::settings::{ServeArgs, ServeSettings};
 
 use crate::net::Listener;
 use crate::scoreboard::{self, Scoreboard};
 use crate::{log, systemd};
-use deployctl::signals;
+use deployctl_common::signals;
 
 pub const WORKER_ENV: &str = "DEPLOYCTL_WORKER";
 /// The settings the master resolved, as JSON, for the worker it starts.
@@ -429,7 +429,7 @@ impl Master {
     fn resolve_again(&self) -> anyhow::Result<ServeSettings> {
         let settings = self.serve_args.resolve()?;
         if let Some(v) = &settings.venv {
-            deployctl::serve::check_venv_version(v, crate::python::init::BUILT_FOR)?;
+            deployctl_common::settings::check_venv_version(v, crate::python::init::BUILT_FOR)?;
         }
         settings.to_json()?;
         Ok(settings)

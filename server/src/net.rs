@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use deployctl::serve::Bind;
+use deployctl_common::settings::Bind;
 
 /// A bound, listening, non-blocking socket.
 pub struct Listener {

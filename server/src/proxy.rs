@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use deployctl::serve::AllowIp;
+use deployctl_common::settings::AllowIp;
 
 /// The raw header values seen on a request from a trusted peer.
 #[derive(Default)]
@@ -131,7 +131,7 @@ mod tests {
     use super::*;
 
     fn loopback() -> Vec<AllowIp> {
-        vec![deployctl::serve::parse_allow_ip("127.0.0.1").unwrap()]
+        vec![deployctl_common::settings::parse_allow_ip("127.0.0.1").unwrap()]
     }
 
     #[test]

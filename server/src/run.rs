@@ -19,15 +19,15 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use anyhow::Context;
-use deployctl::printer::hinted;
-use deployctl::serve::{ServeArgs, ServeSettings};
+use deployctl_common::error::hinted;
+use deployctl_common::settings::{ServeArgs, ServeSettings};
 use pyo3::prelude::*;
 
 use crate::event_loop::Loop;
 use crate::master::{self, Master};
 use crate::python::{app, init};
 use crate::{log, net, scoreboard, systemd};
-use deployctl::signals;
+use deployctl_common::signals;
 
 /// Exit status of a worker whose app cannot be imported (Gunicorn uses 4 too); the master
 /// tells a failed boot from a crash by the worker's `F` message and its missing `R`.
@@ -81,7 +81,7 @@ fn run_master(args: ServeArgs, settings: ServeSettings) -> anyhow::Result<i32> {
     // Checked here too (workers check again) so a wrong virtualenv fails before any socket
     // or worker exists, with the hint.
     if let Some(v) = &settings.venv {
-        deployctl::serve::check_venv_version(v, init::BUILT_FOR)?;
+        deployctl_common::settings::check_venv_version(v, init::BUILT_FOR)?;
     }
     let signals = signals::block(&[SIGNALS, &[libc::SIGCHLD, libc::SIGTTIN, libc::SIGTTOU]].concat())
         .context("blocking signals")?;

@@ -13,7 +13,7 @@ use anyhow::Context;
 
 use crate::commands::Status;
 use crate::printer::{Printer, hinted};
-use crate::serve::{ServeArgs, check_venv_version};
+use crate::settings::{ServeArgs, check_venv_version};
 use crate::spec::display_path;
 
 /// Overrides where the server binary is looked up (tests, packagers).

@@ -16,7 +16,7 @@ use crate::orchestrate::stack::{self, RunPlan, Running};
 use crate::orchestrate::state::{Condition, Found, Phase, State};
 use crate::printer::{Printer, hinted};
 use crate::render::{self, FileTree};
-use crate::serve::check_venv_version;
+use crate::settings::check_venv_version;
 use crate::spec::{Spec, display_path};
 use crate::target::{Backend, Frontend, Target};
 use crate::validate::{self, Outcome, Scratch};

@@ -3,7 +3,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 
-use deployctl::serve::ServeSettings;
+use deployctl_common::settings::ServeSettings;
 
 use crate::net::Listener;
 use crate::python::environ::{self, ListenerKeys, Template};
@@ -74,7 +74,7 @@ pub fn load(py: Python<'_>, settings: &ServeSettings, listeners: &[Listener]) ->
             .map(|l| ListenerKeys {
                 server_name: PyString::intern(py, &l.server_name).unbind(),
                 server_port: PyString::intern(py, &l.server_port).unbind(),
-                unix: matches!(l.bind, deployctl::serve::Bind::Unix(_)),
+                unix: matches!(l.bind, deployctl_common::settings::Bind::Unix(_)),
             })
             .collect();
         Ok(App {

@@ -93,7 +93,7 @@ pub struct RequestInfo<'a> {
     pub remote: Option<&'a (Py<PyString>, Py<PyString>)>,
     pub listener: &'a ListenerKeys,
     pub trusted: bool,
-    pub allow: &'a [deployctl::serve::AllowIp],
+    pub allow: &'a [deployctl_common::settings::AllowIp],
 }
 
 impl Template {

@@ -21,7 +21,7 @@ pub const BUILD_EXECUTABLE: &str = env!("DEPLOYCTL_PYTHON_EXECUTABLE");
 /// purpose: every thread, the main one included, attaches through PyO3 from here on).
 pub fn initialize(venv: Option<&Path>, argv: &[String]) -> anyhow::Result<()> {
     if let Some(v) = venv {
-        deployctl::serve::check_venv_version(v, BUILT_FOR)?;
+        deployctl_common::settings::check_venv_version(v, BUILT_FOR)?;
     }
     let program: PathBuf = match venv {
         Some(v) => {

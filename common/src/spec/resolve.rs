@@ -11,9 +11,9 @@ use toml::Spanned;
 
 use super::diag::{Diagnostic, SpecError};
 use super::raw::{self, DurationOrInt, RawSpec, SizeOrInt, Workers};
+use super::refusals;
 use super::units::{Seconds, Size, parse_duration, parse_size};
 use super::*;
-use crate::render::quote;
 use crate::target::{Backend, Frontend, Target};
 
 pub fn resolve(path: &Path, source: &str) -> Result<Spec, SpecError> {
@@ -84,7 +84,7 @@ impl Resolver {
     }
 
     /// A path that goes into config files must be UTF-8 and hold nothing the configs that
-    /// read it cannot represent (`render::quote` has each rule).
+    /// read it cannot represent ([`refusals`] has each rule).
     /// The message shows the value as written when the problem is in it, else the whole path.
     fn renderable_path(&mut self, span: Range<usize>, key: &str, written: Option<&str>, p: &Path, used: PathUse) {
         let Some(full) = p.to_str() else {
@@ -92,11 +92,15 @@ impl Resolver {
             return;
         };
         let problem = |text: &str| {
-            quote::control_char_problem(text)
-                .or_else(|| (used >= PathUse::Uwsgi).then(|| quote::uwsgi_problem(text)).flatten())
+            refusals::control_char_problem(text)
+                .or_else(|| {
+                    (used >= PathUse::Uwsgi)
+                        .then(|| refusals::uwsgi_problem(text))
+                        .flatten()
+                })
                 .or_else(|| {
                     (used == PathUse::AppDir)
-                        .then(|| quote::gunicorn_problem(text))
+                        .then(|| refusals::gunicorn_problem(text))
                         .flatten()
                 })
         };
@@ -173,11 +177,11 @@ impl Resolver {
         if let Some(program) = program.as_ref().and_then(|p| p.to_str()) {
             // Shown as written when the problem is there, else the whole path.
             let (span, shown) = match &written {
-                Some((span, w)) if quote::systemd_executable_problem(w).is_some() => (span.clone(), w.as_str()),
+                Some((span, w)) if refusals::systemd_executable_problem(w).is_some() => (span.clone(), w.as_str()),
                 Some((span, _)) => (span.clone(), program),
                 None => (0..0, program),
             };
-            if let Some(why) = quote::systemd_executable_problem(program) {
+            if let Some(why) = refusals::systemd_executable_problem(program) {
                 self.problem_hint(
                     span,
                     key,
@@ -300,7 +304,7 @@ impl Resolver {
                         "app.env",
                         format!("{k:?} is not a valid environment variable name"),
                     );
-                } else if let Some(why) = quote::control_char_problem(&v) {
+                } else if let Some(why) = refusals::control_char_problem(&v) {
                     self.problem(span.clone(), "app.env", format!("the value of {k} {why}"));
                 }
                 env.insert(k, v);
@@ -333,7 +337,7 @@ impl Resolver {
                 // Each as written and as nginx sees it, to name duplicates.
                 let mut names: Vec<(&String, String)> = Vec::new();
                 for h in n.get_ref() {
-                    match quote::nginx_server_name(h) {
+                    match refusals::nginx_server_name(h) {
                         Ok(ascii) => match names.iter().find(|(_, a)| *a == ascii) {
                             Some((first, _)) => {
                                 let message = if *first == h {
@@ -446,7 +450,7 @@ impl Resolver {
             let s = s.into_inner();
             let key = |k: &str| format!("static[{i}].{k}");
             let url = s.url.get_ref().clone();
-            if let Some(why) = quote::url_prefix_problem(&url) {
+            if let Some(why) = refusals::url_prefix_problem(&url) {
                 self.problem_hint(s.url.span(), &key("url"), why, "e.g. url = \"/static/\"");
             } else if let Some(first) = seen.insert(url.clone(), i) {
                 self.problem(

@@ -8,6 +8,7 @@
 mod diag;
 mod plain;
 mod raw;
+pub mod refusals;
 mod resolve;
 pub mod units;
 

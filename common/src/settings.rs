@@ -1,9 +1,11 @@
-//! The `serve` command line of the embedded server, and the settings it resolves to.
+//! The embedded server's settings: the flags of `deployctl serve` ([`ServeArgs`]) and what
+//! they resolve to ([`ServeSettings`]), with `deploy.toml` under the flags and the defaults
+//! under both.
 //!
-//! Owned here, in the libpython-free crate, so that `deployctl serve` (the launcher) and
-//! `deployctl-server` (the binary that links CPython) parse exactly the same flags: the
-//! launcher checks them and the environment with good errors, then `exec`s the server with
-//! the same arguments. What the server does with the settings lives in `server/`.
+//! Owned here, in the crate the CLI and the server share, so that `deployctl serve` (the
+//! launcher) and `deployctl-server` (the binary that links CPython) take exactly the same
+//! flags. Does not own: what the server does with the settings (`server/`), nor how the
+//! launcher finds and starts the server (`deployctl::commands::serve`).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -13,7 +15,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-use crate::printer::hinted;
+use crate::error::hinted;
 use crate::spec::{self, Entry, Spec, display_path};
 
 /// Flags of `deployctl serve`: Gunicorn's names where Gunicorn has the setting.
@@ -271,7 +273,7 @@ impl ServeArgs {
     pub fn resolve(&self) -> anyhow::Result<ServeSettings> {
         if let Some(v) = &self.short_t {
             let example = if v.is_empty() { "SECS" } else { v.as_str() };
-            return Err(crate::printer::usage(
+            return Err(crate::error::usage(
                 "`-t` is not a flag of `serve`: in deployctl, `-t` means `--target`",
                 Some(format!(
                     "for the request timeout (Gunicorn's `-t`), write `--timeout {example}`"

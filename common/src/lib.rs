@@ -1,0 +1,20 @@
+//! `deployctl-common`: what the `deployctl` CLI and its embedded server (`deployctl-server`)
+//! share, and nothing else.
+//!
+//! - `spec`: `deploy.toml`, from raw serde model to a validated `Spec` (diagnostics with line
+//!   and column), with `spec::refusals`, the values no config language can hold.
+//! - `target`: the chains of servers (`nginx+uwsgi`, …) that the spec's kinds name.
+//! - `settings`: the embedded server's flags (`ServeArgs`) and resolved settings
+//!   (`ServeSettings`), and the virtualenv's Python version check.
+//! - `signals`: signals read from a signalfd, never handled asynchronously.
+//! - `error`: errors with hints and usage errors, and the one format they are printed in.
+//!
+//! Not here: rendering, templates, validators, orchestration, progress display — the
+//! `deployctl` crate owns those, and the server must not link them (`tests/crates.rs` checks
+//! `cargo tree -p deployctl-server`). Nothing here links libpython.
+
+pub mod error;
+pub mod settings;
+pub mod signals;
+pub mod spec;
+pub mod target;
