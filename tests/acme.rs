@@ -154,9 +154,12 @@ fn start_pebble(bin: &Path, dir: &Path, http_port: u16) -> Pebble {
     let mut child = Command::new(bin)
         .arg("-config")
         .arg(&config_path)
-        // No random sleeps before validating; no random nonce rejections.
+        // No random sleeps before validating; no random nonce rejections; every order
+        // validated afresh (Pebble reuses a valid authorization half of the time by default,
+        // which would let an order for a name it saw before pass without the front).
         .env("PEBBLE_VA_NOSLEEP", "1")
         .env("PEBBLE_WFE_NONCEREJECT", "0")
+        .env("PEBBLE_AUTHZREUSE", "0")
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
