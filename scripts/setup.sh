@@ -4,7 +4,7 @@
 #        binutils (readelf: the test that the CLI does not link libpython),
 #        chromium (tests/browser.rs loads the example page in headless Chromium)
 #        pebble (Let's Encrypt's ACME test server: tests/acme.rs), openssl and curl (they check
-#        what it issued)
+#        what it issued), testssl.sh (grades the TLS profiles: tests/tls.rs)
 #   .tools/venv: gixy-ng (nginx security analysis)
 #   examples/flask-hello/.venv: the example's requirements plus Gunicorn
 #   server/tests/.venv-apps: Django, Bottle, Falcon and Flask (the real-framework tests)
@@ -23,6 +23,7 @@ command -v readelf >/dev/null || need_apt+=(binutils)
 command -v pebble >/dev/null || need_apt+=(pebble)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v testssl >/dev/null || need_apt+=(testssl.sh)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

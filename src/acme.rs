@@ -29,6 +29,8 @@ pub const ACCOUNT: &str = "account.json";
 pub const LIVE: &str = "live";
 pub const FULLCHAIN: &str = "fullchain.pem";
 pub const PRIVKEY: &str = "privkey.pem";
+/// In a generation directory: this certificate is a self-signed placeholder, not issued.
+pub const SELF_SIGNED: &str = "self-signed";
 /// Where HTTP-01 answers go under the webroot (RFC 8555 §8.3).
 pub const CHALLENGE_DIR: &str = ".well-known/acme-challenge";
 
@@ -80,7 +82,7 @@ pub fn obtain(req: &Request<'_>) -> anyhow::Result<Certificate> {
         .context("starting the ACME client's runtime")?;
     create_private_dir(req.dir)?;
     let (chain, key_pem) = runtime.block_on(exchange(req))?;
-    install(req.dir, &chain, &key_pem)?;
+    install(req.dir, &chain, &key_pem, false)?;
     live(req.dir)?.with_context(|| format!("{} was not installed", req.dir.join(LIVE).display()))
 }
 
@@ -267,7 +269,7 @@ impl Drop for Answers {
 
 /// Writes the new certificate into its own `cert-N/` and switches `live` to it; then removes
 /// generations older than the previous one (kept for a rollback by hand).
-fn install(dir: &Path, chain: &str, key_pem: &str) -> anyhow::Result<()> {
+fn install(dir: &Path, chain: &str, key_pem: &str, self_signed: bool) -> anyhow::Result<()> {
     let current = generation_of_live(dir);
     let next = generations(dir)
         .into_iter()
@@ -280,6 +282,10 @@ fn install(dir: &Path, chain: &str, key_pem: &str) -> anyhow::Result<()> {
     write_private(&gen_dir.join(PRIVKEY), key_pem.as_bytes())?;
     std::fs::write(gen_dir.join(FULLCHAIN), chain)
         .with_context(|| format!("writing {}", gen_dir.join(FULLCHAIN).display()))?;
+    if self_signed {
+        std::fs::write(gen_dir.join(SELF_SIGNED), "")
+            .with_context(|| format!("writing {}", gen_dir.join(SELF_SIGNED).display()))?;
+    }
     // rename(2) of a symbolic link over another is atomic: a reader sees the old pair or the new.
     let tmp = dir.join(".live.tmp");
     let _ = std::fs::remove_file(&tmp);
@@ -335,6 +341,35 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Installs a self-signed certificate for `names` (and `localhost`) as the live one: what a
+/// front starts with before ACME has issued one (it must serve HTTPS to start, and HTTP to
+/// answer the challenge), or for good in a local run without certificates. ECDSA P-256,
+/// valid for `days`; marked so that [`renewal`] reports it.
+pub fn install_self_signed(dir: &Path, names: &[String], days: u32) -> anyhow::Result<Certificate> {
+    let mut all: Vec<String> = names.to_vec();
+    if !all.iter().any(|n| n == "localhost") {
+        all.push("localhost".into());
+    }
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).context("generating a key")?;
+    let mut params = rcgen::CertificateParams::new(all.clone()).context("the certificate's names")?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("{} (self-signed by deployctl)", all[0]),
+    );
+    let now = time_now();
+    params.not_before = now - time::Duration::minutes(5);
+    params.not_after = now + time::Duration::days(i64::from(days));
+    let cert = params.self_signed(&key).context("signing the certificate")?;
+    create_private_dir(dir)?;
+    install(dir, &cert.pem(), &key.serialize_pem(), true)?;
+    live(dir)?.with_context(|| format!("{} was not installed", dir.join(LIVE).display()))
+}
+
+fn time_now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
 /// The live certificate of `dir`, if there is one.
 pub fn live(dir: &Path) -> anyhow::Result<Option<Certificate>> {
     let fullchain = dir.join(LIVE).join(FULLCHAIN);
@@ -376,6 +411,8 @@ fn leaf(pem: &[u8]) -> anyhow::Result<(Vec<String>, SystemTime)> {
 pub enum Renewal {
     /// No certificate yet.
     Missing,
+    /// A self-signed placeholder is live.
+    SelfSigned,
     /// It does not cover every name asked for.
     Names { missing: Vec<String> },
     /// Less than the margin is left (or it has expired).
@@ -394,6 +431,7 @@ impl fmt::Display for Renewal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Renewal::Missing => f.write_str("no certificate yet"),
+            Renewal::SelfSigned => f.write_str("a self-signed placeholder is in use"),
             Renewal::Names { missing } => write!(f, "the certificate does not cover {}", missing.join(", ")),
             Renewal::Expiring { days_left } if *days_left < 0 => {
                 write!(f, "the certificate expired {} days ago", -days_left)
@@ -409,6 +447,9 @@ pub fn renewal(dir: &Path, names: &[String], margin: Duration, now: SystemTime) 
     let Some(cert) = live(dir)? else {
         return Ok(Renewal::Missing);
     };
+    if dir.join(LIVE).join(SELF_SIGNED).exists() {
+        return Ok(Renewal::SelfSigned);
+    }
     let missing: Vec<String> = names.iter().filter(|n| !cert.names.contains(n)).cloned().collect();
     if !missing.is_empty() {
         return Ok(Renewal::Names { missing });

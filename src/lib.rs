@@ -18,6 +18,7 @@ pub mod orchestrate;
 pub mod printer;
 pub mod pyproject;
 pub mod render;
+pub mod tls;
 pub mod validate;
 
 pub use deployctl_common::{settings, signals, spec, target};

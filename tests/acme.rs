@@ -3,7 +3,8 @@
 //! writes into. What was issued is checked with the real tools: `openssl verify` against the
 //! root Pebble generated for this run (fetched from its management interface with `curl`),
 //! `openssl pkey` for the key type, and nginx serving HTTPS with it, asked by `curl` trusting
-//! only that root.
+//! only that root. As `up` will: the front starts on a self-signed placeholder, answers the
+//! challenge, and takes the issued certificate with a graceful reload (HUP).
 //!
 //! Without pebble the tests are skipped with a message, and fail when
 //! DEPLOYCTL_REQUIRE_VALIDATORS=1 (as in CI).
@@ -12,9 +13,10 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
 
+use common::tls::{Proc, run, start_nginx, wait_port};
 use common::up::free_port;
 use deployctl::acme::{self, Renewal, Request};
 
@@ -30,51 +32,6 @@ fn pebble() -> Option<PathBuf> {
         eprintln!("skipped: pebble is missing; run scripts/setup.sh (apt package pebble)");
     }
     found
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A process stopped (and reaped) when dropped: TERM, so that nginx's master stops its
-/// workers too (a KILLed master leaves them serving), then KILL after 5 s.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the PID of our own unreaped child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_port(port: u16, child: &mut Child, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited ({status}) before listening on {port}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{what} did not listen on {port} within 20 s");
 }
 
 /// A CA of the test's own and a certificate for Pebble's HTTPS listener, made with openssl.
@@ -188,50 +145,6 @@ impl Pebble {
     }
 }
 
-/// A real nginx: the webroot's challenge directory on `http_port`, and, when `tls` is given,
-/// HTTPS on `tls.0` with the live certificate of `tls.1`.
-fn start_nginx(dir: &Path, http_port: u16, webroot: &Path, tls: Option<(u16, &Path)>) -> Proc {
-    let run_dir = dir.join(format!("nginx-{http_port}"));
-    std::fs::create_dir_all(&run_dir).unwrap();
-    let https = match tls {
-        Some((port, certs)) => format!(
-            "server {{ listen 127.0.0.1:{port} ssl; server_name localhost; \
-             ssl_certificate {c}/live/fullchain.pem; ssl_certificate_key {c}/live/privkey.pem; \
-             location / {{ return 200 \"served over TLS\\n\"; }} }}",
-            c = certs.display()
-        ),
-        None => String::new(),
-    };
-    let r = run_dir.display();
-    let conf = format!(
-        "daemon off; master_process on; worker_processes 1; pid {r}/nginx.pid; error_log {r}/error.log;\n\
-         events {{}}\n\
-         http {{ access_log off; client_body_temp_path {r}; proxy_temp_path {r}; fastcgi_temp_path {r}; \
-         uwsgi_temp_path {r}; scgi_temp_path {r};\n\
-         server {{ listen 127.0.0.1:{http_port}; server_name localhost; \
-         location /.well-known/acme-challenge/ {{ root {w}; default_type text/plain; }} \
-         location / {{ return 404; }} }}\n\
-         {https} }}\n",
-        w = webroot.display()
-    );
-    let conf_path = run_dir.join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let mut child = Command::new("nginx")
-        .arg("-c")
-        .arg(&conf_path)
-        .arg("-p")
-        .arg(&run_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_port(http_port, &mut child, "nginx");
-    if let Some((port, _)) = tls {
-        wait_port(port, &mut child, "nginx (TLS)");
-    }
-    Proc(child)
-}
-
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -254,7 +167,6 @@ fn a_certificate_from_pebble_is_issued_verified_served_renewed_and_failures_leav
     let certs = dir.join("tls");
     let http_port = free_port();
     let pebble = start_pebble(&bin, dir, http_port);
-    let front = start_nginx(dir, http_port, &webroot, None);
     let names = vec!["localhost".to_string()];
     let request = Request {
         directory: &pebble.directory,
@@ -270,6 +182,30 @@ fn a_certificate_from_pebble_is_issued_verified_served_renewed_and_failures_leav
     assert_eq!(
         acme::renewal(&certs, &names, Duration::from_secs(30 * 86_400), SystemTime::now()).unwrap(),
         Renewal::Missing
+    );
+
+    // The front starts on a self-signed placeholder (it needs a certificate to start HTTPS,
+    // and HTTP to answer the challenge), as `up` will.
+    let placeholder = acme::install_self_signed(&certs, &names, 30).unwrap();
+    assert_eq!(
+        acme::renewal(&certs, &names, Duration::from_secs(30 * 86_400), SystemTime::now()).unwrap(),
+        Renewal::SelfSigned
+    );
+    let tls_port = free_port();
+    let front = start_nginx(dir, http_port, &webroot, Some((tls_port, &certs)), "");
+    let https = |ca: &Path| {
+        Command::new("curl")
+            .args(["-sS", "--fail", "--cacert"])
+            .arg(ca)
+            .arg("--resolve")
+            .arg(format!("localhost:{tls_port}:127.0.0.1"))
+            .arg(format!("https://localhost:{tls_port}/"))
+            .output()
+            .unwrap()
+    };
+    assert_eq!(
+        String::from_utf8_lossy(&https(&placeholder.fullchain).stdout),
+        "served over TLS\n"
     );
 
     // Issued: the chain verifies against Pebble's root, the key is P-256, the secrets are 0600.
@@ -319,18 +255,18 @@ fn a_certificate_from_pebble_is_issued_verified_served_renewed_and_failures_leav
         Renewal::Expiring { days_left } if days_left < 0
     ));
 
-    // Served: nginx with the live certificate, curl trusting only Pebble's root.
-    let tls_port = free_port();
-    drop(front);
-    let front = start_nginx(dir, http_port, &webroot, Some((tls_port, &certs)));
-    let out = Command::new("curl")
-        .args(["-sS", "--fail", "--cacert"])
-        .arg(&root)
-        .arg("--resolve")
-        .arg(format!("localhost:{tls_port}:127.0.0.1"))
-        .arg(format!("https://localhost:{tls_port}/"))
-        .output()
-        .unwrap();
+    // Swapped in by a graceful reload (HUP to nginx's master): curl trusting only Pebble's
+    // root now gets through.
+    // SAFETY: kill(2) on the PID of our own child.
+    unsafe { libc::kill(front.0.id() as i32, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let out = https(&root);
+        if out.status.success() || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "served over TLS\n",
@@ -349,8 +285,10 @@ fn a_certificate_from_pebble_is_issued_verified_served_renewed_and_failures_leav
         before,
         "the renewal gave the same certificate"
     );
-    assert_eq!(std::fs::read_link(certs.join(acme::LIVE)).unwrap(), Path::new("cert-2"));
+    assert_eq!(std::fs::read_link(certs.join(acme::LIVE)).unwrap(), Path::new("cert-3"));
     assert_eq!(std::fs::read(certs.join(acme::ACCOUNT)).unwrap(), account_before);
+    // The previous generation is kept (a rollback by hand), older ones go.
+    assert!(certs.join("cert-2").is_dir() && !certs.join("cert-1").exists());
     let live_serial = serial(&certs.join("live/fullchain.pem"));
 
     // Failures leave the live certificate as it was, and say where they failed.

@@ -1,0 +1,199 @@
+//! TLS settings: Mozilla's server-side TLS guidelines 6.0, filtered by the OpenSSL the server
+//! runs with.
+//!
+//! Owns: the two profiles (`intermediate`: TLS 1.2 and 1.3; `modern`: TLS 1.3 only) as data,
+//! what each needs from OpenSSL (the `X25519MLKEM768` group needs 3.5), and reading the OpenSSL
+//! version a server runs with from its own report (`nginx -V`). Source:
+//! <https://ssl-config.mozilla.org/guidelines/6.0.json>.
+//!
+//! Does not own: certificates (`acme`), or how a config language spells these settings (the
+//! templates and their views).
+
+use std::fmt;
+
+/// A Mozilla server-side TLS configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// TLS 1.2 and 1.3, forward-secret AEAD ciphers only: general-purpose servers.
+    Intermediate,
+    /// TLS 1.3 only: clients from 2018 on.
+    Modern,
+}
+
+impl Profile {
+    pub const ALL: [Profile; 2] = [Profile::Intermediate, Profile::Modern];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Intermediate => "intermediate",
+            Profile::Modern => "modern",
+        }
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An OpenSSL version, as `major.minor.patch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OpensslVersion(pub u32, pub u32, pub u32);
+
+impl OpensslVersion {
+    /// From text holding `OpenSSL X.Y.Z` (the first such mention).
+    pub fn find_in(text: &str) -> Option<OpensslVersion> {
+        let at = text.find("OpenSSL ")?;
+        let rest = &text[at + "OpenSSL ".len()..];
+        let word: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+        let mut parts = word.split('.').map(|p| p.parse::<u32>());
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(Ok(a)), Some(Ok(b)), Some(Ok(c))) => Some(OpensslVersion(a, b, c)),
+            (Some(Ok(a)), Some(Ok(b)), None) => Some(OpensslVersion(a, b, 0)),
+            _ => None,
+        }
+    }
+
+    /// The OpenSSL nginx runs with, from `nginx -V`: "running with OpenSSL …" when nginx says
+    /// it differs from the one it was built with (the library loaded decides), else "built
+    /// with OpenSSL …".
+    pub fn of_nginx(nginx_v: &str) -> Option<OpensslVersion> {
+        nginx_v
+            .find("running with OpenSSL ")
+            .and_then(|at| OpensslVersion::find_in(&nginx_v[at..]))
+            .or_else(|| {
+                nginx_v
+                    .find("built with OpenSSL ")
+                    .and_then(|at| OpensslVersion::find_in(&nginx_v[at..]))
+            })
+    }
+}
+
+impl fmt::Display for OpensslVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+/// A key-exchange group of the guidelines and the first OpenSSL that has it.
+struct Group {
+    name: &'static str,
+    since: OpensslVersion,
+}
+
+/// Guidelines 6.0 `tls_curves`, in order (the same for both profiles).
+const GROUPS: [Group; 4] = [
+    // The hybrid post-quantum group: OpenSSL 3.5 (April 2025).
+    Group {
+        name: "X25519MLKEM768",
+        since: OpensslVersion(3, 5, 0),
+    },
+    Group {
+        name: "X25519",
+        since: OpensslVersion(1, 1, 0),
+    },
+    Group {
+        name: "prime256v1",
+        since: OpensslVersion(1, 0, 0),
+    },
+    Group {
+        name: "secp384r1",
+        since: OpensslVersion(1, 0, 0),
+    },
+];
+
+/// Guidelines 6.0 intermediate `ciphers.openssl` (TLS 1.2; all in OpenSSL since 1.1.0).
+const INTERMEDIATE_CIPHERS: [&str; 6] = [
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+];
+
+/// Guidelines 6.0 `ciphersuites` (TLS 1.3), both profiles.
+const CIPHERSUITES: [&str; 3] = [
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+];
+
+/// Guidelines 6.0 `hsts_min_age`: two years.
+pub const HSTS_MIN_AGE: u64 = 63_072_000;
+
+/// A profile resolved for one OpenSSL: what a server's configuration says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub profile: Profile,
+    /// In OpenSSL's spelling: `TLSv1.2`, `TLSv1.3`.
+    pub protocols: Vec<&'static str>,
+    /// TLS 1.2 ciphers, OpenSSL names; empty for `modern`.
+    pub ciphers: Vec<&'static str>,
+    /// TLS 1.3 cipher suites.
+    pub ciphersuites: Vec<&'static str>,
+    /// Key-exchange groups this OpenSSL has, in the guidelines' order.
+    pub groups: Vec<&'static str>,
+    /// Groups of the guidelines left out, and why (for the user's information).
+    pub left_out: Vec<String>,
+    /// The guidelines say: let the client pick among these (all are strong).
+    pub prefer_server_ciphers: bool,
+    /// Session tickets off: with a ticket key that is never rotated they defeat forward
+    /// secrecy, and nginx rotates none by itself.
+    pub session_tickets: bool,
+}
+
+/// `profile` for a server running with `openssl`.
+pub fn resolve(profile: Profile, openssl: OpensslVersion) -> Settings {
+    let (protocols, ciphers) = match profile {
+        Profile::Intermediate => (vec!["TLSv1.2", "TLSv1.3"], INTERMEDIATE_CIPHERS.to_vec()),
+        Profile::Modern => (vec!["TLSv1.3"], Vec::new()),
+    };
+    let mut groups = Vec::new();
+    let mut left_out = Vec::new();
+    for g in &GROUPS {
+        if openssl >= g.since {
+            groups.push(g.name);
+        } else {
+            left_out.push(format!("{} (needs OpenSSL {}, this is {openssl})", g.name, g.since));
+        }
+    }
+    Settings {
+        profile,
+        protocols,
+        ciphers,
+        ciphersuites: CIPHERSUITES.to_vec(),
+        groups,
+        left_out,
+        prefer_server_ciphers: false,
+        session_tickets: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openssl_nginx_runs_with_wins_over_the_one_it_was_built_with() {
+        let v = "nginx version: nginx/1.22.1\nbuilt with OpenSSL 3.0.22 1 Jul 2026 (running with OpenSSL 3.0.19 27 Jan 2026)\nTLS SNI support enabled";
+        assert_eq!(OpensslVersion::of_nginx(v), Some(OpensslVersion(3, 0, 19)));
+        let v = "nginx version: nginx/1.26.0\nbuilt with OpenSSL 3.5.1 1 Jul 2025\nTLS SNI support enabled";
+        assert_eq!(OpensslVersion::of_nginx(v), Some(OpensslVersion(3, 5, 1)));
+        assert_eq!(OpensslVersion::of_nginx("nginx version: nginx/1.22.1"), None);
+    }
+
+    #[test]
+    fn the_post_quantum_group_needs_openssl_3_5() {
+        let old = resolve(Profile::Intermediate, OpensslVersion(3, 0, 19));
+        assert_eq!(old.groups, ["X25519", "prime256v1", "secp384r1"]);
+        assert_eq!(old.left_out.len(), 1);
+        assert!(old.left_out[0].starts_with("X25519MLKEM768"), "{:?}", old.left_out);
+        let new = resolve(Profile::Modern, OpensslVersion(3, 5, 0));
+        assert_eq!(new.groups[0], "X25519MLKEM768");
+        assert!(new.left_out.is_empty());
+        assert!(new.ciphers.is_empty());
+        assert_eq!(new.protocols, ["TLSv1.3"]);
+    }
+}

@@ -1,0 +1,109 @@
+//! Helpers for the TLS and ACME tests: processes stopped on drop, a real nginx serving a
+//! webroot's ACME challenges and HTTPS with a certificate directory's live certificate, and
+//! the openssl command line.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A process stopped (and reaped) when dropped: TERM, so that nginx's master stops its
+/// workers too (a KILLed master leaves them serving), then KILL after 5 s.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the PID of our own unreaped child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn wait_port(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}) before listening on {port}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not listen on {port} within 20 s");
+}
+
+/// An nginx configuration: the webroot's challenge directory on `http_port`, and, when `tls`
+/// is given, HTTPS on `tls.0` with the live certificate of `tls.1` and the directives
+/// `extra_tls`. Returns the file and nginx's prefix directory.
+pub fn nginx_conf(
+    dir: &Path,
+    http_port: u16,
+    webroot: &Path,
+    tls: Option<(u16, &Path)>,
+    extra_tls: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let run_dir = dir.join(format!("nginx-{http_port}"));
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let https = match tls {
+        Some((port, certs)) => format!(
+            "server {{ listen 127.0.0.1:{port} ssl; server_name localhost; \
+             ssl_certificate {c}/live/fullchain.pem; ssl_certificate_key {c}/live/privkey.pem; \
+             {extra_tls} location / {{ return 200 \"served over TLS\\n\"; }} }}",
+            c = certs.display()
+        ),
+        None => String::new(),
+    };
+    let r = run_dir.display();
+    let conf = format!(
+        "daemon off; master_process on; worker_processes 1; pid {r}/nginx.pid; error_log {r}/error.log;\n\
+         events {{}}\n\
+         http {{ access_log off; client_body_temp_path {r}; proxy_temp_path {r}; fastcgi_temp_path {r}; \
+         uwsgi_temp_path {r}; scgi_temp_path {r};\n\
+         server {{ listen 127.0.0.1:{http_port}; server_name localhost; \
+         location /.well-known/acme-challenge/ {{ root {w}; default_type text/plain; }} \
+         location / {{ return 404; }} }}\n\
+         {https} }}\n",
+        w = webroot.display()
+    );
+    let conf_path = run_dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    (conf_path, run_dir)
+}
+
+/// A real nginx running [`nginx_conf`]'s configuration.
+pub fn start_nginx(dir: &Path, http_port: u16, webroot: &Path, tls: Option<(u16, &Path)>, extra_tls: &str) -> Proc {
+    let (conf_path, run_dir) = nginx_conf(dir, http_port, webroot, tls, extra_tls);
+    let mut child = Command::new("nginx")
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-p")
+        .arg(&run_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_port(http_port, &mut child, "nginx");
+    if let Some((port, _)) = tls {
+        wait_port(port, &mut child, "nginx (TLS)");
+    }
+    Proc(child)
+}
