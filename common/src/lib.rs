@@ -13,6 +13,7 @@
 //! `deployctl` crate owns those, and the server must not link them (`tests/crates.rs` checks
 //! `cargo tree -p deployctl-server`). Nothing here links libpython.
 
+pub mod defaults;
 pub mod error;
 pub mod settings;
 pub mod signals;

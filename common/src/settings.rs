@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
+use crate::defaults;
 use crate::error::hinted;
 use crate::spec::{self, Entry, Spec, display_path};
 
@@ -30,7 +31,7 @@ pub struct ServeArgs {
     #[arg(long, short = 'b', value_name = "ADDR")]
     pub bind: Vec<String>,
     /// Permissions of unix sockets created by `--bind unix:PATH`, in octal.
-    #[arg(long, value_name = "MODE", default_value = "660", value_parser = parse_mode)]
+    #[arg(long, value_name = "MODE", default_value = defaults::UDS_MODE, value_parser = parse_mode)]
     pub uds_mode: u32,
     /// Worker processes. Default: the CPUs available to the process.
     #[arg(long, short = 'w', value_name = "N")]
@@ -40,7 +41,7 @@ pub struct ServeArgs {
     pub pid_file: Option<PathBuf>,
     /// The protocol on the listening sockets: `http`, or `uwsgi` for nginx's `uwsgi_pass` and
     /// Apache's mod_proxy_uwsgi.
-    #[arg(long, value_enum, default_value = "http")]
+    #[arg(long, value_enum, default_value_t = defaults::PROTOCOL)]
     pub protocol: Protocol,
     /// Python threads per worker. Default: 1.
     #[arg(long, value_name = "N")]
@@ -95,7 +96,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub access_log: Option<String>,
     /// Access log line format.
-    #[arg(long, value_enum, default_value = "common")]
+    #[arg(long, value_enum, default_value_t = defaults::ACCESS_LOG_FORMAT)]
     pub access_log_format: AccessLogFormat,
     /// Write errors and tracebacks here (`-` is stderr). Default: stderr.
     #[arg(long, value_name = "FILE")]
@@ -128,36 +129,51 @@ pub struct ServeArgs {
     pub log_level: Option<LogLevel>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, ValueEnum, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize, Deserialize)]
 pub enum LogLevel {
     /// Every connection event (timeouts, refusals, clients going away), one line each.
     Debug,
     /// Start, stop, workers, reloads, and a periodic summary of connection events.
-    #[default]
     Info,
     /// Only what needs attention.
     Warning,
     Error,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 pub enum Protocol {
     /// HTTP/1.1 (and 1.0).
-    #[default]
     Http,
     /// The binary uwsgi protocol: one request per connection, variables set by the front.
     Uwsgi,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 pub enum AccessLogFormat {
     /// NCSA common log format.
-    #[default]
     Common,
     /// Common plus referer and user agent (nginx's `combined`).
     Combined,
     /// One JSON object per line.
     Json,
+}
+
+impl Default for LogLevel {
+    fn default() -> LogLevel {
+        defaults::LOG_LEVEL
+    }
+}
+
+impl Default for Protocol {
+    fn default() -> Protocol {
+        defaults::PROTOCOL
+    }
+}
+
+impl Default for AccessLogFormat {
+    fn default() -> AccessLogFormat {
+        defaults::ACCESS_LOG_FORMAT
+    }
 }
 
 /// A listening address.
@@ -250,8 +266,6 @@ pub struct ServeSettings {
     pub log_level: LogLevel,
 }
 
-pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
-
 impl ServeSettings {
     /// Fails only for a path that is not UTF-8, which JSON cannot hold.
     pub fn to_json(&self) -> anyhow::Result<String> {
@@ -303,7 +317,7 @@ impl ServeArgs {
         } else if let Some(s) = spec {
             vec![parse_bind(&s.server.listen.to_string())?]
         } else {
-            vec![parse_bind(DEFAULT_BIND)?]
+            vec![parse_bind(defaults::BIND)?]
         };
         let cwd = std::env::current_dir().context("reading the current directory")?;
         let chdir = match (&self.chdir, spec) {
@@ -331,20 +345,25 @@ impl ServeArgs {
             }
             env.insert(k.to_string(), v.to_string());
         }
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let workers = self.workers.or(spec.and_then(|s| s.backend.workers)).unwrap_or(cpus);
-        let threads = self.threads.or(spec.map(|s| s.backend.threads)).unwrap_or(1);
+        let workers = match self.workers.or(spec.and_then(|s| s.backend.workers)) {
+            Some(n) => n,
+            None => defaults::workers(),
+        };
+        let threads = self
+            .threads
+            .or(spec.map(|s| s.backend.threads))
+            .unwrap_or(defaults::THREADS);
         positive("--workers", u64::from(workers))?;
         positive("--threads", u64::from(threads))?;
         let max_body = match (&self.max_body, spec) {
             (Some(m), _) => spec::parse_size(m).map_err(|e| anyhow::anyhow!("--max-body: {e}"))?.0,
             (None, Some(s)) => s.server.max_body.0,
-            (None, None) => 10 << 20,
+            (None, None) => defaults::MAX_BODY.0,
         };
         let allow = match (&self.forwarded_allow_ips, spec) {
             (Some(list), _) => list.split(',').map(str::to_string).collect(),
             (None, Some(s)) => s.server.forwarded_allow_ips.clone(),
-            (None, None) => vec!["127.0.0.1".into(), "::1".into()],
+            (None, None) => defaults::FORWARDED_ALLOW_IPS.map(String::from).to_vec(),
         };
         let forwarded_allow_ips = allow
             .iter()
@@ -361,28 +380,33 @@ impl ServeArgs {
             chdir,
             venv,
             env,
-            timeout: self.timeout.or(spec.map(|s| s.server.timeout.0)).unwrap_or(30),
+            timeout: self
+                .timeout
+                .or(spec.map(|s| s.server.timeout.0))
+                .unwrap_or(defaults::TIMEOUT.0),
             graceful_timeout: self
                 .graceful_timeout
                 .or(spec.map(|s| s.backend.graceful_timeout.0))
-                .unwrap_or(30),
-            max_requests: self.max_requests.unwrap_or(0),
-            max_requests_jitter: self.max_requests_jitter.unwrap_or(0),
-            max_lifetime: self.max_lifetime.unwrap_or(0),
+                .unwrap_or(defaults::GRACEFUL_TIMEOUT.0),
+            max_requests: self.max_requests.unwrap_or(defaults::MAX_REQUESTS),
+            max_requests_jitter: self.max_requests_jitter.unwrap_or(defaults::MAX_REQUESTS_JITTER),
+            max_lifetime: self.max_lifetime.unwrap_or(defaults::MAX_LIFETIME),
             max_rss: match &self.max_rss {
                 Some(m) => Some(spec::parse_size(m).map_err(|e| anyhow::anyhow!("--max-rss: {e}"))?.0),
                 None => None,
             },
-            keep_alive: self.keep_alive.unwrap_or(5),
-            header_timeout: self.header_timeout.unwrap_or(10),
-            body_timeout: self.body_timeout.unwrap_or(30),
+            keep_alive: self.keep_alive.unwrap_or(defaults::KEEP_ALIVE),
+            header_timeout: self.header_timeout.unwrap_or(defaults::HEADER_TIMEOUT),
+            body_timeout: self.body_timeout.unwrap_or(defaults::BODY_TIMEOUT),
             forwarded_allow_ips,
             access_log: self.access_log.clone(),
             access_log_format: self.access_log_format,
             error_log: self.error_log.clone(),
-            limit_request_line: self.limit_request_line.unwrap_or(8190),
-            limit_request_fields: self.limit_request_fields.unwrap_or(100),
-            limit_request_field_size: self.limit_request_field_size.unwrap_or(8190),
+            limit_request_line: self.limit_request_line.unwrap_or(defaults::LIMIT_REQUEST_LINE),
+            limit_request_fields: self.limit_request_fields.unwrap_or(defaults::LIMIT_REQUEST_FIELDS),
+            limit_request_field_size: self
+                .limit_request_field_size
+                .unwrap_or(defaults::LIMIT_REQUEST_FIELD_SIZE),
             max_body,
             body_buffer: match &self.body_buffer {
                 Some(m) => {
@@ -390,13 +414,13 @@ impl ServeArgs {
                         .map_err(|e| anyhow::anyhow!("--body-buffer: {e}"))?
                         .0
                 }
-                None => 1 << 20,
+                None => defaults::BODY_BUFFER.0,
             },
             min_rate: match self.min_rate.as_deref() {
                 Some(m) => spec::parse_size(m).map_err(|e| anyhow::anyhow!("--min-rate: {e}"))?.0,
-                None => 1024,
+                None => defaults::MIN_RATE.0,
             },
-            log_level: self.log_level.unwrap_or_default(),
+            log_level: self.log_level.unwrap_or(defaults::LOG_LEVEL),
         };
         for (flag, v) in [
             ("--timeout", settings.timeout),

@@ -52,9 +52,9 @@ pub struct App {
     pub entry: Entry,
     /// Import directory. Default: the directory of `deploy.toml`.
     pub root: PathBuf,
-    /// Virtualenv used by every backend. Default: `.venv`.
+    /// Virtualenv used by every backend. Default: [`crate::defaults::VENV`].
     pub venv: PathBuf,
-    /// Requirements file, when there is one.
+    /// Requirements file, when there is one. Default: [`crate::defaults::REQUIREMENTS`] if it exists.
     pub requirements: Option<PathBuf>,
     /// Environment of the app process.
     pub env: BTreeMap<String, String>,
@@ -89,16 +89,16 @@ impl Serialize for Entry {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Server {
-    /// Host names served (`server_name`). Default: `["localhost"]`.
+    /// Host names served (`server_name`). Default: [`crate::defaults::SERVER_NAMES`].
     pub names: Vec<String>,
-    /// Public address. Default: `0.0.0.0:80`.
+    /// Public address. Default: [`crate::defaults::listen`], `0.0.0.0:80`.
     pub listen: Listen,
-    /// Largest request body, enforced by every layer. Default: `10M`.
+    /// Largest request body, enforced by every layer. Default: [`crate::defaults::MAX_BODY`].
     pub max_body: Size,
-    /// Request timeout of the backend; the front waits a little longer. Default: `30s`.
+    /// Request timeout of the backend; the front waits a little longer. Default: [`crate::defaults::TIMEOUT`].
     pub timeout: Seconds,
     /// Peers whose `X-Forwarded-*` headers the public-facing server trusts.
-    /// Default: loopback.
+    /// Default: [`crate::defaults::FORWARDED_ALLOW_IPS`], loopback.
     pub forwarded_allow_ips: Vec<String>,
 }
 
@@ -153,23 +153,23 @@ pub struct Static {
     pub url: String,
     /// Directory served under it, absolute.
     pub dir: PathBuf,
-    /// Cache lifetime sent with the files. Default: `7d`.
+    /// Cache lifetime sent with the files. Default: [`crate::defaults::STATIC_EXPIRES`].
     pub expires: Seconds,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendSettings {
-    /// Default: `embedded`.
+    /// Default: [`crate::defaults::BACKEND`].
     pub kind: Backend,
     /// `None` means "auto": one per CPU available, decided on the server at start.
     #[serde(serialize_with = "ser_workers")]
     pub workers: Option<u32>,
-    /// Python threads per worker. Default: 1.
+    /// Python threads per worker. Default: [`crate::defaults::THREADS`].
     pub threads: u32,
-    /// Time in-flight requests get to finish on stop or reload. Default: `30s`.
+    /// Time in-flight requests get to finish on stop or reload. Default: [`crate::defaults::GRACEFUL_TIMEOUT`].
     pub graceful_timeout: Seconds,
     /// Which uWSGI is installed: `debian` (plugin build, needs `plugins = python3`)
-    /// or `pip` (Python built in, installed in the virtualenv). Default: `debian`.
+    /// or `pip` (Python built in, installed in the virtualenv). Default: [`crate::defaults::UWSGI_BUILD`].
     pub uwsgi_build: UwsgiBuild,
 }
 
@@ -189,21 +189,21 @@ pub enum UwsgiBuild {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FrontendSettings {
-    /// Default: `nginx`.
+    /// Default: [`crate::defaults::FRONTEND`].
     pub kind: Frontend,
-    /// Group the web server's workers run as; owns the backend socket. Default: `www-data`.
+    /// Group the web server's workers run as; owns the backend socket. Default: [`crate::defaults::FRONTEND_GROUP`].
     pub group: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {
-    /// Path requested to decide the app is healthy. Default: `/`.
+    /// Path requested to decide the app is healthy. Default: [`crate::defaults::HEALTH_PATH`].
     pub path: String,
     /// The status that means healthy. Default: none, any status below 500 (a fresh Django
     /// project answers `/` with 404; only a server error or no answer is unhealthy).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expect: Option<u16>,
-    /// How long one health request may take. Default: `10s`.
+    /// How long one health request may take. Default: [`crate::defaults::HEALTH_TIMEOUT`].
     pub timeout: Seconds,
 }
 
@@ -227,21 +227,24 @@ impl Health {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Systemd {
-    /// User the backend runs as. Default: `www-data`.
+    /// User the backend runs as. Default: [`crate::defaults::SYSTEMD_ACCOUNT`].
     pub user: String,
-    /// Group the backend runs as. Default: `www-data`.
+    /// Group the backend runs as. Default: [`crate::defaults::SYSTEMD_ACCOUNT`].
     pub group: String,
-    /// The `deployctl` binary `*+embedded` units run. Default: this executable.
+    /// The `deployctl` binary `*+embedded` units run. Default: this executable (else
+    /// [`crate::defaults::DEPLOYCTL_BIN`]).
     pub deployctl: PathBuf,
-    /// `MemoryDenyWriteExecute=yes`. Turn off for cffi/ctypes callbacks or JITs. Default: on.
+    /// `MemoryDenyWriteExecute=yes`. Turn off for cffi/ctypes callbacks or JITs.
+    /// Default: [`crate::defaults::MEMORY_DENY_WRITE_EXECUTE`].
     pub memory_deny_write_execute: bool,
-    /// `PrivateUsers=yes`. Default: on.
+    /// `PrivateUsers=yes`. Default: [`crate::defaults::PRIVATE_USERS`].
     pub private_users: bool,
     /// `SystemCallFilter=~@resources` (the unit sets `LimitNOFILE=` itself, so servers need not call
-    /// `setrlimit`). Turn off for an app that changes its own limits or priorities. Default: on.
+    /// `setrlimit`). Turn off for an app that changes its own limits or priorities.
+    /// Default: [`crate::defaults::DENY_RESOURCE_SYSCALLS`].
     pub deny_resource_syscalls: bool,
     /// `IPAddressDeny=any` + `IPAddressAllow=localhost`: breaks apps calling external
-    /// services or a remote database. Default: off.
+    /// services or a remote database. Default: [`crate::defaults::LOCALHOST_ONLY`].
     pub localhost_only: bool,
     /// Extra writable paths (`ReadWritePaths=`), absolute.
     pub read_write_paths: Vec<PathBuf>,
@@ -251,7 +254,7 @@ pub struct Systemd {
 pub struct RenderSettings {
     /// Directory whose files replace the built-in templates by relative name.
     pub templates: Option<PathBuf>,
-    /// Where `render` writes: `<out>/<target>/`. Default: `deploy`.
+    /// Where `render` writes: `<out>/<target>/`. Default: [`crate::defaults::RENDER_OUT`].
     pub out: PathBuf,
 }
 

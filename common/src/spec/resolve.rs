@@ -14,6 +14,7 @@ use super::raw::{self, DurationOrInt, RawSpec, SizeOrInt, Workers};
 use super::refusals;
 use super::units::{Seconds, Size, parse_duration, parse_size};
 use super::*;
+use crate::defaults;
 use crate::target::{Backend, Frontend, Target};
 
 pub fn resolve(path: &Path, source: &str) -> Result<Spec, SpecError> {
@@ -276,7 +277,7 @@ impl Resolver {
                 p
             }
             None => {
-                let p = self.abs(".venv");
+                let p = self.abs(defaults::VENV);
                 if a.root.is_some() {
                     // Otherwise the directory was checked as the root.
                     self.renderable_path(0..0, "app.venv", None, &p, PathUse::Uwsgi);
@@ -292,7 +293,7 @@ impl Resolver {
                 }
                 Some(p)
             }
-            None => Some(self.abs("requirements.txt")).filter(|p| p.is_file()),
+            None => Some(self.abs(defaults::REQUIREMENTS)).filter(|p| p.is_file()),
         };
         let mut env = BTreeMap::new();
         if let Some(e) = a.env {
@@ -360,7 +361,7 @@ impl Resolver {
                 }
                 names.into_iter().map(|(_, ascii)| ascii).collect()
             }
-            None => vec!["localhost".to_string()],
+            None => defaults::SERVER_NAMES.map(String::from).to_vec(),
         };
         let listen = match &s.listen {
             Some(l) => match parse_listen(l.get_ref()) {
@@ -372,19 +373,13 @@ impl Resolver {
                         msg,
                         "write `host:port`, e.g. \"0.0.0.0:80\" or \"[::]:8080\"",
                     );
-                    Listen {
-                        host: "0.0.0.0".into(),
-                        port: 80,
-                    }
+                    defaults::listen()
                 }
             },
-            None => Listen {
-                host: "0.0.0.0".into(),
-                port: 80,
-            },
+            None => defaults::listen(),
         };
-        let max_body = self.size(s.max_body.as_ref(), "server.max_body", Size(10 << 20));
-        let timeout = self.duration(s.timeout.as_ref(), "server.timeout", Seconds(30));
+        let max_body = self.size(s.max_body.as_ref(), "server.max_body", defaults::MAX_BODY);
+        let timeout = self.duration(s.timeout.as_ref(), "server.timeout", defaults::TIMEOUT);
         let forwarded_allow_ips = match s.forwarded_allow_ips {
             Some(ips) => {
                 for ip in ips.get_ref() {
@@ -398,7 +393,7 @@ impl Resolver {
                 }
                 ips.into_inner()
             }
-            None => vec!["127.0.0.1".into(), "::1".into()],
+            None => defaults::FORWARDED_ALLOW_IPS.map(String::from).to_vec(),
         };
         Server {
             names,
@@ -462,7 +457,7 @@ impl Resolver {
             let dir = self.existing_dir(&s.dir, &key("dir"));
             // nginx serves it, and uWSGI when it serves static files itself.
             self.renderable_path(s.dir.span(), &key("dir"), Some(s.dir.get_ref()), &dir, PathUse::Uwsgi);
-            let expires = self.duration(s.expires.as_ref(), &key("expires"), Seconds(7 * 86_400));
+            let expires = self.duration(s.expires.as_ref(), &key("expires"), defaults::STATIC_EXPIRES);
             out.push(Static { url, dir, expires });
         }
         out
@@ -472,9 +467,9 @@ impl Resolver {
         let kind = match b.and_then(|b| b.kind.as_ref()) {
             Some(k) => k.get_ref().parse().unwrap_or_else(|msg: String| {
                 self.problem(k.span(), "backend.kind", msg);
-                Backend::Embedded
+                defaults::BACKEND
             }),
-            None => Backend::Embedded,
+            None => defaults::BACKEND,
         };
         let workers = match b.and_then(|b| b.workers.as_ref()) {
             Some(w) => match *w.get_ref() {
@@ -499,14 +494,14 @@ impl Resolver {
                     "backend.threads",
                     format!("{} is out of range (1 to 256)", t.get_ref()),
                 );
-                1
+                defaults::THREADS
             }
-            None => 1,
+            None => defaults::THREADS,
         };
         let graceful_timeout = self.duration(
             b.and_then(|b| b.graceful_timeout.as_ref()),
             "backend.graceful_timeout",
-            Seconds(30),
+            defaults::GRACEFUL_TIMEOUT,
         );
         let uwsgi_build = match b.and_then(|b| b.uwsgi_build.as_ref()) {
             Some(u) => match u.get_ref().as_str() {
@@ -518,10 +513,10 @@ impl Resolver {
                         "backend.uwsgi_build",
                         format!("unknown uWSGI build {other:?}; expected \"debian\" or \"pip\""),
                     );
-                    UwsgiBuild::Debian
+                    defaults::UWSGI_BUILD
                 }
             },
-            None => UwsgiBuild::Debian,
+            None => defaults::UWSGI_BUILD,
         };
         BackendSettings {
             kind,
@@ -536,9 +531,9 @@ impl Resolver {
         let kind = match f.and_then(|f| f.kind.as_ref()) {
             Some(k) => k.get_ref().parse().unwrap_or_else(|msg: String| {
                 self.problem(k.span(), "frontend.kind", msg);
-                Frontend::Nginx
+                defaults::FRONTEND
             }),
-            None => Frontend::Nginx,
+            None => defaults::FRONTEND,
         };
         let group = match f.and_then(|f| f.group.as_ref()) {
             Some(g) => {
@@ -558,7 +553,7 @@ impl Resolver {
                 }
                 g.get_ref().clone()
             }
-            None => "www-data".into(),
+            None => defaults::FRONTEND_GROUP.into(),
         };
         FrontendSettings { kind, group }
     }
@@ -619,7 +614,7 @@ impl Resolver {
                 }
                 p.get_ref().clone()
             }
-            None => "/".into(),
+            None => defaults::HEALTH_PATH.into(),
         };
         let expect = match h.as_ref().and_then(|h| h.expect.as_ref()) {
             Some(e) if (100..=599).contains(e.get_ref()) => Some(*e.get_ref() as u16),
@@ -636,7 +631,7 @@ impl Resolver {
         let timeout = self.duration(
             h.as_ref().and_then(|h| h.timeout.as_ref()),
             "health.timeout",
-            Seconds(10),
+            defaults::HEALTH_TIMEOUT,
         );
         Health { path, expect, timeout }
     }
@@ -670,7 +665,7 @@ impl Resolver {
                 }
                 u.get_ref().clone()
             }
-            None => "www-data".to_string(),
+            None => defaults::SYSTEMD_ACCOUNT.to_string(),
         };
         let user = account(&s.user, "systemd.user");
         let group = account(&s.group, "systemd.group");
@@ -688,7 +683,7 @@ impl Resolver {
                 );
                 PathBuf::new()
             }
-            None => std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/local/bin/deployctl")),
+            None => std::env::current_exe().unwrap_or_else(|_| PathBuf::from(defaults::DEPLOYCTL_BIN)),
         };
         let read_write_paths = match &s.read_write_paths {
             Some(ps) => ps
@@ -714,10 +709,12 @@ impl Resolver {
             user,
             group,
             deployctl,
-            memory_deny_write_execute: s.memory_deny_write_execute.unwrap_or(true),
-            private_users: s.private_users.unwrap_or(true),
-            deny_resource_syscalls: s.deny_resource_syscalls.unwrap_or(true),
-            localhost_only: s.localhost_only.unwrap_or(false),
+            memory_deny_write_execute: s
+                .memory_deny_write_execute
+                .unwrap_or(defaults::MEMORY_DENY_WRITE_EXECUTE),
+            private_users: s.private_users.unwrap_or(defaults::PRIVATE_USERS),
+            deny_resource_syscalls: s.deny_resource_syscalls.unwrap_or(defaults::DENY_RESOURCE_SYSCALLS),
+            localhost_only: s.localhost_only.unwrap_or(defaults::LOCALHOST_ONLY),
             read_write_paths,
         }
     }
@@ -734,7 +731,7 @@ impl Resolver {
                 self.renderable_path(o.span(), "render.out", Some(o.get_ref()), &p, PathUse::Units);
                 p
             }
-            None => self.abs("deploy"),
+            None => self.abs(defaults::RENDER_OUT),
         };
         RenderSettings { templates, out }
     }
