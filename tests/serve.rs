@@ -396,3 +396,99 @@ fn serve_quiet_flag_silences_info_lines_before_or_after_serve() {
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("[INFO] listening on"), "{log}");
 }
+
+#[test]
+fn serve_hands_the_server_what_it_resolved_and_a_hup_reads_deploy_toml_again() {
+    // What broke: the launcher re-forwarded its raw command line, so a flag only the CLI takes
+    // could be refused by the server, and the spec was parsed by the launcher and again by the
+    // server. Now the server gets the resolved settings (and the flags, for reloads), never
+    // the words: its command line is empty, `-q` still applies, and a HUP still picks up a
+    // changed deploy.toml.
+    let venv = repo().join("examples/flask-hello/.venv");
+    assert!(venv.join("bin/python3").exists(), "run scripts/setup.sh first");
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("deploy.toml");
+    let write = |value: &str| {
+        std::fs::write(
+            &toml,
+            format!(
+                "[app]\nentry = \"apps:raw\"\nroot = {:?}\nvenv = {:?}\nenv = {{ DEPLOYCTL_TEST_ENV = {value:?} }}\n",
+                fixtures().display().to_string(),
+                venv.display().to_string(),
+            ),
+        )
+        .unwrap();
+    };
+    write("first");
+    let addr = free_addr();
+    let mut child = Command::new(cli_bin())
+        .args([
+            "serve",
+            "-q",
+            "-c",
+            toml.to_str().unwrap(),
+            "--workers",
+            "1",
+            "--bind",
+            &addr,
+        ])
+        .env_remove("VIRTUAL_ENV")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn deployctl serve");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = stderr.read_to_string(&mut all);
+        all
+    });
+    let running = Running(child);
+    let env_of = |addr: &str| -> Option<String> {
+        let (status, body) = get(addr, "/sys");
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (status == 200).then(|| v["env"].as_str().unwrap_or_default().to_string())
+    };
+    let wait_for = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = std::net::TcpStream::connect(&addr).ok().and_then(|_| env_of(&addr));
+            if got.as_deref() == Some(want) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never served {want:?}; last {got:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("first");
+    // exec'd in place, with nothing on its command line: the settings came handed over.
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", running.id())).unwrap();
+    let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|w| !w.is_empty()).collect();
+    assert_eq!(words.len(), 1, "{:?}", String::from_utf8_lossy(&cmdline));
+    assert!(
+        words[0].ends_with(b"deployctl-server"),
+        "{:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    write("second");
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(running.id() as i32, libc::SIGHUP) };
+    wait_for("second");
+    // SAFETY: as above.
+    unsafe { libc::kill(running.id() as i32, libc::SIGTERM) };
+    let mut running = running;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut code = None;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = running.0.try_wait() {
+            code = status.code();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(running);
+    let log = reader.join().unwrap_or_default();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("[INFO]"), "-q did not reach the server:\n{log}");
+}

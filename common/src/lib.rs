@@ -4,8 +4,10 @@
 //! - `spec`: `deploy.toml`, from raw serde model to a validated `Spec` (diagnostics with line
 //!   and column), with `spec::refusals`, the values no config language can hold.
 //! - `target`: the chains of servers (`nginx+uwsgi`, …) that the spec's kinds name.
-//! - `settings`: the embedded server's flags (`ServeArgs`) and resolved settings
-//!   (`ServeSettings`), and the virtualenv's Python version check.
+//! - `settings`: the embedded server's flags (`ServeArgs`, the one definition both binaries
+//!   parse), its resolved settings (`ServeSettings`), what `deployctl serve` hands the server
+//!   (`Handoff`), and the virtualenv's Python version check.
+//! - `defaults`: every default of `deploy.toml` and of the serve settings, in one place.
 //! - `signals`: signals read from a signalfd, never handled asynchronously.
 //! - `error`: errors with hints and usage errors, and the one format they are printed in.
 //!

@@ -19,8 +19,13 @@ use crate::defaults;
 use crate::error::hinted;
 use crate::spec::{self, Entry, Spec, display_path};
 
-/// Flags of `deployctl serve`: Gunicorn's names where Gunicorn has the setting.
-#[derive(Debug, Clone, Default, Args)]
+/// Flags of `deployctl serve` and `deployctl-server`: Gunicorn's names where Gunicorn has the
+/// setting. The one definition: the CLI flattens it into its `serve` subcommand, the server
+/// binary into its own command line.
+///
+/// Serialisable because `deployctl serve` hands the flags it parsed to the server it starts
+/// ([`Handoff`]): the server's master resolves them again on HUP.
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 pub struct ServeArgs {
     /// The WSGI callable, `module:attr` or `module:factory()`. Default: `[app].entry` of `--config`.
     pub entry: Option<String>,
@@ -282,7 +287,41 @@ fn entry_from_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Entry, D::Er
     spec::parse_entry(&s).map_err(serde::de::Error::custom)
 }
 
+/// What `deployctl serve` hands to the `deployctl-server` it `exec`s, as JSON in
+/// [`HANDOFF_ENV`] instead of a command line: the settings it resolved, so the server starts
+/// with them without reading `deploy.toml` or the flags again, and the flags themselves, which
+/// the server's master resolves again on HUP (a changed `deploy.toml` takes effect, as with
+/// the server started directly). A flag only the CLI takes (`-q` before or after `serve`) is
+/// applied to the flags first, never passed on as a word the server might not know.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Handoff {
+    pub args: ServeArgs,
+    pub settings: ServeSettings,
+}
+
+/// The environment variable holding the [`Handoff`]; the server removes it at start, so
+/// neither its workers nor the app see it.
+pub const HANDOFF_ENV: &str = "DEPLOYCTL_SERVE_HANDOFF";
+
+impl Handoff {
+    /// Fails only for a path that is not UTF-8, which JSON cannot hold.
+    pub fn to_json(&self) -> anyhow::Result<String> {
+        serde_json::to_string(self).context("handing the settings to the server (a path that is not UTF-8?)")
+    }
+
+    pub fn from_json(json: &str) -> anyhow::Result<Handoff> {
+        serde_json::from_str(json).with_context(|| format!("reading the settings handed over in ${HANDOFF_ENV}"))
+    }
+}
+
 impl ServeArgs {
+    /// `-q`/`--quiet`: only warnings and errors, unless `--log-level` is given.
+    pub fn quiet(&mut self) {
+        if self.log_level.is_none() {
+            self.log_level = Some(LogLevel::Warning);
+        }
+    }
+
     /// Apply `--config` (if any) under the flags, then the defaults, and check every value.
     pub fn resolve(&self) -> anyhow::Result<ServeSettings> {
         if let Some(v) = &self.short_t {
@@ -581,6 +620,37 @@ mod tests {
         assert_eq!(format!("{back:?}"), format!("{s:?}"));
         assert!(back.entry.factory);
         assert!(ServeSettings::from_json("{}").is_err());
+    }
+
+    #[test]
+    fn the_handoff_keeps_the_flags_and_the_settings() {
+        let mut args = ServeArgs {
+            entry: Some("app:app".into()),
+            bind: vec!["127.0.0.1:0".into()],
+            uds_mode: 0o600,
+            timeout: Some(7),
+            ..ServeArgs::default()
+        };
+        args.quiet();
+        let settings = args.resolve().unwrap();
+        assert_eq!(settings.log_level, LogLevel::Warning);
+        let json = Handoff { args, settings }.to_json().unwrap();
+        let back = Handoff::from_json(&json).unwrap();
+        assert_eq!(back.args.timeout, Some(7));
+        assert_eq!(back.args.log_level, Some(LogLevel::Warning));
+        assert_eq!(back.settings.uds_mode, 0o600);
+        // What the master resolves again on HUP is what the launcher resolved.
+        assert_eq!(
+            format!("{:?}", back.args.resolve().unwrap()),
+            format!("{:?}", back.settings)
+        );
+        // An explicit --log-level wins over -q.
+        let mut loud = ServeArgs {
+            log_level: Some(LogLevel::Debug),
+            ..ServeArgs::default()
+        };
+        loud.quiet();
+        assert_eq!(loud.log_level, Some(LogLevel::Debug));
     }
 
     #[test]

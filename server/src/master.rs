@@ -1,6 +1,7 @@
-//! The master: binds (or inherits) the listening sockets, resolves the settings, starts workers
-//! by re-executing this binary with the sockets inherited, supervises them, and turns signals
-//! into Gunicorn's operations. It never initialises Python.
+//! The master: binds (or inherits) the listening sockets, starts workers by re-executing this
+//! binary with the sockets inherited, supervises them, and turns signals into Gunicorn's
+//! operations. It starts with the settings `run` resolved (or `deployctl serve` handed over)
+//! and resolves its flags again on each HUP. It never initialises Python.
 //!
 //! Why re-exec and not fork: forking a process that has started CPython (or any thread) copies
 //! locks in whatever state other threads left them; a fresh `exec` starts every worker clean,

@@ -1,8 +1,8 @@
-//! Start-up order. The master: settings (resolved from the command line and `deploy.toml`),
-//! logs, signals, sockets (bound, or inherited from systemd), the open-file limit, pid file,
-//! workers. A worker (started by the master with `$DEPLOYCTL_WORKER`): the settings the master
-//! resolved, inherited sockets made close-on-exec, signals, Python, the app, "ready" to the
-//! master, then the loop.
+//! Start-up order. The master: settings (resolved from the command line and `deploy.toml`, or
+//! as `deployctl serve` resolved them and handed them over), logs, signals, sockets (bound, or
+//! inherited from systemd), the open-file limit, pid file, workers. A worker (started by the
+//! master with `$DEPLOYCTL_WORKER`): the settings the master resolved, inherited sockets made
+//! close-on-exec, signals, Python, the app, "ready" to the master, then the loop.
 //!
 //! Sockets are bound before any Python starts, so a port in use fails fast and without
 //! importing the app; signals are blocked before any thread exists, so every thread (the
@@ -44,8 +44,10 @@ const MIN_NOFILE: u64 = 32;
 const LOW_NOFILE: u64 = 1024;
 
 /// `deployctl-server` with its command line: a worker when the master started it
-/// (`$DEPLOYCTL_WORKER`), the master otherwise. Only the master resolves `args`.
-pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
+/// (`$DEPLOYCTL_WORKER`), the master otherwise. Only the master resolves `args`, and only when
+/// `resolved` (what `deployctl serve` resolved from them) is `None`; it keeps `args` to resolve
+/// them again on HUP.
+pub fn run(args: ServeArgs, resolved: Option<ServeSettings>) -> anyhow::Result<i32> {
     match std::env::var(master::WORKER_ENV) {
         Ok(spec) => {
             let settings = std::env::var(master::SETTINGS_ENV)
@@ -60,7 +62,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
             worker(settings, &spec)
         }
         Err(_) => {
-            let settings = args.resolve()?;
+            let settings = match resolved {
+                Some(s) => s,
+                None => args.resolve()?,
+            };
             init_log(&settings)?;
             run_master(args, settings)
         }

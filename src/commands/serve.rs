@@ -1,10 +1,15 @@
-//! `deployctl serve`: check the flags and the environment, then `exec` the embedded server.
+//! `deployctl serve`: resolve the flags (and `deploy.toml`) once, check the environment, then
+//! `exec` the embedded server with what was resolved.
 //!
 //! The server is a separate binary, `deployctl-server`, because it links libpython and the
 //! CLI must not (design.md invariant 4). `exec` (not spawn) keeps the PID, so a systemd unit
 //! with `Type=notify` running `deployctl serve` sees the server itself as its main process.
+//! The flags are `deployctl_common::settings::ServeArgs`, the same definition the server
+//! binary parses; the launcher hands the server the flags and the settings it resolved
+//! (`Handoff`, in the environment), not its command line, so a flag only the CLI takes
+//! (`-q` before or after `serve`) never reaches the server as a word, and the server does not
+//! parse `deploy.toml` again to start (its master does on HUP, from the flags handed over).
 
-use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,7 +18,7 @@ use anyhow::Context;
 
 use crate::commands::Status;
 use crate::printer::{Printer, hinted};
-use crate::settings::{ServeArgs, check_venv_version};
+use crate::settings::{HANDOFF_ENV, Handoff, ServeArgs, check_venv_version};
 use crate::spec::display_path;
 
 /// Overrides where the server binary is looked up (tests, packagers).
@@ -21,31 +26,21 @@ pub const SERVER_ENV: &str = "DEPLOYCTL_SERVER";
 pub const SERVER_BIN: &str = "deployctl-server";
 
 pub fn run(args: &ServeArgs, printer: &Printer) -> anyhow::Result<Status> {
+    let mut args = args.clone();
+    if printer.quiet {
+        // `deployctl -q serve` (or `serve -q`: the flag is global) means what the server's
+        // own `--quiet` means; an explicit --log-level still wins.
+        args.quiet();
+    }
     let settings = args.resolve()?;
     let server = find_server()?;
     let built_for = probe(&server)?;
     if let Some(venv) = &settings.venv {
         check_venv_version(venv, &built_for)?;
     }
-    let mut argv = server_args();
-    if printer.quiet {
-        // `deployctl -q serve` (or `serve -q`: the flag is global) means what the server's
-        // own `--quiet` means; an explicit --log-level still wins.
-        argv.insert(0, "--quiet".into());
-    }
-    let err = Command::new(&server).args(argv).exec();
+    let handoff = Handoff { args, settings }.to_json()?;
+    let err = Command::new(&server).env(HANDOFF_ENV, handoff).exec();
     Err(err).with_context(|| format!("starting {}", display_path(&server)))
-}
-
-/// Everything after the `serve` word, passed through, except the global `--quiet` that clap
-/// took for `deployctl` itself (the server is given its own `--quiet` for it).
-fn server_args() -> Vec<OsString> {
-    std::env::args_os()
-        .skip(1)
-        .skip_while(|a| a != "serve")
-        .skip(1)
-        .filter(|a| a != "-q" && a != "--quiet")
-        .collect()
 }
 
 /// `$DEPLOYCTL_SERVER`, else `deployctl-server` next to this executable.
