@@ -14,7 +14,8 @@
 //! shares that crate and must not link the renderer); they are re-exported here so that each
 //! language's rules, what is escaped and what is refused, read together.
 //!
-//! This module is a leaf: pure functions of strings, used by the view models.
+//! This module is a leaf: pure functions of strings, used by the view models (and by
+//! `orchestrate` for the few paths it passes to nginx and uWSGI itself).
 
 use std::fmt::Write as _;
 

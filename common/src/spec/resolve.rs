@@ -1,4 +1,5 @@
-//! Raw model → [`Spec`]: defaults, paths, and every rule spanning keys.
+//! Raw model → [`Spec`]: defaults (the values of [`crate::defaults`]), paths, and every rule
+//! spanning keys.
 //!
 //! Problems are collected, not returned at the first one, so a user fixes a file in one pass.
 
