@@ -5,8 +5,9 @@
 
 use std::process::Command;
 
-/// Packages of the CLI's side that must not be in the server's tree.
-const CLI_ONLY: [&str; 7] = [
+/// Packages of the CLI's side that must not be in the server's tree: rendering, progress,
+/// diffs, running tools, scratch files, and ACME.
+const CLI_ONLY: [&str; 11] = [
     "tera",
     "include_dir",
     "indicatif",
@@ -14,6 +15,10 @@ const CLI_ONLY: [&str; 7] = [
     "duct",
     "which",
     "tempfile",
+    "instant-acme",
+    "rcgen",
+    "x509-parser",
+    "tokio",
 ];
 
 #[test]
