@@ -2,8 +2,9 @@
 //!
 //! `render` turns the description into config files, `validate` runs the real tools on them,
 //! `orchestrate` runs the result on this machine (`up`), `init` writes a description for an
-//! existing app; `commands` glues these to the CLI defined in `cli`, and `printer` is the one
-//! way messages reach the user.
+//! existing app, `acme` obtains certificates and `tls` holds Mozilla's TLS profiles; `commands`
+//! glues these to the CLI defined in `cli`, and `printer` is the one way messages reach the
+//! user.
 //!
 //! What the CLI shares with the embedded server lives in the `deployctl-common` crate and is
 //! re-exported here under its old paths: `spec` (reading `deploy.toml`), `target`,
