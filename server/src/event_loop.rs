@@ -934,7 +934,11 @@ impl Loop {
                         log::error(&format!("USR1: reopening logs failed: {e}"));
                     }
                 }
-                libc::SIGHUP => log::warning("HUP: reloading needs the master process (--workers), not built yet"),
+                // Reloads are the master's: it starts a new generation and retires this worker.
+                libc::SIGHUP => log::warning(&format!(
+                    "HUP sent to a worker (pid {}) is ignored: send it to the master to reload",
+                    std::process::id()
+                )),
                 _ => {}
             }
         }
