@@ -47,6 +47,8 @@ fn descendants(pid: u32) -> Vec<(u32, u32)> {
 struct Started {
     child: Child,
     log: Arc<Mutex<String>>,
+    /// The thread copying `up`'s stderr into `log`: done at end of file.
+    reader: std::thread::JoinHandle<()>,
 }
 
 fn start(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Started {
@@ -65,12 +67,12 @@ fn start(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Started 
     let log = Arc::new(Mutex::new(String::new()));
     let sink = log.clone();
     let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             sink.lock().unwrap().push_str(&(line + "\n"));
         }
     });
-    Started { child, log }
+    Started { child, log, reader }
 }
 
 /// Wait until the output says `when`, let what `up` started settle, send `sig`; `up` must be
@@ -99,6 +101,9 @@ fn interrupt_when(mut s: Started, when: &str, sig: i32, groups_of: impl Fn(u32) 
         std::thread::sleep(Duration::from_millis(20));
     };
     let took = sent.elapsed();
+    // `up` has exited, but its last lines may still be in the pipe: read to its end (bounded:
+    // a process left holding the pipe fails the check below anyway).
+    wait_for(5, || s.reader.is_finished());
     let log = s.log.lock().unwrap().clone();
     assert!(took < Duration::from_secs(5), "up took {took:?} to exit:\n{log}");
     assert_eq!(status.code(), Some(1), "{log}");
