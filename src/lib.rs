@@ -1,10 +1,11 @@
 //! `deployctl`: deploy Python WSGI apps from one `deploy.toml`.
 //!
-//! `render` turns the description into config files, `validate` runs the real tools on them,
-//! `orchestrate` runs the result on this machine (`up`), `init` writes a description for an
-//! existing app, `acme` obtains certificates and `tls` holds Mozilla's TLS profiles; `commands`
-//! glues these to the CLI defined in `cli`, and `printer` is the one way messages reach the
-//! user.
+//! `plan` resolves the description for a target and an environment (tiers, links, every
+//! path, name and command line), `render` turns the plan into config files, `validate` runs
+//! the real tools on them, `orchestrate` runs the plan's processes on this machine (`up`),
+//! `init` writes a description for an existing app, `acme` obtains certificates and `tls`
+//! holds Mozilla's TLS profiles; `commands` glues these to the CLI defined in `cli`, and
+//! `printer` is the one way messages reach the user.
 //!
 //! What the CLI shares with the embedded server lives in the `deployctl-common` crate and is
 //! re-exported here under its old paths: `spec` (reading `deploy.toml`), `target`,
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod commands;
 pub mod init;
 pub mod orchestrate;
+pub mod plan;
 pub mod printer;
 pub mod pyproject;
 pub mod render;

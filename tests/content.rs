@@ -564,3 +564,31 @@ fn app_paths_hidden_by_the_sandbox_are_bound_read_only() {
     assert_eq!(parse::value(&unit, "Service", "PrivateTmp"), "yes");
     assert!(["yes", "tmpfs"].contains(&parse::value(&unit, "Service", "ProtectHome")));
 }
+
+/// Regression (issue 12): `nginx+embedded` rendered from a spec whose `[backend].kind` is
+/// Gunicorn lost the `BindReadOnlyPaths=` of the `deployctl` binary its unit runs — the view
+/// asked the spec's backend instead of the target's. The unit of the target's server binds the
+/// program it starts back read-only; a Gunicorn unit does not bind `deployctl`.
+#[test]
+fn nginx_embedded_from_a_gunicorn_spec_binds_deployctl_read_only() {
+    let bin = tempfile::tempdir().unwrap();
+    let deployctl = bin.path().join("deployctl");
+    let toml = format!(
+        "[app]\nname = \"g\"\nentry = \"app:app\"\n[backend]\nkind = \"gunicorn\"\n[systemd]\ndeployctl = \"{}\"\n",
+        deployctl.display()
+    );
+    let dir = project(&toml, &[]);
+    let binds_of = |target: &str| -> Vec<String> {
+        let files = render(dir.path(), target);
+        let unit = parse::ini(&files["systemd/g.service"], &['#', ';']);
+        parse::values(&unit, "Service", "BindReadOnlyPaths")
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    };
+    let want = format!("-{}", deployctl.display());
+    let embedded = binds_of("nginx+embedded");
+    assert!(embedded.contains(&want), "{embedded:?}");
+    let gunicorn = binds_of("nginx+gunicorn");
+    assert!(!gunicorn.contains(&want), "{gunicorn:?}");
+}

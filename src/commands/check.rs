@@ -2,10 +2,11 @@
 //! every validator that applies; one verdict per validator and file.
 
 use crate::cli::CheckArgs;
+use crate::plan::{Environment, Plan};
 use crate::printer::Printer;
 use crate::render;
 use crate::target::Target;
-use crate::validate::{self, Outcome, Scratch};
+use crate::validate::{self, Outcome, Policy};
 
 use super::{Status, default_out, load, parse_target};
 
@@ -25,29 +26,38 @@ pub fn run(args: &CheckArgs, printer: &Printer) -> anyhow::Result<Status> {
             .map(|t| parse_target(&spec, Some(t)))
             .collect::<anyhow::Result<_>>()?
     };
-    let mut failed = 0;
+    // `--require-validators` or DEPLOYCTL_REQUIRE_VALIDATORS: the gate's one policy.
+    let policy = Policy {
+        require_all: args.require_validators,
+    };
+    let (mut failed, mut passed, mut skipped) = (0, 0, 0);
     let mut json = Vec::new();
     for target in targets {
-        let tree = render::render(&spec, target, &default_out(&spec, target), &templates)?;
-        let scratch_dir = tempfile::Builder::new().prefix("deployctl-check-").tempdir()?;
-        tree.write_into(scratch_dir.path())?;
-        let bar = printer.progress(&format!("checking {target}"));
-        let verdicts = validate::run_all(&Scratch {
-            spec: &spec,
+        let plan = Plan::resolve(
+            &spec,
             target,
-            tree: &tree,
-            dir: scratch_dir.path(),
-        });
+            Environment::Production {
+                out: default_out(&spec, target),
+            },
+        );
+        let tree = render::render_plan(&plan, &templates)?;
+        let bar = printer.progress(&format!("checking {target}"));
+        let report = validate::gate(&plan, &tree, policy, None);
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        failed += report(printer, target, &verdicts, args.require_validators);
+        let report = report?;
+        report.print(printer, true);
+        failed += report.failures();
+        passed += report.passed();
+        skipped += report.skipped().len();
         json.extend(
-            verdicts
+            report
+                .verdicts
                 .iter()
-                .map(|v| VerdictJson::of(target, v, args.require_validators)),
+                .map(|v| VerdictJson::of(target, v, policy.require_all)),
         );
-        if let Some(warning) = render::static_warning(&spec, target) {
+        if let Some(warning) = plan.static_warning() {
             printer.warn(&warning);
         }
     }
@@ -62,7 +72,13 @@ pub fn run(args: &CheckArgs, printer: &Printer) -> anyhow::Result<Status> {
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
-    if failed == 0 {
+    if failed == 0 && skipped > 0 {
+        printer.status(
+            "Checked",
+            &format!("{passed} validator runs passed, {skipped} skipped (not installed)"),
+        );
+        Ok(Status::Success)
+    } else if failed == 0 {
         printer.status("Checked", "every validator passed");
         Ok(Status::Success)
     } else {
@@ -113,33 +129,4 @@ impl VerdictJson {
             message,
         }
     }
-}
-
-/// Prints one line per verdict (and the tool's message on failure); returns the failures.
-pub fn report(printer: &Printer, target: Target, verdicts: &[validate::Verdict], require_all: bool) -> usize {
-    let mut failed = 0;
-    for v in verdicts {
-        let head = format!("{target}: {} {}", v.validator, v.subject);
-        match &v.outcome {
-            Outcome::Ok(detail) => printer.status("ok", &format!("{head}: {detail}")),
-            Outcome::Failed(msg) => {
-                failed += 1;
-                printer.error(&anyhow::anyhow!("{head} failed:\n{}", indent(msg)));
-            }
-            Outcome::Missing { hint } if require_all => {
-                failed += 1;
-                printer.error(&anyhow::anyhow!(
-                    "{head}: the tool is not installed (DEPLOYCTL_REQUIRE_VALIDATORS is set)\nhint: {hint}"
-                ));
-            }
-            Outcome::Missing { hint } => {
-                printer.warn(&format!("{head}: skipped, the tool is not installed\nhint: {hint}"))
-            }
-        }
-    }
-    failed
-}
-
-fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
 }

@@ -41,7 +41,7 @@ struct PendingView {
 
 /// A TOML string literal.
 fn lit(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
+    crate::render::quote::toml(s)
 }
 
 pub fn run(args: &InitArgs, printer: &Printer) -> anyhow::Result<Status> {

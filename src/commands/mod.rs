@@ -58,13 +58,13 @@ fn parse_target(spec: &Spec, name: Option<&str>) -> anyhow::Result<Target> {
     }
 }
 
-/// `--target NAME`: an unknown or unbuilt target is a usage error (exit 2) listing the valid ones.
+/// `--target NAME`, read as a chain of tiers: an unknown, impossible or unbuilt target is a
+/// usage error (exit 2) listing the valid ones.
 fn target_arg(name: &str) -> anyhow::Result<Target> {
-    name.parse()
-        .map_err(|e: String| match e.split_once("; valid targets: ") {
-            Some((message, list)) => usage(message, Some(format!("valid targets: {list}"))),
-            None => usage(e, None),
-        })
+    crate::plan::chain::parse_target(name).map_err(|e: String| match e.split_once("; valid targets: ") {
+        Some((message, list)) => usage(message, Some(format!("valid targets: {list}"))),
+        None => usage(e, None),
+    })
 }
 
 /// `--listen HOST:PORT`, a usage error (exit 2) when malformed.
@@ -102,14 +102,9 @@ fn down_command(config: &Path, target: Option<&str>, run_dir: Option<&Path>) -> 
     cmd
 }
 
-/// A word as a POSIX shell reads it back: as is when plain, else in single quotes.
+/// A word as a POSIX shell reads it back (`quote::shell`).
 fn shell_word(s: &str) -> String {
-    let plain = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_./+-:=@,%".contains(c));
-    if plain {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
+    crate::render::quote::shell(s)
 }
 
 /// Where `render` writes a target by default: `<[render].out>/<target>`.

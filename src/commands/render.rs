@@ -1,11 +1,12 @@
 //! `deployctl render`: render a target; validate; write atomically, print, or diff.
 
 use crate::cli::RenderArgs;
+use crate::plan::{Environment, Plan};
 use crate::printer::Printer;
 use crate::render;
-use crate::validate::{self, Scratch};
+use crate::validate::{self, Policy};
 
-use super::{Status, check::report, default_out, load, parse_target, shown};
+use super::{Status, default_out, load, parse_target, shown};
 
 pub fn run(args: &RenderArgs, printer: &Printer) -> anyhow::Result<Status> {
     let (spec, templates) = load(&args.spec)?;
@@ -14,12 +15,13 @@ pub fn run(args: &RenderArgs, printer: &Printer) -> anyhow::Result<Status> {
         Some(dir) => std::path::absolute(dir)?,
         None => default_out(&spec, target),
     };
-    let tree = render::render(&spec, target, &out, &templates)?;
+    let plan = Plan::resolve(&spec, target, Environment::Production { out: out.clone() });
+    let tree = render::render_plan(&plan, &templates)?;
     if !args.stdout && !args.check {
         // Before the validators run: a refused directory is the first thing to know.
         tree.check_replaceable(&out, spec.dir(), args.force)?;
     }
-    if let Some(warning) = render::static_warning(&spec, target) {
+    if let Some(warning) = plan.static_warning() {
         printer.warn(&warning);
     }
     if args.stdout {
@@ -44,16 +46,9 @@ pub fn run(args: &RenderArgs, printer: &Printer) -> anyhow::Result<Status> {
         };
     }
     if !args.no_validate {
-        let scratch_dir = tempfile::Builder::new().prefix("deployctl-render-").tempdir()?;
-        tree.write_into(scratch_dir.path())?;
-        let verdicts = validate::run_all(&Scratch {
-            spec: &spec,
-            target,
-            tree: &tree,
-            dir: scratch_dir.path(),
-        });
-        let require = std::env::var("DEPLOYCTL_REQUIRE_VALIDATORS").is_ok_and(|v| v == "1" || v == "true");
-        if report(printer, target, &verdicts, require) > 0 {
+        let report = validate::gate(&plan, &tree, Policy::from_env(), None)?;
+        report.print(printer, true);
+        if !report.is_ok() {
             printer.error(&anyhow::anyhow!("nothing was written to {}", shown(&out)));
             return Ok(Status::Failed);
         }

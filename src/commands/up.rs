@@ -14,17 +14,16 @@ use crate::orchestrate::interrupt;
 use crate::orchestrate::procs::{self, ProcId};
 use crate::orchestrate::stack::{self, RunPlan, Running};
 use crate::orchestrate::state::{Condition, Found, Phase, State};
+use crate::plan::{Environment, Plan, Program, RunFiles, Tier};
 use crate::printer::{Printer, hinted};
 use crate::render::{self, FileTree};
 use crate::settings::check_venv_version;
 use crate::spec::{Spec, display_path};
-use crate::target::{Backend, Frontend, Target};
-use crate::validate::{self, Outcome, Scratch};
+use crate::target::Target;
+use crate::validate::{self, Policy};
 
 /// Set in the background supervisor that `--detach` starts.
 const DETACHED_ENV: &str = "DEPLOYCTL_UP_DETACHED";
-/// The validators' cache in the run directory: keys of the checks that passed.
-const VALIDATED: &str = "validated.json";
 
 pub fn run(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     // From the first step on, Ctrl-C and SIGTERM are events that every wait of the start-up
@@ -82,49 +81,37 @@ fn supervise(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
         }
         None => None,
     };
-    let Prepared {
-        spec,
-        target,
-        tree,
-        tools,
-    } = prepare(args, printer)?;
-    if let Some(warning) = render::static_warning(&spec, target) {
+    let Prepared { plan, tree, tools } = prepare(args, printer)?;
+    if let Some(warning) = plan.static_warning() {
         printer.warn(&warning);
     }
     let Tools {
         backend_bin, nginx_bin, ..
     } = tools;
+    let spec = &plan.spec;
+    let run = RunPlan::new(&plan, listen, backend_bin, nginx_bin)?;
+    let run_dir = run.files.dir.clone();
+    clear_generations(&run_dir)?;
+    tree.write_atomic(&run.conf_dir(1))?;
+    link_conf(&run.files, 1)?;
+    printer.status("rendered", &format!("{target} into {}", display_path(&run_dir)));
 
-    let run_dir = run_dir(args, &spec, target);
-    let plan = RunPlan {
-        spec: &spec,
-        target,
-        run_dir,
-        listen,
-        backend_bin,
-        nginx_bin,
-    };
-    clear_generations(&plan.run_dir)?;
-    tree.write_atomic(&plan.conf_dir(1))?;
-    link_conf(&plan.run_dir, 1)?;
-    printer.status("rendered", &format!("{target} into {}", display_path(&plan.run_dir)));
-
-    let mut running = stack::start(&plan, printer)?;
+    let mut running = stack::start(&run, printer)?;
     printer.status("up", &format!("{} — Ctrl-C stops, SIGHUP reloads", running.url));
     println!("{}", running.url);
     let _ = std::io::Write::flush(&mut std::io::stdout());
     // HUPs that came during the start-up are for a stack that was not up yet.
     let _ = interrupt::take_hup();
-    let mut state = new_state(&spec, target, running.url.clone())?;
-    state.components = running.processes(&spec);
-    state.write(&plan.run_dir).context("writing the state file")?;
+    let mut state = new_state(spec, target, running.url.clone())?;
+    state.components = running.processes(&plan);
+    state.write(&run_dir).context("writing the state file")?;
     loop {
         // A restarted component has a new main process: the state file follows at once, so
         // `status` and `down` never look for the old one.
-        let now = running.processes(&spec);
+        let now = running.processes(&plan);
         if now != state.components {
             state.components = now;
-            if let Err(e) = state.write(&plan.run_dir) {
+            if let Err(e) = state.write(&run_dir) {
                 printer.warn(&format!("cannot update the state file: {e}"));
             }
         }
@@ -137,14 +124,14 @@ fn supervise(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
         unsafe { libc::poll(&mut pfd, 1, 200) };
         if interrupt::stop_requested().is_some() {
             printer.status("stopping", "front first, then the app");
-            running.stop(&spec);
-            State::remove(&plan.run_dir);
+            running.stop(&plan);
+            State::remove(&run_dir);
             printer.status("stopped", "no process left");
             return Ok(Status::Success);
         }
         if interrupt::take_hup() {
             // The state file follows a new app instance at the top of the loop.
-            reload(args, printer, &plan, &mut running);
+            reload(args, printer, &run, &mut running);
             continue;
         }
         for note in running.notifications() {
@@ -153,8 +140,8 @@ fn supervise(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
             }
         }
         if let Err(e) = running.restart_crashed(printer) {
-            running.stop(&spec);
-            State::remove(&plan.run_dir);
+            running.stop(&plan);
+            State::remove(&run_dir);
             return Err(e);
         }
     }
@@ -208,11 +195,14 @@ fn clear_generations(run_dir: &Path) -> anyhow::Result<()> {
 }
 
 /// `conf` → `conf-N`: the rendered files in use, under one stable name (atomic swap).
-fn link_conf(run_dir: &Path, generation: u32) -> anyhow::Result<()> {
-    let tmp = run_dir.join(".conf-link");
+fn link_conf(files: &RunFiles, generation: u32) -> anyhow::Result<()> {
+    let link = files.conf_link();
+    let tmp = files.dir.join(".conf-link");
     let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(format!("conf-{generation}"), &tmp)?;
-    std::fs::rename(&tmp, run_dir.join("conf")).with_context(|| format!("linking {}/conf", display_path(run_dir)))?;
+    let target = files.conf_dir(generation);
+    let name = target.file_name().context("a generation directory has a name")?;
+    std::os::unix::fs::symlink(name, &tmp)?;
+    std::fs::rename(&tmp, &link).with_context(|| format!("linking {}", display_path(&link)))?;
     Ok(())
 }
 
@@ -226,8 +216,9 @@ fn detach(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     // then finds it up to date.
     refuse_over_running(args, &spec, target, printer)?;
     let dir = make_run_dir(args, &spec, target)?;
-    let tools = tools(&spec, target)?;
-    venv(args, &spec, target, &tools, printer)?;
+    let plan = local_plan(args, &spec, target);
+    let tools = tools(&plan)?;
+    venv(args, &plan, &tools, printer)?;
     State::remove(&dir);
     let log_path = dir.join(crate::orchestrate::state::LOG);
     let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", display_path(&log_path)))?;
@@ -332,29 +323,31 @@ struct Tools {
     server: Option<(PathBuf, String)>,
 }
 
-fn tools(spec: &Spec, target: Target) -> anyhow::Result<Tools> {
-    let server = match target.backend {
-        Backend::Embedded => {
+fn tools(plan: &Plan) -> anyhow::Result<Tools> {
+    let spec = &plan.spec;
+    let target = plan.target;
+    let app = plan.app();
+    let program = app.process.as_ref().map(|p| &p.program);
+    let server = match program {
+        Some(Program::Server) => {
             let bin = find_server()?;
             let version = probed(&bin).map_or_else(|| probe(&bin), Ok)?;
             Some((bin, version))
         }
         // Another backend needs the server's Python only to create the virtualenv.
-        _ if spec.app.venv.join("bin/python3").exists() => None,
-        _ => find_server().ok().and_then(|b| probe(&b).ok().map(|v| (b, v))),
+        Some(Program::Path(_) | Program::Nginx) | None if spec.app.venv.join("bin/python3").exists() => None,
+        Some(Program::Path(_) | Program::Nginx) | None => {
+            find_server().ok().and_then(|b| probe(&b).ok().map(|v| (b, v)))
+        }
     };
-    let backend_bin = match target.backend {
-        Backend::Embedded => server.as_ref().map(|(b, _)| b.clone()).expect("found above"),
-        Backend::Gunicorn => spec.app.venv.join("bin/gunicorn"),
-        _ => match spec.backend.uwsgi_build {
-            crate::spec::UwsgiBuild::Debian => PathBuf::from("/usr/bin/uwsgi"),
-            crate::spec::UwsgiBuild::Pip => spec.app.venv.join("bin/uwsgi"),
-        },
+    let backend_bin = match (program, &server) {
+        (Some(Program::Server), Some((bin, _))) => bin.clone(),
+        (Some(Program::Path(p)), _) => p.clone(),
+        (Some(Program::Server | Program::Nginx), _) | (None, _) => {
+            anyhow::bail!("`deployctl up` cannot run `{target}` yet")
+        }
     };
-    if target.backend == Backend::Uwsgi
-        && spec.backend.uwsgi_build == crate::spec::UwsgiBuild::Debian
-        && !backend_bin.exists()
-    {
+    if app.tier == Tier::Uwsgi && spec.backend.uwsgi_build == crate::spec::UwsgiBuild::Debian && !backend_bin.exists() {
         return Err(hinted(
             format!(
                 "{} is not installed (target `{target}` needs it)",
@@ -364,14 +357,19 @@ fn tools(spec: &Spec, target: Target) -> anyhow::Result<Tools> {
              to have `up` install uWSGI into the virtualenv, or run `--target nginx+embedded`",
         ));
     }
-    let nginx_bin = match target.frontend {
-        Frontend::Nginx => Some(which::which("nginx").map_err(|_| {
+    let front = plan
+        .tier(Tier::Nginx)
+        .and_then(|t| t.process.as_ref())
+        .map(|p| &p.program);
+    let nginx_bin = match front {
+        Some(Program::Nginx) => Some(which::which("nginx").map_err(|_| {
             hinted(
                 format!("nginx is not installed (target `{target}` needs it)"),
                 "install it with `apt-get install nginx`, or run without a front: `--target embedded`",
             )
         })?),
-        _ => None,
+        Some(Program::Path(p)) => Some(p.clone()),
+        Some(Program::Server) | None => None,
     };
     Ok(Tools {
         backend_bin,
@@ -382,12 +380,13 @@ fn tools(spec: &Spec, target: Target) -> anyhow::Result<Tools> {
 
 /// The virtualenv, made ready for the target (its Python, the requirements, the backend's
 /// package) before any validator or process needs it.
-fn venv(args: &UpArgs, spec: &Spec, target: Target, tools: &Tools, printer: &Printer) -> anyhow::Result<()> {
+fn venv(args: &UpArgs, plan: &Plan, tools: &Tools, printer: &Printer) -> anyhow::Result<()> {
+    let (spec, target) = (&plan.spec, plan.target);
     let server = tools.server.as_ref().map(|(b, v)| (b.as_path(), v.as_str()));
-    let needs = crate::orchestrate::venv::needs(spec, target, server);
+    let needs = crate::orchestrate::venv::needs(plan, server);
     let root = run_root(spec.dir(), args.run_dir.dir.as_deref());
     crate::orchestrate::venv::ensure(spec, target, &needs, &root, printer)?;
-    if let (Backend::Embedded, Some((_, built_for))) = (target.backend, &tools.server) {
+    if let (Tier::Embedded, Some((_, built_for))) = (plan.app().tier, &tools.server) {
         check_venv_version(&spec.app.venv, built_for)?;
     }
     if !tools.backend_bin.exists() {
@@ -402,6 +401,22 @@ fn venv(args: &UpArgs, spec: &Spec, target: Target, tools: &Tools, printer: &Pri
 /// `<project>/.deployctl/<target>/`, or `DIR/<target>/` with `--run-dir DIR`.
 fn run_dir(args: &UpArgs, spec: &Spec, target: Target) -> PathBuf {
     run_root(spec.dir(), args.run_dir.dir.as_deref()).join(target.to_string())
+}
+
+/// The local-run plan of `target`: its files in the run directory, rendered for `conf`, the
+/// name under which the files in use are found (each generation is written into `conf-N/`
+/// and `conf` links to it): the same text on every start, so the validators' cache applies.
+fn local_plan(args: &UpArgs, spec: &Spec, target: Target) -> Plan {
+    let dir = run_dir(args, spec, target);
+    let files = RunFiles { dir: dir.clone() };
+    Plan::resolve(
+        spec,
+        target,
+        Environment::Local {
+            conf_dir: files.conf_link(),
+            socket_dir: dir,
+        },
+    )
 }
 
 /// Creates the run directory, with an error that names the project and says what to do when
@@ -502,69 +517,35 @@ fn refuse_over_running(args: &UpArgs, spec: &Spec, target: Target, printer: &Pri
 
 /// What `prepare` made ready.
 struct Prepared {
-    spec: Spec,
-    target: Target,
+    plan: Plan,
     tree: FileTree,
     tools: Tools,
 }
 
-/// Load and validate `deploy.toml`, find the tools, make the virtualenv ready, render the
-/// local-run configs and run the validators on them (which may need the virtualenv). Used at
-/// start and on SIGHUP; nothing is written (but the virtualenv) or signalled unless it succeeds.
+/// Load and validate `deploy.toml`, resolve the local-run plan, find the tools, make the
+/// virtualenv ready, render the plan and put it through the validation gate (which may need
+/// the virtualenv). Used at start and on SIGHUP; nothing is written (but the virtualenv) or
+/// signalled unless it succeeds.
 fn prepare(args: &UpArgs, printer: &Printer) -> anyhow::Result<Prepared> {
     let (mut spec, templates) = load(&args.spec)?;
     let target = parse_target(&spec, args.target.as_deref())?;
-    if !matches!(target.backend, Backend::Embedded | Backend::Gunicorn | Backend::Uwsgi) {
-        anyhow::bail!("`deployctl up` cannot run `{target}` yet");
-    }
     if let Some(l) = &args.listen {
         spec.server.listen = listen_arg(l)?;
     }
-    let tools = tools(&spec, target)?;
-    venv(args, &spec, target, &tools, printer)?;
-    let run_dir = make_run_dir(args, &spec, target)?;
-    // Rendered for `conf`, the name under which the files in use are found (each generation
-    // is written into `conf-N/` and `conf` links to it): the same text on every start, so the
-    // validators' cache applies.
-    let conf_dir = run_dir.join("conf");
-    let tree = render::render_local(&spec, target, &conf_dir, &run_dir, &templates)?;
-    let scratch = tempfile::Builder::new().prefix("deployctl-up-").tempdir()?;
-    tree.write_into(scratch.path())?;
-    let (verdicts, cached) = validate::run_all_cached(
-        &Scratch {
-            spec: &spec,
-            target,
-            tree: &tree,
-            dir: scratch.path(),
-        },
-        &run_dir.join(VALIDATED),
-    );
+    let plan = local_plan(args, &spec, target);
+    let tools = tools(&plan)?;
+    venv(args, &plan, &tools, printer)?;
+    let files = plan.run_files().context("a local-run plan has a run directory")?;
+    make_run_dir(args, &spec, target)?;
+    let tree = render::render_plan(&plan, &templates)?;
+    let report = validate::gate(&plan, &tree, Policy::from_env(), Some(&files.validated_cache()))?;
     interrupt::check()?;
-    let failed: Vec<String> = verdicts
-        .iter()
-        .filter_map(|v| match &v.outcome {
-            Outcome::Failed(msg) => Some(format!("{} {}: {}", v.validator, v.subject, msg.trim())),
-            _ => None,
-        })
-        .collect();
-    if !failed.is_empty() {
-        anyhow::bail!("the rendered configs do not validate:\n{}", failed.join("\n"));
+    if !report.is_ok() {
+        anyhow::bail!(report.failure_message());
     }
-    let ok = verdicts.iter().filter(|v| matches!(v.outcome, Outcome::Ok(_))).count();
-    if cached > 0 {
-        printer.status(
-            "validated",
-            &format!("{ok} checks passed ({cached} unchanged since their last success, not rerun)"),
-        );
-    } else {
-        printer.status("validated", &format!("{ok} checks passed"));
-    }
-    Ok(Prepared {
-        spec,
-        target,
-        tree,
-        tools,
-    })
+    report.print(printer, false);
+    printer.status("validated", &report.summary());
+    Ok(Prepared { plan, tree, tools })
 }
 
 /// SIGHUP: re-render and validate; only if that succeeds, let the new configuration take over
@@ -572,29 +553,21 @@ fn prepare(args: &UpArgs, printer: &Printer) -> anyhow::Result<Prepared> {
 /// error the previous processes keep serving from their own rendered files, and the error is
 /// shown. The outcome is recorded for `deployctl reload`.
 fn reload(args: &UpArgs, printer: &Printer, plan: &RunPlan<'_>, running: &mut Running) {
+    let run_dir = &plan.files.dir;
     let started = crate::commands::reload::now_ms();
     printer.status("reloading", "re-rendering and validating");
     let result = (|| -> anyhow::Result<()> {
-        let Prepared {
-            spec,
-            target,
-            tree,
-            tools,
-        } = prepare(args, printer)?;
-        if target != plan.target || spec.server.listen != plan.spec.server.listen || spec.app.name != plan.spec.app.name
+        let Prepared { plan: new, tree, tools } = prepare(args, printer)?;
+        let spec = &new.spec;
+        if new.target != plan.target
+            || spec.server.listen != plan.spec.server.listen
+            || spec.app.name != plan.spec.app.name
         {
             anyhow::bail!("the target, listen address or app name changed: that needs a restart, not a reload");
         }
         let (app, front) = running.generations();
         let generation = app.max(front) + 1;
-        let next = RunPlan {
-            spec: &spec,
-            target,
-            run_dir: plan.run_dir.clone(),
-            listen: plan.listen,
-            backend_bin: tools.backend_bin,
-            nginx_bin: tools.nginx_bin,
-        };
+        let next = RunPlan::new(&new, plan.listen, tools.backend_bin, tools.nginx_bin)?;
         tree.write_atomic(&next.conf_dir(generation))?;
         let result = running.reload(&next, generation, printer);
         // Keep the rendered files of every generation a process runs from; `conf` names the
@@ -605,7 +578,7 @@ fn reload(args: &UpArgs, printer: &Printer, plan: &RunPlan<'_>, running: &mut Ru
                 let _ = std::fs::remove_dir_all(next.conf_dir(g));
             }
         }
-        for e in std::fs::read_dir(&plan.run_dir)?.flatten() {
+        for e in std::fs::read_dir(run_dir)?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if let Some(g) = name.strip_prefix("conf-").and_then(|g| g.parse::<u32>().ok())
                 && g != app
@@ -614,7 +587,7 @@ fn reload(args: &UpArgs, printer: &Printer, plan: &RunPlan<'_>, running: &mut Ru
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
-        link_conf(&plan.run_dir, app.max(front))?;
+        link_conf(&plan.files, app.max(front))?;
         result
     })();
     let outcome = match &result {
@@ -641,7 +614,7 @@ fn reload(args: &UpArgs, printer: &Printer, plan: &RunPlan<'_>, running: &mut Ru
             }
         }
     };
-    outcome.write(&plan.run_dir);
+    outcome.write(run_dir);
 }
 
 /// `[server].listen`, or `--listen`.

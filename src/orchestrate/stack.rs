@@ -26,46 +26,74 @@ use anyhow::{Context, bail};
 use super::process::{Component, MakeCommand};
 use super::state::ComponentState;
 use super::{health, interrupt};
+use crate::plan::{Address, Plan, Protocol, RunFiles, Tier};
 use crate::printer::{Printer, hinted};
 use crate::spec::Spec;
-use crate::target::{Backend, Frontend, Target};
+use crate::target::Target;
 
-/// Where and how this run happens; filled in by the `up` command.
+/// A local-run plan, with what `up` found on this machine to run it.
 pub struct RunPlan<'a> {
+    /// The resolved plan (`Environment::Local`): every path, socket and command line.
+    pub plan: &'a Plan,
+    /// `plan.spec` and `plan.target`, for short.
     pub spec: &'a Spec,
     pub target: Target,
-    /// `.deployctl/<target>/`: rendered configs, sockets, pid files, logs.
-    pub run_dir: PathBuf,
-    /// The public address (the front's, or the lone backend's).
+    /// The run directory's files (`.deployctl/<target>/`).
+    pub files: RunFiles,
+    /// The public address, resolved (the front's, or the lone backend's).
     pub listen: SocketAddr,
-    /// The backend's executable: `deployctl-server`, the venv's `gunicorn`, or `uwsgi`.
+    /// The app server's executable: `deployctl-server`, the venv's `gunicorn`, or `uwsgi`.
     pub backend_bin: PathBuf,
     pub nginx_bin: Option<PathBuf>,
 }
 
-impl RunPlan<'_> {
+impl<'a> RunPlan<'a> {
+    pub fn new(
+        plan: &'a Plan,
+        listen: SocketAddr,
+        backend_bin: PathBuf,
+        nginx_bin: Option<PathBuf>,
+    ) -> anyhow::Result<RunPlan<'a>> {
+        let files = plan
+            .run_files()
+            .with_context(|| format!("`up` runs a local-run plan, not a {} one", plan.environment.name()))?;
+        Ok(RunPlan {
+            plan,
+            spec: &plan.spec,
+            target: plan.target,
+            files,
+            listen,
+            backend_bin,
+            nginx_bin,
+        })
+    }
+
     /// The rendered files of generation `generation` (1 at start, one more per reload): each
     /// has a directory of its own, kept while a process runs from it; `conf` links to the
     /// one in use.
     pub fn conf_dir(&self, generation: u32) -> PathBuf {
-        self.run_dir.join(format!("conf-{generation}"))
+        self.files.conf_dir(generation)
     }
 
-    fn site(&self, generation: u32) -> PathBuf {
-        self.conf_dir(generation)
-            .join("nginx")
-            .join(format!("{}.conf", self.spec.app.name))
+    /// The nginx site of generation `generation`.
+    fn site(&self, generation: u32) -> anyhow::Result<PathBuf> {
+        let config = self
+            .plan
+            .tier(Tier::Nginx)
+            .and_then(|t| t.config.as_ref())
+            .context("the plan has no nginx site")?;
+        Ok(self.files.config_of(generation, config))
     }
 
-    fn bind(&self) -> String {
-        if self.target.frontend != Frontend::None {
-            format!(
-                "unix:{}",
-                self.run_dir.join(format!("{}.sock", self.spec.app.name)).display()
-            )
-        } else {
-            self.listen.to_string()
-        }
+    /// The app server's config file of generation `generation`.
+    fn app_config(&self, generation: u32) -> anyhow::Result<PathBuf> {
+        let config = self
+            .plan
+            .app()
+            .config
+            .as_ref()
+            .context("the app server has no config file")?;
+        Ok(self.files.config_of(generation, config))
     }
 }
 
@@ -122,36 +150,33 @@ struct Instance {
 /// activation: `LISTEN_FDS`), reporting readiness on a socket of its own.
 fn instance(plan: &RunPlan<'_>, generation: u32, role: Role, fds: Vec<Arc<OwnedFd>>) -> anyhow::Result<Instance> {
     let spec = plan.spec;
-    let name = &spec.app.name;
     let tag = match role {
         Role::Serve => format!("{generation}"),
         Role::Probe => format!("{generation}-probe"),
     };
-    let conf = plan.conf_dir(generation);
+    let app = plan.plan.app();
     let mut files = Vec::new();
     let mut fifo = None;
-    let (program, args): (PathBuf, Vec<std::ffi::OsString>) = match plan.target.backend {
-        // The embedded server reads deploy.toml itself; only the address differs (and the
-        // inherited sockets take its place).
-        Backend::Embedded => {
-            let mut args: Vec<std::ffi::OsString> = vec![
-                "--config".into(),
-                spec.path.clone().into(),
-                "--bind".into(),
-                plan.bind().into(),
-            ];
+    let (program, args): (PathBuf, Vec<std::ffi::OsString>) = match app.tier {
+        // The embedded server reads deploy.toml itself (the plan's arguments: the config and
+        // the address; the inherited sockets take the address's place).
+        Tier::Embedded => {
+            let mut args: Vec<std::ffi::OsString> = app
+                .process
+                .as_ref()
+                .map(|p| p.args.iter().map(Into::into).collect())
+                .unwrap_or_default();
             match role {
-                Role::Serve => args.extend(["--pid".into(), plan.run_dir.join("app.pid").into()]),
+                Role::Serve => args.extend(["--pid".into(), plan.files.pid_file().into()]),
                 Role::Probe => args.extend(["--workers".into(), "1".into()]),
             }
             (plan.backend_bin.clone(), args)
         }
-        Backend::Gunicorn => {
-            let mut args: Vec<std::ffi::OsString> =
-                vec!["--config".into(), conf.join("gunicorn/gunicorn.conf.py").into()];
+        Tier::Gunicorn => {
+            let mut args: Vec<std::ffi::OsString> = vec!["--config".into(), plan.app_config(generation)?.into()];
             if role == Role::Probe || generation > 1 {
                 // Each instance has its own control socket; the one running keeps its own.
-                let ctl = plan.run_dir.join(format!("gunicorn-{tag}.ctl"));
+                let ctl = plan.files.gunicorn_control(&tag);
                 files.push(ctl.clone());
                 args.extend(["--control-socket".into(), ctl.into()]);
             }
@@ -160,13 +185,12 @@ fn instance(plan: &RunPlan<'_>, generation: u32, role: Role, fds: Vec<Arc<OwnedF
             }
             (plan.backend_bin.clone(), args)
         }
-        Backend::Uwsgi => {
-            let path = plan.run_dir.join(format!("uwsgi-{tag}.fifo"));
+        Tier::Uwsgi => {
+            let path = plan.files.uwsgi_fifo(&tag);
             let _ = std::fs::remove_file(&path);
             let mut args: Vec<std::ffi::OsString> = vec![
                 "--ini".into(),
-                crate::render::quote::uwsgi_ini_arg(&conf.join(format!("uwsgi/{name}.ini")).display().to_string())
-                    .into(),
+                crate::render::quote::uwsgi_ini_arg(&plan.app_config(generation)?.display().to_string()).into(),
                 "--master-fifo".into(),
                 path.clone().into(),
             ];
@@ -177,9 +201,9 @@ fn instance(plan: &RunPlan<'_>, generation: u32, role: Role, fds: Vec<Arc<OwnedF
             fifo = Some(path);
             (plan.backend_bin.clone(), args)
         }
-        other => bail!("`deployctl up` cannot run the {other:?} backend yet"),
+        Tier::ModWsgi | Tier::Nginx | Tier::Apache => bail!("`deployctl up` cannot run {} yet", app.tier),
     };
-    let notify_path = plan.run_dir.join(format!("notify-{tag}.sock"));
+    let notify_path = plan.files.notify_socket(&tag);
     let _ = std::fs::remove_file(&notify_path);
     let notify = UnixDatagram::bind(&notify_path).context("creating the readiness socket")?;
     files.push(notify_path.clone());
@@ -234,7 +258,7 @@ fn private_socket(plan: &RunPlan<'_>, path: &Path) -> anyhow::Result<(Arc<OwnedF
     let l = std::os::unix::net::UnixListener::bind(path).with_context(|| format!("creating {}", path.display()))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    let via = if plan.target.backend == Backend::Uwsgi && plan.target.frontend != Frontend::None {
+    let via = if plan.plan.app_protocol() == Protocol::Uwsgi {
         health::Via::Uwsgi(path.to_path_buf())
     } else {
         health::Via::Unix(path.to_path_buf())
@@ -262,7 +286,7 @@ fn wait_notified(c: &mut Component, notify: &UnixDatagram) -> anyhow::Result<()>
 pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
     let spec = plan.spec;
     // The URL a browser can use: the local-run front answers the listen address as well as
-    // `[server].names` (render::local_names); the health check below asks for it.
+    // `[server].names` (plan::local_names); the health check below asks for it.
     let mut running = Running {
         components: Vec::new(),
         url: format!("http://{}/", spec.server.listen.browser_authority()),
@@ -274,23 +298,25 @@ pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
         app_files: Vec::new(),
     };
     let result = (|| -> anyhow::Result<()> {
-        let behind = plan.target.frontend != Frontend::None;
         // Like under systemd, the socket is created here (owned by us, 0660) and handed to the
         // backend by socket activation: it exists with the right mode before the backend
         // starts, nothing else can race to create it, and it survives backend restarts (a
         // request queued during a restart waits instead of failing) and reloads (a new
         // instance takes it beside the old one). All three backends take LISTEN_FDS; their
         // own bind settings then do not apply.
-        let listener = Arc::new(activation_socket(behind, &plan.bind(), plan.listen)?);
+        let listener = Arc::new(activation_socket(plan.plan.app().listen.as_ref(), plan.listen)?);
         running.listener = Some(listener.clone());
         let inst = instance(plan, 1, Role::Serve, vec![listener])?;
         // nginx's wrapper (which asks `nginx -V` where its configuration directory is) is
         // written while the app starts.
-        let wrapper = plan.nginx_bin.clone().map(|nginx| {
-            let prefix = plan.run_dir.join("nginx");
-            let site = plan.site(1);
-            std::thread::spawn(move || write_nginx_wrapper(&nginx, &prefix, &site))
-        });
+        let wrapper = match plan.nginx_bin.clone() {
+            Some(nginx) => {
+                let prefix = plan.files.nginx_prefix();
+                let site = plan.site(1)?;
+                Some(std::thread::spawn(move || write_nginx_wrapper(&nginx, &prefix, &site)))
+            }
+            None => None,
+        };
         let progress = printer.progress(&format!("starting app ({})", plan.target));
         running
             .components
@@ -302,14 +328,19 @@ pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
         running.notify = Some(inst.notify);
 
         if let (Some(nginx), Some(wrapper)) = (&plan.nginx_bin, wrapper) {
-            let prefix = plan.run_dir.join("nginx");
             wrapper
                 .join()
                 .map_err(|_| anyhow::anyhow!("writing nginx's configuration panicked"))??;
             let nginx = nginx.clone();
+            let args = plan
+                .plan
+                .tier(Tier::Nginx)
+                .and_then(|t| t.process.as_ref())
+                .map(|p| p.args.clone())
+                .context("the plan runs no nginx")?;
             let make = move || {
                 let mut cmd = Command::new(&nginx);
-                cmd.arg("-p").arg(&prefix).args(["-c", "nginx.conf"]);
+                cmd.args(&args);
                 super::interrupt::unblock_in_child(&mut cmd);
                 cmd
             };
@@ -355,19 +386,23 @@ pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
     }
 }
 
-/// The socket a socket-activated backend inherits: the unix socket in the run directory
+/// The socket a socket-activated backend inherits: the plan's unix socket in the run directory
 /// (0660, a stale file from a crashed run replaced) behind a front, else the public address.
-fn activation_socket(behind: bool, bind: &str, listen: SocketAddr) -> anyhow::Result<std::os::fd::OwnedFd> {
-    if behind {
-        let path = Path::new(bind.trim_start_matches("unix:"));
-        let _ = std::fs::remove_file(path);
-        let l = std::os::unix::net::UnixListener::bind(path).with_context(|| format!("creating {}", path.display()))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-        Ok(l.into())
-    } else {
-        let l = std::net::TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
-        Ok(l.into())
+fn activation_socket(address: Option<&Address>, listen: SocketAddr) -> anyhow::Result<std::os::fd::OwnedFd> {
+    match address {
+        Some(Address::Unix(path)) => {
+            let _ = std::fs::remove_file(path);
+            let l =
+                std::os::unix::net::UnixListener::bind(path).with_context(|| format!("creating {}", path.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+            Ok(l.into())
+        }
+        Some(Address::Tcp(_)) => {
+            let l = std::net::TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
+            Ok(l.into())
+        }
+        None => bail!("the app has no socket of its own"),
     }
 }
 
@@ -483,43 +518,10 @@ fn remove_files(files: &[PathBuf]) {
     }
 }
 
-/// The `http {}` around the rendered site file, with everything nginx writes kept under the
-/// run directory, in the foreground (`daemon off`), so it runs unprivileged.
+/// nginx's wrapper configuration in the run directory, including the site `site`
+/// (`validate::nginx::write_wrapper`, the one `check` uses, for a run in the foreground).
 fn write_nginx_wrapper(nginx: &Path, prefix: &Path, site: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(prefix.join("temp"))?;
-    // The site includes both by relative name, resolved in the prefix as in /etc/nginx.
-    let conf_dir = crate::validate::nginx::conf_dir(nginx);
-    if let Some(d) = conf_dir {
-        for name in ["uwsgi_params", "mime.types"] {
-            if d.join(name).is_file() {
-                std::fs::copy(d.join(name), prefix.join(name))?;
-            }
-        }
-    }
-    // As root, nginx would switch its workers to `nobody`, who cannot reach the app's socket
-    // under the project: keep them as the invoking user, as an unprivileged run does anyway.
-    // SAFETY: geteuid has no preconditions.
-    let user = if unsafe { libc::geteuid() } == 0 {
-        "user root;\n"
-    } else {
-        ""
-    };
-    // The project's path may hold spaces, quotes or `$`: every path is quoted for nginx.
-    let p = |rel: &str| crate::render::quote::nginx_literal(&prefix.join(rel).display().to_string());
-    let conf = format!(
-        "{user}daemon off;\nworker_processes 1;\npid {pid};\nerror_log stderr;\nevents {{}}\nhttp {{\n    \
-         access_log /dev/stdout;\n    client_body_temp_path {body};\n    proxy_temp_path {proxy};\n    \
-         fastcgi_temp_path {fastcgi};\n    uwsgi_temp_path {uwsgi};\n    scgi_temp_path {scgi};\n    \
-         include {site};\n}}\n",
-        pid = p("nginx.pid"),
-        body = p("temp/body"),
-        proxy = p("temp/proxy"),
-        fastcgi = p("temp/fastcgi"),
-        uwsgi = p("temp/uwsgi"),
-        scgi = p("temp/scgi"),
-        site = crate::render::quote::nginx_include(&site.display().to_string())
-    );
-    std::fs::write(prefix.join("nginx.conf"), conf)?;
+    crate::validate::nginx::write_wrapper(nginx, prefix, site, crate::validate::nginx::Purpose::Run)?;
     Ok(())
 }
 
@@ -548,9 +550,9 @@ fn health_check(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<()> {
         ));
     }
     printer.status("health", &format!("GET {} → {}", spec.health.path, r.status));
-    if !crate::render::serves_statics(plan.target) {
+    let Some(by) = plan.plan.statics_served_by() else {
         return Ok(());
-    }
+    };
     let Some((mount, file)) = spec.statics.iter().find_map(|s| first_file(&s.dir).map(|f| (s, f))) else {
         return Ok(());
     };
@@ -563,10 +565,9 @@ fn health_check(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<()> {
         .filter(|(n, _)| n.eq_ignore_ascii_case("cache-control"))
         .map(|(_, v)| v.as_str())
         .collect();
-    let server = if plan.target.frontend == Frontend::None {
-        "uWSGI"
-    } else {
-        "the front"
+    let server = match by {
+        Tier::Uwsgi => "uWSGI",
+        Tier::Nginx | Tier::Apache | Tier::Embedded | Tier::Gunicorn | Tier::ModWsgi => "the front",
     };
     if r.status != 200 || cache != [want.as_str()] {
         bail!(
@@ -625,12 +626,12 @@ impl Running {
 
     /// Stop in reverse start order: the front first (graceful QUIT), then the backend
     /// (gracefully: it finishes in-flight requests), each bounded, then SIGKILL to what is left.
-    pub fn stop(&mut self, spec: &Spec) {
+    pub fn stop(&mut self, plan: &Plan) {
         while let Some(mut c) = self.components.pop() {
             if c.name == "nginx" {
-                c.stop(libc::SIGQUIT, grace(spec, &c.name));
+                c.stop(libc::SIGQUIT, grace(plan, &c.name));
             } else {
-                let grace = grace(spec, &c.name);
+                let grace = grace(plan, &c.name);
                 stop_app(&mut c, self.app_fifo.as_deref(), grace);
             }
         }
@@ -658,9 +659,11 @@ impl Running {
     /// rolled back).
     pub fn reload(&mut self, plan: &RunPlan<'_>, generation: u32, printer: &Printer) -> anyhow::Result<()> {
         self.probe(plan, generation, printer)?;
-        match plan.target.backend {
-            Backend::Embedded => self.reload_embedded(plan, printer)?,
-            _ => self.replace_app(plan, generation, printer)?,
+        match plan.plan.app().tier {
+            Tier::Embedded => self.reload_embedded(plan, printer)?,
+            Tier::Gunicorn | Tier::Uwsgi | Tier::ModWsgi | Tier::Nginx | Tier::Apache => {
+                self.replace_app(plan, generation, printer)?
+            }
         }
         self.app_generation = generation;
         if plan.nginx_bin.is_some() {
@@ -673,7 +676,7 @@ impl Running {
     /// The new configuration on one app instance of one worker with a private socket: it
     /// must become ready and answer its health check; it is stopped either way.
     fn probe(&mut self, plan: &RunPlan<'_>, generation: u32, printer: &Printer) -> anyhow::Result<()> {
-        let path = plan.run_dir.join(format!("probe-{generation}.sock"));
+        let path = plan.files.probe_socket(generation);
         let (fd, via) = private_socket(plan, &path)?;
         let inst = instance(plan, generation, Role::Probe, vec![fd])?;
         let progress = printer.progress("trying the new configuration on a probe instance");
@@ -709,7 +712,7 @@ impl Running {
         let app = &mut self.components[0];
         let mark = app.lines_seen();
         app.signal(libc::SIGHUP);
-        let deadline = Instant::now() + READY_TIMEOUT + Duration::from_secs(plan.spec.backend.graceful_timeout.0 + 5);
+        let deadline = Instant::now() + READY_TIMEOUT + grace(plan.plan, "app");
         let mut buf = [0u8; 4096];
         loop {
             if let Ok(n) = notify.recv(&mut buf) {
@@ -740,12 +743,12 @@ impl Running {
     /// healthy.
     fn replace_app(&mut self, plan: &RunPlan<'_>, generation: u32, printer: &Printer) -> anyhow::Result<()> {
         let listener = self.listener.clone().context("no activation socket")?;
-        let path = plan.run_dir.join(format!("private-{generation}.sock"));
+        let path = plan.files.private_socket(generation);
         let (private, via) = private_socket(plan, &path)?;
         let inst = instance(plan, generation, Role::Serve, vec![listener, private])?;
         let mut files = inst.files;
         files.push(path);
-        let grace = Duration::from_secs(plan.spec.backend.graceful_timeout.0 + 5);
+        let grace = grace(plan.plan, "app");
         let progress = printer.progress("starting the new app instance beside the running one");
         let mut c = Component::spawn("app", inst.make, printer.quiet)?;
         let ready = wait_notified(&mut c, &inst.notify).and_then(|()| healthy_via(plan, &via, &mut c));
@@ -800,7 +803,7 @@ impl Running {
     /// old one.
     fn switch_front(&mut self, plan: &RunPlan<'_>, generation: u32) -> anyhow::Result<()> {
         let nginx_bin = plan.nginx_bin.as_ref().context("no front")?;
-        write_nginx_wrapper(nginx_bin, &plan.run_dir.join("nginx"), &plan.site(generation))?;
+        write_nginx_wrapper(nginx_bin, &plan.files.nginx_prefix(), &plan.site(generation)?)?;
         let c = self
             .components
             .iter_mut()
@@ -854,7 +857,7 @@ impl Running {
 
     /// Each component as the state file records it: its main process (which leads its
     /// group), its restarts, and the time it gets between TERM and KILL.
-    pub fn processes(&self, spec: &Spec) -> Vec<ComponentState> {
+    pub fn processes(&self, plan: &Plan) -> Vec<ComponentState> {
         self.components
             .iter()
             .map(|c| ComponentState {
@@ -862,19 +865,24 @@ impl Running {
                 process: c.process(),
                 pgid: c.pid(),
                 restarts: c.total_restarts,
-                grace_secs: grace(spec, &c.name).as_secs(),
+                grace_secs: grace(plan, &c.name).as_secs(),
             })
             .collect()
     }
 }
 
-/// How long a component gets to stop before what is left of its group is killed: nginx 10 s,
-/// the app its `graceful_timeout` and 5 s.
-pub fn grace(spec: &Spec, component: &str) -> Duration {
-    match component {
-        "nginx" => Duration::from_secs(10),
-        _ => Duration::from_secs(spec.backend.graceful_timeout.0 + 5),
-    }
+/// How long a component gets to stop before what is left of its group is killed: the
+/// plan's stop timeout of its tier (nginx, or the app's `graceful_timeout` and the slack).
+pub fn grace(plan: &Plan, component: &str) -> Duration {
+    let tier = match component {
+        "nginx" => plan.tier(Tier::Nginx),
+        _ => Some(plan.app()),
+    };
+    let secs = tier.and_then(|t| t.process.as_ref()).map_or(
+        plan.spec.backend.graceful_timeout.0 + crate::plan::policy::STOP_SLACK_SECS,
+        |p| p.stop_timeout_secs,
+    );
+    Duration::from_secs(secs)
 }
 
 /// `e`, followed by the last lines of the process it is about.

@@ -27,9 +27,10 @@ use std::process::Command;
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 
+use crate::plan::{Plan, Tier};
 use crate::printer::{Printer, hinted};
 use crate::spec::{Spec, UwsgiBuild, display_path};
-use crate::target::{Backend, Target};
+use crate::target::Target;
 
 /// What the last successful install covered, one item a line.
 pub const RECORD: &str = ".deployctl-installed";
@@ -64,15 +65,17 @@ pub struct Needs {
 
 /// The virtualenv needs of `target`. `server` is `deployctl-server` when it is installed (its
 /// Python is preferred for every target, and required for the embedded one).
-pub fn needs(spec: &Spec, target: Target, server: Option<(&Path, &str)>) -> Needs {
+pub fn needs(plan: &Plan, server: Option<(&Path, &str)>) -> Needs {
+    let spec = &plan.spec;
+    let app = plan.app().tier;
     let mut version = None;
     let mut candidates: Vec<(PathBuf, String)> = Vec::new();
-    if target.backend == Backend::Embedded
+    if app == Tier::Embedded
         && let Some((_, v)) = server
     {
         version = Some((v.to_string(), "the embedded server links Python".to_string()));
     }
-    if target.backend == Backend::Uwsgi
+    if app == Tier::Uwsgi
         && spec.backend.uwsgi_build == UwsgiBuild::Debian
         && let Some(v) = plugin_version(Path::new(UWSGI_PLUGIN))
     {
@@ -97,10 +100,15 @@ pub fn needs(spec: &Spec, target: Target, server: Option<(&Path, &str)>) -> Need
     if let Ok(p) = which::which("python3") {
         candidates.push((p, "python3 on PATH".into()));
     }
-    let packages = match target.backend {
-        Backend::Gunicorn => vec!["gunicorn"],
-        Backend::Uwsgi if spec.backend.uwsgi_build == UwsgiBuild::Pip => vec!["uwsgi"],
-        _ => vec![],
+    let packages = match app {
+        Tier::Gunicorn => vec!["gunicorn"],
+        Tier::Uwsgi => match spec.backend.uwsgi_build {
+            UwsgiBuild::Pip => vec!["uwsgi"],
+            UwsgiBuild::Debian => vec![],
+        },
+        // The embedded server is deployctl's own; mod_wsgi comes with Apache (its issue
+        // decides how); a web server is never the app's tier.
+        Tier::Embedded | Tier::ModWsgi | Tier::Nginx | Tier::Apache => vec![],
     };
     Needs {
         version,

@@ -14,8 +14,9 @@
 //! shares that crate and must not link the renderer); they are re-exported here so that each
 //! language's rules, what is escaped and what is refused, read together.
 //!
-//! This module is a leaf: pure functions of strings, used by the view models (and by
-//! `orchestrate` for the few paths it passes to nginx and uWSGI itself).
+//! This module is a leaf: pure functions of strings, used by the view models, the nginx
+//! wrapper, `init` (TOML), the hints that show a command (shell), and `orchestrate` for the
+//! one path it passes to uWSGI itself (a generation's ini). Nothing else quotes.
 
 use std::fmt::Write as _;
 
@@ -346,6 +347,58 @@ pub fn pcre_literal(s: &str) -> String {
 /// `"…"` with `\"`, `\\`, `\n`, `\uXXXX` escapes — and the file is UTF-8 (PEP 3120).
 pub fn python(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "''".into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// TOML (the `deploy.toml` that `init` writes) and POSIX shell (commands shown in hints).
+
+/// A TOML basic string.
+///
+/// Rule (TOML 1.0 "String"): `"…"` with `\"`, `\\` and control characters escaped; the `toml`
+/// crate's own serializer writes it, so it reads back as written.
+pub fn toml(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// One word as a POSIX shell reads it back: as is when every character is plain, else in
+/// single quotes.
+///
+/// Rule (POSIX.1-2017 XCU 2.2.2 "Single-Quotes"): inside single quotes every character is
+/// literal and a single quote cannot appear, so each `'` becomes `'\''` (close, escaped
+/// quote, reopen).
+pub fn shell(s: &str) -> String {
+    let plain = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_./+-:=@,%".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod toml_shell_tests {
+    use super::*;
+
+    #[test]
+    fn toml_strings_read_back() {
+        for v in ["plain", "a \"quoted\" \\ path", "tab\there", "ü $ %"] {
+            let doc = format!("k = {}", toml(v));
+            let parsed: toml::Table = doc.parse().expect("valid TOML");
+            assert_eq!(parsed["k"].as_str(), Some(v), "{doc}");
+        }
+    }
+
+    #[test]
+    fn shell_words_read_back() {
+        for v in ["/srv/app", "my project", "it's", "$HOME; rm -rf /", ""] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", shell(v)))
+                .output()
+                .expect("sh runs");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), v, "{}", shell(v));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,62 +1,83 @@
-//! View models: everything a template prints, computed in Rust.
+//! Typed views: one per template, everything it prints, read from the plan.
 //!
-//! Templates only loop and branch over these fields. Values that must agree across files —
-//! the socket path, the body limit, the timeouts — are computed once here, so the layers
-//! cannot disagree.
+//! Templates only loop and branch over these fields. Every string field is already quoted
+//! for the language of its template (`quote`); numbers are numbers; policy values come from
+//! `plan::policy`. A view derives no path, name or command line: those are the plan's.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::quote;
-use crate::spec::{Spec, UwsgiBuild};
-use crate::target::{Backend, Frontend, Target};
+use crate::plan::{Address, OutputKind, Plan, Protocol, Tier, Transport, policy};
 
-/// How much longer the front waits for the backend than the backend's own request timeout,
-/// so a backend that times out answers with its own error before the front gives up (504).
-pub const FRONT_TIMEOUT_SLACK_SECS: u64 = 5;
+/// The `ExecReload=` of every service: the servers reload on HUP.
+const EXEC_RELOAD: &str = "/bin/kill -s HUP $MAINPID";
 
-/// nginx upstream keep-alive pool; must be at least the expected concurrency
-/// (reference deploy-configs.md §1 row 21).
-pub const UPSTREAM_KEEPALIVE: u32 = 64;
+/// The context of the template of `kind`.
+pub fn context(plan: &Plan, kind: OutputKind) -> anyhow::Result<tera::Context> {
+    let context = match kind {
+        OutputKind::NginxSite => tera::Context::from_serialize(NginxSite::new(plan)),
+        OutputKind::UwsgiIni => tera::Context::from_serialize(UwsgiIni::new(plan)),
+        OutputKind::GunicornConf => tera::Context::from_serialize(GunicornConf::new(plan)),
+        OutputKind::SystemdService => tera::Context::from_serialize(SystemdService::new(plan)),
+        OutputKind::SystemdSocket => tera::Context::from_serialize(SystemdSocket::new(plan)),
+    };
+    Ok(context?)
+}
 
+/// What every file's header comment says.
 #[derive(Debug, Serialize)]
-pub struct View {
-    /// What the files were rendered from, for the header comment (no absolute path, so the
-    /// same project renders the same header anywhere).
+pub struct Header {
+    /// What the files were rendered from (no absolute path, so the same project renders the
+    /// same header anywhere).
     pub source: String,
     pub target: String,
+    /// `[app].name`, as validated (letters, digits, `-`, `_`, `.`: plain in every language).
     pub name: String,
-    pub app: AppView,
-    pub server: ServerView,
+}
+
+impl Header {
+    fn new(plan: &Plan) -> Header {
+        Header {
+            source: crate::spec::FILE_NAME.to_string(),
+            target: plan.target.to_string(),
+            name: plan.name.clone(),
+        }
+    }
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// nginx/site.conf.tera
+
+#[derive(Debug, Serialize)]
+pub struct NginxSite {
+    #[serde(flatten)]
+    pub header: Header,
+    pub server: NginxServer,
     pub statics: Vec<StaticView>,
-    pub backend: BackendView,
-    pub nginx: Option<NginxView>,
-    pub uwsgi: Option<UwsgiView>,
-    pub gunicorn: Option<GunicornView>,
-    pub systemd: SystemdView,
+    pub backend: NginxBackend,
+    pub nginx: NginxView,
 }
 
 #[derive(Debug, Serialize)]
-pub struct AppView {
-    pub entry: String,
-    pub module: String,
-    pub attr: String,
-    pub factory: bool,
-    pub root: String,
-    pub venv: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ServerView {
+pub struct NginxServer {
     pub names: Vec<String>,
-    /// `listen` argument for nginx / the public address of a lone backend.
+    /// `listen` argument.
     pub listen: String,
     pub max_body: String,
-    pub max_body_bytes: u64,
-    pub timeout_secs: u64,
+    /// How long nginx waits for the tier behind it (the link's timeout).
     pub front_timeout_secs: u64,
-    pub forwarded_allow_ips: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NginxBackend {
+    /// `http` (`proxy_pass`) or `uwsgi` (`uwsgi_pass`): the link's protocol.
+    pub protocol: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,21 +87,6 @@ pub struct StaticView {
     /// (an `alias` without it allows `/static../` traversal).
     pub alias: String,
     pub expires_secs: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct BackendView {
-    pub kind: String,
-    /// Where the backend listens: `unix:/run/NAME.sock` behind a front, else `host:port`.
-    pub bind: String,
-    /// The unix socket path behind a front.
-    pub socket: Option<String>,
-    /// `None` means one worker per CPU, decided on the server.
-    pub workers: Option<u32>,
-    pub threads: u32,
-    pub graceful_timeout_secs: u64,
-    /// Whether the backend speaks HTTP (`proxy_pass`) or uwsgi (`uwsgi_pass`) to the front.
-    pub protocol: &'static str,
 }
 
 /// The front's default for a security header (deployctl's policy).
@@ -109,6 +115,7 @@ pub struct NginxView {
     pub upstream: String,
     pub upstream_server: String,
     pub keepalive: u32,
+    pub connect_timeout_secs: u64,
     /// `map $http_upgrade` variable, unique per site so several sites can share an http block,
     /// and short whatever the app name (`quote::nginx_variable`).
     pub connection_var: String,
@@ -124,14 +131,119 @@ pub struct NginxView {
     pub server_names_hash_bucket_size: Option<u32>,
 }
 
+impl NginxSite {
+    fn new(plan: &Plan) -> NginxSite {
+        let spec = &plan.spec;
+        let name = &plan.name;
+        let tier = plan.tier(Tier::Nginx).unwrap_or_else(|| plan.edge());
+        let link = tier.next.as_ref();
+        let upstream_address = link
+            .and_then(|l| l.transport.address())
+            .map(|a| a.bind())
+            .unwrap_or_default();
+        let alias_dirs: Vec<String> = spec
+            .statics
+            .iter()
+            .map(|s| format!("{}/", path_str(&s.dir).trim_end_matches('/')))
+            .collect();
+        NginxSite {
+            header: Header::new(plan),
+            server: NginxServer {
+                // The spec keeps names as nginx compares them (lower case, punycode).
+                names: spec.server.names.iter().map(|n| quote::nginx_literal(n)).collect(),
+                listen: tier.listen.as_ref().map(Address::bind).unwrap_or_default(),
+                max_body: spec.server.max_body.to_string(),
+                front_timeout_secs: link.map_or(tier.timeout_secs, |l| l.timeout_secs),
+            },
+            statics: spec
+                .statics
+                .iter()
+                .zip(&alias_dirs)
+                .map(|(s, dir)| StaticView {
+                    url: quote::nginx_literal(&s.url),
+                    alias: quote::nginx_script(dir),
+                    expires_secs: s.expires.0,
+                })
+                .collect(),
+            backend: NginxBackend {
+                protocol: link.map_or(Protocol::Http, |l| l.protocol).name(),
+            },
+            nginx: NginxView {
+                upstream: format!("{}_backend", name.replace(['-', '.'], "_")),
+                upstream_server: quote::nginx_literal(&upstream_address),
+                keepalive: policy::UPSTREAM_KEEPALIVE,
+                connect_timeout_secs: link.map_or(policy::CONNECT_TIMEOUT_SECS, |l| l.connect_timeout_secs),
+                connection_var: quote::nginx_variable(name, "connection"),
+                host_port_var: quote::nginx_variable(name, "host_port"),
+                dollar_geo: alias_dirs
+                    .iter()
+                    .any(|d| quote::nginx_needs_dollar(d))
+                    .then_some(quote::NGINX_DOLLAR_GEO),
+                server_names_hash_bucket_size: quote::nginx_server_names_bucket_size(&spec.server.names),
+                security_headers: SECURITY_HEADERS
+                    .iter()
+                    .map(|(header, value)| {
+                        let snake = header.to_ascii_lowercase().replace('-', "_");
+                        SecurityHeader {
+                            name: header,
+                            value,
+                            upstream_var: format!("$upstream_http_{snake}"),
+                            var: quote::nginx_variable(name, &snake),
+                        }
+                    })
+                    .collect(),
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// uwsgi/app.ini.tera
+
+#[derive(Debug, Serialize)]
+pub struct UwsgiIni {
+    #[serde(flatten)]
+    pub header: Header,
+    pub app: UwsgiApp,
+    pub backend: AppServerView,
+    pub server: UwsgiServer,
+    pub uwsgi: UwsgiView,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UwsgiApp {
+    /// Python identifiers (the spec checks the entry), as uWSGI values.
+    pub module: String,
+    pub attr: String,
+    pub factory: bool,
+}
+
+/// What every app server's config says about its workers.
+#[derive(Debug, Serialize)]
+pub struct AppServerView {
+    /// `None` means one worker per CPU, decided on the server.
+    pub workers: Option<u32>,
+    pub threads: u32,
+    pub graceful_timeout_secs: u64,
+    /// What it is spoken to in: `http`, or `uwsgi` behind nginx.
+    pub protocol: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UwsgiServer {
+    pub timeout_secs: u64,
+    pub max_body_bytes: u64,
+}
+
 #[derive(Debug, Serialize)]
 pub struct UwsgiView {
     /// Debian's uWSGI loads Python as a plugin; a pip-built one has it built in.
     pub plugin: bool,
-    pub binary: String,
     pub chdir: String,
     pub virtualenv: String,
-    /// `[[static]]` served by uWSGI itself: only without a front, which serves them otherwise.
+    pub post_buffering: u32,
+    pub buffer_size: u32,
+    /// `[[static]]` served by uWSGI itself: only at the edge (a front serves them otherwise).
     pub statics: Vec<UwsgiStaticView>,
 }
 
@@ -146,6 +258,76 @@ pub struct UwsgiStaticView {
     pub expires_secs: u64,
 }
 
+fn app_server(plan: &Plan) -> AppServerView {
+    let spec = &plan.spec;
+    AppServerView {
+        workers: spec.backend.workers,
+        threads: spec.backend.threads,
+        graceful_timeout_secs: spec.backend.graceful_timeout.0,
+        protocol: plan.app_protocol().name(),
+    }
+}
+
+impl UwsgiIni {
+    fn new(plan: &Plan) -> UwsgiIni {
+        let spec = &plan.spec;
+        let serves_statics = plan.statics_served_by() == Some(Tier::Uwsgi);
+        UwsgiIni {
+            header: Header::new(plan),
+            app: UwsgiApp {
+                module: quote::uwsgi(&spec.app.entry.module),
+                attr: quote::uwsgi(&spec.app.entry.attr),
+                factory: spec.app.entry.factory,
+            },
+            backend: app_server(plan),
+            server: UwsgiServer {
+                timeout_secs: plan.app().timeout_secs,
+                max_body_bytes: spec.server.max_body.0,
+            },
+            uwsgi: UwsgiView {
+                plugin: spec.backend.uwsgi_build == crate::spec::UwsgiBuild::Debian,
+                chdir: quote::uwsgi_path(&path_str(&spec.app.root)),
+                virtualenv: quote::uwsgi_path(&path_str(&spec.app.venv)),
+                post_buffering: policy::UWSGI_POST_BUFFERING,
+                buffer_size: policy::UWSGI_BUFFER_SIZE,
+                statics: if serves_statics {
+                    spec.statics
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| UwsgiStaticView {
+                            map: quote::uwsgi(&format!("{}={}/", s.url, path_str(&s.dir).trim_end_matches('/'))),
+                            path_regex: quote::uwsgi(&format!("^{}", quote::pcre_literal(&s.url))),
+                            label: format!("deployctl-static-{i}"),
+                            expires_secs: s.expires.0,
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// gunicorn/gunicorn.conf.py.tera
+
+#[derive(Debug, Serialize)]
+pub struct GunicornConf {
+    #[serde(flatten)]
+    pub header: Header,
+    pub backend: AppServerView,
+    pub server: GunicornServer,
+    pub gunicorn: GunicornView,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GunicornServer {
+    pub timeout_secs: u64,
+    /// For a comment.
+    pub max_body: String,
+}
+
 #[derive(Debug, Serialize)]
 pub struct GunicornView {
     pub wsgi_app: String,
@@ -155,13 +337,65 @@ pub struct GunicornView {
     pub forwarded_allow_ips: String,
     pub control_socket: String,
     pub proc_name: String,
+    pub keepalive: u32,
+    pub limit_request_line: u32,
+    pub limit_request_fields: u32,
+    pub limit_request_field_size: u32,
+    /// The front that enforces `max_body` (Gunicorn has no body limit); `None` alone.
+    pub body_limit_by: Option<&'static str>,
     /// Behind nginx, over a unix socket: REMOTE_ADDR is set from nginx's X-Forwarded-For by a
     /// `post_worker_init` hook (Gunicorn itself leaves it empty).
     pub remote_addr_from_front: bool,
 }
 
+impl GunicornConf {
+    fn new(plan: &Plan) -> GunicornConf {
+        let spec = &plan.spec;
+        let app = plan.app();
+        let bind = app.listen.as_ref().map(Address::bind).unwrap_or_default();
+        let front = plan
+            .behind_front()
+            .then(|| plan.tiers[plan.tiers.len() - 2].tier.name());
+        GunicornConf {
+            header: Header::new(plan),
+            backend: app_server(plan),
+            server: GunicornServer {
+                timeout_secs: app.timeout_secs,
+                max_body: spec.server.max_body.to_string(),
+            },
+            gunicorn: GunicornView {
+                wsgi_app: quote::python(&spec.app.entry.to_string()),
+                chdir: quote::python(&path_str(&spec.app.root)),
+                bind: quote::python(&bind),
+                worker_class: quote::python(if spec.backend.threads > 1 { "gthread" } else { "sync" }),
+                forwarded_allow_ips: quote::python(&app.trusted_proxies.join(",")),
+                control_socket: quote::python(&app.control_socket.as_deref().map(path_str).unwrap_or_default()),
+                proc_name: quote::python(&plan.name),
+                keepalive: policy::GUNICORN_KEEPALIVE_SECS,
+                limit_request_line: policy::REQUEST_LINE_LIMIT,
+                limit_request_fields: policy::REQUEST_FIELDS_LIMIT,
+                limit_request_field_size: policy::REQUEST_FIELD_SIZE_LIMIT,
+                body_limit_by: front,
+                remote_addr_from_front: plan
+                    .app_link()
+                    .is_some_and(|l| matches!(l.transport, Transport::Unix(_))),
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// systemd/app.service.tera and systemd/app.socket.tera
+
 #[derive(Debug, Serialize)]
-pub struct SystemdView {
+pub struct SystemdService {
+    #[serde(flatten)]
+    pub header: Header,
+    pub systemd: ServiceView,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceView {
     pub description: String,
     pub user: String,
     pub group: String,
@@ -169,12 +403,9 @@ pub struct SystemdView {
     pub exec_start: String,
     pub exec_reload: String,
     pub environment: Vec<String>,
-    /// `ListenStream=` of the socket unit.
-    pub listen_stream: String,
-    /// Owner, group and mode of a unix socket; absent for TCP.
-    pub socket_user: Option<String>,
-    pub socket_group: Option<String>,
     pub stop_timeout_secs: u64,
+    pub restart_secs: u32,
+    pub nofile: u32,
     pub hardening: Hardening,
 }
 
@@ -189,232 +420,85 @@ pub struct Hardening {
     pub localhost_only: bool,
 }
 
-fn path_str(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
+#[derive(Debug, Serialize)]
+pub struct SystemdSocket {
+    #[serde(flatten)]
+    pub header: Header,
+    pub systemd: SocketView,
 }
 
-impl View {
-    pub fn new(spec: &Spec, target: Target, out_dir: &Path) -> View {
-        View::with_socket_dir(spec, target, out_dir, Path::new("/run"))
-    }
+#[derive(Debug, Serialize)]
+pub struct SocketView {
+    pub description: String,
+    /// `ListenStream=` of the socket unit.
+    pub listen_stream: String,
+    /// Owner and group of a unix socket; absent for TCP.
+    pub socket_user: Option<String>,
+    pub socket_group: Option<String>,
+    pub backlog: u32,
+}
 
-    /// The same configs with the sockets between components in `socket_dir` (a local run
-    /// keeps them under the project instead of `/run`).
-    pub fn with_socket_dir(spec: &Spec, target: Target, out_dir: &Path, socket_dir: &Path) -> View {
-        let name = spec.app.name.clone();
-        let behind_front = target.frontend != Frontend::None;
-        let socket = behind_front.then(|| path_str(&socket_dir.join(format!("{name}.sock"))));
-        let bind = match &socket {
-            Some(s) => format!("unix:{s}"),
-            None => spec.server.listen.to_string(),
-        };
-        let timeout = spec.server.timeout.0;
-        let protocol = if target.backend == Backend::Uwsgi && behind_front {
-            "uwsgi"
-        } else {
-            "http"
-        };
-        let forwarded_allow_ips = spec.server.forwarded_allow_ips.join(",");
-        let env: Vec<(String, String)> = spec.app.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+fn description(plan: &Plan) -> String {
+    quote::systemd_text(&format!("{} ({}, rendered by deployctl)", plan.name, plan.target))
+}
 
-        let app = AppView {
-            entry: spec.app.entry.to_string(),
-            module: spec.app.entry.module.clone(),
-            attr: spec.app.entry.attr.clone(),
-            factory: spec.app.entry.factory,
-            root: path_str(&spec.app.root),
-            venv: path_str(&spec.app.venv),
-        };
-        let server = ServerView {
-            // The spec keeps names as nginx compares them (lower case, punycode).
-            names: spec.server.names.iter().map(|n| quote::nginx_literal(n)).collect(),
-            listen: spec.server.listen.to_string(),
-            max_body: spec.server.max_body.to_string(),
-            max_body_bytes: spec.server.max_body.0,
-            timeout_secs: timeout,
-            front_timeout_secs: timeout + FRONT_TIMEOUT_SLACK_SECS,
-            forwarded_allow_ips: forwarded_allow_ips.clone(),
-        };
-        let alias_dirs: Vec<String> = spec
-            .statics
-            .iter()
-            .map(|s| format!("{}/", path_str(&s.dir).trim_end_matches('/')))
-            .collect();
-        let statics = spec
-            .statics
-            .iter()
-            .zip(&alias_dirs)
-            .map(|(s, dir)| StaticView {
-                url: quote::nginx_literal(&s.url),
-                alias: quote::nginx_script(dir),
-                expires_secs: s.expires.0,
-            })
-            .collect();
-        let backend = BackendView {
-            kind: target.backend.name().to_string(),
-            bind: bind.clone(),
-            socket: socket.clone(),
-            workers: spec.backend.workers,
-            threads: spec.backend.threads,
-            graceful_timeout_secs: spec.backend.graceful_timeout.0,
-            protocol,
-        };
-        let nginx = (target.frontend == Frontend::Nginx).then(|| NginxView {
-            upstream: format!("{}_backend", name.replace(['-', '.'], "_")),
-            upstream_server: quote::nginx_literal(&bind),
-            keepalive: UPSTREAM_KEEPALIVE,
-            connection_var: quote::nginx_variable(&name, "connection"),
-            host_port_var: quote::nginx_variable(&name, "host_port"),
-            dollar_geo: alias_dirs
-                .iter()
-                .any(|d| quote::nginx_needs_dollar(d))
-                .then_some(quote::NGINX_DOLLAR_GEO),
-            server_names_hash_bucket_size: quote::nginx_server_names_bucket_size(&spec.server.names),
-            security_headers: SECURITY_HEADERS
-                .iter()
-                .map(|(header, value)| {
-                    let snake = header.to_ascii_lowercase().replace('-', "_");
-                    SecurityHeader {
-                        name: header,
-                        value,
-                        upstream_var: format!("$upstream_http_{snake}"),
-                        var: quote::nginx_variable(&name, &snake),
-                    }
-                })
-                .collect(),
-        });
-        let uwsgi_binary = match spec.backend.uwsgi_build {
-            UwsgiBuild::Debian => "/usr/bin/uwsgi".to_string(),
-            UwsgiBuild::Pip => path_str(&spec.app.venv.join("bin/uwsgi")),
-        };
-        let uwsgi = (target.backend == Backend::Uwsgi).then(|| UwsgiView {
-            plugin: spec.backend.uwsgi_build == UwsgiBuild::Debian,
-            binary: uwsgi_binary.clone(),
-            chdir: quote::uwsgi_path(&path_str(&spec.app.root)),
-            virtualenv: quote::uwsgi_path(&path_str(&spec.app.venv)),
-            statics: if behind_front {
-                Vec::new()
-            } else {
-                spec.statics
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| UwsgiStaticView {
-                        map: quote::uwsgi(&format!("{}={}/", s.url, path_str(&s.dir).trim_end_matches('/'))),
-                        path_regex: quote::uwsgi(&format!("^{}", quote::pcre_literal(&s.url))),
-                        label: format!("deployctl-static-{i}"),
-                        expires_secs: s.expires.0,
-                    })
-                    .collect()
+impl SystemdService {
+    fn new(plan: &Plan) -> SystemdService {
+        let spec = &plan.spec;
+        let app = plan.app();
+        let exec = app.unit_exec.clone().unwrap_or_default();
+        SystemdService {
+            header: Header::new(plan),
+            systemd: ServiceView {
+                description: description(plan),
+                user: quote::systemd_text(&spec.systemd.user),
+                group: quote::systemd_text(&spec.systemd.group),
+                working_directory: quote::systemd_path(&path_str(&spec.app.root)),
+                exec_start: quote::systemd_exec(&exec),
+                exec_reload: EXEC_RELOAD.into(),
+                environment: spec.app.env.iter().map(|(k, v)| quote::systemd_env(k, v)).collect(),
+                stop_timeout_secs: app.process.as_ref().map_or(0, |p| p.stop_timeout_secs),
+                restart_secs: policy::RESTART_SECS,
+                nofile: policy::UNIT_NOFILE,
+                hardening: hardening(plan, exec.first().map(PathBuf::from)),
             },
-        });
-        let gunicorn = (target.backend == Backend::Gunicorn).then(|| GunicornView {
-            wsgi_app: quote::python(&spec.app.entry.to_string()),
-            chdir: quote::python(&path_str(&spec.app.root)),
-            bind: quote::python(&bind),
-            worker_class: quote::python(if spec.backend.threads > 1 { "gthread" } else { "sync" }),
-            forwarded_allow_ips: quote::python(&forwarded_allow_ips),
-            // Gunicorn 27 opens a control socket under $HOME by default, which ProtectHome
-            // hides: keep it in the runtime directory.
-            control_socket: quote::python(&if socket_dir == Path::new("/run") {
-                format!("/run/{name}/gunicorn.ctl")
-            } else {
-                path_str(&socket_dir.join("gunicorn.ctl"))
-            }),
-            proc_name: quote::python(&name),
-            remote_addr_from_front: behind_front,
-        });
-
-        let config = |rel: &str| path_str(&out_dir.join(rel));
-        let exec_start = match target.backend {
-            Backend::Gunicorn => quote::systemd_exec(&[
-                path_str(&spec.app.venv.join("bin/gunicorn")),
-                "--config".into(),
-                config("gunicorn/gunicorn.conf.py"),
-            ]),
-            Backend::Uwsgi => quote::systemd_exec(&[
-                uwsgi_binary,
-                "--ini".into(),
-                quote::uwsgi_ini_arg(&config(&format!("uwsgi/{name}.ini"))),
-            ]),
-            Backend::Embedded | Backend::ModWsgi => embedded_command(spec, &bind),
-        };
-        let socket_unit_owner = socket.is_some();
-        let systemd = SystemdView {
-            description: quote::systemd_text(&format!("{name} ({target}, rendered by deployctl)")),
-            user: spec.systemd.user.clone(),
-            group: spec.systemd.group.clone(),
-            working_directory: quote::systemd_path(&path_str(&spec.app.root)),
-            exec_start,
-            exec_reload: "/bin/kill -s HUP $MAINPID".into(),
-            environment: env.iter().map(|(k, v)| quote::systemd_env(k, v)).collect(),
-            listen_stream: quote::systemd_text(&socket.clone().unwrap_or_else(|| spec.server.listen.to_string())),
-            socket_user: socket_unit_owner.then(|| spec.systemd.user.clone()),
-            socket_group: socket_unit_owner.then(|| spec.frontend.group.clone()),
-            stop_timeout_secs: spec.backend.graceful_timeout.0 + FRONT_TIMEOUT_SLACK_SECS,
-            hardening: hardening(spec, out_dir),
-        };
-        View {
-            source: crate::spec::FILE_NAME.to_string(),
-            target: target.to_string(),
-            name,
-            app,
-            server,
-            statics,
-            backend,
-            nginx,
-            uwsgi,
-            gunicorn,
-            systemd,
         }
     }
 }
 
-/// The `deployctl serve` command line of `*+embedded` units: the Gunicorn-style flag
-/// contract that the embedded server implements.
-fn embedded_command(spec: &Spec, bind: &str) -> String {
-    let mut w = vec![
-        path_str(&spec.systemd.deployctl),
-        "serve".into(),
-        spec.app.entry.to_string(),
-        "--bind".into(),
-        bind.to_string(),
-    ];
-    if let Some(n) = spec.backend.workers {
-        w.extend(["--workers".into(), n.to_string()]);
+impl SystemdSocket {
+    fn new(plan: &Plan) -> SystemdSocket {
+        let spec = &plan.spec;
+        let listen = plan.app().listen.as_ref();
+        let unix = listen.is_some_and(|a| a.unix_path().is_some());
+        SystemdSocket {
+            header: Header::new(plan),
+            systemd: SocketView {
+                description: description(plan),
+                listen_stream: quote::systemd_text(&listen.map(Address::listen_stream).unwrap_or_default()),
+                socket_user: unix.then(|| quote::systemd_text(&spec.systemd.user)),
+                socket_group: unix.then(|| quote::systemd_text(&spec.frontend.group)),
+                backlog: policy::SOCKET_BACKLOG,
+            },
+        }
     }
-    w.extend([
-        "--threads".into(),
-        spec.backend.threads.to_string(),
-        "--timeout".into(),
-        spec.server.timeout.0.to_string(),
-        "--graceful-timeout".into(),
-        spec.backend.graceful_timeout.0.to_string(),
-        "--max-body".into(),
-        spec.server.max_body.0.to_string(),
-        "--forwarded-allow-ips".into(),
-        spec.server.forwarded_allow_ips.join(","),
-        "--chdir".into(),
-        path_str(&spec.app.root),
-        "--venv".into(),
-        path_str(&spec.app.venv),
-    ]);
-    quote::systemd_exec(&w)
 }
 
 /// `ProtectHome=yes` hides /home and /root, and `PrivateTmp=yes` hides the host's /tmp, so an
 /// app living there could not start. Rather than weakening either, such paths are bound back
 /// read-only (`ProtectHome=tmpfs` + `BindReadOnlyPaths=`), which keeps the exposure score low.
-fn hardening(spec: &Spec, out_dir: &Path) -> Hardening {
+/// The paths: the app's directory, its virtualenv, the configs, and the program the service
+/// runs (the `deployctl` of an embedded server may live anywhere).
+fn hardening(plan: &Plan, program: Option<PathBuf>) -> Hardening {
+    let spec = &plan.spec;
     let hidden = |p: &Path| {
         ["/home", "/root", "/run/user", "/tmp", "/var/tmp"]
             .iter()
             .any(|h| p.starts_with(h))
     };
     let mut binds: Vec<PathBuf> = Vec::new();
-    let mut wanted = vec![spec.app.root.clone(), spec.app.venv.clone(), out_dir.to_path_buf()];
-    if spec.backend.kind == Backend::Embedded {
-        wanted.push(spec.systemd.deployctl.clone());
-    }
+    let mut wanted = vec![spec.app.root.clone(), spec.app.venv.clone(), plan.conf_dir.clone()];
+    wanted.extend(program);
     for p in wanted {
         if hidden(&p) && !binds.iter().any(|b| p.starts_with(b)) {
             binds.retain(|b| !b.starts_with(&p));

@@ -20,39 +20,35 @@ struct Finding {
     config: String,
 }
 
-pub fn jobs<'a>(s: &'a Scratch) -> Vec<Job<'a>> {
+/// gixy on the site `rel`.
+pub(super) fn job<'a>(s: &'a Scratch, rel: &str) -> Job<'a> {
     let tool = find_tool("gixy", HINT);
     let nginx = which::which("nginx").unwrap_or_else(|_| "nginx".into());
-    super::nginx::sites(s)
-        .into_iter()
-        .map(|(rel, path)| {
-            let tool = tool.clone();
-            let nginx = nginx.clone();
-            let extra = tool
-                .as_ref()
-                .ok()
-                .map(|t| format!("{}\n{}", super::tool_identity(t), super::tool_identity(&nginx)));
-            Job::new("gixy", &rel.clone(), vec![rel.clone()], extra, move || {
-                let outcome = match tool {
-                    Ok(gixy) => (|| {
-                        // gixy reads a whole configuration: give it the same wrapper `nginx -t` gets.
-                        let (_prefix, conf) = super::nginx::wrapper(&nginx, &path)?;
-                        let args = [
-                            "-f".as_ref(),
-                            "json".as_ref(),
-                            "--skips".as_ref(),
-                            "nginx_cves".as_ref(),
-                            conf.as_os_str(),
-                        ];
-                        let (_, out) = run(&gixy, &args, &[])?;
-                        Ok(findings(&out))
-                    })(),
-                    Err(missing) => Ok(missing),
-                };
-                verdict("gixy", &rel, outcome)
-            })
-        })
-        .collect()
+    let path = s.path(rel);
+    let rel = rel.to_string();
+    let extra = tool
+        .as_ref()
+        .ok()
+        .map(|t| format!("{}\n{}", super::tool_identity(t), super::tool_identity(&nginx)));
+    Job::new("gixy", &rel.clone(), vec![rel.clone()], extra, move || {
+        let outcome = match tool {
+            Ok(gixy) => (|| {
+                // gixy reads a whole configuration: give it the same wrapper `nginx -t` gets.
+                let (_prefix, conf) = super::nginx::wrapper(&nginx, &path)?;
+                let args = [
+                    "-f".as_ref(),
+                    "json".as_ref(),
+                    "--skips".as_ref(),
+                    "nginx_cves".as_ref(),
+                    conf.as_os_str(),
+                ];
+                let (_, out) = run(&gixy, &args, &[])?;
+                Ok(findings(&out))
+            })(),
+            Err(missing) => Ok(missing),
+        };
+        verdict("gixy", &rel, outcome)
+    })
 }
 
 /// Parses gixy's JSON report (a list of findings, possibly after log lines).

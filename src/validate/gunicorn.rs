@@ -4,47 +4,52 @@
 use std::path::Path;
 
 use super::{Job, Outcome, Scratch, run, verdict};
+use crate::plan::Tier;
 
-pub fn jobs<'a>(s: &'a Scratch) -> Vec<Job<'a>> {
-    s.files_ending("gunicorn.conf.py")
-        .into_iter()
-        .map(|(rel, path)| {
-            let gunicorn = s.spec.app.venv.join("bin/gunicorn");
-            let extra = gunicorn.is_file().then(|| app_inputs(s, &gunicorn)).flatten();
-            Job::new(
-                "gunicorn --check-config",
-                &rel.clone(),
-                vec![rel.clone()],
-                extra,
-                move || {
-                    let outcome = if gunicorn.is_file() {
-                        let env: Vec<(String, String)> =
-                            s.spec.app.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                        run(
-                            &gunicorn,
-                            &["--config".as_ref(), path.as_os_str(), "--check-config".as_ref()],
-                            &env,
-                        )
-                        .map(|(ok, out)| {
-                            if ok {
-                                Outcome::Ok("config loads, app imports".into())
-                            } else {
-                                Outcome::Failed(out)
-                            }
-                        })
+/// `gunicorn --check-config` on the config `rel`, with the Gunicorn the plan runs.
+pub(super) fn job<'a>(s: &'a Scratch, rel: &str) -> Job<'a> {
+    let spec = &s.plan.spec;
+    let gunicorn = s
+        .plan
+        .tier(Tier::Gunicorn)
+        .and_then(|t| t.process.as_ref())
+        .and_then(|p| p.program.path())
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let extra = gunicorn.is_file().then(|| app_inputs(s, &gunicorn)).flatten();
+    let path = s.path(rel);
+    let rel = rel.to_string();
+    Job::new(
+        "gunicorn --check-config",
+        &rel.clone(),
+        vec![rel.clone()],
+        extra,
+        move || {
+            let outcome = if gunicorn.is_file() {
+                let env: Vec<(String, String)> = spec.app.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                run(
+                    &gunicorn,
+                    &["--config".as_ref(), path.as_os_str(), "--check-config".as_ref()],
+                    &env,
+                )
+                .map(|(ok, out)| {
+                    if ok {
+                        Outcome::Ok("config loads, app imports".into())
                     } else {
-                        Ok(Outcome::Missing {
-                            hint: format!(
-                                "install Gunicorn into the app's virtualenv: `{}/bin/pip install gunicorn`",
-                                s.spec.app.venv.display()
-                            ),
-                        })
-                    };
-                    verdict("gunicorn --check-config", &rel, outcome)
-                },
-            )
-        })
-        .collect()
+                        Outcome::Failed(out)
+                    }
+                })
+            } else {
+                Ok(Outcome::Missing {
+                    hint: format!(
+                        "install Gunicorn into the app's virtualenv: `{}/bin/pip install gunicorn`",
+                        spec.app.venv.display()
+                    ),
+                })
+            };
+            verdict("gunicorn --check-config", &rel, outcome)
+        },
+    )
 }
 
 /// Most Python files a project may have for `--check-config` to be cached; past it, every run
@@ -56,17 +61,17 @@ const MAX_SOURCES: usize = 5000;
 /// environment, and every Python file under the import directory (path, size, modification
 /// time). `None` (never cached) for a tree too large to list quickly.
 fn app_inputs(s: &Scratch, gunicorn: &Path) -> Option<String> {
-    let venv = &s.spec.app.venv;
+    let venv = &s.plan.spec.app.venv;
     let mut parts = vec![
         super::tool_identity(gunicorn),
         super::tool_identity(&venv.join("bin/python3")),
         std::fs::read_to_string(venv.join(crate::orchestrate::venv::RECORD)).unwrap_or_default(),
         std::fs::read_to_string(venv.join("pyvenv.cfg")).unwrap_or_default(),
-        format!("{:?}", s.spec.app.env),
+        format!("{:?}", s.plan.spec.app.env),
     ];
     let mut files = Vec::new();
     let venv_abs = std::fs::canonicalize(venv).unwrap_or_else(|_| venv.clone());
-    sources(&s.spec.app.root, &venv_abs, &mut files, 0)?;
+    sources(&s.plan.spec.app.root, &venv_abs, &mut files, 0)?;
     files.sort();
     parts.extend(files);
     Some(parts.join("\n"))

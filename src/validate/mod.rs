@@ -1,21 +1,28 @@
 //! Checking rendered files with the real tools: nginx, gixy, uWSGI, Gunicorn, systemd.
 //!
-//! Owns: which validators apply to a target, how each tool is found and run, and turning its
-//! output into a [`Verdict`]. Works on a tree already written to a scratch directory; never
-//! writes the user's output directory. A tool that is not installed is a `Missing` verdict
-//! with an install hint — a failure only when the caller requires every validator.
+//! Owns: the one validation gate that `render`, `check` and `up` go through ([`gate`]): the
+//! tree written to a scratch directory, every validator the plan's outputs name run on its
+//! file (concurrently; `up` takes unchanged successes from its cache), one [`Report`], and
+//! one policy for a tool that is not installed ([`Policy`]). Also how each tool is found and
+//! run, and turning its output into a [`Verdict`].
+//! Does not own: which validators apply to which file (each output of the plan says), or
+//! writing the user's output directory.
 
+mod gate;
 mod gixy;
 mod gunicorn;
+mod jobs;
 pub mod nginx;
 mod systemd;
 mod uwsgi;
 
 use std::path::{Path, PathBuf};
 
+pub use gate::{Policy, Report, gate};
+use jobs::Job;
+
+use crate::plan::Plan;
 use crate::render::FileTree;
-use crate::spec::Spec;
-use crate::target::{Backend, Frontend, Target};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -46,239 +53,18 @@ impl Verdict {
     }
 }
 
-/// What every validator gets: the spec, the target, and where the tree was written.
+/// What every validator gets: the plan, the tree, and where the tree was written.
 pub struct Scratch<'a> {
-    pub spec: &'a Spec,
-    pub target: Target,
+    pub plan: &'a Plan,
     pub tree: &'a FileTree,
     pub dir: &'a Path,
 }
 
 impl Scratch<'_> {
-    /// Paths of rendered files whose name ends with `suffix`, under the scratch directory.
-    fn files_ending(&self, suffix: &str) -> Vec<(String, PathBuf)> {
-        self.tree
-            .files
-            .keys()
-            .filter(|k| k.ends_with(suffix))
-            .map(|k| (k.clone(), self.dir.join(k)))
-            .collect()
+    /// A rendered file's path under the scratch directory.
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
     }
-}
-
-/// One validator run on one rendered file (or one check of it): independent of every other,
-/// so they run concurrently, and keyed by what it reads so that an unchanged one can be
-/// taken from the cache of the last successful run.
-pub struct Job<'a> {
-    /// The validator and the file, for the cache key and messages.
-    pub validator: &'static str,
-    pub subject: String,
-    /// The rendered files it reads (relative names in the tree).
-    inputs: Vec<String>,
-    /// Everything else its verdict depends on: the tool's identity (its executable's path,
-    /// size and modification time: any install or upgrade changes it), and what the tool
-    /// reads beyond the rendered files. `None`: not cacheable.
-    extra: Option<String>,
-    run: Box<dyn FnOnce() -> Verdict + Send + 'a>,
-}
-
-impl<'a> Job<'a> {
-    fn new(
-        validator: &'static str,
-        subject: &str,
-        inputs: Vec<String>,
-        extra: Option<String>,
-        run: impl FnOnce() -> Verdict + Send + 'a,
-    ) -> Job<'a> {
-        Job {
-            validator,
-            subject: subject.to_string(),
-            inputs,
-            extra,
-            run: Box::new(run),
-        }
-    }
-
-    /// The cache key: SHA-256 of the validator, the file, the contents of its inputs and the
-    /// rest it depends on.
-    fn key(&self, tree: &FileTree, port: Option<&str>) -> Option<String> {
-        use sha2::{Digest, Sha256};
-        let extra = self.extra.as_ref()?;
-        let mut h = Sha256::new();
-        for part in [self.validator, self.subject.as_str(), extra.as_str()] {
-            h.update((part.len() as u64).to_le_bytes());
-            h.update(part.as_bytes());
-        }
-        for name in &self.inputs {
-            let text = &tree.files.get(name)?.text;
-            let text = &match port {
-                Some(p) => abstract_port(text, p),
-                None => text.clone(),
-            };
-            h.update((name.len() as u64).to_le_bytes());
-            h.update(name.as_bytes());
-            h.update((text.len() as u64).to_le_bytes());
-            h.update(text.as_bytes());
-        }
-        Some(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-    }
-}
-
-/// `text` with the listen port (`:PORT`, not followed by a digit) replaced by `:<port>`: no
-/// validator judges the number — `nginx -t` binds nothing, `systemd-analyze` and Gunicorn's
-/// `--check-config` neither — so a stack run on another port finds its verdicts in the cache.
-/// gixy does look for `443` in `listen`: such a port is never abstracted (see the caller).
-fn abstract_port(text: &str, port: &str) -> String {
-    let needle = format!(":{port}");
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(&needle) {
-        let after = &rest[at + needle.len()..];
-        out.push_str(&rest[..at]);
-        if after.starts_with(|c: char| c.is_ascii_digit()) {
-            out.push_str(&needle);
-        } else {
-            out.push_str(":<port>");
-        }
-        rest = after;
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Every validator that applies to the target, in a fixed order.
-fn jobs<'a>(s: &'a Scratch) -> Vec<Job<'a>> {
-    let mut jobs = Vec::new();
-    if s.target.frontend == Frontend::Nginx {
-        jobs.extend(nginx::jobs(s));
-        jobs.extend(gixy::jobs(s));
-    }
-    match s.target.backend {
-        Backend::Uwsgi => jobs.extend(uwsgi::jobs(s)),
-        Backend::Gunicorn => jobs.extend(gunicorn::jobs(s)),
-        Backend::Embedded | Backend::ModWsgi => {}
-    }
-    jobs.extend(systemd::jobs(s));
-    jobs
-}
-
-/// Runs every validator that applies to the target, concurrently (they are independent);
-/// the verdicts come in a fixed order.
-pub fn run_all(s: &Scratch) -> Vec<Verdict> {
-    run_jobs(jobs(s), None, s.tree, None).0
-}
-
-/// [`run_all`], but a validator whose inputs are unchanged since its last success recorded in
-/// `cache` (a file, e.g. under `up`'s run directory) is not run again: its verdict is taken
-/// from the cache. Failures are never recorded. Also returns how many were cached.
-pub fn run_all_cached(s: &Scratch, cache: &Path) -> (Vec<Verdict>, usize) {
-    let mut known = Cache::read(cache);
-    let listen = s.spec.server.listen.to_string();
-    let port = listen
-        .rsplit_once(':')
-        .map(|(_, p)| p.to_string())
-        .filter(|p| !p.contains("443"));
-    let (verdicts, hits, passed) = run_jobs(jobs(s), Some(&known), s.tree, port.as_deref());
-    if !passed.is_empty() {
-        known.insert(passed);
-        known.write(cache);
-    }
-    (verdicts, hits)
-}
-
-/// At most this many cached verdicts are kept (the oldest go first).
-const CACHE_ENTRIES: usize = 256;
-
-/// Successful verdicts by key: `{"entries": [[key, detail], …]}`, oldest first.
-#[derive(Default, serde::Serialize, serde::Deserialize)]
-struct Cache {
-    entries: Vec<(String, String)>,
-}
-
-impl Cache {
-    fn read(path: &Path) -> Cache {
-        std::fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.entries.iter().find(|(k, _)| k == key).map(|(_, d)| d.as_str())
-    }
-
-    fn insert(&mut self, new: Vec<(String, String)>) {
-        self.entries.retain(|(k, _)| !new.iter().any(|(n, _)| n == k));
-        self.entries.extend(new);
-        let excess = self.entries.len().saturating_sub(CACHE_ENTRIES);
-        self.entries.drain(..excess);
-    }
-
-    /// Best effort: a cache that cannot be written only costs the next run its time.
-    fn write(&self, path: &Path) {
-        let tmp = path.with_extension("tmp");
-        if let Ok(bytes) = serde_json::to_vec(self)
-            && std::fs::write(&tmp, bytes).is_ok()
-        {
-            let _ = std::fs::rename(&tmp, path);
-        }
-    }
-}
-
-/// Runs the jobs not found in `cache`, each on a thread of its own; returns the verdicts in
-/// job order, the number of cache hits, and the keys and details of the jobs that passed.
-fn run_jobs(
-    jobs: Vec<Job<'_>>,
-    cache: Option<&Cache>,
-    tree: &FileTree,
-    port: Option<&str>,
-) -> (Vec<Verdict>, usize, Vec<(String, String)>) {
-    let mut slots: Vec<Option<Verdict>> = Vec::new();
-    let mut pending = Vec::new();
-    let mut hits = 0;
-    for job in jobs {
-        let key = cache.and(job.key(tree, port));
-        let cached = key.as_deref().and_then(|k| cache.and_then(|c| c.get(k)));
-        match cached {
-            Some(detail) => {
-                hits += 1;
-                slots.push(Some(Verdict {
-                    validator: job.validator.to_string(),
-                    subject: job.subject.clone(),
-                    outcome: Outcome::Ok(detail.to_string()),
-                }));
-            }
-            None => {
-                pending.push((slots.len(), key, job.run));
-                slots.push(None);
-            }
-        }
-    }
-    let mut passed = Vec::new();
-    let results: Vec<(usize, Option<String>, Verdict)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = pending
-            .into_iter()
-            .map(|(i, key, run)| (i, key, scope.spawn(run)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|(i, key, h)| {
-                let v = h.join().unwrap_or_else(|_| Verdict {
-                    validator: "validator".into(),
-                    subject: String::new(),
-                    outcome: Outcome::Failed("the validator thread panicked".into()),
-                });
-                (i, key, v)
-            })
-            .collect()
-    });
-    for (i, key, v) in results {
-        if let (Some(k), Outcome::Ok(detail)) = (key, &v.outcome) {
-            passed.push((k, detail.clone()));
-        }
-        slots[i] = Some(v);
-    }
-    (slots.into_iter().flatten().collect(), hits, passed)
 }
 
 /// The identity of an installed tool for cache keys: its resolved path, size and modification
@@ -325,18 +111,5 @@ fn verdict(validator: &str, subject: &str, outcome: std::io::Result<Outcome>) ->
         validator: validator.to_string(),
         subject: subject.to_string(),
         outcome: outcome.unwrap_or_else(|e| Outcome::Failed(format!("cannot run {validator}: {e}"))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::abstract_port;
-
-    #[test]
-    fn the_listen_port_is_abstracted_only_where_it_is_the_whole_number() {
-        assert_eq!(
-            abstract_port("listen 127.0.0.1:8000;\nlisten [::1]:8000 x;\nproxy :80001;", "8000"),
-            "listen 127.0.0.1:<port>;\nlisten [::1]:<port> x;\nproxy :80001;"
-        );
     }
 }

@@ -1,4 +1,5 @@
-//! `nginx -t` on a site file, through a throwaway wrapper configuration.
+//! `nginx -t` on a site file, through a throwaway wrapper configuration; and that wrapper,
+//! which `up` also runs nginx with ([`write_wrapper`]).
 //!
 //! A site file is meant for `sites-available/`, inside Debian's `http {}`. To check it
 //! unprivileged and without touching /etc/nginx, it is included from a small `nginx.conf`
@@ -13,57 +14,81 @@ use super::{Job, Outcome, Scratch, find_tool, run, verdict};
 
 pub const HINT: &str = "install nginx: `apt-get install nginx`";
 
-pub fn jobs<'a>(s: &'a Scratch) -> Vec<Job<'a>> {
+/// `nginx -t` on the site `rel`.
+pub(super) fn job<'a>(s: &'a Scratch, rel: &str) -> Job<'a> {
     let tool = find_tool("nginx", HINT);
-    sites(s)
-        .into_iter()
-        .map(|(rel, path)| {
-            let tool = tool.clone();
-            // nginx -t also reads the installed uwsgi_params and mime.types, which come with
-            // the binary.
-            let extra = tool.as_ref().ok().map(|t| super::tool_identity(t));
-            Job::new("nginx -t", &rel.clone(), vec![rel.clone()], extra, move || {
-                let outcome = match tool {
-                    Ok(nginx) => test_site(&nginx, &path),
-                    Err(missing) => Ok(missing),
-                };
-                verdict("nginx -t", &rel, outcome)
-            })
-        })
-        .collect()
+    let path = s.path(rel);
+    let rel = rel.to_string();
+    // nginx -t also reads the installed uwsgi_params and mime.types, which come with the
+    // binary.
+    let extra = tool.as_ref().ok().map(|t| super::tool_identity(t));
+    Job::new("nginx -t", &rel.clone(), vec![rel.clone()], extra, move || {
+        let outcome = match tool {
+            Ok(nginx) => test_site(&nginx, &path),
+            Err(missing) => Ok(missing),
+        };
+        verdict("nginx -t", &rel, outcome)
+    })
 }
 
-/// The site files of the tree (`nginx/*.conf`) with their paths in the scratch directory.
-pub(super) fn sites(s: &Scratch) -> Vec<(String, PathBuf)> {
-    s.files_ending(".conf")
-        .into_iter()
-        .filter(|(rel, _)| rel.starts_with("nginx/"))
-        .collect()
+/// What a wrapper configuration is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `nginx -t` and gixy: logs in the prefix.
+    Check,
+    /// `deployctl up`: in the foreground, one worker, errors to stderr and the access log to
+    /// stdout (its log multiplexer reads both); as root, workers stay root (an unprivileged
+    /// `nobody` could not reach the app's socket under the project).
+    Run,
 }
 
 /// Writes the wrapper for `site` into a new prefix; returns the prefix and wrapper path.
 pub fn wrapper(nginx: &Path, site: &Path) -> std::io::Result<(tempfile::TempDir, PathBuf)> {
     let prefix = tempfile::Builder::new().prefix("deployctl-nginx-").tempdir()?;
-    let p = prefix.path();
-    std::fs::create_dir_all(p.join("temp"))?;
+    let wrapper = write_wrapper(nginx, prefix.path(), site, Purpose::Check)?;
+    Ok((prefix, wrapper))
+}
+
+/// The `http {}` around the rendered site file, with everything nginx writes kept under
+/// `prefix`, so it runs unprivileged and without touching /etc/nginx: the one wrapper of
+/// `check` and `up`. `uwsgi_params` and `mime.types` are copied from the installed nginx, so
+/// the site's `include uwsgi_params;` and `include mime.types;` resolve in the prefix as they
+/// will on the server. Returns the wrapper's path (`PREFIX/nginx.conf`).
+pub fn write_wrapper(nginx: &Path, prefix: &Path, site: &Path, purpose: Purpose) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(prefix.join("temp"))?;
     if let Some(conf_dir) = conf_dir(nginx) {
         for name in ["uwsgi_params", "mime.types"] {
             let from = conf_dir.join(name);
             if from.is_file() {
-                std::fs::copy(&from, p.join(name))?;
+                std::fs::copy(&from, prefix.join(name))?;
             }
         }
     }
-    // Temporary directories may be anywhere ($TMPDIR): every path is quoted for nginx.
-    let d = |rel: &str| crate::render::quote::nginx_literal(&p.join(rel).display().to_string());
+    // The prefix may be anywhere ($TMPDIR, a project with spaces, quotes or `$` in its path):
+    // every path is quoted for nginx.
+    let d = |rel: &str| crate::render::quote::nginx_literal(&prefix.join(rel).display().to_string());
+    let (head, error_log, access_log) = match purpose {
+        Purpose::Check => (String::new(), d("error.log"), d("access.log")),
+        Purpose::Run => {
+            // SAFETY: geteuid has no preconditions.
+            let user = if unsafe { libc::geteuid() } == 0 {
+                "user root;\n"
+            } else {
+                ""
+            };
+            (
+                format!("{user}daemon off;\nworker_processes 1;\n"),
+                "stderr".to_string(),
+                "/dev/stdout".to_string(),
+            )
+        }
+    };
     let conf = format!(
-        "pid {pid};\nerror_log {error};\nevents {{}}\nhttp {{\n    access_log {access};\n    \
+        "{head}pid {pid};\nerror_log {error_log};\nevents {{}}\nhttp {{\n    access_log {access_log};\n    \
          client_body_temp_path {body};\n    proxy_temp_path {proxy};\n    \
          fastcgi_temp_path {fastcgi};\n    uwsgi_temp_path {uwsgi};\n    scgi_temp_path {scgi};\n    \
          include {site};\n}}\n",
         pid = d("nginx.pid"),
-        error = d("error.log"),
-        access = d("access.log"),
         body = d("temp/body"),
         proxy = d("temp/proxy"),
         fastcgi = d("temp/fastcgi"),
@@ -71,9 +96,9 @@ pub fn wrapper(nginx: &Path, site: &Path) -> std::io::Result<(tempfile::TempDir,
         scgi = d("temp/scgi"),
         site = crate::render::quote::nginx_include(&site.display().to_string())
     );
-    let wrapper = p.join("nginx.conf");
+    let wrapper = prefix.join("nginx.conf");
     std::fs::write(&wrapper, conf)?;
-    Ok((prefix, wrapper))
+    Ok(wrapper)
 }
 
 fn test_site(nginx: &Path, site: &Path) -> std::io::Result<Outcome> {

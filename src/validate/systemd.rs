@@ -11,90 +11,87 @@ pub const HINT: &str = "install systemd (for systemd-analyze): `apt-get install 
 /// Highest accepted `systemd-analyze security` exposure ("OK" is below 2).
 pub const MAX_EXPOSURE: f64 = 1.5;
 
-pub fn jobs<'a>(s: &'a Scratch) -> Vec<Job<'a>> {
-    let units: Vec<(String, std::path::PathBuf)> = s
-        .tree
-        .files
-        .keys()
-        .filter(|k| k.ends_with(".service") || k.ends_with(".socket"))
-        .map(|k| (k.clone(), s.dir.join(k)))
-        .collect();
+/// `systemd-analyze verify` on the unit `rel`.
+pub(super) fn verify<'a>(s: &'a Scratch, rel: &str) -> Job<'a> {
     let tool = find_tool("systemd-analyze", HINT);
     let identity = tool.as_ref().ok().map(|t| super::tool_identity(t));
-    let mut out = Vec::new();
-    for (rel, path) in units.clone() {
-        let tool = tool.clone();
-        // verify also checks that the program of ExecStart= exists and is executable.
-        let extra = identity.as_ref().map(|id| {
-            let text = s.tree.files.get(&rel).map(|f| f.text.as_str()).unwrap_or("");
-            let programs: Vec<String> = exec_programs(text)
-                .iter()
-                .map(|p| super::tool_identity(std::path::Path::new(p)))
-                .collect();
-            format!("{id}\n{}", programs.join("\n"))
-        });
-        out.push(Job::new(
-            "systemd-analyze verify",
-            &rel.clone(),
-            vec![rel.clone()],
-            extra,
-            move || {
-                let outcome = match &tool {
-                    Ok(sa) => run(
+    let path = s.path(rel);
+    let rel = rel.to_string();
+    // verify also checks that the program of ExecStart= exists and is executable.
+    let extra = identity.as_ref().map(|id| {
+        let text = s.tree.files.get(&rel).map(|f| f.text.as_str()).unwrap_or("");
+        let programs: Vec<String> = exec_programs(text)
+            .iter()
+            .map(|p| super::tool_identity(std::path::Path::new(p)))
+            .collect();
+        format!("{id}\n{}", programs.join("\n"))
+    });
+    Job::new(
+        "systemd-analyze verify",
+        &rel.clone(),
+        vec![rel.clone()],
+        extra,
+        move || {
+            let outcome = match &tool {
+                Ok(sa) => run(
+                    sa,
+                    &["verify".as_ref(), "--recursive-errors=one".as_ref(), path.as_os_str()],
+                    &[],
+                )
+                .map(|(ok, text)| {
+                    if ok && text.is_empty() {
+                        Outcome::Ok("no errors or warnings".into())
+                    } else {
+                        Outcome::Failed(text)
+                    }
+                }),
+                Err(missing) => Ok(missing.clone()),
+            };
+            verdict("systemd-analyze verify", &rel, outcome)
+        },
+    )
+}
+
+/// `systemd-analyze security --offline` on the service `rel`: its exposure must be at most
+/// [`MAX_EXPOSURE`].
+pub(super) fn security<'a>(s: &'a Scratch, rel: &str) -> Job<'a> {
+    let tool = find_tool("systemd-analyze", HINT);
+    let identity = tool.as_ref().ok().map(|t| super::tool_identity(t));
+    let path = s.path(rel);
+    let rel = rel.to_string();
+    Job::new(
+        "systemd-analyze security",
+        &rel.clone(),
+        vec![rel.clone()],
+        identity,
+        move || {
+            let outcome = match &tool {
+                Ok(sa) => {
+                    let threshold = format!("--threshold={}", (MAX_EXPOSURE * 10.0).round() as u32);
+                    run(
                         sa,
-                        &["verify".as_ref(), "--recursive-errors=one".as_ref(), path.as_os_str()],
+                        &[
+                            "security".as_ref(),
+                            "--offline=yes".as_ref(),
+                            threshold.as_ref(),
+                            path.as_os_str(),
+                        ],
                         &[],
                     )
-                    .map(|(ok, text)| {
-                        if ok && text.is_empty() {
-                            Outcome::Ok("no errors or warnings".into())
-                        } else {
-                            Outcome::Failed(text)
-                        }
-                    }),
-                    Err(missing) => Ok(missing.clone()),
-                };
-                verdict("systemd-analyze verify", &rel, outcome)
-            },
-        ));
-    }
-    for (rel, path) in units.into_iter().filter(|(k, _)| k.ends_with(".service")) {
-        let tool = tool.clone();
-        out.push(Job::new(
-            "systemd-analyze security",
-            &rel.clone(),
-            vec![rel.clone()],
-            identity.clone(),
-            move || {
-                let outcome = match &tool {
-                    Ok(sa) => {
-                        let threshold = format!("--threshold={}", (MAX_EXPOSURE * 10.0).round() as u32);
-                        run(
-                            sa,
-                            &[
-                                "security".as_ref(),
-                                "--offline=yes".as_ref(),
-                                threshold.as_ref(),
-                                path.as_os_str(),
-                            ],
-                            &[],
-                        )
-                        .map(|(ok, text)| match exposure(&text) {
-                            Some(score) if ok && score <= MAX_EXPOSURE => Outcome::Ok(format!("exposure {score:.1}")),
-                            Some(score) => Outcome::Failed(format!(
-                                "exposure {score:.1} is above {MAX_EXPOSURE}:\n{}",
-                                failing_lines(&text)
-                            )),
-                            None => Outcome::Failed(text),
-                        })
-                    }
-                    Err(missing) => Ok(missing.clone()),
-                };
-                verdict("systemd-analyze security", &rel, outcome)
-            },
-        ));
-    }
-    out
+                    .map(|(ok, text)| match exposure(&text) {
+                        Some(score) if ok && score <= MAX_EXPOSURE => Outcome::Ok(format!("exposure {score:.1}")),
+                        Some(score) => Outcome::Failed(format!(
+                            "exposure {score:.1} is above {MAX_EXPOSURE}:\n{}",
+                            failing_lines(&text)
+                        )),
+                        None => Outcome::Failed(text),
+                    })
+                }
+                Err(missing) => Ok(missing.clone()),
+            };
+            verdict("systemd-analyze security", &rel, outcome)
+        },
+    )
 }
 
 /// The programs of a unit's `Exec*=` lines: the first word, without systemd's prefixes

@@ -1,0 +1,391 @@
+//! The resolved plan's types: what a deployment is, every derived fact a field.
+
+use std::path::{Path, PathBuf};
+
+use super::chain::{Chain, Protocol, Tier};
+use crate::spec::{Listen, Spec};
+use crate::target::Target;
+
+/// Where the plan runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Environment {
+    /// A server under systemd (`render`, `check`): configs installed in `out`, the sockets
+    /// between tiers under `/run`, created by systemd socket units.
+    Production { out: PathBuf },
+    /// `deployctl up`: configs rendered for `conf_dir`, sockets in `socket_dir` (the run
+    /// directory), created and handed over by `up`; no systemd.
+    Local { conf_dir: PathBuf, socket_dir: PathBuf },
+    /// A container image: no systemd, no host paths (the project is at [`CONTAINER_APP`]),
+    /// tiers linked over TCP on loopback, the edge on an unprivileged port.
+    Container,
+}
+
+/// Where a container image holds the project (deploy.toml's directory).
+pub const CONTAINER_APP: &str = "/app";
+/// Where a container image holds the rendered configs.
+pub const CONTAINER_CONF: &str = "/etc/deployctl";
+/// The `deployctl` binary in a container image.
+pub const CONTAINER_DEPLOYCTL: &str = "/usr/local/bin/deployctl";
+/// The first loopback port of the tiers behind the edge in a container (one per link).
+pub const CONTAINER_FIRST_PORT: u16 = 8001;
+/// The edge's port in a container when deploy.toml's is privileged (a restricted pod cannot
+/// bind below 1024).
+pub const CONTAINER_EDGE_PORT: u16 = 8080;
+
+impl Environment {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Environment::Production { .. } => "production",
+            Environment::Local { .. } => "local run",
+            Environment::Container => "container",
+        }
+    }
+}
+
+/// A resolved deployment: (spec, target, environment) → everything the views, the
+/// validators and `up` need, each computed once.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The spec as this environment serves it: a local run also answers `localhost` and its
+    /// listen host; a container's paths are inside the image.
+    pub spec: Spec,
+    pub target: Target,
+    pub chain: Chain,
+    pub environment: Environment,
+    /// `[app].name`: unit, socket, site and log names.
+    pub name: String,
+    /// Edge first; `tiers[i].next` links it to `tiers[i + 1]`.
+    pub tiers: Vec<TierPlan>,
+    /// The directory the configs are read from where they run.
+    pub conf_dir: PathBuf,
+    /// Every rendered file, with its validators. Empty when this build renders nothing for
+    /// the chain in this environment.
+    pub outputs: Vec<Output>,
+}
+
+/// One tier of the chain, resolved.
+#[derive(Debug, Clone)]
+pub struct TierPlan {
+    pub tier: Tier,
+    /// Where it accepts requests: the public address at the edge, the socket of the link in
+    /// front otherwise; `None` in process (mod_wsgi).
+    pub listen: Option<Address>,
+    /// Who creates the socket it listens on.
+    pub listen_by: SocketCreator,
+    /// How it reaches the next tier inward; `None` for the tier running the app.
+    pub next: Option<Link>,
+    /// Its own process; `None` for mod_wsgi (Apache's) and a front run by the host's own
+    /// service (nginx in production: the site is installed into it).
+    pub process: Option<Process>,
+    /// The config file it reads, when deployctl renders one.
+    pub config: Option<ConfigFile>,
+    /// Peers whose `X-Forwarded-*` headers it believes (none for a front: it sets them).
+    pub trusted_proxies: Vec<String>,
+    /// Its own request timeout (the app's) or how long it waits for the next tier (a front).
+    pub timeout_secs: u64,
+    /// Gunicorn's control socket (`gunicorn.ctl`), kept in the runtime directory.
+    pub control_socket: Option<PathBuf>,
+    /// The command line (program first) of its systemd service, when one is rendered: in
+    /// production what runs it; in a local run what a server would run (the units are
+    /// rendered and validated, `up` runs [`TierPlan::process`] instead).
+    pub unit_exec: Option<Vec<String>>,
+}
+
+/// An address a tier listens on or connects to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    Tcp(Listen),
+    Unix(PathBuf),
+}
+
+impl Address {
+    /// As Gunicorn's and the embedded server's `--bind` and nginx's `server` take it:
+    /// `HOST:PORT` or `unix:PATH`.
+    pub fn bind(&self) -> String {
+        match self {
+            Address::Tcp(l) => l.to_string(),
+            Address::Unix(p) => format!("unix:{}", p.display()),
+        }
+    }
+
+    /// As systemd's `ListenStream=` takes it: `HOST:PORT` or the path.
+    pub fn listen_stream(&self) -> String {
+        match self {
+            Address::Tcp(l) => l.to_string(),
+            Address::Unix(p) => p.display().to_string(),
+        }
+    }
+
+    pub fn unix_path(&self) -> Option<&Path> {
+        match self {
+            Address::Unix(p) => Some(p),
+            Address::Tcp(_) => None,
+        }
+    }
+}
+
+/// The hop from one tier to the next inward.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub protocol: Protocol,
+    pub transport: Transport,
+    pub socket_by: SocketCreator,
+    /// How long the outer tier waits for an answer: the inner tier's timeout plus one slack
+    /// per hop ([`super::policy::HOP_TIMEOUT_SLACK_SECS`]).
+    pub timeout_secs: u64,
+    /// How long the outer tier waits to connect.
+    pub connect_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    Unix(PathBuf),
+    Tcp(Listen),
+    InProcess,
+}
+
+impl Transport {
+    /// The address the outer tier connects to (`unix:PATH`, `HOST:PORT`); `None` in process.
+    pub fn address(&self) -> Option<Address> {
+        match self {
+            Transport::Unix(p) => Some(Address::Unix(p.clone())),
+            Transport::Tcp(l) => Some(Address::Tcp(l.clone())),
+            Transport::InProcess => None,
+        }
+    }
+}
+
+/// Who creates the socket of a link (or the public one), before the tier behind it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketCreator {
+    /// A systemd socket unit (`NAME.socket`) binds it and hands it over (LISTEN_FDS).
+    SystemdUnit(String),
+    /// `deployctl up` binds it and hands it over the same way.
+    Up,
+    /// The tier behind binds it itself (a container, where nothing sits above it).
+    Tier,
+    /// No socket: in process.
+    Nobody,
+}
+
+/// A process deployctl has started (by a unit, by `up`, by a container's entrypoint).
+#[derive(Debug, Clone)]
+pub struct Process {
+    pub program: Program,
+    /// Its arguments, as the process receives them (quoting is the view's).
+    pub args: Vec<String>,
+    /// Time between the graceful stop and the kill.
+    pub stop_timeout_secs: u64,
+    /// The systemd service running it (production).
+    pub unit: Option<String>,
+}
+
+/// A program to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    Path(PathBuf),
+    /// `deployctl-server`, found beside `deployctl` when `up` starts (a local run).
+    Server,
+    /// nginx, found on `PATH` when `up` starts (a local run).
+    Nginx,
+}
+
+impl Program {
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Program::Path(p) => Some(p),
+            Program::Server | Program::Nginx => None,
+        }
+    }
+}
+
+/// A config file of a tier: its name in the rendered tree and where it is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFile {
+    /// Relative to the output directory: `uwsgi/NAME.ini`.
+    pub rel: String,
+    /// Where the tier reads it: `<conf_dir>/<rel>`.
+    pub path: PathBuf,
+}
+
+/// One rendered file.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub kind: OutputKind,
+    /// Relative to the output directory.
+    pub path: String,
+    pub mode: u32,
+    /// The validators that apply to it, in the order they are reported.
+    pub validators: Vec<Validator>,
+}
+
+/// What a rendered file is; each has one template and one typed view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OutputKind {
+    NginxSite,
+    UwsgiIni,
+    GunicornConf,
+    SystemdService,
+    SystemdSocket,
+}
+
+impl OutputKind {
+    /// The template's id (its path under `templates/`, and in a user's template directory).
+    pub fn template(self) -> &'static str {
+        match self {
+            OutputKind::NginxSite => "nginx/site.conf.tera",
+            OutputKind::UwsgiIni => "uwsgi/app.ini.tera",
+            OutputKind::GunicornConf => "gunicorn/gunicorn.conf.py.tera",
+            OutputKind::SystemdService => "systemd/app.service.tera",
+            OutputKind::SystemdSocket => "systemd/app.socket.tera",
+        }
+    }
+}
+
+/// A real tool checking a rendered file. The order is the report's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Validator {
+    NginxT,
+    Gixy,
+    UwsgiStrict,
+    GunicornCheckConfig,
+    SystemdVerify,
+    SystemdSecurity,
+}
+
+impl Validator {
+    /// As the user would run it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Validator::NginxT => "nginx -t",
+            Validator::Gixy => "gixy",
+            Validator::UwsgiStrict => "uwsgi --strict",
+            Validator::GunicornCheckConfig => "gunicorn --check-config",
+            Validator::SystemdVerify => "systemd-analyze verify",
+            Validator::SystemdSecurity => "systemd-analyze security",
+        }
+    }
+}
+
+impl Plan {
+    /// The tier running the app (the last one).
+    pub fn app(&self) -> &TierPlan {
+        self.tiers.last().expect("a chain has at least one tier")
+    }
+
+    /// The tier facing clients.
+    pub fn edge(&self) -> &TierPlan {
+        self.tiers.first().expect("a chain has at least one tier")
+    }
+
+    /// The tier of kind `tier`, when the chain has one.
+    pub fn tier(&self, tier: Tier) -> Option<&TierPlan> {
+        self.tiers.iter().find(|t| t.tier == tier)
+    }
+
+    /// The link into the app's tier, when something stands in front of it.
+    pub fn app_link(&self) -> Option<&Link> {
+        let n = self.tiers.len();
+        (n >= 2).then(|| self.tiers[n - 2].next.as_ref()).flatten()
+    }
+
+    /// What the app's tier is spoken to in: the link's protocol behind a front, HTTP alone.
+    pub fn app_protocol(&self) -> Protocol {
+        self.app_link().map_or(Protocol::Http, |l| l.protocol)
+    }
+
+    /// Whether a front stands before the app.
+    pub fn behind_front(&self) -> bool {
+        self.tiers.len() > 1
+    }
+
+    /// The tier that serves `[[static]]` itself: the edge when it is a web server, uWSGI
+    /// alone (its static map); none for Gunicorn and the embedded server alone.
+    pub fn statics_served_by(&self) -> Option<Tier> {
+        let edge = self.edge().tier;
+        match edge {
+            Tier::Nginx | Tier::Apache | Tier::Uwsgi => Some(edge),
+            Tier::Embedded | Tier::Gunicorn | Tier::ModWsgi => None,
+        }
+    }
+
+    /// The output of `kind`, when the plan has one.
+    pub fn output(&self, kind: OutputKind) -> Option<&Output> {
+        self.outputs.iter().find(|o| o.kind == kind)
+    }
+
+    /// The files of a local run's directory (`None` in other environments).
+    pub fn run_files(&self) -> Option<RunFiles> {
+        match &self.environment {
+            Environment::Local { socket_dir, .. } => Some(RunFiles {
+                dir: socket_dir.clone(),
+            }),
+            Environment::Production { .. } | Environment::Container => None,
+        }
+    }
+}
+
+/// The run directory of `deployctl up` (`.deployctl/<target>/`): every file it holds is
+/// named here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunFiles {
+    pub dir: PathBuf,
+}
+
+impl RunFiles {
+    /// Where `up` renders for: the link to the generation in use.
+    pub fn conf_link(&self) -> PathBuf {
+        self.dir.join("conf")
+    }
+
+    /// The rendered files of generation `generation` (1 at start, one more per reload).
+    pub fn conf_dir(&self, generation: u32) -> PathBuf {
+        self.dir.join(format!("conf-{generation}"))
+    }
+
+    /// A config file of the plan as generation `generation` holds it.
+    pub fn config_of(&self, generation: u32, config: &ConfigFile) -> PathBuf {
+        self.conf_dir(generation).join(&config.rel)
+    }
+
+    /// nginx's prefix: its wrapper configuration, pid file and temp paths.
+    pub fn nginx_prefix(&self) -> PathBuf {
+        self.dir.join("nginx")
+    }
+
+    /// The app's pid file (the embedded server writes it).
+    pub fn pid_file(&self) -> PathBuf {
+        self.dir.join("app.pid")
+    }
+
+    /// The readiness socket of the app instance tagged `tag` (`1`, `2-probe`).
+    pub fn notify_socket(&self, tag: &str) -> PathBuf {
+        self.dir.join(format!("notify-{tag}.sock"))
+    }
+
+    /// uWSGI's master FIFO of the instance tagged `tag`.
+    pub fn uwsgi_fifo(&self, tag: &str) -> PathBuf {
+        self.dir.join(format!("uwsgi-{tag}.fifo"))
+    }
+
+    /// Gunicorn's control socket of the instance tagged `tag` (the first instance uses the
+    /// config's own).
+    pub fn gunicorn_control(&self, tag: &str) -> PathBuf {
+        self.dir.join(format!("gunicorn-{tag}.ctl"))
+    }
+
+    /// The private socket of the probe instance of generation `generation`.
+    pub fn probe_socket(&self, generation: u32) -> PathBuf {
+        self.dir.join(format!("probe-{generation}.sock"))
+    }
+
+    /// The private socket of a new app instance of generation `generation`.
+    pub fn private_socket(&self, generation: u32) -> PathBuf {
+        self.dir.join(format!("private-{generation}.sock"))
+    }
+
+    /// The validators' cache: keys of the checks that passed.
+    pub fn validated_cache(&self) -> PathBuf {
+        self.dir.join("validated.json")
+    }
+}
