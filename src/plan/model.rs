@@ -58,6 +58,9 @@ pub struct Plan {
     pub tiers: Vec<TierPlan>,
     /// The directory the configs are read from where they run.
     pub conf_dir: PathBuf,
+    /// The app server's systemd units (production and local runs render them; a container
+    /// has none).
+    pub units: Option<Units>,
     /// Every rendered file, with its validators. Empty when this build renders nothing for
     /// the chain in this environment.
     pub outputs: Vec<Output>,
@@ -166,6 +169,25 @@ pub enum SocketCreator {
     Tier,
     /// No socket: in process.
     Nobody,
+}
+
+/// The systemd units of the app server and the directories systemd makes for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Units {
+    /// `NAME.service`.
+    pub service: String,
+    /// `NAME.socket`: creates the app server's socket before it starts.
+    pub socket: String,
+    /// `RuntimeDirectory=`, `StateDirectory=` and `LogsDirectory=`: `NAME`, i.e. `/run/NAME`,
+    /// `/var/lib/NAME` and `/var/log/NAME`.
+    pub directory: String,
+}
+
+impl Units {
+    /// `/run/NAME`: exists while the service runs, writable by it.
+    pub fn runtime_dir(&self) -> PathBuf {
+        Path::new("/run").join(&self.directory)
+    }
 }
 
 /// A process deployctl has started (by a unit, by `up`, by a container's entrypoint).

@@ -30,7 +30,15 @@ impl Plan {
             Environment::Local { conf_dir, .. } => conf_dir.clone(),
             Environment::Container => PathBuf::from(CONTAINER_CONF),
         };
-        let tiers = tiers(&spec, &chain, &environment, &conf_dir);
+        let units = match &environment {
+            Environment::Production { .. } | Environment::Local { .. } => Some(Units {
+                service: format!("{name}.service"),
+                socket: format!("{name}.socket"),
+                directory: name.clone(),
+            }),
+            Environment::Container => None,
+        };
+        let tiers = tiers(&spec, &chain, &environment, &conf_dir, units.as_ref());
         let mut plan = Plan {
             spec,
             target,
@@ -39,6 +47,7 @@ impl Plan {
             name,
             tiers,
             conf_dir,
+            units,
             outputs: Vec::new(),
         };
         plan.outputs = outputs(&plan);
@@ -92,8 +101,14 @@ fn loopback(port: u16) -> Listen {
 }
 
 /// Where the tier at `index` (not the edge) listens, and who creates that socket.
-fn inner_address(spec: &Spec, tier: Tier, index: usize, env: &Environment) -> (Option<Address>, SocketCreator) {
-    let unit = || SocketCreator::SystemdUnit(format!("{}.socket", spec.app.name));
+fn inner_address(
+    spec: &Spec,
+    tier: Tier,
+    index: usize,
+    env: &Environment,
+    units: Option<&Units>,
+) -> (Option<Address>, SocketCreator) {
+    let unit = || units.map_or(SocketCreator::Up, |u| SocketCreator::SystemdUnit(u.socket.clone()));
     let unix = |dir: &Path| Address::Unix(dir.join(format!("{}.sock", spec.app.name)));
     match tier.role() {
         Role::InProcessApp => (None, SocketCreator::Nobody),
@@ -110,7 +125,7 @@ fn inner_address(spec: &Spec, tier: Tier, index: usize, env: &Environment) -> (O
     }
 }
 
-fn tiers(spec: &Spec, chain: &Chain, env: &Environment, conf_dir: &Path) -> Vec<TierPlan> {
+fn tiers(spec: &Spec, chain: &Chain, env: &Environment, conf_dir: &Path, units: Option<&Units>) -> Vec<TierPlan> {
     let list = chain.tiers();
     let n = list.len();
     // Where each tier listens, edge first.
@@ -123,7 +138,9 @@ fn tiers(spec: &Spec, chain: &Chain, env: &Environment, conf_dir: &Path) -> Vec<
                     Environment::Production { .. } => match t.role() {
                         // A lone app server's public socket comes from its socket unit; a
                         // front's listen is its own.
-                        Role::AppServer => SocketCreator::SystemdUnit(format!("{}.socket", spec.app.name)),
+                        Role::AppServer => {
+                            units.map_or(SocketCreator::Tier, |u| SocketCreator::SystemdUnit(u.socket.clone()))
+                        }
                         Role::WebServer | Role::InProcessApp => SocketCreator::Tier,
                     },
                     Environment::Local { .. } => match t.role() {
@@ -134,7 +151,7 @@ fn tiers(spec: &Spec, chain: &Chain, env: &Environment, conf_dir: &Path) -> Vec<
                 };
                 (Some(Address::Tcp(spec.server.listen.clone())), by)
             } else {
-                inner_address(spec, t, i, env)
+                inner_address(spec, t, i, env, units)
             }
         })
         .collect();
@@ -177,8 +194,8 @@ fn tiers(spec: &Spec, chain: &Chain, env: &Environment, conf_dir: &Path) -> Vec<
                 trusted: &trusted_proxies,
                 timeout_secs: timeouts[i],
             };
-            let process = process(spec, tier, env, &hop);
-            let unit_exec = unit_exec(spec, tier, env, &hop);
+            let process = process(spec, tier, env, &hop, units);
+            let unit_exec = unit_exec(spec, tier, env, &hop, units);
             TierPlan {
                 tier,
                 listen,
@@ -188,7 +205,7 @@ fn tiers(spec: &Spec, chain: &Chain, env: &Environment, conf_dir: &Path) -> Vec<
                 config,
                 trusted_proxies,
                 timeout_secs: timeouts[i],
-                control_socket: control_socket(spec, tier, env),
+                control_socket: control_socket(tier, env, units),
                 unit_exec,
             }
         })
@@ -208,10 +225,12 @@ fn trusted(spec: &Spec, tier: Tier, index: usize) -> Vec<String> {
 
 /// Gunicorn's control socket: it opens one under `$HOME` by default, which `ProtectHome`
 /// hides, so it is kept in the runtime directory.
-fn control_socket(spec: &Spec, tier: Tier, env: &Environment) -> Option<PathBuf> {
+fn control_socket(tier: Tier, env: &Environment, units: Option<&Units>) -> Option<PathBuf> {
     match tier {
         Tier::Gunicorn => Some(match env {
-            Environment::Production { .. } => PathBuf::from(format!("/run/{}/gunicorn.ctl", spec.app.name)),
+            Environment::Production { .. } => units
+                .map_or_else(|| PathBuf::from("/run"), Units::runtime_dir)
+                .join("gunicorn.ctl"),
             Environment::Local { socket_dir, .. } => socket_dir.join("gunicorn.ctl"),
             Environment::Container => PathBuf::from("/tmp/gunicorn.ctl"),
         }),
@@ -252,10 +271,10 @@ struct Hop<'a> {
     timeout_secs: u64,
 }
 
-fn process(spec: &Spec, tier: Tier, env: &Environment, hop: &Hop) -> Option<Process> {
+fn process(spec: &Spec, tier: Tier, env: &Environment, hop: &Hop, units: Option<&Units>) -> Option<Process> {
     let app_stop = spec.backend.graceful_timeout.0 + policy::STOP_SLACK_SECS;
     let unit = match env {
-        Environment::Production { .. } => Some(format!("{}.service", spec.app.name)),
+        Environment::Production { .. } => units.map(|u| u.service.clone()),
         Environment::Local { .. } | Environment::Container => None,
     };
     let config_path = || hop.config.map(|c| c.path.display().to_string()).unwrap_or_default();
@@ -326,7 +345,7 @@ fn process(spec: &Spec, tier: Tier, env: &Environment, hop: &Hop) -> Option<Proc
 
 /// The command line of the systemd service of an app server tier (production and local
 /// runs render units; a container has none).
-fn unit_exec(spec: &Spec, tier: Tier, env: &Environment, hop: &Hop) -> Option<Vec<String>> {
+fn unit_exec(spec: &Spec, tier: Tier, env: &Environment, hop: &Hop, units: Option<&Units>) -> Option<Vec<String>> {
     match env {
         Environment::Container => return None,
         Environment::Production { .. } | Environment::Local { .. } => {}
@@ -334,7 +353,7 @@ fn unit_exec(spec: &Spec, tier: Tier, env: &Environment, hop: &Hop) -> Option<Ve
     // What production runs: the same whatever the environment the units are rendered for.
     let production = Environment::Production { out: PathBuf::new() };
     let p = match tier.role() {
-        Role::AppServer => process(spec, tier, &production, hop)?,
+        Role::AppServer => process(spec, tier, &production, hop, units)?,
         Role::WebServer | Role::InProcessApp => return None,
     };
     let mut argv = vec![p.program.path()?.display().to_string()];
@@ -408,21 +427,20 @@ fn outputs(plan: &Plan) -> Vec<Output> {
         }
     }
     // The app server's service and the socket unit that creates its socket.
-    let name = &plan.name;
-    match plan.app().tier.role() {
-        Role::AppServer => {
+    match (plan.app().tier.role(), &plan.units) {
+        (Role::AppServer, Some(units)) => {
             files.push(out(
                 OutputKind::SystemdService,
-                format!("systemd/{name}.service"),
+                format!("systemd/{}", units.service),
                 vec![Validator::SystemdVerify, Validator::SystemdSecurity],
             ));
             files.push(out(
                 OutputKind::SystemdSocket,
-                format!("systemd/{name}.socket"),
+                format!("systemd/{}", units.socket),
                 vec![Validator::SystemdVerify],
             ));
         }
-        Role::WebServer | Role::InProcessApp => {}
+        (Role::AppServer, None) | (Role::WebServer | Role::InProcessApp, _) => {}
     }
     files
 }

@@ -397,6 +397,10 @@ pub struct SystemdService {
 #[derive(Debug, Serialize)]
 pub struct ServiceView {
     pub description: String,
+    /// The socket unit it requires (`NAME.socket`).
+    pub socket_unit: String,
+    /// `RuntimeDirectory=`, `StateDirectory=`, `LogsDirectory=`.
+    pub directory: String,
     pub user: String,
     pub group: String,
     pub working_directory: String,
@@ -451,6 +455,8 @@ impl SystemdService {
             header: Header::new(plan),
             systemd: ServiceView {
                 description: description(plan),
+                socket_unit: plan.units.as_ref().map(|u| u.socket.clone()).unwrap_or_default(),
+                directory: plan.units.as_ref().map(|u| u.directory.clone()).unwrap_or_default(),
                 user: quote::systemd_text(&spec.systemd.user),
                 group: quote::systemd_text(&spec.systemd.group),
                 working_directory: quote::systemd_path(&path_str(&spec.app.root)),
