@@ -400,7 +400,7 @@ fn venv(args: &UpArgs, plan: &Plan, tools: &Tools, printer: &Printer) -> anyhow:
 
 /// `<project>/.deployctl/<target>/`, or `DIR/<target>/` with `--run-dir DIR`.
 fn run_dir(args: &UpArgs, spec: &Spec, target: Target) -> PathBuf {
-    run_root(spec.dir(), args.run_dir.dir.as_deref()).join(target.to_string())
+    RunFiles::of(&run_root(spec.dir(), args.run_dir.dir.as_deref()), target).dir
 }
 
 /// The local-run plan of `target`: its files in the run directory, rendered for `conf`, the

@@ -355,6 +355,14 @@ pub struct RunFiles {
 }
 
 impl RunFiles {
+    /// The run directory of `target` under the run root (`<project>/.deployctl/`, or
+    /// `--run-dir DIR`): `ROOT/<target>/`, one per target so that targets run side by side.
+    pub fn of(root: &Path, target: Target) -> RunFiles {
+        RunFiles {
+            dir: root.join(target.to_string()),
+        }
+    }
+
     /// Where `up` renders for: the link to the generation in use.
     pub fn conf_link(&self) -> PathBuf {
         self.dir.join("conf")
