@@ -2,7 +2,9 @@
 //!
 //! Templates only loop and branch over these fields. Every string field is already quoted
 //! for the language of its template (`quote`); numbers are numbers; policy values come from
-//! `plan::policy`. A view derives no path, name or command line: those are the plan's.
+//! `plan::policy`. A view derives no path, file, socket or unit name, command line or timeout:
+//! those are the plan's. It only names what lives inside its one file (nginx's upstream and
+//! `map` variables).
 
 use std::path::{Path, PathBuf};
 
