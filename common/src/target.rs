@@ -1,8 +1,11 @@
 //! Targets: the chain of servers from the edge inward, e.g. `nginx+uwsgi`.
 //!
-//! Owns: the list of chains `deployctl` knows, which of them are implemented, and parsing a
-//! target name. A target is what `render`, `check` and `up` are asked for; `deploy.toml`'s
-//! `[frontend].kind` and `[backend].kind` name the default one.
+//! Owns: a target as the frontend/backend pair that `deploy.toml` (`[frontend].kind`,
+//! `[backend].kind`: the default target), state files and run directories name; the chains of
+//! design.md and which of them are implemented. A target is what `render`, `check` and `up`
+//! are asked for. Does not own: reading `--target` (the CLI reads it as a chain of tiers with
+//! rules on adjacent tiers, `deployctl::plan::chain`, whose tests check that it agrees with
+//! this list) or what a target renders and runs (`deployctl::plan`).
 
 use std::fmt;
 use std::str::FromStr;
