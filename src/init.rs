@@ -138,7 +138,7 @@ pub fn detect(dir: &Path) -> Detected {
     }
     d.venv = [".venv", "venv"]
         .into_iter()
-        .find(|v| dir.join(v).join("pyvenv.cfg").is_file())
+        .find(|v| dir.join(v).join(deployctl_common::venv::PYVENV_CFG).is_file())
         .map(String::from)
         .or_else(|| {
             let v = PathBuf::from(std::env::var_os("VIRTUAL_ENV")?);
@@ -590,8 +590,9 @@ fn python_files(dir: &Path, depth: usize) -> Vec<(String, PathBuf)> {
             let path = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
             if path.is_dir() {
-                let skip =
-                    name.starts_with('.') || SKIP_DIRS.contains(&name.as_str()) || path.join("pyvenv.cfg").exists();
+                let skip = name.starts_with('.')
+                    || SKIP_DIRS.contains(&name.as_str())
+                    || path.join(deployctl_common::venv::PYVENV_CFG).exists();
                 if !skip && level < depth {
                     stack.push((path, level + 1));
                 }

@@ -21,3 +21,4 @@ pub mod settings;
 pub mod signals;
 pub mod spec;
 pub mod target;
+pub mod venv;

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::defaults;
 use crate::error::hinted;
 use crate::spec::{self, Entry, Spec, display_path};
+/// Kept at their old paths; they live in [`crate::venv`].
+pub use crate::venv::{check_venv_version, venv_python_version};
 
 /// Flags of `deployctl serve` and `deployctl-server`: Gunicorn's names where Gunicorn has the
 /// setting. The one definition: the CLI flattens it into its `serve` subcommand, the server
@@ -536,58 +538,6 @@ pub fn parse_allow_ip(s: &str) -> Result<AllowIp, String> {
     Ok(AllowIp::Net(ip, len))
 }
 
-/// The `X.Y` Python version of a virtualenv, from its `pyvenv.cfg` (venv writes `version`,
-/// virtualenv `version_info`) or, for a plain prefix, its `lib/pythonX.Y` directory.
-pub fn venv_python_version(venv: &Path) -> anyhow::Result<String> {
-    let cfg = venv.join("pyvenv.cfg");
-    if let Ok(text) = std::fs::read_to_string(&cfg) {
-        for line in text.lines() {
-            if let Some((k, v)) = line.split_once('=')
-                && matches!(k.trim(), "version" | "version_info")
-            {
-                let mut parts = v.trim().split('.');
-                if let (Some(a), Some(b)) = (parts.next(), parts.next()) {
-                    return Ok(format!("{a}.{b}"));
-                }
-            }
-        }
-        bail!("{}: no `version` line", display_path(&cfg));
-    }
-    let lib = venv.join("lib");
-    let entries = std::fs::read_dir(&lib)
-        .with_context(|| format!("{} is not a virtualenv (no pyvenv.cfg, no lib/)", display_path(venv)))?;
-    for e in entries.flatten() {
-        if let Some(v) = e.file_name().to_str().and_then(|n| n.strip_prefix("python"))
-            && v.split('.').count() == 2
-        {
-            return Ok(v.to_string());
-        }
-    }
-    bail!(
-        "{} is not a virtualenv (no pyvenv.cfg, no lib/pythonX.Y)",
-        display_path(venv)
-    )
-}
-
-/// The error for a virtualenv whose Python differs from the one the server links.
-pub fn check_venv_version(venv: &Path, built_for: &str) -> anyhow::Result<()> {
-    let found = venv_python_version(venv)?;
-    if found != built_for {
-        return Err(hinted(
-            format!(
-                "the virtualenv {} is Python {found}, but the embedded server was built for Python {built_for}",
-                display_path(venv)
-            ),
-            format!(
-                "rebuild deployctl-server against it (`PYO3_PYTHON={}/bin/python3 cargo build --release -p deployctl-server`), \
-                 recreate the virtualenv with Python {built_for}, or use `[backend] kind = \"gunicorn\"`",
-                display_path(venv)
-            ),
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -660,7 +610,9 @@ mod tests {
             Bind::Tcp("127.0.0.1:80".parse().unwrap())
         );
         assert_eq!(parse_bind("[::1]:80").unwrap(), Bind::Tcp("[::1]:80".parse().unwrap()));
-        assert!(matches!(parse_bind("unix:/run/a.sock").unwrap(), Bind::Unix(p) if p == Path::new("/run/a.sock")));
+        assert!(
+            matches!(parse_bind("unix:/run/a.sock").unwrap(), Bind::Unix(p) if p == std::path::Path::new("/run/a.sock"))
+        );
         assert!(parse_bind("example.com:80").is_err());
     }
 }

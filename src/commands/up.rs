@@ -335,7 +335,9 @@ fn tools(plan: &Plan) -> anyhow::Result<Tools> {
             Some((bin, version))
         }
         // Another backend needs the server's Python only to create the virtualenv.
-        Some(Program::Path(_) | Program::Nginx) | None if spec.app.venv.join("bin/python3").exists() => None,
+        Some(Program::Path(_) | Program::Nginx) | None if deployctl_common::venv::python(&spec.app.venv).exists() => {
+            None
+        }
         Some(Program::Path(_) | Program::Nginx) | None => {
             find_server().ok().and_then(|b| probe(&b).ok().map(|v| (b, v)))
         }

@@ -126,11 +126,11 @@ pub fn ensure(spec: &Spec, target: Target, needs: &Needs, run_root: &Path, print
     // Projects may share one virtualenv (the tests' copies of the example do): their installs
     // and records are serialised on the virtualenv itself, a lock that needs no write access.
     let _venv_lock = lock_dir(venv)?;
-    let python = venv.join("bin/python3");
+    let python = deployctl_common::venv::python(venv);
     if python.exists() {
         if let Some((want, why)) = &needs.version {
             // pyvenv.cfg says it without starting Python; asked of Python when it does not.
-            let found = crate::serve::venv_python_version(venv)
+            let found = deployctl_common::venv::venv_python_version(venv)
                 .ok()
                 .or_else(|| query(&python).map(|p| p.version));
             if found.as_deref() != Some(want.as_str()) {
@@ -380,7 +380,7 @@ fn install(spec: &Spec, sources: &[Source], packages: &[&str], printer: &Printer
         .chain(packages.iter().map(|p| p.to_string()))
         .collect();
     let what = what.join(", ");
-    let python = venv.join("bin/python3");
+    let python = deployctl_common::venv::python(venv);
     let mut cmd = Command::new(&python);
     cmd.args(["-m", "pip", "install", "--disable-pip-version-check", "-q"]);
     for s in sources {

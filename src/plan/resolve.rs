@@ -259,7 +259,7 @@ fn config_file(spec: &Spec, tier: Tier, conf_dir: &Path) -> Option<ConfigFile> {
 fn uwsgi_binary(spec: &Spec) -> PathBuf {
     match spec.backend.uwsgi_build {
         UwsgiBuild::Debian => PathBuf::from("/usr/bin/uwsgi"),
-        UwsgiBuild::Pip => spec.app.venv.join("bin/uwsgi"),
+        UwsgiBuild::Pip => deployctl_common::venv::bin(&spec.app.venv, "uwsgi"),
     }
 }
 
@@ -297,7 +297,7 @@ fn process(spec: &Spec, tier: Tier, env: &Environment, hop: &Hop, units: Option<
             ),
         },
         Tier::Gunicorn => (
-            Program::Path(spec.app.venv.join("bin/gunicorn")),
+            Program::Path(deployctl_common::venv::bin(&spec.app.venv, "gunicorn")),
             vec!["--config".into(), config_path()],
         ),
         Tier::Uwsgi => (

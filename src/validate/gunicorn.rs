@@ -64,9 +64,9 @@ fn app_inputs(s: &Scratch, gunicorn: &Path) -> Option<String> {
     let venv = &s.plan.spec.app.venv;
     let mut parts = vec![
         super::tool_identity(gunicorn),
-        super::tool_identity(&venv.join("bin/python3")),
+        super::tool_identity(&deployctl_common::venv::python(venv)),
         std::fs::read_to_string(venv.join(crate::orchestrate::venv::RECORD)).unwrap_or_default(),
-        std::fs::read_to_string(venv.join("pyvenv.cfg")).unwrap_or_default(),
+        std::fs::read_to_string(venv.join(deployctl_common::venv::PYVENV_CFG)).unwrap_or_default(),
         format!("{:?}", s.plan.spec.app.env),
     ];
     let mut files = Vec::new();
@@ -94,7 +94,9 @@ fn sources(dir: &Path, venv: &Path, out: &mut Vec<String>, depth: usize) -> Opti
             if name.starts_with('.') || name == "__pycache__" || name == "node_modules" || name == "site-packages" {
                 continue;
             }
-            if std::fs::canonicalize(&path).is_ok_and(|p| p == venv) || path.join("pyvenv.cfg").is_file() {
+            if std::fs::canonicalize(&path).is_ok_and(|p| p == venv)
+                || path.join(deployctl_common::venv::PYVENV_CFG).is_file()
+            {
                 continue;
             }
             sources(&path, venv, out, depth + 1)?;

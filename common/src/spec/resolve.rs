@@ -169,8 +169,8 @@ impl Resolver {
         let render = self.render(raw.render);
         // The program the units of this backend start: systemd cannot start every path.
         let (key, program, written) = match (backend.kind, backend.uwsgi_build) {
-            (Backend::Gunicorn, _) => ("app.venv", Some(app.venv.join("bin/gunicorn")), venv_raw),
-            (Backend::Uwsgi, UwsgiBuild::Pip) => ("app.venv", Some(app.venv.join("bin/uwsgi")), venv_raw),
+            (Backend::Gunicorn, _) => ("app.venv", Some(crate::venv::bin(&app.venv, "gunicorn")), venv_raw),
+            (Backend::Uwsgi, UwsgiBuild::Pip) => ("app.venv", Some(crate::venv::bin(&app.venv, "uwsgi")), venv_raw),
             (Backend::Uwsgi, UwsgiBuild::Debian) => ("", None, None),
             (Backend::Embedded | Backend::ModWsgi, _) => {
                 ("systemd.deployctl", Some(systemd.deployctl.clone()), deployctl_raw)

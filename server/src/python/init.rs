@@ -25,7 +25,7 @@ pub fn initialize(venv: Option<&Path>, argv: &[String]) -> anyhow::Result<()> {
     }
     let program: PathBuf = match venv {
         Some(v) => {
-            let p = v.join("bin").join("python3");
+            let p = deployctl_common::venv::python(v);
             if !p.exists() {
                 anyhow::bail!("{} does not exist: {} is not a virtualenv", p.display(), v.display());
             }
