@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what deployctl's validators and tests need on a fresh Debian 12 machine:
 #   apt: nginx, Debian's uWSGI with its Python 3 plugin, systemd (for systemd-analyze),
+#        Apache httpd 2.4 with Debian's mod_wsgi for Python 3 (apache2 -t validates the Apache
+#        targets; up runs them),
 #        binutils (readelf: the test that the CLI does not link libpython),
 #        chromium (tests/browser.rs loads the example page in headless Chromium)
 #        pebble (Let's Encrypt's ACME test server: tests/acme.rs), openssl and curl (they check
@@ -18,6 +20,8 @@ command -v nginx >/dev/null || need_apt+=(nginx)
 command -v uwsgi >/dev/null || need_apt+=(uwsgi)
 [ -e /usr/lib/uwsgi/plugins/python3_plugin.so ] || need_apt+=(uwsgi-plugin-python3)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+command -v apache2 >/dev/null || [ -x /usr/sbin/apache2 ] || need_apt+=(apache2)
+[ -e /usr/lib/apache2/modules/mod_wsgi.so ] || need_apt+=(libapache2-mod-wsgi-py3)
 command -v readelf >/dev/null || need_apt+=(binutils)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v pebble >/dev/null || need_apt+=(pebble)
@@ -64,4 +68,4 @@ if [ ! -f "$wheels/.complete" ]; then
   "$apps/bin/pip" wheel -q --disable-pip-version-check -w "$wheels" uwsgi
   touch "$wheels/.complete"
 fi
-echo "setup: ok (nginx $(nginx -v 2>&1 | sed 's/.*\///'), uwsgi $(uwsgi --version), $(systemd-analyze --version | head -1), $(/usr/bin/chromium --version 2>/dev/null))"
+echo "setup: ok (nginx $(nginx -v 2>&1 | sed 's/.*\///'), $(/usr/sbin/apache2 -v | sed -n 's/^Server version: //p'), uwsgi $(uwsgi --version), $(systemd-analyze --version | head -1), $(/usr/bin/chromium --version 2>/dev/null))"

@@ -83,9 +83,14 @@ impl Target {
         Target { frontend, backend }
     }
 
-    /// Whether this build can render the chain (Apache chains are designed, not yet built).
+    /// Whether this build can render the chain (Apache in front of Gunicorn and the embedded
+    /// server is built; mod_wsgi and Apache in front of uWSGI are designed, not yet built).
     pub fn is_implemented(self) -> bool {
-        matches!(self.frontend, Frontend::None | Frontend::Nginx) && self.backend != Backend::ModWsgi
+        match self.frontend {
+            Frontend::None | Frontend::Nginx => self.backend != Backend::ModWsgi,
+            Frontend::Apache => matches!(self.backend, Backend::Gunicorn | Backend::Embedded),
+            Frontend::NginxApache => false,
+        }
     }
 
     pub fn is_designed(self) -> bool {

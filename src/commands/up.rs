@@ -14,7 +14,7 @@ use crate::orchestrate::interrupt;
 use crate::orchestrate::procs::{self, ProcId};
 use crate::orchestrate::stack::{self, RunPlan, Running};
 use crate::orchestrate::state::{Condition, Found, Phase, State};
-use crate::plan::{Environment, Plan, Program, RunFiles, Tier};
+use crate::plan::{Chain, Environment, Plan, Program, RunFiles, Tier};
 use crate::printer::{Printer, hinted};
 use crate::render::{self, FileTree};
 use crate::settings::check_venv_version;
@@ -63,6 +63,15 @@ fn supervise(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     // virtualenv, and the rendered configs with their validators.
     let (spec, _) = load(&args.spec)?;
     let target = parse_target(&spec, args.target.as_deref())?;
+    if Chain::from(target).tiers().contains(&Tier::Apache) {
+        return Err(hinted(
+            format!("`deployctl up` cannot run Apache httpd yet (target `{target}`)"),
+            format!(
+                "`deployctl check --target {target}` renders and validates its configuration; `deployctl up --target nginx+{}` runs the same app server locally",
+                target.backend.name()
+            ),
+        ));
+    }
     let listen = public_address(args, &spec)?;
     // A stack of this target still running, supervised or orphaned, is never overwritten (its
     // state file is all that finds its processes); before the port check, which it would fail.

@@ -72,11 +72,11 @@ impl Tier {
         }
     }
 
-    /// Whether this build renders the tier (Apache and mod_wsgi are designed, not built).
+    /// Whether this build renders the tier (mod_wsgi is designed, not built).
     pub fn is_implemented(self) -> bool {
         match self {
-            Tier::Nginx | Tier::Embedded | Tier::Uwsgi | Tier::Gunicorn => true,
-            Tier::Apache | Tier::ModWsgi => false,
+            Tier::Nginx | Tier::Apache | Tier::Embedded | Tier::Uwsgi | Tier::Gunicorn => true,
+            Tier::ModWsgi => false,
         }
     }
 
@@ -154,9 +154,14 @@ impl Chain {
         &self.0
     }
 
-    /// Whether this build renders every tier of the chain.
+    /// Whether this build renders every tier of the chain and every link between them
+    /// (Apache in front of uWSGI waits for mod_proxy_uwsgi).
     pub fn is_implemented(&self) -> bool {
         self.0.iter().all(|t| t.is_implemented())
+            && !self
+                .0
+                .windows(2)
+                .any(|p| matches!((p[0], p[1]), (Tier::Apache, Tier::Uwsgi)))
     }
 
     pub fn from_tiers(tiers: Vec<Tier>) -> Result<Chain, ChainError> {

@@ -61,9 +61,36 @@ pub struct Plan {
     /// The app server's systemd units (production and local runs render them; a container
     /// has none).
     pub units: Option<Units>,
+    /// Apache httpd's files, when the chain has it.
+    pub apache: Option<ApacheFiles>,
     /// Every rendered file, with its validators. Empty when this build renders nothing for
     /// the chain in this environment.
     pub outputs: Vec<Output>,
+}
+
+/// Apache httpd's two shapes of configuration and what the self-contained one names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApacheFiles {
+    /// The site for Debian's `/etc/apache2/sites-available/` (the tier's config file).
+    pub site: ConfigFile,
+    /// The self-contained configuration (`apache2 -f FILE`): its own server root, pid file,
+    /// mutexes, runtime directory, error log, MPM and modules; run unprivileged by `up` and
+    /// by the validator.
+    pub httpd_conf: ConfigFile,
+    /// Where the self-contained configuration keeps its pid file, mutexes and runtime files
+    /// (its `ServerRoot` and `DefaultRuntimeDir`; it names no relative path); the value of the `DEPLOYCTL_RUN` variable it defines unless
+    /// `-C 'Define DEPLOYCTL_RUN DIR'` gave one (the validator does, with a scratch directory).
+    pub run_dir: PathBuf,
+    /// Its `ErrorLog`.
+    pub error_log: PathBuf,
+    /// Where Debian keeps the modules (`LoadModule NAME_module DIR/mod_NAME.so`).
+    pub module_dir: PathBuf,
+    /// The modules the site needs, as `a2enmod` names them, in load order (the MPM and the
+    /// built-in `unixd` are not among them: Debian's configuration has one, `unixd` cannot
+    /// be loaded).
+    pub modules: Vec<&'static str>,
+    /// The MPM of the self-contained configuration (`event`).
+    pub mpm: &'static str,
 }
 
 /// One tier of the chain, resolved.
@@ -249,6 +276,8 @@ pub enum OutputKind {
     GunicornConf,
     SystemdService,
     SystemdSocket,
+    ApacheSite,
+    ApacheHttpd,
 }
 
 impl OutputKind {
@@ -260,6 +289,8 @@ impl OutputKind {
             OutputKind::GunicornConf => "gunicorn/gunicorn.conf.py.tera",
             OutputKind::SystemdService => "systemd/app.service.tera",
             OutputKind::SystemdSocket => "systemd/app.socket.tera",
+            OutputKind::ApacheSite => "apache/site.conf.tera",
+            OutputKind::ApacheHttpd => "apache/httpd.conf.tera",
         }
     }
 }
@@ -269,6 +300,7 @@ impl OutputKind {
 pub enum Validator {
     NginxT,
     Gixy,
+    ApacheT,
     UwsgiStrict,
     GunicornCheckConfig,
     SystemdVerify,
@@ -281,6 +313,7 @@ impl Validator {
         match self {
             Validator::NginxT => "nginx -t",
             Validator::Gixy => "gixy",
+            Validator::ApacheT => "apache2 -t",
             Validator::UwsgiStrict => "uwsgi --strict",
             Validator::GunicornCheckConfig => "gunicorn --check-config",
             Validator::SystemdVerify => "systemd-analyze verify",
@@ -381,6 +414,11 @@ impl RunFiles {
     /// nginx's prefix: its wrapper configuration, pid file and temp paths.
     pub fn nginx_prefix(&self) -> PathBuf {
         self.dir.join("nginx")
+    }
+
+    /// Apache's runtime directory in a local run: its pid file, mutexes and error log.
+    pub fn apache_dir(&self) -> PathBuf {
+        self.dir.join("apache")
     }
 
     /// The app's pid file (the embedded server writes it).

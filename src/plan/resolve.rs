@@ -39,6 +39,7 @@ impl Plan {
             Environment::Container => None,
         };
         let tiers = tiers(&spec, &chain, &environment, &conf_dir, units.as_ref());
+        let apache = apache_files(&spec, &chain, &environment, &conf_dir);
         let mut plan = Plan {
             spec,
             target,
@@ -48,6 +49,7 @@ impl Plan {
             tiers,
             conf_dir,
             units,
+            apache,
             outputs: Vec::new(),
         };
         plan.outputs = outputs(&plan);
@@ -246,12 +248,66 @@ fn config_file(spec: &Spec, tier: Tier, conf_dir: &Path) -> Option<ConfigFile> {
         Tier::Gunicorn => "gunicorn/gunicorn.conf.py".into(),
         // The embedded server takes its settings on its command line (or deploy.toml).
         Tier::Embedded => return None,
-        // The Apache issue adds Apache's site (mod_wsgi's settings live in it).
-        Tier::Apache | Tier::ModWsgi => return None,
+        // The Debian site; the self-contained configuration is `Plan::apache`'s.
+        Tier::Apache => format!("apache/{name}.conf"),
+        // mod_wsgi's settings live in Apache's configuration.
+        Tier::ModWsgi => return None,
     };
     Some(ConfigFile {
         path: conf_dir.join(&rel),
         rel,
+    })
+}
+
+/// Where Debian's `apache2` package keeps the modules.
+pub const APACHE_MODULE_DIR: &str = "/usr/lib/apache2/modules";
+
+/// Apache's files when the chain has it: the site, the self-contained configuration and
+/// where that one keeps its runtime files, and the modules the site needs.
+fn apache_files(spec: &Spec, chain: &Chain, env: &Environment, conf_dir: &Path) -> Option<ApacheFiles> {
+    let index = chain.tiers().iter().position(|t| *t == Tier::Apache)?;
+    let name = &spec.app.name;
+    let site = config_file(spec, Tier::Apache, conf_dir)?;
+    let rel = "apache/httpd.conf".to_string();
+    let httpd_conf = ConfigFile {
+        path: conf_dir.join(&rel),
+        rel,
+    };
+    let (run_dir, error_log) = match env {
+        Environment::Local { socket_dir, .. } => {
+            let files = RunFiles {
+                dir: socket_dir.clone(),
+            };
+            (files.apache_dir(), files.apache_dir().join("error.log"))
+        }
+        Environment::Production { .. } | Environment::Container => (
+            PathBuf::from(format!("/run/apache2-{name}")),
+            PathBuf::from(format!("/var/log/apache2/{name}-error.log")),
+        ),
+    };
+    // What the site's directives need: access control, MIME types, static aliases, headers,
+    // expiry, then what the link inward speaks.
+    let mut modules = vec!["authz_core", "mime", "alias", "headers", "expires"];
+    if index > 0 {
+        // Behind nginx: the client address from nginx's header.
+        modules.push("remoteip");
+    }
+    let inner = chain.tiers().get(index + 1).copied();
+    match inner.map(|t| chain::link(Tier::Apache, t)) {
+        // rewrite: the body limit of proxied requests (LimitRequestBody skips them).
+        Some(Ok(Protocol::Http)) => modules.extend(["rewrite", "proxy", "proxy_http"]),
+        Some(Ok(Protocol::Uwsgi)) => modules.extend(["rewrite", "proxy", "proxy_uwsgi"]),
+        Some(Ok(Protocol::InProcess)) => modules.push("wsgi"),
+        Some(Err(_)) | None => {}
+    }
+    Some(ApacheFiles {
+        site,
+        httpd_conf,
+        run_dir,
+        error_log,
+        module_dir: PathBuf::from(APACHE_MODULE_DIR),
+        modules,
+        mpm: "event",
     })
 }
 
@@ -422,8 +478,21 @@ fn outputs(plan: &Plan) -> Vec<Output> {
             )),
             Tier::Uwsgi => files.push(out(OutputKind::UwsgiIni, rel, vec![Validator::UwsgiStrict])),
             Tier::Gunicorn => files.push(out(OutputKind::GunicornConf, rel, vec![Validator::GunicornCheckConfig])),
-            Tier::Embedded => {}
-            Tier::Apache | Tier::ModWsgi => {}
+            Tier::Apache => {
+                if let Some(apache) = &plan.apache {
+                    files.push(out(
+                        OutputKind::ApacheSite,
+                        apache.site.rel.clone(),
+                        vec![Validator::ApacheT],
+                    ));
+                    files.push(out(
+                        OutputKind::ApacheHttpd,
+                        apache.httpd_conf.rel.clone(),
+                        vec![Validator::ApacheT],
+                    ));
+                }
+            }
+            Tier::Embedded | Tier::ModWsgi => {}
         }
     }
     // The app server's service and the socket unit that creates its socket.

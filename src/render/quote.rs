@@ -401,6 +401,50 @@ mod toml_shell_tests {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Apache httpd (core's ap_getword_conf and ap_resolve_env; seen with Apache 2.4.71).
+
+/// One argument of an Apache httpd directive (a path, a URL, a header value), double-quoted.
+///
+/// Rule (httpd `server/util.c` `ap_getword_conf`/`substring_conf`): an argument in double
+/// quotes may hold whitespace; inside it `\\` is one backslash and `\"` one quote, every other
+/// character is literal. `$` and `%` mean nothing in a quoted path or URL (`$1` only in
+/// `AliasMatch`, `%{…}` only in expressions and a few mod_wsgi values): seen with `apache2`
+/// serving a file from a directory named `q"d\e$f%g`. `${NAME}` is different: it is
+/// substituted in the whole line before the words are split, and has no escape (`\${` becomes
+/// a backslash and the value) — a value holding `${` is refused ([`apache_problem`]).
+pub fn apache(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '\\' || c == '"' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// The value of `Define NAME VALUE` for a variable used inside quoted arguments
+/// (`"${NAME}/httpd.pid"`): `${NAME}` is replaced by the value as written, before that
+/// argument's own quotes are read, so the value holds `s` already escaped for them and is
+/// quoted once more for `Define` itself.
+pub fn apache_variable(s: &str) -> String {
+    let once = apache(s);
+    apache(&once[1..once.len() - 1])
+}
+
+/// Why `s` cannot be an argument of an Apache directive, if it cannot: `${` is a variable
+/// reference in every line of the configuration and cannot be escaped.
+pub fn apache_problem(s: &str) -> Option<String> {
+    s.contains("${").then(|| {
+        format!(
+            "{s:?} holds `${{`, which Apache httpd substitutes in every line of its configuration and cannot escape"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

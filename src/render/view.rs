@@ -24,6 +24,7 @@ pub fn context(plan: &Plan, kind: OutputKind) -> anyhow::Result<tera::Context> {
         OutputKind::GunicornConf => tera::Context::from_serialize(GunicornConf::new(plan)),
         OutputKind::SystemdService => tera::Context::from_serialize(SystemdService::new(plan)),
         OutputKind::SystemdSocket => tera::Context::from_serialize(SystemdSocket::new(plan)),
+        OutputKind::ApacheSite | OutputKind::ApacheHttpd => tera::Context::from_serialize(ApacheConf::new(plan)?),
     };
     Ok(context?)
 }
@@ -534,5 +535,188 @@ fn hardening(plan: &Plan, program: Option<PathBuf>) -> Hardening {
         private_users: spec.systemd.private_users,
         deny_resource_syscalls: spec.systemd.deny_resource_syscalls,
         localhost_only: spec.systemd.localhost_only,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// apache/site.conf.tera and apache/httpd.conf.tera (both include apache/_vhosts.tera)
+
+/// Where Debian's mime-support keeps the MIME types the self-contained configuration reads
+/// (Debian's own `mime.conf` names the same file).
+const APACHE_TYPES_CONFIG: &str = "/etc/mime.types";
+
+/// The port Debian's `ports.conf` already listens on: a site on it adds no `Listen`.
+const APACHE_DEBIAN_PORT: u16 = 80;
+
+#[derive(Debug, Serialize)]
+pub struct ApacheConf {
+    #[serde(flatten)]
+    pub header: Header,
+    pub server: ApacheServer,
+    pub statics: Vec<ApacheStatic>,
+    pub backend: ApacheBackend,
+    pub apache: ApacheView,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ApacheServer {
+    /// The first name is `ServerName`, the others `ServerAlias` (the spec keeps them as
+    /// Apache compares them: lower case, punycode, no quotes or spaces).
+    pub name: String,
+    pub aliases: Vec<String>,
+    /// `Listen` argument: `HOST:PORT`.
+    pub listen: String,
+    /// `<VirtualHost *:PORT>`.
+    pub vhost: String,
+    /// `LimitRequestBody`: deploy.toml's `max_body`, in bytes.
+    pub max_body_bytes: u64,
+    /// `Timeout` and `ProxyTimeout`: how long Apache waits for the tier behind it (the link's
+    /// timeout), as nginx's `proxy_read_timeout`.
+    pub front_timeout_secs: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ApacheStatic {
+    /// The URL prefix, quoted, with its trailing slash.
+    pub url: String,
+    /// The directory, quoted, with a trailing slash matching the URL's.
+    pub dir: String,
+    pub expires_secs: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ApacheBackend {
+    /// `ProxyPass` target: `"unix:/run/NAME.sock|http://localhost/"` or `"http://HOST:PORT/"`.
+    pub proxy_pass: String,
+    /// `ProxyPassReverse` target: the URL part of `proxy_pass`.
+    pub proxy_pass_reverse: String,
+    pub connect_timeout_secs: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoadModule {
+    /// `NAME_module`.
+    pub id: String,
+    /// The module's file, quoted.
+    pub path: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ApacheView {
+    /// `a2enmod` arguments, space-separated.
+    pub a2enmod: String,
+    /// `LoadModule` lines of the self-contained configuration: the MPM first.
+    pub load_modules: Vec<LoadModule>,
+    /// A `Listen` line in the Debian site (not when Debian's `ports.conf` has the port).
+    pub site_listen: bool,
+    /// `Define DEPLOYCTL_RUN` value (`quote::apache_variable`).
+    pub run_dir_define: String,
+    pub error_log: String,
+    pub types_config: String,
+    pub security_headers: Vec<ApacheHeader>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ApacheHeader {
+    pub name: &'static str,
+    /// Quoted.
+    pub value: String,
+    /// `"expr=-z resp('NAME')"`: only when the app sent none of that name.
+    pub condition: String,
+}
+
+impl ApacheConf {
+    fn new(plan: &Plan) -> anyhow::Result<ApacheConf> {
+        let spec = &plan.spec;
+        let apache = plan
+            .apache
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the plan has no Apache tier"))?;
+        let tier = plan
+            .tier(Tier::Apache)
+            .ok_or_else(|| anyhow::anyhow!("the plan has no Apache tier"))?;
+        let link = tier.next.as_ref();
+        // Every value that reaches an Apache line, checked for the one thing it cannot hold.
+        let q = |s: &str| -> anyhow::Result<String> {
+            match quote::apache_problem(s) {
+                Some(problem) => anyhow::bail!("{problem}"),
+                None => Ok(quote::apache(s)),
+            }
+        };
+        let listen = match &tier.listen {
+            Some(Address::Tcp(l)) => l.clone(),
+            Some(Address::Unix(_)) | None => anyhow::bail!("Apache listens on TCP only"),
+        };
+        let (proxy_pass, reverse) = match link.map(|l| &l.transport) {
+            Some(Transport::Unix(p)) => (
+                format!("unix:{}|http://localhost/", path_str(p)),
+                "http://localhost/".to_string(),
+            ),
+            Some(Transport::Tcp(l)) => (format!("http://{l}/"), format!("http://{l}/")),
+            Some(Transport::InProcess) | None => (String::new(), String::new()),
+        };
+        let mut load_modules = vec![LoadModule {
+            id: format!("mpm_{}_module", apache.mpm),
+            path: q(&path_str(&apache.module_dir.join(format!("mod_mpm_{}.so", apache.mpm))))?,
+        }];
+        for m in &apache.modules {
+            load_modules.push(LoadModule {
+                id: format!("{m}_module"),
+                path: q(&path_str(&apache.module_dir.join(format!("mod_{m}.so"))))?,
+            });
+        }
+        let statics = spec
+            .statics
+            .iter()
+            .map(|s| {
+                let url = if s.url.ends_with('/') {
+                    s.url.clone()
+                } else {
+                    format!("{}/", s.url)
+                };
+                Ok(ApacheStatic {
+                    url: q(&url)?,
+                    dir: q(&format!("{}/", path_str(&s.dir).trim_end_matches('/')))?,
+                    expires_secs: s.expires.0,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let run_dir = path_str(&apache.run_dir);
+        if let Some(problem) = quote::apache_problem(&run_dir) {
+            anyhow::bail!("{problem}");
+        }
+        Ok(ApacheConf {
+            header: Header::new(plan),
+            server: ApacheServer {
+                name: spec.server.names.first().cloned().unwrap_or_else(|| "localhost".into()),
+                aliases: spec.server.names.iter().skip(1).cloned().collect(),
+                listen: listen.to_string(),
+                vhost: format!("*:{}", listen.port),
+                max_body_bytes: spec.server.max_body.0,
+                front_timeout_secs: link.map_or(tier.timeout_secs, |l| l.timeout_secs),
+            },
+            statics,
+            backend: ApacheBackend {
+                proxy_pass: q(&proxy_pass)?,
+                proxy_pass_reverse: q(&reverse)?,
+                connect_timeout_secs: link.map_or(policy::CONNECT_TIMEOUT_SECS, |l| l.connect_timeout_secs),
+            },
+            apache: ApacheView {
+                a2enmod: apache.modules.join(" "),
+                load_modules,
+                site_listen: listen.port != APACHE_DEBIAN_PORT,
+                run_dir_define: quote::apache_variable(&run_dir),
+                error_log: q(&path_str(&apache.error_log))?,
+                types_config: q(APACHE_TYPES_CONFIG)?,
+                security_headers: SECURITY_HEADERS
+                    .iter()
+                    .map(|(name, value)| ApacheHeader {
+                        name,
+                        value: quote::apache(value),
+                        condition: quote::apache(&format!("expr=-z resp('{name}')")),
+                    })
+                    .collect(),
+            },
+        })
     }
 }

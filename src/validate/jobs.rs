@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{Outcome, Scratch, Verdict, gixy, gunicorn, nginx, systemd, uwsgi};
+use super::{Outcome, Scratch, Verdict, apache, gixy, gunicorn, nginx, systemd, uwsgi};
 use crate::plan::Validator;
 use crate::render::FileTree;
 
@@ -102,6 +102,7 @@ pub(super) fn for_plan<'a>(s: &'a Scratch) -> Vec<Job<'a>> {
         .map(|(v, rel)| match v {
             Validator::NginxT => nginx::job(s, rel),
             Validator::Gixy => gixy::job(s, rel),
+            Validator::ApacheT => apache::job(s, rel),
             Validator::UwsgiStrict => uwsgi::job(s, rel),
             Validator::GunicornCheckConfig => gunicorn::job(s, rel),
             Validator::SystemdVerify => systemd::verify(s, rel),

@@ -1,4 +1,5 @@
-//! Checking rendered files with the real tools: nginx, gixy, uWSGI, Gunicorn, systemd.
+//! Checking rendered files with the real tools: nginx, gixy, Apache httpd, uWSGI, Gunicorn,
+//! systemd.
 //!
 //! Owns: the one validation gate that `render`, `check` and `up` go through ([`gate`]): the
 //! tree written to a scratch directory, every validator the plan's outputs name run on its
@@ -8,6 +9,7 @@
 //! Does not own: which validators apply to which file (each output of the plan says), or
 //! writing the user's output directory.
 
+pub mod apache;
 mod gate;
 mod gixy;
 mod gunicorn;
