@@ -431,7 +431,7 @@ fn a_read_only_project_runs_with_run_dir_on_every_target() {
         }
     }
     let _down = DownIn(p.to_path_buf(), rd_arg.clone());
-    for target in common::TARGETS {
+    for target in common::UP_TARGETS {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let out = ro

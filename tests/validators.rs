@@ -43,6 +43,7 @@ fn every_example_passes_every_validator_with_exposure_at_most_1_5() {
             for tool in [
                 "nginx -t",
                 "gixy",
+                "apache2 -t",
                 "uwsgi --strict",
                 "gunicorn --check-config",
                 "systemd-analyze verify",

@@ -693,4 +693,65 @@ mod tests {
         // Not built yet: no outputs, so render refuses it.
         assert!(plan.outputs.is_empty());
     }
+
+    #[test]
+    fn apache_in_front_of_gunicorn_renders_two_shapes_checked_by_apache2_t() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let plan = Plan::resolve(
+            &spec(dir.path(), ""),
+            target("apache+gunicorn"),
+            Environment::Production { out: out.clone() },
+        );
+        let link = plan.edge().next.as_ref().expect("apache → gunicorn");
+        assert_eq!(link.protocol, Protocol::Http);
+        assert_eq!(link.transport, Transport::Unix("/run/hello.sock".into()));
+        assert_eq!(link.timeout_secs, 30 + policy::HOP_TIMEOUT_SLACK_SECS);
+        let apache = plan.apache.as_ref().expect("Apache's files");
+        assert_eq!(apache.site.path, out.join("apache/hello.conf"));
+        assert_eq!(apache.httpd_conf.path, out.join("apache/httpd.conf"));
+        assert_eq!(apache.run_dir, Path::new("/run/apache2-hello"));
+        assert_eq!(
+            apache.modules,
+            [
+                "authz_core",
+                "mime",
+                "alias",
+                "headers",
+                "expires",
+                "rewrite",
+                "proxy",
+                "proxy_http"
+            ]
+        );
+        let outputs: Vec<(&str, &[Validator])> = plan
+            .outputs
+            .iter()
+            .map(|o| (o.path.as_str(), o.validators.as_slice()))
+            .collect();
+        assert_eq!(
+            outputs[..3],
+            [
+                ("apache/hello.conf", &[Validator::ApacheT][..]),
+                ("apache/httpd.conf", &[Validator::ApacheT][..]),
+                ("gunicorn/gunicorn.conf.py", &[Validator::GunicornCheckConfig][..]),
+            ]
+        );
+        // A local run keeps Apache's runtime files in the run directory.
+        let run = dir.path().join(".deployctl/apache+gunicorn");
+        let local = Plan::resolve(
+            &spec(dir.path(), ""),
+            target("apache+gunicorn"),
+            Environment::Local {
+                conf_dir: run.join("conf"),
+                socket_dir: run.clone(),
+            },
+        );
+        assert_eq!(local.apache.map(|a| a.run_dir), Some(run.join("apache")));
+        // Not built yet: Apache in front of uWSGI (mod_proxy_uwsgi) and mod_wsgi.
+        for t in ["apache+uwsgi", "apache+mod_wsgi", "nginx+apache+mod_wsgi"] {
+            let c: Chain = t.parse().expect("a chain");
+            assert!(!c.is_implemented(), "{t}");
+        }
+    }
 }

@@ -380,6 +380,16 @@ mod toml_shell_tests {
     use super::*;
 
     #[test]
+    fn apache_arguments_escape_backslash_and_quote_only() {
+        assert_eq!(apache("/srv/my app"), "\"/srv/my app\"");
+        assert_eq!(apache(r#"a"b\c$d%e"#), r#""a\"b\\c$d%e""#);
+        // Substituted into another quoted argument, the value is escaped once more.
+        assert_eq!(apache_variable(r#"/r"d"#), r#""/r\\\"d""#);
+        assert!(apache_problem("/a/${HOME}").is_some());
+        assert!(apache_problem("/a/$HOME/%{x}").is_none());
+    }
+
+    #[test]
     fn toml_strings_read_back() {
         for v in ["plain", "a \"quoted\" \\ path", "tab\there", "ü $ %"] {
             let doc = format!("k = {}", toml(v));

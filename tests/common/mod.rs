@@ -29,7 +29,20 @@ pub fn examples() -> Vec<PathBuf> {
     v
 }
 
-pub const TARGETS: [&str; 6] = [
+/// Every implemented target, in the order help texts list them.
+pub const TARGETS: [&str; 8] = [
+    "embedded",
+    "uwsgi",
+    "gunicorn",
+    "nginx+embedded",
+    "nginx+uwsgi",
+    "nginx+gunicorn",
+    "apache+gunicorn",
+    "apache+embedded",
+];
+
+/// The targets `deployctl up` runs (Apache's are rendered and checked, not run yet).
+pub const UP_TARGETS: [&str; 6] = [
     "embedded",
     "uwsgi",
     "gunicorn",

@@ -1,6 +1,8 @@
-//! Minimal parsers for what deployctl renders: nginx configuration, INI (uWSGI), systemd units.
+//! Minimal parsers for what deployctl renders: nginx and Apache httpd configuration, INI
+//! (uWSGI), systemd units.
 
-/// One nginx directive; `block` holds the children of `name args { … }`.
+/// One nginx or Apache directive; `block` holds the children of `name args { … }` (nginx) or
+/// `<Name args> … </Name>` (Apache).
 #[derive(Debug, Clone)]
 pub struct Directive {
     pub name: String,
@@ -124,6 +126,98 @@ pub fn nginx(src: &str) -> Directive {
         args: vec![],
         block: Some(block(&t, &mut i)),
     }
+}
+
+/// The words of one Apache line, as httpd's `ap_getword_conf` reads them: whitespace splits,
+/// a word in double (or single) quotes may hold whitespace, and inside it a backslash before
+/// the quote or another backslash makes that character literal; every other backslash stays.
+fn apache_words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = line.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        let mut w = String::new();
+        if c == '"' || c == '\'' {
+            chars.next();
+            while let Some(x) = chars.next() {
+                match x {
+                    '\\' if chars.peek().is_some_and(|&n| n == c || n == '\\') => {
+                        w.push(chars.next().unwrap_or(x));
+                    }
+                    x if x == c => break,
+                    x => w.push(x),
+                }
+            }
+        } else {
+            while let Some(&x) = chars.peek() {
+                if x.is_whitespace() {
+                    break;
+                }
+                w.push(x);
+                chars.next();
+            }
+        }
+        out.push(w);
+    }
+    out
+}
+
+/// Parses an Apache httpd file into a root directive named `main`; directive and section
+/// names keep their case (`VirtualHost`, `Location`).
+pub fn apache(src: &str) -> Directive {
+    let mut stack: Vec<Directive> = vec![Directive {
+        name: "main".into(),
+        args: vec![],
+        block: Some(vec![]),
+    }];
+    for raw in src.lines() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix("</") {
+            let name = name.trim_end_matches('>');
+            let done = stack.pop().expect("a section to close");
+            assert_eq!(done.name, name, "</{name}> closes <{}>", done.name);
+            stack
+                .last_mut()
+                .expect("an enclosing block")
+                .block
+                .get_or_insert_with(Vec::new)
+                .push(done);
+        } else if let Some(open) = line.strip_prefix('<') {
+            let mut w = apache_words(open.strip_suffix('>').expect("a section ends with >"));
+            let name = w.remove(0);
+            stack.push(Directive {
+                name,
+                args: w,
+                block: Some(vec![]),
+            });
+        } else {
+            let mut w = apache_words(line);
+            let name = w.remove(0);
+            stack
+                .last_mut()
+                .expect("a block")
+                .block
+                .get_or_insert_with(Vec::new)
+                .push(Directive {
+                    name,
+                    args: w,
+                    block: None,
+                });
+        }
+    }
+    assert_eq!(
+        stack.len(),
+        1,
+        "unclosed section <{}>",
+        stack.last().map_or("", |d| &d.name)
+    );
+    stack.remove(0)
 }
 
 /// INI-style files (uWSGI `.ini`, systemd units): section → ordered (key, value) pairs.
