@@ -103,6 +103,27 @@ fn banners_trace_and_unknown_hosts_are_off_in_both_shapes() {
 }
 
 #[test]
+fn wildcard_names_are_aliases_and_server_name_is_an_exact_one() {
+    let dir = project(
+        "[app]\nname = \"w\"\nentry = \"app:app\"\n[server]\nnames = [\"*.a.test\", \".b.test\", \"c.test\"]\n",
+        &[],
+    );
+    let (site, _, _) = both(dir.path(), "apache+gunicorn");
+    let (_, app) = vhosts(&site);
+    assert_eq!(app.arg("ServerName"), "b.test");
+    let aliases: Vec<String> = app.all("ServerAlias").map(|d| d.args.join(" ")).collect();
+    assert_eq!(aliases, ["*.a.test", "*.b.test", "c.test"]);
+    let dir = project(
+        "[app]\nname = \"w\"\nentry = \"app:app\"\n[server]\nnames = [\"*.a.test\"]\n",
+        &[],
+    );
+    let (site, _, _) = both(dir.path(), "apache+gunicorn");
+    let (_, app) = vhosts(&site);
+    assert_eq!(app.arg("ServerName"), "w.invalid");
+    assert_eq!(app.arg("ServerAlias"), "*.a.test");
+}
+
+#[test]
 fn one_body_size_and_timeout_flow_into_apache() {
     let dir = project(
         "[app]\nname = \"flow\"\nentry = \"app:app\"\n[server]\nmax_body = \"25M\"\ntimeout = \"2m\"\nlisten = \"127.0.0.1:8080\"\n",

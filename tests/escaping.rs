@@ -140,6 +140,7 @@ fn case() -> impl Strategy<Value = Case> {
 
 struct Tools {
     nginx: PathBuf,
+    apache2: PathBuf,
     uwsgi: PathBuf,
     systemd_analyze: PathBuf,
     /// The example's virtualenv Python, which has Gunicorn.
@@ -156,6 +157,7 @@ fn tools() -> Option<Tools> {
         let plugin = Path::new("/usr/lib/uwsgi/plugins/python3_plugin.so").is_file();
         Some(Tools {
             nginx: which::which("nginx").ok()?,
+            apache2: deployctl::validate::apache::find().ok()?,
             uwsgi: which::which("uwsgi").ok().filter(|_| plugin)?,
             systemd_analyze: which::which("systemd-analyze").ok()?,
             gunicorn_python: has_gunicorn.then_some(gunicorn_python)?,
@@ -165,7 +167,7 @@ fn tools() -> Option<Tools> {
         let required = std::env::var("DEPLOYCTL_REQUIRE_VALIDATORS").is_ok_and(|v| v == "1");
         assert!(
             !required,
-            "nginx, uwsgi with its python3 plugin, systemd-analyze and the example's virtualenv \
+            "nginx, apache2, uwsgi with its python3 plugin, systemd-analyze and the example's virtualenv \
              with Gunicorn are required (bash scripts/setup.sh)"
         );
         eprintln!("skipped: a tool is missing (bash scripts/setup.sh installs them)");
@@ -425,6 +427,38 @@ fn check(tools: &Tools, c: &Case) {
     assert_eq!(flag("--venv"), venv_s);
     assert_eq!(flag("--bind"), format!("unix:/run/{name}.sock"));
     nginx_accepts(tools, &out.join(format!("nginx/{name}.conf")));
+
+    // apache+embedded: both shapes of Apache's configuration through `apache2 -t`; Apache
+    // substitutes `${…}` in every line and has no escape for it, so such a value is refused.
+    let target: Target = "apache+embedded".parse().unwrap();
+    let out = project.join("deploy/apache+embedded");
+    let rendered = render::render(&spec, target, &out, &templates);
+    if text(&static_dir).contains("${") || spec.server.names.iter().any(|n| n.contains("${")) {
+        let e = rendered.err().expect("a value holding `${` is refused for Apache");
+        assert!(format!("{e:#}").contains("cannot escape"), "{e:#}");
+    } else {
+        rendered.unwrap().write_into(&out).unwrap();
+        let plan = deployctl::plan::Plan::resolve(
+            &spec,
+            target,
+            deployctl::plan::Environment::Production { out: out.clone() },
+        );
+        let files = plan.apache.as_ref().expect("Apache's files");
+        use deployctl::validate::{Outcome, apache};
+        for (rel, outcome) in [
+            (
+                files.httpd_conf.rel.as_str(),
+                apache::test_self_contained(&tools.apache2, &out.join(&files.httpd_conf.rel)),
+            ),
+            (
+                files.site.rel.as_str(),
+                apache::test_site(&tools.apache2, files, &out.join(&files.site.rel)),
+            ),
+        ] {
+            let outcome = outcome.expect("apache2 runs");
+            assert!(matches!(outcome, Outcome::Ok(_)), "apache2 -t {rel}: {outcome:?}");
+        }
+    }
 
     // nginx+gunicorn as `up` renders it: the backend's socket under the project, served live.
     let target: Target = "nginx+gunicorn".parse().unwrap();

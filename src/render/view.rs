@@ -560,9 +560,10 @@ pub struct ApacheConf {
 
 #[derive(Debug, Serialize)]
 pub struct ApacheServer {
-    /// The first name is `ServerName`, the others `ServerAlias` (the spec keeps them as
-    /// Apache compares them: lower case, punycode, no quotes or spaces).
+    /// `ServerName`: the first exact name of `[server].names` (the spec keeps them as Apache
+    /// compares them: lower case, punycode), quoted.
     pub name: String,
+    /// `ServerAlias`: the other names, wildcards included, quoted.
     pub aliases: Vec<String>,
     /// `Listen` argument: `HOST:PORT`.
     pub listen: String,
@@ -681,6 +682,25 @@ impl ApacheConf {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        // nginx's `.example.com` is `example.com` and its subdomains; Apache's wildcards are
+        // `*` and `?`, and only ServerAlias takes them. ServerName is the first exact name,
+        // or a name no client sends when there is none (`.invalid`, RFC 2606).
+        let aliases: Vec<String> = spec
+            .server
+            .names
+            .iter()
+            .flat_map(|n| match n.strip_prefix('.') {
+                Some(domain) => vec![domain.to_string(), format!("*.{domain}")],
+                None => vec![n.clone()],
+            })
+            .collect();
+        let exact = |n: &&String| !n.contains(['*', '?']);
+        let server_name = aliases
+            .iter()
+            .find(exact)
+            .cloned()
+            .unwrap_or_else(|| format!("{}.invalid", plan.name));
+        let aliases: Vec<String> = aliases.into_iter().filter(|n| *n != server_name).collect();
         let run_dir = path_str(&apache.run_dir);
         if let Some(problem) = quote::apache_problem(&run_dir) {
             anyhow::bail!("{problem}");
@@ -688,8 +708,8 @@ impl ApacheConf {
         Ok(ApacheConf {
             header: Header::new(plan),
             server: ApacheServer {
-                name: spec.server.names.first().cloned().unwrap_or_else(|| "localhost".into()),
-                aliases: spec.server.names.iter().skip(1).cloned().collect(),
+                name: q(&server_name)?,
+                aliases: aliases.iter().map(|n| q(n)).collect::<anyhow::Result<Vec<_>>>()?,
                 listen: listen.to_string(),
                 vhost: format!("*:{}", listen.port),
                 max_body_bytes: spec.server.max_body.0,

@@ -92,7 +92,8 @@ pub fn site_wrapper(a: &ApacheFiles, dir: &Path, site: &Path) -> String {
     conf
 }
 
-fn test_site(apache2: &Path, a: &ApacheFiles, site: &Path) -> std::io::Result<Outcome> {
+/// `apache2 -t` on a Debian site, included from [`site_wrapper`] in a scratch directory.
+pub fn test_site(apache2: &Path, a: &ApacheFiles, site: &Path) -> std::io::Result<Outcome> {
     let dir = tempfile::Builder::new().prefix("deployctl-apache-").tempdir()?;
     let wrapper = dir.path().join("httpd.conf");
     std::fs::write(&wrapper, site_wrapper(a, dir.path(), site))?;
