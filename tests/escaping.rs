@@ -434,7 +434,9 @@ fn check(tools: &Tools, c: &Case) {
     let out = project.join("deploy/apache+embedded");
     let rendered = render::render(&spec, target, &out, &templates);
     if text(&static_dir).contains("${") || spec.server.names.iter().any(|n| n.contains("${")) {
-        let e = rendered.err().expect("a value holding `${` is refused for Apache");
+        let Err(e) = rendered else {
+            panic!("a value holding `${{` is refused for Apache");
+        };
         assert!(format!("{e:#}").contains("cannot escape"), "{e:#}");
     } else {
         rendered.unwrap().write_into(&out).unwrap();

@@ -3,8 +3,8 @@
 //!
 //! One function per language and context. Each states the rule it implements and where the
 //! rule comes from — the tool's manual or, where the manual is silent, its source — for the
-//! versions deployctl targets (reference/deploy-configs.md: nginx 1.22, uWSGI 2.0.21,
-//! systemd 252, CPython 3). `tests/escaping.rs` has the real tools read rendered values back.
+//! versions deployctl targets (reference/deploy-configs.md: nginx 1.22, Apache httpd 2.4,
+//! uWSGI 2.0.21, systemd 252, CPython 3). `tests/escaping.rs` has the real tools read rendered values back.
 //!
 //! Some values have no representation in a language: uWSGI expands `$(…)`, `@(…)` and `%(…)`
 //! in every option value and has no escape; no line-based format here can hold a line break.
