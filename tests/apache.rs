@@ -393,12 +393,22 @@ fn apache2_serves_statics_from_an_awkward_directory_with_the_self_contained_conf
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(dir.path().join(awkward).join(".env"), "SECRET=1\n").unwrap();
     let out = dir.path().join("out");
-    Cli::new(dir.path())
+    let rendered = Cli::new(dir.path())
         .args(["render", "-t", "apache+embedded", "--out"])
         .args([&out])
         .env("DEPLOYCTL_REQUIRE_VALIDATORS", if required() { "1" } else { "0" })
         .run()
         .success();
+    // What the user installs and enables is said with the files.
+    for step in [
+        "copy apache/q.conf to /etc/apache2/sites-available/q.conf",
+        "`a2enmod authz_core mime alias headers expires rewrite proxy proxy_http`",
+        "`a2ensite q`",
+        "Debian's apache2.service",
+        "`systemctl enable --now q.socket`",
+    ] {
+        assert!(rendered.stderr.contains(step), "{step}:\n{}", rendered.stderr);
+    }
     let run_dir = tempfile::tempdir().unwrap();
     let define = format!("Define DEPLOYCTL_RUN \"{}\"", run_dir.path().display());
     let error_log = format!("ErrorLog \"{}\"", run_dir.path().join("error.log").display());

@@ -58,5 +58,8 @@ pub fn run(args: &RenderArgs, printer: &Printer) -> anyhow::Result<Status> {
         "Rendered",
         &format!("{} files for {target} into {}", tree.files.len(), shown(&out)),
     );
+    if let Some(steps) = plan.apache_install_steps() {
+        printer.status("Install", &steps);
+    }
     Ok(Status::Success)
 }

@@ -515,6 +515,31 @@ fn outputs(plan: &Plan) -> Vec<Output> {
 }
 
 impl Plan {
+    /// What the user installs and enables for a chain with Apache in it (`render` prints it):
+    /// the site into Debian's Apache, its modules, and the app server's socket unit; Apache
+    /// itself is Debian's `apache2.service`.
+    pub fn apache_install_steps(&self) -> Option<String> {
+        let apache = self.apache.as_ref()?;
+        let name = &self.name;
+        let units = self
+            .units
+            .as_ref()
+            .filter(|_| self.app().tier.role() == Role::AppServer)
+            .map(|u| {
+                format!(
+                    "; install systemd/{} and systemd/{} into /etc/systemd/system and `systemctl enable --now {}`",
+                    u.service, u.socket, u.socket
+                )
+            })
+            .unwrap_or_default();
+        Some(format!(
+            "copy {} to /etc/apache2/sites-available/{name}.conf, then `a2enmod {}`, `a2ensite {name}`, \
+             `a2dissite 000-default` and `systemctl reload apache2` (Apache runs the site in Debian's apache2.service){units}",
+            apache.site.rel,
+            apache.modules.join(" "),
+        ))
+    }
+
     /// The warning `render`, `check` and `up` print when the plan leaves `[[static]]` to the
     /// app: Gunicorn and the embedded server serve no files (an app may serve the URLs
     /// itself, as Flask does for its `static/` folder, but without the `expires` of
