@@ -1,8 +1,8 @@
 //! `apache2 -t` on both shapes of Apache's configuration: the self-contained `httpd.conf`,
 //! with its runtime directory moved to a scratch one (`-C 'Define DEPLOYCTL_RUN …'`: Apache
 //! checks that `DefaultRuntimeDir` and the `Mutex` directory exist), and the Debian site,
-//! included from a minimal self-contained wrapper that loads the MPM and the modules the
-//! plan lists (what `a2enmod` enables on the server).
+//! copied into a scratch directory and included from a minimal self-contained wrapper that
+//! loads the MPM and the modules the plan lists (what `a2enmod` enables on the server).
 //!
 //! Does not own: which modules a site needs (the plan's `ApacheFiles`) or the files' text.
 
@@ -95,8 +95,13 @@ pub fn site_wrapper(a: &ApacheFiles, dir: &Path, site: &Path) -> String {
 /// `apache2 -t` on a Debian site, included from [`site_wrapper`] in a scratch directory.
 pub fn test_site(apache2: &Path, a: &ApacheFiles, site: &Path) -> std::io::Result<Outcome> {
     let dir = tempfile::Builder::new().prefix("deployctl-apache-").tempdir()?;
+    // Included from a copy beside the wrapper: `Include` reads `*`, `?` and `[` in any part
+    // of its path as wildcards (a project directory may be named with them), while Debian
+    // includes the installed site from /etc/apache2/sites-enabled/.
+    let copy = dir.path().join("site.conf");
+    std::fs::copy(site, &copy)?;
     let wrapper = dir.path().join("httpd.conf");
-    std::fs::write(&wrapper, site_wrapper(a, dir.path(), site))?;
+    std::fs::write(&wrapper, site_wrapper(a, dir.path(), &copy))?;
     let args = ["-t".as_ref(), "-f".as_ref(), wrapper.as_os_str()];
     let (ok, out) = run(apache2, &args, &[])?;
     Ok(verdict_of(ok, out))
