@@ -96,7 +96,7 @@ async fn exchange(req: &Request<'_>) -> anyhow::Result<(String, String)> {
 
     // One HTTP-01 answer per name, written where the front serves it. They are removed when
     // this returns, whatever happened.
-    let answers = Answers::new(req.webroot)?;
+    let mut answers = Answers::new(req.webroot)?;
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
         let mut authz = authz.with_context(|| format!("{}: reading an authorization", req.directory))?;
@@ -230,7 +230,7 @@ fn names(names: &[String]) -> String {
 /// HTTP-01 answers in the webroot; removed on drop.
 struct Answers {
     dir: PathBuf,
-    written: std::cell::RefCell<Vec<PathBuf>>,
+    written: Vec<PathBuf>,
 }
 
 impl Answers {
@@ -239,11 +239,11 @@ impl Answers {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(Answers {
             dir,
-            written: Default::default(),
+            written: Vec::new(),
         })
     }
 
-    fn write(&self, token: &str, key_authorization: &str) -> anyhow::Result<()> {
+    fn write(&mut self, token: &str, key_authorization: &str) -> anyhow::Result<()> {
         // Tokens are base64url (RFC 8555 §8.3); anything else could escape the directory.
         if token.is_empty()
             || !token
@@ -254,14 +254,14 @@ impl Answers {
         }
         let path = self.dir.join(token);
         std::fs::write(&path, key_authorization).with_context(|| format!("writing {}", path.display()))?;
-        self.written.borrow_mut().push(path);
+        self.written.push(path);
         Ok(())
     }
 }
 
 impl Drop for Answers {
     fn drop(&mut self) {
-        for p in self.written.borrow().iter() {
+        for p in &self.written {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -270,13 +270,8 @@ impl Drop for Answers {
 /// Writes the new certificate into its own `cert-N/` and switches `live` to it; then removes
 /// generations older than the previous one (kept for a rollback by hand).
 fn install(dir: &Path, chain: &str, key_pem: &str, self_signed: bool) -> anyhow::Result<()> {
-    let current = generation_of_live(dir);
-    let next = generations(dir)
-        .into_iter()
-        .max()
-        .unwrap_or(0)
-        .max(current.unwrap_or(0))
-        + 1;
+    // `live` always points at one of the `cert-N` directories, so the highest N is the newest.
+    let next = generations(dir).into_iter().max().unwrap_or(0) + 1;
     let gen_dir = dir.join(format!("cert-{next}"));
     create_private_dir(&gen_dir)?;
     write_private(&gen_dir.join(PRIVKEY), key_pem.as_bytes())?;
@@ -306,11 +301,6 @@ fn generations(dir: &Path) -> Vec<u32> {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.strip_prefix("cert-")?.parse().ok())
         .collect()
-}
-
-fn generation_of_live(dir: &Path) -> Option<u32> {
-    let target = std::fs::read_link(dir.join(LIVE)).ok()?;
-    target.to_str()?.strip_prefix("cert-")?.parse().ok()
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

@@ -6,12 +6,14 @@
 
 mod common;
 
+use common::up::free_port;
+
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use common::parse::{self, Directive};
-use common::{Cli, example, project, render};
+use common::{Cli, check_with, example, override_dir, project, render};
 
 const APACHE_TARGETS: [&str; 2] = ["apache+gunicorn", "apache+embedded"];
 
@@ -267,26 +269,6 @@ fn the_self_contained_config_loads_exactly_the_modules_the_site_asks_a2enmod_for
     }
 }
 
-/// Copies the built-in template `name` to an override directory with `edit` applied.
-fn override_dir(name: &str, edit: impl Fn(&str) -> String) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let src = std::fs::read_to_string(common::repo().join("templates").join(name)).unwrap();
-    let edited = edit(&src);
-    assert_ne!(src, edited, "the edit must change the template");
-    let dest = dir.path().join(name);
-    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    std::fs::write(dest, edited).unwrap();
-    dir
-}
-
-fn check_with(target: &str, templates: &tempfile::TempDir) -> common::Run {
-    Cli::new(&example("flask-hello"))
-        .args(["check", "-t", target, "--templates"])
-        .args([templates.path()])
-        .env("DEPLOYCTL_REQUIRE_VALIDATORS", "1")
-        .run()
-}
-
 #[test]
 fn apache2_t_rejects_an_unknown_directive_in_both_shapes() {
     if apache2().is_none() {
@@ -348,13 +330,6 @@ fn a_value_apache_cannot_escape_is_refused() {
         "{}",
         run.stderr
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// One HTTP/1.0 GET on loopback: the status line and headers, and the body.

@@ -12,6 +12,8 @@
 
 mod common;
 
+use common::up::free_port;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,20 +45,6 @@ fn cli(dir: &Path) -> Cli {
         .env("PIP_NO_INDEX", "1")
         .env("PIP_FIND_LINKS", &wheels().display().to_string())
         .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-}
-
-/// A free port whose number does not contain "443" (gixy takes such a `listen` for HTTPS).
-fn free_port() -> u16 {
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !port.to_string().contains("443") {
-            return port;
-        }
-    }
 }
 
 /// (status, lower-cased head, body) of one request.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Cli, example, examples};
+use common::{Cli, check_with, example, examples, override_dir};
 
 fn require() -> &'static str {
     if std::env::var("DEPLOYCTL_REQUIRE_VALIDATORS").is_ok_and(|v| v == "1") {
@@ -58,26 +58,6 @@ fn every_example_passes_every_validator_with_exposure_at_most_1_5() {
             }
         }
     }
-}
-
-/// Copies the built-in template `name` to an override directory with `edit` applied.
-fn override_dir(name: &str, edit: impl Fn(&str) -> String) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let src = std::fs::read_to_string(common::repo().join("templates").join(name)).unwrap();
-    let edited = edit(&src);
-    assert_ne!(src, edited, "the edit must change the template");
-    let dest = dir.path().join(name);
-    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    std::fs::write(dest, edited).unwrap();
-    dir
-}
-
-fn check_with(target: &str, templates: &tempfile::TempDir) -> common::Run {
-    Cli::new(&example("flask-hello"))
-        .args(["check", "-t", target, "--templates"])
-        .args([templates.path()])
-        .env("DEPLOYCTL_REQUIRE_VALIDATORS", "1")
-        .run()
 }
 
 #[test]

@@ -174,3 +174,25 @@ pub fn filter_paths(text: &str) -> String {
         .join("\n")
         + "\n"
 }
+
+/// Copies the built-in template `name` to an override directory with `edit` applied.
+pub fn override_dir(name: &str, edit: impl Fn(&str) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::fs::read_to_string(repo().join("templates").join(name)).unwrap();
+    let edited = edit(&src);
+    assert_ne!(src, edited, "the edit must change the template");
+    let dest = dir.path().join(name);
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::write(dest, edited).unwrap();
+    dir
+}
+
+/// `deployctl check` of the example for `target` with the templates of `templates`, every
+/// validator required.
+pub fn check_with(target: &str, templates: &tempfile::TempDir) -> Run {
+    Cli::new(&example("flask-hello"))
+        .args(["check", "-t", target, "--templates"])
+        .args([templates.path()])
+        .env("DEPLOYCTL_REQUIRE_VALIDATORS", "1")
+        .run()
+}
