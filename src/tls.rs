@@ -11,31 +11,9 @@
 
 use std::fmt;
 
-/// A Mozilla server-side TLS configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Profile {
-    /// TLS 1.2 and 1.3, forward-secret AEAD ciphers only: general-purpose servers.
-    Intermediate,
-    /// TLS 1.3 only: clients from 2018 on.
-    Modern,
-}
-
-impl Profile {
-    pub const ALL: [Profile; 2] = [Profile::Intermediate, Profile::Modern];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Profile::Intermediate => "intermediate",
-            Profile::Modern => "modern",
-        }
-    }
-}
-
-impl fmt::Display for Profile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// A Mozilla server-side TLS configuration: `[tls].profile` (`intermediate`: TLS 1.2 and 1.3;
+/// `modern`: TLS 1.3 only).
+pub use crate::spec::TlsProfile as Profile;
 
 /// An OpenSSL version, as `major.minor.patch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -74,6 +52,42 @@ impl fmt::Display for OpensslVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}.{}", self.0, self.1, self.2)
     }
+}
+
+/// What a front's TLS stack offers, as its own report says (`nginx -V`): the OpenSSL it runs
+/// with and whether it has HTTP/2. An input of the plan (`Plan::with_tls_capabilities`), so
+/// rendering stays a function of its inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    pub openssl: OpensslVersion,
+    pub http2: bool,
+}
+
+impl Capabilities {
+    /// What the plan assumes until a probe says otherwise (`render` on a machine without
+    /// nginx): Debian 12's nginx 1.22 with OpenSSL 3.0 and HTTP/2 — the groups that need a
+    /// newer OpenSSL are left out, so the configuration loads on any OpenSSL 3.
+    pub const BASELINE: Capabilities = Capabilities {
+        openssl: OpensslVersion(3, 0, 0),
+        http2: true,
+    };
+
+    /// From `nginx -V`'s report: the OpenSSL it runs with, and HTTP/2 when it was built with
+    /// `--with-http_v2_module`.
+    pub fn of_nginx(nginx_v: &str) -> Option<Capabilities> {
+        Some(Capabilities {
+            openssl: OpensslVersion::of_nginx(nginx_v)?,
+            http2: nginx_v.contains("--with-http_v2_module"),
+        })
+    }
+}
+
+/// The capabilities of the nginx on `PATH` (`nginx -V`, asked once per process); `None`
+/// without nginx or when its report names no OpenSSL.
+pub fn probe_nginx() -> Option<Capabilities> {
+    let nginx = which::which("nginx").ok()?;
+    let report = crate::validate::nginx::version_report(&nginx)?;
+    Capabilities::of_nginx(&report)
 }
 
 /// A key-exchange group of the guidelines and the first OpenSSL that has it.
@@ -174,6 +188,17 @@ pub fn resolve(profile: Profile, openssl: OpensslVersion) -> Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capabilities_from_nginx_v() {
+        let v = "nginx version: nginx/1.22.1\nbuilt with OpenSSL 3.0.19 27 Jan 2026\nTLS SNI support enabled\n\
+                 configure arguments: --with-http_ssl_module --with-http_v2_module";
+        let c = Capabilities::of_nginx(v).expect("an OpenSSL");
+        assert_eq!(c.openssl, OpensslVersion(3, 0, 19));
+        assert!(c.http2);
+        let no_h2 = Capabilities::of_nginx("built with OpenSSL 3.5.0 8 Apr 2025").expect("an OpenSSL");
+        assert!(!no_h2.http2);
+    }
 
     #[test]
     fn the_openssl_nginx_runs_with_wins_over_the_one_it_was_built_with() {

@@ -9,7 +9,7 @@
 //! directory) — which are computed where they are resolved.
 
 use crate::settings::{AccessLogFormat, LogLevel, Protocol};
-use crate::spec::{Listen, Seconds, Size, UwsgiBuild};
+use crate::spec::{Listen, Seconds, Size, TlsProfile, UwsgiBuild};
 use crate::target::{Backend, Frontend};
 
 // -- [app] ----------------------------------------------------------------------------------
@@ -92,6 +92,22 @@ pub const PRIVATE_USERS: bool = true;
 pub const DENY_RESOURCE_SYSCALLS: bool = true;
 /// `[systemd].localhost_only`.
 pub const LOCALHOST_ONLY: bool = false;
+
+// -- [tls] ----------------------------------------------------------------------------------
+
+/// `[tls].listen`: `0.0.0.0:443`.
+pub fn tls_listen() -> Listen {
+    Listen {
+        host: "0.0.0.0".into(),
+        port: 443,
+    }
+}
+/// `[tls].profile`: Mozilla's intermediate (TLS 1.2 and 1.3).
+pub const TLS_PROFILE: TlsProfile = TlsProfile::Intermediate;
+/// `[tls].hsts`: two years, Mozilla's guidelines' minimum (`max-age=63072000`).
+pub const HSTS: Seconds = Seconds(63_072_000);
+/// `[tls].acme.directory`: Let's Encrypt's production directory.
+pub const ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
 // -- [render] -------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ use crate::render;
 use crate::target::Target;
 use crate::validate::{self, Outcome, Policy};
 
-use super::{Status, default_out, load, parse_target};
+use super::{Status, default_out, load, parse_target, probed};
 
 pub fn run(args: &CheckArgs, printer: &Printer) -> anyhow::Result<Status> {
     let (spec, templates) = load(&args.spec)?;
@@ -33,13 +33,13 @@ pub fn run(args: &CheckArgs, printer: &Printer) -> anyhow::Result<Status> {
     let (mut failed, mut passed, mut skipped) = (0, 0, 0);
     let mut json = Vec::new();
     for target in targets {
-        let plan = Plan::resolve(
+        let plan = probed(Plan::resolve(
             &spec,
             target,
             Environment::Production {
                 out: default_out(&spec, target),
             },
-        );
+        ));
         let tree = render::render_plan(&plan, &templates)?;
         let bar = printer.progress(&format!("checking {target}"));
         let report = validate::gate(&plan, &tree, policy, None);

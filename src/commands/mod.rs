@@ -51,6 +51,18 @@ fn load(args: &SpecArgs) -> anyhow::Result<(Spec, Templates)> {
     Ok((spec, templates))
 }
 
+/// The plan as the front on this machine would run it: with `[tls]`, the OpenSSL nginx runs
+/// with and its HTTP/2 (`nginx -V`); the plan's baseline when there is no nginx to ask.
+fn probed(plan: crate::plan::Plan) -> crate::plan::Plan {
+    if plan.tls.is_none() {
+        return plan;
+    }
+    match crate::tls::probe_nginx() {
+        Some(c) => plan.with_tls_capabilities(c),
+        None => plan,
+    }
+}
+
 fn parse_target(spec: &Spec, name: Option<&str>) -> anyhow::Result<Target> {
     match name {
         Some(n) => target_arg(n),

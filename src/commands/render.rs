@@ -6,7 +6,7 @@ use crate::printer::Printer;
 use crate::render;
 use crate::validate::{self, Policy};
 
-use super::{Status, default_out, load, parse_target, shown};
+use super::{Status, default_out, load, parse_target, probed, shown};
 
 pub fn run(args: &RenderArgs, printer: &Printer) -> anyhow::Result<Status> {
     let (spec, templates) = load(&args.spec)?;
@@ -15,7 +15,11 @@ pub fn run(args: &RenderArgs, printer: &Printer) -> anyhow::Result<Status> {
         Some(dir) => std::path::absolute(dir)?,
         None => default_out(&spec, target),
     };
-    let plan = Plan::resolve(&spec, target, Environment::Production { out: out.clone() });
+    let plan = probed(Plan::resolve(
+        &spec,
+        target,
+        Environment::Production { out: out.clone() },
+    ));
     let tree = render::render_plan(&plan, &templates)?;
     if !args.stdout && !args.check {
         // Before the validators run: a refused directory is the first thing to know.

@@ -420,14 +420,14 @@ fn run_dir(args: &UpArgs, spec: &Spec, target: Target) -> PathBuf {
 fn local_plan(args: &UpArgs, spec: &Spec, target: Target) -> Plan {
     let dir = run_dir(args, spec, target);
     let files = RunFiles { dir: dir.clone() };
-    Plan::resolve(
+    super::probed(Plan::resolve(
         spec,
         target,
         Environment::Local {
             conf_dir: files.conf_link(),
             socket_dir: dir,
         },
-    )
+    ))
 }
 
 /// Creates the run directory, with an error that names the project and says what to do when

@@ -16,7 +16,9 @@ pub mod chain;
 mod model;
 pub mod policy;
 mod resolve;
+mod tls;
 
 pub use chain::{Chain, Protocol, Role, Tier};
 pub use model::*;
 pub use resolve::{INNER_WEB_PORT, local_names};
+pub use tls::{CertUnits, STATE_ROOT, TlsPlan, hsts_value};

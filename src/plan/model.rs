@@ -63,6 +63,8 @@ pub struct Plan {
     pub units: Option<Units>,
     /// Apache httpd's files, when the chain has it.
     pub apache: Option<ApacheFiles>,
+    /// `[tls]` at the front, when the spec has it and the edge terminates TLS (`plan::tls`).
+    pub tls: Option<super::tls::TlsPlan>,
     /// Every rendered file, with its validators. Empty when this build renders nothing for
     /// the chain in this environment.
     pub outputs: Vec<Output>,
@@ -450,6 +452,16 @@ impl RunFiles {
     /// The private socket of a new app instance of generation `generation`.
     pub fn private_socket(&self, generation: u32) -> PathBuf {
         self.dir.join(format!("private-{generation}.sock"))
+    }
+
+    /// The certificate directory of a local run with `[tls]` (self-signed or ACME).
+    pub fn tls_dir(&self) -> PathBuf {
+        self.dir.join("tls")
+    }
+
+    /// The webroot the front serves ACME's HTTP-01 answers from in a local run.
+    pub fn acme_webroot(&self) -> PathBuf {
+        self.dir.join("acme")
     }
 
     /// The validators' cache: keys of the checks that passed.

@@ -50,8 +50,10 @@ impl Plan {
             conf_dir,
             units,
             apache,
+            tls: None,
             outputs: Vec::new(),
         };
+        plan.tls = super::tls::resolve(&plan);
         plan.outputs = outputs(&plan);
         plan
     }

@@ -10,6 +10,7 @@
 
 pub mod quote;
 mod templates;
+mod tls_view;
 mod tree;
 mod view;
 
@@ -38,6 +39,9 @@ pub fn render_plan(plan: &Plan, templates: &Templates) -> anyhow::Result<FileTre
                 Target::implemented_list()
             ),
         }
+    }
+    if let Some(why) = plan.tls_refusal() {
+        anyhow::bail!(why);
     }
     let mut tree = FileTree::default();
     for out in &plan.outputs {

@@ -65,6 +65,8 @@ pub struct NginxSite {
     pub statics: Vec<StaticView>,
     pub backend: NginxBackend,
     pub nginx: NginxView,
+    /// HTTPS, with `[tls]` (`tls_view`).
+    pub tls: Option<super::tls_view::NginxTls>,
 }
 
 #[derive(Debug, Serialize)]
@@ -75,6 +77,8 @@ pub struct NginxServer {
     pub max_body: String,
     /// How long nginx waits for the tier behind it (the link's timeout).
     pub front_timeout_secs: u64,
+    /// `X-Forwarded-Proto` to the backend: `$scheme`, or `https` behind TLS.
+    pub forwarded_proto: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -157,6 +161,7 @@ impl NginxSite {
                 listen: tier.listen.as_ref().map(Address::bind).unwrap_or_default(),
                 max_body: spec.server.max_body.to_string(),
                 front_timeout_secs: link.map_or(tier.timeout_secs, |l| l.timeout_secs),
+                forwarded_proto: if plan.tls.is_some() { "https" } else { "$scheme" },
             },
             statics: spec
                 .statics
@@ -178,10 +183,9 @@ impl NginxSite {
                 connect_timeout_secs: link.map_or(policy::CONNECT_TIMEOUT_SECS, |l| l.connect_timeout_secs),
                 connection_var: quote::nginx_variable(name, "connection"),
                 host_port_var: quote::nginx_variable(name, "host_port"),
-                dollar_geo: alias_dirs
-                    .iter()
-                    .any(|d| quote::nginx_needs_dollar(d))
-                    .then_some(quote::NGINX_DOLLAR_GEO),
+                dollar_geo: (alias_dirs.iter().any(|d| quote::nginx_needs_dollar(d))
+                    || super::tls_view::NginxTls::needs_dollar(plan))
+                .then_some(quote::NGINX_DOLLAR_GEO),
                 server_names_hash_bucket_size: quote::nginx_server_names_bucket_size(&spec.server.names),
                 security_headers: SECURITY_HEADERS
                     .iter()
@@ -196,6 +200,7 @@ impl NginxSite {
                     })
                     .collect(),
             },
+            tls: super::tls_view::NginxTls::new(plan),
         }
     }
 }

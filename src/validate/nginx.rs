@@ -22,9 +22,14 @@ pub(super) fn job<'a>(s: &'a Scratch, rel: &str) -> Job<'a> {
     // nginx -t also reads the installed uwsgi_params and mime.types, which come with the
     // binary.
     let extra = tool.as_ref().ok().map(|t| super::tool_identity(t));
+    let tls = s.plan.tls.as_ref().map(|t| (t.certificate.clone(), t.key.clone()));
+    let placeholder = s.dir.join(".tls-placeholder");
     Job::new("nginx -t", &rel.clone(), vec![rel.clone()], extra, move || {
         let outcome = match tool {
-            Ok(nginx) => test_site(&nginx, &path),
+            Ok(nginx) => match tls {
+                None => test_site(&nginx, &path),
+                Some(pair) => with_placeholder(&path, &pair, &placeholder).and_then(|site| test_site(&nginx, &site)),
+            },
             Err(missing) => Ok(missing),
         };
         verdict("nginx -t", &rel, outcome)
@@ -101,6 +106,28 @@ pub fn write_wrapper(nginx: &Path, prefix: &Path, site: &Path, purpose: Purpose)
     Ok(wrapper)
 }
 
+/// A copy of the site reading a self-signed placeholder pair made in `dir` instead of its
+/// certificate and key (on the server, or made by `up` when it starts), so that `nginx -t`,
+/// which loads them, checks the site anywhere.
+fn with_placeholder(site: &Path, (certificate, key): &(PathBuf, PathBuf), dir: &Path) -> std::io::Result<PathBuf> {
+    let text = std::fs::read_to_string(site)?;
+    let cert = crate::acme::install_self_signed(dir, &["localhost".to_string()], 1)
+        .map_err(|e| std::io::Error::other(format!("making a placeholder certificate: {e:#}")))?;
+    let q = |p: &Path| crate::render::quote::nginx_script(&p.to_string_lossy());
+    let text = text
+        .replace(
+            &format!("ssl_certificate {};", q(certificate)),
+            &format!("ssl_certificate {};", q(&cert.fullchain)),
+        )
+        .replace(
+            &format!("ssl_certificate_key {};", q(key)),
+            &format!("ssl_certificate_key {};", q(&cert.key)),
+        );
+    let copy = site.with_extension("conf.with-placeholder");
+    std::fs::write(&copy, text)?;
+    Ok(copy)
+}
+
 fn test_site(nginx: &Path, site: &Path) -> std::io::Result<Outcome> {
     let (prefix, conf) = wrapper(nginx, site)?;
     let p = prefix.path();
@@ -123,10 +150,17 @@ fn test_site(nginx: &Path, site: &Path) -> std::io::Result<Outcome> {
     })
 }
 
-/// nginx's configuration directory, from `--conf-path=` in `nginx -V` (asked once per
-/// binary and process).
+/// nginx's configuration directory, from `--conf-path=` in `nginx -V`.
 pub fn conf_dir(nginx: &Path) -> Option<PathBuf> {
-    type Known = std::sync::Mutex<Vec<(PathBuf, Option<PathBuf>)>>;
+    let out = version_report(nginx)?;
+    let path = out.split_whitespace().find_map(|w| w.strip_prefix("--conf-path="))?;
+    Path::new(path).parent().map(Path::to_path_buf)
+}
+
+/// `nginx -V`'s report (version, OpenSSL, configure arguments), asked once per binary and
+/// process.
+pub fn version_report(nginx: &Path) -> Option<String> {
+    type Known = std::sync::Mutex<Vec<(PathBuf, Option<String>)>>;
     static KNOWN: std::sync::OnceLock<Known> = std::sync::OnceLock::new();
     let known = KNOWN.get_or_init(Default::default);
     if let Some((_, d)) = known
@@ -137,11 +171,7 @@ pub fn conf_dir(nginx: &Path) -> Option<PathBuf> {
     {
         return d.clone();
     }
-    let found = (|| {
-        let (_, out) = run(nginx, &["-V".as_ref()], &[]).ok()?;
-        let path = out.split_whitespace().find_map(|w| w.strip_prefix("--conf-path="))?;
-        Path::new(path).parent().map(Path::to_path_buf)
-    })();
+    let found = run(nginx, &["-V".as_ref()], &[]).ok().map(|(_, out)| out);
     known
         .lock()
         .unwrap_or_else(|p| p.into_inner())

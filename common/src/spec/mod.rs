@@ -10,6 +10,7 @@ mod plain;
 mod raw;
 pub mod refusals;
 mod resolve;
+mod tls;
 pub mod units;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use serde::Serialize;
 
 pub use diag::{Diagnostic, Position, SpecError, display_path};
 pub use resolve::{parse_entry, parse_listen};
+pub use tls::{Acme, CertificateSource, Tls, TlsProfile};
 pub use units::parse_size;
 pub use units::{Seconds, Size};
 
@@ -42,6 +44,9 @@ pub struct Spec {
     pub health: Health,
     pub systemd: Systemd,
     pub render: RenderSettings,
+    /// `[tls]`: HTTPS at the front, when the table is there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -24,6 +24,7 @@ pub struct RawSpec {
     pub health: Option<RawHealth>,
     pub systemd: Option<RawSystemd>,
     pub render: Option<RawRender>,
+    pub tls: Option<S<RawTls>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +99,27 @@ pub struct RawSystemd {
 pub struct RawRender {
     pub templates: Option<S<String>>,
     pub out: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub listen: Option<S<String>>,
+    pub certificate: Option<S<String>>,
+    pub key: Option<S<String>>,
+    pub acme: Option<S<RawAcme>>,
+    pub profile: Option<S<String>>,
+    /// `"2y"`, `"off"`, or a number of seconds.
+    pub hsts: Option<S<DurationOrInt>>,
+    pub hsts_preload: Option<S<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    pub email: Option<S<String>>,
+    pub directory: Option<S<String>>,
+    pub ca: Option<S<String>>,
 }
 
 /// `"10M"` or a plain number of bytes.

@@ -55,21 +55,27 @@ enum PathUse {
     AppDir,
 }
 
-struct Resolver {
+pub(super) struct Resolver {
     dir: PathBuf,
     problems: Vec<Diagnostic>,
 }
 
 impl Resolver {
-    fn problem(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
+    pub(super) fn problem(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
         self.problems.push(Diagnostic::new(span, key, message));
     }
 
-    fn problem_hint(&mut self, span: Range<usize>, key: &str, message: impl Into<String>, hint: impl Into<String>) {
+    pub(super) fn problem_hint(
+        &mut self,
+        span: Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
         self.problems.push(Diagnostic::new(span, key, message).hint(hint));
     }
 
-    fn abs(&self, p: &str) -> PathBuf {
+    pub(super) fn abs(&self, p: &str) -> PathBuf {
         let joined = self.dir.join(p);
         // Lexical normalisation: `./static` and `static/` name the same directory in output.
         let mut out = PathBuf::new();
@@ -121,7 +127,7 @@ impl Resolver {
 
     /// An absolute path given as written: systemd refuses `..` in it ("path is not
     /// normalized"), and it must be renderable.
-    fn absolute_path(&mut self, span: Range<usize>, key: &str, p: &Path) {
+    pub(super) fn absolute_path(&mut self, span: Range<usize>, key: &str, p: &Path) {
         if p.components().any(|c| c == std::path::Component::ParentDir) {
             self.problem(
                 span,
@@ -167,6 +173,7 @@ impl Resolver {
         let health = self.health(raw.health);
         let systemd = self.systemd(raw.systemd);
         let render = self.render(raw.render);
+        let tls = self.tls(raw.tls, &server);
         // The program the units of this backend start: systemd cannot start every path.
         let (key, program, written) = match (backend.kind, backend.uwsgi_build) {
             (Backend::Gunicorn, _) => ("app.venv", Some(crate::venv::bin(&app.venv, "gunicorn")), venv_raw),
@@ -205,6 +212,7 @@ impl Resolver {
             health,
             systemd,
             render,
+            tls,
         }
     }
 

@@ -1,0 +1,177 @@
+//! HTTPS in the plan: the front's TLS listener, where its certificate and key are read from,
+//! the ACME webroot it serves, the profile resolved for the OpenSSL the front runs with, the
+//! HSTS header, and (production with ACME) the renewal units.
+//!
+//! Owns: every TLS path and name — `/var/lib/deployctl/NAME/tls/` (ACME's certificate
+//! directory, `live/` the pair in use) and `/var/lib/deployctl/NAME/acme/` (the webroot) on a
+//! server, `tls/` and `acme/` in `up`'s run directory, `NAME-cert.service` and `.timer`.
+//! Does not own: probing the front's OpenSSL (`crate::tls::probe_nginx`; the result comes in
+//! through [`Plan::with_tls_capabilities`], so a plan stays a function of its inputs and the
+//! snapshots pin a version), obtaining certificates (`acme`), or running anything.
+
+use std::path::{Path, PathBuf};
+
+use super::chain::Tier;
+use super::model::*;
+use crate::spec::{CertificateSource, Listen, Seconds};
+use crate::tls::{Capabilities, Settings};
+
+/// Where deployctl keeps a site's state on a server: `/var/lib/deployctl/NAME/`.
+pub const STATE_ROOT: &str = "/var/lib/deployctl";
+
+/// `[tls]` resolved for one environment.
+#[derive(Debug, Clone)]
+pub struct TlsPlan {
+    /// The front's HTTPS address (`[tls].listen`, or `up --tls-listen`).
+    pub listen: Listen,
+    /// What the front reads: the user's files, or `live/` of [`TlsPlan::cert_dir`].
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    pub source: CertificateSource,
+    /// The certificate directory deployctl manages (account, `cert-N/`, `live`) when it
+    /// makes the certificate itself (ACME, or the self-signed pair of a local run).
+    pub cert_dir: Option<PathBuf>,
+    /// Served at `/.well-known/acme-challenge/` by the HTTP listener; ACME's answers go here.
+    pub webroot: PathBuf,
+    /// The host names the certificate is for: `[server].names` that are exact DNS names.
+    pub cert_names: Vec<String>,
+    /// What the front's TLS library offers (probed, or [`Capabilities::BASELINE`]).
+    pub capabilities: Capabilities,
+    /// The profile resolved for [`TlsPlan::capabilities`].
+    pub settings: Settings,
+    /// The `Strict-Transport-Security` value; `None` when off.
+    pub hsts: Option<String>,
+    /// The units that renew the certificate on a server (ACME in production).
+    pub cert_units: Option<CertUnits>,
+}
+
+/// `NAME-cert.service` (oneshot: `deployctl cert`) and the daily `NAME-cert.timer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertUnits {
+    pub service: String,
+    pub timer: String,
+    /// The command line of the service, program first.
+    pub exec: Vec<String>,
+}
+
+/// The `Strict-Transport-Security` header's value.
+pub fn hsts_value(max_age: Seconds, preload: bool) -> String {
+    let mut v = format!("max-age={}; includeSubDomains", max_age.0);
+    if preload {
+        v.push_str("; preload");
+    }
+    v
+}
+
+/// `[tls]` for this plan: `None` without the table, or when the edge is not a front this
+/// build terminates TLS on (nginx; Apache's and the embedded server's come later, and
+/// `render` refuses the combination).
+pub(super) fn resolve(plan: &Plan) -> Option<TlsPlan> {
+    let tls = plan.spec.tls.as_ref()?;
+    if plan.edge().tier != Tier::Nginx {
+        return None;
+    }
+    let name = &plan.name;
+    let (cert_dir, webroot) = match &plan.environment {
+        Environment::Production { .. } | Environment::Container => {
+            let state = Path::new(STATE_ROOT).join(name);
+            (state.join("tls"), state.join("acme"))
+        }
+        Environment::Local { socket_dir, .. } => {
+            let files = RunFiles {
+                dir: socket_dir.clone(),
+            };
+            (files.tls_dir(), files.acme_webroot())
+        }
+    };
+    let live = cert_dir.join(crate::acme::LIVE);
+    let (certificate, key, cert_dir) = match &tls.source {
+        CertificateSource::Files { certificate, key } => (certificate.clone(), key.clone(), None),
+        CertificateSource::Acme { .. } | CertificateSource::SelfSigned {} => (
+            live.join(crate::acme::FULLCHAIN),
+            live.join(crate::acme::PRIVKEY),
+            Some(cert_dir),
+        ),
+    };
+    let cert_names: Vec<String> = plan
+        .spec
+        .server
+        .names
+        .iter()
+        .filter(|n| is_dns_name(n))
+        .cloned()
+        .collect();
+    let cert_units = match (&plan.environment, &tls.source) {
+        (Environment::Production { .. }, CertificateSource::Acme { .. }) => Some(CertUnits {
+            service: format!("{name}-cert.service"),
+            timer: format!("{name}-cert.timer"),
+            exec: vec![
+                plan.spec.systemd.deployctl.display().to_string(),
+                "cert".into(),
+                "--config".into(),
+                plan.spec.path.display().to_string(),
+            ],
+        }),
+        _ => None,
+    };
+    let capabilities = Capabilities::BASELINE;
+    Some(TlsPlan {
+        listen: tls.listen.clone(),
+        certificate,
+        key,
+        source: tls.source.clone(),
+        cert_dir,
+        webroot,
+        cert_names,
+        capabilities,
+        settings: crate::tls::resolve(tls.profile, capabilities.openssl),
+        hsts: tls.hsts.map(|h| hsts_value(h, tls.hsts_preload)),
+        cert_units,
+    })
+}
+
+/// An exact DNS name (a certificate's subject alternative name): no pattern, no address.
+fn is_dns_name(n: &str) -> bool {
+    !n.is_empty()
+        && !n.starts_with('.')
+        && !n.ends_with('.')
+        && !n.contains(['*', '~'])
+        && n.parse::<std::net::IpAddr>().is_err()
+}
+
+impl Plan {
+    /// The plan for a front whose TLS library offers `capabilities` (probed with
+    /// `crate::tls::probe_nginx`): the profile's groups filtered by its OpenSSL, HTTP/2 when it
+    /// has it.
+    pub fn with_tls_capabilities(mut self, capabilities: Capabilities) -> Plan {
+        if let (Some(tls), Some(spec_tls)) = (self.tls.as_mut(), self.spec.tls.as_ref()) {
+            tls.capabilities = capabilities;
+            tls.settings = crate::tls::resolve(spec_tls.profile, capabilities.openssl);
+        }
+        self
+    }
+
+    /// Why this plan cannot be rendered with `[tls]`, when it cannot: a front that does not
+    /// terminate TLS yet, or a server without a certificate source.
+    pub fn tls_refusal(&self) -> Option<String> {
+        let spec_tls = self.spec.tls.as_ref()?;
+        let target = self.target;
+        if self.tls.is_none() {
+            return Some(match self.edge().tier {
+                Tier::Apache => format!("[tls] is not rendered for Apache fronts yet (target `{target}`)"),
+                _ => format!(
+                    "[tls] needs a front to terminate TLS: target `{target}` has none (use `nginx+{}`)",
+                    self.app().tier.name()
+                ),
+            });
+        }
+        match (&self.environment, &spec_tls.source) {
+            (Environment::Production { .. }, CertificateSource::SelfSigned {}) => Some(
+                "[tls] on a server needs a certificate: set `certificate` and `key`, or `acme = { email = … }` \
+                 (the self-signed pair is for `deployctl up` only)"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The TLS part of nginx's view (`nginx/site.conf.tera`): the HTTPS listener, the certificate
+//! pair, the profile's directives, HSTS, the ACME webroot and the redirect.
+//!
+//! Owns: how nginx spells the plan's TLS facts (`plan::TlsPlan`), quoted. Does not own: the
+//! paths, the profile's values or the header's value (the plan's and `tls`'s).
+
+use serde::Serialize;
+
+use super::quote;
+use crate::plan::Plan;
+
+#[derive(Debug, Serialize)]
+pub struct NginxTls {
+    /// `intermediate` or `modern`.
+    pub profile: &'static str,
+    /// `listen` argument of the HTTPS servers.
+    pub listen: String,
+    /// `http2` on the HTTPS listener (nginx 1.22's `listen … ssl http2`).
+    pub http2: bool,
+    pub certificate: String,
+    pub key: String,
+    /// `ssl_protocols`: `TLSv1.2 TLSv1.3`.
+    pub protocols: String,
+    /// `ssl_ciphers` (TLS 1.2), colon-separated; `None` for TLS 1.3 only.
+    pub ciphers: Option<String>,
+    /// `ssl_conf_command Ciphersuites` (TLS 1.3), colon-separated.
+    pub ciphersuites: String,
+    /// `ssl_ecdh_curve`, colon-separated.
+    pub groups: String,
+    pub prefer_server_ciphers: &'static str,
+    pub session_tickets: &'static str,
+    /// The `Strict-Transport-Security` value, quoted; `None` when off.
+    pub hsts: Option<String>,
+    /// The directory served at `/.well-known/acme-challenge/` on HTTP.
+    pub webroot: String,
+    /// `:PORT` in the redirect to HTTPS, empty on 443.
+    pub redirect_port: String,
+    /// Groups of the profile this OpenSSL lacks (a comment in the file).
+    pub left_out: Vec<String>,
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+impl NginxTls {
+    pub fn new(plan: &Plan) -> Option<NginxTls> {
+        let tls = plan.tls.as_ref()?;
+        let s = &tls.settings;
+        let path = |p: &std::path::Path| quote::nginx_script(&p.to_string_lossy());
+        Some(NginxTls {
+            profile: s.profile.name(),
+            listen: tls.listen.to_string(),
+            http2: tls.capabilities.http2,
+            certificate: path(&tls.certificate),
+            key: path(&tls.key),
+            protocols: s.protocols.join(" "),
+            ciphers: (!s.ciphers.is_empty()).then(|| s.ciphers.join(":")),
+            ciphersuites: s.ciphersuites.join(":"),
+            groups: s.groups.join(":"),
+            prefer_server_ciphers: on_off(s.prefer_server_ciphers),
+            session_tickets: on_off(s.session_tickets),
+            hsts: tls.hsts.as_ref().map(|h| format!("\"{h}\"")),
+            webroot: path(&tls.webroot),
+            redirect_port: match tls.listen.port {
+                443 => String::new(),
+                port => format!(":{port}"),
+            },
+            left_out: s.left_out.clone(),
+        })
+    }
+
+    /// Whether a path here holds a `$` (the site then defines `quote::NGINX_DOLLAR_VAR`).
+    pub fn needs_dollar(plan: &Plan) -> bool {
+        plan.tls.as_ref().is_some_and(|t| {
+            [&t.certificate, &t.key, &t.webroot]
+                .iter()
+                .any(|p| quote::nginx_needs_dollar(&p.to_string_lossy()))
+        })
+    }
+}
