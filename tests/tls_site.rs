@@ -1,0 +1,246 @@
+//! The nginx front with `[tls]`, asserted on the parsed site (content.rs's style), and a
+//! snapshot of a TLS spec's files. The snapshot renders through the library with the front's
+//! capabilities pinned (OpenSSL 3.0.19, HTTP/2), so it is the same on every machine; the
+//! content tests go through the CLI, which probes this machine's nginx.
+
+mod common;
+
+use common::parse::{self, Directive};
+use common::{Cli, filter_paths, project, render, split_listing};
+use deployctl::plan::{Environment, Plan};
+use deployctl::tls::{Capabilities, OpensslVersion};
+
+fn spec_text(tls: &str) -> String {
+    format!(
+        "[app]\nname = \"shop\"\nentry = \"app:app\"\n\n[server]\nnames = [\"shop.example\", \"www.shop.example\"]\n\n\
+         [[static]]\nurl = \"/static/\"\ndir = \"static\"\n\n[tls]\n{tls}"
+    )
+}
+
+fn site(tls: &str, target: &str) -> Directive {
+    let dir = project(&spec_text(tls), &["static"]);
+    let files = render(dir.path(), target);
+    parse::nginx(&files["nginx/shop.conf"])
+}
+
+/// The servers of a TLS site: (HTTP default, HTTPS default, HTTP site, HTTPS site).
+fn servers(main: &Directive) -> [Directive; 4] {
+    let all: Vec<&Directive> = main.all("server").collect();
+    assert_eq!(all.len(), 4, "two default servers, the HTTP site and the HTTPS site");
+    let is_default = |s: &Directive| s.one("listen").args.iter().any(|a| a == "default_server");
+    let is_tls = |s: &Directive| s.one("listen").args.iter().any(|a| a == "ssl");
+    let pick = |default: bool, tls: bool| {
+        all.iter()
+            .find(|s| is_default(s) == default && is_tls(s) == tls)
+            .map(|s| (*s).clone())
+            .unwrap_or_else(|| panic!("no server default={default} tls={tls}"))
+    };
+    [
+        pick(true, false),
+        pick(true, true),
+        pick(false, false),
+        pick(false, true),
+    ]
+}
+
+fn location<'a>(server: &'a Directive, path: &str) -> &'a Directive {
+    server
+        .all("location")
+        .find(|l| l.args.last().map(String::as_str) == Some(path))
+        .unwrap_or_else(|| panic!("no location {path}"))
+}
+
+const ACME: &str = "acme = { email = \"ops@shop.example\" }\n";
+
+#[test]
+fn https_listener_has_the_intermediate_profile_http2_and_no_session_tickets() {
+    for target in ["nginx+embedded", "nginx+gunicorn", "nginx+uwsgi"] {
+        let main = site(ACME, target);
+        let [_, _, _, https] = servers(&main);
+        assert_eq!(https.arg("listen"), "0.0.0.0:443 ssl http2", "{target}");
+        assert_eq!(https.arg("ssl_protocols"), "TLSv1.2 TLSv1.3");
+        let ciphers = https.arg("ssl_ciphers");
+        assert!(ciphers.starts_with("ECDHE-ECDSA-AES128-GCM-SHA256:"), "{ciphers}");
+        assert!(!ciphers.contains("CBC") && !ciphers.contains("SHA:"), "{ciphers}");
+        assert_eq!(
+            https.arg("ssl_conf_command"),
+            "Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+        );
+        // This machine's nginx runs OpenSSL 3.0: the post-quantum group is left out.
+        assert!(https.arg("ssl_ecdh_curve").starts_with("X25519:prime256v1"));
+        assert_eq!(https.arg("ssl_session_tickets"), "off");
+        assert_eq!(https.arg("ssl_prefer_server_ciphers"), "off");
+        assert_eq!(https.arg("server_tokens"), "off");
+        assert_eq!(
+            https.arg("ssl_certificate"),
+            "/var/lib/deployctl/shop/tls/live/fullchain.pem"
+        );
+        assert_eq!(
+            https.arg("ssl_certificate_key"),
+            "/var/lib/deployctl/shop/tls/live/privkey.pem"
+        );
+    }
+}
+
+#[test]
+fn modern_is_tls_1_3_only_without_tls_1_2_ciphers() {
+    let main = site(&format!("{ACME}profile = \"modern\"\n"), "nginx+gunicorn");
+    let [_, reject, _, https] = servers(&main);
+    for s in [&reject, &https] {
+        assert_eq!(s.arg("ssl_protocols"), "TLSv1.3");
+        assert_eq!(s.all("ssl_ciphers").count(), 0);
+    }
+}
+
+#[test]
+fn hsts_is_two_years_on_every_answer_and_the_apps_own_is_replaced() {
+    let main = site(ACME, "nginx+gunicorn");
+    let [_, _, http, https] = servers(&main);
+    let headers = https.headers();
+    assert_eq!(
+        headers["Strict-Transport-Security"],
+        "max-age=63072000; includeSubDomains"
+    );
+    // `always`: on errors too; at server level, and no location adds headers of its own, so
+    // static files carry it.
+    let hsts = https
+        .all("add_header")
+        .find(|d| d.args[0] == "Strict-Transport-Security")
+        .expect("HSTS");
+    assert_eq!(hsts.args.last().map(String::as_str), Some("always"));
+    for l in https.all("location") {
+        assert_eq!(l.all("add_header").count(), 0, "{:?}", l.args);
+    }
+    let app = location(&https, "/");
+    assert_eq!(app.arg("proxy_hide_header"), "Strict-Transport-Security");
+    // Never on plain HTTP (browsers ignore it there).
+    assert!(!http.headers().contains_key("Strict-Transport-Security"));
+
+    let preload = site(&format!("{ACME}hsts = \"1y\"\nhsts_preload = true\n"), "nginx+gunicorn");
+    let [_, _, _, https] = servers(&preload);
+    assert_eq!(
+        https.headers()["Strict-Transport-Security"],
+        "max-age=31536000; includeSubDomains; preload"
+    );
+    let off = site(&format!("{ACME}hsts = \"off\"\n"), "nginx+uwsgi");
+    let [_, _, _, https] = servers(&off);
+    assert!(!https.headers().contains_key("Strict-Transport-Security"));
+    assert_eq!(location(&https, "/").all("uwsgi_hide_header").count(), 0);
+}
+
+#[test]
+fn the_backend_is_told_https() {
+    let main = site(ACME, "nginx+gunicorn");
+    let [_, _, _, https] = servers(&main);
+    let headers: std::collections::BTreeMap<String, String> = location(&https, "/")
+        .all("proxy_set_header")
+        .map(|d| (d.args[0].clone(), d.args[1].clone()))
+        .collect();
+    assert_eq!(headers["X-Forwarded-Proto"], "https");
+    let main = site(ACME, "nginx+uwsgi");
+    let [_, _, _, https] = servers(&main);
+    let params: std::collections::BTreeMap<String, String> = location(&https, "/")
+        .all("uwsgi_param")
+        .map(|d| (d.args[0].clone(), d.args[1].clone()))
+        .collect();
+    assert_eq!(params["HTTP_X_FORWARDED_PROTO"], "https");
+}
+
+#[test]
+fn http_serves_only_acme_challenges_and_redirects_the_rest() {
+    let main = site(ACME, "nginx+embedded");
+    let [_, _, http, _] = servers(&main);
+    assert_eq!(http.arg("listen"), "0.0.0.0:80");
+    assert_eq!(http.arg("server_name"), "shop.example www.shop.example");
+    let locations: Vec<String> = http.all("location").map(|l| l.args.join(" ")).collect();
+    assert_eq!(locations, ["^~ /.well-known/acme-challenge/", "/"]);
+    let challenge = location(&http, "/.well-known/acme-challenge/");
+    assert_eq!(challenge.arg("root"), "/var/lib/deployctl/shop/acme");
+    assert_eq!(location(&http, "/").arg("return"), "301 https://$host$request_uri");
+    // On another port than 443, the redirect names it.
+    let main = site(&format!("{ACME}listen = \"0.0.0.0:8443\"\n"), "nginx+embedded");
+    let [_, _, http, _] = servers(&main);
+    assert_eq!(location(&http, "/").arg("return"), "301 https://$host:8443$request_uri");
+}
+
+#[test]
+fn unknown_names_are_refused_at_the_handshake() {
+    let main = site(ACME, "nginx+embedded");
+    let [plain, reject, _, _] = servers(&main);
+    assert_eq!(plain.arg("return"), "444");
+    assert_eq!(reject.arg("listen"), "0.0.0.0:443 ssl http2 default_server");
+    assert_eq!(reject.arg("server_name"), "_");
+    assert_eq!(reject.arg("ssl_reject_handshake"), "on");
+    // Its protocols are the ones every handshake on the port gets.
+    assert_eq!(reject.arg("ssl_protocols"), "TLSv1.2 TLSv1.3");
+    assert_eq!(location(&reject, "/").arg("return"), "421");
+}
+
+#[test]
+fn the_users_files_are_read_where_they_are() {
+    let main = site(
+        "certificate = \"/etc/ssl/shop/fullchain.pem\"\nkey = \"/etc/ssl/shop/privkey.pem\"\n",
+        "nginx+gunicorn",
+    );
+    let [_, _, _, https] = servers(&main);
+    assert_eq!(https.arg("ssl_certificate"), "/etc/ssl/shop/fullchain.pem");
+    assert_eq!(https.arg("ssl_certificate_key"), "/etc/ssl/shop/privkey.pem");
+}
+
+#[test]
+fn a_server_without_a_certificate_source_or_a_front_is_refused() {
+    let dir = project(&spec_text(""), &["static"]);
+    let run = Cli::new(dir.path())
+        .args(["render", "--stdout", "--target", "nginx+gunicorn"])
+        .run()
+        .failure();
+    assert!(run.stderr.contains("needs a certificate"), "{}", run.stderr);
+    let dir = project(&spec_text(ACME), &["static"]);
+    let run = Cli::new(dir.path())
+        .args(["render", "--stdout", "--target", "gunicorn"])
+        .run()
+        .failure();
+    assert!(run.stderr.contains("needs a front"), "{}", run.stderr);
+}
+
+#[test]
+fn check_passes_with_tls() {
+    let dir = project(&spec_text(ACME), &["static"]);
+    for target in ["nginx+embedded", "nginx+uwsgi"] {
+        let run = Cli::new(dir.path())
+            .args(["check", "--target", target])
+            .env("DEPLOYCTL_REQUIRE_VALIDATORS", "1")
+            .run();
+        let text = format!("{}{}", run.stdout, run.stderr);
+        assert!(text.contains("nginx -t nginx/shop.conf: syntax ok"), "{text}");
+        assert!(text.contains("gixy nginx/shop.conf: 0 findings"), "{text}");
+    }
+}
+
+#[test]
+fn snapshot_of_a_tls_spec_with_pinned_capabilities() {
+    let dir = project(&spec_text(ACME), &["static"]);
+    let spec = deployctl::spec::Spec::load(&dir.path().join("deploy.toml")).expect("a valid spec");
+    let templates = deployctl::render::Templates::load(None).expect("templates");
+    for (target, name) in [
+        ("nginx+gunicorn", "tls__nginx-gunicorn"),
+        ("nginx+uwsgi", "tls__nginx-uwsgi"),
+    ] {
+        let plan = Plan::resolve(
+            &spec,
+            target.parse().expect("a target"),
+            Environment::Production {
+                out: dir.path().join("deploy").join(target),
+            },
+        )
+        .with_tls_capabilities(Capabilities {
+            openssl: OpensslVersion(3, 0, 19),
+            http2: true,
+        });
+        let tree = deployctl::render::render_plan(&plan, &templates).expect("renders");
+        let listing = tree.listing().replace(&dir.path().display().to_string(), "[PROJECT]");
+        let files = split_listing(&listing);
+        assert!(files.contains_key("nginx/shop.conf"));
+        insta::assert_snapshot!(name, filter_paths(&listing));
+    }
+}
