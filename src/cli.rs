@@ -54,6 +54,9 @@ pub struct UpArgs {
     /// The public address instead of `[server].listen`, e.g. `127.0.0.1:8000`.
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: Option<String>,
+    /// The HTTPS address instead of `[tls].listen`, e.g. `127.0.0.1:8443`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub tls_listen: Option<String>,
     /// Return once the stack is healthy and leave it running in the background
     /// (`deployctl status`, `logs`, `down`).
     #[arg(long)]

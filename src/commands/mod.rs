@@ -89,6 +89,16 @@ fn listen_arg(value: &str) -> anyhow::Result<crate::spec::Listen> {
     })
 }
 
+/// `--tls-listen HOST:PORT`, a usage error (exit 2) when malformed.
+fn tls_listen_arg(value: &str) -> anyhow::Result<crate::spec::Listen> {
+    crate::spec::parse_listen(value).map_err(|m| {
+        usage(
+            format!("--tls-listen {value:?}: {m}"),
+            Some("write `HOST:PORT`, e.g. `--tls-listen 127.0.0.1:8443`".into()),
+        )
+    })
+}
+
 /// Where `up` writes and `status`, `logs` and `down` look: `--run-dir DIR` (absolute, from
 /// the current directory), else `<project>/.deployctl`. Each target's stack runs in its own
 /// directory under it.

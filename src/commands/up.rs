@@ -90,7 +90,15 @@ fn supervise(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
         }
         None => None,
     };
-    let Prepared { plan, tree, tools } = prepare(args, printer)?;
+    let Prepared {
+        plan,
+        tree,
+        tools,
+        pending,
+    } = prepare(args, printer)?;
+    if let Some(tls) = &plan.tls {
+        check_port(resolve(&tls.listen.to_string())?)?;
+    }
     if let Some(warning) = plan.static_warning() {
         printer.warn(&warning);
     }
@@ -106,6 +114,7 @@ fn supervise(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     printer.status("rendered", &format!("{target} into {}", display_path(&run_dir)));
 
     let mut running = stack::start(&run, printer)?;
+    tls_after_start(&run, &mut running, &pending, printer);
     printer.status("up", &format!("{} — Ctrl-C stops, SIGHUP reloads", running.url));
     println!("{}", running.url);
     let _ = std::io::Write::flush(&mut std::io::stdout());
@@ -531,6 +540,8 @@ struct Prepared {
     plan: Plan,
     tree: FileTree,
     tools: Tools,
+    /// What `[tls]` leaves to do once the front serves (ACME).
+    pending: crate::orchestrate::tls::Pending,
 }
 
 /// Load and validate `deploy.toml`, resolve the local-run plan, find the tools, make the
@@ -542,6 +553,15 @@ fn prepare(args: &UpArgs, printer: &Printer) -> anyhow::Result<Prepared> {
     let target = parse_target(&spec, args.target.as_deref())?;
     if let Some(l) = &args.listen {
         spec.server.listen = listen_arg(l)?;
+    }
+    if let Some(l) = &args.tls_listen {
+        let tls = spec.tls.as_mut().ok_or_else(|| {
+            crate::printer::usage(
+                "--tls-listen needs a [tls] table in deploy.toml",
+                Some("add `[tls]` (a local run without certificates gets a self-signed pair)".into()),
+            )
+        })?;
+        tls.listen = super::tls_listen_arg(l)?;
     }
     let plan = local_plan(args, &spec, target);
     let tools = tools(&plan)?;
@@ -556,7 +576,14 @@ fn prepare(args: &UpArgs, printer: &Printer) -> anyhow::Result<Prepared> {
     }
     report.print(printer, false);
     printer.status("validated", &report.summary());
-    Ok(Prepared { plan, tree, tools })
+    // The certificate pair the front will read, checked or made before anything uses it.
+    let pending = crate::orchestrate::tls::prepare(&plan, printer)?;
+    Ok(Prepared {
+        plan,
+        tree,
+        tools,
+        pending,
+    })
 }
 
 /// SIGHUP: re-render and validate; only if that succeeds, let the new configuration take over
@@ -568,7 +595,9 @@ fn reload(args: &UpArgs, printer: &Printer, plan: &RunPlan<'_>, running: &mut Ru
     let started = crate::commands::reload::now_ms();
     printer.status("reloading", "re-rendering and validating");
     let result = (|| -> anyhow::Result<()> {
-        let Prepared { plan: new, tree, tools } = prepare(args, printer)?;
+        let Prepared {
+            plan: new, tree, tools, ..
+        } = prepare(args, printer)?;
         let spec = &new.spec;
         if new.target != plan.target
             || spec.server.listen != plan.spec.server.listen
@@ -626,6 +655,46 @@ fn reload(args: &UpArgs, printer: &Printer, plan: &RunPlan<'_>, running: &mut Ru
         }
     };
     outcome.write(run_dir);
+}
+
+/// With `[tls]`: the URL is HTTPS's; with ACME, the certificate is obtained now that the front
+/// serves the challenge path, and nginx reloaded onto it. A failure leaves the stack serving
+/// on what it started with, and says why.
+fn tls_after_start(
+    run: &RunPlan<'_>,
+    running: &mut stack::Running,
+    pending: &crate::orchestrate::tls::Pending,
+    printer: &Printer,
+) {
+    let Some(tls) = &run.plan.tls else {
+        return;
+    };
+    running.url = match tls.listen.port {
+        443 => format!("https://{}/", tls.listen.browser_host()),
+        port => format!("https://{}:{port}/", tls.listen.browser_host()),
+    };
+    let crate::orchestrate::tls::Pending::Acme(why) = pending else {
+        return;
+    };
+    let progress = printer.progress(&format!("obtaining a certificate ({why})"));
+    let result = crate::orchestrate::tls::obtain(run.plan).and_then(|cert| {
+        running.reload_front_certificates(run)?;
+        Ok(cert)
+    });
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
+    match result {
+        Ok(cert) => printer.status(
+            "certificate",
+            &format!("issued for {}, nginx reloaded onto it", cert.names.join(", ")),
+        ),
+        Err(e) => printer.warn(&format!(
+            "{:#}\nHTTPS keeps serving the certificate it started with (a self-signed placeholder when there was none); \
+             `deployctl cert` tries again",
+            e.context("cannot obtain a certificate")
+        )),
+    }
 }
 
 /// `[server].listen`, or `--listen`.

@@ -12,4 +12,5 @@ pub mod process;
 pub mod procs;
 pub mod stack;
 pub mod state;
+pub mod tls;
 pub mod venv;

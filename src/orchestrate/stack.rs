@@ -529,6 +529,9 @@ fn write_nginx_wrapper(nginx: &Path, prefix: &Path, site: &Path) -> anyhow::Resu
 /// alone) must serve itself: its `Cache-Control` carries the `expires` of the `[[static]]`
 /// mount, which only the static location (or uWSGI's static map) sets.
 fn health_check(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<()> {
+    if plan.plan.tls.is_some() {
+        return super::tls::health_check(probe_addr(plan.listen), plan.plan, printer);
+    }
     let spec = plan.spec;
     let addr = probe_addr(plan.listen);
     // The Host a browser sends for the printed URL: the check proves that URL works.
@@ -836,6 +839,12 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// nginx re-reads its configuration and the certificates it names (HUP), the site
+    /// unchanged: a certificate switched under `live` takes effect, gracefully.
+    pub fn reload_front_certificates(&mut self, plan: &RunPlan<'_>) -> anyhow::Result<()> {
+        self.switch_front(plan, self.front_generation)
     }
 
     /// Notifications the app sent since the last call (`READY=1` after a reload).

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod parse;
+pub mod pebble;
 pub mod tls;
 pub mod up;
 

@@ -1,0 +1,212 @@
+//! `up` with `[tls]`: the certificate pair the front starts with, and ACME's issuance once the
+//! front serves the webroot.
+//!
+//! Owns: checking the user's pair before anything starts (the key belongs to the certificate,
+//! the certificate has not expired: errors naming the file), the self-signed pair of a local
+//! run without certificates, the placeholder the front starts on with ACME, and asking the ACME
+//! server once the front answers the challenge path. Does not own: paths (the plan's
+//! `TlsPlan`), the ACME exchange (`acme`), or reloading the front (`stack::Running`).
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+
+use crate::acme::{self, Renewal};
+use crate::plan::{Plan, TlsPlan};
+use crate::printer::{Printer, hinted};
+use crate::spec::{CertificateSource, display_path};
+
+/// Renew ACME's certificate when fewer days than this are left (as `deployctl cert`).
+pub const RENEW_MARGIN: Duration = Duration::from_secs(30 * 86_400);
+/// How long the self-signed pair of a local run is valid.
+const SELF_SIGNED_DAYS: u32 = 365;
+/// How long ACME's placeholder is valid: until the first issuance, which `up` asks for at once.
+const PLACEHOLDER_DAYS: u32 = 7;
+/// How long the ACME server gets to validate and issue.
+pub const ACME_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The front's health with `[tls]`: its HTTP listener sends `[health].path` to HTTPS (a 301
+/// whose `Location` is `https://…`), and its HTTPS port accepts connections. (The app itself
+/// proved ready before the front started.)
+pub fn health_check(listen: std::net::SocketAddr, plan: &Plan, printer: &Printer) -> anyhow::Result<()> {
+    let Some(tls) = &plan.tls else {
+        return Ok(());
+    };
+    let spec = &plan.spec;
+    let t = Duration::from_secs(spec.health.timeout.0);
+    let host = spec.server.listen.browser_authority();
+    let r = super::health::get(listen, &host, &spec.health.path, t)
+        .with_context(|| format!("health check GET {} on {listen}", spec.health.path))?;
+    let location = r.header("location").unwrap_or_default().to_string();
+    if r.status != 301 || !location.starts_with("https://") {
+        anyhow::bail!(
+            "health check GET {} on {listen} answered {} (Location {location:?}), not a 301 to https://",
+            spec.health.path,
+            r.status
+        );
+    }
+    let https = probe_addr(&tls.listen)?;
+    std::net::TcpStream::connect_timeout(&https, t).with_context(|| format!("connecting to HTTPS on {https}"))?;
+    printer.status(
+        "health",
+        &format!(
+            "GET {} → 301 {location}; HTTPS answers on {}",
+            spec.health.path, tls.listen
+        ),
+    );
+    Ok(())
+}
+
+/// Where to connect to reach `listen` from this machine (loopback for 0.0.0.0 and ::).
+fn probe_addr(listen: &crate::spec::Listen) -> anyhow::Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs as _;
+    let text = format!("{}:{}", listen.browser_host(), listen.port);
+    text.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .with_context(|| format!("cannot resolve {text}"))
+}
+
+/// What is left to do once the front serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    Nothing,
+    /// Obtain a certificate from the ACME server (the front serves a placeholder or an old
+    /// certificate meanwhile), for this reason.
+    Acme(Renewal),
+}
+
+/// Before anything starts (and before a reload takes over): the pair the front will read is
+/// there and usable. The user's files are checked; a local run without files gets a
+/// self-signed pair; with ACME, the front starts on the live certificate, or a placeholder
+/// when there is none yet or it has expired.
+pub fn prepare(plan: &Plan, printer: &Printer) -> anyhow::Result<Pending> {
+    let Some(tls) = &plan.tls else {
+        return Ok(Pending::Nothing);
+    };
+    match &tls.source {
+        CertificateSource::Files { certificate, key } => {
+            check_pair(certificate, key)?;
+            Ok(Pending::Nothing)
+        }
+        CertificateSource::SelfSigned {} => {
+            let dir = cert_dir(tls)?;
+            let names = &tls.cert_names;
+            let renewal = acme::renewal(dir, names, Duration::from_secs(86_400), SystemTime::now())?;
+            // Our own pair: renewed when a name is missing or it is about to end.
+            if matches!(
+                renewal,
+                Renewal::Missing | Renewal::Names { .. } | Renewal::Expiring { .. }
+            ) {
+                // Also for the address `up` prints, when it is an IP address.
+                let mut all = names.clone();
+                let host = tls.listen.browser_host();
+                let ip = host.trim_start_matches('[').trim_end_matches(']');
+                if ip.parse::<std::net::IpAddr>().is_ok() {
+                    all.push(ip.to_string());
+                }
+                acme::install_self_signed(dir, &all, SELF_SIGNED_DAYS)?;
+            }
+            printer.warn(&format!(
+                "HTTPS on {} uses a self-signed certificate for {} (browsers warn about it): [tls] has neither \
+                 `certificate` and `key` nor `acme`",
+                tls.listen,
+                names.join(", ")
+            ));
+            Ok(Pending::Nothing)
+        }
+        CertificateSource::Acme { .. } => {
+            let dir = cert_dir(tls)?;
+            let renewal = acme::renewal(dir, &tls.cert_names, RENEW_MARGIN, SystemTime::now())?;
+            let usable = match &renewal {
+                Renewal::Missing | Renewal::Names { .. } => false,
+                Renewal::Expiring { days_left } => *days_left >= 0,
+                Renewal::SelfSigned | Renewal::NotYet { .. } => true,
+            };
+            if !usable {
+                acme::install_self_signed(dir, &tls.cert_names, PLACEHOLDER_DAYS)?;
+            }
+            Ok(if renewal.needed() {
+                Pending::Acme(renewal)
+            } else {
+                Pending::Nothing
+            })
+        }
+    }
+}
+
+/// Asks the ACME server for a certificate for the plan's names (the front must be serving
+/// the webroot on `[server].listen`); it becomes the live one. The caller reloads the front.
+pub fn obtain(plan: &Plan) -> anyhow::Result<acme::Certificate> {
+    let tls = plan.tls.as_ref().context("the plan has no [tls]")?;
+    let CertificateSource::Acme { acme: a } = &tls.source else {
+        anyhow::bail!("[tls] has no `acme`");
+    };
+    let dir = cert_dir(tls)?;
+    acme::obtain(&acme::Request {
+        directory: &a.directory,
+        email: a.email.as_deref(),
+        ca: a.ca.as_deref(),
+        names: &tls.cert_names,
+        webroot: &tls.webroot,
+        dir,
+        timeout: ACME_TIMEOUT,
+    })
+}
+
+fn cert_dir(tls: &TlsPlan) -> anyhow::Result<&Path> {
+    tls.cert_dir
+        .as_deref()
+        .context("the plan keeps no certificate directory for these files")
+}
+
+/// The user's certificate and key: readable, the certificate valid now, the key its own.
+pub fn check_pair(certificate: &Path, key: &Path) -> anyhow::Result<()> {
+    let cert_pem = std::fs::read(certificate).with_context(|| format!("reading {}", display_path(certificate)))?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&cert_pem).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not a PEM certificate ({e}): [tls].certificate names the certificate chain, leaf first",
+            display_path(certificate)
+        )
+    })?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| anyhow::anyhow!("{}: not an X.509 certificate: {e}", display_path(certificate)))?;
+    let validity = cert.validity();
+    let now = x509_parser::time::ASN1Time::now();
+    if validity.not_after < now {
+        return Err(hinted(
+            format!(
+                "{}: the certificate expired on {}",
+                display_path(certificate),
+                validity.not_after
+            ),
+            "renew it, or let deployctl obtain one: `acme = { email = … }` in [tls]",
+        ));
+    }
+    if validity.not_before > now {
+        anyhow::bail!(
+            "{}: the certificate is not valid before {}",
+            display_path(certificate),
+            validity.not_before
+        );
+    }
+    let key_pem = std::fs::read_to_string(key).with_context(|| format!("reading {}", display_path(key)))?;
+    // rcgen reads PKCS#8 keys (what certbot and openssl genpkey write); another format is left
+    // to nginx to judge.
+    if let Ok(pair) = rcgen::KeyPair::from_pem(&key_pem) {
+        use rcgen::PublicKeyData as _;
+        if pair.subject_public_key_info() != cert.public_key().raw {
+            return Err(hinted(
+                format!(
+                    "{}: the key does not match the certificate {}",
+                    display_path(key),
+                    display_path(certificate)
+                ),
+                "[tls].key must be the private key of [tls].certificate's first certificate",
+            ));
+        }
+    }
+    Ok(())
+}
