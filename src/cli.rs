@@ -42,6 +42,27 @@ pub enum Command {
     /// Reload a detached stack: re-render and validate, then let the new configuration take
     /// over only once it is ready and healthy; exit 1 (the previous one keeps serving) if not.
     Reload(RunArgs),
+    /// Obtain or renew the TLS certificate with ACME (`[tls].acme`), then reload the front: a
+    /// running `up` stack's nginx, or the server's (`systemctl reload nginx`).
+    Cert(CertArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// The target whose front serves the certificate. Default: [frontend] + [backend] of
+    /// deploy.toml.
+    #[arg(long, short)]
+    pub target: Option<String>,
+    /// Obtain a new certificate even when the current one has 30 days or more left.
+    #[arg(long)]
+    pub force: bool,
+    /// Do not reload the front afterwards (the renewal unit reloads nginx itself).
+    #[arg(long)]
+    pub no_reload: bool,
+    #[command(flatten)]
+    pub run_dir: RunDirArg,
 }
 
 #[derive(Debug, Args)]

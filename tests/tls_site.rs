@@ -214,7 +214,57 @@ fn check_passes_with_tls() {
         let text = format!("{}{}", run.stdout, run.stderr);
         assert!(text.contains("nginx -t nginx/shop.conf: syntax ok"), "{text}");
         assert!(text.contains("gixy nginx/shop.conf: 0 findings"), "{text}");
+        // The renewal units, verified, the service as hardened as the app's.
+        for unit in ["shop-cert.service", "shop-cert.timer"] {
+            assert!(
+                text.contains(&format!("systemd-analyze verify systemd/{unit}: no errors or warnings")),
+                "{text}"
+            );
+        }
+        assert!(
+            text.contains("systemd-analyze security systemd/shop-cert.service: exposure"),
+            "{text}"
+        );
     }
+}
+
+#[test]
+fn acme_on_a_server_renders_a_daily_renewal_unit_running_deployctl_cert() {
+    let dir = project(&spec_text(ACME), &["static"]);
+    let files = render(dir.path(), "nginx+gunicorn");
+    let service = &files["systemd/shop-cert.service"];
+    let timer = &files["systemd/shop-cert.timer"];
+    let line = |text: &str, key: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in:\n{text}"))
+            .to_string()
+    };
+    assert_eq!(line(service, "Type"), "oneshot");
+    let exec = line(service, "ExecStart");
+    assert!(
+        exec.ends_with(&format!(
+            "cert --config {}/deploy.toml --target nginx+gunicorn --no-reload",
+            dir.path().display()
+        )),
+        "{exec}"
+    );
+    assert_eq!(
+        line(service, "ExecStartPost"),
+        "+/usr/bin/systemctl reload nginx.service"
+    );
+    assert_eq!(line(service, "StateDirectory"), "deployctl/shop");
+    assert_eq!(line(timer, "OnCalendar"), "daily");
+    assert_eq!(line(timer, "RandomizedDelaySec"), "1h");
+    assert_eq!(line(timer, "Persistent"), "true");
+    assert_eq!(line(timer, "Unit"), "shop-cert.service");
+    // Files of the user's own: nothing to renew.
+    let dir = project(
+        &spec_text("certificate = \"/etc/ssl/a.pem\"\nkey = \"/etc/ssl/a.key\"\n"),
+        &["static"],
+    );
+    let files = render(dir.path(), "nginx+gunicorn");
+    assert!(!files.contains_key("systemd/shop-cert.service"));
 }
 
 #[test]

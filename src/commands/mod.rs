@@ -1,5 +1,6 @@
 //! One file per subcommand; glue between the CLI and the modules that do the work.
 
+mod cert;
 mod check;
 mod init;
 pub mod reload;
@@ -34,6 +35,7 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Status> {
         Command::Logs(args) => stacks::logs(&args, printer),
         Command::Down(args) => stacks::down(&args, printer),
         Command::Reload(args) => reload::run(&args, printer),
+        Command::Cert(args) => cert::run(&args, printer),
     }
 }
 

@@ -24,7 +24,7 @@ const SELF_SIGNED_DAYS: u32 = 365;
 /// How long ACME's placeholder is valid: until the first issuance, which `up` asks for at once.
 const PLACEHOLDER_DAYS: u32 = 7;
 /// How long the ACME server gets to validate and issue.
-pub const ACME_TIMEOUT: Duration = Duration::from_secs(90);
+pub const ACME_TIMEOUT: Duration = Duration::from_secs(crate::plan::ACME_TIMEOUT_SECS);
 
 /// The front's health with `[tls]`: its HTTP listener sends `[health].path` to HTTPS (a 301
 /// whose `Location` is `https://…`), and its HTTPS port accepts connections. (The app itself

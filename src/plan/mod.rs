@@ -21,4 +21,4 @@ mod tls;
 pub use chain::{Chain, Protocol, Role, Tier};
 pub use model::*;
 pub use resolve::{INNER_WEB_PORT, local_names};
-pub use tls::{CertUnits, STATE_ROOT, TlsPlan, hsts_value};
+pub use tls::{ACME_TIMEOUT_SECS, CertUnits, RELOAD_NGINX, STATE_ROOT, TlsPlan, hsts_value};

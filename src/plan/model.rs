@@ -280,6 +280,10 @@ pub enum OutputKind {
     SystemdSocket,
     ApacheSite,
     ApacheHttpd,
+    /// `NAME-cert.service`: `deployctl cert` (ACME on a server).
+    CertService,
+    /// `NAME-cert.timer`: runs it daily.
+    CertTimer,
 }
 
 impl OutputKind {
@@ -293,6 +297,8 @@ impl OutputKind {
             OutputKind::SystemdSocket => "systemd/app.socket.tera",
             OutputKind::ApacheSite => "apache/site.conf.tera",
             OutputKind::ApacheHttpd => "apache/httpd.conf.tera",
+            OutputKind::CertService => "systemd/cert.service.tera",
+            OutputKind::CertTimer => "systemd/cert.timer.tera",
         }
     }
 }

@@ -55,6 +55,8 @@ impl Plan {
         };
         plan.tls = super::tls::resolve(&plan);
         plan.outputs = outputs(&plan);
+        let renewal = super::tls::outputs(&plan);
+        plan.outputs.extend(renewal);
         plan
     }
 }

@@ -19,6 +19,12 @@ use crate::tls::{Capabilities, Settings};
 /// Where deployctl keeps a site's state on a server: `/var/lib/deployctl/NAME/`.
 pub const STATE_ROOT: &str = "/var/lib/deployctl";
 
+/// How long the ACME server gets to validate and to issue (`up`, `deployctl cert`).
+pub const ACME_TIMEOUT_SECS: u64 = 90;
+
+/// How a server's nginx is reloaded onto a renewed certificate (Debian's unit).
+pub const RELOAD_NGINX: [&str; 3] = ["/usr/bin/systemctl", "reload", "nginx.service"];
+
 /// `[tls]` resolved for one environment.
 #[derive(Debug, Clone)]
 pub struct TlsPlan {
@@ -110,6 +116,10 @@ pub(super) fn resolve(plan: &Plan) -> Option<TlsPlan> {
                 "cert".into(),
                 "--config".into(),
                 plan.spec.path.display().to_string(),
+                "--target".into(),
+                plan.target.to_string(),
+                // The unit reloads nginx itself, with the privileges its sandbox lacks.
+                "--no-reload".into(),
             ],
         }),
         _ => None,
@@ -128,6 +138,30 @@ pub(super) fn resolve(plan: &Plan) -> Option<TlsPlan> {
         hsts: tls.hsts.map(|h| hsts_value(h, tls.hsts_preload)),
         cert_units,
     })
+}
+
+/// The renewal units, when the plan has them (and renders anything at all).
+pub(super) fn outputs(plan: &Plan) -> Vec<Output> {
+    let Some(units) = plan.tls.as_ref().and_then(|t| t.cert_units.as_ref()) else {
+        return Vec::new();
+    };
+    if plan.outputs.is_empty() {
+        return Vec::new();
+    }
+    let out = |kind, name: &str, validators: Vec<Validator>| Output {
+        kind,
+        path: format!("systemd/{name}"),
+        mode: 0o644,
+        validators,
+    };
+    vec![
+        out(
+            OutputKind::CertService,
+            &units.service,
+            vec![Validator::SystemdVerify, Validator::SystemdSecurity],
+        ),
+        out(OutputKind::CertTimer, &units.timer, vec![Validator::SystemdVerify]),
+    ]
 }
 
 /// An exact DNS name (a certificate's subject alternative name): no pattern, no address.
@@ -149,6 +183,17 @@ impl Plan {
             tls.settings = crate::tls::resolve(spec_tls.profile, capabilities.openssl);
         }
         self
+    }
+
+    /// What the user installs for HTTPS on a server (`render` prints it): the renewal units,
+    /// enabled, and a first `deployctl cert`.
+    pub fn tls_install_steps(&self) -> Option<String> {
+        let units = self.tls.as_ref()?.cert_units.as_ref()?;
+        Some(format!(
+            "install systemd/{} and systemd/{} into /etc/systemd/system, `systemctl enable --now {}`, and run \
+             `systemctl start {}` once the site serves on port 80 (it obtains the first certificate)",
+            units.service, units.timer, units.timer, units.service
+        ))
     }
 
     /// Why this plan cannot be rendered with `[tls]`, when it cannot: a front that does not

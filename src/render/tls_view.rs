@@ -79,3 +79,59 @@ impl NginxTls {
         })
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// systemd/cert.service.tera and systemd/cert.timer.tera
+
+/// The renewal units (ACME on a server).
+#[derive(Debug, Serialize)]
+pub struct CertUnitsView {
+    #[serde(flatten)]
+    pub header: super::view::Header,
+    pub cert: CertView,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CertView {
+    pub description: String,
+    pub service: String,
+    pub user: String,
+    pub group: String,
+    /// `StateDirectory=`: `deployctl/NAME`, i.e. the plan's `/var/lib/deployctl/NAME`.
+    pub state_directory: String,
+    pub exec_start: String,
+    /// `ExecStartPost=`: nginx reloaded onto what was obtained, with full privileges (`+`).
+    pub exec_reload_front: String,
+    pub timeout_secs: u64,
+    /// The timer's `RandomizedDelaySec=`.
+    pub randomized_delay: &'static str,
+    pub hardening: super::view::Hardening,
+}
+
+impl CertUnitsView {
+    pub fn new(plan: &Plan, header: super::view::Header) -> CertUnitsView {
+        let units = plan.tls.as_ref().and_then(|t| t.cert_units.clone());
+        let exec = units.as_ref().map(|u| u.exec.clone()).unwrap_or_default();
+        let mut hardening = super::view::hardening(plan, exec.first().map(std::path::PathBuf::from));
+        // It runs no Python: no JIT, no ctypes.
+        hardening.memory_deny_write_execute = true;
+        CertUnitsView {
+            header,
+            cert: CertView {
+                description: quote::systemd_text(&format!(
+                    "{}: obtain or renew the TLS certificate (ACME, rendered by deployctl)",
+                    plan.name
+                )),
+                service: units.as_ref().map(|u| u.service.clone()).unwrap_or_default(),
+                user: quote::systemd_text(&plan.spec.systemd.user),
+                group: quote::systemd_text(&plan.spec.systemd.group),
+                state_directory: format!("deployctl/{}", plan.name),
+                exec_start: quote::systemd_exec(&exec),
+                exec_reload_front: format!("+{}", quote::systemd_exec(&crate::plan::RELOAD_NGINX.map(String::from))),
+                timeout_secs: crate::plan::ACME_TIMEOUT_SECS * 2,
+                randomized_delay: "1h",
+                hardening,
+            },
+        }
+    }
+}

@@ -25,6 +25,9 @@ pub fn context(plan: &Plan, kind: OutputKind) -> anyhow::Result<tera::Context> {
         OutputKind::SystemdService => tera::Context::from_serialize(SystemdService::new(plan)),
         OutputKind::SystemdSocket => tera::Context::from_serialize(SystemdSocket::new(plan)),
         OutputKind::ApacheSite | OutputKind::ApacheHttpd => tera::Context::from_serialize(ApacheConf::new(plan)?),
+        OutputKind::CertService | OutputKind::CertTimer => {
+            tera::Context::from_serialize(super::tls_view::CertUnitsView::new(plan, Header::new(plan)))
+        }
     };
     Ok(context?)
 }
@@ -41,7 +44,7 @@ pub struct Header {
 }
 
 impl Header {
-    fn new(plan: &Plan) -> Header {
+    pub(super) fn new(plan: &Plan) -> Header {
         Header {
             source: crate::spec::FILE_NAME.to_string(),
             target: plan.target.to_string(),
@@ -503,7 +506,7 @@ impl SystemdSocket {
 /// read-only (`ProtectHome=tmpfs` + `BindReadOnlyPaths=`), which keeps the exposure score low.
 /// The paths: the app's directory, its virtualenv, the configs, and the program the service
 /// runs (the `deployctl` of an embedded server may live anywhere).
-fn hardening(plan: &Plan, program: Option<PathBuf>) -> Hardening {
+pub(super) fn hardening(plan: &Plan, program: Option<PathBuf>) -> Hardening {
     let spec = &plan.spec;
     let hidden = |p: &Path| {
         ["/home", "/root", "/run/user", "/tmp", "/var/tmp"]

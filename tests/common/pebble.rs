@@ -82,8 +82,13 @@ pub struct Pebble {
 
 /// Pebble on loopback, validating HTTP-01 on `http_port`.
 pub fn start_pebble(bin: &Path, dir: &Path, http_port: u16) -> Pebble {
+    start_pebble_on(bin, dir, http_port, free_port())
+}
+
+/// Pebble on loopback port `acme_port`, validating HTTP-01 on `http_port`.
+pub fn start_pebble_on(bin: &Path, dir: &Path, http_port: u16, acme_port: u16) -> Pebble {
     let (ca, cert, key) = pebble_tls(dir);
-    let (acme_port, management) = (free_port(), free_port());
+    let management = free_port();
     let config = serde_json::json!({
         "pebble": {
             "listenAddress": format!("127.0.0.1:{acme_port}"),

@@ -1,0 +1,145 @@
+//! `deployctl cert`: obtain or renew the certificate of `[tls].acme`, check it, and reload the
+//! front gracefully — the nginx of a running `up` stack of the target (its certificates are in
+//! the run directory), or the server's (`/var/lib/deployctl/NAME/tls/`, `systemctl reload
+//! nginx`; when systemd is not PID 1, what to run is printed).
+
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+
+use crate::acme;
+use crate::cli::CertArgs;
+use crate::orchestrate::state::{Condition, Found, State};
+use crate::plan::{Environment, Plan, RELOAD_NGINX, RunFiles};
+use crate::printer::{Printer, hinted};
+use crate::spec::CertificateSource;
+
+use super::{Status, default_out, load, parse_target, probed, run_root};
+
+pub fn run(args: &CertArgs, printer: &Printer) -> anyhow::Result<Status> {
+    let (spec, _) = load(&args.spec)?;
+    let target = parse_target(&spec, args.target.as_deref())?;
+    match spec.tls.as_ref().map(|t| &t.source) {
+        Some(CertificateSource::Acme { .. }) => {}
+        Some(_) | None => {
+            return Err(hinted(
+                format!(
+                    "{} has no [tls].acme: `deployctl cert` obtains certificates from an ACME server",
+                    crate::spec::display_path(&spec.path)
+                ),
+                "add `acme = { email = \"you@example.com\" }` to [tls] (Let's Encrypt by default)",
+            ));
+        }
+    }
+    // A stack of this target run by `up`: its certificate directory and its front.
+    let files = RunFiles::of(&run_root(spec.dir(), args.run_dir.dir.as_deref()), target);
+    let stack = match State::read(&files.dir) {
+        Some(Found::State(st)) if st.inspect().condition() == Condition::Supervised => Some(st),
+        _ => None,
+    };
+    let environment = match &stack {
+        Some(_) => Environment::Local {
+            conf_dir: files.conf_link(),
+            socket_dir: files.dir.clone(),
+        },
+        None => Environment::Production {
+            out: default_out(&spec, target),
+        },
+    };
+    let plan = probed(Plan::resolve(&spec, target, environment));
+    if let Some(why) = plan.tls_refusal() {
+        anyhow::bail!(why);
+    }
+    let tls = plan.tls.as_ref().context("the plan has no [tls]")?;
+    let dir = tls.cert_dir.as_deref().context("ACME keeps a certificate directory")?;
+    let renewal = acme::renewal(
+        dir,
+        &tls.cert_names,
+        crate::orchestrate::tls::RENEW_MARGIN,
+        SystemTime::now(),
+    )?;
+    if !renewal.needed() && !args.force {
+        printer.status(
+            "Valid",
+            &format!(
+                "{}: {renewal}; it is renewed when fewer than 30 days are left (`--force` renews now)",
+                crate::spec::display_path(dir)
+            ),
+        );
+        return Ok(Status::Success);
+    }
+    let why = if args.force && !renewal.needed() {
+        "--force".to_string()
+    } else {
+        renewal.to_string()
+    };
+    let progress = printer.progress(&format!(
+        "obtaining a certificate for {} ({why})",
+        tls.cert_names.join(", ")
+    ));
+    let obtained = crate::orchestrate::tls::obtain(&plan);
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
+    let cert = obtained.context("cannot obtain a certificate; the one in use is unchanged")?;
+    crate::orchestrate::tls::check_pair(&cert.fullchain, &cert.key)?;
+    printer.status(
+        "Obtained",
+        &format!(
+            "a certificate for {} into {}",
+            cert.names.join(", "),
+            crate::spec::display_path(&dir.join(acme::LIVE))
+        ),
+    );
+    if args.no_reload {
+        return Ok(Status::Success);
+    }
+    match stack {
+        Some(st) => {
+            let nginx = st
+                .components
+                .iter()
+                .find(|c| c.name == "nginx")
+                .context("the running stack has no nginx")?;
+            if !nginx.process.signal(libc::SIGHUP) {
+                anyhow::bail!(
+                    "the nginx of the running stack (pid {}) is gone; the certificate is installed and is used \
+                     when the stack starts again",
+                    nginx.process.pid
+                );
+            }
+            printer.status(
+                "Reloaded",
+                &format!(
+                    "nginx of the running `up` stack (pid {}), gracefully",
+                    nginx.process.pid
+                ),
+            );
+        }
+        None if systemd_runs_this_machine() => {
+            let out = std::process::Command::new(RELOAD_NGINX[0])
+                .args(&RELOAD_NGINX[1..])
+                .output()
+                .with_context(|| format!("running {}", RELOAD_NGINX.join(" ")))?;
+            if !out.status.success() {
+                anyhow::bail!(
+                    "`{}` failed: {}",
+                    RELOAD_NGINX.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            printer.status("Reloaded", "nginx (`systemctl reload nginx.service`)");
+        }
+        None => printer.status(
+            "Reload",
+            "systemd does not run this machine: reload nginx onto the certificate with `nginx -s reload` \
+             (or HUP its master process)",
+        ),
+    }
+    Ok(Status::Success)
+}
+
+/// Whether systemd is PID 1 (`sd_booted`'s test).
+fn systemd_runs_this_machine() -> bool {
+    std::path::Path::new("/run/systemd/system").is_dir()
+}
