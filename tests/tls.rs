@@ -53,6 +53,9 @@ fn nginx_directives(s: &Settings) -> String {
     if !s.ciphers.is_empty() {
         d.push_str(&format!("ssl_ciphers {}; ", s.ciphers.join(":")));
     }
+    if s.prioritize_chacha {
+        d.push_str("ssl_conf_command Options PrioritizeChaCha; ");
+    }
     d
 }
 

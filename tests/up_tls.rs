@@ -275,3 +275,97 @@ fn an_unreachable_acme_directory_leaves_the_stack_serving_on_the_placeholder() {
     assert!(run_openssl_text(&cert).contains("self-signed by deployctl"));
     Cli::new(p).args(["down"]).run().success();
 }
+
+/// testssl's findings: (id, severity, finding).
+fn testssl_report(bin: &Path, port: u16, dir: &Path) -> Vec<(String, String, String)> {
+    let json = dir.join(format!("testssl-{port}.json"));
+    // localhost, not the address: the front refuses a handshake without a name it serves.
+    let out = Command::new(bin)
+        .args([
+            "--quiet",
+            "--color",
+            "0",
+            "--warnings",
+            "off",
+            "-p",
+            "-h",
+            "-s",
+            "-f",
+            "-P",
+        ])
+        .arg("--jsonfile")
+        .arg(&json)
+        .arg(format!("localhost:{port}"))
+        .output()
+        .unwrap();
+    let report = std::fs::read_to_string(&json).unwrap_or_else(|e| {
+        panic!(
+            "testssl wrote no report ({e}):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&report).unwrap();
+    findings
+        .iter()
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+            (s("id"), s("severity"), s("finding"))
+        })
+        .collect()
+}
+
+fn testssl() -> Option<std::path::PathBuf> {
+    let found = ["/usr/bin/testssl", "/usr/bin/testssl.sh"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.is_file());
+    if found.is_none() {
+        if std::env::var("DEPLOYCTL_REQUIRE_VALIDATORS").is_ok_and(|v| v == "1") {
+            panic!("testssl is missing (DEPLOYCTL_REQUIRE_VALIDATORS=1): run scripts/setup.sh");
+        }
+        eprintln!("skipped: testssl is missing; run scripts/setup.sh (apt package testssl.sh)");
+    }
+    found
+}
+
+#[test]
+fn testssl_grades_the_front_up_runs_for_each_profile() {
+    let Some(bin) = testssl() else { return };
+    for (profile, tls12) in [("intermediate", true), ("modern", false)] {
+        let project = project(&format!("profile = \"{profile}\"\n"));
+        let p = project.path();
+        let _down = DownOnDrop(p.to_path_buf());
+        let https = free_port();
+        let run = up(p, free_port(), https);
+        assert_eq!(run.code, 0, "{}\n{}", run.stderr, log(p));
+        let findings = testssl_report(&bin, https, p);
+        let finding = |id: &str| {
+            findings
+                .iter()
+                .find(|(i, _, _)| i == id)
+                .map(|(_, _, f)| f.clone())
+                .unwrap_or_else(|| panic!("testssl said nothing of {id}: {findings:?}"))
+        };
+        let offered = |id: &str| finding(id).starts_with("offered");
+        for old in ["SSLv2", "SSLv3", "TLS1", "TLS1_1"] {
+            assert!(!offered(old), "{profile}: {old} offered");
+        }
+        assert_eq!(offered("TLS1_2"), tls12, "{profile}: TLS 1.2");
+        assert!(offered("TLS1_3"), "{profile}: TLS 1.3");
+        assert!(
+            finding("HSTS_time").contains("=63072000 seconds"),
+            "{}",
+            finding("HSTS_time")
+        );
+        // No version in the Server header.
+        assert_eq!(finding("banner_server"), "nginx");
+        // Nothing graded above LOW (the self-signed certificate is not judged: no -S).
+        let bad: Vec<_> = findings
+            .iter()
+            .filter(|(_, sev, _)| matches!(sev.as_str(), "MEDIUM" | "HIGH" | "CRITICAL"))
+            .collect();
+        assert!(bad.is_empty(), "{profile}: {bad:?}");
+        Cli::new(p).args(["down"]).run().success();
+    }
+}

@@ -28,6 +28,8 @@ pub struct NginxTls {
     /// `ssl_ecdh_curve`, colon-separated.
     pub groups: String,
     pub prefer_server_ciphers: &'static str,
+    /// `ssl_conf_command Options PrioritizeChaCha`.
+    pub prioritize_chacha: bool,
     pub session_tickets: &'static str,
     /// The `Strict-Transport-Security` value, quoted; `None` when off.
     pub hsts: Option<String>,
@@ -59,6 +61,7 @@ impl NginxTls {
             ciphersuites: s.ciphersuites.join(":"),
             groups: s.groups.join(":"),
             prefer_server_ciphers: on_off(s.prefer_server_ciphers),
+            prioritize_chacha: s.prioritize_chacha,
             session_tickets: on_off(s.session_tickets),
             hsts: tls.hsts.as_ref().map(|h| format!("\"{h}\"")),
             webroot: path(&tls.webroot),
