@@ -83,7 +83,11 @@ fn without_certificates_up_serves_https_with_a_self_signed_pair_and_http_redirec
     let (http, https) = (free_port(), free_port());
     let run = up(p, http, https);
     assert_eq!(run.code, 0, "{}\n{}", run.stderr, log(p));
-    assert_eq!(run.stdout.trim(), format!("https://127.0.0.1:{https}/"));
+    assert_eq!(run.stdout.trim(), format!("https://localhost:{https}/"));
+    // `status` asks the printed URL over HTTPS.
+    let status = Cli::new(p).args(["status"]).run();
+    assert_eq!(status.code, 0, "{}{}", status.stdout, status.stderr);
+    assert!(status.stdout.contains("health GET / → 200"), "{}", status.stdout);
     assert!(log(p).contains("self-signed certificate for localhost"), "{}", log(p));
 
     let (head, body) = curl_https(https, "/", None).expect("HTTPS answers");

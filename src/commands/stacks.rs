@@ -141,10 +141,14 @@ fn check_target(args: &RunArgs) -> anyhow::Result<()> {
 /// The address to connect to and the `Host` to send for a URL that `up` printed
 /// (`http://127.0.0.1:8000/`, `http://[::1]:8000/`, `http://localhost/`).
 fn url_address(url: &str) -> Option<(std::net::SocketAddr, String)> {
-    let authority = url.strip_prefix("http://")?.split('/').next()?.to_string();
+    let (rest, default_port) = match url.strip_prefix("https://") {
+        Some(rest) => (rest, 443),
+        None => (url.strip_prefix("http://")?, 80),
+    };
+    let authority = rest.split('/').next()?.to_string();
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) if !p.contains(']') => (h, p.parse().ok()?),
-        _ => (authority.as_str(), 80),
+        _ => (authority.as_str(), default_port),
     };
     let ip = host
         .trim_start_matches('[')
@@ -209,11 +213,23 @@ struct HealthJson {
     error: Option<String>,
 }
 
+/// `GET path` at `addr`, over TLS for an `https://` URL (with the URL's host as the name
+/// asked for: `up` prints `https://localhost:PORT/`).
+fn get(url: &str, addr: std::net::SocketAddr, authority: &str, path: &str) -> std::io::Result<health::Reply> {
+    let t = Duration::from_secs(5);
+    if url.starts_with("https://") {
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        health::get_tls(addr, host, authority, path, t)
+    } else {
+        health::get(addr, authority, path, t)
+    }
+}
+
 /// `GET [health].path` through the URL `up` printed.
 fn check_health(st: &State) -> HealthJson {
     let started = Instant::now();
     let (status, error) = match url_address(&st.url) {
-        Some((addr, authority)) => match health::get(addr, &authority, &st.health_path, Duration::from_secs(5)) {
+        Some((addr, authority)) => match get(&st.url, addr, &authority, &st.health_path) {
             Ok(r) => (Some(r.status), None),
             Err(e) => (None, Some(format!("no answer ({e})"))),
         },

@@ -666,13 +666,12 @@ fn tls_after_start(
     pending: &crate::orchestrate::tls::Pending,
     printer: &Printer,
 ) {
-    let Some(tls) = &run.plan.tls else {
+    if run.plan.tls.is_none() {
         return;
-    };
-    running.url = match tls.listen.port {
-        443 => format!("https://{}/", tls.listen.browser_host()),
-        port => format!("https://{}:{port}/", tls.listen.browser_host()),
-    };
+    }
+    if let Some(url) = crate::orchestrate::tls::https_url(run.plan) {
+        running.url = url;
+    }
     let crate::orchestrate::tls::Pending::Acme(why) = pending else {
         return;
     };

@@ -27,8 +27,8 @@ const PLACEHOLDER_DAYS: u32 = 7;
 pub const ACME_TIMEOUT: Duration = Duration::from_secs(crate::plan::ACME_TIMEOUT_SECS);
 
 /// The front's health with `[tls]`: its HTTP listener sends `[health].path` to HTTPS (a 301
-/// whose `Location` is `https://…`), and its HTTPS port accepts connections. (The app itself
-/// proved ready before the front started.)
+/// whose `Location` is `https://…`), and `[health]` asked over HTTPS, with the name of the
+/// URL `up` prints ([`https_url`]).
 pub fn health_check(listen: std::net::SocketAddr, plan: &Plan, printer: &Printer) -> anyhow::Result<()> {
     let Some(tls) = &plan.tls else {
         return Ok(());
@@ -47,15 +47,55 @@ pub fn health_check(listen: std::net::SocketAddr, plan: &Plan, printer: &Printer
         );
     }
     let https = probe_addr(&tls.listen)?;
-    std::net::TcpStream::connect_timeout(&https, t).with_context(|| format!("connecting to HTTPS on {https}"))?;
+    let (name, authority) = https_authority(plan, tls);
+    let r = super::health::get_tls(https, &name, &authority, &spec.health.path, t)
+        .with_context(|| format!("health check GET {} over HTTPS on {https}", spec.health.path))?;
+    if !spec.health.accepts(r.status) {
+        return Err(hinted(
+            format!(
+                "health check GET {} over HTTPS answered {}, expected {} ([health] in {})",
+                spec.health.path,
+                r.status,
+                spec.health.wanted(),
+                display_path(&spec.path)
+            ),
+            "the app's log lines above show why",
+        ));
+    }
     printer.status(
         "health",
         &format!(
-            "GET {} → 301 {location}; HTTPS answers on {}",
-            spec.health.path, tls.listen
+            "GET {} → {} over HTTPS; HTTP answers 301 {location}",
+            spec.health.path, r.status
         ),
     );
     Ok(())
+}
+
+/// The name a browser on this machine asks HTTPS for, and the authority of the URL: the
+/// listen host when it is a name the front serves, else `localhost` (every local run serves
+/// it; a URL with an IP address sends no name, and the front refuses such a handshake).
+fn https_authority(plan: &Plan, tls: &TlsPlan) -> (String, String) {
+    let host = tls.listen.browser_host();
+    let name = if host.parse::<std::net::IpAddr>().is_err()
+        && !host.starts_with('[')
+        && plan.spec.server.names.contains(&host)
+    {
+        host
+    } else {
+        "localhost".to_string()
+    };
+    let authority = match tls.listen.port {
+        443 => name.clone(),
+        port => format!("{name}:{port}"),
+    };
+    (name, authority)
+}
+
+/// The URL `up` prints for a stack with `[tls]`: `https://localhost:PORT/`.
+pub fn https_url(plan: &Plan) -> Option<String> {
+    let tls = plan.tls.as_ref()?;
+    Some(format!("https://{}/", https_authority(plan, tls).1))
 }
 
 /// Where to connect to reach `listen` from this machine (loopback for 0.0.0.0 and ::).
