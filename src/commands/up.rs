@@ -602,8 +602,12 @@ fn reload(args: &UpArgs, printer: &Printer, plan: &RunPlan<'_>, running: &mut Ru
         if new.target != plan.target
             || spec.server.listen != plan.spec.server.listen
             || spec.app.name != plan.spec.app.name
+            || new.tls.as_ref().map(|t| &t.listen) != plan.plan.tls.as_ref().map(|t| &t.listen)
         {
-            anyhow::bail!("the target, listen address or app name changed: that needs a restart, not a reload");
+            anyhow::bail!(
+                "the target, a listen address ([server] or [tls], or [tls] itself) or the app name changed: that needs \
+                 a restart, not a reload"
+            );
         }
         let (app, front) = running.generations();
         let generation = app.max(front) + 1;
