@@ -275,7 +275,10 @@ fn acme_on_a_server_renders_a_daily_renewal_unit_running_deployctl_cert() {
 #[test]
 fn snapshot_of_a_tls_spec_with_pinned_capabilities() {
     // The renewal unit runs `[systemd].deployctl`, by default this executable (the test's).
-    let text = format!("{}\n[systemd]\ndeployctl = \"/usr/local/bin/deployctl\"\n", spec_text(ACME));
+    let text = format!(
+        "{}\n[systemd]\ndeployctl = \"/usr/local/bin/deployctl\"\n",
+        spec_text(ACME)
+    );
     let dir = project(&text, &["static"]);
     let spec = deployctl::spec::Spec::load(&dir.path().join("deploy.toml")).expect("a valid spec");
     let templates = deployctl::render::Templates::load(None).expect("templates");

@@ -373,3 +373,32 @@ fn testssl_grades_the_front_up_runs_for_each_profile() {
         Cli::new(p).args(["down"]).run().success();
     }
 }
+
+#[test]
+fn every_backend_behind_the_tls_front_sees_https_and_the_clients_host() {
+    let project = project("");
+    let p = project.path();
+    let _down = DownOnDrop(p.to_path_buf());
+    for target in ["nginx+embedded", "nginx+gunicorn", "nginx+uwsgi"] {
+        let https = free_port();
+        let run = Cli::new(p)
+            .args([
+                "up",
+                "--target",
+                target,
+                "--listen",
+                &format!("127.0.0.1:{}", free_port()),
+                "--tls-listen",
+                &format!("127.0.0.1:{https}"),
+                "--detach",
+            ])
+            .run();
+        assert_eq!(run.code, 0, "{target}: {}", run.stderr);
+        let (head, body) = curl_https(https, "/json", None).expect("HTTPS answers");
+        assert!(head.starts_with("HTTP/2 200"), "{target}: {head}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{target}: {e}: {body}"));
+        assert_eq!(json["scheme"], "https", "{target}: {json}");
+        assert_eq!(json["host"], format!("localhost:{https}"), "{target}: {json}");
+        Cli::new(p).args(["down", "--target", target]).run().success();
+    }
+}
