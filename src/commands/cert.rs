@@ -16,6 +16,9 @@ use crate::spec::CertificateSource;
 
 use super::{Status, default_out, load, parse_target, probed, run_root};
 
+/// How long the first run's placeholder is valid: until the issuance that follows at once.
+const PLACEHOLDER_DAYS: u32 = 7;
+
 pub fn run(args: &CertArgs, printer: &Printer) -> anyhow::Result<Status> {
     let (spec, _) = load(&args.spec)?;
     let target = parse_target(&spec, args.target.as_deref())?;
@@ -68,6 +71,22 @@ pub fn run(args: &CertArgs, printer: &Printer) -> anyhow::Result<Status> {
         );
         return Ok(Status::Success);
     }
+    // On a server, nginx cannot load the site before a certificate exists, and without the
+    // site it does not answer the challenge: the first run installs a placeholder and reloads
+    // nginx onto it first (as `up` starts on one).
+    if renewal == acme::Renewal::Missing {
+        acme::install_self_signed(dir, &tls.cert_names, PLACEHOLDER_DAYS)?;
+        printer.status(
+            "Placeholder",
+            &format!(
+                "a self-signed certificate in {} so that nginx loads the site and answers the challenge",
+                crate::spec::display_path(&dir.join(acme::LIVE))
+            ),
+        );
+        if !args.no_reload {
+            reload_front(stack.as_ref(), printer)?;
+        }
+    }
     let why = if args.force && !renewal.needed() {
         "--force".to_string()
     } else {
@@ -91,9 +110,16 @@ pub fn run(args: &CertArgs, printer: &Printer) -> anyhow::Result<Status> {
             crate::spec::display_path(&dir.join(acme::LIVE))
         ),
     );
-    if args.no_reload {
-        return Ok(Status::Success);
+    if !args.no_reload {
+        reload_front(stack.as_ref(), printer)?;
     }
+    Ok(Status::Success)
+}
+
+/// nginx reloaded gracefully onto the certificate: the running stack's (HUP to its master), or
+/// the server's (`systemctl reload nginx`), or what to run when systemd does not run this
+/// machine.
+fn reload_front(stack: Option<&State>, printer: &Printer) -> anyhow::Result<()> {
     match stack {
         Some(st) => {
             let nginx = st
@@ -136,7 +162,7 @@ pub fn run(args: &CertArgs, printer: &Printer) -> anyhow::Result<Status> {
              (or HUP its master process)",
         ),
     }
-    Ok(Status::Success)
+    Ok(())
 }
 
 /// Whether systemd is PID 1 (`sd_booted`'s test).

@@ -190,9 +190,11 @@ impl Plan {
     pub fn tls_install_steps(&self) -> Option<String> {
         let units = self.tls.as_ref()?.cert_units.as_ref()?;
         Some(format!(
-            "install systemd/{} and systemd/{} into /etc/systemd/system, `systemctl enable --now {}`, and run \
-             `systemctl start {}` once the site serves on port 80 (it obtains the first certificate)",
-            units.service, units.timer, units.timer, units.service
+            "once the site is installed, run `deployctl cert` as root: it puts a self-signed placeholder where the \
+             site reads its certificate, reloads nginx, obtains the certificate through port 80 and reloads \
+             nginx onto it; then install systemd/{} and systemd/{} into /etc/systemd/system and \
+             `systemctl enable --now {}` (daily renewal)",
+            units.service, units.timer, units.timer
         ))
     }
 
