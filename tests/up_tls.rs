@@ -114,6 +114,13 @@ fn without_certificates_up_serves_https_with_a_self_signed_pair_and_http_redirec
     std::fs::write(webroot.join("token-1"), "answer-1").unwrap();
     let r = get(http, "localhost", "/.well-known/acme-challenge/token-1", &[]);
     assert_eq!((r.status, r.body.as_slice()), (200, &b"answer-1"[..]));
+
+    // A reload keeps the pair (still valid) and is health-checked over HTTPS.
+    let serial = run_openssl_text(&cert);
+    Cli::new(p).args(["reload"]).run().success();
+    assert_eq!(run_openssl_text(&cert), serial);
+    let (head, _) = curl_https(https, "/", None).expect("HTTPS answers after the reload");
+    assert!(head.starts_with("HTTP/2 200"), "{head}");
     Cli::new(p).args(["down"]).run().success();
 }
 
