@@ -304,3 +304,26 @@ fn snapshot_of_a_tls_spec_with_pinned_capabilities() {
         insta::assert_snapshot!(name, filter_paths(&listing));
     }
 }
+
+#[test]
+fn check_all_targets_skips_the_targets_that_cannot_serve_tls_and_says_why() {
+    let dir = project(&spec_text(ACME), &["static"]);
+    let run = Cli::new(dir.path()).args(["check", "--all-targets"]).run();
+    let text = format!("{}{}", run.stdout, run.stderr);
+    for lone in ["embedded", "uwsgi", "gunicorn"] {
+        assert!(
+            text.contains(&format!("warning: {lone}: skipped: [tls] needs a front")),
+            "{text}"
+        );
+    }
+    assert!(
+        text.contains("apache+gunicorn: skipped: [tls] is not rendered for Apache fronts yet"),
+        "{text}"
+    );
+    for front in ["nginx+embedded", "nginx+uwsgi", "nginx+gunicorn"] {
+        assert!(
+            text.contains(&format!("{front}: nginx -t nginx/shop.conf: syntax ok")),
+            "{text}"
+        );
+    }
+}

@@ -40,6 +40,12 @@ pub fn run(args: &CheckArgs, printer: &Printer) -> anyhow::Result<Status> {
                 out: default_out(&spec, target),
             },
         ));
+        // --all-targets with [tls]: the targets that cannot serve it (no front, or one that
+        // does not terminate TLS yet) are not this spec's; said, not failed.
+        if let (true, Some(why)) = (args.all_targets, plan.tls_refusal()) {
+            printer.warn(&format!("{target}: skipped: {why}"));
+            continue;
+        }
         let tree = render::render_plan(&plan, &templates)?;
         let bar = printer.progress(&format!("checking {target}"));
         let report = validate::gate(&plan, &tree, policy, None);
