@@ -18,6 +18,8 @@ impl Plan {
     /// render still resolves (tiers, links, processes); it has no outputs.
     pub fn resolve(spec: &Spec, target: Target, environment: Environment) -> Plan {
         let chain = Chain::from(target);
+        // A certificate is for the names as written, not the ones a local run adds.
+        let names_written = spec.server.names.clone();
         let mut spec = spec.clone();
         match &environment {
             Environment::Local { .. } => spec.server.names = local_names(&spec),
@@ -53,7 +55,7 @@ impl Plan {
             tls: None,
             outputs: Vec::new(),
         };
-        plan.tls = super::tls::resolve(&plan);
+        plan.tls = super::tls::resolve(&plan, &names_written);
         plan.outputs = outputs(&plan);
         let renewal = super::tls::outputs(&plan);
         plan.outputs.extend(renewal);

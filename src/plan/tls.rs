@@ -39,7 +39,8 @@ pub struct TlsPlan {
     pub cert_dir: Option<PathBuf>,
     /// Served at `/.well-known/acme-challenge/` by the HTTP listener; ACME's answers go here.
     pub webroot: PathBuf,
-    /// The host names the certificate is for: `[server].names` that are exact DNS names.
+    /// The host names the certificate is for: `[server].names` as written that are exact DNS
+    /// names.
     pub cert_names: Vec<String>,
     /// What the front's TLS library offers (probed, or [`Capabilities::BASELINE`]).
     pub capabilities: Capabilities,
@@ -72,7 +73,7 @@ pub fn hsts_value(max_age: Seconds, preload: bool) -> String {
 /// `[tls]` for this plan: `None` without the table, or when the edge is not a front this
 /// build terminates TLS on (nginx; Apache's and the embedded server's come later, and
 /// `render` refuses the combination).
-pub(super) fn resolve(plan: &Plan) -> Option<TlsPlan> {
+pub(super) fn resolve(plan: &Plan, names_written: &[String]) -> Option<TlsPlan> {
     let tls = plan.spec.tls.as_ref()?;
     if plan.edge().tier != Tier::Nginx {
         return None;
@@ -99,14 +100,9 @@ pub(super) fn resolve(plan: &Plan) -> Option<TlsPlan> {
             Some(cert_dir),
         ),
     };
-    let cert_names: Vec<String> = plan
-        .spec
-        .server
-        .names
-        .iter()
-        .filter(|n| is_dns_name(n))
-        .cloned()
-        .collect();
+    // `[server].names` as written: a local run also answers `localhost` and its address, which
+    // no public ACME server issues for (the self-signed pair adds `localhost` itself).
+    let cert_names: Vec<String> = names_written.iter().filter(|n| is_dns_name(n)).cloned().collect();
     let cert_units = match (&plan.environment, &tls.source) {
         (Environment::Production { .. }, CertificateSource::Acme { .. }) => Some(CertUnits {
             service: format!("{name}-cert.service"),
@@ -220,5 +216,63 @@ impl Plan {
             ),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Spec;
+
+    fn spec(dir: &Path, tls: &str) -> Spec {
+        let source = format!(
+            "[app]\nname = \"shop\"\nentry = \"app:app\"\n[server]\nnames = [\"shop.example\", \"*.shop.example\"]\n[tls]\n{tls}"
+        );
+        Spec::from_source(&dir.join("deploy.toml"), &source).expect("a valid spec")
+    }
+
+    #[test]
+    fn paths_names_and_units_per_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = "nginx+gunicorn".parse().unwrap();
+        let s = spec(dir.path(), "certificate = \"a.pem\"\nkey = \"a.key\"\n");
+        let plan = Plan::resolve(
+            &s,
+            target,
+            Environment::Production {
+                out: dir.path().join("out"),
+            },
+        );
+        let tls = plan.tls.as_ref().expect("nginx terminates TLS");
+        // The user's files, made absolute against deploy.toml's directory; no renewal units.
+        assert_eq!(tls.certificate, dir.path().join("a.pem"));
+        assert_eq!(tls.cert_dir, None);
+        assert_eq!(tls.cert_units, None);
+        assert_eq!(tls.webroot, Path::new("/var/lib/deployctl/shop/acme"));
+        // The wildcard is served, but no certificate of ours is for it.
+        assert_eq!(tls.cert_names, ["shop.example"]);
+
+        let dir2 = tempfile::tempdir().unwrap();
+        let s = spec(dir2.path(), "");
+        let run = dir2.path().join(".deployctl/nginx+gunicorn");
+        let local = Plan::resolve(
+            &s,
+            target,
+            Environment::Local {
+                conf_dir: run.join("conf"),
+                socket_dir: run.clone(),
+            },
+        );
+        let tls = local.tls.as_ref().expect("nginx terminates TLS");
+        assert_eq!(tls.certificate, run.join("tls/live/fullchain.pem"));
+        assert_eq!(tls.webroot, run.join("acme"));
+        // The names as written: not the `localhost` a local run adds to what nginx answers.
+        assert!(local.spec.server.names.contains(&"localhost".to_string()));
+        assert_eq!(tls.cert_names, ["shop.example"]);
+        assert_eq!(tls.hsts.as_deref(), Some("max-age=63072000; includeSubDomains"));
+        // A lone app server has no front to terminate TLS: render refuses it.
+        let lone = Plan::resolve(&s, "gunicorn".parse().unwrap(), Environment::Production { out: run });
+        assert!(lone.tls.is_none());
+        assert!(lone.tls_refusal().is_some_and(|w| w.contains("needs a front")));
     }
 }
