@@ -81,7 +81,18 @@ pub fn obtain(req: &Request<'_>) -> anyhow::Result<Certificate> {
         .build()
         .context("starting the ACME client's runtime")?;
     create_private_dir(req.dir)?;
-    let (chain, key_pem) = runtime.block_on(exchange(req))?;
+    // Every step has its own bound; this one bounds a server that accepts and never answers.
+    let limit = req.timeout * 2;
+    let (chain, key_pem) = runtime
+        // The timer is made inside the runtime (it needs its time driver).
+        .block_on(async { tokio::time::timeout(limit, exchange(req)).await })
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "{}: no answer from the ACME server within {} s",
+                req.directory,
+                limit.as_secs()
+            )
+        })??;
     install(req.dir, &chain, &key_pem, false)?;
     live(req.dir)?.with_context(|| format!("{} was not installed", req.dir.join(LIVE).display()))
 }

@@ -203,3 +203,27 @@ fn a_certificate_from_pebble_is_issued_verified_served_renewed_and_failures_leav
     let answers: Vec<_> = std::fs::read_dir(webroot.join(acme::CHALLENGE_DIR)).unwrap().collect();
     assert!(answers.is_empty(), "challenge answers left in the webroot: {answers:?}");
 }
+
+#[test]
+fn a_server_that_never_answers_is_given_up_on_naming_its_url() {
+    // Connections are accepted by the kernel (the backlog) and never answered.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let directory = format!("https://127.0.0.1:{}/dir", silent.local_addr().unwrap().port());
+    let tmp = tempfile::tempdir().unwrap();
+    let names = vec!["localhost".to_string()];
+    let started = std::time::Instant::now();
+    let err = acme::obtain(&Request {
+        directory: &directory,
+        email: None,
+        ca: None,
+        names: &names,
+        webroot: &tmp.path().join("webroot"),
+        dir: &tmp.path().join("tls"),
+        timeout: Duration::from_secs(1),
+    })
+    .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains(&directory) && text.contains("no answer"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(acme::live(&tmp.path().join("tls")).unwrap().is_none());
+}
