@@ -3,9 +3,11 @@
 //!
 //! Owns: checking the user's pair before anything starts (the key belongs to the certificate,
 //! the certificate has not expired: errors naming the file), the self-signed pair of a local
-//! run without certificates, the placeholder the front starts on with ACME, and asking the ACME
-//! server once the front answers the challenge path. Does not own: paths (the plan's
-//! `TlsPlan`), the ACME exchange (`acme`), or reloading the front (`stack::Running`).
+//! run without certificates, the placeholder the front starts on with ACME, asking the ACME
+//! server once the front answers the challenge path, the health check of a TLS front (the
+//! HTTP listener's 301, `[health]` over HTTPS) and the URL `up` prints for it. Does not own:
+//! paths (the plan's `TlsPlan`), the ACME exchange (`acme`), or reloading the front
+//! (`stack::Running`).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
