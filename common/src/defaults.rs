@@ -114,6 +114,20 @@ pub const ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory
 /// `[render].out`, relative to `deploy.toml`.
 pub const RENDER_OUT: &str = "deploy";
 
+// -- [cluster] ------------------------------------------------------------------------------
+
+/// `[cluster].image`: what `docker build -t NAME` tags.
+pub fn cluster_image(name: &str) -> String {
+    format!("{}:latest", name.to_ascii_lowercase())
+}
+/// `[cluster].replicas` (and `min_replicas`'s default; `max_replicas`'s is twice that): two,
+/// so that one pod can be drained or lost without downtime.
+pub const CLUSTER_REPLICAS: u32 = 2;
+/// `[cluster].cpu`: a quarter of a core, requested per pod.
+pub const CLUSTER_CPU_MILLI: u64 = 250;
+/// `[cluster].memory`: 256 MiB per pod, requested and the limit.
+pub const CLUSTER_MEMORY: Size = Size(256 << 20);
+
 // -- The embedded server's own flags --------------------------------------------------------
 
 /// `serve --bind` without `--config`.

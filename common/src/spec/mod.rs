@@ -5,6 +5,7 @@
 //! Pure: reads one file and looks at the directories it names; writes nothing, runs nothing.
 //! Everything downstream takes a `Spec`, never raw TOML (design.md invariant 1).
 
+pub mod cluster;
 mod diag;
 mod plain;
 mod raw;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+pub use cluster::Cluster;
 pub use diag::{Diagnostic, Position, SpecError, display_path};
 pub use resolve::{parse_entry, parse_listen};
 pub use tls::{Acme, CertificateSource, Tls, TlsProfile};
@@ -47,6 +49,8 @@ pub struct Spec {
     /// `[tls]`: HTTPS at the front, when the table is there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
+    /// `[cluster]`: the `kubernetes` and `compose` targets.
+    pub cluster: Cluster,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -63,6 +67,9 @@ pub struct App {
     pub requirements: Option<PathBuf>,
     /// Environment of the app process.
     pub env: BTreeMap<String, String>,
+    /// Environment variables whose values are secrets: the cluster targets reference them by
+    /// name (a Kubernetes Secret, the environment of `docker-compose`), never hold a value.
+    pub secret_env: Vec<String>,
 }
 
 /// `module:attr` or `module:factory()`.

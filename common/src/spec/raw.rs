@@ -25,6 +25,7 @@ pub struct RawSpec {
     pub systemd: Option<RawSystemd>,
     pub render: Option<RawRender>,
     pub tls: Option<S<RawTls>>,
+    pub cluster: Option<RawCluster>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,6 +37,7 @@ pub struct RawApp {
     pub venv: Option<S<String>>,
     pub requirements: Option<S<String>>,
     pub env: Option<S<BTreeMap<String, String>>>,
+    pub secret_env: Option<S<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,6 +122,27 @@ pub struct RawAcme {
     pub email: Option<S<String>>,
     pub directory: Option<S<String>>,
     pub ca: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub image: Option<S<String>>,
+    pub replicas: Option<S<i64>>,
+    pub min_replicas: Option<S<i64>>,
+    pub max_replicas: Option<S<i64>>,
+    pub cpu: Option<S<Quantity>>,
+    pub memory: Option<S<SizeOrInt>>,
+    pub namespace: Option<S<String>>,
+}
+
+/// A CPU amount: `"250m"`, `"0.5"`, `0.5` or a whole number of cores.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a CPU amount such as \"250m\", \"0.5\" or a number of cores")]
+pub enum Quantity {
+    Text(String),
+    Int(i64),
+    Float(f64),
 }
 
 /// `"10M"` or a plain number of bytes.

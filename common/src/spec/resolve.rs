@@ -174,6 +174,7 @@ impl Resolver {
         let systemd = self.systemd(raw.systemd);
         let render = self.render(raw.render);
         let tls = self.tls(raw.tls, &server);
+        let cluster = super::cluster::resolve(raw.cluster, &app.name, &mut self.problems);
         // The program the units of this backend start: systemd cannot start every path.
         let (key, program, written) = match (backend.kind, backend.uwsgi_build) {
             (Backend::Gunicorn, _) => ("app.venv", Some(crate::venv::bin(&app.venv, "gunicorn")), venv_raw),
@@ -213,6 +214,7 @@ impl Resolver {
             systemd,
             render,
             tls,
+            cluster,
         }
     }
 
@@ -320,6 +322,7 @@ impl Resolver {
                 env.insert(k, v);
             }
         }
+        let secret_env = self.secret_env(a.secret_env, &env);
         App {
             name,
             entry,
@@ -327,7 +330,36 @@ impl Resolver {
             venv,
             requirements,
             env,
+            secret_env,
         }
+    }
+
+    /// `[app].secret_env`: names only, each a valid name, once, and not also in `env` (a
+    /// value there would be inlined in the output).
+    fn secret_env(&mut self, raw: Option<Spanned<Vec<String>>>, env: &BTreeMap<String, String>) -> Vec<String> {
+        let Some(raw) = raw else { return Vec::new() };
+        let span = raw.span();
+        let mut out: Vec<String> = Vec::new();
+        for name in raw.into_inner() {
+            if !is_env_name(&name) {
+                self.problem(
+                    span.clone(),
+                    "app.secret_env",
+                    format!("{name:?} is not a valid environment variable name"),
+                );
+            } else if env.contains_key(&name) {
+                self.problem_hint(
+                    span.clone(),
+                    "app.secret_env",
+                    format!("{name} is also in app.env, with its value"),
+                    "a secret's value is never written in deploy.toml: remove it from env",
+                );
+            } else if out.contains(&name) {
+                self.problem(span.clone(), "app.secret_env", format!("{name} is listed twice"));
+            }
+            out.push(name);
+        }
+        out
     }
 
     fn server(&mut self, s: Option<raw::RawServer>) -> Server {
