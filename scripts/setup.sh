@@ -6,8 +6,10 @@
 #        binutils (readelf: the test that the CLI does not link libpython),
 #        chromium (tests/browser.rs loads the example page in headless Chromium)
 #        pebble (Let's Encrypt's ACME test server: tests/acme.rs), openssl and curl (they check
-#        what it issued), testssl.sh (grades the TLS profiles: tests/tls.rs)
-#   .tools/venv: gixy-ng (nginx security analysis)
+#        what it issued), testssl.sh (grades the TLS profiles: tests/tls.rs),
+#        docker-compose (`docker-compose config -q` checks the compose target; no daemon needed)
+#   .tools/venv: gixy-ng (nginx security analysis), kubernetes-validate (the kubernetes
+#        target's manifests against the API schemas it bundles: offline)
 #   examples/flask-hello/.venv: the example's requirements plus Gunicorn
 #   server/tests/.venv-apps: Django, Bottle, Falcon and Flask (the real-framework tests)
 #   tests/.wheels: their wheels, Gunicorn's and a uWSGI built here (`up`'s real pip installs)
@@ -28,6 +30,7 @@ command -v pebble >/dev/null || need_apt+=(pebble)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v testssl >/dev/null || need_apt+=(testssl.sh)
+command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -39,6 +42,10 @@ if [ ! -x .tools/venv/bin/gixy ]; then
   echo "setup: gixy-ng into .tools/venv"
   python3 -m venv .tools/venv
   .tools/venv/bin/pip install -q --disable-pip-version-check gixy-ng
+fi
+if [ ! -x .tools/venv/bin/kubernetes-validate ]; then
+  echo "setup: kubernetes-validate into .tools/venv"
+  .tools/venv/bin/pip install -q --disable-pip-version-check kubernetes-validate
 fi
 
 ex=examples/flask-hello

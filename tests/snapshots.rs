@@ -22,6 +22,22 @@ fn every_example_every_target() {
     }
 }
 
+/// The cluster targets, one snapshot each holding every file (manifests or Compose file, the
+/// Containerfile, the nginx site).
+#[test]
+fn every_example_cluster_targets() {
+    for ex in examples() {
+        let name = ex.file_name().unwrap().to_string_lossy().into_owned();
+        for target in ["kubernetes", "compose"] {
+            let run = Cli::new(&ex)
+                .args(["render", "--stdout", "--target", target])
+                .run()
+                .success();
+            insta::assert_snapshot!(format!("{name}__{target}"), filter_paths(&run.stdout));
+        }
+    }
+}
+
 #[test]
 fn check_show_prints_every_default() {
     let ex = common::example("flask-hello");

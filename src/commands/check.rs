@@ -6,9 +6,11 @@ use crate::plan::{Environment, Plan};
 use crate::printer::Printer;
 use crate::render;
 use crate::target::Target;
+
+use super::Requested;
 use crate::validate::{self, Outcome, Policy};
 
-use super::{Status, default_out, load, parse_target, probed};
+use super::{Status, default_out, load, probed, requested};
 
 pub fn run(args: &CheckArgs, printer: &Printer) -> anyhow::Result<Status> {
     let (spec, templates) = load(&args.spec)?;
@@ -16,14 +18,14 @@ pub fn run(args: &CheckArgs, printer: &Printer) -> anyhow::Result<Status> {
         print!("{}", spec.to_toml());
         return Ok(Status::Success);
     }
-    let targets: Vec<Target> = if args.all_targets {
-        Target::implemented().collect()
+    let targets: Vec<Requested> = if args.all_targets {
+        Target::implemented().map(Requested::Chain).collect()
     } else if args.target.is_empty() {
-        vec![spec.default_target()]
+        vec![Requested::Chain(spec.default_target())]
     } else {
         args.target
             .iter()
-            .map(|t| parse_target(&spec, Some(t)))
+            .map(|t| requested(&spec, Some(t)))
             .collect::<anyhow::Result<_>>()?
     };
     // `--require-validators` or DEPLOYCTL_REQUIRE_VALIDATORS: the gate's one policy.
@@ -32,14 +34,18 @@ pub fn run(args: &CheckArgs, printer: &Printer) -> anyhow::Result<Status> {
     };
     let (mut failed, mut passed, mut skipped) = (0, 0, 0);
     let mut json = Vec::new();
-    for target in targets {
-        let plan = probed(Plan::resolve(
-            &spec,
-            target,
-            Environment::Production {
-                out: default_out(&spec, target),
-            },
-        ));
+    for requested in targets {
+        let target = requested.name();
+        let plan = match requested {
+            Requested::Chain(t) => probed(Plan::resolve(
+                &spec,
+                t,
+                Environment::Production {
+                    out: default_out(&spec, t),
+                },
+            )),
+            Requested::Cluster(kind) => Plan::resolve_cluster(&spec, kind),
+        };
         // --all-targets with [tls]: the targets that cannot serve it (no front, or one that
         // does not terminate TLS yet) are not this spec's; said, not failed.
         if let (true, Some(why)) = (args.all_targets, plan.tls_refusal()) {
@@ -61,7 +67,7 @@ pub fn run(args: &CheckArgs, printer: &Printer) -> anyhow::Result<Status> {
             report
                 .verdicts
                 .iter()
-                .map(|v| VerdictJson::of(target, v, policy.require_all)),
+                .map(|v| VerdictJson::of(&target, v, policy.require_all)),
         );
         if let Some(warning) = plan.static_warning() {
             printer.warn(&warning);
@@ -120,7 +126,7 @@ struct VerdictJson {
 }
 
 impl VerdictJson {
-    fn of(target: Target, v: &validate::Verdict, require_all: bool) -> VerdictJson {
+    fn of(target: &str, v: &validate::Verdict, require_all: bool) -> VerdictJson {
         let (outcome, message) = match &v.outcome {
             Outcome::Ok(d) => ("passed", d.clone()),
             Outcome::Failed(m) => ("failed", m.clone()),

@@ -65,6 +65,31 @@ fn probed(plan: crate::plan::Plan) -> crate::plan::Plan {
     }
 }
 
+/// What `render` and `check` are asked for: a chain, or a cluster target.
+#[derive(Debug, Clone, Copy)]
+enum Requested {
+    Chain(Target),
+    Cluster(crate::plan::ClusterKind),
+}
+
+impl Requested {
+    /// As the user names it, and the directory `render` writes it to.
+    fn name(self) -> String {
+        match self {
+            Requested::Chain(t) => t.to_string(),
+            Requested::Cluster(k) => k.name().to_string(),
+        }
+    }
+}
+
+/// `--target NAME` of `render` and `check`: `kubernetes` and `compose` besides the chains.
+fn requested(spec: &Spec, name: Option<&str>) -> anyhow::Result<Requested> {
+    match name.and_then(crate::plan::ClusterKind::parse) {
+        Some(k) => Ok(Requested::Cluster(k)),
+        None => parse_target(spec, name).map(Requested::Chain),
+    }
+}
+
 fn parse_target(spec: &Spec, name: Option<&str>) -> anyhow::Result<Target> {
     match name {
         Some(n) => target_arg(n),

@@ -6,20 +6,20 @@ use crate::printer::Printer;
 use crate::render;
 use crate::validate::{self, Policy};
 
-use super::{Status, default_out, load, parse_target, probed, shown};
+use super::{Requested, Status, load, probed, requested, shown};
 
 pub fn run(args: &RenderArgs, printer: &Printer) -> anyhow::Result<Status> {
     let (spec, templates) = load(&args.spec)?;
-    let target = parse_target(&spec, args.target.as_deref())?;
+    let requested = requested(&spec, args.target.as_deref())?;
+    let target = requested.name();
     let out = match &args.out {
         Some(dir) => std::path::absolute(dir)?,
-        None => default_out(&spec, target),
+        None => spec.render.out.join(&target),
     };
-    let plan = probed(Plan::resolve(
-        &spec,
-        target,
-        Environment::Production { out: out.clone() },
-    ));
+    let plan = match requested {
+        Requested::Chain(t) => probed(Plan::resolve(&spec, t, Environment::Production { out: out.clone() })),
+        Requested::Cluster(kind) => Plan::resolve_cluster(&spec, kind),
+    };
     let tree = render::render_plan(&plan, &templates)?;
     if !args.stdout && !args.check {
         // Before the validators run: a refused directory is the first thing to know.
@@ -67,6 +67,9 @@ pub fn run(args: &RenderArgs, printer: &Printer) -> anyhow::Result<Status> {
     }
     if let Some(steps) = plan.tls_install_steps() {
         printer.status("Install", &steps);
+    }
+    if let Some(steps) = plan.cluster_steps(&shown(&out)) {
+        printer.status("Next", &steps);
     }
     Ok(Status::Success)
 }

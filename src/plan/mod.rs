@@ -13,12 +13,14 @@
 //! does not compile until every place handles it.
 
 pub mod chain;
+pub mod cluster;
 mod model;
 pub mod policy;
 mod resolve;
 mod tls;
 
 pub use chain::{Chain, Protocol, Role, Tier};
+pub use cluster::{ClusterKind, ClusterPlan, Probe};
 pub use model::*;
 pub use resolve::{INNER_WEB_PORT, local_names};
 pub use tls::{ACME_TIMEOUT_SECS, CertUnits, RELOAD_NGINX, STATE_ROOT, TlsPlan, hsts_value};

@@ -68,6 +68,8 @@ pub struct Plan {
     /// Every rendered file, with its validators. Empty when this build renders nothing for
     /// the chain in this environment.
     pub outputs: Vec<Output>,
+    /// The facts of a cluster target (`kubernetes`, `compose`; `super::cluster`).
+    pub cluster: Option<super::cluster::ClusterPlan>,
 }
 
 /// Apache httpd's two shapes of configuration and what the self-contained one names.
@@ -284,6 +286,15 @@ pub enum OutputKind {
     CertService,
     /// `NAME-cert.timer`: runs it daily.
     CertTimer,
+    Containerfile,
+    ContainerIgnore,
+    KubeConfigMap,
+    KubeDeployment,
+    KubeService,
+    KubeIngress,
+    KubePdb,
+    KubeHpa,
+    Compose,
 }
 
 impl OutputKind {
@@ -299,6 +310,15 @@ impl OutputKind {
             OutputKind::ApacheHttpd => "apache/httpd.conf.tera",
             OutputKind::CertService => "systemd/cert.service.tera",
             OutputKind::CertTimer => "systemd/cert.timer.tera",
+            OutputKind::Containerfile => "container/Containerfile.tera",
+            OutputKind::ContainerIgnore => "container/Containerfile.dockerignore.tera",
+            OutputKind::KubeConfigMap => "kubernetes/configmap.yaml.tera",
+            OutputKind::KubeDeployment => "kubernetes/deployment.yaml.tera",
+            OutputKind::KubeService => "kubernetes/service.yaml.tera",
+            OutputKind::KubeIngress => "kubernetes/ingress.yaml.tera",
+            OutputKind::KubePdb => "kubernetes/pdb.yaml.tera",
+            OutputKind::KubeHpa => "kubernetes/hpa.yaml.tera",
+            OutputKind::Compose => "compose/compose.yaml.tera",
         }
     }
 }
@@ -313,6 +333,8 @@ pub enum Validator {
     GunicornCheckConfig,
     SystemdVerify,
     SystemdSecurity,
+    KubernetesValidate,
+    ComposeConfig,
 }
 
 impl Validator {
@@ -326,6 +348,8 @@ impl Validator {
             Validator::GunicornCheckConfig => "gunicorn --check-config",
             Validator::SystemdVerify => "systemd-analyze verify",
             Validator::SystemdSecurity => "systemd-analyze security",
+            Validator::KubernetesValidate => "kubernetes-validate --strict",
+            Validator::ComposeConfig => "docker-compose config",
         }
     }
 }

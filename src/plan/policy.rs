@@ -62,3 +62,32 @@ pub const SOCKET_BACKLOG: u32 = 1024;
 
 /// `RestartSec=`: a crashed service is restarted after 1 s.
 pub const RESTART_SECS: u32 = 1;
+
+// -- The cluster targets (`kubernetes`, `compose`) --------------------------------------------
+
+/// The `preStop` pause of a pod: after a pod is marked terminating, kube-proxy and the
+/// ingress controller take a few seconds to stop sending it requests; the server gets TERM
+/// only after that, so no request reaches a pod that has stopped accepting.
+pub const DRAIN_SECS: u64 = 5;
+
+/// The startup probe's period, and how long the app gets to load before the kubelet gives up
+/// on it (importing a large Django project takes seconds; the liveness probe only starts
+/// once this one passed).
+pub const STARTUP_PROBE_PERIOD_SECS: u64 = 2;
+pub const STARTUP_BUDGET_SECS: u64 = 60;
+
+/// The readiness probe: a pod failing two in a row (10 s) is taken out of the Service.
+pub const READINESS_PROBE_PERIOD_SECS: u64 = 5;
+pub const READINESS_FAILURES: u64 = 2;
+
+/// The liveness probe: three failures in a row (30 s) restart the container — longer than
+/// readiness, so a busy pod is first taken out of rotation, not killed.
+pub const LIVENESS_PROBE_PERIOD_SECS: u64 = 10;
+pub const LIVENESS_FAILURES: u64 = 3;
+
+/// The autoscaler's target: the average CPU use of the pods, as a share of their request.
+pub const HPA_CPU_UTILIZATION: u32 = 70;
+
+/// The rolling update's extra pod: one new pod at a time, none of the old taken down before
+/// it is ready (`maxUnavailable: 0`).
+pub const ROLLING_MAX_SURGE: u32 = 1;

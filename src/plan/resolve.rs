@@ -54,6 +54,7 @@ impl Plan {
             apache,
             tls: None,
             outputs: Vec::new(),
+            cluster: None,
         };
         plan.tls = super::tls::resolve(&plan, &names_written);
         plan.outputs = outputs(&plan);
@@ -81,6 +82,7 @@ pub fn local_names(spec: &Spec) -> Vec<String> {
 fn relocate(spec: &mut Spec) {
     let project = spec.dir().to_path_buf();
     let inside = |p: &Path| match p.strip_prefix(&project) {
+        Ok(rel) if rel.as_os_str().is_empty() => PathBuf::from(CONTAINER_APP),
         Ok(rel) => Path::new(CONTAINER_APP).join(rel),
         Err(_) => p.to_path_buf(),
     };
@@ -551,6 +553,9 @@ impl Plan {
     /// itself, as Flask does for its `static/` folder, but without the `expires` of
     /// deploy.toml).
     pub fn static_warning(&self) -> Option<String> {
+        if self.cluster.is_some() {
+            return self.cluster_warning();
+        }
         if self.spec.statics.is_empty() || self.statics_served_by().is_some() {
             return None;
         }

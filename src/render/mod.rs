@@ -8,6 +8,7 @@
 //! (`tree::FileTree::write_atomic`). Deterministic: the same plan and templates give
 //! byte-identical files (design.md invariant 2).
 
+mod cluster_view;
 pub mod quote;
 mod templates;
 mod tls_view;

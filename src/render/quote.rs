@@ -375,6 +375,157 @@ pub fn shell(s: &str) -> String {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// YAML (Kubernetes manifests, the Compose file) and the Containerfile.
+
+/// A YAML scalar that reads back as exactly `s`, a string, whatever it holds: always
+/// double-quoted, so no plain-scalar rule applies (`yes`, `on`, `null`, `1e3`, `0o17`, a
+/// leading `*`, `&`, `!`, `-`, `:` or `#` are strings, not booleans, numbers, aliases or
+/// comments, in YAML 1.1 and 1.2 readers alike).
+///
+/// Rule (YAML 1.2.2 §7.3.1 "Double-Quoted Style", §5.7 "Escaped Characters"): inside `"…"`,
+/// `\` and `"` are escaped by a backslash; every other character is literal except line
+/// breaks, which fold. So `"` and `\` are escaped, and C0 controls, DEL, the C1 controls
+/// (NEL, U+0085, is a line break in YAML 1.1), U+2028/U+2029 (line and paragraph separators)
+/// and the byte order mark are escaped (`\n`, `\t`, `\r`, else `\uXXXX`). Everything else
+/// is printable UTF-8, written as is.
+pub fn yaml(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}') => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A list of strings as a YAML flow sequence: `["a", "b"]`, each item [`yaml`].
+pub fn yaml_list<S: AsRef<str>>(items: &[S]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| yaml(s.as_ref())).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// A Containerfile's exec form (`ENTRYPOINT`, `CMD`, `HEALTHCHECK CMD`): a JSON array of
+/// strings.
+///
+/// Rule (Dockerfile reference, "Shell and exec form"): the exec form is parsed as a JSON
+/// array, so JSON's string escapes apply and no shell sees the words.
+pub fn containerfile_exec<S: AsRef<str>>(words: &[S]) -> String {
+    let list: Vec<&str> = words.iter().map(AsRef::as_ref).collect();
+    serde_json::to_string(&list).unwrap_or_else(|_| "[]".into())
+}
+
+/// A Containerfile value in double quotes (`LABEL k="v"`, `ENV`): `\` and `"` escaped.
+///
+/// Rule (Dockerfile reference, "Environment replacement" and `LABEL`): in a double-quoted
+/// word a backslash escapes the next character and `$` starts a variable, so `\`, `"` and
+/// `$` are escaped; a line break would end the instruction and is refused by the spec
+/// (values here are names, image references and paths).
+pub fn containerfile_word(s: &str) -> String {
+    let mut out = String::from('"');
+    for c in s.chars() {
+        if matches!(c, '\\' | '"' | '$') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod yaml_tests {
+    use super::*;
+
+    /// Every value a YAML reader could take for something other than the string: read back
+    /// by serde_yaml (YAML 1.2, as Kubernetes' reader) as exactly the string.
+    #[test]
+    fn yaml_scalars_read_back_as_the_same_string() {
+        let nasty = [
+            "",
+            "yes",
+            "no",
+            "on",
+            "off",
+            "true",
+            "null",
+            "~",
+            "1e3",
+            "0o17",
+            "0x1f",
+            "012",
+            "1_000",
+            ".inf",
+            "-",
+            "- a",
+            "? a",
+            ": a",
+            "a: b",
+            "a #b",
+            "#c",
+            "*alias",
+            "&anchor",
+            "!tag",
+            "%TAG",
+            "@x",
+            "`x",
+            "|",
+            ">",
+            "'q'",
+            "\"d\"",
+            "back\\slash",
+            "line\nbreak",
+            "tab\tx",
+            "cr\rx",
+            "nul\0x",
+            "nel\u{85}x",
+            "ls\u{2028}x",
+            "bom\u{feff}x",
+            "del\u{7f}x",
+            " lead",
+            "trail ",
+            "{a: 1}",
+            "[1, 2]",
+            "ünï©ødé 🚀",
+            "---",
+            "...",
+        ];
+        for s in nasty {
+            let doc = format!("k: {}\n", yaml(s));
+            let v: serde_yaml::Value = serde_yaml::from_str(&doc).unwrap_or_else(|e| panic!("{doc:?}: {e}"));
+            assert_eq!(v["k"].as_str(), Some(s), "{doc:?}");
+        }
+        let list = format!("k: {}\n", yaml_list(&["a", "yes", "x\"y"]));
+        let v: serde_yaml::Value = serde_yaml::from_str(&list).expect("a list");
+        let items: Vec<&str> = v["k"]
+            .as_sequence()
+            .expect("a sequence")
+            .iter()
+            .filter_map(|i| i.as_str())
+            .collect();
+        assert_eq!(items, ["a", "yes", "x\"y"]);
+    }
+
+    #[test]
+    fn containerfile_exec_is_a_json_array() {
+        let words = ["/app/.venv/bin/python", "-c", "print(\"x\")\nexit(0)"];
+        let text = containerfile_exec(&words);
+        let back: Vec<String> = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(back, words);
+        assert_eq!(containerfile_word("a\"b$c\\"), "\"a\\\"b\\$c\\\\\"");
+    }
+}
+
 #[cfg(test)]
 mod toml_shell_tests {
     use super::*;

@@ -28,6 +28,16 @@ pub fn context(plan: &Plan, kind: OutputKind) -> anyhow::Result<tera::Context> {
         OutputKind::CertService | OutputKind::CertTimer => {
             tera::Context::from_serialize(super::tls_view::CertUnitsView::new(plan, Header::new(plan)))
         }
+        OutputKind::KubeConfigMap
+        | OutputKind::KubeDeployment
+        | OutputKind::KubeService
+        | OutputKind::KubeIngress
+        | OutputKind::KubePdb
+        | OutputKind::KubeHpa => tera::Context::from_serialize(super::cluster_view::KubeManifests::new(plan)?),
+        OutputKind::Compose => tera::Context::from_serialize(super::cluster_view::ComposeView::new(plan)?),
+        OutputKind::Containerfile | OutputKind::ContainerIgnore => {
+            tera::Context::from_serialize(super::cluster_view::ContainerfileView::new(plan)?)
+        }
     };
     Ok(context?)
 }
@@ -47,7 +57,7 @@ impl Header {
     pub(super) fn new(plan: &Plan) -> Header {
         Header {
             source: crate::spec::FILE_NAME.to_string(),
-            target: plan.target.to_string(),
+            target: plan.target_name(),
             name: plan.name.clone(),
         }
     }

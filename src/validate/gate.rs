@@ -7,7 +7,6 @@ use super::{Outcome, Scratch, Verdict, jobs};
 use crate::plan::Plan;
 use crate::printer::Printer;
 use crate::render::FileTree;
-use crate::target::Target;
 
 /// What a validator that is not installed means. In CI `DEPLOYCTL_REQUIRE_VALIDATORS=1`
 /// (or `check --require-validators`) makes it a failure; otherwise it is reported as skipped
@@ -33,7 +32,8 @@ impl Policy {
 /// Every verdict of one gate, with what the policy makes of them.
 #[derive(Debug, Clone)]
 pub struct Report {
-    pub target: Target,
+    /// The target as the user names it (`nginx+uwsgi`, `kubernetes`).
+    pub target: String,
     /// In a fixed order: by validator, then by file.
     pub verdicts: Vec<Verdict>,
     /// How many came from the cache of earlier successes.
@@ -72,7 +72,7 @@ impl Report {
     /// One line per verdict (with the tool's message on a failure); only the problems
     /// (failures and skipped tools) unless `all`.
     pub fn print(&self, printer: &Printer, all: bool) {
-        let target = self.target;
+        let target = &self.target;
         for v in &self.verdicts {
             let head = format!("{target}: {} {}", v.validator, v.subject);
             match &v.outcome {
@@ -161,7 +161,7 @@ pub fn gate(plan: &Plan, tree: &FileTree, policy: Policy, cache: Option<&Path>) 
         None => (jobs::run(jobs, tree), 0),
     };
     Ok(Report {
-        target: plan.target,
+        target: plan.target_name(),
         verdicts,
         cached,
         policy,

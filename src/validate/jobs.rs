@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{Outcome, Scratch, Verdict, apache, gixy, gunicorn, nginx, systemd, uwsgi};
+use super::{Outcome, Scratch, Verdict, apache, compose, gixy, gunicorn, kubernetes, nginx, systemd, uwsgi};
 use crate::plan::Validator;
 use crate::render::FileTree;
 
@@ -107,6 +107,8 @@ pub(super) fn for_plan<'a>(s: &'a Scratch) -> Vec<Job<'a>> {
             Validator::GunicornCheckConfig => gunicorn::job(s, rel),
             Validator::SystemdVerify => systemd::verify(s, rel),
             Validator::SystemdSecurity => systemd::security(s, rel),
+            Validator::KubernetesValidate => kubernetes::job(s, rel),
+            Validator::ComposeConfig => compose::job(s, rel),
         })
         .collect()
 }

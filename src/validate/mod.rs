@@ -1,5 +1,5 @@
 //! Checking rendered files with the real tools: nginx, gixy, Apache httpd, uWSGI, Gunicorn,
-//! systemd.
+//! systemd, kubernetes-validate, docker-compose.
 //!
 //! Owns: the one validation gate that `render`, `check` and `up` go through ([`gate`]): the
 //! tree written to a scratch directory, every validator the plan's outputs name run on its
@@ -10,10 +10,12 @@
 //! writing the user's output directory.
 
 pub mod apache;
+mod compose;
 mod gate;
 mod gixy;
 mod gunicorn;
 mod jobs;
+mod kubernetes;
 pub mod nginx;
 mod systemd;
 mod uwsgi;

@@ -124,7 +124,11 @@ pub(super) fn resolve(raw: Option<RawCluster>, name: &str, problems: &mut Vec<Di
     let min_replicas = count(&c.min_replicas, "cluster.min_replicas", replicas);
     let max_replicas = count(&c.max_replicas, "cluster.max_replicas", min_replicas.saturating_mul(2));
     if max_replicas < min_replicas {
-        let span = c.max_replicas.as_ref().or(c.min_replicas.as_ref()).map_or(0..0, |s| s.span());
+        let span = c
+            .max_replicas
+            .as_ref()
+            .or(c.min_replicas.as_ref())
+            .map_or(0..0, |s| s.span());
         problem(
             span,
             "cluster.max_replicas",
@@ -260,7 +264,11 @@ fn parse_cpu(q: &Quantity) -> Result<u64, String> {
         {
             return Err(bad());
         }
-        let w: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+        let w: u64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| bad())?
+        };
         let f: u64 = if frac.is_empty() {
             0
         } else {
@@ -278,7 +286,8 @@ fn parse_cpu(q: &Quantity) -> Result<u64, String> {
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -303,10 +312,23 @@ mod tests {
 
     #[test]
     fn image_references() {
-        for ok in ["hello:latest", "registry.example.com:5000/team/hello:1.2", "hello@sha256:abc", "hello:V1"] {
+        for ok in [
+            "hello:latest",
+            "registry.example.com:5000/team/hello:1.2",
+            "hello@sha256:abc",
+            "hello:V1",
+        ] {
             assert_eq!(image_problem(ok), None, "{ok}");
         }
-        for bad in ["", "hello world", "a//b", "registry.example.com/Team/hello", "Hello:1", "x\ny", ":1"] {
+        for bad in [
+            "",
+            "hello world",
+            "a//b",
+            "registry.example.com/Team/hello",
+            "Hello:1",
+            "x\ny",
+            ":1",
+        ] {
             assert!(image_problem(bad).is_some(), "{bad:?}");
         }
     }

@@ -1,0 +1,490 @@
+//! The cluster targets, `kubernetes` and `compose`: the container environment of the plan
+//! (TCP, no units, the project at `/app`) with the facts a cluster engine needs — resource
+//! names and labels, the image and how it is built, the container's command, port, probes,
+//! writable directories, the environment and the secrets it names, the Ingress's hosts and
+//! annotations, and for Compose the nginx container in front.
+//!
+//! Owns: every derived fact of the manifests, the Compose file and the Containerfile.
+//! Does not own: `[cluster]`'s keys and defaults (`spec`), YAML or Containerfile syntax
+//! (`render`), running the validators (`validate`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::chain::Tier;
+use super::model::*;
+use super::policy;
+use crate::spec::{Listen, Spec};
+use crate::target::{Backend, Frontend, Target};
+
+/// A target rendered for a cluster engine rather than one machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterKind {
+    /// Kubernetes manifests: the app's pods behind an ingress-nginx Ingress.
+    Kubernetes,
+    /// A Compose file: the app's container behind an nginx container.
+    Compose,
+}
+
+impl ClusterKind {
+    pub const ALL: [ClusterKind; 2] = [ClusterKind::Kubernetes, ClusterKind::Compose];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ClusterKind::Kubernetes => "kubernetes",
+            ClusterKind::Compose => "compose",
+        }
+    }
+
+    /// `--target NAME`, when it names a cluster target.
+    pub fn parse(name: &str) -> Option<ClusterKind> {
+        ClusterKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The chain run inside: the embedded server alone in a pod (the Ingress is the front);
+    /// nginx in front of it in Compose.
+    fn target(self) -> Target {
+        match self {
+            ClusterKind::Kubernetes => Target::new(Frontend::None, Backend::Embedded),
+            ClusterKind::Compose => Target::new(Frontend::Nginx, Backend::Embedded),
+        }
+    }
+}
+
+/// The uid and gid the app runs as in its image: numeric, so that `runAsNonRoot` can be
+/// verified by the kubelet (a user name cannot be).
+pub const APP_UID: u32 = 10001;
+/// Where Compose's static-files volume is mounted (one subdirectory per `[[static]]`).
+pub const STATIC_VOLUME_DIR: &str = "/srv/static";
+/// The directories the server may write on a read-only root filesystem: Python's and the
+/// server's temporary files (`TMPDIR`).
+pub const WRITABLE_DIRS: [&str; 1] = ["/tmp"];
+/// The image the Containerfile builds on and runs from: the CPython the server is compiled
+/// against is the one the app runs on.
+pub const PYTHON_IMAGE: &str = "python:3.11-slim-bookworm";
+/// The Rust toolchain of the build stage (the same Debian release as the Python image).
+pub const RUST_IMAGE: &str = "rust:1-slim-bookworm";
+/// The nginx image of the Compose file.
+pub const NGINX_IMAGE: &str = "nginx:1.26-bookworm";
+/// The build context (`--build-context deployctl=DIR`) holding deployctl's source tree.
+pub const SOURCE_CONTEXT: &str = "deployctl";
+
+/// A probe of `[health]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub period_secs: u64,
+    pub timeout_secs: u64,
+    pub failure_threshold: u64,
+}
+
+/// The cluster facts of a plan.
+#[derive(Debug, Clone)]
+pub struct ClusterPlan {
+    pub kind: ClusterKind,
+    /// The resources' name: `[app].name` as an RFC 1035 label.
+    pub name: String,
+    pub namespace: Option<String>,
+    /// On every resource; the first two select the pods.
+    pub labels: Vec<(String, String)>,
+    pub image: String,
+    /// The app container's port, and what it binds.
+    pub port: u16,
+    /// The host port Compose publishes (deploy.toml's listen port).
+    pub public_port: u16,
+    /// The app container's command line, program first: `deployctl serve …`.
+    pub command: Vec<String>,
+    /// `[app].env`, from a ConfigMap (Kubernetes) or written in the file (Compose).
+    pub env: BTreeMap<String, String>,
+    pub config_map: String,
+    /// `[app].secret_env`: keys of the Secret `secret` (Kubernetes), variables of the
+    /// environment `docker-compose` runs in (Compose).
+    pub secret_env: Vec<String>,
+    pub secret: String,
+    pub health_path: String,
+    pub startup: Probe,
+    pub readiness: Probe,
+    pub liveness: Probe,
+    /// The image's `HEALTHCHECK` and Compose's healthcheck of the app: the same request as
+    /// the probes, made by the image's Python.
+    pub health_command: Vec<String>,
+    /// The `preStop` pause that lets endpoints drain before TERM.
+    pub drain_secs: u64,
+    /// The pause, the graceful timeout and the server's stop slack.
+    pub termination_grace_secs: u64,
+    pub workers: u32,
+    pub writable_dirs: Vec<PathBuf>,
+    /// Ingress hosts (`[server].names` Kubernetes can match); empty: every host.
+    pub ingress_hosts: Vec<String>,
+    /// ingress-nginx's annotations: the nginx target's settings.
+    pub ingress_annotations: Vec<(String, String)>,
+    /// `[[static]]` in the image (the source) and where Compose's nginx serves it from.
+    pub statics: Vec<(PathBuf, PathBuf)>,
+    pub build: ImageBuild,
+}
+
+/// What the Containerfile needs.
+#[derive(Debug, Clone)]
+pub struct ImageBuild {
+    pub python_image: &'static str,
+    pub rust_image: &'static str,
+    /// The project inside the image (deploy.toml's directory).
+    pub app_dir: PathBuf,
+    pub venv: PathBuf,
+    /// The requirements file relative to the build context (the project), when it is in it.
+    pub requirements: Option<String>,
+    pub deployctl: PathBuf,
+    pub source_context: &'static str,
+}
+
+impl Plan {
+    /// The plan of a cluster target: the container environment, with its cluster facts.
+    pub fn resolve_cluster(spec: &Spec, kind: ClusterKind) -> Plan {
+        let mut spec = spec.clone();
+        let public_port = spec.server.listen.port;
+        // Probes and the Service reach the container on its own address, not loopback.
+        spec.server.listen.host = "0.0.0.0".into();
+        // One worker per requested core: a pod sees every core of its node, not its share.
+        let workers = spec
+            .backend
+            .workers
+            .unwrap_or_else(|| spec.cluster.cpu_milli.div_ceil(1000).max(1) as u32);
+        spec.backend.workers = Some(workers);
+        // The image's virtualenv is made by its build: where deploy.toml puts it inside the
+        // project, else at the project's `.venv` (a path of this machine means nothing there).
+        if !spec.app.venv.starts_with(spec.dir()) {
+            spec.app.venv = spec.dir().join(deployctl_common::defaults::VENV);
+        }
+        if kind == ClusterKind::Compose {
+            // nginx reaches the app from its own container: the app's port is on the
+            // project's network only (not published), so the headers of whoever reaches it
+            // are nginx's.
+            spec.server.forwarded_allow_ips = vec!["*".into()];
+        }
+        // The app alone in its container: what the pod runs, and Compose's app container.
+        let alone = Plan::resolve(&spec, ClusterKind::Kubernetes.target(), Environment::Container);
+        let mut plan = match kind {
+            ClusterKind::Kubernetes => alone.clone(),
+            ClusterKind::Compose => {
+                let mut p = Plan::resolve(&spec, kind.target(), Environment::Container);
+                let app_listen = alone.app().listen.clone();
+                if let (Some(Address::Tcp(l)), Some(link)) = (&app_listen, p.tiers[0].next.as_mut()) {
+                    link.transport = Transport::Tcp(Listen {
+                        host: "app".into(),
+                        port: l.port,
+                    });
+                }
+                if let Some(last) = p.tiers.last_mut() {
+                    *last = alone.app().clone();
+                }
+                p
+            }
+        };
+        let app = alone.app();
+        let port = match &app.listen {
+            Some(Address::Tcp(l)) => l.port,
+            Some(Address::Unix(_)) | None => CONTAINER_EDGE_PORT,
+        };
+        let command = app
+            .process
+            .as_ref()
+            .map(|p| {
+                let mut argv = vec![p.program.path().map(|p| p.display().to_string()).unwrap_or_default()];
+                argv.extend(p.args.iter().cloned());
+                argv
+            })
+            .unwrap_or_default();
+        let name = resource_name(&plan.name);
+        let s = &plan.spec;
+        let health_timeout = s.health.timeout.0;
+        let graceful = s.backend.graceful_timeout.0;
+        let statics: Vec<(PathBuf, PathBuf)> = s
+            .statics
+            .iter()
+            .enumerate()
+            .map(|(i, st)| (st.dir.clone(), Path::new(STATIC_VOLUME_DIR).join(i.to_string())))
+            .collect();
+        let requirements = s
+            .app
+            .requirements
+            .as_ref()
+            .and_then(|r| r.strip_prefix(CONTAINER_APP).ok())
+            .map(|r| r.display().to_string());
+        let cluster = ClusterPlan {
+            kind,
+            name: name.clone(),
+            namespace: s.cluster.namespace.clone(),
+            labels: vec![
+                ("app.kubernetes.io/name".into(), name.clone()),
+                ("app.kubernetes.io/component".into(), "app".into()),
+                ("app.kubernetes.io/managed-by".into(), "deployctl".into()),
+            ],
+            image: s.cluster.image.clone(),
+            port,
+            public_port,
+            command,
+            env: s.app.env.clone(),
+            config_map: format!("{name}-env"),
+            secret_env: s.app.secret_env.clone(),
+            secret: format!("{name}-secrets"),
+            health_path: s.health.path.clone(),
+            startup: Probe {
+                period_secs: policy::STARTUP_PROBE_PERIOD_SECS,
+                timeout_secs: health_timeout,
+                failure_threshold: policy::STARTUP_BUDGET_SECS.div_ceil(policy::STARTUP_PROBE_PERIOD_SECS),
+            },
+            readiness: Probe {
+                period_secs: policy::READINESS_PROBE_PERIOD_SECS,
+                timeout_secs: health_timeout,
+                failure_threshold: policy::READINESS_FAILURES,
+            },
+            liveness: Probe {
+                period_secs: policy::LIVENESS_PROBE_PERIOD_SECS,
+                timeout_secs: health_timeout,
+                failure_threshold: policy::LIVENESS_FAILURES,
+            },
+            health_command: health_command(&s.app.venv, port, &s.health.path, s.health.expect, health_timeout),
+            drain_secs: policy::DRAIN_SECS,
+            termination_grace_secs: policy::DRAIN_SECS + graceful + policy::STOP_SLACK_SECS,
+            workers,
+            writable_dirs: WRITABLE_DIRS.iter().map(PathBuf::from).collect(),
+            ingress_hosts: ingress_hosts(&s.server.names),
+            ingress_annotations: ingress_annotations(&plan),
+            statics: statics.clone(),
+            build: ImageBuild {
+                python_image: PYTHON_IMAGE,
+                rust_image: RUST_IMAGE,
+                app_dir: PathBuf::from(CONTAINER_APP),
+                venv: s.app.venv.clone(),
+                requirements,
+                deployctl: PathBuf::from(CONTAINER_DEPLOYCTL),
+                source_context: SOURCE_CONTEXT,
+            },
+        };
+        if kind == ClusterKind::Compose {
+            // Compose's nginx serves [[static]] from the volume the image's files are copied to.
+            for (st, (_, served)) in plan.spec.statics.iter_mut().zip(&statics) {
+                st.dir = served.clone();
+            }
+        }
+        plan.cluster = Some(cluster);
+        plan.outputs = outputs(&plan, kind);
+        plan
+    }
+
+    /// The target's name as the user gives it: `kubernetes`, `compose`, `nginx+uwsgi`.
+    pub fn target_name(&self) -> String {
+        match &self.cluster {
+            Some(c) => c.kind.name().to_string(),
+            None => self.target.to_string(),
+        }
+    }
+}
+
+impl Plan {
+    /// What `render` and `check` warn about for a cluster target: `[[static]]` left to the
+    /// app in a pod (the embedded server serves no files; the Ingress passes every URL to
+    /// it), a `[health].expect` the kubelet's probes cannot check (they pass on 200–399).
+    pub fn cluster_warning(&self) -> Option<String> {
+        let c = self.cluster.as_ref()?;
+        let mut said = Vec::new();
+        if c.kind == ClusterKind::Kubernetes && !self.spec.statics.is_empty() {
+            let urls: Vec<&str> = self.spec.statics.iter().map(|s| s.url.as_str()).collect();
+            said.push(format!(
+                "target `kubernetes` does not serve [[static]] {} itself: the embedded server serves no files, \
+                 so these URLs go to the app (404 unless it serves them, as Flask does its static/ folder, and \
+                 without their `expires`)",
+                urls.join(", ")
+            ));
+        }
+        let outside = |p: &Path| !p.starts_with(CONTAINER_APP);
+        if self.spec.app.requirements.as_deref().is_some_and(outside) {
+            said.push(
+                "[app].requirements is outside the project: the image's build context cannot copy it, so \
+                 the Containerfile installs no requirements; move it into the project"
+                    .to_string(),
+            );
+        }
+        if let Some(e) = self.spec.health.expect.filter(|e| !(200..400).contains(e)) {
+            said.push(format!(
+                "[health].expect = {e}: Kubernetes probes and health checks pass on 200 to 399 only; \
+                 point [health].path at a URL that answers 2xx"
+            ));
+        }
+        (!said.is_empty()).then(|| said.join("; "))
+    }
+
+    /// What the user does with a rendered cluster target in `out` (`render` prints it).
+    pub fn cluster_steps(&self, out: &str) -> Option<String> {
+        let c = self.cluster.as_ref()?;
+        let build = format!(
+            "build the image in the project's directory with `docker build --build-context {}=PATH/TO/deployctl -f {out}/Containerfile -t {} .`",
+            SOURCE_CONTEXT, c.image
+        );
+        Some(match c.kind {
+            ClusterKind::Kubernetes => {
+                let secret = if c.secret_env.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", create the Secret `{}` with the keys {}",
+                        c.secret,
+                        c.secret_env.join(", ")
+                    )
+                };
+                format!("{build} and push it{secret}, then `kubectl apply -f {out}`")
+            }
+            ClusterKind::Compose => {
+                let secret = if c.secret_env.is_empty() {
+                    String::new()
+                } else {
+                    format!(", with {} set in the environment", c.secret_env.join(", "))
+                };
+                format!("{build}, then `docker-compose -f {out}/compose.yaml up -d`{secret}")
+            }
+        })
+    }
+}
+
+/// `[app].name` as a Kubernetes resource name (an RFC 1035 label: lower case, digits and
+/// `-`, starting with a letter, at most 63).
+pub fn resource_name(app: &str) -> String {
+    let mut s: String = app
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '-',
+        })
+        .collect();
+    if !s.starts_with(|c: char| c.is_ascii_lowercase()) {
+        s.insert_str(0, "app-");
+    }
+    s.truncate(63);
+    s.trim_end_matches('-').to_string()
+}
+
+/// The name of the `emptyDir` volume mounted at `dir`: its last component, as a label
+/// (`/tmp` → `tmp`).
+pub fn volume_name(dir: &Path) -> String {
+    let last = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    resource_name(&last)
+}
+
+/// The hosts of `[server].names` an Ingress rule can hold: exact names and `*.` wildcards
+/// (nginx's `.example.com` is both); not IP addresses, `localhost` or `example.*`. None left:
+/// one rule for every host.
+fn ingress_hosts(names: &[String]) -> Vec<String> {
+    let mut hosts = Vec::new();
+    for n in names {
+        let forms: Vec<String> = match n.strip_prefix('.') {
+            Some(base) => vec![base.to_string(), format!("*.{base}")],
+            None => vec![n.clone()],
+        };
+        for h in forms {
+            let ip = h.parse::<std::net::IpAddr>().is_ok();
+            if ip || h == "localhost" || h.ends_with(".*") || !h.contains('.') || hosts.contains(&h) {
+                continue;
+            }
+            hosts.push(h);
+        }
+    }
+    hosts
+}
+
+/// ingress-nginx's annotations with the nginx target's values: the body limit, the timeouts
+/// of its link to the app, buffering on (nginx's default, which the site keeps).
+fn ingress_annotations(plan: &Plan) -> Vec<(String, String)> {
+    let a = |k: &str, v: String| (format!("nginx.ingress.kubernetes.io/{k}"), v);
+    // What nginx in front of the embedded server would wait: the app's timeout and one hop.
+    let front = plan.spec.server.timeout.0 + policy::HOP_TIMEOUT_SLACK_SECS;
+    vec![
+        a("proxy-body-size", plan.spec.server.max_body.to_string()),
+        a("proxy-connect-timeout", policy::CONNECT_TIMEOUT_SECS.to_string()),
+        a("proxy-read-timeout", front.to_string()),
+        a("proxy-send-timeout", front.to_string()),
+        a("proxy-buffering", "on".into()),
+        a("proxy-request-buffering", "on".into()),
+    ]
+}
+
+/// The health request made by the image's Python (the slim image has no curl): healthy when
+/// the status is `[health].expect`, or below 500 without it.
+fn health_command(venv: &Path, port: u16, path: &str, expect: Option<u16>, timeout: u64) -> Vec<String> {
+    let test = match expect {
+        Some(e) => format!("s == {e}"),
+        None => "s < 500".into(),
+    };
+    let script = format!(
+        "import sys, urllib.request, urllib.error\n\
+         try:\n    s = urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout={timeout}).status\n\
+         except urllib.error.HTTPError as e:\n    s = e.code\n\
+         except Exception:\n    sys.exit(1)\n\
+         sys.exit(0 if {test} else 1)\n"
+    );
+    vec![
+        deployctl_common::venv::python(venv).display().to_string(),
+        "-c".into(),
+        script,
+    ]
+}
+
+fn outputs(plan: &Plan, kind: ClusterKind) -> Vec<Output> {
+    let out = |kind, path: &str, validators: Vec<Validator>| Output {
+        kind,
+        path: path.to_string(),
+        mode: 0o644,
+        validators,
+    };
+    let k8s = || vec![Validator::KubernetesValidate];
+    let mut files = vec![
+        out(OutputKind::Containerfile, "Containerfile", vec![]),
+        out(OutputKind::ContainerIgnore, "Containerfile.dockerignore", vec![]),
+    ];
+    match kind {
+        ClusterKind::Kubernetes => {
+            files.push(out(OutputKind::KubeConfigMap, "configmap.yaml", k8s()));
+            files.push(out(OutputKind::KubeDeployment, "deployment.yaml", k8s()));
+            files.push(out(OutputKind::KubeService, "service.yaml", k8s()));
+            files.push(out(OutputKind::KubeIngress, "ingress.yaml", k8s()));
+            files.push(out(OutputKind::KubePdb, "pdb.yaml", k8s()));
+            if plan.spec.cluster.autoscaled() {
+                files.push(out(OutputKind::KubeHpa, "hpa.yaml", k8s()));
+            }
+        }
+        ClusterKind::Compose => {
+            files.push(out(OutputKind::Compose, "compose.yaml", vec![Validator::ComposeConfig]));
+            // `nginx -t` resolves the upstream's host name, which exists on the Compose
+            // network only: gixy reads the site without resolving it.
+            if let Some(site) = plan.tier(Tier::Nginx).and_then(|t| t.config.as_ref()) {
+                files.push(out(OutputKind::NginxSite, &site.rel, vec![Validator::Gixy]));
+            }
+        }
+    }
+    files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_names_and_ingress_hosts() {
+        assert_eq!(resource_name("flask-hello"), "flask-hello");
+        assert_eq!(resource_name("My_App.v2"), "my-app-v2");
+        assert_eq!(resource_name("1app"), "app-1app");
+        let names: Vec<String> = [
+            "localhost",
+            "example.com",
+            ".example.org",
+            "10.0.0.1",
+            "example.*",
+            "intranet",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(ingress_hosts(&names), ["example.com", "example.org", "*.example.org"]);
+    }
+}

@@ -1,0 +1,390 @@
+//! Typed views of the cluster targets' templates: the Kubernetes manifests (one view feeds
+//! every manifest, as `ApacheConf` feeds both Apache templates), the Compose file and the
+//! Containerfile. Every string is quoted for its language here (`quote::yaml`,
+//! `quote::containerfile_*`); every value is read from the plan's [`ClusterPlan`].
+
+use serde::Serialize;
+
+use super::quote;
+use super::view::Header;
+use crate::plan::{ClusterPlan, Plan, Probe, Tier, policy};
+
+fn cluster(plan: &Plan) -> anyhow::Result<&ClusterPlan> {
+    plan.cluster
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("target `{}` is not a cluster target", plan.target_name()))
+}
+
+fn path(p: &std::path::Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: String,
+}
+
+fn pairs(list: &[(String, String)]) -> Vec<KeyValue> {
+    list.iter()
+        .map(|(k, v)| KeyValue {
+            key: quote::yaml(k),
+            value: quote::yaml(v),
+        })
+        .collect()
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProbeView {
+    pub period_secs: u64,
+    pub timeout_secs: u64,
+    pub failure_threshold: u64,
+}
+
+impl From<&Probe> for ProbeView {
+    fn from(p: &Probe) -> ProbeView {
+        ProbeView {
+            period_secs: p.period_secs,
+            timeout_secs: p.timeout_secs,
+            failure_threshold: p.failure_threshold,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct VolumeView {
+    pub name: String,
+    pub path: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// kubernetes/*.yaml.tera
+
+#[derive(Debug, Serialize)]
+pub struct KubeManifests {
+    #[serde(flatten)]
+    pub header: Header,
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub labels: Vec<KeyValue>,
+    /// The labels that select the pods (the first two).
+    pub selector: Vec<KeyValue>,
+    pub image: String,
+    /// The container's program, and its arguments.
+    pub command: String,
+    pub args: String,
+    pub port: u16,
+    pub config_map: String,
+    pub env: Vec<KeyValue>,
+    /// SHA-256 of the environment: a pod template annotation, so a changed ConfigMap rolls
+    /// the pods (they read it only at start).
+    pub env_checksum: String,
+    pub secret: String,
+    pub secret_env: Vec<String>,
+    pub health_path: String,
+    pub startup: ProbeView,
+    pub readiness: ProbeView,
+    pub liveness: ProbeView,
+    pub drain_secs: u64,
+    pub termination_grace_secs: u64,
+    pub uid: u32,
+    pub writable: Vec<VolumeView>,
+    pub cpu: String,
+    pub memory: String,
+    /// The Deployment's count when no autoscaler manages it.
+    pub replicas: Option<u32>,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub hpa_cpu_utilization: u32,
+    pub max_surge: u32,
+    pub ingress_hosts: Vec<String>,
+    pub annotations: Vec<KeyValue>,
+    /// The Service's port.
+    pub service_port: u16,
+}
+
+/// The port the Service exposes inside the cluster.
+const SERVICE_PORT: u16 = 80;
+
+impl KubeManifests {
+    pub fn new(plan: &Plan) -> anyhow::Result<KubeManifests> {
+        use sha2::{Digest, Sha256};
+        let c = cluster(plan)?;
+        let cl = &plan.spec.cluster;
+        let labels = pairs(&c.labels);
+        let selector = pairs(&c.labels[..2.min(c.labels.len())]);
+        let mut h = Sha256::new();
+        for (k, v) in &c.env {
+            h.update((k.len() as u64).to_le_bytes());
+            h.update(k.as_bytes());
+            h.update((v.len() as u64).to_le_bytes());
+            h.update(v.as_bytes());
+        }
+        let env_checksum: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(KubeManifests {
+            header: Header::new(plan),
+            resource: quote::yaml(&c.name),
+            namespace: c.namespace.as_deref().map(quote::yaml),
+            labels,
+            selector,
+            image: quote::yaml(&c.image),
+            command: quote::yaml_list(&c.command[..1.min(c.command.len())]),
+            args: quote::yaml_list(c.command.get(1..).unwrap_or_default()),
+            port: c.port,
+            config_map: quote::yaml(&c.config_map),
+            env: c
+                .env
+                .iter()
+                .map(|(k, v)| KeyValue {
+                    key: quote::yaml(k),
+                    value: quote::yaml(v),
+                })
+                .collect(),
+            env_checksum: quote::yaml(&env_checksum),
+            secret: quote::yaml(&c.secret),
+            secret_env: c.secret_env.iter().map(|s| quote::yaml(s)).collect(),
+            health_path: quote::yaml(&c.health_path),
+            startup: (&c.startup).into(),
+            readiness: (&c.readiness).into(),
+            liveness: (&c.liveness).into(),
+            drain_secs: c.drain_secs,
+            termination_grace_secs: c.termination_grace_secs,
+            uid: crate::plan::cluster::APP_UID,
+            writable: c
+                .writable_dirs
+                .iter()
+                .map(|d| VolumeView {
+                    name: quote::yaml(&crate::plan::cluster::volume_name(d)),
+                    path: quote::yaml(&path(d)),
+                })
+                .collect(),
+            cpu: quote::yaml(&cl.cpu()),
+            memory: quote::yaml(&cl.memory_quantity()),
+            replicas: (!cl.autoscaled()).then_some(cl.min_replicas),
+            min_replicas: cl.min_replicas,
+            max_replicas: cl.max_replicas,
+            hpa_cpu_utilization: policy::HPA_CPU_UTILIZATION,
+            max_surge: policy::ROLLING_MAX_SURGE,
+            ingress_hosts: c.ingress_hosts.iter().map(|h| quote::yaml(h)).collect(),
+            annotations: pairs(&c.ingress_annotations),
+            service_port: SERVICE_PORT,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// compose/compose.yaml.tera
+
+#[derive(Debug, Serialize)]
+pub struct ComposeView {
+    #[serde(flatten)]
+    pub header: Header,
+    pub image: String,
+    /// The app container's command line: the pod's.
+    pub entrypoint: String,
+    pub port: u16,
+    /// `KEY=value` items, then secret names alone (their values come from the environment
+    /// `docker-compose` runs in).
+    pub environment: Vec<String>,
+    pub healthcheck: String,
+    pub health_interval_secs: u64,
+    pub health_timeout_secs: u64,
+    pub health_retries: u64,
+    pub health_start_secs: u64,
+    pub stop_grace_secs: u64,
+    pub tmpfs: Vec<String>,
+    /// The one-shot copy of `[[static]]` from the image to the volume nginx serves it from.
+    pub static_copy: Option<String>,
+    pub static_volume_dir: String,
+    pub nginx_image: String,
+    pub nginx_entrypoint: String,
+    pub nginx_tmpfs: Vec<String>,
+    /// `HOST_PORT:CONTAINER_PORT`.
+    pub published: String,
+    pub site: String,
+    pub nginx_healthcheck: Option<String>,
+}
+
+/// Where nginx writes on a read-only root filesystem: its temp paths, its pid file.
+const NGINX_WRITABLE: [&str; 3] = ["/var/cache/nginx", "/var/run", "/tmp"];
+
+impl ComposeView {
+    pub fn new(plan: &Plan) -> anyhow::Result<ComposeView> {
+        let c = cluster(plan)?;
+        let nginx = plan
+            .tier(Tier::Nginx)
+            .ok_or_else(|| anyhow::anyhow!("the compose target has no nginx tier"))?;
+        let nginx_port = match &nginx.listen {
+            Some(crate::plan::Address::Tcp(l)) => l.port,
+            _ => crate::plan::CONTAINER_EDGE_PORT,
+        };
+        let mut environment: Vec<String> = c.env.iter().map(|(k, v)| quote::yaml(&format!("{k}={v}"))).collect();
+        environment.extend(c.secret_env.iter().map(|s| quote::yaml(s)));
+        let mut health = vec!["CMD".to_string()];
+        health.extend(c.health_command.iter().cloned());
+        let static_copy = (!c.statics.is_empty()).then(|| {
+            // Emptied first, so files removed from the image do not stay served.
+            let mut script = format!(
+                "find {} -mindepth 1 -delete",
+                quote::shell(crate::plan::cluster::STATIC_VOLUME_DIR)
+            );
+            for (from, to) in &c.statics {
+                let (from, to) = (path(from), path(to));
+                script.push_str(&format!(
+                    " && mkdir -p {} && cp -R {} {}",
+                    quote::shell(&to),
+                    quote::shell(&format!("{}/.", from.trim_end_matches('/'))),
+                    quote::shell(&format!("{to}/"))
+                ));
+            }
+            quote::yaml_list(&["/bin/sh".to_string(), "-c".into(), script])
+        });
+        let nginx_entrypoint = nginx
+            .process
+            .as_ref()
+            .map(|p| {
+                let mut argv = vec![p.program.path().map(path).unwrap_or_default()];
+                argv.extend(p.args.iter().cloned());
+                quote::yaml_list(&argv)
+            })
+            .unwrap_or_else(|| "[]".into());
+        let site = nginx
+            .config
+            .as_ref()
+            .map(|f| format!("./{}:/etc/nginx/conf.d/default.conf:ro", f.rel))
+            .unwrap_or_default();
+        // nginx answers only its server names: the check sends the first exact one.
+        let host = plan
+            .spec
+            .server
+            .names
+            .iter()
+            .find(|n| !n.starts_with('*') && !n.starts_with('.') && !n.ends_with(".*"));
+        let nginx_healthcheck = host.map(|h| {
+            quote::yaml_list(&[
+                "CMD".to_string(),
+                "curl".into(),
+                "-fsS".into(),
+                "-o".into(),
+                "/dev/null".into(),
+                "-H".into(),
+                format!("Host: {h}"),
+                format!("http://127.0.0.1:{nginx_port}{}", c.health_path),
+            ])
+        });
+        Ok(ComposeView {
+            header: Header::new(plan),
+            image: quote::yaml(&c.image),
+            entrypoint: quote::yaml_list(&c.command),
+            port: c.port,
+            environment,
+            healthcheck: quote::yaml_list(&health),
+            health_interval_secs: c.liveness.period_secs,
+            health_timeout_secs: c.liveness.timeout_secs,
+            health_retries: c.liveness.failure_threshold,
+            health_start_secs: policy::STARTUP_BUDGET_SECS,
+            stop_grace_secs: c.termination_grace_secs - c.drain_secs,
+            tmpfs: c.writable_dirs.iter().map(|d| quote::yaml(&path(d))).collect(),
+            static_copy,
+            static_volume_dir: crate::plan::cluster::STATIC_VOLUME_DIR.to_string(),
+            nginx_image: quote::yaml(crate::plan::cluster::NGINX_IMAGE),
+            nginx_entrypoint,
+            nginx_tmpfs: NGINX_WRITABLE.iter().map(|d| quote::yaml(d)).collect(),
+            published: quote::yaml(&format!("{}:{nginx_port}", c.public_port)),
+            site: quote::yaml(&site),
+            nginx_healthcheck,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// container/Containerfile.tera and its ignore file
+
+#[derive(Debug, Serialize)]
+pub struct ContainerfileView {
+    #[serde(flatten)]
+    pub header: Header,
+    pub python_image: String,
+    pub rust_image: String,
+    pub source_context: String,
+    pub workdir: String,
+    /// `RUN python3 -m venv DIR`: the directory as a shell word.
+    pub venv_shell: String,
+    pub venv_python: String,
+    /// `COPY` sources and destinations, in exec (JSON) form.
+    pub copy_binaries: String,
+    pub copy_project: String,
+    pub copy_venv: String,
+    /// `COPY` source and destination of the requirements file, when the project has one.
+    pub requirements: Option<(String, String)>,
+    pub uid: u32,
+    pub static_volume_dir: String,
+    pub port: u16,
+    pub entrypoint: String,
+    pub healthcheck: String,
+    pub health_interval_secs: u64,
+    pub health_timeout_secs: u64,
+    pub health_retries: u64,
+    pub health_start_secs: u64,
+    pub labels: Vec<(String, String)>,
+    /// What the build context leaves out: the virtualenv, rendered files, run directories.
+    pub ignore: Vec<String>,
+}
+
+impl ContainerfileView {
+    pub fn new(plan: &Plan) -> anyhow::Result<ContainerfileView> {
+        let c = cluster(plan)?;
+        let b = &c.build;
+        let cw = |s: &str| quote::containerfile_word(s);
+        let venv = path(&b.venv);
+        let deployctl_dir = b
+            .deployctl
+            .parent()
+            .map(path)
+            .unwrap_or_else(|| "/usr/local/bin".into());
+        let mut ignore = vec![".git".to_string(), ".deployctl".into(), "**/__pycache__".into()];
+        if let Ok(rel) = b.venv.strip_prefix(&b.app_dir) {
+            ignore.push(path(rel));
+        }
+        if let Ok(rel) = plan.spec.render.out.strip_prefix(&b.app_dir) {
+            ignore.push(path(rel));
+        }
+        Ok(ContainerfileView {
+            header: Header::new(plan),
+            python_image: b.python_image.to_string(),
+            rust_image: b.rust_image.to_string(),
+            source_context: b.source_context.to_string(),
+            workdir: path(&b.app_dir),
+            venv_shell: quote::shell(&venv),
+            copy_binaries: quote::containerfile_exec(&["/opt/deployctl/bin/".to_string(), format!("{deployctl_dir}/")]),
+            copy_project: quote::containerfile_exec(&[".".to_string(), path(&b.app_dir)]),
+            copy_venv: quote::containerfile_exec(&[venv.clone(), venv.clone()]),
+            venv_python: quote::shell(&path(&deployctl_common::venv::python(&b.venv))),
+            requirements: b.requirements.as_ref().map(|r| {
+                (
+                    quote::containerfile_exec(&[r.clone(), format!("{}/{r}", path(&b.app_dir))]),
+                    quote::shell(&format!("{}/{r}", path(&b.app_dir))),
+                )
+            }),
+            uid: crate::plan::cluster::APP_UID,
+            static_volume_dir: quote::shell(crate::plan::cluster::STATIC_VOLUME_DIR),
+            port: c.port,
+            entrypoint: quote::containerfile_exec(&c.command),
+            healthcheck: quote::containerfile_exec(&c.health_command),
+            health_interval_secs: c.liveness.period_secs,
+            health_timeout_secs: c.liveness.timeout_secs,
+            health_retries: c.liveness.failure_threshold,
+            health_start_secs: policy::STARTUP_BUDGET_SECS,
+            labels: vec![
+                ("org.opencontainers.image.title".into(), cw(&plan.name)),
+                (
+                    "org.opencontainers.image.description".into(),
+                    cw(&format!("{} on deployctl's embedded server", plan.spec.app.entry)),
+                ),
+                ("io.deployctl.entry".into(), cw(&plan.spec.app.entry.to_string())),
+                ("io.deployctl.version".into(), cw(env!("CARGO_PKG_VERSION"))),
+            ],
+            ignore,
+        })
+    }
+}

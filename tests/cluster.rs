@@ -1,0 +1,497 @@
+//! The cluster targets, `kubernetes` and `compose`: the rendered YAML read back and compared
+//! with deploy.toml (probes, the restricted Pod Security Standard context, the Ingress's
+//! annotations, the environment, no secret value anywhere), each validator catching a planted
+//! fault, and the pod's own process started here and probed as the kubelet would.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::up::{free_port, request, wait_for};
+use common::{Cli, check_with, example, override_dir, split_listing};
+use serde_yaml::Value;
+
+/// A value only the environment of the render holds: it must appear in no file.
+const SECRET_VALUE: &str = "s3cr3t-value-never-rendered";
+
+/// A copy of flask-hello's deploy.toml with distinctive values and a secret, in a project
+/// whose paths are the example's.
+fn project() -> tempfile::TempDir {
+    let ex = example("flask-hello");
+    let dir = tempfile::tempdir().unwrap();
+    let toml = std::fs::read_to_string(ex.join("deploy.toml"))
+        .unwrap()
+        .replace("max_body = \"10M\"", "max_body = \"3M\"")
+        .replace("timeout = \"30s\"", "timeout = \"47s\"")
+        .replace(
+            "env = { APP_MODE = \"production\" }",
+            "env = { APP_MODE = \"production\" }\nsecret_env = [\"SECRET_KEY\"]",
+        )
+        .replace(
+            "venv = \".venv\"",
+            &format!("venv = {:?}", ex.join(".venv").display().to_string()),
+        )
+        + "\n[cluster]\nimage = \"registry.example.com/hello:1\"\n";
+    for changed in ["\"3M\"", "\"47s\"", "secret_env", "flask-hello/.venv\""] {
+        assert!(
+            toml.contains(changed),
+            "the example's deploy.toml changed: {changed} not set"
+        );
+    }
+    std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
+    for f in ["app.py", "requirements.txt"] {
+        std::fs::copy(ex.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::create_dir_all(dir.path().join("static")).unwrap();
+    for e in std::fs::read_dir(ex.join("static")).unwrap().flatten() {
+        std::fs::copy(e.path(), dir.path().join("static").join(e.file_name())).unwrap();
+    }
+    dir
+}
+
+fn rendered(dir: &Path, target: &str) -> BTreeMap<String, String> {
+    let run = Cli::new(dir)
+        .args(["render", "--stdout", "--target", target])
+        .env("SECRET_KEY", SECRET_VALUE)
+        .run()
+        .success();
+    split_listing(&run.stdout)
+}
+
+fn yaml(files: &BTreeMap<String, String>, name: &str) -> Value {
+    let text = files
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} in {:?}", files.keys()));
+    serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{name} is not YAML: {e}\n{text}"))
+}
+
+fn s<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
+    let mut at = v;
+    for k in path {
+        at = match k.parse::<usize>() {
+            Ok(i) => &at[i],
+            Err(_) => &at[*k],
+        };
+    }
+    at
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .unwrap_or_else(|| panic!("not a list: {v:?}"))
+        .iter()
+        .map(|x| x.as_str().expect("a string").to_string())
+        .collect()
+}
+
+#[test]
+fn kubernetes_manifests_carry_deploy_toml() {
+    let dir = project();
+    let files = rendered(dir.path(), "kubernetes");
+    for (name, text) in &files {
+        assert!(!text.contains(SECRET_VALUE), "{name} holds the secret's value");
+    }
+    let d = yaml(&files, "deployment.yaml");
+    let pod = s(&d, &["spec", "template", "spec"]);
+    let c = s(pod, &["containers", "0"]);
+    // The process: deployctl serve, bound on the port the probes and the Service use.
+    assert_eq!(strings(&c["command"]), ["/usr/local/bin/deployctl"]);
+    let args = strings(&c["args"]);
+    assert_eq!(args[..2], ["serve".to_string(), "app:app".into()]);
+    let bind = args.iter().position(|a| a == "--bind").map(|i| &args[i + 1]);
+    assert_eq!(bind.map(String::as_str), Some("0.0.0.0:8080"));
+    assert_eq!(s(c, &["ports", "0", "name"]).as_str(), Some("http"));
+    assert_eq!(s(c, &["ports", "0", "containerPort"]).as_u64(), Some(8080));
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        assert_eq!(
+            s(c, &[probe, "httpGet", "path"]).as_str(),
+            Some("/"),
+            "{probe}: [health].path"
+        );
+        assert_eq!(s(c, &[probe, "httpGet", "port"]).as_str(), Some("http"), "{probe}");
+        assert_eq!(
+            s(c, &[probe, "timeoutSeconds"]).as_u64(),
+            Some(10),
+            "{probe}: [health].timeout"
+        );
+    }
+    // The restricted Pod Security Standard.
+    assert_eq!(s(pod, &["securityContext", "runAsNonRoot"]).as_bool(), Some(true));
+    assert_eq!(
+        s(pod, &["securityContext", "seccompProfile", "type"]).as_str(),
+        Some("RuntimeDefault")
+    );
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(sc["runAsNonRoot"].as_bool(), Some(true));
+    assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
+    assert_eq!(s(sc, &["seccompProfile", "type"]).as_str(), Some("RuntimeDefault"));
+    // The read-only root: /tmp is an emptyDir.
+    let mount = s(c, &["volumeMounts", "0"]);
+    assert_eq!(mount["mountPath"].as_str(), Some("/tmp"));
+    let vol = s(pod, &["volumes", "0"]);
+    assert_eq!(vol["name"], mount["name"]);
+    assert!(vol["emptyDir"].is_mapping());
+    // Stopping: endpoints drain during preStop, then the graceful timeout and its slack.
+    assert_eq!(s(c, &["lifecycle", "preStop", "sleep", "seconds"]).as_u64(), Some(5));
+    assert_eq!(pod["terminationGracePeriodSeconds"].as_u64(), Some(5 + 30 + 5));
+    assert_eq!(
+        s(&d, &["spec", "strategy", "rollingUpdate", "maxUnavailable"]).as_u64(),
+        Some(0)
+    );
+    // Autoscaled: the Deployment leaves the count to the HPA.
+    assert!(s(&d, &["spec", "replicas"]).is_null());
+    let hpa = yaml(&files, "hpa.yaml");
+    assert_eq!(s(&hpa, &["spec", "minReplicas"]).as_u64(), Some(2));
+    assert_eq!(s(&hpa, &["spec", "maxReplicas"]).as_u64(), Some(4));
+    assert_eq!(s(&c["resources"], &["requests", "cpu"]).as_str(), Some("250m"));
+    assert_eq!(s(&c["resources"], &["limits", "memory"]).as_str(), Some("256Mi"));
+    assert_eq!(c["image"].as_str(), Some("registry.example.com/hello:1"));
+    // The environment: [app].env from the ConfigMap, the secret by name only.
+    let cm = yaml(&files, "configmap.yaml");
+    assert_eq!(s(&cm, &["data", "APP_MODE"]).as_str(), Some("production"));
+    assert_eq!(
+        s(c, &["envFrom", "0", "configMapRef", "name"]).as_str(),
+        s(&cm, &["metadata", "name"]).as_str()
+    );
+    let secret = s(c, &["env", "0"]);
+    assert_eq!(secret["name"].as_str(), Some("SECRET_KEY"));
+    assert_eq!(
+        s(secret, &["valueFrom", "secretKeyRef", "key"]).as_str(),
+        Some("SECRET_KEY")
+    );
+    assert_eq!(
+        s(secret, &["valueFrom", "secretKeyRef", "name"]).as_str(),
+        Some("flask-hello-secrets")
+    );
+    assert!(secret.get("value").is_none());
+    // The Service selects the pods; the Ingress carries the nginx target's settings, equal to
+    // deploy.toml's: max_body 3M, timeout 47s + one hop's slack.
+    let svc = yaml(&files, "service.yaml");
+    let labels = s(&d, &["spec", "template", "metadata", "labels"]).as_mapping().unwrap();
+    for (k, v) in s(&svc, &["spec", "selector"]).as_mapping().unwrap() {
+        assert_eq!(labels.get(k), Some(v));
+    }
+    assert_eq!(s(&svc, &["spec", "ports", "0", "targetPort"]).as_str(), Some("http"));
+    let ing = yaml(&files, "ingress.yaml");
+    let a = |k: &str| {
+        s(&ing, &["metadata", "annotations"])[format!("nginx.ingress.kubernetes.io/{k}").as_str()]
+            .as_str()
+            .map(String::from)
+    };
+    assert_eq!(a("proxy-body-size").as_deref(), Some("3M"));
+    assert_eq!(a("proxy-read-timeout").as_deref(), Some("52"));
+    assert_eq!(a("proxy-send-timeout").as_deref(), Some("52"));
+    assert_eq!(a("proxy-connect-timeout").as_deref(), Some("5"));
+    assert_eq!(a("proxy-buffering").as_deref(), Some("on"));
+    // The nginx target's site has the same values.
+    let site = &rendered(dir.path(), "nginx+embedded")["nginx/flask-hello.conf"];
+    assert!(
+        site.contains("client_max_body_size 3M;") && site.contains("proxy_read_timeout 52s;"),
+        "{site}"
+    );
+    assert_eq!(s(&ing, &["spec", "ingressClassName"]).as_str(), Some("nginx"));
+    assert_eq!(
+        s(&ing, &["spec", "rules", "0", "host"]).as_str(),
+        Some("flask-hello.test")
+    );
+    let pdb = yaml(&files, "pdb.yaml");
+    assert_eq!(s(&pdb, &["spec", "maxUnavailable"]).as_u64(), Some(1));
+    // The image runs the same command, as PID 1 in exec form.
+    let cf = &files["Containerfile"];
+    let entry = cf
+        .lines()
+        .find_map(|l| l.strip_prefix("ENTRYPOINT "))
+        .expect("an ENTRYPOINT");
+    let entry: Vec<String> = serde_json::from_str(entry).expect("exec form");
+    let mut pod_argv = strings(&c["command"]);
+    pod_argv.extend(args.iter().cloned());
+    assert_eq!(entry, pod_argv);
+    assert!(cf.contains("USER 10001:10001") && cf.contains("HEALTHCHECK "), "{cf}");
+    // A virtualenv outside the project (this one's is the example's) is made in the image
+    // at the project's `.venv`, with the requirements the build context holds.
+    assert!(args.windows(2).any(|w| w == ["--venv", "/app/.venv"]), "{args:?}");
+    assert!(
+        cf.contains("COPY [\"requirements.txt\",\"/app/requirements.txt\"]")
+            && cf.contains("RUN /app/.venv/bin/python3 -m pip install --no-cache-dir -r /app/requirements.txt"),
+        "{cf}"
+    );
+}
+
+#[test]
+fn a_fixed_replica_count_has_no_autoscaler() {
+    let dir = project();
+    let toml = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap()
+        + "replicas = 3\nmin_replicas = 3\nmax_replicas = 3\nnamespace = \"shop\"\n";
+    std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
+    let files = rendered(dir.path(), "kubernetes");
+    assert!(!files.contains_key("hpa.yaml"), "{:?}", files.keys());
+    let d = yaml(&files, "deployment.yaml");
+    assert_eq!(s(&d, &["spec", "replicas"]).as_u64(), Some(3));
+    for f in [
+        "deployment.yaml",
+        "service.yaml",
+        "ingress.yaml",
+        "pdb.yaml",
+        "configmap.yaml",
+    ] {
+        assert_eq!(
+            s(&yaml(&files, f), &["metadata", "namespace"]).as_str(),
+            Some("shop"),
+            "{f}"
+        );
+    }
+}
+
+#[test]
+fn compose_runs_the_pods_command_behind_nginx() {
+    let dir = project();
+    let files = rendered(dir.path(), "compose");
+    for (name, text) in &files {
+        assert!(!text.contains(SECRET_VALUE), "{name} holds the secret's value");
+    }
+    let k8s = rendered(dir.path(), "kubernetes");
+    let d = yaml(&k8s, "deployment.yaml");
+    let c = s(&d, &["spec", "template", "spec", "containers", "0"]);
+    let mut pod_argv = strings(&c["command"]);
+    pod_argv.extend(strings(&c["args"]));
+    let compose = yaml(&files, "compose.yaml");
+    let app = s(&compose, &["services", "app"]);
+    let argv = strings(&app["entrypoint"]);
+    // The same command, but trusting nginx's headers: the app's port is on the project's
+    // network only.
+    let trust = |v: &[String]| {
+        v.iter()
+            .position(|a| a == "--forwarded-allow-ips")
+            .map(|i| v[i + 1].clone())
+    };
+    assert_eq!(trust(&argv).as_deref(), Some("*"));
+    let strip = |v: &[String]| {
+        let i = v.iter().position(|a| a == "--forwarded-allow-ips").unwrap();
+        [&v[..i], &v[i + 2..]].concat()
+    };
+    assert_eq!(strip(&argv), strip(&pod_argv));
+    assert_eq!(app["read_only"].as_bool(), Some(true));
+    assert_eq!(strings(&app["tmpfs"]), ["/tmp"]);
+    assert_eq!(strings(&app["cap_drop"]), ["ALL"]);
+    assert_eq!(app["restart"].as_str(), Some("unless-stopped"));
+    assert_eq!(strings(&app["environment"]), ["APP_MODE=production", "SECRET_KEY"]);
+    assert!(app.get("ports").is_none(), "the app's port is not published");
+    let test = strings(s(app, &["healthcheck", "test"]));
+    assert_eq!(
+        test[..3],
+        ["CMD".to_string(), "/app/.venv/bin/python3".into(), "-c".into()]
+    );
+    let nginx = s(&compose, &["services", "nginx"]);
+    assert_eq!(strings(&nginx["ports"]), ["80:8080"]);
+    assert_eq!(
+        s(nginx, &["depends_on", "app", "condition"]).as_str(),
+        Some("service_healthy")
+    );
+    let volumes = strings(&nginx["volumes"]);
+    assert!(volumes.contains(&"./nginx/flask-hello.conf:/etc/nginx/conf.d/default.conf:ro".to_string()));
+    assert!(volumes.contains(&"static:/srv/static:ro".to_string()), "{volumes:?}");
+    // The site proxies to the app's container and serves [[static]] from the volume.
+    let site = &files["nginx/flask-hello.conf"];
+    assert!(
+        site.contains("server app:8080;") && site.contains("alias /srv/static/0/;"),
+        "{site}"
+    );
+    let copy = strings(s(&compose, &["services", "static", "entrypoint"]));
+    assert!(copy[2].contains("cp -R /app/static/. /srv/static/0/"), "{copy:?}");
+}
+
+fn require_validators() -> bool {
+    std::env::var("DEPLOYCTL_REQUIRE_VALIDATORS").is_ok_and(|v| v == "1")
+}
+
+#[test]
+fn the_cluster_targets_pass_their_validators() {
+    let run = Cli::new(&example("flask-hello"))
+        .args(["check", "-t", "kubernetes", "-t", "compose"])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    if require_validators() {
+        for f in [
+            "deployment.yaml",
+            "service.yaml",
+            "ingress.yaml",
+            "pdb.yaml",
+            "hpa.yaml",
+            "configmap.yaml",
+        ] {
+            assert!(
+                run.stderr.lines().any(|l| l
+                    .trim_start()
+                    .starts_with("ok kubernetes: kubernetes-validate --strict")
+                    && l.contains(f)),
+                "{f}:\n{}",
+                run.stderr
+            );
+        }
+        assert!(
+            run.stderr.contains("ok compose: docker-compose config compose.yaml"),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn kubernetes_validate_refuses_a_misplaced_key() {
+    let t = override_dir("kubernetes/deployment.yaml.tera", |s| {
+        s.replace(
+            "          imagePullPolicy: IfNotPresent\n",
+            "          imagePullPolicy: IfNotPresent\n          restart: Always\n",
+        )
+    });
+    let run = check_with("kubernetes", &t).failure();
+    assert!(
+        run.stderr
+            .contains("kubernetes-validate --strict deployment.yaml failed")
+            && run.stderr.contains("'restart' was unexpected"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn docker_compose_refuses_an_unknown_option() {
+    let t = override_dir("compose/compose.yaml.tera", |s| {
+        s.replacen("    read_only: true\n", "    readonly: true\n", 1)
+    });
+    let run = check_with("compose", &t).failure();
+    assert!(
+        run.stderr.contains("docker-compose config compose.yaml failed") && run.stderr.contains("readonly"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_missing_kubernetes_validate_is_skipped_or_a_failure() {
+    // /usr/bin and /bin: docker-compose is there, kubernetes-validate (a venv's) is not.
+    let run = Cli::new(&example("flask-hello"))
+        .args(["check", "-t", "kubernetes"])
+        .env("PATH", "/usr/bin:/bin")
+        .env("DEPLOYCTL_REQUIRE_VALIDATORS", "0")
+        .run()
+        .success();
+    assert!(run.stderr.contains("6 skipped (not installed)"), "{}", run.stderr);
+    assert!(run.stderr.contains("pip install kubernetes-validate"), "{}", run.stderr);
+    let run = Cli::new(&example("flask-hello"))
+        .args(["check", "-t", "kubernetes"])
+        .env("PATH", "/usr/bin:/bin")
+        .env("DEPLOYCTL_REQUIRE_VALIDATORS", "1")
+        .run()
+        .failure();
+    assert!(run.stderr.contains("6 validator run(s) failed"), "{}", run.stderr);
+}
+
+/// The container's command line with the image's paths mapped to this machine: `/app` to
+/// the project, its virtualenv to the example's, the binary to the one under test, and the
+/// bind address to loopback.
+fn mapped(argv: &[String], project: &Path, venv: &Path, port: u16) -> Vec<String> {
+    argv.iter()
+        .map(|a| {
+            if a == "/usr/local/bin/deployctl" {
+                env!("CARGO_BIN_EXE_deployctl").to_string()
+            } else if a == "/app/.venv" {
+                venv.display().to_string()
+            } else if let Some(rest) = a.strip_prefix("/app") {
+                format!("{}{rest}", project.display())
+            } else if a.starts_with("0.0.0.0:") {
+                format!("127.0.0.1:{port}")
+            } else {
+                a.clone()
+            }
+        })
+        .collect()
+}
+
+struct Stop(Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        // SAFETY: signalling the child we started, by its PID.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// The kubelet's httpGet: `GET PATH` on the container's port; success is 200 to 399.
+fn probe(port: u16, path: &str) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        && {
+            let (status, _, _) = request(
+                port,
+                &format!(
+                    "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: kube-probe/1.37\r\nConnection: close\r\n\r\n"
+                ),
+            );
+            (200..400).contains(&status)
+        }
+}
+
+#[test]
+fn the_pods_process_starts_here_and_passes_its_probes() {
+    let ex = example("flask-hello");
+    let venv: PathBuf = ex.join(".venv");
+    let files = rendered(&ex, "kubernetes");
+    let d = yaml(&files, "deployment.yaml");
+    let cm = yaml(&files, "configmap.yaml");
+    let c = s(&d, &["spec", "template", "spec", "containers", "0"]);
+    let mut argv = strings(&c["command"]);
+    argv.extend(strings(&c["args"]));
+    let port = free_port();
+    let argv = mapped(&argv, &ex, &venv, port);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("TMPDIR", tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in s(&cm, &["data"]).as_mapping().expect("the ConfigMap's data") {
+        cmd.env(k.as_str().unwrap(), v.as_str().unwrap());
+    }
+    let _server = Stop(cmd.spawn().expect("start the pod's command"));
+    // The port the probes name is the container's port the process listens on.
+    assert_eq!(s(c, &["ports", "0", "containerPort"]).as_u64(), Some(8080));
+    let startup = s(c, &["startupProbe"]);
+    let budget = startup["periodSeconds"].as_u64().unwrap() * startup["failureThreshold"].as_u64().unwrap();
+    let path = |p: &str| s(c, &[p, "httpGet", "path"]).as_str().unwrap().to_string();
+    assert!(
+        wait_for(budget, || probe(port, &path("startupProbe"))),
+        "the startup probe did not pass within {budget} s: {argv:?}"
+    );
+    assert!(probe(port, &path("readinessProbe")), "readiness");
+    assert!(probe(port, &path("livenessProbe")), "liveness");
+    // The image's HEALTHCHECK (and Compose's) runs the same request with the venv's Python.
+    let cf = &files["Containerfile"];
+    let hc = cf
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("CMD ["))
+        .map(|l| format!("[{l}"))
+        .expect("HEALTHCHECK CMD");
+    let hc: Vec<String> = serde_json::from_str(&hc).expect("exec form");
+    let hc: Vec<String> = hc
+        .into_iter()
+        .map(|a| {
+            a.replace("/app/.venv", &venv.display().to_string())
+                .replace(":8080", &format!(":{port}"))
+        })
+        .collect();
+    let status = Command::new(&hc[0])
+        .args(&hc[1..])
+        .status()
+        .expect("run the health check");
+    assert!(status.success(), "{hc:?}");
+}
