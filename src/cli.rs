@@ -173,7 +173,8 @@ pub struct InitArgs {
 pub struct RenderArgs {
     #[command(flatten)]
     pub spec: SpecArgs,
-    /// The chain to render, e.g. `nginx+uwsgi`. Default: [frontend] + [backend] of deploy.toml.
+    /// The chain to render, e.g. `nginx+uwsgi`, or `kubernetes` (manifests) or `compose` (a
+    /// Compose file), each with a Containerfile. Default: [frontend] + [backend] of deploy.toml.
     #[arg(long, short)]
     pub target: Option<String>,
     /// Write here instead of `<[render].out>/<target>/`.
@@ -198,7 +199,8 @@ pub struct RenderArgs {
 pub struct CheckArgs {
     #[command(flatten)]
     pub spec: SpecArgs,
-    /// The chains to check (repeatable). Default: [frontend] + [backend] of deploy.toml.
+    /// The chains to check (repeatable), or `kubernetes` or `compose`. Default: [frontend] +
+    /// [backend] of deploy.toml.
     #[arg(long, short)]
     pub target: Vec<String>,
     /// Check every implemented target.

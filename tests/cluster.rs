@@ -285,6 +285,14 @@ fn compose_runs_the_pods_command_behind_nginx() {
         test[..3],
         ["CMD".to_string(), "/app/.venv/bin/python3".into(), "-c".into()]
     );
+    // The same health check as the image's HEALTHCHECK (run against the pod's process in
+    // the_pods_process_starts_here_and_passes_its_probes).
+    let image_check = files["Containerfile"]
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("CMD "))
+        .expect("HEALTHCHECK CMD");
+    let image_check: Vec<String> = serde_json::from_str(image_check).expect("exec form");
+    assert_eq!(test[1..], image_check[..]);
     let nginx = s(&compose, &["services", "nginx"]);
     assert_eq!(strings(&nginx["ports"]), ["80:8080"]);
     assert_eq!(
@@ -389,6 +397,22 @@ fn a_missing_kubernetes_validate_is_skipped_or_a_failure() {
         .run()
         .failure();
     assert!(run.stderr.contains("6 validator run(s) failed"), "{}", run.stderr);
+}
+
+#[test]
+fn cluster_targets_are_named_in_messages_and_not_run_by_up() {
+    let dir = project();
+    let run = Cli::new(dir.path()).args(["render", "-t", "kubernets"]).run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains(", kubernetes, compose"), "{}", run.stderr);
+    let run = Cli::new(dir.path()).args(["up", "-t", "compose"]).run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("target `compose` is rendered for a cluster engine")
+            && run.stderr.contains("deployctl render --target compose"),
+        "{}",
+        run.stderr
+    );
 }
 
 /// The container's command line with the image's paths mapped to this machine: `/app` to

@@ -82,12 +82,22 @@ impl Requested {
     }
 }
 
-/// `--target NAME` of `render` and `check`: `kubernetes` and `compose` besides the chains.
+/// `--target NAME` of `render` and `check`: `kubernetes` and `compose` besides the chains
+/// (an unknown name's message lists both).
 fn requested(spec: &Spec, name: Option<&str>) -> anyhow::Result<Requested> {
-    match name.and_then(crate::plan::ClusterKind::parse) {
-        Some(k) => Ok(Requested::Cluster(k)),
-        None => parse_target(spec, name).map(Requested::Chain),
+    let Some(name) = name else {
+        return Ok(Requested::Chain(spec.default_target()));
+    };
+    if let Some(k) = crate::plan::ClusterKind::parse(name) {
+        return Ok(Requested::Cluster(k));
     }
+    let clusters: Vec<&str> = crate::plan::ClusterKind::ALL.iter().map(|k| k.name()).collect();
+    crate::plan::chain::parse_target(name)
+        .map(Requested::Chain)
+        .map_err(|e: String| match e.split_once("; valid targets: ") {
+            Some((message, list)) => usage(message, Some(format!("valid targets: {list}, {}", clusters.join(", ")))),
+            None => usage(e, None),
+        })
 }
 
 fn parse_target(spec: &Spec, name: Option<&str>) -> anyhow::Result<Target> {
@@ -100,6 +110,16 @@ fn parse_target(spec: &Spec, name: Option<&str>) -> anyhow::Result<Target> {
 /// `--target NAME`, read as a chain of tiers: an unknown, impossible or unbuilt target is a
 /// usage error (exit 2) listing the valid ones.
 fn target_arg(name: &str) -> anyhow::Result<Target> {
+    if let Some(k) = crate::plan::ClusterKind::parse(name) {
+        return Err(usage(
+            format!("target `{name}` is rendered for a cluster engine, not run on this machine"),
+            Some(format!(
+                "`deployctl render --target {}` writes its files; `up` runs the chains: {}",
+                k.name(),
+                Target::implemented_list()
+            )),
+        ));
+    }
     crate::plan::chain::parse_target(name).map_err(|e: String| match e.split_once("; valid targets: ") {
         Some((message, list)) => usage(message, Some(format!("valid targets: {list}"))),
         None => usage(e, None),

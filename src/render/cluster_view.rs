@@ -206,7 +206,7 @@ pub struct ComposeView {
 }
 
 /// Where nginx writes on a read-only root filesystem: its temp paths, its pid file.
-const NGINX_WRITABLE: [&str; 3] = ["/var/cache/nginx", "/var/run", "/tmp"];
+const NGINX_WRITABLE: [&str; 3] = ["/var/cache/nginx", "/run", "/tmp"];
 
 impl ComposeView {
     pub fn new(plan: &Plan) -> anyhow::Result<ComposeView> {
