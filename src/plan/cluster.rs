@@ -69,6 +69,21 @@ pub const NGINX_IMAGE: &str = "nginx:1.26-bookworm";
 /// The build context (`--build-context deployctl=DIR`) holding deployctl's source tree.
 pub const SOURCE_CONTEXT: &str = "deployctl";
 
+/// What the image's build copies of deployctl's source tree: the workspace's manifests and
+/// the crates' sources (the templates are embedded at build time, the bench target is
+/// declared in the manifest); not `target/`, the tests and their virtualenvs, the examples.
+pub const SOURCE_PATHS: [&str; 9] = [
+    "Cargo.toml",
+    "Cargo.lock",
+    "src",
+    "templates",
+    "bench/render.rs",
+    "common",
+    "server/Cargo.toml",
+    "server/build.rs",
+    "server/src",
+];
+
 /// A probe of `[health]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
@@ -89,8 +104,9 @@ pub struct ClusterPlan {
     pub image: String,
     /// The app container's port, and what it binds.
     pub port: u16,
-    /// The host port Compose publishes (deploy.toml's listen port).
-    pub public_port: u16,
+    /// What Compose publishes: deploy.toml's listen address (its port; its host unless that
+    /// is every address).
+    pub public: Listen,
     /// The app container's command line, program first: `deployctl serve …`.
     pub command: Vec<String>,
     /// `[app].env`, from a ConfigMap (Kubernetes) or written in the file (Compose).
@@ -134,13 +150,15 @@ pub struct ImageBuild {
     pub requirements: Option<String>,
     pub deployctl: PathBuf,
     pub source_context: &'static str,
+    /// What it copies of that context ([`SOURCE_PATHS`]).
+    pub source_paths: &'static [&'static str],
 }
 
 impl Plan {
     /// The plan of a cluster target: the container environment, with its cluster facts.
     pub fn resolve_cluster(spec: &Spec, kind: ClusterKind) -> Plan {
         let mut spec = spec.clone();
-        let public_port = spec.server.listen.port;
+        let public = spec.server.listen.clone();
         // Probes and the Service reach the container on its own address, not loopback.
         spec.server.listen.host = "0.0.0.0".into();
         // One worker per requested core: a pod sees every core of its node, not its share.
@@ -220,7 +238,7 @@ impl Plan {
             ],
             image: s.cluster.image.clone(),
             port,
-            public_port,
+            public,
             command,
             env: s.app.env.clone(),
             config_map: format!("{name}-env"),
@@ -258,6 +276,7 @@ impl Plan {
                 requirements,
                 deployctl: PathBuf::from(CONTAINER_DEPLOYCTL),
                 source_context: SOURCE_CONTEXT,
+                source_paths: &SOURCE_PATHS,
             },
         };
         if kind == ClusterKind::Compose {

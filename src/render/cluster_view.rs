@@ -205,6 +205,20 @@ pub struct ComposeView {
     pub nginx_healthcheck: Option<String>,
 }
 
+/// Compose's `ports` item: `PORT:CONTAINER_PORT`, with the host address first unless it is
+/// every address (`127.0.0.1:8000:8080`, `[::1]:8000:8080`).
+fn published(public: &crate::spec::Listen, container_port: u16) -> String {
+    let every = public
+        .host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified());
+    if every {
+        format!("{}:{container_port}", public.port)
+    } else {
+        format!("{public}:{container_port}")
+    }
+}
+
 /// Where nginx writes on a read-only root filesystem: its temp paths, its pid file.
 const NGINX_WRITABLE: [&str; 3] = ["/var/cache/nginx", "/run", "/tmp"];
 
@@ -290,7 +304,7 @@ impl ComposeView {
             nginx_image: quote::yaml(crate::plan::cluster::NGINX_IMAGE),
             nginx_entrypoint,
             nginx_tmpfs: NGINX_WRITABLE.iter().map(|d| quote::yaml(d)).collect(),
-            published: quote::yaml(&format!("{}:{nginx_port}", c.public_port)),
+            published: quote::yaml(&published(&c.public, nginx_port)),
             site: quote::yaml(&site),
             nginx_healthcheck,
         })
@@ -307,6 +321,8 @@ pub struct ContainerfileView {
     pub python_image: String,
     pub rust_image: String,
     pub source_context: String,
+    /// `COPY --from=CONTEXT` lines' sources and destinations, exec form.
+    pub source_copies: Vec<String>,
     pub workdir: String,
     /// `RUN python3 -m venv DIR`: the directory as a shell word.
     pub venv_shell: String,
@@ -354,6 +370,11 @@ impl ContainerfileView {
             python_image: b.python_image.to_string(),
             rust_image: b.rust_image.to_string(),
             source_context: b.source_context.to_string(),
+            source_copies: b
+                .source_paths
+                .iter()
+                .map(|p| quote::containerfile_exec(&[p.to_string(), format!("/src/{p}")]))
+                .collect(),
             workdir: path(&b.app_dir),
             venv_shell: quote::shell(&venv),
             copy_binaries: quote::containerfile_exec(&["/opt/deployctl/bin/".to_string(), format!("{deployctl_dir}/")]),
