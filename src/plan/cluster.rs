@@ -66,6 +66,12 @@ pub const PYTHON_IMAGE: &str = "python:3.11-slim-bookworm";
 pub const RUST_IMAGE: &str = "rust:1-slim-bookworm";
 /// The nginx image of the Compose file.
 pub const NGINX_IMAGE: &str = "nginx:1.26-bookworm";
+/// Where Compose mounts the rendered site in nginx's container: in place of the image's
+/// default server.
+pub const NGINX_SITE_IN_CONTAINER: &str = "/etc/nginx/conf.d/default.conf";
+/// Where nginx writes on a read-only root filesystem: its temp paths, its pid file (the
+/// image's `/var/run` is a link to `/run`).
+pub const NGINX_WRITABLE: [&str; 3] = ["/var/cache/nginx", "/run", "/tmp"];
 /// The build context (`--build-context deployctl=DIR`) holding deployctl's source tree.
 pub const SOURCE_CONTEXT: &str = "deployctl";
 
@@ -135,6 +141,12 @@ pub struct ClusterPlan {
     pub ingress_annotations: Vec<(String, String)>,
     /// `[[static]]` in the image (the source) and where Compose's nginx serves it from.
     pub statics: Vec<(PathBuf, PathBuf)>,
+    /// Compose's one-shot copy of `[[static]]` from the image to the volume nginx serves it
+    /// from (none without `[[static]]`).
+    pub static_copy: Option<Vec<String>>,
+    /// Compose's health check of nginx: a request with the first exact server name (nginx
+    /// answers only its names); none when every name is a wildcard.
+    pub nginx_health_command: Option<Vec<String>>,
     pub build: ImageBuild,
 }
 
@@ -267,6 +279,8 @@ impl Plan {
             writable_dirs: WRITABLE_DIRS.iter().map(PathBuf::from).collect(),
             ingress_hosts: ingress_hosts(&s.server.names),
             ingress_annotations: ingress_annotations(&plan),
+            static_copy: (kind == ClusterKind::Compose).then(|| static_copy(&statics)).flatten(),
+            nginx_health_command: nginx_health_command(&plan, &s.health.path),
             statics: statics.clone(),
             build: ImageBuild {
                 python_image: PYTHON_IMAGE,
@@ -448,6 +462,51 @@ fn health_command(venv: &Path, port: u16, path: &str, expect: Option<u16>, timeo
         "-c".into(),
         script,
     ]
+}
+
+/// `sh -c` emptying the volume (files removed from the image must not stay served), then
+/// copying each static directory into its subdirectory.
+fn static_copy(statics: &[(PathBuf, PathBuf)]) -> Option<Vec<String>> {
+    if statics.is_empty() {
+        return None;
+    }
+    let shell = |p: &str| crate::render::quote::shell(p);
+    let mut script = format!("find {} -mindepth 1 -delete", shell(STATIC_VOLUME_DIR));
+    for (from, to) in statics {
+        let (from, to) = (from.display().to_string(), to.display().to_string());
+        script.push_str(&format!(
+            " && mkdir -p {} && cp -R {} {}",
+            shell(&to),
+            shell(&format!("{}/.", from.trim_end_matches('/'))),
+            shell(&format!("{to}/"))
+        ));
+    }
+    Some(vec!["/bin/sh".into(), "-c".into(), script])
+}
+
+/// curl in nginx's image asking the edge's port for `[health].path` with the first exact
+/// server name as `Host`.
+fn nginx_health_command(plan: &Plan, path: &str) -> Option<Vec<String>> {
+    let nginx = plan.tier(Tier::Nginx)?;
+    let port = match &nginx.listen {
+        Some(Address::Tcp(l)) => l.port,
+        Some(Address::Unix(_)) | None => return None,
+    };
+    let host = plan
+        .spec
+        .server
+        .names
+        .iter()
+        .find(|n| !n.starts_with('*') && !n.starts_with('.') && !n.ends_with(".*"))?;
+    Some(vec![
+        "curl".into(),
+        "-fsS".into(),
+        "-o".into(),
+        "/dev/null".into(),
+        "-H".into(),
+        format!("Host: {host}"),
+        format!("http://127.0.0.1:{port}{path}"),
+    ])
 }
 
 fn outputs(plan: &Plan, kind: ClusterKind) -> Vec<Output> {

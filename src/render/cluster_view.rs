@@ -219,9 +219,6 @@ fn published(public: &crate::spec::Listen, container_port: u16) -> String {
     }
 }
 
-/// Where nginx writes on a read-only root filesystem: its temp paths, its pid file.
-const NGINX_WRITABLE: [&str; 3] = ["/var/cache/nginx", "/run", "/tmp"];
-
 impl ComposeView {
     pub fn new(plan: &Plan) -> anyhow::Result<ComposeView> {
         let c = cluster(plan)?;
@@ -236,23 +233,7 @@ impl ComposeView {
         environment.extend(c.secret_env.iter().map(|s| quote::yaml(s)));
         let mut health = vec!["CMD".to_string()];
         health.extend(c.health_command.iter().cloned());
-        let static_copy = (!c.statics.is_empty()).then(|| {
-            // Emptied first, so files removed from the image do not stay served.
-            let mut script = format!(
-                "find {} -mindepth 1 -delete",
-                quote::shell(crate::plan::cluster::STATIC_VOLUME_DIR)
-            );
-            for (from, to) in &c.statics {
-                let (from, to) = (path(from), path(to));
-                script.push_str(&format!(
-                    " && mkdir -p {} && cp -R {} {}",
-                    quote::shell(&to),
-                    quote::shell(&format!("{}/.", from.trim_end_matches('/'))),
-                    quote::shell(&format!("{to}/"))
-                ));
-            }
-            quote::yaml_list(&["/bin/sh".to_string(), "-c".into(), script])
-        });
+        let static_copy = c.static_copy.as_deref().map(quote::yaml_list);
         let nginx_entrypoint = nginx
             .process
             .as_ref()
@@ -265,26 +246,12 @@ impl ComposeView {
         let site = nginx
             .config
             .as_ref()
-            .map(|f| format!("./{}:/etc/nginx/conf.d/default.conf:ro", f.rel))
+            .map(|f| format!("./{}:{}:ro", f.rel, crate::plan::cluster::NGINX_SITE_IN_CONTAINER))
             .unwrap_or_default();
-        // nginx answers only its server names: the check sends the first exact one.
-        let host = plan
-            .spec
-            .server
-            .names
-            .iter()
-            .find(|n| !n.starts_with('*') && !n.starts_with('.') && !n.ends_with(".*"));
-        let nginx_healthcheck = host.map(|h| {
-            quote::yaml_list(&[
-                "CMD".to_string(),
-                "curl".into(),
-                "-fsS".into(),
-                "-o".into(),
-                "/dev/null".into(),
-                "-H".into(),
-                format!("Host: {h}"),
-                format!("http://127.0.0.1:{nginx_port}{}", c.health_path),
-            ])
+        let nginx_healthcheck = c.nginx_health_command.as_deref().map(|argv| {
+            let mut test = vec!["CMD".to_string()];
+            test.extend(argv.iter().cloned());
+            quote::yaml_list(&test)
         });
         Ok(ComposeView {
             header: Header::new(plan),
@@ -303,7 +270,10 @@ impl ComposeView {
             static_volume_dir: crate::plan::cluster::STATIC_VOLUME_DIR.to_string(),
             nginx_image: quote::yaml(crate::plan::cluster::NGINX_IMAGE),
             nginx_entrypoint,
-            nginx_tmpfs: NGINX_WRITABLE.iter().map(|d| quote::yaml(d)).collect(),
+            nginx_tmpfs: crate::plan::cluster::NGINX_WRITABLE
+                .iter()
+                .map(|d| quote::yaml(d))
+                .collect(),
             published: quote::yaml(&published(&c.public, nginx_port)),
             site: quote::yaml(&site),
             nginx_healthcheck,
