@@ -203,7 +203,7 @@ pub struct CheckArgs {
     /// [backend] of deploy.toml.
     #[arg(long, short)]
     pub target: Vec<String>,
-    /// Check every implemented target.
+    /// Check every implemented target, `kubernetes` and `compose` included.
     #[arg(long, conflicts_with = "target")]
     pub all_targets: bool,
     /// Print the resolved description, every default filled in, and stop.

@@ -415,6 +415,52 @@ fn cluster_targets_are_named_in_messages_and_not_run_by_up() {
     );
 }
 
+/// Compose substitutes `$VAR` in every value of the file: docker-compose itself reads the
+/// rendered file back with a `$`-laden environment value and static directory unchanged, and
+/// none of its own environment in them.
+#[test]
+fn compose_interpolates_nothing_of_ours() {
+    let dir = project();
+    let toml = std::fs::read_to_string(dir.path().join("deploy.toml"))
+        .unwrap()
+        .replace(
+            "env = { APP_MODE = \"production\" }",
+            "env = { APP_MODE = \"50$ off $HOME ${HOME} $$ $(HOME)\" }",
+        )
+        .replace("dir = \"static\"", "dir = \"st $HOME\"");
+    assert!(toml.contains("st $HOME"));
+    std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
+    std::fs::rename(dir.path().join("static"), dir.path().join("st $HOME")).unwrap();
+    let out = dir.path().join("out");
+    Cli::new(dir.path())
+        .args(["render", "--no-validate", "-t", "compose", "--out"])
+        .args([&out])
+        .run()
+        .success();
+    let Ok(compose) = which::which("docker-compose") else {
+        assert!(!require_validators(), "docker-compose is not installed");
+        return;
+    };
+    let run = Command::new(compose)
+        .args(["--file", "compose.yaml", "config"])
+        .current_dir(&out)
+        .env("HOME", "/interpolated")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(!text.contains("/interpolated"), "{text}");
+    // `config` prints a Compose file again, its `$` escaped again as `$$`.
+    let v: Value = serde_yaml::from_str(&text).unwrap();
+    let literal = |v: &Value| v.as_str().map(|s| s.replace("$$", "$"));
+    assert_eq!(
+        literal(s(&v, &["services", "app", "environment", "APP_MODE"])).as_deref(),
+        Some("50$ off $HOME ${HOME} $$ $(HOME)")
+    );
+    let copy = literal(s(&v, &["services", "static", "entrypoint", "2"])).unwrap_or_default();
+    assert!(copy.contains("cp -R '/app/st $HOME/.' /srv/static/0/"), "{copy:?}");
+}
+
 /// The container's command line with the image's paths mapped to this machine: `/app` to
 /// the project, its virtualenv to the example's, the binary to the one under test, and the
 /// bind address to loopback.
@@ -521,7 +567,7 @@ fn the_pods_process_starts_here_and_passes_its_probes() {
 }
 
 /// YAML quoting read back: random `[app].env` values (YAML's indicators, quotes, backslashes,
-/// `yes`/`null`/numbers, Unicode and its line separators) and secret names, rendered for both
+/// `yes`/`null`/numbers, Unicode and its line separators, `$`) and secret names, rendered for both
 /// cluster targets in process and parsed by serde_yaml, come back unchanged — in the
 /// ConfigMap, the Deployment's secret references and Compose's environment.
 mod yaml_read_back {
@@ -534,7 +580,7 @@ mod yaml_read_back {
     const PIECES: &[&str] = &[
         "yes", "no", "on", "null", "~", "1e3", "0x1f", "012", "-", "? ", ": ", "#", " #", "&a", "*a", "!t", "%", "@",
         "`", "|", ">", "'", "\"", "\\", "\\n", "{", "}", "[", "]", ",", " ", "ü", "日本", "😀", "\u{85}", "\u{2028}",
-        "\u{a0}", "\u{feff}", "---", "...", "=",
+        "\u{a0}", "\u{feff}", "---", "...", "=", "$", "$$", "${A}", "$HOME", "$(A)",
     ];
 
     fn value() -> impl Strategy<Value = String> {
@@ -587,7 +633,9 @@ mod yaml_read_back {
             prop_assert_eq!(refs, secrets.iter().cloned().collect::<Vec<_>>());
             let compose = render_plan(&Plan::resolve_cluster(&spec, ClusterKind::Compose), &templates).unwrap();
             let f: Value = serde_yaml::from_str(&compose.files["compose.yaml"].text).unwrap();
-            let mut expected: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            // Compose reads `$$` as `$` (read back by docker-compose itself in
+            // compose_interpolates_nothing_of_ours).
+            let mut expected: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}").replace('$', "$$")).collect();
             expected.extend(secrets.iter().cloned());
             prop_assert_eq!(strings(s(&f, &["services", "app", "environment"])), expected);
         }

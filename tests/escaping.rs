@@ -912,6 +912,8 @@ fn every_validator_accepts_a_project_path_with_special_characters() {
         "uwsgi --strict",
         "gunicorn --check-config",
         "systemd-analyze verify",
+        "kubernetes-validate --strict",
+        "docker-compose config",
     ] {
         assert!(
             run.stderr

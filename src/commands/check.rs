@@ -19,7 +19,10 @@ pub fn run(args: &CheckArgs, printer: &Printer) -> anyhow::Result<Status> {
         return Ok(Status::Success);
     }
     let targets: Vec<Requested> = if args.all_targets {
-        Target::implemented().map(Requested::Chain).collect()
+        Target::implemented()
+            .map(Requested::Chain)
+            .chain(crate::plan::ClusterKind::ALL.map(Requested::Cluster))
+            .collect()
     } else if args.target.is_empty() {
         vec![Requested::Chain(spec.default_target())]
     } else {

@@ -164,13 +164,28 @@ pub struct ImageBuild {
     pub source_context: &'static str,
     /// What it copies of that context ([`SOURCE_PATHS`]).
     pub source_paths: &'static [&'static str],
+    /// What the build context (the project) leaves out: [`IGNORE_PATTERNS`], and these
+    /// paths relative to it (the local virtualenv, the rendered files).
+    pub ignore_paths: Vec<String>,
 }
+
+/// What an image's build context never needs: version control, `up`'s run directories,
+/// Python's caches.
+pub const IGNORE_PATTERNS: [&str; 3] = [".git", ".deployctl", "**/__pycache__"];
 
 impl Plan {
     /// The plan of a cluster target: the container environment, with its cluster facts.
     pub fn resolve_cluster(spec: &Spec, kind: ClusterKind) -> Plan {
         let mut spec = spec.clone();
         let public = spec.server.listen.clone();
+        let mut ignore_paths = Vec::new();
+        for inside in [&spec.app.venv, &spec.render.out] {
+            if let Ok(rel) = inside.strip_prefix(spec.dir())
+                && !rel.as_os_str().is_empty()
+            {
+                ignore_paths.push(rel.display().to_string());
+            }
+        }
         // Probes and the Service reach the container on its own address, not loopback.
         spec.server.listen.host = "0.0.0.0".into();
         // One worker per requested core: a pod sees every core of its node, not its share.
@@ -291,6 +306,7 @@ impl Plan {
                 deployctl: PathBuf::from(CONTAINER_DEPLOYCTL),
                 source_context: SOURCE_CONTEXT,
                 source_paths: &SOURCE_PATHS,
+                ignore_paths,
             },
         };
         if kind == ClusterKind::Compose {

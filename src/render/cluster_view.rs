@@ -1,7 +1,7 @@
 //! Typed views of the cluster targets' templates: the Kubernetes manifests (one view feeds
 //! every manifest, as `ApacheConf` feeds both Apache templates), the Compose file and the
 //! Containerfile. Every string is quoted for its language here (`quote::yaml`,
-//! `quote::containerfile_*`); every value is read from the plan's [`ClusterPlan`].
+//! `quote::compose`, `quote::containerfile_*`); every value is read from the plan's [`ClusterPlan`].
 
 use serde::Serialize;
 
@@ -229,18 +229,18 @@ impl ComposeView {
             Some(crate::plan::Address::Tcp(l)) => l.port,
             _ => crate::plan::CONTAINER_EDGE_PORT,
         };
-        let mut environment: Vec<String> = c.env.iter().map(|(k, v)| quote::yaml(&format!("{k}={v}"))).collect();
-        environment.extend(c.secret_env.iter().map(|s| quote::yaml(s)));
+        let mut environment: Vec<String> = c.env.iter().map(|(k, v)| quote::compose(&format!("{k}={v}"))).collect();
+        environment.extend(c.secret_env.iter().map(|s| quote::compose(s)));
         let mut health = vec!["CMD".to_string()];
         health.extend(c.health_command.iter().cloned());
-        let static_copy = c.static_copy.as_deref().map(quote::yaml_list);
+        let static_copy = c.static_copy.as_deref().map(quote::compose_list);
         let nginx_entrypoint = nginx
             .process
             .as_ref()
             .map(|p| {
                 let mut argv = vec![p.program.path().map(path).unwrap_or_default()];
                 argv.extend(p.args.iter().cloned());
-                quote::yaml_list(&argv)
+                quote::compose_list(&argv)
             })
             .unwrap_or_else(|| "[]".into());
         let site = nginx
@@ -251,31 +251,31 @@ impl ComposeView {
         let nginx_healthcheck = c.nginx_health_command.as_deref().map(|argv| {
             let mut test = vec!["CMD".to_string()];
             test.extend(argv.iter().cloned());
-            quote::yaml_list(&test)
+            quote::compose_list(&test)
         });
         Ok(ComposeView {
             header: Header::new(plan),
-            image: quote::yaml(&c.image),
-            entrypoint: quote::yaml_list(&c.command),
+            image: quote::compose(&c.image),
+            entrypoint: quote::compose_list(&c.command),
             port: c.port,
             environment,
-            healthcheck: quote::yaml_list(&health),
+            healthcheck: quote::compose_list(&health),
             health_interval_secs: c.liveness.period_secs,
             health_timeout_secs: c.liveness.timeout_secs,
             health_retries: c.liveness.failure_threshold,
             health_start_secs: policy::STARTUP_BUDGET_SECS,
             stop_grace_secs: c.termination_grace_secs - c.drain_secs,
-            tmpfs: c.writable_dirs.iter().map(|d| quote::yaml(&path(d))).collect(),
+            tmpfs: c.writable_dirs.iter().map(|d| quote::compose(&path(d))).collect(),
             static_copy,
             static_volume_dir: crate::plan::cluster::STATIC_VOLUME_DIR.to_string(),
-            nginx_image: quote::yaml(crate::plan::cluster::NGINX_IMAGE),
+            nginx_image: quote::compose(crate::plan::cluster::NGINX_IMAGE),
             nginx_entrypoint,
             nginx_tmpfs: crate::plan::cluster::NGINX_WRITABLE
                 .iter()
-                .map(|d| quote::yaml(d))
+                .map(|d| quote::compose(d))
                 .collect(),
-            published: quote::yaml(&published(&c.public, nginx_port)),
-            site: quote::yaml(&site),
+            published: quote::compose(&published(&c.public, nginx_port)),
+            site: quote::compose(&site),
             nginx_healthcheck,
         })
     }
@@ -328,13 +328,6 @@ impl ContainerfileView {
             .parent()
             .map(path)
             .unwrap_or_else(|| "/usr/local/bin".into());
-        let mut ignore = vec![".git".to_string(), ".deployctl".into(), "**/__pycache__".into()];
-        if let Ok(rel) = b.venv.strip_prefix(&b.app_dir) {
-            ignore.push(path(rel));
-        }
-        if let Ok(rel) = plan.spec.render.out.strip_prefix(&b.app_dir) {
-            ignore.push(path(rel));
-        }
         Ok(ContainerfileView {
             header: Header::new(plan),
             python_image: b.python_image.to_string(),
@@ -343,17 +336,17 @@ impl ContainerfileView {
             source_copies: b
                 .source_paths
                 .iter()
-                .map(|p| quote::containerfile_exec(&[p.to_string(), format!("/src/{p}")]))
+                .map(|p| quote::containerfile_copy(&[p.to_string(), format!("/src/{p}")]))
                 .collect(),
             workdir: path(&b.app_dir),
             venv_shell: quote::shell(&venv),
-            copy_binaries: quote::containerfile_exec(&["/opt/deployctl/bin/".to_string(), format!("{deployctl_dir}/")]),
-            copy_project: quote::containerfile_exec(&[".".to_string(), path(&b.app_dir)]),
-            copy_venv: quote::containerfile_exec(&[venv.clone(), venv.clone()]),
+            copy_binaries: quote::containerfile_copy(&["/opt/deployctl/bin/".to_string(), format!("{deployctl_dir}/")]),
+            copy_project: quote::containerfile_copy(&[".".to_string(), path(&b.app_dir)]),
+            copy_venv: quote::containerfile_copy(&[venv.clone(), venv.clone()]),
             venv_python: quote::shell(&path(&deployctl_common::venv::python(&b.venv))),
             requirements: b.requirements.as_ref().map(|r| {
                 (
-                    quote::containerfile_exec(&[r.clone(), format!("{}/{r}", path(&b.app_dir))]),
+                    quote::containerfile_copy(&[r.clone(), format!("{}/{r}", path(&b.app_dir))]),
                     quote::shell(&format!("{}/{r}", path(&b.app_dir))),
                 )
             }),
@@ -375,7 +368,11 @@ impl ContainerfileView {
                 ("io.deployctl.entry".into(), cw(&plan.spec.app.entry.to_string())),
                 ("io.deployctl.version".into(), cw(env!("CARGO_PKG_VERSION"))),
             ],
-            ignore,
+            ignore: crate::plan::cluster::IGNORE_PATTERNS
+                .iter()
+                .map(|p| p.to_string())
+                .chain(b.ignore_paths.iter().map(|p| quote::dockerignore_path(p)))
+                .collect(),
         })
     }
 }

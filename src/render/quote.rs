@@ -415,6 +415,22 @@ pub fn yaml_list<S: AsRef<str>>(items: &[S]) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
+/// A value of a Compose file: [`yaml`], with `$` doubled.
+///
+/// Rule (Compose specification, "Interpolation"): Compose substitutes `$VAR` and `${VAR}` from
+/// its environment in every string value of the file, unquoted or quoted alike; `$$` is a
+/// literal `$`. So an environment value `50$ off` or a path holding `$x` must be written
+/// `50$$ off`, `$$x`.
+pub fn compose(s: &str) -> String {
+    yaml(&s.replace('$', "$$"))
+}
+
+/// A list of strings as a flow sequence of Compose values ([`compose`]).
+pub fn compose_list<S: AsRef<str>>(items: &[S]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| compose(s.as_ref())).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
 /// A Containerfile's exec form (`ENTRYPOINT`, `CMD`, `HEALTHCHECK CMD`): a JSON array of
 /// strings.
 ///
@@ -423,6 +439,47 @@ pub fn yaml_list<S: AsRef<str>>(items: &[S]) -> String {
 pub fn containerfile_exec<S: AsRef<str>>(words: &[S]) -> String {
     let list: Vec<&str> = words.iter().map(AsRef::as_ref).collect();
     serde_json::to_string(&list).unwrap_or_else(|_| "[]".into())
+}
+
+/// The sources and destination of a Containerfile's `COPY` in exec (JSON) form: each word
+/// with `\\`, `$`, `'` and `"` backslash-escaped.
+///
+/// Rule (Dockerfile reference, "Environment replacement"; BuildKit's `shell.Lex`): `COPY`'s
+/// arguments, JSON form included, go through word processing after the JSON is parsed: `$VAR`
+/// is substituted, quotes are removed and a backslash escapes the next character. Escaping
+/// those four makes every character literal.
+pub fn containerfile_copy<S: AsRef<str>>(words: &[S]) -> String {
+    let escaped: Vec<String> = words
+        .iter()
+        .map(|w| {
+            let mut out = String::new();
+            for c in w.as_ref().chars() {
+                if matches!(c, '\\' | '$' | '\'' | '"') {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out
+        })
+        .collect();
+    containerfile_exec(&escaped)
+}
+
+/// A path in a `.dockerignore` file, matched from the root of the build context: `/` first,
+/// and the pattern characters `*`, `?`, `[`, `]` and `\\` backslash-escaped.
+///
+/// Rule (Dockerfile reference, ".dockerignore file"; Go's `filepath.Match`): lines are
+/// patterns in which `*`, `?` and `[…]` match and `\\` escapes; a leading `/` anchors at the
+/// root (and keeps a name starting with `#` or `!` from being a comment or an exception).
+pub fn dockerignore_path(p: &str) -> String {
+    let mut out = String::from("/");
+    for c in p.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A Containerfile value in double quotes (`LABEL k="v"`, `ENV`): `\` and `"` escaped.
@@ -523,6 +580,15 @@ mod yaml_tests {
         let back: Vec<String> = serde_json::from_str(&text).expect("JSON");
         assert_eq!(back, words);
         assert_eq!(containerfile_word("a\"b$c\\"), "\"a\\\"b\\$c\\\\\"");
+    }
+
+    #[test]
+    fn containerfile_copy_words_and_dockerignore_paths_are_literal() {
+        let text = containerfile_copy(&["req $x 'a' \"b\" c\\d.txt", "/app/x"]);
+        let back: Vec<String> = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(back, ["req \\$x \\'a\\' \\\"b\\\" c\\\\d.txt", "/app/x"]);
+        assert_eq!(dockerignore_path("env"), "/env");
+        assert_eq!(dockerignore_path("#v*[1]?\\"), "/#v\\*\\[1\\]\\?\\\\");
     }
 }
 
