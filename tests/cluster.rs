@@ -482,6 +482,35 @@ fn mapped(argv: &[String], project: &Path, venv: &Path, port: u16) -> Vec<String
         .collect()
 }
 
+/// Makes a directory tree read-only; writable again when dropped (so it can be removed).
+struct ReadOnly(PathBuf);
+
+impl ReadOnly {
+    fn make(dir: &Path) -> ReadOnly {
+        set_mode(dir, 0o555, 0o444);
+        ReadOnly(dir.to_path_buf())
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        set_mode(&self.0, 0o755, 0o644);
+    }
+}
+
+fn set_mode(dir: &Path, dirs: u32, files: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            set_mode(&p, dirs, files);
+        } else {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(files)).unwrap();
+        }
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dirs)).unwrap();
+}
+
 struct Stop(Child);
 
 impl Drop for Stop {
@@ -518,17 +547,41 @@ fn the_pods_process_starts_here_and_passes_its_probes() {
     let c = s(&d, &["spec", "template", "spec", "containers", "0"]);
     let mut argv = strings(&c["command"]);
     argv.extend(strings(&c["args"]));
-    let port = free_port();
-    let argv = mapped(&argv, &ex, &venv, port);
+    // /app: a read-only copy of the project (the root filesystem is read-only in the pod;
+    // the modes bind a run as a user, not as root, which CI is), and TMPDIR the emptyDir.
     let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("app");
+    std::fs::create_dir_all(app.join("static")).unwrap();
+    for f in ["app.py", "requirements.txt", "deploy.toml"] {
+        std::fs::copy(ex.join(f), app.join(f)).unwrap();
+    }
+    for e in std::fs::read_dir(ex.join("static")).unwrap().flatten() {
+        std::fs::copy(e.path(), app.join("static").join(e.file_name())).unwrap();
+    }
+    let _read_only = ReadOnly::make(&app);
+    let writable = tmp.path().join("tmp");
+    std::fs::create_dir(&writable).unwrap();
+    let port = free_port();
+    let argv = mapped(&argv, &app, &venv, port);
+    let log = tmp.path().join("server.log");
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("TMPDIR", tmp.path())
+        .env("TMPDIR", &writable)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(std::fs::File::create(&log).unwrap());
+    // The image's environment (its runtime stage's ENV), then the ConfigMap's.
+    let image_env = files["Containerfile"]
+        .lines()
+        .filter_map(|l| l.strip_prefix("ENV PYTHON").map(|rest| format!("PYTHON{rest}")))
+        .next()
+        .expect("the runtime stage's ENV");
+    for pair in image_env.split_whitespace() {
+        let (k, v) = pair.split_once('=').expect("NAME=value");
+        cmd.env(k, v);
+    }
     for (k, v) in s(&cm, &["data"]).as_mapping().expect("the ConfigMap's data") {
         cmd.env(k.as_str().unwrap(), v.as_str().unwrap());
     }
@@ -540,7 +593,8 @@ fn the_pods_process_starts_here_and_passes_its_probes() {
     let path = |p: &str| s(c, &[p, "httpGet", "path"]).as_str().unwrap().to_string();
     assert!(
         wait_for(budget, || probe(port, &path("startupProbe"))),
-        "the startup probe did not pass within {budget} s: {argv:?}"
+        "the startup probe did not pass within {budget} s: {argv:?}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
     );
     assert!(probe(port, &path("readinessProbe")), "readiness");
     assert!(probe(port, &path("livenessProbe")), "liveness");
