@@ -114,8 +114,9 @@ struct CheckJson {
 #[derive(serde::Serialize)]
 struct VerdictJson {
     target: String,
-    /// The validator as one would run it: `nginx -t`, `gixy`, `uwsgi --strict`,
-    /// `gunicorn --check-config`, `systemd-analyze verify`, `systemd-analyze security`.
+    /// The validator as one would run it: `nginx -t`, `gixy`, `apache2 -t`, `uwsgi --strict`,
+    /// `gunicorn --check-config`, `systemd-analyze verify`, `systemd-analyze security`,
+    /// `kubernetes-validate --strict`, `docker-compose config`.
     tool: String,
     /// The rendered file it checked, relative to the target's output directory.
     file: String,
