@@ -6,11 +6,9 @@ use crate::plan::{Environment, Plan};
 use crate::printer::Printer;
 use crate::render;
 use crate::target::Target;
-
-use super::Requested;
 use crate::validate::{self, Outcome, Policy};
 
-use super::{Status, default_out, load, probed, requested};
+use super::{Requested, Status, default_out, load, probed, requested};
 
 pub fn run(args: &CheckArgs, printer: &Printer) -> anyhow::Result<Status> {
     let (spec, templates) = load(&args.spec)?;

@@ -92,12 +92,7 @@ fn requested(spec: &Spec, name: Option<&str>) -> anyhow::Result<Requested> {
         return Ok(Requested::Cluster(k));
     }
     let clusters: Vec<&str> = crate::plan::ClusterKind::ALL.iter().map(|k| k.name()).collect();
-    crate::plan::chain::parse_target(name)
-        .map(Requested::Chain)
-        .map_err(|e: String| match e.split_once("; valid targets: ") {
-            Some((message, list)) => usage(message, Some(format!("valid targets: {list}, {}", clusters.join(", ")))),
-            None => usage(e, None),
-        })
+    chain_arg(name, &clusters).map(Requested::Chain)
 }
 
 fn parse_target(spec: &Spec, name: Option<&str>) -> anyhow::Result<Target> {
@@ -120,8 +115,20 @@ fn target_arg(name: &str) -> anyhow::Result<Target> {
             )),
         ));
     }
+    chain_arg(name, &[])
+}
+
+/// `--target NAME` as a chain; an error lists the valid chains, then `more`.
+fn chain_arg(name: &str, more: &[&str]) -> anyhow::Result<Target> {
     crate::plan::chain::parse_target(name).map_err(|e: String| match e.split_once("; valid targets: ") {
-        Some((message, list)) => usage(message, Some(format!("valid targets: {list}"))),
+        Some((message, list)) => {
+            let list = [list]
+                .into_iter()
+                .chain(more.iter().copied())
+                .collect::<Vec<_>>()
+                .join(", ");
+            usage(message, Some(format!("valid targets: {list}")))
+        }
         None => usage(e, None),
     })
 }
