@@ -70,7 +70,9 @@ pub struct KubeManifests {
     /// The labels that select the pods (the first two).
     pub selector: Vec<KeyValue>,
     pub image: String,
-    /// The container's program, and its arguments.
+    /// The container's program, and its arguments. Kubernetes expands `$(VAR)` in both
+    /// (`$$(` escapes it); the only spec values they hold are paths, which the spec refuses
+    /// with `$(` in them (uWSGI's rule), the entry point and numbers.
     pub command: String,
     pub args: String,
     pub port: u16,
