@@ -400,6 +400,40 @@ fn a_missing_kubernetes_validate_is_skipped_or_a_failure() {
 }
 
 #[test]
+fn paths_outside_the_project_are_warned_about() {
+    // The project's app directory is a subdirectory; the root and requirements are the
+    // example's, outside it.
+    let dir = project();
+    let ex = example("flask-hello");
+    let toml = std::fs::read_to_string(dir.path().join("deploy.toml"))
+        .unwrap()
+        .replace(
+            "requirements = \"requirements.txt\"",
+            &format!(
+                "requirements = {:?}\nroot = {:?}",
+                ex.join("requirements.txt").display().to_string(),
+                ex.display().to_string()
+            ),
+        );
+    std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
+    let run = Cli::new(dir.path())
+        .args(["render", "--stdout", "-t", "kubernetes"])
+        .run()
+        .success();
+    assert!(
+        run.stderr.contains("[app].root (") && run.stderr.contains("outside the project"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("[app].requirements is outside the project"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("pip install"), "no requirements to install");
+}
+
+#[test]
 fn cluster_targets_are_named_in_messages_and_not_run_by_up() {
     let dir = project();
     let run = Cli::new(dir.path()).args(["render", "-t", "kubernets"]).run();

@@ -346,6 +346,25 @@ impl Plan {
             ));
         }
         let outside = |p: &Path| !p.starts_with(CONTAINER_APP);
+        let mut away: Vec<String> = Vec::new();
+        if outside(&self.spec.app.root) {
+            away.push(format!("[app].root ({})", self.spec.app.root.display()));
+        }
+        if c.kind == ClusterKind::Compose {
+            // Copied from the image to the volume nginx serves.
+            away.extend(
+                c.statics
+                    .iter()
+                    .filter(|(from, _)| outside(from))
+                    .map(|(from, _)| format!("the [[static]] directory {}", from.display())),
+            );
+        }
+        if !away.is_empty() {
+            said.push(format!(
+                "{} outside the project: the image holds the project's directory only; move them into it",
+                away.join(", ")
+            ));
+        }
         if self.spec.app.requirements.as_deref().is_some_and(outside) {
             said.push(
                 "[app].requirements is outside the project: the image's build context cannot copy it, so \
