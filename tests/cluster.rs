@@ -434,6 +434,30 @@ fn paths_outside_the_project_are_warned_about() {
 }
 
 #[test]
+fn tls_is_left_out_with_a_warning() {
+    let dir = project();
+    let toml = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap()
+        + "\n[tls]\nacme = { email = \"ops@example.com\" }\n";
+    std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
+    for target in ["kubernetes", "compose"] {
+        let run = Cli::new(dir.path())
+            .args(["render", "--stdout", "-t", target])
+            .run()
+            .success();
+        assert!(
+            run.stderr
+                .contains(&format!("[tls] is not rendered for target `{target}` yet")),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            !run.stdout.contains("ssl_certificate") && !run.stdout.contains("tls:"),
+            "{target}"
+        );
+    }
+}
+
+#[test]
 fn cluster_targets_are_named_in_messages_and_not_run_by_up() {
     let dir = project();
     let run = Cli::new(dir.path()).args(["render", "-t", "kubernets"]).run();

@@ -102,6 +102,8 @@ pub struct Probe {
 #[derive(Debug, Clone)]
 pub struct ClusterPlan {
     pub kind: ClusterKind,
+    /// deploy.toml has `[tls]`, which the cluster targets do not render yet.
+    pub tls_left_out: bool,
     /// The resources' name: `[app].name` as an RFC 1035 label.
     pub name: String,
     pub namespace: Option<String>,
@@ -177,6 +179,9 @@ impl Plan {
     /// The plan of a cluster target: the container environment, with its cluster facts.
     pub fn resolve_cluster(spec: &Spec, kind: ClusterKind) -> Plan {
         let mut spec = spec.clone();
+        // [tls] is terminated by the Ingress (cert-manager) or Compose's nginx, neither built
+        // yet: the cluster targets serve HTTP and say so (`cluster_warning`).
+        let tls_left_out = spec.tls.take().is_some();
         let public = spec.server.listen.clone();
         let mut ignore_paths = Vec::new();
         for inside in [&spec.app.venv, &spec.render.out] {
@@ -256,6 +261,7 @@ impl Plan {
             .map(|r| r.display().to_string());
         let cluster = ClusterPlan {
             kind,
+            tls_left_out,
             name: name.clone(),
             namespace: s.cluster.namespace.clone(),
             labels: vec![
@@ -343,6 +349,13 @@ impl Plan {
                  so these URLs go to the app (404 unless it serves them, as Flask does its static/ folder, and \
                  without their `expires`)",
                 urls.join(", ")
+            ));
+        }
+        if c.tls_left_out {
+            said.push(format!(
+                "[tls] is not rendered for target `{}` yet (the Ingress's TLS through cert-manager, \
+                 Compose's nginx on HTTPS): it serves HTTP",
+                c.kind.name()
             ));
         }
         let outside = |p: &Path| !p.starts_with(CONTAINER_APP);
