@@ -14,7 +14,7 @@ use crate::orchestrate::interrupt;
 use crate::orchestrate::procs::{self, ProcId};
 use crate::orchestrate::stack::{self, RunPlan, Running};
 use crate::orchestrate::state::{Condition, Found, Phase, State};
-use crate::plan::{Chain, Environment, Plan, Program, RunFiles, Tier};
+use crate::plan::{Environment, Plan, Program, RunFiles, Tier};
 use crate::printer::{Printer, hinted};
 use crate::render::{self, FileTree};
 use crate::settings::check_venv_version;
@@ -63,15 +63,6 @@ fn supervise(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     // virtualenv, and the rendered configs with their validators.
     let (spec, _) = load(&args.spec)?;
     let target = parse_target(&spec, args.target.as_deref())?;
-    if Chain::from(target).tiers().contains(&Tier::Apache) {
-        return Err(hinted(
-            format!("`deployctl up` cannot run Apache httpd yet (target `{target}`)"),
-            format!(
-                "`deployctl check --target {target}` renders and validates its configuration; `deployctl up --target nginx+{}` runs the same app server locally",
-                target.backend.name()
-            ),
-        ));
-    }
     let listen = public_address(args, &spec)?;
     // A stack of this target still running, supervised or orphaned, is never overwritten (its
     // state file is all that finds its processes); before the port check, which it would fail.
@@ -103,10 +94,13 @@ fn supervise(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
         printer.warn(&warning);
     }
     let Tools {
-        backend_bin, nginx_bin, ..
+        backend_bin,
+        nginx_bin,
+        apache_bin,
+        ..
     } = tools;
     let spec = &plan.spec;
-    let run = RunPlan::new(&plan, listen, backend_bin, nginx_bin)?;
+    let run = RunPlan::new(&plan, listen, backend_bin, nginx_bin)?.with_apache(apache_bin);
     let run_dir = run.files.dir.clone();
     clear_generations(&run_dir)?;
     tree.write_atomic(&run.conf_dir(1))?;
@@ -336,6 +330,8 @@ struct Tools {
     /// `deployctl-server`, the virtualenv's `gunicorn` (installed by [`venv`]), or `uwsgi`.
     backend_bin: PathBuf,
     nginx_bin: Option<PathBuf>,
+    /// `apache2`, when the target runs Apache httpd.
+    apache_bin: Option<PathBuf>,
     /// `deployctl-server` and the Python `X.Y` it links, when it is installed (required for
     /// the embedded backend; its Python is preferred for every virtualenv).
     server: Option<(PathBuf, String)>,
@@ -353,17 +349,35 @@ fn tools(plan: &Plan) -> anyhow::Result<Tools> {
             Some((bin, version))
         }
         // Another backend needs the server's Python only to create the virtualenv.
-        Some(Program::Path(_) | Program::Nginx) | None if deployctl_common::venv::python(&spec.app.venv).exists() => {
+        Some(Program::Path(_) | Program::Nginx | Program::Apache) | None
+            if deployctl_common::venv::python(&spec.app.venv).exists() =>
+        {
             None
         }
-        Some(Program::Path(_) | Program::Nginx) | None => {
+        Some(Program::Path(_) | Program::Nginx | Program::Apache) | None => {
             find_server().ok().and_then(|b| probe(&b).ok().map(|v| (b, v)))
         }
     };
-    let backend_bin = match (program, &server) {
-        (Some(Program::Server), Some((bin, _))) => bin.clone(),
-        (Some(Program::Path(p)), _) => p.clone(),
-        (Some(Program::Server | Program::Nginx), _) | (None, _) => {
+    let apache_program = plan
+        .tier(Tier::Apache)
+        .and_then(|t| t.process.as_ref())
+        .map(|p| &p.program);
+    let apache_bin = match apache_program {
+        Some(Program::Apache) => Some(crate::validate::apache::find().map_err(|_| {
+            hinted(
+                format!("Apache httpd is not installed (target `{target}` needs it)"),
+                crate::validate::apache::HINT,
+            )
+        })?),
+        Some(Program::Path(p)) => Some(p.clone()),
+        Some(Program::Server | Program::Nginx) | None => None,
+    };
+    let backend_bin = match (program, &server, &apache_bin) {
+        (Some(Program::Server), Some((bin, _)), _) => bin.clone(),
+        (Some(Program::Path(p)), _, _) => p.clone(),
+        // mod_wsgi: the app runs inside Apache.
+        (None, _, Some(apache)) if app.tier.role() == crate::plan::Role::InProcessApp => apache.clone(),
+        (Some(Program::Server | Program::Nginx | Program::Apache), _, _) | (None, _, _) => {
             anyhow::bail!("`deployctl up` cannot run `{target}` yet")
         }
     };
@@ -389,11 +403,12 @@ fn tools(plan: &Plan) -> anyhow::Result<Tools> {
             )
         })?),
         Some(Program::Path(p)) => Some(p.clone()),
-        Some(Program::Server) | None => None,
+        Some(Program::Server | Program::Apache) | None => None,
     };
     Ok(Tools {
         backend_bin,
         nginx_bin,
+        apache_bin,
         server,
     })
 }
@@ -568,6 +583,11 @@ fn prepare(args: &UpArgs, printer: &Printer) -> anyhow::Result<Prepared> {
     venv(args, &plan, &tools, printer)?;
     let files = plan.run_files().context("a local-run plan has a run directory")?;
     make_run_dir(args, &spec, target)?;
+    if plan.apache.is_some() {
+        // Apache's runtime directory holds its error log, which `apache2 -t` wants to exist.
+        let dir = files.apache_dir();
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", display_path(&dir)))?;
+    }
     let tree = render::render_plan(&plan, &templates)?;
     let report = validate::gate(&plan, &tree, Policy::from_env(), Some(&files.validated_cache()))?;
     interrupt::check()?;
@@ -611,7 +631,7 @@ fn reload(args: &UpArgs, printer: &Printer, plan: &RunPlan<'_>, running: &mut Ru
         }
         let (app, front) = running.generations();
         let generation = app.max(front) + 1;
-        let next = RunPlan::new(&new, plan.listen, tools.backend_bin, tools.nginx_bin)?;
+        let next = RunPlan::new(&new, plan.listen, tools.backend_bin, tools.nginx_bin)?.with_apache(tools.apache_bin);
         tree.write_atomic(&next.conf_dir(generation))?;
         let result = running.reload(&next, generation, printer);
         // Keep the rendered files of every generation a process runs from; `conf` names the

@@ -6,6 +6,7 @@
 //! (`crate::plan::Plan`, with its `RunFiles`) and the tree the command rendered from it, and
 //! adds only what is per instance (a probe's single worker, a generation's files).
 
+pub mod apache;
 pub mod health;
 pub mod interrupt;
 pub mod process;

@@ -45,6 +45,8 @@ pub struct RunPlan<'a> {
     /// The app server's executable: `deployctl-server`, the venv's `gunicorn`, or `uwsgi`.
     pub backend_bin: PathBuf,
     pub nginx_bin: Option<PathBuf>,
+    /// `apache2`, when the plan runs Apache httpd (`super::apache`).
+    pub apache_bin: Option<PathBuf>,
 }
 
 impl<'a> RunPlan<'a> {
@@ -65,7 +67,19 @@ impl<'a> RunPlan<'a> {
             listen,
             backend_bin,
             nginx_bin,
+            apache_bin: None,
         })
+    }
+
+    /// The same, running Apache httpd with `apache2` at `bin` (`None`: no Apache).
+    pub fn with_apache(self, bin: Option<PathBuf>) -> RunPlan<'a> {
+        RunPlan { apache_bin: bin, ..self }
+    }
+
+    /// Whether the app runs inside the front's processes (mod_wsgi in Apache): no process
+    /// of its own to start, probe or replace.
+    fn app_in_process(&self) -> bool {
+        self.plan.app().process.is_none()
     }
 
     /// The rendered files of generation `generation` (1 at start, one more per reload): each
@@ -125,6 +139,22 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long nginx's old workers get to finish before the health check of a reload (one
 /// still busy with a long request then answers no new connection anyway).
 const OLD_WORKERS_WAIT: Duration = Duration::from_secs(10);
+
+/// A web server in front, as a reload switches it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Front {
+    Nginx,
+    Apache,
+}
+
+impl Front {
+    fn name(self) -> &'static str {
+        match self {
+            Front::Nginx => "nginx",
+            Front::Apache => super::apache::NAME,
+        }
+    }
+}
 
 /// What an app instance is for.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -304,9 +334,20 @@ pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
         // request queued during a restart waits instead of failing) and reloads (a new
         // instance takes it beside the old one). All three backends take LISTEN_FDS; their
         // own bind settings then do not apply.
-        let listener = Arc::new(activation_socket(plan.plan.app().listen.as_ref(), plan.listen)?);
-        running.listener = Some(listener.clone());
-        let inst = instance(plan, 1, Role::Serve, vec![listener])?;
+        let apache = match plan.apache_bin {
+            Some(_) => Some(super::apache::identity()?),
+            None => None,
+        };
+        let inst = if plan.app_in_process() {
+            None
+        } else {
+            let listener = Arc::new(activation_socket(plan.plan.app().listen.as_ref(), plan.listen)?);
+            if let (Some(identity), Some(Address::Unix(path))) = (&apache, plan.plan.app().listen.as_ref()) {
+                super::apache::grant_socket(identity.as_ref(), path)?;
+            }
+            running.listener = Some(listener.clone());
+            Some(instance(plan, 1, Role::Serve, vec![listener])?)
+        };
         // nginx's wrapper (which asks `nginx -V` where its configuration directory is) is
         // written while the app starts.
         let wrapper = match plan.nginx_bin.clone() {
@@ -317,15 +358,43 @@ pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
             }
             None => None,
         };
-        let progress = printer.progress(&format!("starting app ({})", plan.target));
-        running
-            .components
-            .push(Component::spawn("app", inst.make, printer.quiet)?);
-        running.app_fifo = inst.fifo;
-        running.app_files = inst.files;
-        wait_notified(running.components.last_mut().expect("just pushed"), &inst.notify)?;
-        finish(progress, printer, "app", "ready (READY=1)");
-        running.notify = Some(inst.notify);
+        if let Some(inst) = inst {
+            let progress = printer.progress(&format!("starting app ({})", plan.target));
+            running
+                .components
+                .push(Component::spawn("app", inst.make, printer.quiet)?);
+            running.app_fifo = inst.fifo;
+            running.app_files = inst.files;
+            wait_notified(running.components.last_mut().expect("just pushed"), &inst.notify)?;
+            finish(progress, printer, "app", "ready (READY=1)");
+            running.notify = Some(inst.notify);
+        }
+
+        if let (Some(bin), Some(identity)) = (&plan.apache_bin, &apache) {
+            let progress = printer.progress("starting Apache httpd");
+            let c = super::apache::start(plan, bin, identity.as_ref(), printer.quiet)?;
+            running.components.push(c);
+            // Behind nginx, Apache listens on its own loopback port.
+            let addr = match plan.plan.tier(Tier::Apache).and_then(|t| t.listen.as_ref()) {
+                Some(Address::Tcp(l)) if plan.nginx_bin.is_some() => {
+                    use std::net::ToSocketAddrs;
+                    l.to_string()
+                        .to_socket_addrs()
+                        .ok()
+                        .and_then(|mut a| a.next())
+                        .with_context(|| format!("resolving Apache's address {l}"))?
+                }
+                Some(_) | None => probe_addr(plan.listen),
+            };
+            wait_ready(running.components.last_mut().expect("just pushed"), || {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            })?;
+            let how = match identity {
+                Some(id) => format!("ready (port answers; children run as {})", id.user),
+                None => "ready (port answers)".into(),
+            };
+            finish(progress, printer, super::apache::NAME, &how);
+        }
 
         if let (Some(nginx), Some(wrapper)) = (&plan.nginx_bin, wrapper) {
             wrapper
@@ -503,8 +572,8 @@ fn write_fifo(path: &Path, word: &[u8]) -> std::io::Result<()> {
     f.write_all(word)
 }
 
-/// The children of a process (nginx's workers).
-fn children(pid: u32) -> Vec<u32> {
+/// The children of a process (nginx's workers, Apache's children).
+pub(super) fn children(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
         .split_whitespace()
@@ -633,6 +702,8 @@ impl Running {
         while let Some(mut c) = self.components.pop() {
             if c.name == "nginx" {
                 c.stop(libc::SIGQUIT, grace(plan, &c.name));
+            } else if c.name == super::apache::NAME {
+                c.stop(super::apache::STOP, grace(plan, &c.name));
             } else {
                 let grace = grace(plan, &c.name);
                 stop_app(&mut c, self.app_fifo.as_deref(), grace);
@@ -644,7 +715,11 @@ impl Running {
     /// at once on it), SIGKILL to what is left of each group after 2 s.
     pub fn stop_now(&mut self) {
         while let Some(mut c) = self.components.pop() {
-            let sig = if c.name == "nginx" { libc::SIGTERM } else { libc::SIGINT };
+            let sig = match c.name.as_str() {
+                "nginx" => libc::SIGTERM,
+                super::apache::NAME => super::apache::STOP_NOW,
+                _ => libc::SIGINT,
+            };
             c.stop(sig, Duration::from_secs(2));
         }
     }
@@ -661,6 +736,16 @@ impl Running {
     /// app keeps the configuration its probe and its own health check proved; the front is
     /// rolled back).
     pub fn reload(&mut self, plan: &RunPlan<'_>, generation: u32, printer: &Printer) -> anyhow::Result<()> {
+        if plan.app_in_process() {
+            // mod_wsgi: the app is reloaded with Apache, which hosts it (rolled back when the
+            // health check through the front fails).
+            self.reload_front(plan, generation, printer, Front::Apache)?;
+            self.app_generation = generation;
+            return match plan.nginx_bin {
+                Some(_) => self.reload_front(plan, generation, printer, Front::Nginx),
+                None => Ok(()),
+            };
+        }
         self.probe(plan, generation, printer)?;
         match plan.plan.app().tier {
             Tier::Embedded => self.reload_embedded(plan, printer)?,
@@ -670,7 +755,9 @@ impl Running {
         }
         self.app_generation = generation;
         if plan.nginx_bin.is_some() {
-            self.reload_front(plan, generation, printer)
+            self.reload_front(plan, generation, printer, Front::Nginx)
+        } else if plan.apache_bin.is_some() {
+            self.reload_front(plan, generation, printer, Front::Apache)
         } else {
             health_check(plan, printer)
         }
@@ -781,23 +868,43 @@ impl Running {
         Ok(())
     }
 
-    /// nginx's graceful reload (HUP) onto the site of `generation`, then the health check
-    /// through it; when that fails, back to the previous site.
-    fn reload_front(&mut self, plan: &RunPlan<'_>, generation: u32, printer: &Printer) -> anyhow::Result<()> {
-        let previous = self.front_generation;
-        self.switch_front(plan, generation)?;
+    /// A front's graceful reload (nginx: HUP; Apache: USR1) onto the configuration of
+    /// `generation`, then the health check through the edge; when that fails, back to the
+    /// previous configuration. Apache's generation is the app's when it hosts the app
+    /// (mod_wsgi), the front's otherwise.
+    fn reload_front(&mut self, plan: &RunPlan<'_>, generation: u32, printer: &Printer, front: Front) -> anyhow::Result<()> {
+        let hosts_app = front == Front::Apache && plan.app_in_process();
+        let previous = if hosts_app { self.app_generation } else { self.front_generation };
+        let name = front.name();
+        self.switch(plan, generation, front)?;
         match health_check(plan, printer) {
             Ok(()) => {
-                self.front_generation = generation;
-                printer.status("nginx", "reloaded");
+                if !hosts_app {
+                    self.front_generation = generation;
+                }
+                printer.status(name, "reloaded");
                 Ok(())
             }
-            Err(e) => Err(match self.switch_front(plan, previous) {
-                Ok(()) => e.context("nginx went back to the previous configuration"),
+            Err(e) => Err(match self.switch(plan, previous, front) {
+                Ok(()) => e.context(format!("{name} went back to the previous configuration")),
                 Err(back) => e.context(format!(
-                    "nginx could not go back to the previous configuration: {back:#}"
+                    "{name} could not go back to the previous configuration: {back:#}"
                 )),
             }),
+        }
+    }
+
+    fn switch(&mut self, plan: &RunPlan<'_>, generation: u32, front: Front) -> anyhow::Result<()> {
+        match front {
+            Front::Nginx => self.switch_front(plan, generation),
+            Front::Apache => {
+                let c = self
+                    .components
+                    .iter_mut()
+                    .find(|c| c.name == super::apache::NAME)
+                    .context("Apache is not running")?;
+                super::apache::switch(c, plan, generation)
+            }
         }
     }
 
@@ -885,6 +992,7 @@ impl Running {
 pub fn grace(plan: &Plan, component: &str) -> Duration {
     let tier = match component {
         "nginx" => plan.tier(Tier::Nginx),
+        super::apache::NAME => plan.tier(Tier::Apache),
         _ => Some(plan.app()),
     };
     let secs = tier.and_then(|t| t.process.as_ref()).map_or(

@@ -241,13 +241,16 @@ pub enum Program {
     Server,
     /// nginx, found on `PATH` when `up` starts (a local run).
     Nginx,
+    /// Apache httpd (`apache2`), found on `PATH` or as Debian's `/usr/sbin/apache2` when `up`
+    /// starts (a local run).
+    Apache,
 }
 
 impl Program {
     pub fn path(&self) -> Option<&Path> {
         match self {
             Program::Path(p) => Some(p),
-            Program::Server | Program::Nginx => None,
+            Program::Server | Program::Nginx | Program::Apache => None,
         }
     }
 }
@@ -451,6 +454,13 @@ impl RunFiles {
     /// Apache's runtime directory in a local run: its pid file, mutexes and error log.
     pub fn apache_dir(&self) -> PathBuf {
         self.dir.join("apache")
+    }
+
+    /// The self-contained configuration Apache runs from (`apache2 -f`): a link to the
+    /// `apache/httpd.conf` of the generation in use, switched before a graceful restart (Apache
+    /// reads again the file it was started with).
+    pub fn apache_conf(&self) -> PathBuf {
+        self.apache_dir().join("httpd.conf")
     }
 
     /// The app's pid file (the embedded server writes it).

@@ -203,6 +203,7 @@ fn tiers(spec: &Spec, chain: &Chain, env: &Environment, conf_dir: &Path, units: 
                 config: config.as_ref(),
                 trusted: &trusted_proxies,
                 timeout_secs: timeouts[i],
+                in_process_app: list.get(i + 1).is_some_and(|t| t.role() == Role::InProcessApp),
             };
             let process = process(spec, tier, env, &hop, units);
             let unit_exec = unit_exec(spec, tier, env, &hop, units);
@@ -333,6 +334,8 @@ struct Hop<'a> {
     config: Option<&'a ConfigFile>,
     trusted: &'a [String],
     timeout_secs: u64,
+    /// The next tier runs the app inside this one's processes (Apache hosting mod_wsgi).
+    in_process_app: bool,
 }
 
 fn process(spec: &Spec, tier: Tier, env: &Environment, hop: &Hop, units: Option<&Units>) -> Option<Process> {
@@ -396,8 +399,37 @@ fn process(spec: &Spec, tier: Tier, env: &Environment, hop: &Hop, units: Option<
                 }),
             };
         }
-        // The Apache issue adds Apache's process (mod_wsgi has none of its own).
-        Tier::Apache | Tier::ModWsgi => return None,
+        Tier::Apache => {
+            return match env {
+                // `up` runs Apache in the foreground from the self-contained configuration,
+                // its errors on stderr (multiplexed with the other components' lines). It
+                // hosts the app when mod_wsgi runs inside it: then it gets the app's time to
+                // stop.
+                Environment::Local { socket_dir, .. } => Some(Process {
+                    program: Program::Apache,
+                    args: vec![
+                        "-f".into(),
+                        RunFiles {
+                            dir: socket_dir.clone(),
+                        }
+                        .apache_conf()
+                        .display()
+                        .to_string(),
+                        "-D".into(),
+                        "FOREGROUND".into(),
+                        "-c".into(),
+                        "ErrorLog /dev/stderr".into(),
+                    ],
+                    stop_timeout_secs: if hop.in_process_app { app_stop } else { policy::FRONT_STOP_SECS },
+                    unit: None,
+                }),
+                // Debian's apache2.service runs the installed site; a container's Apache is
+                // the Kubernetes issue's.
+                Environment::Production { .. } | Environment::Container => None,
+            };
+        }
+        // mod_wsgi has no process of its own: it runs inside Apache's.
+        Tier::ModWsgi => return None,
     };
     Some(Process {
         program,
