@@ -73,7 +73,10 @@ impl<'a> RunPlan<'a> {
 
     /// The same, running Apache httpd with `apache2` at `bin` (`None`: no Apache).
     pub fn with_apache(self, bin: Option<PathBuf>) -> RunPlan<'a> {
-        RunPlan { apache_bin: bin, ..self }
+        RunPlan {
+            apache_bin: bin,
+            ..self
+        }
     }
 
     /// Whether the app runs inside the front's processes (mod_wsgi in Apache): no process
@@ -872,9 +875,19 @@ impl Running {
     /// `generation`, then the health check through the edge; when that fails, back to the
     /// previous configuration. Apache's generation is the app's when it hosts the app
     /// (mod_wsgi), the front's otherwise.
-    fn reload_front(&mut self, plan: &RunPlan<'_>, generation: u32, printer: &Printer, front: Front) -> anyhow::Result<()> {
+    fn reload_front(
+        &mut self,
+        plan: &RunPlan<'_>,
+        generation: u32,
+        printer: &Printer,
+        front: Front,
+    ) -> anyhow::Result<()> {
         let hosts_app = front == Front::Apache && plan.app_in_process();
-        let previous = if hosts_app { self.app_generation } else { self.front_generation };
+        let previous = if hosts_app {
+            self.app_generation
+        } else {
+            self.front_generation
+        };
         let name = front.name();
         self.switch(plan, generation, front)?;
         match health_check(plan, printer) {

@@ -420,7 +420,11 @@ fn process(spec: &Spec, tier: Tier, env: &Environment, hop: &Hop, units: Option<
                         "-c".into(),
                         "ErrorLog /dev/stderr".into(),
                     ],
-                    stop_timeout_secs: if hop.in_process_app { app_stop } else { policy::FRONT_STOP_SECS },
+                    stop_timeout_secs: if hop.in_process_app {
+                        app_stop
+                    } else {
+                        policy::FRONT_STOP_SECS
+                    },
                     unit: None,
                 }),
                 // Debian's apache2.service runs the installed site; a container's Apache is

@@ -126,14 +126,25 @@ impl Drop for Up {
     }
 }
 
-#[allow(clippy::zombie_processes)]
 pub fn up_with(config: &std::path::Path, target: &str, port: u16) -> (Up, String, Log) {
+    up_with_args(config, target, port, &[])
+}
+
+/// [`up_with`], with more arguments for `up`.
+#[allow(clippy::zombie_processes)]
+pub fn up_with_args(
+    config: &std::path::Path,
+    target: &str,
+    port: u16,
+    extra: &[&std::ffi::OsStr],
+) -> (Up, String, Log) {
     let example = repo().join("examples/flask-hello");
     assert!(example.join(".venv/bin/python3").exists(), "run scripts/setup.sh first");
     let mut child = Command::new(env!("CARGO_BIN_EXE_deployctl"))
         .args(["up", "-c"])
         .arg(config)
         .args(["--target", target, "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .env("NO_COLOR", "1")
         .env_remove("VIRTUAL_ENV")
         .stdin(Stdio::null())
