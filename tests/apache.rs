@@ -316,6 +316,70 @@ fn apache2_t_catches_a_missing_load_module() {
 }
 
 #[test]
+fn apache2_t_catches_mod_wsgi_not_loaded() {
+    if apache2().is_none() {
+        return;
+    }
+    let t = override_dir("apache/httpd.conf.tera", |s| {
+        s.replace(
+            "LoadModule {{ m.id }} {{ m.path }}",
+            "{% if m.id != \"wsgi_module\" %}LoadModule {{ m.id }} {{ m.path }}{% endif %}",
+        )
+    });
+    let run = check_with("apache+mod_wsgi", &t).failure();
+    assert!(
+        run.stderr.contains("apache2 -t apache/httpd.conf failed")
+            && run.stderr.contains("Invalid command 'WSGISocketPrefix'"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// mod_wsgi's daemon mode in both shapes: the spec's workers, threads and timeouts, the
+/// virtualenv and project, one process group for the app in the main interpreter, the script
+/// that imports `[app].entry`; no proxy, no unit of its own.
+#[test]
+fn mod_wsgi_daemon_mode_takes_the_spec_values_in_both_shapes() {
+    let dir = project(
+        "[app]\nname = \"w\"\nentry = \"pkg.web:make()\"\nvenv = \"env\"\nenv = { MODE = \"prod\" }\n\n\
+         [server]\ntimeout = \"40s\"\n\n[backend]\nworkers = 3\nthreads = 4\ngraceful_timeout = \"12s\"\n",
+        &["pkg"],
+    );
+    let files = render(dir.path(), "apache+mod_wsgi");
+    assert!(!files.keys().any(|k| k.starts_with("systemd/")), "{:?}", files.keys());
+    let root = dir.path().display().to_string();
+    for text in [&files["apache/w.conf"], &files["apache/httpd.conf"]] {
+        let conf = parse::apache(text);
+        let (_, main) = vhosts(&conf);
+        let daemon = with_args(&main, "WSGIDaemonProcess");
+        assert_eq!(daemon.len(), 1);
+        let d = daemon[0].join(" ");
+        for want in [
+            "w processes=3 threads=4 ".to_string(),
+            // mod_wsgi reads `key=` and an Apache word: the value is quoted.
+            format!("python-home=\"{root}/env\" "),
+            format!("python-path=\"{root}\" "),
+            "display-name=\"(wsgi:w)\" request-timeout=40 socket-timeout=45 graceful-timeout=12 shutdown-timeout=12"
+                .to_string(),
+        ] {
+            assert!(d.contains(&want), "{want} in {d}");
+        }
+        assert_eq!(main.arg("WSGIProcessGroup"), "w");
+        assert_eq!(main.arg("WSGIApplicationGroup"), "%{GLOBAL}");
+        let alias = &with_args(&main, "WSGIScriptAlias")[0];
+        assert_eq!(alias[0], "/");
+        assert!(alias[1].ends_with("/mod_wsgi/w.wsgi"), "{alias:?}");
+        assert!(with_args(&main, "ProxyPass").is_empty() && with_args(&main, "ProxyTimeout").is_empty());
+    }
+    let script = &files["mod_wsgi/w.wsgi"];
+    assert!(script.contains("os.environ[\"MODE\"] = \"prod\""), "{script}");
+    assert!(
+        script.contains("application = getattr(importlib.import_module(\"pkg.web\"), \"make\")()"),
+        "{script}"
+    );
+}
+
+#[test]
 fn a_value_apache_cannot_escape_is_refused() {
     let dir = project(
         "[app]\nname = \"d\"\nentry = \"app:app\"\n[[static]]\nurl = \"/s/\"\ndir = \"a${HOME}\"\n",

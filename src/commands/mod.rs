@@ -179,7 +179,7 @@ fn down_command(config: &Path, target: Option<&str>, run_dir: Option<&Path>) -> 
 }
 
 /// A word as a POSIX shell reads it back (`quote::shell`).
-fn shell_word(s: &str) -> String {
+pub(crate) fn shell_word(s: &str) -> String {
     crate::render::quote::shell(s)
 }
 

@@ -85,6 +85,17 @@ pub fn needs(plan: &Plan, server: Option<(&Path, &str)>) -> Needs {
         ));
         version = Some((v, "Debian's uWSGI plugin runs Python".to_string()));
     }
+    if let Some(wsgi) = plan.apache.as_ref().and_then(|a| a.wsgi.as_ref()) {
+        // Debian's mod_wsgi runs the Python it is built against: the virtualenv is made with
+        // that interpreter (`crate::validate::mod_wsgi` checks one made otherwise).
+        candidates.push((
+            wsgi.python.clone(),
+            "the distribution's, which Debian's mod_wsgi runs".into(),
+        ));
+        if let Some(v) = plugin_version(&wsgi.module) {
+            version = Some((v, "Debian's mod_wsgi runs Python".to_string()));
+        }
+    }
     let wanted = version.as_ref().map(|(v, _)| v.clone());
     if let Some(v) = &wanted {
         for name in [
@@ -114,7 +125,10 @@ pub fn needs(plan: &Plan, server: Option<(&Path, &str)>) -> Needs {
         version,
         candidates,
         packages,
-        server: server.map(|(b, v)| (b.to_path_buf(), v.to_string())),
+        // mod_wsgi's interpreter, not the server's, even of the same version.
+        server: server
+            .filter(|_| app != Tier::ModWsgi)
+            .map(|(b, v)| (b.to_path_buf(), v.to_string())),
     }
 }
 
@@ -498,8 +512,9 @@ fn server_interpreter(server: &Path, version: &str) -> Option<Python> {
     })
 }
 
-/// `X.Y` of the libpython Debian's uWSGI plugin links (`libpython3.11.so…` in its bytes).
-fn plugin_version(plugin: &Path) -> Option<String> {
+/// `X.Y` of the libpython a module links (`libpython3.11.so…` in its bytes): Debian's uWSGI
+/// plugin, Debian's mod_wsgi.
+pub(crate) fn plugin_version(plugin: &Path) -> Option<String> {
     let bytes = std::fs::read(plugin).ok()?;
     let needle = b"libpython";
     let at = bytes.windows(needle.len()).position(|w| w == needle)? + needle.len();

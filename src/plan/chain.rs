@@ -72,11 +72,11 @@ impl Tier {
         }
     }
 
-    /// Whether this build renders the tier (mod_wsgi is designed, not built).
+    /// Whether this build renders the tier (every tier now; chains are still limited by
+    /// [`Chain::is_implemented`]).
     pub fn is_implemented(self) -> bool {
         match self {
-            Tier::Nginx | Tier::Apache | Tier::Embedded | Tier::Uwsgi | Tier::Gunicorn => true,
-            Tier::ModWsgi => false,
+            Tier::Nginx | Tier::Apache | Tier::Embedded | Tier::Uwsgi | Tier::Gunicorn | Tier::ModWsgi => true,
         }
     }
 
@@ -155,13 +155,14 @@ impl Chain {
     }
 
     /// Whether this build renders every tier of the chain and every link between them
-    /// (Apache in front of uWSGI waits for mod_proxy_uwsgi).
+    /// (Apache in front of uWSGI waits for mod_proxy_uwsgi, nginx in front of Apache for
+    /// mod_remoteip).
     pub fn is_implemented(&self) -> bool {
         self.0.iter().all(|t| t.is_implemented())
             && !self
                 .0
                 .windows(2)
-                .any(|p| matches!((p[0], p[1]), (Tier::Apache, Tier::Uwsgi)))
+                .any(|p| matches!((p[0], p[1]), (Tier::Apache, Tier::Uwsgi) | (Tier::Nginx, Tier::Apache)))
     }
 
     pub fn from_tiers(tiers: Vec<Tier>) -> Result<Chain, ChainError> {
@@ -327,9 +328,9 @@ mod tests {
             e.contains("mod_wsgi runs inside Apache") && e.contains("valid targets: embedded"),
             "{e}"
         );
-        let e = parse_target("apache+mod_wsgi").unwrap_err();
+        let e = parse_target("nginx+apache+mod_wsgi").unwrap_err();
         assert!(
-            e.starts_with("target `apache+mod_wsgi` is planned but not implemented yet; valid targets: "),
+            e.starts_with("target `nginx+apache+mod_wsgi` is planned but not implemented yet; valid targets: "),
             "{e}"
         );
         assert_eq!(

@@ -95,6 +95,34 @@ pub struct ApacheFiles {
     pub modules: Vec<&'static str>,
     /// The MPM of the self-contained configuration (`event`).
     pub mpm: &'static str,
+    /// mod_wsgi's daemon mode, when the app runs inside Apache.
+    pub wsgi: Option<ModWsgi>,
+}
+
+/// The app inside Apache: one mod_wsgi daemon process group (`WSGIDaemonProcess`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModWsgi {
+    /// The process group's name (`WSGIProcessGroup`, `display-name=(wsgi:NAME)`).
+    pub group: String,
+    /// The script Apache maps `/` to (`WSGIScriptAlias`): it imports `[app].entry`.
+    pub script: ConfigFile,
+    pub processes: u32,
+    pub threads: u32,
+    /// `python-home`: the virtualenv.
+    pub python_home: PathBuf,
+    /// `python-path`: the project's import root.
+    pub python_path: PathBuf,
+    /// `request-timeout`: the app's own timeout (`[server].timeout`).
+    pub request_timeout_secs: u64,
+    /// `socket-timeout`: how long Apache's child and the daemon wait on each other (the
+    /// link's timeout: the app's and one slack).
+    pub socket_timeout_secs: u64,
+    /// `graceful-timeout` and `shutdown-timeout`: `[backend].graceful_timeout`.
+    pub graceful_timeout_secs: u64,
+    /// The interpreter Debian's mod_wsgi is built against: the virtualenv is made with it.
+    pub python: PathBuf,
+    /// Debian's module (`libapache2-mod-wsgi-py3`).
+    pub module: PathBuf,
 }
 
 /// One tier of the chain, resolved.
@@ -298,6 +326,7 @@ pub enum OutputKind {
     KubePdb,
     KubeHpa,
     Compose,
+    WsgiScript,
 }
 
 impl OutputKind {
@@ -322,6 +351,7 @@ impl OutputKind {
             OutputKind::KubePdb => "kubernetes/pdb.yaml.tera",
             OutputKind::KubeHpa => "kubernetes/hpa.yaml.tera",
             OutputKind::Compose => "compose/compose.yaml.tera",
+            OutputKind::WsgiScript => "mod_wsgi/app.wsgi.tera",
         }
     }
 }
@@ -332,6 +362,7 @@ pub enum Validator {
     NginxT,
     Gixy,
     ApacheT,
+    ModWsgiPython,
     UwsgiStrict,
     GunicornCheckConfig,
     SystemdVerify,
@@ -347,6 +378,7 @@ impl Validator {
             Validator::NginxT => "nginx -t",
             Validator::Gixy => "gixy",
             Validator::ApacheT => "apache2 -t",
+            Validator::ModWsgiPython => "mod_wsgi python",
             Validator::UwsgiStrict => "uwsgi --strict",
             Validator::GunicornCheckConfig => "gunicorn --check-config",
             Validator::SystemdVerify => "systemd-analyze verify",

@@ -16,6 +16,11 @@ pub const STOP_SLACK_SECS: u64 = 5;
 /// workers finish requests in flight, which the app's own timeout already bounds.
 pub const FRONT_STOP_SECS: u64 = 10;
 
+/// mod_wsgi's daemon processes when `[backend].workers` is `auto`: Apache's configuration
+/// cannot count CPUs at start (Gunicorn's and uWSGI's can), so the count is fixed when it is
+/// rendered; two processes keep the app serving while one is recycled.
+pub const MOD_WSGI_AUTO_PROCESSES: u32 = 2;
+
 /// How long a front waits to connect to the tier behind it: a local socket answers at once,
 /// a backend not accepting in 5 s is down (502 rather than a hung client).
 pub const CONNECT_TIMEOUT_SECS: u64 = 5;

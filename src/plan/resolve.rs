@@ -302,6 +302,7 @@ fn apache_files(spec: &Spec, chain: &Chain, env: &Environment, conf_dir: &Path) 
         modules.push("remoteip");
     }
     let inner = chain.tiers().get(index + 1).copied();
+    let wsgi = (inner == Some(Tier::ModWsgi)).then(|| mod_wsgi(spec, conf_dir));
     match inner.map(|t| chain::link(Tier::Apache, t)) {
         // rewrite: the body limit of proxied requests (LimitRequestBody skips them).
         Some(Ok(Protocol::Http)) => modules.extend(["rewrite", "proxy", "proxy_http"]),
@@ -317,7 +318,35 @@ fn apache_files(spec: &Spec, chain: &Chain, env: &Environment, conf_dir: &Path) 
         module_dir: PathBuf::from(APACHE_MODULE_DIR),
         modules,
         mpm: "event",
+        wsgi,
     })
+}
+
+/// Where Debian's `libapache2-mod-wsgi-py3` installs the module.
+pub const MOD_WSGI_MODULE: &str = "/usr/lib/apache2/modules/mod_wsgi.so";
+/// The interpreter Debian's mod_wsgi is built against.
+pub const MOD_WSGI_PYTHON: &str = "/usr/bin/python3";
+
+/// mod_wsgi's daemon process group: the app server's settings of deploy.toml, in Apache.
+fn mod_wsgi(spec: &Spec, conf_dir: &Path) -> ModWsgi {
+    let rel = format!("mod_wsgi/{}.wsgi", spec.app.name);
+    ModWsgi {
+        group: spec.app.name.clone(),
+        script: ConfigFile {
+            path: conf_dir.join(&rel),
+            rel,
+        },
+        processes: spec.backend.workers.unwrap_or(policy::MOD_WSGI_AUTO_PROCESSES),
+        threads: spec.backend.threads,
+        python_home: spec.app.venv.clone(),
+        python_path: spec.app.root.clone(),
+        request_timeout_secs: spec.server.timeout.0,
+        // Apache's wait for the app: the app's timeout and one slack, as for any backend.
+        socket_timeout_secs: spec.server.timeout.0 + policy::HOP_TIMEOUT_SLACK_SECS,
+        graceful_timeout_secs: spec.backend.graceful_timeout.0,
+        python: PathBuf::from(MOD_WSGI_PYTHON),
+        module: PathBuf::from(MOD_WSGI_MODULE),
+    }
 }
 
 /// The uWSGI binary: Debian's, or the one pip installed into the virtualenv.
@@ -536,7 +565,16 @@ fn outputs(plan: &Plan) -> Vec<Output> {
                     ));
                 }
             }
-            Tier::Embedded | Tier::ModWsgi => {}
+            Tier::ModWsgi => {
+                if let Some(wsgi) = plan.apache.as_ref().and_then(|a| a.wsgi.as_ref()) {
+                    files.push(out(
+                        OutputKind::WsgiScript,
+                        wsgi.script.rel.clone(),
+                        vec![Validator::ModWsgiPython],
+                    ));
+                }
+            }
+            Tier::Embedded => {}
         }
     }
     // The app server's service and the socket unit that creates its socket.
@@ -576,9 +614,22 @@ impl Plan {
                 )
             })
             .unwrap_or_default();
+        let wsgi = apache
+            .wsgi
+            .as_ref()
+            .map(|w| {
+                format!(
+                    "; the app runs inside Apache, in mod_wsgi's daemon processes (`apt-get install \
+                     libapache2-mod-wsgi-py3`; no unit of its own), from {} where it was rendered, with \
+                     a virtualenv made by {}",
+                    w.script.path.display(),
+                    w.python.display()
+                )
+            })
+            .unwrap_or_default();
         Some(format!(
             "copy {} to /etc/apache2/sites-available/{name}.conf, then `a2enmod {}`, `a2ensite {name}`, \
-             `a2dissite 000-default` and `systemctl reload apache2` (Apache runs the site in Debian's apache2.service){units}",
+             `a2dissite 000-default` and `systemctl reload apache2` (Apache runs the site in Debian's apache2.service){units}{wsgi}",
             apache.site.rel,
             apache.modules.join(" "),
         ))
@@ -820,8 +871,8 @@ mod tests {
             },
         );
         assert_eq!(local.apache.map(|a| a.run_dir), Some(run.join("apache")));
-        // Not built yet: Apache in front of uWSGI (mod_proxy_uwsgi) and mod_wsgi.
-        for t in ["apache+uwsgi", "apache+mod_wsgi", "nginx+apache+mod_wsgi"] {
+        // Not built yet: Apache in front of uWSGI (mod_proxy_uwsgi), nginx in front of Apache.
+        for t in ["apache+uwsgi", "nginx+apache+mod_wsgi"] {
             let c: Chain = t.parse().expect("a chain");
             assert!(!c.is_implemented(), "{t}");
         }

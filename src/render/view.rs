@@ -38,6 +38,7 @@ pub fn context(plan: &Plan, kind: OutputKind) -> anyhow::Result<tera::Context> {
         OutputKind::Containerfile | OutputKind::ContainerIgnore => {
             tera::Context::from_serialize(super::cluster_view::ContainerfileView::new(plan)?)
         }
+        OutputKind::WsgiScript => tera::Context::from_serialize(WsgiScript::new(plan)?),
     };
     Ok(context?)
 }
@@ -574,6 +575,33 @@ pub struct ApacheConf {
     pub statics: Vec<ApacheStatic>,
     pub backend: ApacheBackend,
     pub apache: ApacheView,
+    /// mod_wsgi's daemon mode, when the app runs inside Apache (no proxy then).
+    pub wsgi: Option<ApacheWsgi>,
+}
+
+/// `WSGIDaemonProcess` and the lines around it.
+#[derive(Debug, Serialize)]
+pub struct ApacheWsgi {
+    /// The process group's name (plain: `[app].name`'s characters).
+    pub group: String,
+    /// `display-name=…`, `python-home=…` and `python-path=…`: mod_wsgi reads `key=` then an
+    /// Apache word (`ap_getword_conf`), so the value alone is quoted.
+    pub display_name: String,
+    pub python_home: String,
+    pub python_path: String,
+    pub processes: u32,
+    pub threads: u32,
+    pub request_timeout_secs: u64,
+    pub socket_timeout_secs: u64,
+    pub graceful_timeout_secs: u64,
+    /// The script, quoted.
+    pub script: String,
+    /// Its directory, quoted (`<Directory>`), and its file name, quoted (`<Files>`).
+    pub script_dir: String,
+    pub script_name: String,
+    /// `WSGISocketPrefix` of the self-contained configuration (its runtime directory),
+    /// quoted; Debian's configuration has its own.
+    pub socket_prefix: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -723,6 +751,36 @@ impl ApacheConf {
         if let Some(problem) = quote::apache_problem(&run_dir) {
             anyhow::bail!("{problem}");
         }
+        let wsgi = match &apache.wsgi {
+            Some(w) => {
+                let dir = w.script.path.parent().map(path_str).unwrap_or_default();
+                let name = w
+                    .script
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                Some(ApacheWsgi {
+                    group: w.group.clone(),
+                    // mod_wsgi reads `key=VALUE`, the value an Apache word (quoted as any).
+                    display_name: format!("display-name={}", q(&format!("(wsgi:{})", w.group))?),
+                    python_home: format!("python-home={}", q(&path_str(&w.python_home))?),
+                    python_path: format!("python-path={}", q(&path_str(&w.python_path))?),
+                    processes: w.processes,
+                    threads: w.threads,
+                    request_timeout_secs: w.request_timeout_secs,
+                    socket_timeout_secs: w.socket_timeout_secs,
+                    graceful_timeout_secs: w.graceful_timeout_secs,
+                    script: q(&path_str(&w.script.path))?,
+                    script_dir: q(&dir)?,
+                    script_name: q(&name)?,
+                    // `${DEPLOYCTL_RUN}` is substituted by Apache: the runtime directory the
+                    // configuration was started with.
+                    socket_prefix: "\"${DEPLOYCTL_RUN}/wsgi\"".into(),
+                })
+            }
+            None => None,
+        };
         Ok(ApacheConf {
             header: Header::new(plan),
             server: ApacheServer {
@@ -755,6 +813,54 @@ impl ApacheConf {
                     })
                     .collect(),
             },
+            wsgi,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// mod_wsgi/app.wsgi.tera
+
+/// The script mod_wsgi loads: it imports `[app].entry` as `application`.
+#[derive(Debug, Serialize)]
+pub struct WsgiScript {
+    #[serde(flatten)]
+    pub header: Header,
+    /// The module, as a Python string literal.
+    pub module: String,
+    /// The attribute, as a Python string literal.
+    pub attr: String,
+    /// `module:factory()`: the attribute is called.
+    pub factory: bool,
+    /// `[app].env`, set in `os.environ` before the import (Apache's `SetEnv` does not reach
+    /// it), each a Python string literal.
+    pub env: Vec<EnvVar>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EnvVar {
+    pub key: String,
+    pub value: String,
+}
+
+impl WsgiScript {
+    fn new(plan: &Plan) -> anyhow::Result<WsgiScript> {
+        let entry = &plan.spec.app.entry;
+        Ok(WsgiScript {
+            header: Header::new(plan),
+            module: quote::python(&entry.module),
+            attr: quote::python(&entry.attr),
+            factory: entry.factory,
+            env: plan
+                .spec
+                .app
+                .env
+                .iter()
+                .map(|(k, v)| EnvVar {
+                    key: quote::python(k),
+                    value: quote::python(v),
+                })
+                .collect(),
         })
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{Outcome, Scratch, Verdict, apache, compose, gixy, gunicorn, kubernetes, nginx, systemd, uwsgi};
+use super::{Outcome, Scratch, Verdict, apache, compose, gixy, gunicorn, kubernetes, mod_wsgi, nginx, systemd, uwsgi};
 use crate::plan::Validator;
 use crate::render::FileTree;
 
@@ -103,6 +103,7 @@ pub(super) fn for_plan<'a>(s: &'a Scratch) -> Vec<Job<'a>> {
             Validator::NginxT => nginx::job(s, rel),
             Validator::Gixy => gixy::job(s, rel),
             Validator::ApacheT => apache::job(s, rel),
+            Validator::ModWsgiPython => mod_wsgi::job(s, rel),
             Validator::UwsgiStrict => uwsgi::job(s, rel),
             Validator::GunicornCheckConfig => gunicorn::job(s, rel),
             Validator::SystemdVerify => systemd::verify(s, rel),

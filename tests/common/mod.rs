@@ -31,18 +31,20 @@ pub fn examples() -> Vec<PathBuf> {
 }
 
 /// Every implemented target, in the order help texts list them.
-pub const TARGETS: [&str; 8] = [
+pub const TARGETS: [&str; 9] = [
     "embedded",
     "uwsgi",
     "gunicorn",
     "nginx+embedded",
     "nginx+uwsgi",
     "nginx+gunicorn",
+    "apache+mod_wsgi",
     "apache+gunicorn",
     "apache+embedded",
 ];
 
-/// The targets `deployctl up` runs (Apache's are rendered and checked, not run yet).
+/// The targets `deployctl up` runs from any project directory (Apache's, whose children run
+/// as www-data when `up` is root, are run by tests/up_apache.rs).
 pub const UP_TARGETS: [&str; 6] = [
     "embedded",
     "uwsgi",
