@@ -239,3 +239,210 @@ fn sighup_restarts_apache_gracefully_and_rolls_back_a_config_whose_health_check_
     assert!(child.terminate().success());
     assert!(left_in(&groups).is_empty(), "left behind: {:?}", left_in(&groups));
 }
+
+/// The processes of Apache's group whose command line mod_wsgi set to `display-name` (cut to
+/// the length of Apache's own argv[0]: `(wsgi:flask-hello`).
+fn daemons(apache_group: u32, name: &str) -> Vec<u32> {
+    common::up::all_processes()
+        .into_iter()
+        .filter(|(_, g, c)| *g == apache_group && c.starts_with(name))
+        .map(|(p, _, _)| p)
+        .collect()
+}
+
+/// The component processes `up` started (each leads its group).
+fn components(up: &common::up::Up) -> Vec<u32> {
+    let pid = up.pid();
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn up_apache_mod_wsgi_serves_the_example_in_daemon_processes_reloads_and_stops_clean() {
+    if !have_apache() {
+        return;
+    }
+    // The example's virtualenv is made by another CPython 3.11 build (pyenv's) than Debian's
+    // mod_wsgi (3.11.2): same minor version, it runs.
+    let project = readable_copy();
+    let config = project.path().join("deploy.toml");
+    let port = free_port();
+    let (child, _, log) = up_with(&config, "apache+mod_wsgi", port);
+    serves_the_example(port, "apache+mod_wsgi");
+    // No app process of its own: Apache alone, the app in its two daemon processes
+    // (`workers = "auto"` is two for mod_wsgi).
+    let parts = components(&child);
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    let before = daemons(parts[0], "(wsgi:flask-hel");
+    assert_eq!(before.len(), 2, "{}", log.lock().unwrap());
+
+    // SIGHUP: Apache's graceful restart reloads the app (new daemon processes) and the
+    // configuration (the new expiry).
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("expires = \"7d\"", "expires = \"1d\"")).unwrap();
+    child.signal(libc::SIGHUP);
+    assert!(
+        wait_for(30, || (0..3).all(|_| max_age(port).as_deref() == Some("max-age=86400"))),
+        "{}",
+        log.lock().unwrap()
+    );
+    assert!(
+        wait_for(20, || {
+            let now = daemons(parts[0], "(wsgi:flask-hel");
+            now.len() == 2 && now.iter().all(|p| !before.contains(p))
+        }),
+        "the daemon processes were not replaced: {before:?}"
+    );
+    assert_eq!(get(port, "localhost", "/json", &[]).json()["app"], "flask-hello");
+    stop(child, "apache+mod_wsgi");
+}
+
+/// `pip` in `up` installs from the local wheelhouse only.
+fn offline_pip(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    let wheels = repo().join("tests/.wheels");
+    assert!(
+        wheels.join(".complete").is_file(),
+        "run scripts/setup.sh first (tests/.wheels)"
+    );
+    cmd.env("PIP_NO_INDEX", "1")
+        .env("PIP_FIND_LINKS", &wheels)
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+}
+
+#[test]
+fn a_django_project_runs_in_mod_wsgi_from_a_virtualenv_up_makes_with_debians_python() {
+    if !have_apache() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tmp.path().join("mysite");
+    std::fs::create_dir(&dir).unwrap();
+    let django_admin = repo().join("server/tests/.venv-apps/bin/django-admin");
+    assert!(django_admin.exists(), "run scripts/setup.sh first");
+    let made = std::process::Command::new(&django_admin)
+        .args(["startproject", "mysite", "."])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    std::fs::write(dir.join("requirements.txt"), "Django>=5.2,<6\n").unwrap();
+    std::fs::write(
+        dir.join("deploy.toml"),
+        "[app]\nname = \"mysite\"\nentry = \"mysite.wsgi:application\"\nvenv = \".venv\"\n\
+         requirements = \"requirements.txt\"\n\n[server]\nnames = [\"localhost\"]\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_deployctl"));
+    cmd.args([
+        "up",
+        "--target",
+        "apache+mod_wsgi",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .current_dir(&dir)
+    .env("NO_COLOR", "1")
+    .env_remove("VIRTUAL_ENV")
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let mut child = common::up::Up(offline_pip(&mut cmd).spawn().unwrap());
+    let mut stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut url = String::new();
+    let _ = std::io::BufRead::read_line(&mut stdout, &mut url);
+    let stderr = child.0.stderr.take().unwrap();
+    let log: common::up::Log = Default::default();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            sink.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    assert_eq!(
+        url.trim(),
+        format!("http://127.0.0.1:{port}/"),
+        "{}",
+        log.lock().unwrap()
+    );
+    // up made the virtualenv with the Python Debian's mod_wsgi runs.
+    let cfg = std::fs::read_to_string(dir.join(".venv/pyvenv.cfg")).unwrap();
+    assert!(cfg.lines().any(|l| l == "home = /usr/bin"), "{cfg}");
+    let host = format!("localhost:{port}");
+    let page = get(port, &host, "/admin/login/", &[]);
+    assert_eq!(page.status, 200, "{}", log.lock().unwrap());
+    assert!(String::from_utf8_lossy(&page.body).contains("csrfmiddlewaretoken"));
+    no_version(&page, "django");
+    let groups = components(&child);
+    assert!(child.terminate().success());
+    assert!(left_in(&groups).is_empty(), "left behind: {:?}", left_in(&groups));
+}
+
+#[test]
+fn check_and_up_refuse_a_virtualenv_of_another_python_for_mod_wsgi() {
+    if !have_apache() {
+        return;
+    }
+    let project = example_copy();
+    let venv = project.path().join("old-env");
+    std::fs::create_dir_all(venv.join("bin")).unwrap();
+    std::fs::write(venv.join("bin/python3"), "").unwrap();
+    std::fs::write(venv.join("pyvenv.cfg"), "home = /opt/python3.9/bin\nversion = 3.9.18\n").unwrap();
+    let config = project.path().join("deploy.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("venv = ") {
+                "venv = \"old-env\""
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&config, text).unwrap();
+
+    let check = common::Cli::new(project.path())
+        .args(["check", "-t", "apache+mod_wsgi"])
+        .env("DEPLOYCTL_REQUIRE_VALIDATORS", "1")
+        .run()
+        .failure();
+    // Shown relative to the directory deployctl runs in (the project's).
+    let venv_shown = "old-env";
+    assert!(
+        check
+            .stderr
+            .contains("mod_wsgi python mod_wsgi/flask-hello.wsgi failed")
+            && check.stderr.contains(&format!(
+                "the virtualenv {venv_shown} is Python 3.9, but /usr/lib/apache2/modules/mod_wsgi.so runs Python 3."
+            ))
+            && check
+                .stderr
+                .contains(&format!("/usr/bin/python3 -m venv {}`", venv.display())),
+        "{}",
+        check.stderr
+    );
+    let up = common::Cli::new(project.path())
+        .args([
+            "up",
+            "-t",
+            "apache+mod_wsgi",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .run()
+        .failure();
+    assert!(
+        up.stderr.contains(&format!(
+            "the virtualenv {venv_shown} is Python 3.9, but target `apache+mod_wsgi` needs Python 3."
+        )) && up.stderr.contains("Debian's mod_wsgi runs Python"),
+        "{}",
+        up.stderr
+    );
+    assert!(up.stderr.contains("hint: move "), "{}", up.stderr);
+}
