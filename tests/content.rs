@@ -397,7 +397,7 @@ fn systemd_units_are_notify_reloadable_and_hardened() {
         let files = render(&example("flask-hello"), target);
         let Some(unit) = files.get("systemd/flask-hello.service") else {
             // mod_wsgi runs inside Debian's apache2.service: no unit of its own.
-            assert_eq!(target, "apache+mod_wsgi");
+            assert!(target.ends_with("+mod_wsgi"), "{target}");
             continue;
         };
         let unit = parse::ini(unit, &['#', ';']);

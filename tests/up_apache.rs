@@ -37,8 +37,13 @@ fn no_version(r: &Reply, what: &str) {
     }
 }
 
-/// The example through Apache on `port`.
+/// The example through the stack on `port` (Apache at the edge, or nginx in front of it).
 fn serves_the_example(port: u16, target: &str) {
+    let edge = if target.starts_with("nginx+") {
+        "nginx"
+    } else {
+        "Apache"
+    };
     let host = format!("localhost:{port}");
     let page = get(port, &host, "/", &[]);
     assert_eq!(page.status, 200, "{target}");
@@ -51,9 +56,9 @@ fn serves_the_example(port: u16, target: &str) {
     assert_eq!(
         css.one("cache-control"),
         "max-age=604800",
-        "{target}: not from Apache's alias"
+        "{target}: not from the edge's alias"
     );
-    assert_eq!(css.one("server"), "Apache", "{target}: served by Apache itself");
+    assert_eq!(css.one("server"), edge, "{target}: served by the edge itself");
     assert_eq!(css.one("x-content-type-options"), "nosniff", "{target}");
     let json = get(port, &host, "/json", &[("X-Forwarded-For", "6.6.6.6")]);
     no_version(&json, target);
@@ -62,12 +67,13 @@ fn serves_the_example(port: u16, target: &str) {
     assert_eq!(seen["host"], host.as_str(), "{target}: the Host with its port");
     assert_eq!(seen["scheme"], "http", "{target}");
     assert_eq!(seen["remote_addr"], "127.0.0.1", "{target}: the client's address");
-    // Apache's own answers: an unknown host, a dotfile.
-    for (h, path) in [("evil.example", "/"), (host.as_str(), "/.env")] {
-        let r = get(port, h, path, &[]);
-        assert_eq!(r.status, 403, "{target}: {h}{path}");
-        no_version(&r, target);
-    }
+    // The edge's own answers: an unknown host (nginx closes without answering), a dotfile.
+    let unknown = get(port, "evil.example", "/", &[]);
+    assert_eq!(unknown.status, if edge == "nginx" { 0 } else { 403 }, "{target}");
+    no_version(&unknown, target);
+    let dotfile = get(port, &host, "/.env", &[]);
+    assert_eq!(dotfile.status, 403, "{target}");
+    no_version(&dotfile, target);
     let form = "name=up";
     let (status, head, body) = request(
         port,
@@ -115,6 +121,13 @@ fn readable_copy() -> tempfile::TempDir {
     let project = example_copy();
     std::fs::set_permissions(project.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     project
+}
+
+/// Waits until `up` of `target` in `project` is past its start-up (its state file is written
+/// after it stops discarding the HUPs that came during the start-up), so a SIGHUP reloads.
+fn wait_supervising(project: &Path, target: &str) {
+    let state = project.join(".deployctl").join(target).join("state.json");
+    assert!(wait_for(30, || state.is_file()), "no {}", state.display());
 }
 
 fn max_age(port: u16) -> Option<String> {
@@ -186,10 +199,11 @@ fn sighup_restarts_apache_gracefully_and_rolls_back_a_config_whose_health_check_
     // served.
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replace("expires = \"7d\"", "expires = \"1d\"")).unwrap();
+    wait_supervising(project.path(), "apache+embedded");
     child.signal(libc::SIGHUP);
     let stable = |want: &'static str| move || (0..3).all(|_| max_age(port).as_deref() == Some(want));
     assert!(
-        wait_for(30, stable("max-age=86400")),
+        wait_for(90, stable("max-age=86400")),
         "the new config was not served:\n{}",
         log.lock().unwrap()
     );
@@ -283,6 +297,7 @@ fn up_apache_mod_wsgi_serves_the_example_in_daemon_processes_reloads_and_stops_c
     // configuration (the new expiry).
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replace("expires = \"7d\"", "expires = \"1d\"")).unwrap();
+    wait_supervising(project.path(), "apache+mod_wsgi");
     child.signal(libc::SIGHUP);
     assert!(
         wait_for(30, || (0..3).all(|_| max_age(port).as_deref() == Some("max-age=86400"))),
@@ -445,4 +460,94 @@ fn check_and_up_refuse_a_virtualenv_of_another_python_for_mod_wsgi() {
         up.stderr
     );
     assert!(up.stderr.contains("hint: move "), "{}", up.stderr);
+}
+
+/// `GET /json` on 127.0.0.1:`port` from the loopback address `from` (127.0.0.2 is not the
+/// address nginx connects from), with `extra` header lines: what the app saw.
+fn json_from(from: [u8; 4], port: u16, host: &str, extra: &[(&str, &str)]) -> serde_json::Value {
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    let addr = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let (local, remote) = (addr(from, 0), addr([127, 0, 0, 1], port));
+    // SAFETY: a new socket, bound and connected with valid sockaddr_in values, then owned by
+    // the TcpStream (closed once, when it drops).
+    let mut s = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let s = std::net::TcpStream::from_raw_fd(fd);
+        assert_eq!(libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len), 0);
+        assert_eq!(libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len), 0);
+        s
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("GET /json HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in extra {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {raw}"))
+}
+
+#[test]
+fn nginx_in_front_of_apache_mod_wsgi_passes_the_real_client_address_and_ignores_a_spoofed_one() {
+    if !have_apache() {
+        return;
+    }
+    let project = readable_copy();
+    let config = project.path().join("deploy.toml");
+    let port = free_port();
+    let (child, _, log) = up_with(&config, "nginx+apache+mod_wsgi", port);
+    serves_the_example(port, "nginx+apache+mod_wsgi");
+    let host = format!("localhost:{port}");
+    // A client at 127.0.0.2: the app sees that address (nginx's X-Forwarded-For, believed
+    // by Apache from nginx's 127.0.0.1), never what the client claims, and the scheme nginx saw.
+    let spoof = [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-Proto", "https")];
+    let seen = json_from([127, 0, 0, 2], port, &host, &spoof);
+    assert_eq!(seen["remote_addr"], "127.0.0.2", "{seen}");
+    assert_eq!(seen["scheme"], "http", "{seen}");
+    assert_eq!(seen["host"], host.as_str(), "{seen}");
+    // Apache on its loopback port (the public one's neighbour): X-Forwarded-For from a peer
+    // other than nginx's address is ignored; from nginx's address, it and the scheme are
+    // believed (what nginx sends when a client comes over TLS).
+    let inner = port + 1;
+    let direct = json_from([127, 0, 0, 2], inner, "localhost", &spoof);
+    assert_eq!(direct["remote_addr"], "127.0.0.2", "{direct}");
+    let from_nginx = json_from([127, 0, 0, 1], inner, "localhost", &spoof);
+    assert_eq!(from_nginx["remote_addr"], "6.6.6.6", "{from_nginx}");
+    assert_eq!(from_nginx["scheme"], "https", "{from_nginx}");
+
+    // SIGHUP: Apache (which hosts the app) then nginx reload; the new expiry is nginx's.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("expires = \"7d\"", "expires = \"1d\"")).unwrap();
+    wait_supervising(project.path(), "nginx+apache+mod_wsgi");
+    child.signal(libc::SIGHUP);
+    assert!(
+        wait_for(30, || log
+            .lock()
+            .unwrap()
+            .contains("reloaded the new configuration serves")),
+        "{}",
+        log.lock().unwrap()
+    );
+    let shown = log.lock().unwrap().clone();
+    assert!(
+        shown.contains("apache reloaded") && shown.contains("nginx reloaded"),
+        "{shown}"
+    );
+    assert!(wait_for(10, || max_age(port).as_deref() == Some("max-age=86400")));
+    // nginx and Apache, each leading its group; nothing left after the stop.
+    assert_eq!(components(&child).len(), 2);
+    stop(child, "nginx+apache+mod_wsgi");
 }

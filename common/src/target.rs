@@ -83,14 +83,13 @@ impl Target {
         Target { frontend, backend }
     }
 
-    /// Whether this build can render the chain (Apache in front of Gunicorn, the embedded
-    /// server and mod_wsgi is built; nginx in front of Apache and Apache in front of uWSGI are
-    /// designed, not yet built).
+    /// Whether this build can render the chain (Apache in front of uWSGI is designed, not yet
+    /// built).
     pub fn is_implemented(self) -> bool {
         match self.frontend {
             Frontend::None | Frontend::Nginx => self.backend != Backend::ModWsgi,
             Frontend::Apache => matches!(self.backend, Backend::Gunicorn | Backend::Embedded | Backend::ModWsgi),
-            Frontend::NginxApache => false,
+            Frontend::NginxApache => self.backend == Backend::ModWsgi,
         }
     }
 

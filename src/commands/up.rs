@@ -90,6 +90,12 @@ fn supervise(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     if let Some(tls) = &plan.tls {
         check_port(resolve(&tls.listen.to_string())?)?;
     }
+    // A web server behind another listens on a loopback port of its own.
+    for t in &plan.tiers[1..] {
+        if let Some(crate::plan::Address::Tcp(l)) = &t.listen {
+            check_port(resolve(&l.to_string())?)?;
+        }
+    }
     if let Some(warning) = plan.static_warning() {
         printer.warn(&warning);
     }

@@ -604,6 +604,13 @@ fn health_check(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<()> {
     if plan.plan.tls.is_some() {
         return super::tls::health_check(probe_addr(plan.listen), plan.plan, printer);
     }
+    app_health_check(plan, printer)?;
+    static_check(plan, printer)
+}
+
+/// `[health]` through the public address only: after a tier behind the edge reloaded (Apache
+/// behind nginx), whose static files are still the edge's of its own generation.
+fn app_health_check(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<()> {
     let spec = plan.spec;
     let addr = probe_addr(plan.listen);
     // The Host a browser sends for the printed URL: the check proves that URL works.
@@ -625,6 +632,16 @@ fn health_check(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<()> {
         ));
     }
     printer.status("health", &format!("GET {} → {}", spec.health.path, r.status));
+    Ok(())
+}
+
+/// One static file the edge (or uWSGI alone) must serve itself, with its `Cache-Control`.
+fn static_check(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<()> {
+    let spec = plan.spec;
+    let addr = probe_addr(plan.listen);
+    let authority = spec.server.listen.browser_authority();
+    let host = authority.as_str();
+    let t = Duration::from_secs(spec.health.timeout.0);
     let Some(by) = plan.plan.statics_served_by() else {
         return Ok(());
     };
@@ -890,7 +907,18 @@ impl Running {
         };
         let name = front.name();
         self.switch(plan, generation, front)?;
-        match health_check(plan, printer) {
+        // The static check is the edge's: a front behind it is checked through it by
+        // `[health]` alone.
+        let at_edge = match front {
+            Front::Nginx => plan.plan.edge().tier == Tier::Nginx,
+            Front::Apache => plan.plan.edge().tier == Tier::Apache,
+        };
+        let checked = if at_edge {
+            health_check(plan, printer)
+        } else {
+            app_health_check(plan, printer)
+        };
+        match checked {
             Ok(()) => {
                 if !hosts_app {
                     self.front_generation = generation;

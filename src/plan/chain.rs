@@ -155,14 +155,15 @@ impl Chain {
     }
 
     /// Whether this build renders every tier of the chain and every link between them
-    /// (Apache in front of uWSGI waits for mod_proxy_uwsgi, nginx in front of Apache for
-    /// mod_remoteip).
+    /// (Apache in front of uWSGI waits for mod_proxy_uwsgi; nginx in front of Apache is built
+    /// for mod_wsgi behind it only).
     pub fn is_implemented(&self) -> bool {
         self.0.iter().all(|t| t.is_implemented())
             && !self
                 .0
                 .windows(2)
-                .any(|p| matches!((p[0], p[1]), (Tier::Apache, Tier::Uwsgi) | (Tier::Nginx, Tier::Apache)))
+                .any(|p| matches!((p[0], p[1]), (Tier::Apache, Tier::Uwsgi)))
+            && !(self.0.len() > 2 && self.0.last() != Some(&Tier::ModWsgi))
     }
 
     pub fn from_tiers(tiers: Vec<Tier>) -> Result<Chain, ChainError> {
@@ -328,9 +329,9 @@ mod tests {
             e.contains("mod_wsgi runs inside Apache") && e.contains("valid targets: embedded"),
             "{e}"
         );
-        let e = parse_target("nginx+apache+mod_wsgi").unwrap_err();
+        let e = parse_target("nginx+apache+gunicorn").unwrap_err();
         assert!(
-            e.starts_with("target `nginx+apache+mod_wsgi` is planned but not implemented yet; valid targets: "),
+            e.starts_with("target `nginx+apache+gunicorn` is a possible chain, not implemented yet; valid targets: "),
             "{e}"
         );
         assert_eq!(

@@ -123,7 +123,10 @@ fn inner_address(
     match tier.role() {
         Role::InProcessApp => (None, SocketCreator::Nobody),
         // Apache cannot listen on a unix socket: a web server behind another is on loopback.
-        Role::WebServer => (Some(Address::Tcp(loopback(INNER_WEB_PORT))), SocketCreator::Tier),
+        Role::WebServer => (
+            Some(Address::Tcp(loopback(inner_web_port(spec, env)))),
+            SocketCreator::Tier,
+        ),
         Role::AppServer => match env {
             Environment::Production { .. } => (Some(unix(Path::new("/run"))), unit()),
             Environment::Local { socket_dir, .. } => (Some(unix(socket_dir)), SocketCreator::Up),
@@ -132,6 +135,19 @@ fn inner_address(
                 SocketCreator::Tier,
             ),
         },
+    }
+}
+
+/// The loopback port of a web server behind another: [`INNER_WEB_PORT`] on a server; in a
+/// local run the public port's neighbour (one above; one below for 65535), so that stacks of
+/// several projects run side by side (`up` checks that it is free before starting).
+fn inner_web_port(spec: &Spec, env: &Environment) -> u16 {
+    match env {
+        Environment::Local { .. } => {
+            let port = spec.server.listen.port;
+            port.checked_add(1).unwrap_or(port - 1)
+        }
+        Environment::Production { .. } | Environment::Container => INNER_WEB_PORT,
     }
 }
 
@@ -298,8 +314,9 @@ fn apache_files(spec: &Spec, chain: &Chain, env: &Environment, conf_dir: &Path) 
     // expiry, then what the link inward speaks.
     let mut modules = vec!["authz_core", "mime", "alias", "headers", "expires"];
     if index > 0 {
-        // Behind nginx: the client address from nginx's header.
-        modules.push("remoteip");
+        // Behind nginx: the client address from nginx's header (remoteip), the scheme from
+        // nginx's (setenvif: `HTTPS=on`).
+        modules.extend(["remoteip", "setenvif"]);
     }
     let inner = chain.tiers().get(index + 1).copied();
     let wsgi = (inner == Some(Tier::ModWsgi)).then(|| mod_wsgi(spec, conf_dir));
@@ -627,9 +644,20 @@ impl Plan {
                 )
             })
             .unwrap_or_default();
+        // Behind nginx, Apache listens on loopback only; nginx has the public port.
+        let behind = match (
+            &self.edge().tier,
+            self.tier(Tier::Apache).and_then(|t| t.listen.as_ref()),
+        ) {
+            (Tier::Nginx, Some(Address::Tcp(l))) => format!(
+                "; nginx's site proxies to Apache on {l}: remove `Listen 80` from /etc/apache2/ports.conf (nginx \
+                 has that port)"
+            ),
+            _ => String::new(),
+        };
         Some(format!(
             "copy {} to /etc/apache2/sites-available/{name}.conf, then `a2enmod {}`, `a2ensite {name}`, \
-             `a2dissite 000-default` and `systemctl reload apache2` (Apache runs the site in Debian's apache2.service){units}{wsgi}",
+             `a2dissite 000-default` and `systemctl reload apache2` (Apache runs the site in Debian's apache2.service){units}{wsgi}{behind}",
             apache.site.rel,
             apache.modules.join(" "),
         ))
@@ -813,8 +841,29 @@ mod tests {
         assert_eq!(to_app.socket_by, SocketCreator::Nobody);
         assert!(plan.app().process.is_none() && plan.app().listen.is_none());
         assert_eq!(plan.tiers[1].trusted_proxies, ["127.0.0.1"]);
-        // Not built yet: no outputs, so render refuses it.
-        assert!(plan.outputs.is_empty());
+        // nginx's site, Apache's two shapes, mod_wsgi's script; no unit (Apache's own runs it).
+        let outputs: Vec<&str> = plan.outputs.iter().map(|o| o.path.as_str()).collect();
+        assert_eq!(
+            outputs,
+            [
+                "nginx/hello.conf",
+                "apache/hello.conf",
+                "apache/httpd.conf",
+                "mod_wsgi/hello.wsgi"
+            ]
+        );
+        let apache = plan.apache.as_ref().expect("Apache's files");
+        assert!(apache.modules.contains(&"remoteip") && apache.modules.contains(&"wsgi"));
+        // A local run puts Apache on the public port's neighbour, so that stacks run side by side.
+        let local = Plan::resolve(
+            &spec(dir.path(), "[server]\nlisten = \"127.0.0.1:9000\"\n"),
+            target("nginx+apache+mod_wsgi"),
+            Environment::Local {
+                conf_dir: dir.path().join("run/conf"),
+                socket_dir: dir.path().join("run"),
+            },
+        );
+        assert_eq!(local.tiers[1].listen, Some(Address::Tcp(loopback(9001))));
     }
 
     #[test]
@@ -871,8 +920,8 @@ mod tests {
             },
         );
         assert_eq!(local.apache.map(|a| a.run_dir), Some(run.join("apache")));
-        // Not built yet: Apache in front of uWSGI (mod_proxy_uwsgi), nginx in front of Apache.
-        for t in ["apache+uwsgi", "nginx+apache+mod_wsgi"] {
+        // Not built yet: Apache in front of uWSGI (mod_proxy_uwsgi).
+        for t in ["apache+uwsgi", "nginx+apache+uwsgi"] {
             let c: Chain = t.parse().expect("a chain");
             assert!(!c.is_implemented(), "{t}");
         }

@@ -577,6 +577,15 @@ pub struct ApacheConf {
     pub apache: ApacheView,
     /// mod_wsgi's daemon mode, when the app runs inside Apache (no proxy then).
     pub wsgi: Option<ApacheWsgi>,
+    /// Behind another web server: whose `X-Forwarded-*` Apache believes (`mod_remoteip`).
+    pub remoteip: Option<ApacheRemoteIp>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ApacheRemoteIp {
+    /// `RemoteIPInternalProxy` arguments: the Apache tier's trusted proxies (the web server
+    /// in front, on loopback), quoted.
+    pub internal_proxies: Vec<String>,
 }
 
 /// `WSGIDaemonProcess` and the lines around it.
@@ -814,6 +823,16 @@ impl ApacheConf {
                     .collect(),
             },
             wsgi,
+            remoteip: match plan.edge().tier {
+                Tier::Apache => None,
+                Tier::Nginx | Tier::Embedded | Tier::Uwsgi | Tier::Gunicorn | Tier::ModWsgi => Some(ApacheRemoteIp {
+                    internal_proxies: tier
+                        .trusted_proxies
+                        .iter()
+                        .map(|p| q(p))
+                        .collect::<anyhow::Result<_>>()?,
+                }),
+            },
         })
     }
 }

@@ -31,7 +31,7 @@ pub fn examples() -> Vec<PathBuf> {
 }
 
 /// Every implemented target, in the order help texts list them.
-pub const TARGETS: [&str; 9] = [
+pub const TARGETS: [&str; 10] = [
     "embedded",
     "uwsgi",
     "gunicorn",
@@ -41,6 +41,7 @@ pub const TARGETS: [&str; 9] = [
     "apache+mod_wsgi",
     "apache+gunicorn",
     "apache+embedded",
+    "nginx+apache+mod_wsgi",
 ];
 
 /// The targets `deployctl up` runs from any project directory (Apache's, whose children run
