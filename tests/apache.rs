@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use common::parse::{self, Directive};
 use common::{Cli, check_with, example, override_dir, project, render};
 
-const APACHE_TARGETS: [&str; 2] = ["apache+gunicorn", "apache+embedded"];
+const APACHE_TARGETS: [&str; 3] = ["apache+gunicorn", "apache+embedded", "apache+uwsgi"];
 
 const SECURITY_HEADERS: [(&str, &str); 4] = [
     ("X-Content-Type-Options", "nosniff"),
@@ -148,9 +148,11 @@ fn one_body_size_and_timeout_flow_into_apache() {
             assert_eq!(app.arg("RewriteRule"), "^ - [R=413,L]");
             let pass = with_args(&app, "ProxyPass");
             let last = pass.last().expect("ProxyPass /");
+            // uWSGI is spoken to in its own protocol (mod_proxy_uwsgi), the others in HTTP.
+            let scheme = if target == "apache+uwsgi" { "uwsgi" } else { "http" };
             assert_eq!(
                 last[..2],
-                ["/".to_string(), "unix:/run/flow.sock|http://localhost/".into()]
+                ["/".to_string(), format!("unix:/run/flow.sock|{scheme}://localhost/")]
             );
             assert!(last.contains(&"timeout=125".to_string()), "{last:?}");
             assert!(last.contains(&"connectiontimeout=5".to_string()), "{last:?}");
@@ -253,7 +255,11 @@ fn the_self_contained_config_loads_exactly_the_modules_the_site_asks_a2enmod_for
                 "expires",
                 "rewrite",
                 "proxy",
-                "proxy_http"
+                if target == "apache+uwsgi" {
+                    "proxy_uwsgi"
+                } else {
+                    "proxy_http"
+                }
             ]
         );
         for d in ["ServerRoot", "DefaultRuntimeDir"] {

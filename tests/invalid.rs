@@ -141,12 +141,12 @@ fn an_unknown_target_is_a_usage_error_listing_the_valid_ones() {
         assert_eq!(listed, expected, "{cmd}");
     }
     let run = Cli::new(dir.path())
-        .args(["render", "--stdout", "-t", "apache+uwsgi"])
+        .args(["render", "--stdout", "-t", "nginx+apache+gunicorn"])
         .run();
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
         run.stderr
-            .starts_with("error: target `apache+uwsgi` is planned but not implemented yet\n"),
+            .starts_with("error: target `nginx+apache+gunicorn` is a possible chain, not implemented yet\n"),
         "{}",
         run.stderr
     );

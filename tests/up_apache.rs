@@ -93,7 +93,7 @@ fn up_apache_gunicorn_and_apache_embedded_serve_the_example_and_stop_clean() {
     if !have_apache() {
         return;
     }
-    for target in ["apache+gunicorn", "apache+embedded"] {
+    for target in ["apache+gunicorn", "apache+embedded", "apache+uwsgi"] {
         let port = free_port();
         let config = repo().join("examples/flask-hello/deploy.toml");
         let (child, url, log) = up_with(&config, target, port);

@@ -34,16 +34,18 @@ fn every_example_passes_every_validator_with_exposure_at_most_1_5() {
             }
         }
         if require() == "1" {
+            // mod_wsgi runs inside Debian's apache2.service: no service of its own.
+            let services = common::TARGETS.iter().filter(|t| !t.ends_with("mod_wsgi")).count();
             assert_eq!(
-                exposures,
-                common::TARGETS.len(),
-                "one scored service per target:\n{}",
+                exposures, services,
+                "one scored service per target with an app server:\n{}",
                 run.stderr
             );
             for tool in [
                 "nginx -t",
                 "gixy",
                 "apache2 -t",
+                "mod_wsgi python",
                 "uwsgi --strict",
                 "gunicorn --check-config",
                 "systemd-analyze verify",

@@ -83,12 +83,11 @@ impl Target {
         Target { frontend, backend }
     }
 
-    /// Whether this build can render the chain (Apache in front of uWSGI is designed, not yet
-    /// built).
+    /// Whether this build can render the chain: every one design.md lists.
     pub fn is_implemented(self) -> bool {
         match self.frontend {
             Frontend::None | Frontend::Nginx => self.backend != Backend::ModWsgi,
-            Frontend::Apache => matches!(self.backend, Backend::Gunicorn | Backend::Embedded | Backend::ModWsgi),
+            Frontend::Apache => true,
             Frontend::NginxApache => self.backend == Backend::ModWsgi,
         }
     }

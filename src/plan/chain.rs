@@ -124,8 +124,9 @@ pub fn link(outer: Tier, inner: Tier) -> Result<Protocol, String> {
     match (outer, inner) {
         (Nginx, Uwsgi) => Ok(Protocol::Uwsgi),
         (Nginx, Apache | Embedded | Gunicorn) => Ok(Protocol::Http),
-        // mod_proxy_uwsgi exists, but HTTP keeps one proxy configuration for every backend.
-        (Apache, Embedded | Uwsgi | Gunicorn) => Ok(Protocol::Http),
+        // uWSGI's own protocol through mod_proxy_uwsgi, as nginx's uwsgi_pass speaks it.
+        (Apache, Uwsgi) => Ok(Protocol::Uwsgi),
+        (Apache, Embedded | Gunicorn) => Ok(Protocol::Http),
         (Apache, ModWsgi) => Ok(Protocol::InProcess),
         (Nginx, ModWsgi) => Err("mod_wsgi runs inside Apache httpd: put `apache` in front of it".into()),
         (Nginx, Nginx) | (Apache, Apache) => Err(format!("{outer} twice in a row does nothing")),
@@ -154,16 +155,10 @@ impl Chain {
         &self.0
     }
 
-    /// Whether this build renders every tier of the chain and every link between them
-    /// (Apache in front of uWSGI waits for mod_proxy_uwsgi; nginx in front of Apache is built
-    /// for mod_wsgi behind it only).
+    /// Whether this build renders every tier of the chain and every link between them (nginx
+    /// in front of Apache is built for mod_wsgi behind it only).
     pub fn is_implemented(&self) -> bool {
-        self.0.iter().all(|t| t.is_implemented())
-            && !self
-                .0
-                .windows(2)
-                .any(|p| matches!((p[0], p[1]), (Tier::Apache, Tier::Uwsgi)))
-            && !(self.0.len() > 2 && self.0.last() != Some(&Tier::ModWsgi))
+        self.0.iter().all(|t| t.is_implemented()) && !(self.0.len() > 2 && self.0.last() != Some(&Tier::ModWsgi))
     }
 
     pub fn from_tiers(tiers: Vec<Tier>) -> Result<Chain, ChainError> {

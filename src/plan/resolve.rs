@@ -920,8 +920,8 @@ mod tests {
             },
         );
         assert_eq!(local.apache.map(|a| a.run_dir), Some(run.join("apache")));
-        // Not built yet: Apache in front of uWSGI (mod_proxy_uwsgi).
-        for t in ["apache+uwsgi", "nginx+apache+uwsgi"] {
+        // Possible, not designed, not built: nginx in front of Apache in front of an app server.
+        for t in ["nginx+apache+uwsgi", "nginx+apache+gunicorn"] {
             let c: Chain = t.parse().expect("a chain");
             assert!(!c.is_implemented(), "{t}");
         }

@@ -106,9 +106,12 @@ mod tests {
             e.contains("for a container") && e.contains("valid targets: embedded"),
             "{e}"
         );
-        let apache = Target::new(crate::target::Frontend::Apache, crate::target::Backend::Uwsgi);
+        let apache = Target::new(crate::target::Frontend::NginxApache, crate::target::Backend::Gunicorn);
         let plan = Plan::resolve(&spec, apache, Environment::Production { out: dir.path().into() });
         let e = render_plan(&plan, &templates).unwrap_err().to_string();
-        assert!(e.starts_with("target `apache+uwsgi` is not implemented yet"), "{e}");
+        assert!(
+            e.starts_with("target `nginx+apache+gunicorn` is not implemented yet"),
+            "{e}"
+        );
     }
 }

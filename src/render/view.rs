@@ -703,12 +703,18 @@ impl ApacheConf {
             Some(Address::Tcp(l)) => l.clone(),
             Some(Address::Unix(_)) | None => anyhow::bail!("Apache listens on TCP only"),
         };
+        // mod_proxy_http's `http://` or mod_proxy_uwsgi's `uwsgi://`, over the link's socket;
+        // redirects are rewritten as the app builds them (with the Host Apache preserved).
+        let scheme = match link.map(|l| l.protocol) {
+            Some(Protocol::Uwsgi) => "uwsgi",
+            Some(Protocol::Http | Protocol::InProcess) | None => "http",
+        };
         let (proxy_pass, reverse) = match link.map(|l| &l.transport) {
             Some(Transport::Unix(p)) => (
-                format!("unix:{}|http://localhost/", path_str(p)),
+                format!("unix:{}|{scheme}://localhost/", path_str(p)),
                 "http://localhost/".to_string(),
             ),
-            Some(Transport::Tcp(l)) => (format!("http://{l}/"), format!("http://{l}/")),
+            Some(Transport::Tcp(l)) => (format!("{scheme}://{l}/"), format!("http://{l}/")),
             Some(Transport::InProcess) | None => (String::new(), String::new()),
         };
         let mut load_modules = vec![LoadModule {

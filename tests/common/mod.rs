@@ -31,7 +31,7 @@ pub fn examples() -> Vec<PathBuf> {
 }
 
 /// Every implemented target, in the order help texts list them.
-pub const TARGETS: [&str; 10] = [
+pub const TARGETS: [&str; 11] = [
     "embedded",
     "uwsgi",
     "gunicorn",
@@ -39,6 +39,7 @@ pub const TARGETS: [&str; 10] = [
     "nginx+uwsgi",
     "nginx+gunicorn",
     "apache+mod_wsgi",
+    "apache+uwsgi",
     "apache+gunicorn",
     "apache+embedded",
     "nginx+apache+mod_wsgi",
