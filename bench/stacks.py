@@ -2,6 +2,10 @@
 the stacks behind nginx over a unix socket: nginx+embedded over HTTP and over uwsgi, against
 nginx+uWSGI (`uwsgi_pass`) and nginx+Gunicorn (`proxy_pass`).
 
+`stacks.sh targets` (issue 13): every front target as `deployctl up` runs it (its rendered
+configs, the Flask example's /json), the Apache ones next to the nginx ones, with 64 and 512
+connections: nginx+apache+mod_wsgi against apache+mod_wsgi is the layout's case.
+
 Two workers: no pinning, `wrk -t2 -c128` (wrk shares the two cores with the servers; that is
 said next to the figures). Behind nginx: one nginx worker and the app server on CPU 0, wrk on
 CPU 1, upstream keep-alive 128 for HTTP upstreams. Medians of ROUNDS runs, alternating.
@@ -173,7 +177,74 @@ def nginx_group(module, path):
     return rows
 
 
+# The targets as `deployctl up` runs them (issue 13): the Apache ones next to the nginx ones.
+UP_TARGETS = ["nginx+embedded", "nginx+gunicorn", "nginx+uwsgi", "apache+embedded", "apache+gunicorn",
+              "apache+uwsgi", "apache+mod_wsgi", "nginx+apache+mod_wsgi"]
+DEPLOYCTL = os.path.join(base.ROOT, "target", "release", "deployctl")
+EXAMPLE = os.path.join(base.ROOT, "examples", "flask-hello")
+
+
+def example_copy():
+    """The Flask example in a directory Apache's children (www-data, when run as root) can
+    read, its virtualenv the example's."""
+    import shutil
+    d = tempfile.mkdtemp(prefix="bench-targets-")
+    os.chmod(d, 0o755)
+    for f in ("app.py", "requirements.txt"):
+        shutil.copy(os.path.join(EXAMPLE, f), d)
+    shutil.copytree(os.path.join(EXAMPLE, "static"), os.path.join(d, "static"))
+    with open(os.path.join(EXAMPLE, "deploy.toml")) as f:
+        toml = f.read().replace('venv = ".venv"', 'venv = "%s"' % os.path.join(EXAMPLE, ".venv"))
+    with open(os.path.join(d, "deploy.toml"), "w") as f:
+        f.write(toml)
+    return d
+
+
+def targets_group(path="/json"):
+    """Each target started by `deployctl up --detach` from the example's deploy.toml (its
+    `workers = "auto"`: two on this machine, two mod_wsgi daemon processes), then `wrk -t2`
+    with 64 and 512 connections against each, rounds alternating; `deployctl down` after."""
+    project = example_copy()
+    config = os.path.join(project, "deploy.toml")
+    env = dict(os.environ, NO_COLOR="1")
+    started = []
+    try:
+        for target in UP_TARGETS:
+            port = base.free_port()
+            subprocess.run([DEPLOYCTL, "up", "--detach", "-q", "-c", config, "-t", target, "--listen",
+                            "127.0.0.1:%d" % port], check=True, env=env, stdout=subprocess.DEVNULL)
+            started.append((target, port))
+        tables = []
+        for clients in (64, 512):
+            args = ["wrk", "-t2", "-c%d" % clients, "-dX"]
+            print("\n## deployctl up, every target: flask-hello %s (%d x %d s, wrk -t2 -c%d, unpinned)"
+                  % (path, base.ROUNDS, base.SECONDS, clients), flush=True)
+            runs = {t: [] for t, _ in started}
+            for _, port in started:
+                wrk(port, path, 2, args)
+            for _ in range(base.ROUNDS):
+                for target, port in started:
+                    runs[target].append(wrk(port, path, base.SECONDS, args))
+            first = statistics.median(x["rps"] for x in runs[started[0][0]])
+            print("| target | req/s (median) | vs first row | p99 ms | errors |")
+            print("|---|---|---|---|---|")
+            for target, _ in started:
+                rps = statistics.median(x["rps"] for x in runs[target])
+                p99 = statistics.median(x["p99"] for x in runs[target])
+                errors = sum(x["errors"] for x in runs[target])
+                print("| `%s` | %.0f | %.2f× | %.2f | %d |" % (target, rps, first / rps, p99, errors), flush=True)
+                tables.append({"target": target, "clients": clients, "rps": rps, "p99": p99, "errors": errors})
+        return tables
+    finally:
+        for target, _ in started:
+            subprocess.run([DEPLOYCTL, "down", "-q", "-c", config, "-t", target], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def main():
+    if sys.argv[1:] == ["targets"]:
+        targets_group()
+        return 0
     wrk2 = ["wrk", "-t2", "-c128", "-dX"]
     for module, path in (("hello", "/"), ("flask_app", "/")):
         run_group("two workers, no pinning: " + module, lambda port, m=module: two_worker_servers(m, port), path,
