@@ -16,7 +16,7 @@ mod gixy;
 mod gunicorn;
 mod jobs;
 mod kubernetes;
-pub mod mod_wsgi;
+mod mod_wsgi;
 pub mod nginx;
 mod systemd;
 mod uwsgi;

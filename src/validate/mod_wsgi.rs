@@ -9,7 +9,7 @@ use super::{Job, Outcome, Scratch, verdict};
 use crate::plan::ModWsgi;
 use crate::spec::display_path;
 
-pub const NAME: &str = "mod_wsgi python";
+const NAME: &str = "mod_wsgi python";
 
 /// The check of the virtualenv for the mod_wsgi script `rel`.
 pub(super) fn job<'a>(s: &'a Scratch, rel: &str) -> Job<'a> {
@@ -33,7 +33,7 @@ pub(super) fn job<'a>(s: &'a Scratch, rel: &str) -> Job<'a> {
 }
 
 /// The virtualenv of `w` against the module's Python.
-pub fn check(w: &ModWsgi) -> Outcome {
+fn check(w: &ModWsgi) -> Outcome {
     if !w.module.is_file() {
         return Outcome::Missing {
             hint: "install Debian's mod_wsgi: `apt-get install libapache2-mod-wsgi-py3`".into(),
@@ -52,6 +52,18 @@ pub fn check(w: &ModWsgi) -> Outcome {
         v = crate::commands::shell_word(&venv.display().to_string()),
         py = w.python.display(),
     );
+    // Not made yet (rendering on another machine than the server): not checked, as Gunicorn's
+    // check is not without Gunicorn in the virtualenv.
+    if !venv.join(deployctl_common::venv::PYVENV_CFG).is_file() && !deployctl_common::venv::python(venv).exists() {
+        return Outcome::Missing {
+            hint: format!(
+                "create the virtualenv {} with the Python mod_wsgi runs: `{} -m venv {}`",
+                display_path(venv),
+                w.python.display(),
+                crate::commands::shell_word(&venv.display().to_string())
+            ),
+        };
+    }
     let found = match deployctl_common::venv::venv_python_version(venv) {
         Ok(v) => v,
         Err(e) => {
