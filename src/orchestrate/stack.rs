@@ -1,6 +1,7 @@
-//! The stack of one target, running: the backend first (ready when it sends `READY=1`), then
-//! the front (ready when its port answers), then a health check through the front, then
-//! supervision until a signal, and a stop in reverse order.
+//! The stack of one target, running: the backend first (ready when it sends `READY=1`; none
+//! when mod_wsgi runs the app inside Apache), then the fronts from the inside out — Apache
+//! (`super::apache`), nginx — each ready when its port answers, then a health check through
+//! the edge, then supervision until a signal, and a stop in reverse order.
 //!
 //! A reload never makes things worse: the new configuration is first tried by a probe (one
 //! app instance on a private socket, health-checked there, never reached by a client); then
@@ -8,9 +9,10 @@
 //! workers replace the old ones only once all are ready; it reports the outcome on the
 //! readiness socket), Gunicorn and uWSGI through a new instance started beside the old one
 //! on the same activation socket, health-checked on a private socket of its own before the
-//! old one is stopped gracefully — and then nginx (HUP; rolled back to the previous site when
-//! the health check through it fails). Until then the old processes serve, from the rendered
-//! files of their own generation (`conf-N/`).
+//! old one is stopped gracefully — and then the fronts (nginx: HUP; Apache: a graceful
+//! restart; each rolled back to its previous configuration when the health check through the
+//! edge fails). With mod_wsgi there is no probe: Apache's restart is the app's. Until then the
+//! old processes serve, from the rendered files of their own generation (`conf-N/`).
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -42,7 +44,8 @@ pub struct RunPlan<'a> {
     pub files: RunFiles,
     /// The public address, resolved (the front's, or the lone backend's).
     pub listen: SocketAddr,
-    /// The app server's executable: `deployctl-server`, the venv's `gunicorn`, or `uwsgi`.
+    /// The app server's executable: `deployctl-server`, the venv's `gunicorn`, `uwsgi`, or
+    /// `apache2` when mod_wsgi runs the app inside Apache.
     pub backend_bin: PathBuf,
     pub nginx_bin: Option<PathBuf>,
     /// `apache2`, when the plan runs Apache httpd (`super::apache`).
@@ -716,7 +719,8 @@ impl Running {
         Ok(())
     }
 
-    /// Stop in reverse start order: the front first (graceful QUIT), then the backend
+    /// Stop in reverse start order: the fronts first (nginx QUIT, Apache WINCH: both graceful),
+    /// then the backend
     /// (gracefully: it finishes in-flight requests), each bounded, then SIGKILL to what is left.
     pub fn stop(&mut self, plan: &Plan) {
         while let Some(mut c) = self.components.pop() {
@@ -731,8 +735,8 @@ impl Running {
         }
     }
 
-    /// Fast stop, in reverse start order: nginx TERM, the app INT (all three backends stop
-    /// at once on it), SIGKILL to what is left of each group after 2 s.
+    /// Fast stop, in reverse start order: nginx and Apache TERM, the app INT (all three
+    /// backends stop at once on it), SIGKILL to what is left of each group after 2 s.
     pub fn stop_now(&mut self) {
         while let Some(mut c) = self.components.pop() {
             let sig = match c.name.as_str() {
@@ -935,6 +939,7 @@ impl Running {
         }
     }
 
+    /// Moves one front onto the configuration of `generation` (without checking it).
     fn switch(&mut self, plan: &RunPlan<'_>, generation: u32, front: Front) -> anyhow::Result<()> {
         match front {
             Front::Nginx => self.switch_front(plan, generation),
