@@ -21,6 +21,11 @@ pub const FRONT_STOP_SECS: u64 = 10;
 /// rendered; two processes keep the app serving while one is recycled.
 pub const MOD_WSGI_AUTO_PROCESSES: u32 = 2;
 
+/// `worker_connections` of the one nginx worker of a local run (`up`): each proxied client
+/// takes two (its own and the upstream one), and nginx's default of 512 refused clients past
+/// about 256 (seen with 512 wrk connections: `512 worker_connections are not enough`).
+pub const LOCAL_NGINX_WORKER_CONNECTIONS: u32 = 4096;
+
 /// How long a front waits to connect to the tier behind it: a local socket answers at once,
 /// a backend not accepting in 5 s is down (502 rather than a hung client).
 pub const CONNECT_TIMEOUT_SECS: u64 = 5;

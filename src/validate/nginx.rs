@@ -72,8 +72,8 @@ pub fn write_wrapper(nginx: &Path, prefix: &Path, site: &Path, purpose: Purpose)
     // The prefix may be anywhere ($TMPDIR, a project with spaces, quotes or `$` in its path):
     // every path is quoted for nginx.
     let d = |rel: &str| crate::render::quote::nginx_literal(&prefix.join(rel).display().to_string());
-    let (head, error_log, access_log) = match purpose {
-        Purpose::Check => (String::new(), d("error.log"), d("access.log")),
+    let (head, events, error_log, access_log) = match purpose {
+        Purpose::Check => (String::new(), String::new(), d("error.log"), d("access.log")),
         Purpose::Run => {
             // SAFETY: geteuid has no preconditions.
             let user = if unsafe { libc::geteuid() } == 0 {
@@ -83,13 +83,17 @@ pub fn write_wrapper(nginx: &Path, prefix: &Path, site: &Path, purpose: Purpose)
             };
             (
                 format!("{user}daemon off;\nworker_processes 1;\n"),
+                format!(
+                    " worker_connections {}; ",
+                    crate::plan::policy::LOCAL_NGINX_WORKER_CONNECTIONS
+                ),
                 "stderr".to_string(),
                 "/dev/stdout".to_string(),
             )
         }
     };
     let conf = format!(
-        "{head}pid {pid};\nerror_log {error_log};\nevents {{}}\nhttp {{\n    access_log {access_log};\n    \
+        "{head}pid {pid};\nerror_log {error_log};\nevents {{{events}}}\nhttp {{\n    access_log {access_log};\n    \
          client_body_temp_path {body};\n    proxy_temp_path {proxy};\n    \
          fastcgi_temp_path {fastcgi};\n    uwsgi_temp_path {uwsgi};\n    scgi_temp_path {scgi};\n    \
          include {site};\n}}\n",
