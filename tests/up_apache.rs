@@ -551,3 +551,52 @@ fn nginx_in_front_of_apache_mod_wsgi_passes_the_real_client_address_and_ignores_
     assert_eq!(components(&child).len(), 2);
     stop(child, "nginx+apache+mod_wsgi");
 }
+
+#[test]
+fn a_detached_apache_stack_shows_in_status_is_restarted_when_killed_and_stops_with_down() {
+    if !have_apache() {
+        return;
+    }
+    let project = readable_copy();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let cli = || common::Cli::new(project.path());
+    let _cleanup = common::up::DownOnDrop(project.path().to_path_buf());
+    cli()
+        .args(["up", "--target", "apache+mod_wsgi", "--listen", &listen, "--detach"])
+        .run()
+        .success();
+    let groups = groups_of_dir(project.path());
+    let status = cli().args(["status"]).run().success();
+    let apache_line = status
+        .stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("apache"))
+        .unwrap_or_else(|| panic!("{}", status.stdout))
+        .to_string();
+    assert!(apache_line.ends_with("running"), "{apache_line}");
+    assert!(status.stdout.contains("health GET / → 200"), "{}", status.stdout);
+    // Apache's parent killed: the supervisor restarts it (its group goes first), and it serves.
+    let first: i32 = apache_line
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .expect("a pid on the apache line");
+    // SAFETY: killing the Apache parent this test's stack started.
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    let serving_again = wait_for(30, || {
+        let s = cli().args(["status"]).run();
+        s.code == 0
+            && s.stdout.lines().any(|l| {
+                // `apache  PID  running  (1 restarts)`
+                l.trim_start().starts_with("apache ") && !l.contains(&first.to_string()) && l.contains(" running")
+            })
+            && get(port, "localhost", "/json", &[]).status == 200
+    });
+    let logs = cli().args(["logs"]).run().stdout;
+    assert!(serving_again, "{logs}");
+    assert!(logs.contains("apache exited"), "{logs}");
+    cli().args(["down"]).run().success();
+    let mut all = groups;
+    all.extend(groups_of_dir(project.path()));
+    assert!(left_in(&all).is_empty(), "left behind: {:?}", left_in(&all));
+}
