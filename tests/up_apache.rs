@@ -600,3 +600,42 @@ fn a_detached_apache_stack_shows_in_status_is_restarted_when_killed_and_stops_wi
     all.extend(groups_of_dir(project.path()));
     assert!(left_in(&all).is_empty(), "left behind: {:?}", left_in(&all));
 }
+
+#[test]
+fn behind_nginx_with_tls_the_app_in_apache_sees_scheme_https() {
+    if !have_apache() {
+        return;
+    }
+    let project = readable_copy();
+    let config = project.path().join("deploy.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    // A self-signed pair made by `up` for the names and localhost.
+    std::fs::write(&config, text + "\n[tls]\n").unwrap();
+    let http = free_port();
+    let https = loop {
+        let p = free_port();
+        if p != http {
+            break p;
+        }
+    };
+    let tls_listen = format!("127.0.0.1:{https}");
+    let (child, url, log) = common::up::up_with_args(
+        &config,
+        "nginx+apache+mod_wsgi",
+        http,
+        &["--tls-listen".as_ref(), tls_listen.as_ref()],
+    );
+    assert_eq!(url, format!("https://localhost:{https}/"), "{}", log.lock().unwrap());
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "--max-time", "10"])
+        .arg(format!("https://localhost:{https}/json"))
+        .output()
+        .expect("curl runs");
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    // nginx terminated TLS; Apache turned its X-Forwarded-Proto into HTTPS=on for mod_wsgi.
+    assert_eq!(seen["scheme"], "https", "{seen}");
+    assert_eq!(seen["host"], format!("localhost:{https}"), "{seen}");
+    assert_eq!(seen["remote_addr"], "127.0.0.1", "{seen}");
+    stop(child, "nginx+apache+mod_wsgi");
+}

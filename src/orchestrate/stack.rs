@@ -917,7 +917,8 @@ impl Running {
             Front::Nginx => plan.plan.edge().tier == Tier::Nginx,
             Front::Apache => plan.plan.edge().tier == Tier::Apache,
         };
-        let checked = if at_edge {
+        // With `[tls]` the checks are HTTPS's, which has no static check.
+        let checked = if at_edge || plan.plan.tls.is_some() {
             health_check(plan, printer)
         } else {
             app_health_check(plan, printer)

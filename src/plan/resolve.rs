@@ -139,13 +139,19 @@ fn inner_address(
 }
 
 /// The loopback port of a web server behind another: [`INNER_WEB_PORT`] on a server; in a
-/// local run the public port's neighbour (one above; one below for 65535), so that stacks of
-/// several projects run side by side (`up` checks that it is free before starting).
+/// local run the public port's nearest neighbour that is not `[tls].listen`'s (one above, two
+/// above, one below, …), so that stacks of several projects run side by side (`up` checks that
+/// it is free before starting).
 fn inner_web_port(spec: &Spec, env: &Environment) -> u16 {
     match env {
         Environment::Local { .. } => {
             let port = spec.server.listen.port;
-            port.checked_add(1).unwrap_or(port - 1)
+            let tls = spec.tls.as_ref().map(|t| t.listen.port);
+            [1i32, 2, -1, -2]
+                .iter()
+                .filter_map(|d| u16::try_from(i32::from(port) + d).ok())
+                .find(|p| *p != 0 && Some(*p) != tls)
+                .unwrap_or(INNER_WEB_PORT)
         }
         Environment::Production { .. } | Environment::Container => INNER_WEB_PORT,
     }
@@ -864,6 +870,19 @@ mod tests {
             },
         );
         assert_eq!(local.tiers[1].listen, Some(Address::Tcp(loopback(9001))));
+        // Never on the TLS listener's port.
+        let with_tls = Plan::resolve(
+            &spec(
+                dir.path(),
+                "[server]\nlisten = \"127.0.0.1:9000\"\n[tls]\nlisten = \"127.0.0.1:9001\"\n",
+            ),
+            target("nginx+apache+mod_wsgi"),
+            Environment::Local {
+                conf_dir: dir.path().join("run/conf"),
+                socket_dir: dir.path().join("run"),
+            },
+        );
+        assert_eq!(with_tls.tiers[1].listen, Some(Address::Tcp(loopback(9002))));
     }
 
     #[test]
