@@ -341,6 +341,26 @@ fn apache2_t_catches_mod_wsgi_not_loaded() {
     );
 }
 
+#[test]
+fn apache2_t_catches_mod_remoteip_not_loaded_behind_nginx() {
+    if apache2().is_none() {
+        return;
+    }
+    let t = override_dir("apache/httpd.conf.tera", |s| {
+        s.replace(
+            "LoadModule {{ m.id }} {{ m.path }}",
+            "{% if m.id != \"remoteip_module\" %}LoadModule {{ m.id }} {{ m.path }}{% endif %}",
+        )
+    });
+    let run = check_with("nginx+apache+mod_wsgi", &t).failure();
+    assert!(
+        run.stderr.contains("apache2 -t apache/httpd.conf failed")
+            && run.stderr.contains("Invalid command 'RemoteIPHeader'"),
+        "{}",
+        run.stderr
+    );
+}
+
 /// mod_wsgi's daemon mode in both shapes: the spec's workers, threads and timeouts, the
 /// virtualenv and project, one process group for the app in the main interpreter, the script
 /// that imports `[app].entry`; no proxy, no unit of its own.
