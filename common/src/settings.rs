@@ -134,6 +134,17 @@ pub struct ServeArgs {
     /// Least important messages logged. Default: info.
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub log_level: Option<LogLevel>,
+    /// Terminate TLS on every listener with this certificate chain (PEM, leaf first); needs
+    /// --keyfile. Read again by each new generation of workers (HUP).
+    #[arg(long, value_name = "FILE", requires = "keyfile")]
+    pub certfile: Option<PathBuf>,
+    /// The private key of --certfile (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "certfile")]
+    pub keyfile: Option<PathBuf>,
+    /// Mozilla's server-side TLS profile for --certfile: `intermediate` (TLS 1.2 and 1.3) or
+    /// `modern` (TLS 1.3 only). Default: intermediate.
+    #[arg(long, value_enum, value_name = "PROFILE")]
+    pub tls_profile: Option<crate::spec::TlsProfile>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize, Deserialize)]
@@ -271,6 +282,17 @@ pub struct ServeSettings {
     pub body_buffer: u64,
     pub min_rate: u64,
     pub log_level: LogLevel,
+    /// TLS on every listener: the certificate chain and key files (absolute), and the profile.
+    pub tls: Option<TlsFiles>,
+}
+
+/// `--certfile`, `--keyfile`, `--tls-profile`, resolved: paths absolute. The files are read by
+/// the server (each worker at start, the master to check them on HUP), not here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsFiles {
+    pub certfile: PathBuf,
+    pub keyfile: PathBuf,
+    pub profile: crate::spec::TlsProfile,
 }
 
 impl ServeSettings {
@@ -462,6 +484,16 @@ impl ServeArgs {
                 None => defaults::MIN_RATE.0,
             },
             log_level: self.log_level.unwrap_or(defaults::LOG_LEVEL),
+            tls: match (&self.certfile, &self.keyfile) {
+                (Some(c), Some(k)) => Some(TlsFiles {
+                    certfile: cwd.join(c),
+                    keyfile: cwd.join(k),
+                    profile: self.tls_profile.unwrap_or(crate::spec::TlsProfile::Intermediate),
+                }),
+                (None, None) if self.tls_profile.is_some() => bail!("--tls-profile needs --certfile and --keyfile"),
+                (None, None) => None,
+                _ => bail!("--certfile and --keyfile go together"),
+            },
         };
         for (flag, v) in [
             ("--timeout", settings.timeout),

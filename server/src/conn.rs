@@ -33,7 +33,6 @@
 //! `EPOLLHUP`/`EPOLLERR`). The socket is owned here: Python objects of a request hold only
 //! weak references to its body and response, so dropping the connection closes the socket.
 
-use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -136,8 +135,10 @@ pub enum Parsed {
 pub const LINGER: Duration = Duration::from_secs(2);
 
 impl Conn {
-    pub fn new(fd: OwnedFd, peer: Peer, listener: usize, idle: Duration, min_rate: u64, keep_alive: Duration) -> Conn {
-        let stream = Arc::new(Stream::new(fd));
+    /// `first`: how long the client has to start (keep-alive's idle time; over TLS the
+    /// header timeout, which the handshake counts against).
+    pub fn new(stream: Stream, peer: Peer, listener: usize, idle: Duration, min_rate: u64, first: Duration) -> Conn {
+        let stream = Arc::new(stream);
         Conn {
             response: Arc::new(Mutex::new(Response::new(stream.clone(), idle, min_rate))),
             stream,
@@ -146,7 +147,7 @@ impl Conn {
             buf: Vec::new(),
             pos: 0,
             state: State::Idle,
-            deadline: Instant::now() + keep_alive,
+            deadline: Instant::now() + first,
             served: 0,
             interest: 0,
             flush_listed: false,

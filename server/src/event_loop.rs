@@ -38,10 +38,11 @@ use crate::conn::{Conn, LINGER, Next, Parsed, Pending, State};
 use crate::http::body::{Body, Prefetched, READ_CHUNK};
 use crate::http::outbox::Flushed;
 use crate::http::parse::{Framing, Limits};
-use crate::net::{self, Listener, Pace, cvt};
+use crate::net::{self, Listener, Pace, Stream, cvt};
 use crate::python::app::App;
 use crate::python::handler::{self, HIGH_WATER};
 use crate::scoreboard;
+use crate::tls::Tls;
 use crate::{lock, log};
 use deployctl_common::settings::ServeSettings;
 use deployctl_common::signals;
@@ -181,6 +182,8 @@ pub struct Loop {
     next_summary: Instant,
     /// Set when accept failed for lack of descriptors; logged once per sweep.
     fd_exhausted: Option<io::Error>,
+    /// `--certfile`: every accepted connection starts a TLS handshake with this.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 fn ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
@@ -190,7 +193,12 @@ fn ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io:
 }
 
 impl Loop {
-    pub fn new(listeners: Vec<Listener>, signals: OwnedFd, s: &ServeSettings) -> io::Result<Loop> {
+    pub fn new(
+        listeners: Vec<Listener>,
+        signals: OwnedFd,
+        s: &ServeSettings,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> io::Result<Loop> {
         // SAFETY: a new epoll fd that we own.
         let epoll = unsafe { OwnedFd::from_raw_fd(cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
         for (i, l) in listeners.iter().enumerate() {
@@ -238,6 +246,7 @@ impl Loop {
             counts: Counts::default(),
             next_summary: Instant::now() + SUMMARY_EVERY,
             fd_exhausted: None,
+            tls,
         })
     }
 
@@ -387,7 +396,24 @@ impl Loop {
             }
             match net::accept(&self.listeners[li]) {
                 Ok(Some((fd, peer))) => {
-                    let conn = Box::new(Conn::new(fd, peer, li, self.idle, self.min_rate, self.keep_alive));
+                    let stream = match &self.tls {
+                        None => Stream::new(fd),
+                        Some(config) => match Tls::new(config.clone()) {
+                            Ok(t) => Stream::with_tls(fd, t),
+                            Err(e) => {
+                                log::error(&format!("cannot start a TLS connection: {e}"));
+                                continue;
+                            }
+                        },
+                    };
+                    // A handshake is part of the request head: a client that connects and sends
+                    // nothing, or stalls mid-handshake, has the header timeout, not keep-alive's.
+                    let first = if self.tls.is_some() {
+                        self.header_timeout
+                    } else {
+                        self.keep_alive
+                    };
+                    let conn = Box::new(Conn::new(stream, peer, li, self.idle, self.min_rate, first));
                     let i = match self.free.pop() {
                         Some(i) => i,
                         None => {
@@ -479,7 +505,11 @@ impl Loop {
                 return;
             }
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Over TLS a handshake flight may wait for the socket (EPOLLOUT).
+                self.set_interest(i);
+                return;
+            }
             Err(_) => {
                 self.close(runner, i);
                 return;
@@ -776,7 +806,7 @@ impl Loop {
         let Some(conn) = self.slots.get(i).and_then(|s| s.conn.as_deref()) else {
             return;
         };
-        let blocked = !lock(&conn.response).out.is_empty();
+        let blocked = !lock(&conn.response).out.is_empty() || conn.stream.tls_pending();
         let want = match conn.state {
             State::Idle | State::Head | State::Body(_) => IN | if blocked { OUT } else { 0 },
             State::Streaming(_) | State::Sending | State::Closing => {

@@ -22,6 +22,7 @@ pub mod python;
 pub mod run;
 pub mod scoreboard;
 pub mod systemd;
+pub mod tls;
 pub mod watchdog;
 
 /// Lock a mutex, taking the data even if a thread panicked while holding it: the state here

@@ -432,6 +432,10 @@ impl Master {
         if let Some(v) = &settings.venv {
             deployctl_common::settings::check_venv_version(v, crate::python::init::BUILT_FOR)?;
         }
+        // A bad pair (a key that does not match, a file gone) leaves the serving generation.
+        if let Some(files) = &settings.tls {
+            crate::tls::config(files)?;
+        }
         settings.to_json()?;
         Ok(settings)
     }

@@ -11,8 +11,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::sync::Mutex;
+
 use anyhow::Context;
 use deployctl_common::settings::Bind;
+
+use crate::http::outbox::{Flushed, Outbox};
+use crate::tls::Tls;
 
 /// A bound, listening, non-blocking socket.
 pub struct Listener {
@@ -334,20 +339,49 @@ impl Pace {
 /// it (`Arc`), but Python objects only ever hold weak references to those, so the socket is
 /// closed when the connection ends, whatever the app keeps (a reference cycle through the
 /// environ would otherwise keep the descriptor open until Python's garbage collector runs).
+///
+/// With `--certfile`, a stream carries its TLS state: every read and write below goes through
+/// it, so the rest of the server (bodies, responses, the loop's states) is the same over TLS.
 pub struct Stream {
     fd: OwnedFd,
+    tls: Option<Mutex<Tls>>,
 }
 
 impl Stream {
     pub fn new(fd: OwnedFd) -> Stream {
-        Stream { fd }
+        Stream { fd, tls: None }
+    }
+
+    pub fn with_tls(fd: OwnedFd, tls: Tls) -> Stream {
+        Stream {
+            fd,
+            tls: Some(Mutex::new(tls)),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Encrypted bytes wait for the socket to become writable.
+    pub fn tls_pending(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| crate::lock(t).pending())
+    }
+
+    /// Write what `out` holds as far as the socket takes it now.
+    pub fn write_out(&self, out: &mut Outbox) -> io::Result<(u64, Flushed)> {
+        match &self.tls {
+            None => out.write_some(self.raw()),
+            Some(t) => out.write_tls(&mut crate::lock(t), self.raw()),
+        }
     }
 
     pub fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 
-    /// One non-blocking read. `WouldBlock` when nothing is there.
+    /// One non-blocking read of the socket's own bytes (over TLS: records, not decrypted; for
+    /// discarding what a client sends after a half-close). `WouldBlock` when nothing is there.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: reading into a valid, writable slice of the given length.
         retry(|| unsafe { libc::read(self.raw(), buf.as_mut_ptr().cast(), buf.len()) })
@@ -357,6 +391,9 @@ impl Stream {
     /// request needs: it starts at `MIN_READ` bytes and doubles while reads fill it, up to
     /// `want` bytes of room per read (a body of known length asks for what is left of it).
     pub fn read_some(&self, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
+        if let Some(t) = &self.tls {
+            return crate::lock(t).read_some(self.raw(), buf, want);
+        }
         let spare = buf.capacity() - buf.len();
         if spare < MIN_READ.min(want) {
             buf.reserve(want.min(buf.len().max(MIN_READ)));
@@ -413,6 +450,22 @@ impl Stream {
 
     /// Write all of `data`, waiting for the socket while it is full, until `deadline`.
     pub fn write_all(&self, mut data: &[u8], deadline: Instant) -> io::Result<()> {
+        if let Some(t) = &self.tls {
+            loop {
+                let flushed = {
+                    let mut t = crate::lock(t);
+                    let n = t.write_plain(data)?;
+                    data = &data[n..];
+                    t.flush(self.raw())?
+                };
+                if flushed && data.is_empty() {
+                    return Ok(());
+                }
+                if !flushed && !self.wait(true, deadline)? {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+            }
+        }
         while !data.is_empty() {
             // MSG_NOSIGNAL: a peer that went away is an EPIPE error, not a SIGPIPE.
             // SAFETY: sending from a valid slice.
@@ -433,6 +486,9 @@ impl Stream {
     /// Stop sending: the peer reads EOF after what was written (the first half of a lingering
     /// close).
     pub fn shutdown_write(&self) {
+        if let Some(t) = &self.tls {
+            crate::lock(t).close_notify(self.raw());
+        }
         // SAFETY: shutdown on our fd; errors (already closed by the peer) do not matter.
         unsafe { libc::shutdown(self.raw(), libc::SHUT_WR) };
     }

@@ -103,6 +103,10 @@ fn run_master(args: ServeArgs, settings: ServeSettings) -> anyhow::Result<i32> {
             .map(net::listener_from_fd)
             .collect::<anyhow::Result<Vec<_>>>()?
     };
+    // A pair that cannot serve fails here, before any worker starts, with the file named.
+    if let Some(files) = &settings.tls {
+        crate::tls::config(files)?;
+    }
     raise_nofile(listeners.len() as u64, u64::from(settings.workers))?;
     let pid_file = settings.pid_file.clone();
     if let Some(p) = &pid_file {
@@ -211,6 +215,15 @@ fn worker(settings: ServeSettings, spec: &str) -> anyhow::Result<i32> {
         fail(&mut status, format!("changing to {}: {e}", settings.chdir.display()));
         return Ok(EXIT_APP_LOAD);
     }
+    // The pair is read by each worker as it starts: a HUP's new generation serves the files
+    // as they are now (the master checked them before starting it).
+    let tls = match settings.tls.as_ref().map(crate::tls::config).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            fail(&mut status, format!("{e:#}"));
+            return Ok(EXIT_APP_LOAD);
+        }
+    };
     let argv: Vec<String> = std::env::args().collect();
     if let Err(e) = init::initialize(settings.venv.as_deref(), &argv) {
         fail(&mut status, format!("{e:#}"));
@@ -224,7 +237,7 @@ fn worker(settings: ServeSettings, spec: &str) -> anyhow::Result<i32> {
             return Ok(EXIT_APP_LOAD);
         }
     };
-    let lp = Loop::new(listeners, signals, &app.settings)?;
+    let lp = Loop::new(listeners, signals, &app.settings, tls)?;
     crate::watchdog::start(app.settings.timeout);
     // `--timeout` dumps the stacks of a stuck worker with SIGUSR2 before killing it.
     let faulthandler = c"import faulthandler, signal\nfaulthandler.register(signal.SIGUSR2, all_threads=True)";

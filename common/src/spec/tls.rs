@@ -18,7 +18,7 @@ use super::{Listen, Server};
 use crate::defaults;
 
 /// A Mozilla server-side TLS configuration (guidelines 6.0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TlsProfile {
     /// TLS 1.2 and 1.3, forward-secret AEAD ciphers only: general-purpose servers.
     Intermediate,
@@ -46,6 +46,16 @@ impl std::fmt::Display for TlsProfile {
 impl Serialize for TlsProfile {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TlsProfile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TlsProfile, D::Error> {
+        let name = String::deserialize(d)?;
+        TlsProfile::ALL
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown TLS profile `{name}`")))
     }
 }
 

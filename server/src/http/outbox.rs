@@ -199,6 +199,57 @@ impl Outbox {
         }
     }
 
+    /// Write as much as a TLS connection on `fd` takes without blocking: the queue is fed to
+    /// rustls in pieces no larger than a record or two, each encrypted and sent before the
+    /// next is given (rustls's own buffer stays small), files read with `pread(2)` (no
+    /// `sendfile` through TLS). `Ok(n)` plaintext bytes taken; `All` only once rustls has
+    /// nothing left for the socket either.
+    pub fn write_tls(&mut self, tls: &mut crate::tls::Tls, fd: RawFd) -> io::Result<(u64, Flushed)> {
+        const PIECE: usize = 32 * 1024;
+        let mut written = 0u64;
+        let mut scratch: Vec<u8> = Vec::new();
+        loop {
+            if !tls.flush(fd)? {
+                return Ok((written, Flushed::Blocked));
+            }
+            let Some(front) = self.segs.front_mut() else {
+                return Ok((written, Flushed::All));
+            };
+            let n = match front {
+                Seg::Owned(v, done) => tls.write_plain(&v[*done..(*done + PIECE).min(v.len())])?,
+                Seg::Shared(b, r) => tls.write_plain(&b[r.start..r.end.min(r.start + PIECE)])?,
+                Seg::File { fd: file, offset, left } => {
+                    let want = (*left).min(PIECE as u64) as usize;
+                    scratch.resize(want, 0);
+                    // SAFETY: reading into a valid, writable slice of the given length.
+                    let r = unsafe { libc::pread(file.as_raw_fd(), scratch.as_mut_ptr().cast(), want, *offset) };
+                    if r < 0 {
+                        let e = io::Error::last_os_error();
+                        if e.kind() == io::ErrorKind::Interrupted {
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                    if r == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the file shrank while it was sent",
+                        ));
+                    }
+                    let n = tls.write_plain(&scratch[..r as usize])?;
+                    *offset += n as i64;
+                    n
+                }
+            };
+            if n == 0 {
+                // rustls's buffer is full and the socket took all it could: wait.
+                return Ok((written, Flushed::Blocked));
+            }
+            written += n as u64;
+            self.advance(n as u64);
+        }
+    }
+
     /// `write(2)` for a descriptor that is not a socket (tests write to pipes).
     fn write_plain(&mut self, fd: RawFd, mut written: u64) -> io::Result<(u64, Flushed)> {
         while let Some(seg) = self.segs.front() {

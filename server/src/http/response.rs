@@ -287,10 +287,10 @@ impl Response {
         if self.broken {
             return Err(SendError::Closed);
         }
-        if self.out.is_empty() {
+        if self.out.is_empty() && !self.stream.tls_pending() {
             return Ok(Flushed::All);
         }
-        match self.out.write_some(self.stream.raw()) {
+        match self.stream.write_out(&mut self.out) {
             Ok((n, state)) => {
                 self.pace.progress(n);
                 Ok(state)

@@ -68,7 +68,14 @@ pub fn load(py: Python<'_>, settings: &ServeSettings, listeners: &[Listener]) ->
     let build = || -> PyResult<App> {
         let errors = Bound::new(py, ErrorStream)?.into_any();
         let wrapper = py.get_type::<FileWrapper>().into_any();
-        let base = environ::base(py, settings.threads > 1, settings.workers > 1, errors, wrapper)?;
+        let base = environ::base(
+            py,
+            settings.threads > 1,
+            settings.workers > 1,
+            settings.tls.is_some(),
+            errors,
+            wrapper,
+        )?;
         let listeners = listeners
             .iter()
             .map(|l| ListenerKeys {

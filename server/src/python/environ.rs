@@ -407,6 +407,7 @@ pub fn base<'py>(
     py: Python<'py>,
     multithread: bool,
     multiprocess: bool,
+    tls: bool,
     errors: Bound<'py, PyAny>,
     file_wrapper: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
@@ -417,7 +418,14 @@ pub fn base<'py>(
     // exception set.
     let d = unsafe { Bound::from_owned_ptr_or_err(py, _PyDict_NewPresized(ENVIRON_KEYS))? }.cast_into::<PyDict>()?;
     d.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
-    d.set_item("wsgi.url_scheme", PyString::intern(py, "http"))?;
+    d.set_item(
+        "wsgi.url_scheme",
+        PyString::intern(py, if tls { "https" } else { "http" }),
+    )?;
+    if tls {
+        // As CGI servers (and Gunicorn over TLS) say it.
+        d.set_item("HTTPS", PyString::intern(py, "on"))?;
+    }
     d.set_item("wsgi.multithread", multithread)?;
     d.set_item("wsgi.multiprocess", multiprocess)?;
     d.set_item("wsgi.run_once", false)?;

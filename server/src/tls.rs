@@ -1,0 +1,269 @@
+//! TLS termination with rustls (`--certfile`, `--keyfile`, `--tls-profile`): the server's
+//! configuration made from the pair and the profile, and one connection's TLS state driven on
+//! a non-blocking socket.
+//!
+//! The profile is Mozilla's server-side TLS 6.0, as the CLI's `tls` module renders it for
+//! nginx: `intermediate` is TLS 1.2 and 1.3, `modern` TLS 1.3 only; TLS 1.2 only with the
+//! guideline's ECDHE-ECDSA/ECDHE-RSA AES-GCM and ChaCha20-Poly1305 suites (which are the only
+//! TLS 1.2 suites rustls has: no CBC, no RSA key exchange, no DHE); groups X25519, P-256,
+//! P-384; the client's cipher order (the guideline sets no server preference); ALPN
+//! `http/1.1`. No session tickets and no session cache (`NoServerSessionStorage`, no TLS 1.3
+//! tickets), as on the fronts: every handshake is full, and nothing secret outlives a worker.
+//! The crypto provider is `ring`, the one already in the workspace's lock tree.
+//!
+//! Owns: reading the pair (errors name the file), the `ServerConfig`, and [`Tls`], the
+//! connection's state machine over a socket (`read_tls`/`process_new_packets`/`write_tls`).
+//! Does not own: when a connection reads or writes (`event_loop`, `conn`), nor the bytes of a
+//! response (`http::outbox`, which writes through [`Tls::write_outbox`]).
+
+use std::io::{self, Read, Write};
+use std::os::fd::RawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use deployctl_common::settings::TlsFiles;
+use deployctl_common::spec::TlsProfile;
+use rustls::crypto::ring as provider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::NoServerSessionStorage;
+use rustls::{ServerConfig, ServerConnection};
+
+/// The server's TLS configuration from the pair and the profile; errors name the file.
+pub fn config(files: &TlsFiles) -> anyhow::Result<Arc<ServerConfig>> {
+    let certs = read_certs(&files.certfile)?;
+    let key = PrivateKeyDer::from_pem_file(&files.keyfile)
+        .map_err(|e| anyhow::anyhow!("{}: {}", files.keyfile.display(), pem_error(e)))
+        .context("--keyfile: cannot read the private key")?;
+    let suites = match files.profile {
+        TlsProfile::Intermediate => vec![
+            provider::cipher_suite::TLS13_AES_128_GCM_SHA256,
+            provider::cipher_suite::TLS13_AES_256_GCM_SHA384,
+            provider::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+            provider::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            provider::cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            provider::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            provider::cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            provider::cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            provider::cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        ],
+        TlsProfile::Modern => vec![
+            provider::cipher_suite::TLS13_AES_128_GCM_SHA256,
+            provider::cipher_suite::TLS13_AES_256_GCM_SHA384,
+            provider::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ],
+    };
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match files.profile {
+        TlsProfile::Intermediate => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsProfile::Modern => &[&rustls::version::TLS13],
+    };
+    let crypto = rustls::crypto::CryptoProvider {
+        cipher_suites: suites,
+        kx_groups: vec![
+            provider::kx_group::X25519,
+            provider::kx_group::SECP256R1,
+            provider::kx_group::SECP384R1,
+        ],
+        ..provider::default_provider()
+    };
+    let mut config = ServerConfig::builder_with_provider(Arc::new(crypto))
+        .with_protocol_versions(versions)
+        .context("the TLS profile")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => anyhow::anyhow!(
+                "{} does not match the certificate in {}",
+                files.keyfile.display(),
+                files.certfile.display()
+            ),
+            e => anyhow::anyhow!("{} with {}: {e}", files.certfile.display(), files.keyfile.display()),
+        })
+        .context("--certfile/--keyfile: cannot use the pair")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
+fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), pem_error(e)))
+        .context("--certfile: cannot read the certificate chain")?;
+    if certs.is_empty() {
+        anyhow::bail!("--certfile: {} holds no PEM certificate", path.display());
+    }
+    Ok(certs)
+}
+
+fn pem_error(e: rustls::pki_types::pem::Error) -> String {
+    match e {
+        rustls::pki_types::pem::Error::Io(e) => e.to_string(),
+        rustls::pki_types::pem::Error::NoItemsFound => "no PEM item of the expected kind found".into(),
+        e => format!("not valid PEM ({e:?})"),
+    }
+}
+
+/// One connection's TLS state. Every method works without blocking: socket reads and writes
+/// that would block end the call, and the event loop (or a thread with `poll`) comes back.
+pub struct Tls {
+    conn: ServerConnection,
+    /// The socket reported EOF (or an error) on a read.
+    eof: bool,
+}
+
+/// The socket as `io::Read`/`io::Write` for rustls (`send` with `MSG_NOSIGNAL`: a peer that
+/// went away is `EPIPE`, not a SIGPIPE).
+struct Sock(RawFd);
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: reading into a valid, writable slice of the given length.
+            let r = unsafe { libc::read(self.0, buf.as_mut_ptr().cast(), buf.len()) };
+            if r >= 0 {
+                return Ok(r as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: sending from a valid slice.
+            let r = unsafe { libc::send(self.0, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+            if r >= 0 {
+                return Ok(r as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Tls {
+    pub fn new(config: Arc<ServerConfig>) -> io::Result<Tls> {
+        let conn = ServerConnection::new(config).map_err(io::Error::other)?;
+        Ok(Tls { conn, eof: false })
+    }
+
+    /// Encrypted bytes wait for the socket (a handshake flight, a record, an alert).
+    pub fn pending(&self) -> bool {
+        self.conn.wants_write()
+    }
+
+    /// Write what rustls has for the socket. `Ok(true)` when all is out, `Ok(false)` when the
+    /// socket is full.
+    pub fn flush(&mut self, fd: RawFd) -> io::Result<bool> {
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut Sock(fd)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Read decrypted bytes into the spare capacity of `buf` (growing it): everything rustls
+    /// has decrypted is taken, so no plaintext is ever left inside rustls where epoll cannot
+    /// see it. At most one socket read per call of records that bring no plaintext
+    /// (handshake), then the answer is sent. `Ok(0)` is the end (close_notify, EOF, or EOF
+    /// without close_notify, which for HTTP/1.1 framing is the same); `WouldBlock` when the
+    /// socket has nothing more.
+    pub fn read_some(&mut self, fd: RawFd, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
+        loop {
+            let got = self.take_plaintext(buf, want)?;
+            if got > 0 {
+                return Ok(got);
+            }
+            if self.eof {
+                return Ok(0);
+            }
+            match self.conn.read_tls(&mut Sock(fd)) {
+                Ok(0) => self.eof = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.flush(fd)?;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = self.conn.process_new_packets() {
+                // The alert rustls queued for the peer, then the connection ends.
+                let _ = self.flush(fd);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            if !self.flush(fd)? {
+                // A handshake flight the socket does not take now: the loop waits for EPOLLOUT
+                // (`pending`) and the client answers it only once it has it.
+            }
+        }
+    }
+
+    /// Move decrypted bytes into `buf`. `Ok(0)` when none (and sets `eof` when rustls says
+    /// the peer is done).
+    fn take_plaintext(&mut self, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
+        let mut got = 0;
+        loop {
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(want.clamp(4096, 64 * 1024));
+            }
+            let len = buf.len();
+            let cap = buf.capacity();
+            buf.resize(cap, 0);
+            let r = self.conn.reader().read(&mut buf[len..]);
+            match r {
+                Ok(0) => {
+                    buf.truncate(len);
+                    if buf.capacity() > len {
+                        // close_notify (the spare room was not the reason).
+                        self.eof = true;
+                    }
+                    return Ok(got);
+                }
+                Ok(n) => {
+                    buf.truncate(len + n);
+                    got += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    buf.truncate(len);
+                    return Ok(got);
+                }
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    buf.truncate(len);
+                    self.eof = true;
+                    return Ok(got);
+                }
+                Err(e) => {
+                    buf.truncate(len);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Give rustls up to `data.len()` bytes to encrypt, as much as its send buffer takes.
+    pub fn write_plain(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.conn.writer().write(data)
+    }
+
+    /// Send close_notify (as far as the socket takes it now: a close does not wait for it).
+    pub fn close_notify(&mut self, fd: RawFd) {
+        self.conn.send_close_notify();
+        let _ = self.flush(fd);
+    }
+}
