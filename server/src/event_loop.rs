@@ -661,8 +661,13 @@ impl Loop {
         }
         conn.state = State::Idle;
         conn.deadline = crate::clock::now() + keep_alive;
-        if queued > 0 {
+        if queued > 0 || conn.stream.tls_pending() {
             self.queue_flush(i);
+        } else {
+            // Nothing left to write (a streamed response whose last bytes went out before
+            // its iterator ended): wait for the next request, whatever a writing state
+            // registered.
+            self.set_interest(i);
         }
         true
     }

@@ -1,0 +1,491 @@
+//! TLS terminated by the server itself (`--certfile`, `--keyfile`, `--tls-profile`), checked
+//! with real clients: `openssl s_client` for protocols, ciphers, groups and ALPN; curl for
+//! pages, files, uploads and keep-alive reuse; Python's `ssl` for every body shape of
+//! `apps:shapes` over one connection and for a hang-up mid-stream; raw sockets for handshakes
+//! that stall; testssl.sh for the grade; a HUP for a new certificate (and a bad pair on HUP
+//! leaving the serving one). Pairs are made with `openssl req`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Server, server};
+
+/// A self-signed P-256 pair for localhost and 127.0.0.1, with the given serial, in `dir`.
+fn make_pair(dir: &Path, name: &str, serial: u32) -> (PathBuf, PathBuf) {
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args(["-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-set_serial", &serial.to_string()])
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (cert, key)
+}
+
+struct Tls {
+    server: Server,
+    dir: tempfile::TempDir,
+}
+
+impl Tls {
+    fn port(&self) -> &str {
+        self.server.addr.rsplit(':').next().unwrap_or_default()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port())
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.dir.path().join("live.crt")
+    }
+}
+
+/// A TLS server of `entry` with the pair `live.crt`/`live.key` (serial 1).
+fn start(entry: &str, extra: &[&str]) -> Tls {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_pair(dir.path(), "live", 1);
+    let server = server(entry)
+        .args(&["--certfile", cert.to_str().unwrap(), "--keyfile", key.to_str().unwrap()])
+        .args(extra)
+        .start();
+    common::the_worker(&server);
+    Tls { server, dir }
+}
+
+/// `openssl s_client -brief` with `args`: the protocol and suite, or `None` when refused.
+fn s_client(addr: &str, args: &[&str]) -> Option<(String, String)> {
+    let out = Command::new("timeout")
+        .args([
+            "10",
+            "openssl",
+            "s_client",
+            "-brief",
+            "-connect",
+            addr,
+            "-servername",
+            "localhost",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl s_client");
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    if !text.contains("CONNECTION ESTABLISHED") {
+        return None;
+    }
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    Some((field("Protocol version:"), field("Ciphersuite:")))
+}
+
+/// The serial of the certificate the server presents.
+fn served_serial(addr: &str) -> String {
+    let s = Command::new("timeout")
+        .args([
+            "10",
+            "openssl",
+            "s_client",
+            "-connect",
+            addr,
+            "-servername",
+            "localhost",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .expect("openssl s_client");
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl x509");
+    use std::io::Write;
+    x509.stdin.take().unwrap().write_all(&s.stdout).unwrap();
+    let out = x509.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn curl(t: &Tls, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(t.cert())
+        .args(args)
+        .output()
+        .expect("curl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn protocols_ciphers_groups_and_alpn_follow_the_profile() {
+    for (profile, tls12) in [("intermediate", true), ("modern", false)] {
+        let t = start("apps:app", &["--tls-profile", profile]);
+        let addr = &t.server.addr;
+        assert_eq!(s_client(addr, &["-tls1"]), None, "{profile}: TLS 1.0");
+        assert_eq!(s_client(addr, &["-tls1_1"]), None, "{profile}: TLS 1.1");
+        let v13 = s_client(addr, &["-tls1_3"]).unwrap_or_else(|| panic!("{profile}: TLS 1.3 refused"));
+        assert_eq!(v13.0, "TLSv1.3");
+        let v12 = s_client(addr, &["-tls1_2"]);
+        assert_eq!(v12.is_some(), tls12, "{profile}: TLS 1.2: {v12:?}");
+        if tls12 {
+            for cipher in ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305"] {
+                let got = s_client(addr, &["-tls1_2", "-cipher", cipher]);
+                assert_eq!(got.map(|g| g.1), Some(cipher.to_string()), "{profile}");
+            }
+            // Outside the guideline: CBC, and RSA key exchange.
+            for cipher in [
+                "ECDHE-ECDSA-AES128-SHA",
+                "ECDHE-ECDSA-AES256-SHA384",
+                "AES128-GCM-SHA256",
+            ] {
+                assert_eq!(
+                    s_client(addr, &["-tls1_2", "-cipher", cipher]),
+                    None,
+                    "{profile}: {cipher}"
+                );
+            }
+        }
+        assert!(s_client(addr, &["-groups", "X25519"]).is_some());
+        assert!(s_client(addr, &["-groups", "P-384"]).is_some());
+        assert_eq!(s_client(addr, &["-groups", "P-521"]), None, "{profile}: P-521");
+        // ALPN: http/1.1 chosen, h2 not.
+        let out = Command::new("timeout")
+            .args(["10", "openssl", "s_client", "-connect", addr, "-alpn", "h2,http/1.1"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("ALPN protocol: http/1.1"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // No session ticket is issued.
+        let out = Command::new("timeout")
+            .args(["10", "openssl", "s_client", "-connect", addr, "-tls1_3", "-sess_out"])
+            .arg(t.dir.path().join("sess"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("TLS session ticket:"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn curl_gets_pages_files_uploads_and_reuses_the_connection() {
+    let t = start("apps:app", &[]);
+    let (ok, body, err) = curl(&t, &[&t.url("/environ")]);
+    assert!(ok, "{err}");
+    let env: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(env["wsgi.url_scheme"], "https");
+    assert_eq!(env["HTTPS"], "on");
+    // A file (wsgi.file_wrapper: pread through TLS instead of sendfile).
+    let (ok, body, err) = curl(&t, &[&t.url("/file")]);
+    assert!(ok && !body.is_empty(), "{err}");
+    // A chunked upload of 3 MiB, echoed.
+    let upload = t.dir.path().join("upload");
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&upload, &data).unwrap();
+    let (ok, body, err) = curl(
+        &t,
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &format!("@{}", upload.display()),
+            &t.url("/echo?mode=count"),
+        ],
+    );
+    assert!(ok, "{err}");
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echo["total"], data.len(), "{echo}");
+    // Two URLs on one connection.
+    let (ok, _, err) = curl(&t, &["-v", &t.url("/environ"), &t.url("/stream")]);
+    assert!(ok, "{err}");
+    assert!(err.contains("Re-using existing connection"), "{err}");
+    assert!(err.contains("ALPN: server accepted http/1.1"), "{err}");
+}
+
+/// Every body shape, with and without Content-Length, small and 2.5 MiB, one after the other
+/// on one keep-alive connection (Python's http.client over ssl); then each closable body was
+/// closed exactly once per request, and a client hanging up mid-stream leaves the worker idle.
+#[test]
+fn every_body_shape_over_one_tls_connection_and_a_hang_up_mid_stream() {
+    let t = start("apps:shapes", &["--keep-alive", "30"]);
+    let worker = common::the_worker(&t.server);
+    let script = r#"
+import http.client, json, socket, ssl, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)
+c = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=20)
+sock = None
+for shape in ["one", "many", "gen", "closing", "file", "cycle", "write"]:
+    for n in [0, 40]:
+        for cl in ["0", "1"]:
+            c.request("GET", f"/{shape}?n={n}&cl={cl}")
+            r = c.getresponse()
+            body = r.read()
+            want = n * 65536 if n else len(shape) + 4
+            assert r.status == 200, (shape, n, cl, r.status)
+            assert len(body) == want, (shape, n, cl, len(body), want)
+            if sock is None:
+                sock = c.sock
+            assert c.sock is sock, "the connection was not kept"
+# A hang-up in the middle of a 32 MiB response.
+raw = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+raw.sendall(b"GET /gen?n=512 HTTP/1.1\r\nHost: x\r\n\r\n")
+got = 0
+while got < 200000:
+    got += len(raw.recv(65536))
+raw.close()
+c.request("GET", "/closed")
+print(c.getresponse().read().decode())
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, t.port()])
+        .arg(t.cert())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        t.server.log()
+    );
+    let closed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 4 requests each (n 0/40, cl 0/1); gen once more, for the hang-up, once it is noticed.
+    for shape in ["closing", "file", "cycle"] {
+        assert_eq!(closed[shape], 4, "{shape}: {closed}");
+    }
+    assert!(
+        common::wait_until(5, || {
+            let c = t.server.get_closed();
+            c["gen"] == 5
+        }),
+        "the hang-up mid-stream did not close the generator: {}",
+        t.server.log()
+    );
+    let cpu = common::cpu_used_over(worker, Duration::from_secs(2));
+    assert!(
+        cpu < Duration::from_millis(200),
+        "worker busy after the hang-up: {cpu:?}"
+    );
+}
+
+trait Closed {
+    fn get_closed(&self) -> serde_json::Value;
+}
+
+impl Closed for Server {
+    /// `/closed` of `apps:shapes`, over TLS with curl (the server speaks nothing else).
+    fn get_closed(&self) -> serde_json::Value {
+        let port = self.addr.rsplit(':').next().unwrap_or_default();
+        let out = Command::new("curl")
+            .args(["-sS", "-k", "--max-time", "10"])
+            .arg(format!("https://127.0.0.1:{port}/closed"))
+            .output()
+            .expect("curl");
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+}
+
+/// A client that connects and sends nothing, or stops in the middle of its ClientHello, is
+/// closed at the header timeout (2 s here, keep-alive 30 s), and the worker does not spin.
+#[test]
+fn a_stalled_handshake_is_closed_at_the_header_timeout() {
+    let t = start("apps:app", &["--header-timeout", "2", "--keep-alive", "30"]);
+    let worker = common::the_worker(&t.server);
+    // A TLS 1.2 record header announcing a 200-byte ClientHello, and only its first bytes.
+    let partial: &[u8] = &[
+        0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03, 1, 2, 3, 4,
+    ];
+    for (what, bytes) in [("nothing", &[][..]), ("a partial ClientHello", partial)] {
+        let mut c = t.server.connect();
+        c.send(bytes);
+        let since = Instant::now();
+        let cpu_before = common::cpu_time(worker);
+        assert!(c.closed_within(8), "{what}: not closed");
+        let took = since.elapsed();
+        assert!(
+            took >= Duration::from_millis(1500) && took < Duration::from_secs(5),
+            "{what}: closed after {took:?}"
+        );
+        let cpu = common::cpu_time(worker) - cpu_before;
+        assert!(
+            cpu < Duration::from_millis(300),
+            "{what}: worker used {cpu:?} while waiting"
+        );
+    }
+    // Garbage instead of a handshake: closed at once, the server serves on.
+    let mut c = t.server.connect();
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(c.closed_within(3), "plain HTTP on the TLS port was not closed");
+    let (ok, _, err) = curl(&t, &[&t.url("/environ")]);
+    assert!(ok, "{err}");
+}
+
+/// HUP with a new pair in place: the new generation serves the new certificate. A key that
+/// does not match on HUP: the reload is refused, said so, and the old certificate serves on.
+#[test]
+fn a_hup_serves_the_new_pair_and_a_bad_pair_leaves_the_old_one() {
+    let t = start("apps:app", &[]);
+    let addr = t.server.addr.clone();
+    assert_eq!(served_serial(&addr), "serial=01");
+    let (cert2, key2) = make_pair(t.dir.path(), "next", 2);
+    std::fs::copy(&cert2, t.dir.path().join("live.crt")).unwrap();
+    std::fs::copy(&key2, t.dir.path().join("live.key")).unwrap();
+    common::signal(t.server.pid(), libc::SIGHUP);
+    assert!(t.server.wait_log("reload complete", 20), "{}", t.server.log());
+    assert_eq!(served_serial(&addr), "serial=02");
+    // A key of another pair.
+    let (_, key3) = make_pair(t.dir.path(), "other", 3);
+    std::fs::copy(&key3, t.dir.path().join("live.key")).unwrap();
+    common::signal(t.server.pid(), libc::SIGHUP);
+    assert!(
+        t.server.wait_log("reload failed, the current workers keep serving", 10),
+        "{}",
+        t.server.log()
+    );
+    assert!(
+        t.server.log().contains("does not match the certificate"),
+        "{}",
+        t.server.log()
+    );
+    assert_eq!(served_serial(&addr), "serial=02");
+}
+
+/// A pair that cannot serve stops the start, naming the file.
+#[test]
+fn a_bad_pair_at_start_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = make_pair(dir.path(), "a", 1);
+    let (_, key) = make_pair(dir.path(), "b", 2);
+    let (code, log) = server("apps:app")
+        .args(&["--certfile", cert.to_str().unwrap(), "--keyfile", key.to_str().unwrap()])
+        .run_to_exit();
+    assert_ne!(code, 0);
+    assert!(log.contains("does not match the certificate in"), "{log}");
+    assert!(log.contains(key.to_str().unwrap()), "{log}");
+    let missing = dir.path().join("missing.pem");
+    let (code, log) = server("apps:app")
+        .args(&[
+            "--certfile",
+            missing.to_str().unwrap(),
+            "--keyfile",
+            key.to_str().unwrap(),
+        ])
+        .run_to_exit();
+    assert_ne!(code, 0);
+    assert!(log.contains("--certfile: cannot read the certificate chain"), "{log}");
+    assert!(log.contains(missing.to_str().unwrap()), "{log}");
+}
+
+fn testssl() -> Option<PathBuf> {
+    let found = ["/usr/bin/testssl", "/usr/bin/testssl.sh"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file());
+    if found.is_none() {
+        if std::env::var("DEPLOYCTL_REQUIRE_VALIDATORS").is_ok_and(|v| v == "1") {
+            panic!("testssl is missing (DEPLOYCTL_REQUIRE_VALIDATORS=1): run scripts/setup.sh");
+        }
+        eprintln!("skipped: testssl is missing; run scripts/setup.sh (apt package testssl.sh)");
+    }
+    found
+}
+
+/// testssl.sh (protocols, server defaults, ciphers, forward secrecy, header checks; JSON
+/// parsed as in tests/up_tls.rs): 1.0/1.1 not offered, 1.2 offered on intermediate only, 1.3
+/// offered, nothing graded above LOW.
+#[test]
+fn testssl_grades_the_embedded_server_for_each_profile() {
+    let Some(bin) = testssl() else { return };
+    for (profile, tls12) in [("intermediate", true), ("modern", false)] {
+        let t = start("apps:app", &["--tls-profile", profile]);
+        let json = t.dir.path().join("testssl.json");
+        let out = Command::new(&bin)
+            .args([
+                "--quiet",
+                "--color",
+                "0",
+                "--warnings",
+                "off",
+                "-p",
+                "-s",
+                "-f",
+                "-P",
+                "-S",
+            ])
+            .arg("--jsonfile")
+            .arg(&json)
+            .arg(format!("localhost:{}", t.port()))
+            .output()
+            .unwrap();
+        let report = std::fs::read_to_string(&json).unwrap_or_else(|e| {
+            panic!(
+                "testssl wrote no report ({e}):\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let findings: Vec<serde_json::Value> = serde_json::from_str(&report).unwrap();
+        let findings: Vec<(String, String, String)> = findings
+            .iter()
+            .map(|f| {
+                let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+                (s("id"), s("severity"), s("finding"))
+            })
+            .collect();
+        let finding = |id: &str| {
+            findings
+                .iter()
+                .find(|(i, _, _)| i == id)
+                .map(|(_, _, f)| f.clone())
+                .unwrap_or_else(|| panic!("testssl said nothing of {id}: {findings:?}"))
+        };
+        let offered = |id: &str| finding(id).starts_with("offered");
+        for old in ["SSLv2", "SSLv3", "TLS1", "TLS1_1"] {
+            assert!(!offered(old), "{profile}: {old} offered");
+        }
+        assert_eq!(offered("TLS1_2"), tls12, "{profile}: TLS 1.2");
+        assert!(offered("TLS1_3"), "{profile}: TLS 1.3");
+        // Graded above LOW: nothing, except what a self-signed test certificate is (its
+        // chain of trust and the missing OCSP/CRL URIs: -S judges the certificate too).
+        let bad: Vec<_> = findings
+            .iter()
+            .filter(|(_, sev, _)| matches!(sev.as_str(), "MEDIUM" | "HIGH" | "CRITICAL"))
+            .filter(|(id, _, _)| !id.starts_with("cert_") && id != "overall_grade")
+            .collect();
+        assert!(bad.is_empty(), "{profile}: {bad:?}");
+    }
+}
