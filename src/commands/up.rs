@@ -106,6 +106,11 @@ fn supervise(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
         ..
     } = tools;
     let spec = &plan.spec;
+    // The lone embedded server with [tls] listens on the HTTPS address only.
+    let listen = match (&plan.tls, plan.edge().tier) {
+        (Some(tls), Tier::Embedded) => resolve(&tls.listen.to_string())?,
+        _ => listen,
+    };
     let run = RunPlan::new(&plan, listen, backend_bin, nginx_bin)?.with_apache(apache_bin);
     let run_dir = run.files.dir.clone();
     clear_generations(&run_dir)?;

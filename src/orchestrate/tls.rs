@@ -37,17 +37,23 @@ pub fn health_check(listen: std::net::SocketAddr, plan: &Plan, printer: &Printer
     };
     let spec = &plan.spec;
     let t = Duration::from_secs(spec.health.timeout.0);
-    let host = spec.server.listen.browser_authority();
-    let r = super::health::get(listen, &host, &spec.health.path, t)
-        .with_context(|| format!("health check GET {} on {listen}", spec.health.path))?;
-    let location = r.header("location").unwrap_or_default().to_string();
-    if r.status != 301 || !location.starts_with("https://") {
-        anyhow::bail!(
-            "health check GET {} on {listen} answered {} (Location {location:?}), not a 301 to https://",
-            spec.health.path,
-            r.status
-        );
-    }
+    // The lone embedded server serves HTTPS only: no HTTP listener to ask.
+    let location = if plan.edge().tier == crate::plan::Tier::Embedded {
+        None
+    } else {
+        let host = spec.server.listen.browser_authority();
+        let r = super::health::get(listen, &host, &spec.health.path, t)
+            .with_context(|| format!("health check GET {} on {listen}", spec.health.path))?;
+        let location = r.header("location").unwrap_or_default().to_string();
+        if r.status != 301 || !location.starts_with("https://") {
+            anyhow::bail!(
+                "health check GET {} on {listen} answered {} (Location {location:?}), not a 301 to https://",
+                spec.health.path,
+                r.status
+            );
+        }
+        Some(location)
+    };
     let https = probe_addr(&tls.listen)?;
     let (name, authority) = https_authority(plan, tls);
     let r = super::health::get_tls(https, &name, &authority, &spec.health.path, t)
@@ -64,12 +70,13 @@ pub fn health_check(listen: std::net::SocketAddr, plan: &Plan, printer: &Printer
             "the app's log lines above show why",
         ));
     }
+    let http = match location {
+        Some(location) => format!("; HTTP answers 301 {location}"),
+        None => String::new(),
+    };
     printer.status(
         "health",
-        &format!(
-            "GET {} → {} over HTTPS; HTTP answers 301 {location}",
-            spec.health.path, r.status
-        ),
+        &format!("GET {} → {} over HTTPS{http}", spec.health.path, r.status),
     );
     Ok(())
 }

@@ -57,6 +57,7 @@ impl Plan {
             cluster: None,
         };
         plan.tls = super::tls::resolve(&plan, &names_written);
+        super::tls::embedded_edge(&mut plan);
         plan.outputs = outputs(&plan);
         let renewal = super::tls::outputs(&plan);
         plan.outputs.extend(renewal);

@@ -1,6 +1,8 @@
 //! HTTPS in the plan: the front's TLS listener, where its certificate and key are read from,
 //! the ACME webroot it serves, the profile resolved for the OpenSSL the front runs with, the
-//! HSTS header, and (production with ACME) the renewal units.
+//! HSTS header, and (production with ACME) the renewal units. For the lone embedded server,
+//! which terminates TLS itself: its listener on `[tls].listen` and its `--certfile`/`--keyfile`
+//! flags ([`embedded_edge`]).
 //!
 //! Owns: every TLS path and name — `/var/lib/deployctl/NAME/tls/` (ACME's certificate
 //! directory, `live/` the pair in use) and `/var/lib/deployctl/NAME/acme/` (the webroot) on a
@@ -70,13 +72,15 @@ pub fn hsts_value(max_age: Seconds, preload: bool) -> String {
     v
 }
 
-/// `[tls]` for this plan: `None` without the table, or when the edge is not a front this
-/// build terminates TLS on (nginx; Apache's and the embedded server's come later, and
-/// `render` refuses the combination).
+/// `[tls]` for this plan: `None` without the table, or when the edge is not a tier this
+/// build terminates TLS on (nginx, and the lone embedded server with rustls; Apache's comes
+/// later, and `render` refuses the combination).
 pub(super) fn resolve(plan: &Plan, names_written: &[String]) -> Option<TlsPlan> {
     let tls = plan.spec.tls.as_ref()?;
-    if plan.edge().tier != Tier::Nginx {
-        return None;
+    match plan.edge().tier {
+        Tier::Nginx => {}
+        Tier::Embedded if plan.tiers.len() == 1 => {}
+        _ => return None,
     }
     let name = &plan.name;
     let (cert_dir, webroot) = match &plan.environment {
@@ -134,6 +138,44 @@ pub(super) fn resolve(plan: &Plan, names_written: &[String]) -> Option<TlsPlan> 
         hsts: tls.hsts.map(|h| hsts_value(h, tls.hsts_preload)),
         cert_units,
     })
+}
+
+/// The lone embedded server terminates TLS itself: it listens on `[tls].listen` (its socket
+/// unit's `ListenStream=`, the socket `up` hands it) instead of `[server].listen`, and its
+/// command lines (`up`'s and the unit's) get `--certfile`, `--keyfile` and `--tls-profile`.
+/// It serves HTTPS only: nothing listens on `[server].listen` (no redirect, no ACME
+/// challenge; `tls_refusal` refuses `acme` for it).
+pub(super) fn embedded_edge(plan: &mut Plan) {
+    let Some(tls) = &plan.tls else { return };
+    if plan.tiers.len() != 1 || plan.edge().tier != Tier::Embedded {
+        return;
+    }
+    let profile = plan.spec.tls.as_ref().map_or("intermediate", |t| t.profile.name());
+    let bind = tls.listen.to_string();
+    let flags = [
+        "--certfile".to_string(),
+        tls.certificate.display().to_string(),
+        "--keyfile".to_string(),
+        tls.key.display().to_string(),
+        "--tls-profile".to_string(),
+        profile.to_string(),
+    ];
+    let patch = |args: &mut Vec<String>| {
+        if let Some(at) = args.iter().position(|a| a == "--bind")
+            && let Some(value) = args.get_mut(at + 1)
+        {
+            *value = bind.clone();
+        }
+        args.extend(flags.iter().cloned());
+    };
+    let edge = &mut plan.tiers[0];
+    edge.listen = Some(Address::Tcp(tls.listen.clone()));
+    if let Some(p) = edge.process.as_mut() {
+        patch(&mut p.args);
+    }
+    if let Some(exec) = edge.unit_exec.as_mut() {
+        patch(exec);
+    }
 }
 
 /// The renewal units, when the plan has them (and renders anything at all).
@@ -207,6 +249,15 @@ impl Plan {
                     self.app().tier.name()
                 ),
             });
+        }
+        if self.edge().tier == Tier::Embedded
+            && let CertificateSource::Acme { .. } = spec_tls.source
+        {
+            return Some(format!(
+                "[tls].acme needs a front that answers ACME's HTTP-01 challenge on [server].listen: the lone \
+                 embedded server serves HTTPS only (use `certificate` and `key`, or target `nginx+embedded`; \
+                 target `{target}`)"
+            ));
         }
         match (&self.environment, &spec_tls.source) {
             (Environment::Production { .. }, CertificateSource::SelfSigned {}) => Some(
