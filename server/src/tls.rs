@@ -183,23 +183,21 @@ impl Tls {
         Ok(true)
     }
 
-    /// Read decrypted bytes into the spare capacity of `buf` (growing it): everything rustls
-    /// has decrypted is taken, so no plaintext is ever left inside rustls where epoll cannot
-    /// see it. At most one socket read per call of records that bring no plaintext
-    /// (handshake), then the answer is sent. `Ok(0)` is the end (close_notify, EOF, or EOF
-    /// without close_notify, which for HTTP/1.1 framing is the same); `WouldBlock` when the
-    /// socket has nothing more.
-    pub fn read_some(&mut self, fd: RawFd, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
+    /// Read decrypted bytes onto the end of `buf`: one socket read of records, processed, the
+    /// answer rustls has (a handshake flight, an alert) sent, and everything decrypted taken
+    /// (rustls says how much), so no plaintext is ever left inside rustls where epoll cannot
+    /// see it. Records that bring no plaintext (the handshake) are followed by the next socket
+    /// read. `Ok(0)` is the end (close_notify, or EOF, with or without close_notify, which for
+    /// HTTP/1.1 framing is the same); `WouldBlock` when the socket has nothing more. `_want`
+    /// is the plain socket's read size; here a read takes what one record batch decrypts to.
+    pub fn read_some(&mut self, fd: RawFd, buf: &mut Vec<u8>, _want: usize) -> io::Result<usize> {
         loop {
-            let got = self.take_plaintext(buf, want)?;
-            if got > 0 {
-                return Ok(got);
-            }
             if self.eof {
                 return Ok(0);
             }
+            let mut socket_eof = false;
             match self.conn.read_tls(&mut Sock(fd)) {
-                Ok(0) => self.eof = true,
+                Ok(0) => socket_eof = true,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.flush(fd)?;
@@ -207,55 +205,41 @@ impl Tls {
                 }
                 Err(e) => return Err(e),
             }
-            if let Err(e) = self.conn.process_new_packets() {
-                // The alert rustls queued for the peer, then the connection ends.
-                let _ = self.flush(fd);
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-            }
-            if !self.flush(fd)? {
-                // A handshake flight the socket does not take now: the loop waits for EPOLLOUT
-                // (`pending`) and the client answers it only once it has it.
-            }
-        }
-    }
-
-    /// Move decrypted bytes into `buf`. `Ok(0)` when none (and sets `eof` when rustls says
-    /// the peer is done).
-    fn take_plaintext(&mut self, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
-        let mut got = 0;
-        loop {
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(want.clamp(4096, 64 * 1024));
-            }
-            let len = buf.len();
-            let cap = buf.capacity();
-            buf.resize(cap, 0);
-            let r = self.conn.reader().read(&mut buf[len..]);
-            match r {
-                Ok(0) => {
-                    buf.truncate(len);
-                    if buf.capacity() > len {
-                        // close_notify (the spare room was not the reason).
-                        self.eof = true;
-                    }
-                    return Ok(got);
-                }
-                Ok(n) => {
-                    buf.truncate(len + n);
-                    got += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    buf.truncate(len);
-                    return Ok(got);
-                }
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    buf.truncate(len);
-                    self.eof = true;
-                    return Ok(got);
-                }
+            let state = match self.conn.process_new_packets() {
+                Ok(state) => state,
                 Err(e) => {
-                    buf.truncate(len);
-                    return Err(e);
+                    // The alert rustls queued for the peer, then the connection ends.
+                    let _ = self.flush(fd);
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            };
+            // A handshake flight the socket does not take now waits in rustls: `pending`
+            // makes the loop wait for EPOLLOUT, and the client answers only once it has it.
+            self.flush(fd)?;
+            // The end is seen after what came before it: this call returns the last bytes,
+            // the next one `Ok(0)`.
+            if state.peer_has_closed() || socket_eof {
+                self.eof = true;
+            }
+            let n = state.plaintext_bytes_to_read();
+            if n > 0 {
+                let len = buf.len();
+                buf.resize(len + n, 0);
+                let mut got = 0;
+                while got < n {
+                    match self.conn.reader().read(&mut buf[len + got..]) {
+                        Ok(0) => break,
+                        Ok(k) => got += k,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            buf.truncate(len + got);
+                            return Err(e);
+                        }
+                    }
+                }
+                buf.truncate(len + got);
+                if got > 0 {
+                    return Ok(got);
                 }
             }
         }

@@ -203,7 +203,18 @@ fn protocols_ciphers_groups_and_alpn_follow_the_profile() {
 
 #[test]
 fn curl_gets_pages_files_uploads_and_reuses_the_connection() {
-    let t = start("apps:app", &[]);
+    curl_session(1);
+}
+
+/// The same with a pool of Python threads: bodies are read, and responses written, by the
+/// pool's threads through the same TLS state.
+#[test]
+fn curl_gets_pages_files_uploads_and_reuses_the_connection_with_two_threads() {
+    curl_session(2);
+}
+
+fn curl_session(threads: u32) {
+    let t = start("apps:app", &["--threads", &threads.to_string()]);
     let (ok, body, err) = curl(&t, &[&t.url("/environ")]);
     assert!(ok, "{err}");
     let env: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -241,7 +252,19 @@ fn curl_gets_pages_files_uploads_and_reuses_the_connection() {
 /// closed exactly once per request, and a client hanging up mid-stream leaves the worker idle.
 #[test]
 fn every_body_shape_over_one_tls_connection_and_a_hang_up_mid_stream() {
-    let t = start("apps:shapes", &["--keep-alive", "30"]);
+    body_shapes(1);
+}
+
+#[test]
+fn every_body_shape_over_one_tls_connection_and_a_hang_up_mid_stream_with_two_threads() {
+    body_shapes(2);
+}
+
+fn body_shapes(threads: u32) {
+    let t = start(
+        "apps:shapes",
+        &["--keep-alive", "30", "--threads", &threads.to_string()],
+    );
     let worker = common::the_worker(&t.server);
     let script = r#"
 import http.client, json, socket, ssl, sys
