@@ -19,13 +19,14 @@ fn site(target: &str) -> Directive {
     parse::nginx(&files["nginx/flask-hello.conf"])
 }
 
-fn servers(main: &Directive) -> (Directive, Directive) {
+/// The site's default server, when it has one, and the site.
+fn servers(main: &Directive) -> (Option<Directive>, Directive) {
     let servers: Vec<&Directive> = main.all("server").collect();
-    assert_eq!(servers.len(), 2, "a default server and the site");
     let (default, site): (Vec<&Directive>, Vec<&Directive>) = servers
         .into_iter()
         .partition(|s| s.one("listen").args.iter().any(|a| a == "default_server"));
-    (default[0].clone(), site[0].clone())
+    assert_eq!(site.len(), 1, "one site server");
+    (default.first().map(|d| (*d).clone()), site[0].clone())
 }
 
 fn location<'a>(server: &'a Directive, path: &str) -> &'a Directive {
@@ -40,12 +41,11 @@ fn default_server_refuses_unknown_hosts_and_banners_are_off() {
     for target in ["nginx+embedded", "nginx+uwsgi", "nginx+gunicorn"] {
         let main = site(target);
         let (default, site) = servers(&main);
-        assert_eq!(default.arg("server_name"), "_");
-        assert_eq!(default.arg("return"), "444");
+        // On a production host the catch-all is the one file every app shares
+        // (deployctl-default.conf, placed by `install`: tests/install.rs).
+        assert!(default.is_none(), "{target}: the production site has no default server");
         assert_eq!(site.arg("server_name"), "localhost flask-hello.test");
-        for s in [&default, &site] {
-            assert_eq!(s.arg("server_tokens"), "off", "{target}");
-        }
+        assert_eq!(site.arg("server_tokens"), "off", "{target}");
     }
 }
 

@@ -431,6 +431,18 @@ impl Plan {
         }
     }
 
+    /// Whether the nginx site carries its own catch-all server for unknown host names. On a
+    /// production host that catch-all is one file shared by every app
+    /// (`deployctl-default.conf`, placed by `install`), so that several sites can be enabled
+    /// together; a local run and a container serve one app and keep their own. A site with
+    /// `[tls]` keeps its own too (its HTTPS catch-all refuses handshakes; not shared yet).
+    pub fn site_has_default_server(&self) -> bool {
+        match self.environment {
+            Environment::Production { .. } => self.tls.is_some(),
+            Environment::Local { .. } | Environment::Container => true,
+        }
+    }
+
     /// The output of `kind`, when the plan has one.
     pub fn output(&self, kind: OutputKind) -> Option<&Output> {
         self.outputs.iter().find(|o| o.kind == kind)

@@ -93,6 +93,8 @@ pub struct NginxServer {
     pub front_timeout_secs: u64,
     /// `X-Forwarded-Proto` to the backend: `$scheme`, or `https` behind TLS.
     pub forwarded_proto: &'static str,
+    /// Whether the site has its own catch-all server (`Plan::site_has_default_server`).
+    pub own_default_server: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -176,6 +178,7 @@ impl NginxSite {
                 max_body: spec.server.max_body.to_string(),
                 front_timeout_secs: link.map_or(tier.timeout_secs, |l| l.timeout_secs),
                 forwarded_proto: if plan.tls.is_some() { "https" } else { "$scheme" },
+                own_default_server: plan.site_has_default_server(),
             },
             statics: spec
                 .statics
