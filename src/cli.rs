@@ -45,6 +45,44 @@ pub enum Command {
     /// Obtain or renew the TLS certificate with ACME (`[tls].acme`), then reload the front: a
     /// running `up` stack's nginx, or the server's (`systemctl reload nginx`).
     Cert(CertArgs),
+    /// Place a target's files where the host's packages expect them (nginx site and link,
+    /// systemd units, configs under /etc/deployctl/NAME), check the host's configuration with
+    /// them in place, and record what was placed; any failure puts every file back.
+    Install(InstallArgs),
+    /// Remove exactly what `install` placed for an app; files changed by hand since are kept.
+    Uninstall(UninstallArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// The chain to install (nginx+embedded, nginx+uwsgi, nginx+gunicorn). Default:
+    /// [frontend] + [backend] of deploy.toml.
+    #[arg(long, short)]
+    pub target: Option<String>,
+    /// Install under this directory instead of `/` (a staged root for an image or a test): no
+    /// service is touched.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Print the changes as a diff against what is installed; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace files install did not place, or that were changed since.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// The app to remove (default: [app].name of deploy.toml).
+    #[arg(long, value_name = "NAME")]
+    pub app: Option<String>,
+    /// The root it was installed under.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@ pub mod acme;
 pub mod cli;
 pub mod commands;
 pub mod init;
+pub mod install;
 pub mod orchestrate;
 pub mod plan;
 pub mod printer;

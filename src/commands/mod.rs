@@ -3,6 +3,7 @@
 mod cert;
 mod check;
 mod init;
+mod install;
 pub mod reload;
 mod render;
 pub mod serve;
@@ -36,6 +37,8 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Status> {
         Command::Down(args) => stacks::down(&args, printer),
         Command::Reload(args) => reload::run(&args, printer),
         Command::Cert(args) => cert::run(&args, printer),
+        Command::Install(args) => install::install(&args, printer),
+        Command::Uninstall(args) => install::uninstall(&args, printer),
     }
 }
 
