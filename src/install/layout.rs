@@ -90,7 +90,7 @@ pub fn entries(plan: &Plan, tree: &FileTree) -> anyhow::Result<Vec<Entry>> {
                 path: plan.conf_dir.join(&o.path),
                 content,
             }),
-            OutputKind::ApacheSite | OutputKind::ApacheHttpd => {
+            OutputKind::ApacheSite | OutputKind::ApacheHttpd | OutputKind::WsgiScript => {
                 anyhow::bail!("install does not place Apache's files yet (target `{}`)", plan.target)
             }
             OutputKind::Containerfile
