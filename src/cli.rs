@@ -51,6 +51,18 @@ pub enum Command {
     Install(InstallArgs),
     /// Remove exactly what `install` placed for an app; files changed by hand since are kept.
     Uninstall(UninstallArgs),
+    /// Show the apps `install` placed under a root, and whether their files are as placed.
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The root they were installed under.
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// Print JSON on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -201,13 +201,12 @@ fn installs_where_debian_expects_and_checks_the_host() {
         "{}",
         run.stdout
     );
-    assert!(
-        run.stdout
-            .contains("+++ b/etc/deployctl/flask-hello/gunicorn/flask-hello.conf.py")
-            || run.stdout.contains("gunicorn"),
-        "{}",
-        run.stdout
-    );
+    for line in [
+        "+++ b/etc/deployctl/flask-hello/gunicorn/gunicorn.conf.py",
+        "--- a/etc/deployctl/flask-hello/uwsgi/flask-hello.ini\n+++ /dev/null",
+    ] {
+        assert!(run.stdout.contains(line), "{line}:\n{}", run.stdout);
+    }
     assert_eq!(tree_hash(root), before);
 }
 
@@ -295,6 +294,28 @@ fn two_apps_side_by_side_then_uninstall() {
     install(second.path(), root, "nginx+embedded", &[]).success();
     nginx_t(root);
     let default = root.join("etc/nginx/sites-available/deployctl-default.conf");
+    let run = cli(&flask)
+        .args(["list", "--json", "--root", &root.display().to_string()])
+        .run()
+        .success();
+    let listed: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let states: Vec<(String, String, String)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+            (s("app"), s("target"), s("state"))
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("flask-hello".into(), "nginx+uwsgi".into(), "installed".into()),
+            ("second".into(), "nginx+embedded".into(), "installed".into())
+        ]
+    );
+    assert!(std::fs::read_to_string(&default).unwrap().contains("return 444;"));
     assert_eq!(
         std::fs::read_to_string(&default)
             .unwrap()
@@ -307,6 +328,15 @@ fn two_apps_side_by_side_then_uninstall() {
     // survives and is reported.
     let socket = root.join("etc/systemd/system/flask-hello.socket");
     std::fs::write(&socket, "# edited by hand\n").unwrap();
+    let run = cli(&flask)
+        .args(["list", "--root", &root.display().to_string()])
+        .run()
+        .success();
+    assert!(
+        run.stdout.contains("changed: /etc/systemd/system/flask-hello.socket"),
+        "{}",
+        run.stdout
+    );
     let run = uninstall(&flask, root).success();
     assert!(
         run.stderr.contains("flask-hello.socket was changed by hand"),

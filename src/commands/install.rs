@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::cli::{InstallArgs, UninstallArgs};
+use crate::cli::{InstallArgs, ListArgs, UninstallArgs};
 use crate::install::apply::{self, Action, Change, Transaction};
 use crate::install::host;
 use crate::install::layout::{self, Content, Entry, under};
@@ -272,5 +272,56 @@ pub fn uninstall(args: &UninstallArgs, printer: &Printer) -> anyhow::Result<Stat
         "Uninstalled",
         &format!("{name} from {}: {} paths removed", root.display(), changes.len()),
     );
+    Ok(Status::Success)
+}
+
+pub fn list(args: &ListArgs, printer: &Printer) -> anyhow::Result<Status> {
+    let root = std::path::absolute(&args.root)?;
+    let mut apps = Vec::new();
+    for (name, m) in Manifest::all(&root)? {
+        let (mut changed, mut missing) = (Vec::new(), Vec::new());
+        for (path, recorded) in &m.files {
+            match Recorded::on_disk(&under(&root, path))? {
+                None => missing.push(path.display().to_string()),
+                Some(r) if &r == recorded => {}
+                Some(_) => changed.push(path.display().to_string()),
+            }
+        }
+        let state = if changed.is_empty() && missing.is_empty() {
+            "installed"
+        } else {
+            "changed"
+        };
+        apps.push(serde_json::json!({
+            "app": name,
+            "target": m.target,
+            "state": state,
+            "files": m.files.len(),
+            "names": m.names,
+            "changed": changed,
+            "missing": missing,
+        }));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&apps)?);
+        return Ok(Status::Success);
+    }
+    if apps.is_empty() {
+        printer.status("Nothing", &format!("is installed under {}", root.display()));
+    }
+    for a in &apps {
+        println!(
+            "{}\t{}\t{}\t{} files",
+            a["app"].as_str().unwrap_or(""),
+            a["target"].as_str().unwrap_or(""),
+            a["state"].as_str().unwrap_or(""),
+            a["files"]
+        );
+        for key in ["changed", "missing"] {
+            for p in a[key].as_array().into_iter().flatten() {
+                println!("  {key}: {}", p.as_str().unwrap_or(""));
+            }
+        }
+    }
     Ok(Status::Success)
 }

@@ -39,6 +39,7 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Status> {
         Command::Cert(args) => cert::run(&args, printer),
         Command::Install(args) => install::install(&args, printer),
         Command::Uninstall(args) => install::uninstall(&args, printer),
+        Command::List(args) => install::list(&args, printer),
     }
 }
 
