@@ -513,8 +513,8 @@ fn up_answers_the_listen_address_and_localhost_and_prints_a_working_url() {
         .collect();
     assert_eq!(
         names,
-        ["_", "flask-hello.test"],
-        "production answers deploy.toml's names only"
+        ["flask-hello.test"],
+        "production answers deploy.toml's names only (its catch-all is the shared deployctl-default.conf)"
     );
 
     let groups = groups_of_dir(project.path());
