@@ -208,6 +208,11 @@ fn installs_where_debian_expects_and_checks_the_host() {
         assert!(run.stdout.contains(line), "{line}:\n{}", run.stdout);
     }
     assert_eq!(tree_hash(root), before);
+    // Then for real: the uWSGI config and its directory go, Gunicorn's comes.
+    install(&flask, root, "nginx+gunicorn", &[]).success();
+    assert!(!etc.join("deployctl/flask-hello/uwsgi").exists());
+    assert!(etc.join("deployctl/flask-hello/gunicorn/gunicorn.conf.py").is_file());
+    nginx_t(root);
 }
 
 #[test]

@@ -98,6 +98,15 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
     let result = (|| {
         tx.ensure_dir(&under(&root, &layout::state_dir(&name)))?;
         tx.apply(&root, &changes)?;
+        // A file no longer rendered (another target's config) leaves no empty directory.
+        let conf_dir = layout::conf_dir(&name);
+        let emptied: Vec<PathBuf> = changes
+            .iter()
+            .filter(|c| c.action == Action::Remove)
+            .filter_map(|c| c.path.parent().filter(|p| p.starts_with(&conf_dir) && *p != conf_dir))
+            .map(|p| under(&root, p))
+            .collect();
+        tx.remove_empty_dirs(&emptied);
         let units: Vec<PathBuf> = entries
             .iter()
             .filter(|e| e.path.starts_with(layout::SYSTEMD_UNITS))
