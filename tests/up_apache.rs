@@ -327,14 +327,11 @@ fn offline_pip(cmd: &mut std::process::Command) -> &mut std::process::Command {
         .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
 }
 
-#[test]
-fn a_django_project_runs_in_mod_wsgi_from_a_virtualenv_up_makes_with_debians_python() {
-    if !have_apache() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let dir = tmp.path().join("mysite");
+/// `django-admin startproject mysite` in `tmp`/mysite (0755, for Apache's children when run
+/// as root) with a requirements file and a deploy.toml; no virtualenv (`up` makes it).
+fn django_project(tmp: &Path, extra_toml: &str) -> PathBuf {
+    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tmp.join("mysite");
     std::fs::create_dir(&dir).unwrap();
     let django_admin = repo().join("server/tests/.venv-apps/bin/django-admin");
     assert!(django_admin.exists(), "run scripts/setup.sh first");
@@ -347,25 +344,26 @@ fn a_django_project_runs_in_mod_wsgi_from_a_virtualenv_up_makes_with_debians_pyt
     std::fs::write(dir.join("requirements.txt"), "Django>=5.2,<6\n").unwrap();
     std::fs::write(
         dir.join("deploy.toml"),
-        "[app]\nname = \"mysite\"\nentry = \"mysite.wsgi:application\"\nvenv = \".venv\"\n\
-         requirements = \"requirements.txt\"\n\n[server]\nnames = [\"localhost\"]\n",
+        format!(
+            "[app]\nname = \"mysite\"\nentry = \"mysite.wsgi:application\"\nvenv = \".venv\"\n\
+             requirements = \"requirements.txt\"\n\n[server]\nnames = [\"localhost\"]\n{extra_toml}"
+        ),
     )
     .unwrap();
-    let port = free_port();
+    dir
+}
+
+/// `deployctl up --target TARGET` in the project `dir` on 127.0.0.1:`port`, pip offline; the
+/// URL it printed is checked.
+fn up_django(dir: &Path, target: &str, port: u16) -> (common::up::Up, common::up::Log) {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_deployctl"));
-    cmd.args([
-        "up",
-        "--target",
-        "apache+mod_wsgi",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-    ])
-    .current_dir(&dir)
-    .env("NO_COLOR", "1")
-    .env_remove("VIRTUAL_ENV")
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
+    cmd.args(["up", "--target", target, "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("VIRTUAL_ENV")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let mut child = common::up::Up(offline_pip(&mut cmd).spawn().unwrap());
     let mut stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
     let mut url = String::new();
@@ -378,12 +376,29 @@ fn a_django_project_runs_in_mod_wsgi_from_a_virtualenv_up_makes_with_debians_pyt
             sink.lock().unwrap().push_str(&(line + "\n"));
         }
     });
+    if url.is_empty() {
+        // up failed: its error, read by the thread above, once it has exited.
+        let _ = wait_for(10, || child.0.try_wait().is_ok_and(|s| s.is_some()));
+        std::thread::sleep(Duration::from_millis(300));
+    }
     assert_eq!(
         url.trim(),
         format!("http://127.0.0.1:{port}/"),
-        "{}",
+        "{target}: {}",
         log.lock().unwrap()
     );
+    (child, log)
+}
+
+#[test]
+fn a_django_project_runs_in_mod_wsgi_from_a_virtualenv_up_makes_with_debians_python() {
+    if !have_apache() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = django_project(tmp.path(), "");
+    let port = free_port();
+    let (mut child, log) = up_django(&dir, "apache+mod_wsgi", port);
     // up made the virtualenv with the Python Debian's mod_wsgi runs.
     let cfg = std::fs::read_to_string(dir.join(".venv/pyvenv.cfg")).unwrap();
     assert!(cfg.lines().any(|l| l == "home = /usr/bin"), "{cfg}");
@@ -395,6 +410,94 @@ fn a_django_project_runs_in_mod_wsgi_from_a_virtualenv_up_makes_with_debians_pyt
     let groups = components(&child);
     assert!(child.terminate().success());
     assert!(left_in(&groups).is_empty(), "left behind: {:?}", left_in(&groups));
+}
+
+/// The admin's login page of the Django project through `target` on `port`: 200, a CSRF
+/// token in its form and the `csrftoken` cookie, each stylesheet it links served by the edge
+/// from `STATIC_ROOT` as `text/css`, and no version in any `Server` header.
+fn serves_the_django_admin(port: u16, target: &str, log: &common::up::Log) {
+    let host = format!("localhost:{port}");
+    let page = get(port, &host, "/admin/login/", &[]);
+    let body = String::from_utf8_lossy(&page.body).into_owned();
+    assert_eq!(page.status, 200, "{target}: {body}\n{}", log.lock().unwrap());
+    no_version(&page, target);
+    let token = body
+        .split("name=\"csrfmiddlewaretoken\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("{target}: no csrfmiddlewaretoken in {body}"));
+    assert!(!token.is_empty(), "{target}");
+    assert!(
+        page.all("set-cookie").iter().any(|c| c.starts_with("csrftoken=")),
+        "{target}: no csrftoken cookie in {:?}",
+        page.headers
+    );
+    let sheets: Vec<&str> = body
+        .split("<link rel=\"stylesheet\" href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert!(!sheets.is_empty(), "{target}: no stylesheet in {body}");
+    let edge = if target.starts_with("nginx+") {
+        "nginx"
+    } else {
+        "Apache"
+    };
+    for sheet in &sheets {
+        assert!(sheet.starts_with("/static/admin/"), "{target}: {sheet}");
+        let css = get(port, &host, sheet, &[]);
+        assert_eq!(css.status, 200, "{target}: {sheet}");
+        assert!(!css.body.is_empty(), "{target}: {sheet}");
+        assert_eq!(
+            css.one("content-type").split(';').next(),
+            Some("text/css"),
+            "{target}: {sheet}"
+        );
+        assert_eq!(css.one("server"), edge, "{target}: {sheet} not served by the edge");
+        assert!(css.one("cache-control").starts_with("max-age="), "{target}: {sheet}");
+    }
+}
+
+/// Django's startproject project (with `STATIC_ROOT` collected) through every other Apache
+/// target, one after the other, each stack stopped before the next: `up` gives the virtualenv
+/// it made for the first target what each next one lacks (Gunicorn, uWSGI).
+#[test]
+fn a_django_project_serves_its_admin_login_and_css_through_every_apache_target() {
+    if !have_apache() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = django_project(
+        tmp.path(),
+        "\n[[static]]\nurl = \"/static/\"\ndir = \"staticfiles\"\nexpires = \"7d\"\n",
+    );
+    let settings = dir.join("mysite/settings.py");
+    let mut text = std::fs::read_to_string(&settings).unwrap();
+    text.push_str(
+        "\nSTATIC_ROOT = BASE_DIR / \"staticfiles\"\nDEBUG = False\nALLOWED_HOSTS = [\"localhost\", \"127.0.0.1\"]\n",
+    );
+    std::fs::write(&settings, text).unwrap();
+    let collect = std::process::Command::new(repo().join("server/tests/.venv-apps/bin/python"))
+        .args(["manage.py", "collectstatic", "--noinput"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(collect.status.success(), "{}", String::from_utf8_lossy(&collect.stderr));
+    // The embedded server first: `up` makes the virtualenv with the Python it links, which
+    // mod_wsgi (same minor version) also runs. (The other way round fails: a virtualenv of
+    // Debian's Python under the embedded server built against another CPython finds
+    // Debian's stdlib without its built-in modules — `No module named 'math'`.)
+    for target in [
+        "apache+embedded",
+        "apache+gunicorn",
+        "apache+uwsgi",
+        "nginx+apache+mod_wsgi",
+    ] {
+        let port = free_port();
+        let (child, log) = up_django(&dir, target, port);
+        serves_the_django_admin(port, target, &log);
+        stop(child, target);
+    }
 }
 
 #[test]
