@@ -364,7 +364,12 @@ fn up_django(dir: &Path, target: &str, port: u16) -> (common::up::Up, common::up
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let mut child = common::up::Up(offline_pip(&mut cmd).spawn().unwrap());
+    spawn_up(offline_pip(&mut cmd), target, port)
+}
+
+/// `cmd` (a `deployctl up`) spawned, its URL read and checked, its stderr collected.
+fn spawn_up(cmd: &mut std::process::Command, target: &str, port: u16) -> (common::up::Up, common::up::Log) {
+    let mut child = common::up::Up(cmd.spawn().unwrap());
     let mut stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
     let mut url = String::new();
     let _ = std::io::BufRead::read_line(&mut stdout, &mut url);
@@ -741,4 +746,71 @@ fn behind_nginx_with_tls_the_app_in_apache_sees_scheme_https() {
     assert_eq!(seen["host"], format!("localhost:{https}"), "{seen}");
     assert_eq!(seen["remote_addr"], "127.0.0.1", "{seen}");
     stop(child, "nginx+apache+mod_wsgi");
+}
+
+/// `up` as an unprivileged user (CI runs as root, where Apache's children drop to www-data):
+/// the self-contained httpd.conf runs as `nobody` with Gunicorn, the virtualenv `up` makes
+/// (the example's is of a Python under /root, which `nobody` cannot run), the page, the
+/// static CSS from Apache, and a clean stop. In the C locale too (`env -i`).
+#[test]
+fn up_apache_gunicorn_as_an_unprivileged_user_serves_the_example_and_stops_clean() {
+    // SAFETY: geteuid has no preconditions.
+    if !have_apache() || unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tmp.path().join("project");
+    let example = repo().join("examples/flask-hello");
+    std::fs::create_dir_all(dir.join("static")).unwrap();
+    std::fs::create_dir(tmp.path().join("home")).unwrap();
+    for f in ["app.py", "requirements.txt", "deploy.toml", "static/style.css"] {
+        std::fs::copy(example.join(f), dir.join(f)).unwrap();
+    }
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "nobody:nogroup"])
+        .arg(&dir)
+        .arg(tmp.path().join("home"))
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let wheels = repo().join("tests/.wheels");
+    assert!(wheels.join(".complete").is_file(), "run scripts/setup.sh first");
+    let target = "apache+gunicorn";
+    let port = free_port();
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "env", "-i"])
+        .arg("PATH=/usr/bin:/bin")
+        .arg(format!("HOME={}", tmp.path().join("home").display()))
+        .args(["NO_COLOR=1", "PIP_NO_INDEX=1", "PIP_DISABLE_PIP_VERSION_CHECK=1"])
+        .arg(format!("PIP_FIND_LINKS={}", wheels.display()))
+        .arg(env!("CARGO_BIN_EXE_deployctl"))
+        .args(["up", "--target", target, "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let (child, log) = spawn_up(&mut cmd, target, port);
+    serves_the_example(port, target);
+    let shown = log.lock().unwrap().clone();
+    assert!(
+        shown.contains("apache ready (port answers)") && !shown.contains("children run as"),
+        "{shown}"
+    );
+    // Every component and its children run as nobody.
+    let nobody = std::process::Command::new("id")
+        .args(["-u", "nobody"])
+        .output()
+        .unwrap();
+    let nobody = String::from_utf8_lossy(&nobody.stdout).trim().to_string();
+    let groups = components(&child);
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    for (pid, group, cmdline) in common::up::all_processes() {
+        if groups.contains(&group) {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap_or_default();
+            assert!(uid.split_whitespace().all(|u| u == nobody), "{cmdline} runs as {uid}");
+        }
+    }
+    stop(child, target);
 }

@@ -120,10 +120,12 @@ fn exec_programs(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The score from "→ Overall exposure level for NAME: 1.3 OK".
+/// The score from "→ Overall exposure level for NAME: 1.3 OK 🙂" (in the C locale the face is
+/// ":-)", so the score is the first word after the unit's name, not after the last colon).
 pub fn exposure(text: &str) -> Option<f64> {
-    let line = text.lines().find(|l| l.contains("Overall exposure level"))?;
-    line.rsplit(':').next()?.split_whitespace().next()?.parse().ok()
+    let line = text.lines().find(|l| l.contains("Overall exposure level for "))?;
+    let (_, rest) = line.split_once("Overall exposure level for ")?;
+    rest.split_once(':')?.1.split_whitespace().next()?.parse().ok()
 }
 
 /// The lines of the report that cost exposure (marked ✗), for the failure message.
@@ -133,4 +135,22 @@ fn failing_lines(text: &str) -> String {
         .map(|l| l.trim())
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exposure;
+
+    #[test]
+    fn the_exposure_score_in_a_utf8_locale_and_in_the_c_locale() {
+        assert_eq!(
+            exposure("→ Overall exposure level for a.service: 1.4 OK 🙂\n"),
+            Some(1.4)
+        );
+        assert_eq!(
+            exposure("-> Overall exposure level for a.service: 1.4 OK :-)\n"),
+            Some(1.4)
+        );
+        assert_eq!(exposure("no score here"), None);
+    }
 }
