@@ -349,6 +349,97 @@ fn a_missing_virtualenv_is_created_and_the_install_skipped_when_nothing_changed(
     cli().args(["down"]).run().success();
 }
 
+/// Regression: a virtualenv made by Debian's `/usr/bin/python3` (3.11, the same `X.Y` as the
+/// server's) passed the version check, everything started, and the app's first `import math`
+/// failed inside the server: Debian builds `math` into its interpreter, so the libpython the
+/// server loads (another install's) found no `math` in that standard library.
+#[test]
+fn a_virtualenv_of_another_python_install_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let debian = std::path::Path::new("/usr/bin/python3");
+    let libdir = |python: &std::path::Path| {
+        let out = Command::new(python)
+            .args(["-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"])
+            .output()
+            .unwrap();
+        std::fs::canonicalize(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
+    };
+    // `deployctl` runs the server beside it.
+    let server = std::path::Path::new(env!("CARGO_BIN_EXE_deployctl")).with_file_name("deployctl-server");
+    let ldd = Command::new(&server)
+        .env("LD_TRACE_LOADED_OBJECTS", "1")
+        .output()
+        .unwrap();
+    let server_lib = String::from_utf8_lossy(&ldd.stdout)
+        .lines()
+        .find(|l| l.trim_start().starts_with("libpython"))
+        .and_then(|l| l.split("=>").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .map(|lib| std::fs::canonicalize(std::path::Path::new(lib).parent().unwrap()).unwrap())
+        .expect("deployctl-server links a shared libpython");
+    assert_ne!(
+        libdir(debian),
+        server_lib,
+        "this test needs deployctl-server built against a Python other than Debian's /usr/bin/python3"
+    );
+    std::fs::write(
+        p.join("app.py"),
+        "import math
+
+def app(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [str(math.isqrt(49)).encode()]
+",
+    )
+    .unwrap();
+    let port = free_port();
+    std::fs::write(
+        p.join("deploy.toml"),
+        format!(
+            "[app]\nname = \"mathapp\"\nentry = \"app:app\"\nvenv = \".venv\"\n\n\
+             [server]\nnames = [\"localhost\"]\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [backend]\nkind = \"embedded\"\nworkers = 1\n\n[frontend]\nkind = \"none\"\n"
+        ),
+    )
+    .unwrap();
+    let made = Command::new(debian)
+        .args(["-m", "venv"])
+        .arg(p.join(".venv"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let _cleanup = DownOnDrop(p.to_path_buf());
+    let cli = || common::Cli::new(p);
+
+    let refused = cli().args(["up", "--detach"]).run().failure();
+    assert!(
+        refused
+            .stderr
+            .contains("the virtualenv .venv was made by another Python 3.")
+            && refused
+                .stderr
+                .contains(&format!("its libpython is in {}", server_lib.display()))
+            && refused
+                .stderr
+                .contains(&format!("the virtualenv's in {}", libdir(debian).display())),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("hint: move .venv away"), "{}", refused.stderr);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "something was started"
+    );
+
+    // What the hint says works: `up` makes the virtualenv with the server's own Python.
+    std::fs::rename(p.join(".venv"), p.join("venv.debian")).unwrap();
+    cli().args(["up", "--detach"]).run().success();
+    let (status, _, body) = request(port, "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    assert_eq!((status, body.as_str()), (200, "7"));
+    cli().args(["down"]).run().success();
+}
+
 #[test]
 fn up_nginx_gunicorn_serves_the_example_and_stops_clean() {
     let port = free_port();

@@ -59,6 +59,15 @@ pub fn venv_python_version(venv: &Path) -> anyhow::Result<String> {
     )
 }
 
+/// The `home` a `pyvenv.cfg` names: the directory of the interpreter that made the virtualenv.
+pub fn venv_home(venv: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(venv.join(PYVENV_CFG)).ok()?;
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once('=')?;
+        (k.trim() == "home").then(|| PathBuf::from(v.trim()))
+    })
+}
+
 /// The error for a virtualenv whose Python differs from the one the server links.
 pub fn check_venv_version(venv: &Path, built_for: &str) -> anyhow::Result<()> {
     let found = venv_python_version(venv)?;

@@ -61,6 +61,9 @@ pub struct Needs {
     /// `deployctl-server` and its `X.Y`: the interpreter it links is the first candidate, found
     /// only when a virtualenv is created (it takes running that interpreter).
     server: Option<(PathBuf, String)>,
+    /// The app runs inside `deployctl-server`: an existing virtualenv must come from the very
+    /// Python install whose libpython the server loads, not only the same `X.Y`.
+    same_install: bool,
 }
 
 /// The virtualenv needs of `target`. `server` is `deployctl-server` when it is installed (its
@@ -129,6 +132,7 @@ pub fn needs(plan: &Plan, server: Option<(&Path, &str)>) -> Needs {
         server: server
             .filter(|_| app != Tier::ModWsgi)
             .map(|(b, v)| (b.to_path_buf(), v.to_string())),
+        same_install: app == Tier::Embedded,
     }
 }
 
@@ -160,6 +164,11 @@ pub fn ensure(spec: &Spec, target: Target, needs: &Needs, run_root: &Path, print
                     ),
                 ));
             }
+        }
+        if needs.same_install
+            && let Some((server, _)) = &needs.server
+        {
+            check_same_install(venv, &python, server)?;
         }
     } else {
         create(venv, needs, printer)?;
@@ -482,15 +491,7 @@ fn query(python: &Path) -> Option<Python> {
 /// (`LD_TRACE_LOADED_OBJECTS`, what `ldd` does), and the interpreter is the one whose
 /// `LIBDIR` holds it — `PREFIX/bin/pythonX.Y` first, then `pythonX.Y` and `python3` on PATH.
 fn server_interpreter(server: &Path, version: &str) -> Option<Python> {
-    let out = Command::new(server).env("LD_TRACE_LOADED_OBJECTS", "1").output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let lib = text
-        .lines()
-        .filter(|l| l.trim_start().starts_with("libpython"))
-        .find_map(|l| l.split("=>").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .map(PathBuf::from)?;
-    let libdir = lib.parent()?;
+    let libdir = &server_libdir(server)?;
     let mut candidates = vec![libdir.join(format!("../bin/python{version}"))];
     for name in [format!("python{version}"), "python3".into()] {
         if let Ok(p) = which::which(&name) {
@@ -510,6 +511,59 @@ fn server_interpreter(server: &Path, version: &str) -> Option<Python> {
             ..p
         })
     })
+}
+
+/// Refuses a virtualenv made by another install of the same Python `X.Y` than the one whose
+/// libpython `deployctl-server` loads. The server finds the standard library through the
+/// virtualenv's `home`, so it would pair its libpython with another build's standard library:
+/// Debian's `/usr/bin/python3.11` has `math` and a dozen more modules built into its binary,
+/// and a libpython from python.org or pyenv looks for them in `lib-dynload/` and fails the
+/// app's first `import math` ("No module named 'math'"), after everything has started.
+/// Skipped when either side cannot be told (a static libpython, a broken interpreter).
+fn check_same_install(venv: &Path, python: &Path, server: &Path) -> anyhow::Result<()> {
+    let Some(server_lib) = server_libdir(server) else {
+        return Ok(());
+    };
+    let Some(made_by) = query(python) else { return Ok(()) };
+    let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    let (Some(want), Some(found)) = (canon(&server_lib), canon(Path::new(&made_by.libdir))) else {
+        return Ok(());
+    };
+    if want == found {
+        return Ok(());
+    }
+    let home = deployctl_common::venv::venv_home(venv)
+        .map(|h| format!(" (`home = {}` in its pyvenv.cfg)", h.display()))
+        .unwrap_or_default();
+    let fix = server_interpreter(server, &made_by.version)
+        .map(|p| format!("`{} -m venv {}`", p.path.display(), display_path(venv)))
+        .unwrap_or_else(|| format!("the Python whose libpython is in {}", want.display()));
+    Err(hinted(
+        format!(
+            "the virtualenv {} was made by another Python {} install{home} than the one deployctl-server loads \
+             (its libpython is in {}, the virtualenv's in {}): the app would run against another build's \
+             standard library and fail on imports such as `math`",
+            display_path(venv),
+            made_by.version,
+            want.display(),
+            found.display()
+        ),
+        format!(
+            "move {} away and run `deployctl up` again (it creates one with the right Python), or create it with {fix}",
+            display_path(venv)
+        ),
+    ))
+}
+
+/// The directory of the libpython `server` loads, as the dynamic loader resolves it.
+fn server_libdir(server: &Path) -> Option<PathBuf> {
+    let out = Command::new(server).env("LD_TRACE_LOADED_OBJECTS", "1").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter(|l| l.trim_start().starts_with("libpython"))
+        .find_map(|l| l.split("=>").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|lib| Path::new(lib).parent().map(Path::to_path_buf))
 }
 
 /// `X.Y` of the libpython a module links (`libpython3.11.so…` in its bytes): Debian's uWSGI
