@@ -261,3 +261,71 @@ fn sigterm_to_up_detach_while_starting_stops_the_background_supervisor_too() {
     let up_log = std::fs::read_to_string(&log_path).unwrap();
     assert!(up_log.contains("interrupted by SIGTERM during start-up"), "{up_log}");
 }
+
+/// Regression: a SIGHUP that came while `up` was starting was thrown away, so a `deploy.toml`
+/// changed during a slow start-up (the file is read first) never took effect. It is now kept
+/// and the stack reloaded once it is up.
+#[test]
+fn a_sighup_during_start_up_reloads_the_stack_once_it_is_up() {
+    let port = free_port();
+    let app = "import os, time\ntime.sleep(3)\n\
+               def app(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [os.environ['GREETING'].encode()]\n";
+    let dir = project(app, "embedded", "none", port, &example_venv());
+    let toml = dir.path().join("deploy.toml");
+    let with = |greeting: &str| {
+        let text = std::fs::read_to_string(&toml).unwrap();
+        let (head, rest) = text.split_once("\n\n").unwrap();
+        let head = head
+            .lines()
+            .filter(|l| !l.starts_with("env"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(
+            &toml,
+            format!("{head}\nenv = {{ GREETING = \"{greeting}\" }}\n\n{rest}"),
+        )
+        .unwrap();
+    };
+    with("read at the start");
+    let s = start(dir.path(), &["up"], &[]);
+    let pid = s.child.id();
+    assert!(
+        wait_for(60, || s.log.lock().unwrap().contains("starting app")),
+        "never got to starting the app:\n{}",
+        s.log.lock().unwrap()
+    );
+    // The app is still importing (3 s): the change and the HUP come during the start-up.
+    with("changed during the start-up");
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    let body = || {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        std::io::Write::write_all(
+            &mut stream,
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .ok()?;
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut out).ok()?;
+        out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+    };
+    let mut last = None;
+    let served = wait_for(60, || {
+        last = body();
+        last.as_deref() == Some("changed during the start-up")
+    });
+    let mut child = s.child;
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    // Its last lines may still be in the pipe: read to its end.
+    wait_for(5, || s.reader.is_finished());
+    let log = s.log.lock().unwrap().clone();
+    assert!(
+        served,
+        "the change made during the start-up was never served (last: {last:?}):\n{log}"
+    );
+    assert!(log.contains("a SIGHUP came during the start-up"), "{log}");
+    assert!(status.success(), "{status}\n{log}");
+}

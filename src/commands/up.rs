@@ -123,8 +123,16 @@ fn supervise(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     printer.status("up", &format!("{} — Ctrl-C stops, SIGHUP reloads", running.url));
     println!("{}", running.url);
     let _ = std::io::Write::flush(&mut std::io::stdout());
-    // HUPs that came during the start-up are for a stack that was not up yet.
-    let _ = interrupt::take_hup();
+    // A HUP that came during the start-up asked for a configuration the start-up may have read
+    // before it changed (the `deploy.toml` was read first): it is kept, and the loop below
+    // reloads once, now that there is a stack to reload — as systemd queues a reload job
+    // behind a start job.
+    if interrupt::hup_pending() {
+        printer.status(
+            "reload",
+            "a SIGHUP came during the start-up: reloading now that the stack is up",
+        );
+    }
     let mut state = new_state(spec, target, running.url.clone())?;
     state.components = running.processes(&plan);
     state.write(&run_dir).context("writing the state file")?;

@@ -86,6 +86,12 @@ pub fn take_hup() -> bool {
     HUP.swap(false, Ordering::SeqCst)
 }
 
+/// Whether a HUP came and was not taken yet (it stays pending).
+pub fn hup_pending() -> bool {
+    drain();
+    HUP.load(Ordering::SeqCst)
+}
+
 /// `Err(Interrupted)` once a stop was asked for.
 pub fn check() -> anyhow::Result<()> {
     match stop_requested() {
