@@ -18,6 +18,8 @@
 //! - uWSGI: `uwsgi --strict --ini FILE --get KEY` prints `chdir` and `virtualenv` as parsed.
 //! - Gunicorn: its own `Config` loads the rendered file, validators included, and prints
 //!   `chdir`, `bind` and `control_socket`.
+//! - mod_wsgi's script: Debian's `python3` runs it with a stand-in app module and reports, as
+//!   JSON, the environment it set, which must be `[app].env` exactly.
 //!
 //! A value the spec refuses must be one `render::quote` documents as unrepresentable (control
 //! characters, uWSGI's `$(`/`@(`/`%(`, an app directory ending in whitespace, names that are
@@ -456,6 +458,35 @@ fn check(tools: &Tools, c: &Case) {
         }
     }
 
+    // apache+mod_wsgi: the script mod_wsgi runs is Python source; Debian's interpreter (the
+    // one its mod_wsgi embeds) runs it with a stand-in app module and reports the environment
+    // the script set.
+    // Apache's side names the virtualenv and the project too: a `${` in any of them is refused.
+    let target: Target = "apache+mod_wsgi".parse().unwrap();
+    let out = project.join("deploy/apache+mod_wsgi");
+    let rendered = render::render(&spec, target, &out, &templates);
+    let dollar_brace = [&static_dir, &project, &venv].iter().any(|p| text(p).contains("${"))
+        || spec.server.names.iter().any(|n| n.contains("${"));
+    if dollar_brace {
+        let Err(e) = rendered else {
+            panic!("a value holding `${{` is refused for Apache");
+        };
+        assert!(format!("{e:#}").contains("cannot escape"), "{e:#}");
+    } else {
+        rendered.unwrap().write_into(&out).unwrap();
+        let plan = deployctl::plan::Plan::resolve(
+            &spec,
+            target,
+            deployctl::plan::Environment::Production { out: out.clone() },
+        );
+        let wsgi = plan
+            .apache
+            .as_ref()
+            .and_then(|a| a.wsgi.as_ref())
+            .expect("mod_wsgi's plan");
+        wsgi_script_sets(&out.join(&wsgi.script.rel), tmp.path(), &c.env);
+    }
+
     // nginx+gunicorn as `up` renders it: the backend's socket under the project, served live.
     let target: Target = "nginx+gunicorn".parse().unwrap();
     let out = project.join(".deployctl/nginx+gunicorn/conf");
@@ -483,6 +514,36 @@ fn check(tools: &Tools, c: &Case) {
     gunicorn_reads_back(tools, &conf, &root, &socket);
     nginx_serves(tools, &spec, &site, tmp.path(), &static_dir, &socket, port);
     ACCEPTED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Debian's `python3` runs the rendered mod_wsgi script, with `app` a stand-in module, and
+/// the environment it set holds `env` exactly (keys and values, through JSON).
+fn wsgi_script_sets(script: &Path, tmp: &Path, env: &BTreeMap<String, String>) {
+    let stub = tmp.join("wsgi-stub");
+    std::fs::create_dir_all(&stub).unwrap();
+    std::fs::write(stub.join("app.py"), "app = 'the callable'\n").unwrap();
+    let probe = "import json, os, sys\n\
+                 before = dict(os.environ)\n\
+                 sys.path.insert(0, sys.argv[2])\n\
+                 ns = {'__name__': '__mod_wsgi__'}\n\
+                 exec(compile(open(sys.argv[1], encoding='utf-8').read(), sys.argv[1], 'exec'), ns)\n\
+                 assert ns['application'] == 'the callable', ns.get('application')\n\
+                 print(json.dumps({k: v for k, v in os.environ.items() if before.get(k) != v}))\n";
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", probe])
+        .arg(script)
+        .arg(&stub)
+        .env_clear()
+        .output()
+        .expect("run /usr/bin/python3");
+    assert!(
+        out.status.success(),
+        "python3 failed on {}:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let set: BTreeMap<String, String> = serde_json::from_slice(&out.stdout).expect("the script's environment as JSON");
+    assert_eq!(&set, env, "{}", std::fs::read_to_string(script).unwrap_or_default());
 }
 
 /// The values every unit of a case must hold.
