@@ -433,28 +433,344 @@ fn paths_outside_the_project_are_warned_about() {
     assert!(!run.stdout.contains("pip install"), "no requirements to install");
 }
 
-#[test]
-fn tls_is_left_out_with_a_warning() {
+/// project() with `[tls]` as given (the table's lines), and the project's directory.
+fn tls_project(tls: &str) -> tempfile::TempDir {
     let dir = project();
-    let toml = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap()
-        + "\n[tls]\nacme = { email = \"ops@example.com\" }\n";
+    let toml = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap() + "\n[tls]\n" + tls;
     std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
+    dir
+}
+
+/// A self-signed pair for flask-hello.test in `dir`: (certificate, key).
+fn pair(dir: &Path) -> (PathBuf, PathBuf) {
+    let c = deployctl::acme::install_self_signed(&dir.join("pair"), &["flask-hello.test".to_string()], 30).unwrap();
+    (c.fullchain, c.key)
+}
+
+fn files_tls(dir: &Path) -> (String, PathBuf, PathBuf) {
+    let (cert, key) = pair(dir);
+    (
+        format!(
+            "certificate = {:?}\nkey = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+        cert,
+        key,
+    )
+}
+
+const ACME_DIRECTORY: &str = "https://acme.example.net/dir";
+
+#[test]
+fn kubernetes_tls_through_cert_manager() {
+    let dir = tls_project(&format!(
+        "acme = {{ email = \"ops@example.com\", directory = \"{ACME_DIRECTORY}\", ca = \"ca.pem\" }}\nhsts = \"1y\"\n"
+    ));
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIBroot\n-----END CERTIFICATE-----\n";
+    std::fs::write(dir.path().join("ca.pem"), ca).unwrap();
+    let files = rendered(dir.path(), "kubernetes");
+    let ingress = yaml(&files, "ingress.yaml");
+    let tls = s(&ingress, &["spec", "tls", "0"]);
+    assert_eq!(tls["secretName"].as_str(), Some("flask-hello-tls"));
+    // [server].names' exact DNS names: not `localhost`.
+    assert_eq!(strings(&tls["hosts"]), ["flask-hello.test"]);
+    let notes = s(&ingress, &["metadata", "annotations"]);
+    assert_eq!(notes["cert-manager.io/issuer"].as_str(), Some("flask-hello-acme"));
+    assert_eq!(notes["nginx.ingress.kubernetes.io/ssl-redirect"].as_str(), Some("true"));
+    // HSTS is the controller's ConfigMap's: nothing on the Ingress pretends otherwise.
+    let keys: Vec<&str> = notes
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert!(!keys.iter().any(|k| k.contains("hsts")), "{keys:?}");
+    let issuer = yaml(&files, "issuer.yaml");
+    assert_eq!(issuer["apiVersion"].as_str(), Some("cert-manager.io/v1"));
+    assert_eq!(issuer["kind"].as_str(), Some("Issuer"));
+    assert_eq!(s(&issuer, &["metadata", "name"]).as_str(), Some("flask-hello-acme"));
+    let acme = s(&issuer, &["spec", "acme"]);
+    assert_eq!(acme["server"].as_str(), Some(ACME_DIRECTORY));
+    assert_eq!(acme["email"].as_str(), Some("ops@example.com"));
+    assert_eq!(
+        s(acme, &["privateKeySecretRef", "name"]).as_str(),
+        Some("flask-hello-acme-account")
+    );
+    assert_eq!(
+        s(acme, &["solvers", "0", "http01", "ingress", "ingressClassName"]).as_str(),
+        Some("nginx")
+    );
+    // caBundle: [tls].acme.ca's PEM, base64 (decoded here by Python's base64).
+    let bundle = acme["caBundle"].as_str().expect("caBundle");
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import base64, sys; sys.stdout.write(base64.b64decode(sys.argv[1], validate=True).decode())",
+            bundle,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), ca);
+    // render says what the Ingress cannot: the ConfigMap's HSTS keys with [tls]'s values.
+    let out_dir = dir.path().join("out");
+    let run = Cli::new(dir.path())
+        .args(["render", "--no-validate", "-t", "kubernetes", "--out"])
+        .args([&out_dir])
+        .run()
+        .success();
+    assert!(
+        run.stderr.contains("hsts-max-age: \"31536000\"") && run.stderr.contains("cert-manager installed"),
+        "{}",
+        run.stderr
+    );
+    assert!(out_dir.join("issuer.yaml").is_file());
+}
+
+/// The Issuer as Python's jsonschema checks it against cert-manager's own CRD schema
+/// (tests/fixtures/cert-manager), strictly: `None` when valid, else the error.
+fn issuer_schema_error(issuer: &str) -> Option<String> {
+    let python = common::repo().join(".tools/venv/bin/python");
+    if !python.is_file() {
+        assert!(!require_validators(), "no tool venv: run scripts/setup.sh");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("issuer.yaml");
+    std::fs::write(&file, issuer).unwrap();
+    let script = r#"
+import json, sys, yaml, jsonschema
+schema = json.load(open(sys.argv[1]))
+def strict(o):
+    if isinstance(o, dict):
+        if "properties" in o and "additionalProperties" not in o and not o.get("x-kubernetes-preserve-unknown-fields"):
+            o["additionalProperties"] = False
+        for v in o.values():
+            strict(v)
+    elif isinstance(o, list):
+        for v in o:
+            strict(v)
+strict(schema)
+doc = yaml.safe_load(open(sys.argv[2]))
+errors = sorted(jsonschema.Draft4Validator(schema, format_checker=jsonschema.FormatChecker()).iter_errors(doc), key=str)
+for e in errors:
+    print("/".join(map(str, e.absolute_path)) + ": " + e.message)
+sys.exit(1 if errors else 0)
+"#;
+    let schema = common::repo().join("tests/fixtures/cert-manager/issuer.v1.schema.json");
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(schema)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (!out.status.success()).then_some(text)
+}
+
+#[test]
+fn the_issuer_passes_cert_managers_schema_and_a_fault_does_not() {
+    let dir = tls_project(&format!(
+        "acme = {{ email = \"ops@example.com\", directory = \"{ACME_DIRECTORY}\", ca = \"ca.pem\" }}\n"
+    ));
+    std::fs::write(
+        dir.path().join("ca.pem"),
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let files = rendered(dir.path(), "kubernetes");
+    let issuer = &files["issuer.yaml"];
+    if let Some(e) = issuer_schema_error(issuer) {
+        panic!("{e}\n{issuer}");
+    }
+    // Planted: the solver's class under a name the schema does not have; the account's key
+    // Secret left out (required).
+    let misnamed = issuer.replace("ingressClassName: nginx", "ingressClass: nginx");
+    let e = issuer_schema_error(&misnamed);
+    assert!(
+        !require_validators()
+            || e.as_deref()
+                .is_some_and(|e| e.contains("'ingressClass' was unexpected")),
+        "{e:?}"
+    );
+    let no_key = issuer.replace("    privateKeySecretRef:\n", "    privateKeySecretRefs:\n");
+    let e = issuer_schema_error(&no_key);
+    assert!(
+        !require_validators()
+            || e.as_deref()
+                .is_some_and(|e| e.contains("'privateKeySecretRef' is a required property")),
+        "{e:?}"
+    );
+    // What kubernetes-validate does with it: no schema for the kind, a warning, exit 0 — so
+    // `check` does not run it on issuer.yaml (it would say nothing).
+    if let Ok(tool) = which("kubernetes-validate") {
+        let file = dir.path().join("issuer.yaml");
+        std::fs::write(&file, &misnamed).unwrap();
+        let out = Command::new(tool).arg("--strict").arg(&file).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && text.contains("Couldn't find schema for kind Issuer"),
+            "{text}"
+        );
+    }
+    let run = Cli::new(dir.path()).args(["check", "-t", "kubernetes"]).run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stderr.contains("issuer.yaml"), "{}", run.stderr);
+}
+
+fn which(tool: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join(tool)).find(|f| f.is_file()))
+        .ok_or(())
+}
+
+#[test]
+fn kubernetes_tls_from_files_names_the_secret_and_never_inlines_it() {
+    let dir = project();
+    let (tls, cert, key) = files_tls(dir.path());
+    let toml = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap() + "\n[tls]\n" + &tls;
+    std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
+    let files = rendered(dir.path(), "kubernetes");
+    assert!(!files.contains_key("issuer.yaml"), "{:?}", files.keys());
+    let key_pem = std::fs::read_to_string(&key).unwrap();
+    let cert_pem = std::fs::read_to_string(&cert).unwrap();
+    let body = |pem: &str| pem.lines().nth(1).unwrap_or_default().to_string();
+    for (name, text) in &files {
+        assert!(
+            !text.contains(&body(&key_pem)) && !text.contains(&body(&cert_pem)),
+            "{name} holds the pair"
+        );
+    }
+    let ingress = yaml(&files, "ingress.yaml");
+    assert_eq!(
+        s(&ingress, &["spec", "tls", "0", "secretName"]).as_str(),
+        Some("flask-hello-tls")
+    );
+    let notes = s(&ingress, &["metadata", "annotations"]);
+    assert!(notes.get("cert-manager.io/issuer").is_none());
+    let out_dir = dir.path().join("out");
+    let run = Cli::new(dir.path())
+        .args(["render", "--no-validate", "-t", "kubernetes", "--out"])
+        .args([&out_dir])
+        .run()
+        .success();
+    let want = format!(
+        "kubectl create secret tls flask-hello-tls --cert={} --key={}",
+        cert.display(),
+        key.display()
+    );
+    assert!(run.stderr.contains(&want), "{want}\n{}", run.stderr);
+}
+
+#[test]
+fn tls_without_a_certificate_source_is_refused_as_is_acme_for_compose() {
+    let dir = tls_project("");
     for target in ["kubernetes", "compose"] {
         let run = Cli::new(dir.path())
             .args(["render", "--stdout", "-t", target])
             .run()
-            .success();
+            .failure();
         assert!(
             run.stderr
-                .contains(&format!("[tls] is not rendered for target `{target}` yet")),
+                .contains(&format!("[tls] for target `{target}` needs a certificate")),
             "{}",
             run.stderr
         );
-        assert!(
-            !run.stdout.contains("ssl_certificate") && !run.stdout.contains("tls:"),
-            "{target}"
-        );
     }
+    let dir = tls_project("acme = { email = \"ops@example.com\" }\n");
+    let run = Cli::new(dir.path())
+        .args(["render", "--stdout", "-t", "compose"])
+        .run()
+        .failure();
+    assert!(
+        run.stderr.contains("[tls].acme is not rendered for target `compose`")
+            && run.stderr.contains("set `certificate` and `key`"),
+        "{}",
+        run.stderr
+    );
+    // --all-targets says so and goes on.
+    let run = Cli::new(dir.path()).args(["check", "--all-targets"]).run();
+    assert!(run.stderr.contains("compose: skipped: [tls].acme"), "{}", run.stderr);
+}
+
+#[test]
+fn compose_serves_https_with_the_users_pair() {
+    let dir = project();
+    let (tls, cert, key) = files_tls(dir.path());
+    let toml = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap() + "\n[tls]\n" + &tls;
+    std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
+    let files = rendered(dir.path(), "compose");
+    let compose = yaml(&files, "compose.yaml");
+    let nginx = s(&compose, &["services", "nginx"]);
+    assert_eq!(strings(&nginx["ports"]), ["80:8080", "443:443"]);
+    let volumes = strings(&nginx["volumes"]);
+    for (from, to) in [
+        (&cert, "/etc/nginx/tls/fullchain.pem"),
+        (&key, "/etc/nginx/tls/privkey.pem"),
+    ] {
+        let mount = format!("{}:{to}:ro", from.display());
+        assert!(volumes.contains(&mount), "{mount} in {volumes:?}");
+    }
+    // The app still serves HTTP on its port; nginx proxies to it with the scheme.
+    let site = &files["nginx/flask-hello.conf"];
+    let main = common::parse::nginx(site);
+    let servers: Vec<_> = main.all("server").collect();
+    let https = servers
+        .iter()
+        .find(|s| s.all("ssl_certificate").next().is_some() && s.all("server_name").any(|n| n.args[0] != "_"))
+        .expect("the HTTPS server");
+    assert_eq!(https.arg("ssl_certificate"), "/etc/nginx/tls/fullchain.pem");
+    assert_eq!(https.arg("ssl_certificate_key"), "/etc/nginx/tls/privkey.pem");
+    assert_eq!(https.one("listen").args[..2], ["0.0.0.0:443".to_string(), "ssl".into()]);
+    assert!(site.contains("server app:8080;"), "{site}");
+    let redirect = servers
+        .iter()
+        .find(|s| {
+            s.all("listen").any(|l| l.args[0] == "0.0.0.0:8080") && s.all("server_name").any(|n| n.args[0] != "_")
+        })
+        .expect("the HTTP server");
+    assert!(
+        redirect
+            .all("location")
+            .any(|l| l.all("return").any(|r| r.args == ["301", "https://$host$request_uri"])),
+        "{site}"
+    );
+    // docker-compose reads it; the real nginx -t reads the site with the container's paths
+    // mapped to this machine's (the pair, the static volume, the app's host).
+    let run = Cli::new(dir.path()).args(["check", "-t", "compose"]).run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let nginx_bin = which("nginx").unwrap_or_else(|_| PathBuf::from("/usr/sbin/nginx"));
+    if !nginx_bin.is_file() {
+        assert!(!require_validators(), "nginx is not installed");
+        return;
+    }
+    let statics = dir.path().join("srv-static");
+    std::fs::create_dir_all(statics.join("0")).unwrap();
+    let mapped = site
+        .replace("/etc/nginx/tls/fullchain.pem", &cert.display().to_string())
+        .replace("/etc/nginx/tls/privkey.pem", &key.display().to_string())
+        .replace("/srv/static/", &format!("{}/", statics.display()))
+        .replace("server app:8080;", "server 127.0.0.1:8080;");
+    let site_path = dir.path().join("site.conf");
+    std::fs::write(&site_path, &mapped).unwrap();
+    let (prefix, conf) = deployctl::validate::nginx::wrapper(&nginx_bin, &site_path).unwrap();
+    let out = Command::new(&nginx_bin)
+        .arg("-t")
+        .arg("-p")
+        .arg(prefix.path())
+        .arg("-c")
+        .arg(&conf)
+        .arg("-e")
+        .arg(prefix.path().join("error.log"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("syntax is ok"),
+        "{text}\n{mapped}"
+    );
 }
 
 #[test]

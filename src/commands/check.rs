@@ -8,7 +8,7 @@ use crate::render;
 use crate::target::Target;
 use crate::validate::{self, Outcome, Policy};
 
-use super::{Requested, Status, default_out, load, probed, requested};
+use super::{Requested, Status, cluster_plan, default_out, load, probed, requested};
 
 pub fn run(args: &CheckArgs, printer: &Printer) -> anyhow::Result<Status> {
     let (spec, templates) = load(&args.spec)?;
@@ -45,7 +45,7 @@ pub fn run(args: &CheckArgs, printer: &Printer) -> anyhow::Result<Status> {
                     out: default_out(&spec, t),
                 },
             )),
-            Requested::Cluster(kind) => Plan::resolve_cluster(&spec, kind),
+            Requested::Cluster(kind) => cluster_plan(&spec, kind)?,
         };
         // --all-targets with [tls]: the targets that cannot serve it (no front, or one that
         // does not terminate TLS yet) are not this spec's; said, not failed.

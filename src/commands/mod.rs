@@ -69,6 +69,27 @@ fn probed(plan: crate::plan::Plan) -> crate::plan::Plan {
     }
 }
 
+/// A cluster target's plan with what it needs from files: the PEM of `[tls].acme.ca` (the
+/// Issuer's `caBundle`).
+fn cluster_plan(spec: &crate::spec::Spec, kind: crate::plan::ClusterKind) -> anyhow::Result<crate::plan::Plan> {
+    use anyhow::Context;
+    let plan = crate::plan::Plan::resolve_cluster(spec, kind);
+    let ca = plan
+        .cluster
+        .as_ref()
+        .and_then(|c| c.tls.as_ref())
+        .and_then(|t| t.issuer.as_ref())
+        .and_then(|i| i.ca.clone());
+    match ca {
+        Some(ca) => {
+            let pem = std::fs::read_to_string(&ca)
+                .with_context(|| format!("cannot read [tls].acme.ca {}", crate::spec::display_path(&ca)))?;
+            Ok(plan.with_acme_ca(pem))
+        }
+        None => Ok(plan),
+    }
+}
+
 /// What `render` and `check` are asked for: a chain, or a cluster target.
 #[derive(Debug, Clone, Copy)]
 enum Requested {

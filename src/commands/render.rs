@@ -6,7 +6,7 @@ use crate::printer::Printer;
 use crate::render;
 use crate::validate::{self, Policy};
 
-use super::{Requested, Status, load, probed, requested, shown};
+use super::{Requested, Status, cluster_plan, load, probed, requested, shown};
 
 pub fn run(args: &RenderArgs, printer: &Printer) -> anyhow::Result<Status> {
     let (spec, templates) = load(&args.spec)?;
@@ -18,7 +18,7 @@ pub fn run(args: &RenderArgs, printer: &Printer) -> anyhow::Result<Status> {
     };
     let plan = match requested {
         Requested::Chain(t) => probed(Plan::resolve(&spec, t, Environment::Production { out: out.clone() })),
-        Requested::Cluster(kind) => Plan::resolve_cluster(&spec, kind),
+        Requested::Cluster(kind) => cluster_plan(&spec, kind)?,
     };
     let tree = render::render_plan(&plan, &templates)?;
     if !args.stdout && !args.check {

@@ -101,6 +101,7 @@ pub fn entries(plan: &Plan, tree: &FileTree) -> anyhow::Result<Vec<Entry>> {
             | OutputKind::KubeIngress
             | OutputKind::KubePdb
             | OutputKind::KubeHpa
+            | OutputKind::KubeIssuer
             | OutputKind::Compose => {
                 anyhow::bail!("`{}` is a cluster target: install places a host's files", plan.target)
             }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use super::chain::Tier;
 use super::model::*;
 use super::policy;
-use crate::spec::{Listen, Spec};
+use crate::spec::{CertificateSource, Listen, Spec};
 use crate::target::{Backend, Frontend, Target};
 
 /// A target rendered for a cluster engine rather than one machine.
@@ -102,8 +102,10 @@ pub struct Probe {
 #[derive(Debug, Clone)]
 pub struct ClusterPlan {
     pub kind: ClusterKind,
-    /// deploy.toml has `[tls]`, which the cluster targets do not render yet.
-    pub tls_left_out: bool,
+    /// `[tls]`: the Ingress's TLS (Kubernetes), nginx's HTTPS (Compose).
+    pub tls: Option<ClusterTls>,
+    /// Why this target cannot render deploy.toml's `[tls]`, when it cannot.
+    pub tls_refusal: Option<String>,
     /// The resources' name: `[app].name` as an RFC 1035 label.
     pub name: String,
     pub namespace: Option<String>,
@@ -171,6 +173,49 @@ pub struct ImageBuild {
     pub ignore_paths: Vec<String>,
 }
 
+/// `[tls]` on a cluster target: terminated by ingress-nginx (Kubernetes, the pair in a Secret
+/// of type `kubernetes.io/tls`) or by Compose's nginx (the user's files mounted read-only).
+#[derive(Debug, Clone)]
+pub struct ClusterTls {
+    /// The Secret the Ingress reads the pair from: `NAME-tls` (cert-manager writes it with
+    /// ACME; the user creates it from the files otherwise).
+    pub secret: String,
+    /// The Ingress's TLS hosts: with ACME the exact names (HTTP-01 issues no wildcard), else
+    /// every Ingress host.
+    pub hosts: Vec<String>,
+    /// The user's certificate and key (`[tls].certificate`, `key`); none with ACME.
+    pub files: Option<(PathBuf, PathBuf)>,
+    /// cert-manager's Issuer, with `[tls].acme`.
+    pub issuer: Option<AcmeIssuer>,
+    /// `Strict-Transport-Security: max-age` in seconds and `preload`; `None`: off.
+    pub hsts: Option<(u64, bool)>,
+    pub profile: crate::spec::TlsProfile,
+    /// Compose: where nginx's container reads the pair (the files mounted there).
+    pub mounted: Option<(PathBuf, PathBuf)>,
+    /// Compose: the HTTPS port published (`[tls].listen`'s), and the address it is on.
+    pub public: Listen,
+}
+
+/// A namespaced cert-manager `Issuer` for ACME with the HTTP-01 solver through
+/// ingress-nginx.
+#[derive(Debug, Clone)]
+pub struct AcmeIssuer {
+    /// `NAME-acme`.
+    pub name: String,
+    /// `[tls].acme.directory`.
+    pub server: String,
+    pub email: Option<String>,
+    /// The Secret cert-manager keeps the ACME account's key in: `NAME-acme-account`.
+    pub account_secret: String,
+    /// `[tls].acme.ca`: the extra root for the ACME server's HTTPS, whose PEM goes into
+    /// `caBundle` ([`Plan::with_acme_ca`]: read by the command, not the plan).
+    pub ca: Option<PathBuf>,
+    pub ca_pem: Option<String>,
+}
+
+/// Where Compose's nginx reads the user's certificate and key (mounted read-only).
+pub const NGINX_TLS_DIR: &str = "/etc/nginx/tls";
+
 /// What an image's build context never needs: version control, `up`'s run directories,
 /// Python's caches.
 pub const IGNORE_PATTERNS: [&str; 3] = [".git", ".deployctl", "**/__pycache__"];
@@ -179,9 +224,18 @@ impl Plan {
     /// The plan of a cluster target: the container environment, with its cluster facts.
     pub fn resolve_cluster(spec: &Spec, kind: ClusterKind) -> Plan {
         let mut spec = spec.clone();
-        // [tls] is terminated by the Ingress (cert-manager) or Compose's nginx, neither built
-        // yet: the cluster targets serve HTTP and say so (`cluster_warning`).
-        let tls_left_out = spec.tls.take().is_some();
+        // [tls] is terminated by the Ingress (Kubernetes: not a tier of the plan) or by
+        // Compose's nginx (the nginx tier's TLS, with the container's paths).
+        let spec_tls = match kind {
+            ClusterKind::Kubernetes => spec.tls.take(),
+            ClusterKind::Compose => spec.tls.clone(),
+        };
+        let tls_refusal = spec_tls
+            .as_ref()
+            .and_then(|t| cluster_tls_refusal(kind, t, &spec.server.names));
+        if tls_refusal.is_some() {
+            spec.tls = None;
+        }
         let public = spec.server.listen.clone();
         let mut ignore_paths = Vec::new();
         for inside in [&spec.app.venv, &spec.render.out] {
@@ -211,7 +265,15 @@ impl Plan {
             spec.server.forwarded_allow_ips = vec!["*".into()];
         }
         // The app alone in its container: what the pod runs, and Compose's app container.
-        let alone = Plan::resolve(&spec, ClusterKind::Kubernetes.target(), Environment::Container);
+        // Without [tls]: the app serves HTTP on its own port whoever terminates TLS.
+        let alone = Plan::resolve(
+            &Spec {
+                tls: None,
+                ..spec.clone()
+            },
+            ClusterKind::Kubernetes.target(),
+            Environment::Container,
+        );
         let mut plan = match kind {
             ClusterKind::Kubernetes => alone.clone(),
             ClusterKind::Compose => {
@@ -259,9 +321,15 @@ impl Plan {
             .as_ref()
             .and_then(|r| r.strip_prefix(CONTAINER_APP).ok())
             .map(|r| r.display().to_string());
+        let tls = match (&spec_tls, &tls_refusal) {
+            (Some(t), None) => Some(cluster_tls(kind, t, &name, &s.server.names)),
+            _ => None,
+        };
         let cluster = ClusterPlan {
             kind,
-            tls_left_out,
+            ingress_annotations: ingress_annotations(&plan, tls.as_ref()),
+            tls,
+            tls_refusal,
             name: name.clone(),
             namespace: s.cluster.namespace.clone(),
             labels: vec![
@@ -299,7 +367,6 @@ impl Plan {
             workers,
             writable_dirs: WRITABLE_DIRS.iter().map(PathBuf::from).collect(),
             ingress_hosts: ingress_hosts(&s.server.names),
-            ingress_annotations: ingress_annotations(&plan),
             static_copy: (kind == ClusterKind::Compose).then(|| static_copy(&statics)).flatten(),
             nginx_health_command: nginx_health_command(&plan, &s.health.path),
             statics: statics.clone(),
@@ -321,9 +388,33 @@ impl Plan {
                 st.dir = served.clone();
             }
         }
+        if let (Some(ct), Some(ptls)) = (&cluster.tls, plan.tls.as_mut()) {
+            // Compose's nginx reads the pair where it is mounted and listens on every
+            // address of its container, on [tls].listen's port (the one published, so the
+            // redirect's port is the client's).
+            if let Some((certificate, key)) = &ct.mounted {
+                ptls.certificate = certificate.clone();
+                ptls.key = key.clone();
+            }
+            ptls.listen.host = "0.0.0.0".into();
+        }
         plan.cluster = Some(cluster);
         plan.outputs = outputs(&plan, kind);
         plan
+    }
+
+    /// The plan with the PEM of `[tls].acme.ca` for the Issuer's `caBundle`, which the command
+    /// reads (a plan reads no file).
+    pub fn with_acme_ca(mut self, pem: String) -> Plan {
+        if let Some(i) = self
+            .cluster
+            .as_mut()
+            .and_then(|c| c.tls.as_mut())
+            .and_then(|t| t.issuer.as_mut())
+        {
+            i.ca_pem = Some(pem);
+        }
+        self
     }
 
     /// The target's name as the user gives it: `kubernetes`, `compose`, `nginx+uwsgi`.
@@ -349,13 +440,6 @@ impl Plan {
                  so these URLs go to the app (404 unless it serves them, as Flask does its static/ folder, and \
                  without their `expires`)",
                 urls.join(", ")
-            ));
-        }
-        if c.tls_left_out {
-            said.push(format!(
-                "[tls] is not rendered for target `{}` yet (the Ingress's TLS through cert-manager, \
-                 Compose's nginx on HTTPS): it serves HTTP",
-                c.kind.name()
             ));
         }
         let outside = |p: &Path| !p.starts_with(CONTAINER_APP);
@@ -412,7 +496,27 @@ impl Plan {
                         c.secret_env.join(", ")
                     )
                 };
-                format!("{build} and push it{secret}, then `kubectl apply -f {out}`")
+                let namespace = c.namespace.as_deref().map(|n| format!(" -n {n}")).unwrap_or_default();
+                let (tls, global) = match &c.tls {
+                    Some(t) => {
+                        let source = match (&t.files, &t.issuer) {
+                            (Some((cert, key)), _) => format!(
+                                ", create the TLS Secret from [tls]'s files with `kubectl create secret tls {}{namespace} --cert={} --key={}`",
+                                t.secret,
+                                crate::render::quote::shell(&cert.display().to_string()),
+                                crate::render::quote::shell(&key.display().to_string()),
+                            ),
+                            (None, Some(i)) => format!(
+                                ", have cert-manager installed (the Issuer `{}` obtains the Secret `{}`)",
+                                i.name, t.secret
+                            ),
+                            (None, None) => String::new(),
+                        };
+                        (source, format!("; {}", ingress_global_tls(t)))
+                    }
+                    None => (String::new(), String::new()),
+                };
+                format!("{build} and push it{secret}{tls}, then `kubectl apply -f {out}`{global}")
             }
             ClusterKind::Compose => {
                 let secret = if c.secret_env.is_empty() {
@@ -477,18 +581,128 @@ fn ingress_hosts(names: &[String]) -> Vec<String> {
 
 /// ingress-nginx's annotations with the nginx target's values: the body limit, the timeouts
 /// of its link to the app, buffering on (nginx's default, which the site keeps).
-fn ingress_annotations(plan: &Plan) -> Vec<(String, String)> {
+/// With `[tls]`: the redirect to HTTPS (ingress-nginx leaves ACME's challenge path on
+/// HTTP), and cert-manager's annotation naming the Issuer with ACME.
+fn ingress_annotations(plan: &Plan, tls: Option<&ClusterTls>) -> Vec<(String, String)> {
     let a = |k: &str, v: String| (format!("nginx.ingress.kubernetes.io/{k}"), v);
     // What nginx in front of the embedded server would wait: the app's timeout and one hop.
     let front = plan.spec.server.timeout.0 + policy::HOP_TIMEOUT_SLACK_SECS;
-    vec![
+    let mut tls_annotations = Vec::new();
+    if let Some(t) = tls {
+        if let Some(issuer) = &t.issuer {
+            tls_annotations.push(("cert-manager.io/issuer".to_string(), issuer.name.clone()));
+        }
+        tls_annotations.push(a("ssl-redirect", "true".into()));
+    }
+    let mut all = vec![
         a("proxy-body-size", plan.spec.server.max_body.to_string()),
         a("proxy-connect-timeout", policy::CONNECT_TIMEOUT_SECS.to_string()),
         a("proxy-read-timeout", front.to_string()),
         a("proxy-send-timeout", front.to_string()),
         a("proxy-buffering", "on".into()),
         a("proxy-request-buffering", "on".into()),
-    ]
+    ];
+    all.extend(tls_annotations);
+    all
+}
+
+/// Why `[tls]` cannot be rendered for a cluster target: neither files nor ACME (the
+/// self-signed pair is `up`'s), ACME for Compose (nothing there would obtain or renew it),
+/// ACME on Kubernetes without a name cert-manager can issue for.
+fn cluster_tls_refusal(kind: ClusterKind, tls: &crate::spec::Tls, names: &[String]) -> Option<String> {
+    let target = kind.name();
+    match (&tls.source, kind) {
+        (CertificateSource::SelfSigned {}, _) => Some(format!(
+            "[tls] for target `{target}` needs a certificate: set `certificate` and `key`{} (the self-signed \
+             pair is for `deployctl up` only)",
+            match kind {
+                ClusterKind::Kubernetes => ", or `acme = { email = … }` (cert-manager then obtains it)",
+                ClusterKind::Compose => "",
+            }
+        )),
+        (CertificateSource::Acme { .. }, ClusterKind::Compose) => Some(
+            "[tls].acme is not rendered for target `compose`: no container of it obtains or renews a certificate \
+             and reloads nginx; obtain one with `deployctl cert` or certbot on the host and set `certificate` \
+             and `key` to it (Compose mounts them read-only), or use target `kubernetes` (cert-manager) or \
+             `nginx+embedded` on the host"
+                .to_string(),
+        ),
+        (CertificateSource::Acme { .. }, ClusterKind::Kubernetes) if acme_hosts(names).is_empty() => Some(format!(
+            "[tls].acme for target `{target}` needs an exact DNS name in [server].names for cert-manager to \
+             obtain the certificate for (HTTP-01 issues no wildcard, no address, no `localhost`)"
+        )),
+        _ => None,
+    }
+}
+
+/// The Ingress hosts an HTTP-01 certificate can be for: no wildcard.
+fn acme_hosts(names: &[String]) -> Vec<String> {
+    ingress_hosts(names)
+        .into_iter()
+        .filter(|h| !h.starts_with('*'))
+        .collect()
+}
+
+fn cluster_tls(kind: ClusterKind, tls: &crate::spec::Tls, name: &str, names: &[String]) -> ClusterTls {
+    let (files, issuer, hosts) = match &tls.source {
+        CertificateSource::Files { certificate, key } => {
+            (Some((certificate.clone(), key.clone())), None, ingress_hosts(names))
+        }
+        CertificateSource::Acme { acme } => (
+            None,
+            Some(AcmeIssuer {
+                name: format!("{name}-acme"),
+                server: acme.directory.clone(),
+                email: acme.email.clone(),
+                account_secret: format!("{name}-acme-account"),
+                ca: acme.ca.clone(),
+                ca_pem: None,
+            }),
+            acme_hosts(names),
+        ),
+        CertificateSource::SelfSigned {} => (None, None, ingress_hosts(names)),
+    };
+    let dir = Path::new(NGINX_TLS_DIR);
+    let mounted = (kind == ClusterKind::Compose && files.is_some())
+        .then(|| (dir.join(crate::acme::FULLCHAIN), dir.join(crate::acme::PRIVKEY)));
+    ClusterTls {
+        secret: format!("{name}-tls"),
+        hosts,
+        files,
+        issuer,
+        hsts: tls.hsts.map(|h| (h.0, tls.hsts_preload)),
+        profile: tls.profile,
+        mounted,
+        public: tls.listen.clone(),
+    }
+}
+
+/// What ingress-nginx sets only for every Ingress at once, in its controller's ConfigMap:
+/// HSTS (on by default, `max-age=15724800; includeSubDomains`) and the TLS protocols
+/// (`TLSv1.2 TLSv1.3`). Said, not rendered: an Ingress cannot carry them.
+fn ingress_global_tls(t: &ClusterTls) -> String {
+    let mut keys = match t.hsts {
+        Some((age, preload)) => vec![
+            "hsts: \"true\"".to_string(),
+            format!("hsts-max-age: \"{age}\""),
+            "hsts-include-subdomains: \"true\"".into(),
+            format!("hsts-preload: \"{preload}\""),
+        ],
+        None => vec!["hsts: \"false\"".to_string()],
+    };
+    if t.profile == crate::spec::TlsProfile::Modern {
+        keys.push("ssl-protocols: \"TLSv1.3\"".into());
+    }
+    format!(
+        "ingress-nginx takes HSTS{} only from its controller's ConfigMap, for every Ingress, not from one: set {} \
+         there for [tls] (its defaults: HSTS max-age 15724800 with includeSubDomains, TLSv1.2 and TLSv1.3)",
+        if t.profile == crate::spec::TlsProfile::Modern {
+            " and the TLS protocols"
+        } else {
+            ""
+        },
+        keys.join(", ")
+    )
 }
 
 /// The health request made by the image's Python (the slim image has no curl): healthy when
@@ -576,6 +790,17 @@ fn outputs(plan: &Plan, kind: ClusterKind) -> Vec<Output> {
             files.push(out(OutputKind::KubeService, "service.yaml", k8s()));
             files.push(out(OutputKind::KubeIngress, "ingress.yaml", k8s()));
             files.push(out(OutputKind::KubePdb, "pdb.yaml", k8s()));
+            // kubernetes-validate knows no custom resource: it passes an Issuer with only a
+            // warning that it has no schema for it. tests/cluster.rs checks the Issuer against
+            // cert-manager's own CRD schema.
+            if plan
+                .cluster
+                .as_ref()
+                .and_then(|c| c.tls.as_ref())
+                .is_some_and(|t| t.issuer.is_some())
+            {
+                files.push(out(OutputKind::KubeIssuer, "issuer.yaml", vec![]));
+            }
             if plan.spec.cluster.autoscaled() {
                 files.push(out(OutputKind::KubeHpa, "hpa.yaml", k8s()));
             }

@@ -325,6 +325,8 @@ pub enum OutputKind {
     KubeIngress,
     KubePdb,
     KubeHpa,
+    /// cert-manager's `Issuer` (`[tls].acme` on Kubernetes).
+    KubeIssuer,
     Compose,
     WsgiScript,
 }
@@ -350,6 +352,7 @@ impl OutputKind {
             OutputKind::KubeIngress => "kubernetes/ingress.yaml.tera",
             OutputKind::KubePdb => "kubernetes/pdb.yaml.tera",
             OutputKind::KubeHpa => "kubernetes/hpa.yaml.tera",
+            OutputKind::KubeIssuer => "kubernetes/issuer.yaml.tera",
             OutputKind::Compose => "compose/compose.yaml.tera",
             OutputKind::WsgiScript => "mod_wsgi/app.wsgi.tera",
         }

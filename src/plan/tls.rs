@@ -239,6 +239,9 @@ impl Plan {
     /// Why this plan cannot be rendered with `[tls]`, when it cannot: a front that does not
     /// terminate TLS yet, or a server without a certificate source.
     pub fn tls_refusal(&self) -> Option<String> {
+        if let Some(c) = &self.cluster {
+            return c.tls_refusal.clone();
+        }
         let spec_tls = self.spec.tls.as_ref()?;
         let target = self.target;
         if self.tls.is_none() {

@@ -103,6 +103,45 @@ pub struct KubeManifests {
     pub annotations: Vec<KeyValue>,
     /// The Service's port.
     pub service_port: u16,
+    /// `spec.tls` of the Ingress, with `[tls]`.
+    pub tls: Option<IngressTls>,
+    /// cert-manager's Issuer, with `[tls].acme`.
+    pub issuer: Option<IssuerView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IngressTls {
+    pub secret: String,
+    /// Empty: the pair is every host's (no host of `[server].names` fits an Ingress).
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IssuerView {
+    pub name: String,
+    pub server: String,
+    pub email: Option<String>,
+    pub account_secret: String,
+    /// `caBundle`: the PEM of `[tls].acme.ca`, base64.
+    pub ca_bundle: Option<String>,
+}
+
+/// RFC 4648 base64 with padding (a CRD's `format: byte`).
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// The port the Service exposes inside the cluster.
@@ -170,6 +209,17 @@ impl KubeManifests {
             ingress_hosts: c.ingress_hosts.iter().map(|h| quote::yaml(h)).collect(),
             annotations: pairs(&c.ingress_annotations),
             service_port: SERVICE_PORT,
+            tls: c.tls.as_ref().map(|t| IngressTls {
+                secret: quote::yaml(&t.secret),
+                hosts: t.hosts.iter().map(|h| quote::yaml(h)).collect(),
+            }),
+            issuer: c.tls.as_ref().and_then(|t| t.issuer.as_ref()).map(|i| IssuerView {
+                name: quote::yaml(&i.name),
+                server: quote::yaml(&i.server),
+                email: i.email.as_deref().map(quote::yaml),
+                account_secret: quote::yaml(&i.account_secret),
+                ca_bundle: i.ca_pem.as_deref().map(|pem| quote::yaml(&base64(pem.as_bytes()))),
+            }),
         })
     }
 }
@@ -205,6 +255,10 @@ pub struct ComposeView {
     pub published: String,
     pub site: String,
     pub nginx_healthcheck: Option<String>,
+    /// With `[tls]`: the HTTPS port published (`[tls].listen`'s, the same inside), and the
+    /// user's certificate and key mounted read-only where the site reads them.
+    pub tls_published: Option<String>,
+    pub tls_mounts: Vec<String>,
 }
 
 /// Compose's `ports` item: `PORT:CONTAINER_PORT`, with the host address first unless it is
@@ -279,6 +333,21 @@ impl ComposeView {
             published: quote::compose(&published(&c.public, nginx_port)),
             site: quote::compose(&site),
             nginx_healthcheck,
+            tls_published: c
+                .tls
+                .as_ref()
+                .map(|t| quote::compose(&published(&t.public, t.public.port))),
+            tls_mounts: c
+                .tls
+                .as_ref()
+                .and_then(|t| t.files.as_ref().zip(t.mounted.as_ref()))
+                .map(|((cert, key), (in_cert, in_key))| {
+                    [(cert, in_cert), (key, in_key)]
+                        .iter()
+                        .map(|(from, to)| quote::compose(&format!("{}:{}:ro", path(from), path(to))))
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 }

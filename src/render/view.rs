@@ -33,7 +33,8 @@ pub fn context(plan: &Plan, kind: OutputKind) -> anyhow::Result<tera::Context> {
         | OutputKind::KubeService
         | OutputKind::KubeIngress
         | OutputKind::KubePdb
-        | OutputKind::KubeHpa => tera::Context::from_serialize(super::cluster_view::KubeManifests::new(plan)?),
+        | OutputKind::KubeHpa
+        | OutputKind::KubeIssuer => tera::Context::from_serialize(super::cluster_view::KubeManifests::new(plan)?),
         OutputKind::Compose => tera::Context::from_serialize(super::cluster_view::ComposeView::new(plan)?),
         OutputKind::Containerfile | OutputKind::ContainerIgnore => {
             tera::Context::from_serialize(super::cluster_view::ContainerfileView::new(plan)?)
