@@ -65,6 +65,9 @@ pub fn run(args: &RenderArgs, printer: &Printer) -> anyhow::Result<Status> {
     if let Some(steps) = plan.apache_install_steps() {
         printer.status("Install", &steps);
     }
+    if let Some(steps) = plan.secrets_steps() {
+        printer.status("Install", &steps);
+    }
     if let Some(steps) = plan.tls_install_steps() {
         printer.status("Install", &steps);
     }

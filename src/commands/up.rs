@@ -63,6 +63,7 @@ fn supervise(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     // virtualenv, and the rendered configs with their validators.
     let (spec, _) = load(&args.spec)?;
     let target = parse_target(&spec, args.target.as_deref())?;
+    check_secret_env(&spec)?;
     let listen = public_address(args, &spec)?;
     // A stack of this target still running, supervised or orphaned, is never overwritten (its
     // state file is all that finds its processes); before the port check, which it would fail.
@@ -240,9 +241,44 @@ fn link_conf(files: &RunFiles, generation: u32) -> anyhow::Result<()> {
 /// `--detach`: run the same `up` as a background supervisor in its own session, its output
 /// in `.deployctl/<target>/up.log`; return once it is healthy (its state file appears), or
 /// fail with its last lines.
+/// `[app].secret_env` in a local run: each name is taken from `up`'s own environment, which
+/// the app's process inherits (a detached supervisor too: it is started with it); one that is
+/// not set stops `up` before anything starts. The values are never printed or written.
+fn check_secret_env(spec: &Spec) -> anyhow::Result<()> {
+    let missing: Vec<&str> = spec
+        .app
+        .secret_env
+        .iter()
+        .filter(|name| std::env::var_os(name).is_none())
+        .map(String::as_str)
+        .collect();
+    let Some(first) = missing.first() else {
+        return Ok(());
+    };
+    let (names, verb) = match missing.len() {
+        1 => (format!("`{first}`"), "is"),
+        _ => (
+            missing.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+            "are",
+        ),
+    };
+    Err(hinted(
+        format!(
+            "[app].secret_env lists {names}, which {verb} not set in the environment of `deployctl up` ({})",
+            display_path(&spec.path)
+        ),
+        format!(
+            "set the variable{} for `up` (`{first}=… deployctl up`, or export it): up passes it to the app and \
+             never prints or writes its value",
+            if missing.len() == 1 { "" } else { "s" }
+        ),
+    ))
+}
+
 fn detach(args: &UpArgs, printer: &Printer) -> anyhow::Result<Status> {
     let (spec, _) = load(&args.spec)?;
     let target = parse_target(&spec, args.target.as_deref())?;
+    check_secret_env(&spec)?;
     // The virtualenv step shows its progress here, in the foreground; the background `up`
     // then finds it up to date.
     refuse_over_running(args, &spec, target, printer)?;

@@ -240,6 +240,37 @@ pub struct Units {
     /// `RuntimeDirectory=`, `StateDirectory=` and `LogsDirectory=`: `NAME`, i.e. `/run/NAME`,
     /// `/var/lib/NAME` and `/var/log/NAME`.
     pub directory: String,
+    /// With `[app].secret_env` on a server: the service's `EnvironmentFile=`,
+    /// [`SECRETS_DIR`]`/NAME/secrets.env`, the user's file of `KEY=value` lines (root, mode
+    /// 0600), never rendered. A local run passes `up`'s own environment instead.
+    pub secrets_file: Option<PathBuf>,
+}
+
+/// Where a server keeps each app's secrets file (`/etc/deployctl/NAME/secrets.env`), beside
+/// the configuration `install` places.
+pub const SECRETS_DIR: &str = "/etc/deployctl";
+
+impl Plan {
+    /// What the user does for `[app].secret_env` on a server (`render` prints it).
+    pub fn secrets_steps(&self) -> Option<String> {
+        let file = self.units.as_ref()?.secrets_file.as_ref()?;
+        if !self.outputs.iter().any(|o| o.kind == OutputKind::SystemdService) {
+            // mod_wsgi runs the app inside Debian's apache2.service, which deployctl does not render.
+            return Some(format!(
+                "[app].secret_env ({}) does not reach an app that Apache runs (target `{}`): deployctl renders \
+                 no unit of its own to read them; set them in Apache's environment yourself",
+                self.spec.app.secret_env.join(", "),
+                self.target
+            ));
+        }
+        Some(format!(
+            "write the values of [app].secret_env ({}) as KEY=value lines into {} (owned by root, mode 0600: \
+             `install -m 600 /dev/null FILE`, then edit it); the service reads it when it starts and does not \
+             start without it",
+            self.spec.app.secret_env.join(", "),
+            file.display()
+        ))
+    }
 }
 
 impl Units {

@@ -37,6 +37,9 @@ impl Plan {
                 service: format!("{name}.service"),
                 socket: format!("{name}.socket"),
                 directory: name.clone(),
+                secrets_file: (matches!(environment, Environment::Production { .. })
+                    && !spec.app.secret_env.is_empty())
+                .then(|| Path::new(SECRETS_DIR).join(&name).join("secrets.env")),
             }),
             Environment::Container => None,
         };

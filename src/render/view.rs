@@ -433,6 +433,9 @@ pub struct ServiceView {
     pub exec_start: String,
     pub exec_reload: String,
     pub environment: Vec<String>,
+    /// `EnvironmentFile=` of `[app].secret_env`, and the names it must hold.
+    pub environment_file: Option<String>,
+    pub secret_env: Vec<String>,
     pub stop_timeout_secs: u64,
     pub restart_secs: u32,
     pub nofile: u32,
@@ -489,6 +492,12 @@ impl SystemdService {
                 exec_start: quote::systemd_exec(&exec),
                 exec_reload: EXEC_RELOAD.into(),
                 environment: spec.app.env.iter().map(|(k, v)| quote::systemd_env(k, v)).collect(),
+                environment_file: plan
+                    .units
+                    .as_ref()
+                    .and_then(|u| u.secrets_file.as_deref())
+                    .map(|f| quote::systemd_path(&path_str(f))),
+                secret_env: spec.app.secret_env.clone(),
                 stop_timeout_secs: app.process.as_ref().map_or(0, |p| p.stop_timeout_secs),
                 restart_secs: policy::RESTART_SECS,
                 nofile: policy::UNIT_NOFILE,
