@@ -1069,3 +1069,33 @@ mod yaml_read_back {
         }
     }
 }
+
+/// A tool that is not installed is said once, with every manifest it would have read, not
+/// once per manifest; the counts stay per run.
+#[test]
+fn a_missing_kubernetes_validate_is_said_once() {
+    for (require, said) in [
+        ("0", "skipped, the tool is not installed"),
+        ("1", "the tool is not installed ("),
+    ] {
+        let run = Cli::new(&example("flask-hello"))
+            .args(["check", "-t", "kubernetes"])
+            .env("PATH", "/usr/bin:/bin")
+            .env("DEPLOYCTL_REQUIRE_VALIDATORS", require)
+            .run();
+        assert_eq!(
+            run.stderr.matches("pip install kubernetes-validate").count(),
+            1,
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(&format!(
+                "kubernetes: kubernetes-validate --strict configmap.yaml, deployment.yaml, hpa.yaml, ingress.yaml, \
+                 pdb.yaml, service.yaml: {said}"
+            )),
+            "{}",
+            run.stderr
+        );
+    }
+}

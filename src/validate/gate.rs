@@ -71,8 +71,11 @@ impl Report {
 
     /// One line per verdict (with the tool's message on a failure); only the problems
     /// (failures and skipped tools) unless `all`.
+    /// Each verdict; a tool that is not installed once, with every file it would have read
+    /// (kubernetes-validate has one run per manifest).
     pub fn print(&self, printer: &Printer, all: bool) {
         let target = &self.target;
+        let mut missing: Vec<(&str, &str, Vec<&str>)> = Vec::new();
         for v in &self.verdicts {
             let head = format!("{target}: {} {}", v.validator, v.subject);
             match &v.outcome {
@@ -82,13 +85,21 @@ impl Report {
                     }
                 }
                 Outcome::Failed(msg) => printer.error(&anyhow::anyhow!("{head} failed:\n{}", indent(msg))),
-                Outcome::Missing { hint } if self.policy.require_all => printer.error(&anyhow::anyhow!(
+                Outcome::Missing { hint } => match missing.iter_mut().find(|(tool, _, _)| *tool == v.validator) {
+                    Some((_, _, files)) => files.push(&v.subject),
+                    None => missing.push((&v.validator, hint, vec![&v.subject])),
+                },
+            }
+        }
+        for (tool, hint, files) in missing {
+            let head = format!("{target}: {tool} {}", files.join(", "));
+            if self.policy.require_all {
+                printer.error(&anyhow::anyhow!(
                     "{head}: the tool is not installed ({} is set)\nhint: {hint}",
                     Policy::ENV
-                )),
-                Outcome::Missing { hint } => {
-                    printer.warn(&format!("{head}: skipped, the tool is not installed\nhint: {hint}"))
-                }
+                ));
+            } else {
+                printer.warn(&format!("{head}: skipped, the tool is not installed\nhint: {hint}"));
             }
         }
     }

@@ -1,40 +1,28 @@
 //! kubernetes-validate (PyPI): a manifest checked against the Kubernetes API's OpenAPI
 //! schemas, which the package bundles (it runs offline, no cluster needed); `--strict`
-//! refuses properties the schema does not define, so a misspelt or misplaced key fails.
+//! refuses properties the schema does not define, so a misspelt or misplaced key fails. It
+//! has no schema for custom resources (cert-manager's `Issuer`): it passes them with a
+//! warning, so no output of that kind names it.
 
-use super::{Job, Outcome, Scratch, find_tool, run, verdict};
+use super::{Job, Outcome, Scratch, one_file_job};
 
 pub const HINT: &str = "install kubernetes-validate: `pip install kubernetes-validate` (into a virtualenv on PATH)";
 
 /// `kubernetes-validate --strict` on the manifest `rel`.
 pub(super) fn job<'a>(s: &'a Scratch, rel: &str) -> Job<'a> {
-    let tool = find_tool("kubernetes-validate", HINT);
-    let path = s.path(rel);
-    let rel = rel.to_string();
-    let extra = tool.as_ref().ok().map(|t| super::tool_identity(t));
-    Job::new(
+    one_file_job(
+        s,
+        rel,
         "kubernetes-validate --strict",
-        &rel.clone(),
-        vec![rel.clone()],
-        extra,
-        move || {
-            let outcome = match tool {
-                Ok(tool) => run(
-                    &tool,
-                    &["--strict".as_ref(), "--no-warn".as_ref(), path.as_os_str()],
-                    &[],
-                )
-                .map(|(ok, out)| verdict_of(ok, &out)),
-                Err(missing) => Ok(missing),
-            };
-            verdict("kubernetes-validate --strict", &rel, outcome)
-        },
+        ("kubernetes-validate", HINT),
+        (&["--strict", "--no-warn"], &[]),
+        verdict_of,
     )
 }
 
 /// Passed when the tool exits 0 and says `passed` for every resource (`INFO FILE passed for
 /// resource deployment/hello against version 1.37`); the detail names them.
-fn verdict_of(ok: bool, out: &str) -> Outcome {
+fn verdict_of(ok: bool, out: String) -> Outcome {
     let passed: Vec<&str> = out
         .lines()
         .filter_map(|l| l.split_once(" passed for resource ").map(|(_, r)| r))
@@ -42,6 +30,6 @@ fn verdict_of(ok: bool, out: &str) -> Outcome {
     if ok && !passed.is_empty() && !out.contains("ERROR") {
         Outcome::Ok(passed.join("; "))
     } else {
-        Outcome::Failed(out.to_string())
+        Outcome::Failed(out)
     }
 }

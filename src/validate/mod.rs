@@ -110,6 +110,36 @@ fn run(program: &Path, args: &[&std::ffi::OsStr], env: &[(String, String)]) -> s
     Ok((out.status.success(), out.text.trim().to_string()))
 }
 
+/// One tool run on one rendered file `rel` and nothing else: found on `PATH` (else the
+/// `Missing` outcome with `hint`), run with the arguments `before`, the file's path and
+/// `after`, its exit status and output read by `read`. Cached by the tool's identity and the file's contents.
+fn one_file_job<'a>(
+    s: &'a Scratch,
+    rel: &str,
+    validator: &'static str,
+    (tool, hint): (&str, &str),
+    (before, after): (&[&str], &[&str]),
+    read: fn(bool, String) -> Outcome,
+) -> Job<'a> {
+    let tool = find_tool(tool, hint);
+    let path = s.path(rel);
+    let rel = rel.to_string();
+    let extra = tool.as_ref().ok().map(|t| tool_identity(t));
+    let mut argv: Vec<std::ffi::OsString> = before.iter().map(|a| a.into()).collect();
+    argv.push(path.into_os_string());
+    argv.extend(after.iter().map(|a| a.into()));
+    Job::new(validator, &rel.clone(), vec![rel.clone()], extra, move || {
+        let outcome = match tool {
+            Ok(tool) => {
+                let argv: Vec<&std::ffi::OsStr> = argv.iter().map(|a| a.as_os_str()).collect();
+                run(&tool, &argv, &[]).map(|(ok, out)| read(ok, out))
+            }
+            Err(missing) => Ok(missing),
+        };
+        verdict(validator, &rel, outcome)
+    })
+}
+
 /// A verdict for each file, with an I/O error running the tool reported as a failure.
 fn verdict(validator: &str, subject: &str, outcome: std::io::Result<Outcome>) -> Verdict {
     Verdict {
