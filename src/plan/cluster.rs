@@ -791,15 +791,18 @@ fn outputs(plan: &Plan, kind: ClusterKind) -> Vec<Output> {
             files.push(out(OutputKind::KubeIngress, "ingress.yaml", k8s()));
             files.push(out(OutputKind::KubePdb, "pdb.yaml", k8s()));
             // kubernetes-validate knows no custom resource: it passes an Issuer with only a
-            // warning that it has no schema for it. tests/cluster.rs checks the Issuer against
-            // cert-manager's own CRD schema.
+            // warning that it has no schema for it: checked against cert-manager's own.
             if plan
                 .cluster
                 .as_ref()
                 .and_then(|c| c.tls.as_ref())
                 .is_some_and(|t| t.issuer.is_some())
             {
-                files.push(out(OutputKind::KubeIssuer, "issuer.yaml", vec![]));
+                files.push(out(
+                    OutputKind::KubeIssuer,
+                    "issuer.yaml",
+                    vec![Validator::CertManagerSchema],
+                ));
             }
             if plan.spec.cluster.autoscaled() {
                 files.push(out(OutputKind::KubeHpa, "hpa.yaml", k8s()));

@@ -402,6 +402,8 @@ pub enum Validator {
     SystemdVerify,
     SystemdSecurity,
     KubernetesValidate,
+    /// cert-manager's CRD schema, for its `Issuer` (kubernetes-validate has none).
+    CertManagerSchema,
     ComposeConfig,
 }
 
@@ -418,6 +420,7 @@ impl Validator {
             Validator::SystemdVerify => "systemd-analyze verify",
             Validator::SystemdSecurity => "systemd-analyze security",
             Validator::KubernetesValidate => "kubernetes-validate --strict",
+            Validator::CertManagerSchema => "cert-manager schema",
             Validator::ComposeConfig => "docker-compose config",
         }
     }

@@ -3,7 +3,10 @@
 
 use std::path::Path;
 
-use super::{Outcome, Scratch, Verdict, apache, compose, gixy, gunicorn, kubernetes, mod_wsgi, nginx, systemd, uwsgi};
+use super::{
+    Outcome, Scratch, Verdict, apache, cert_manager, compose, gixy, gunicorn, kubernetes, mod_wsgi, nginx, systemd,
+    uwsgi,
+};
 use crate::plan::Validator;
 use crate::render::FileTree;
 
@@ -110,6 +113,7 @@ pub(super) fn for_plan<'a>(s: &'a Scratch) -> Vec<Job<'a>> {
             Validator::SystemdSecurity => systemd::security(s, rel),
             Validator::KubernetesValidate => kubernetes::job(s, rel),
             Validator::ComposeConfig => compose::job(s, rel),
+            Validator::CertManagerSchema => cert_manager::job(s, rel),
         })
         .collect()
 }

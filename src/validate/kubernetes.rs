@@ -1,8 +1,8 @@
 //! kubernetes-validate (PyPI): a manifest checked against the Kubernetes API's OpenAPI
 //! schemas, which the package bundles (it runs offline, no cluster needed); `--strict`
 //! refuses properties the schema does not define, so a misspelt or misplaced key fails. It
-//! has no schema for custom resources (cert-manager's `Issuer`): it passes them with a
-//! warning, so no output of that kind names it.
+//! has no schema for custom resources: it passes cert-manager's `Issuer` with a warning, so
+//! the Issuer is checked by `cert_manager.rs` instead.
 
 use super::{Job, Outcome, Scratch, one_file_job};
 

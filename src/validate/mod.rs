@@ -1,5 +1,5 @@
 //! Checking rendered files with the real tools: nginx, gixy, Apache httpd, uWSGI, Gunicorn,
-//! systemd, kubernetes-validate, docker-compose.
+//! systemd, kubernetes-validate, cert-manager's CRD schema, docker-compose.
 //!
 //! Owns: the one validation gate that `render`, `check` and `up` go through ([`gate`]): the
 //! tree written to a scratch directory, every validator the plan's outputs name run on its
@@ -10,6 +10,7 @@
 //! writing the user's output directory.
 
 pub mod apache;
+mod cert_manager;
 mod compose;
 mod gate;
 mod gixy;
