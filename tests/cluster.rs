@@ -1076,3 +1076,49 @@ fn a_missing_kubernetes_validate_is_said_once() {
         );
     }
 }
+
+/// The files [tls] changes, byte for byte: the Ingress and the Issuer (ACME, with an extra
+/// root), Compose's file and nginx's site (the user's pair).
+#[test]
+fn tls_outputs_snapshot() {
+    use deployctl::plan::{ClusterKind, Plan};
+    let templates = deployctl::render::Templates::load(None).expect("templates");
+    let cases = [
+        (
+            ClusterKind::Kubernetes,
+            "acme = { email = \"ops@example.com\", directory = \"https://acme.example.net/dir\", ca = \"ca.pem\" }\n",
+            &["ingress.yaml", "issuer.yaml"][..],
+        ),
+        (
+            ClusterKind::Compose,
+            "certificate = \"tls/fullchain.pem\"\nkey = \"tls/privkey.pem\"\nhsts = \"1y\"\n",
+            &["compose.yaml", "nginx/flask-hello.conf"][..],
+        ),
+    ];
+    for (kind, tls, names) in cases {
+        let dir = tls_project(tls);
+        std::fs::create_dir_all(dir.path().join("tls")).unwrap();
+        for f in ["ca.pem", "tls/fullchain.pem", "tls/privkey.pem"] {
+            std::fs::write(
+                dir.path().join(f),
+                "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+            )
+            .unwrap();
+        }
+        let spec = deployctl::spec::Spec::load(&dir.path().join("deploy.toml")).expect("a valid spec");
+        let mut plan = Plan::resolve_cluster(&spec, kind);
+        if kind == ClusterKind::Kubernetes {
+            plan = plan.with_acme_ca(std::fs::read_to_string(dir.path().join("ca.pem")).unwrap());
+        }
+        let tree = deployctl::render::render_plan(&plan, &templates).expect("renders");
+        let files = split_listing(&tree.listing());
+        let mut text = String::new();
+        for name in names {
+            text.push_str(&format!("# ==> {name} <==\n{}", files[*name]));
+        }
+        let text = text
+            .replace(&dir.path().display().to_string(), "[PROJECT]")
+            .replace(&example("flask-hello").display().to_string(), "[EXAMPLE]");
+        insta::assert_snapshot!(format!("tls__{}", kind.name()), text);
+    }
+}
