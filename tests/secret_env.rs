@@ -1,6 +1,7 @@
 //! `[app].secret_env` outside the cluster targets: a server's unit reads the names from the
 //! user's `EnvironmentFile=` (never rendered; `systemd-analyze verify` passes), and `up` takes
-//! them from its own environment and passes them to the app — a test app reports whether the
+//! them from its own environment and passes them to the app (embedded, Gunicorn and uWSGI
+//! behind nginx, mod_wsgi inside Apache) — a test app reports whether the
 //! value reached it (as a digest), and nothing deployctl prints holds it. A missing one stops
 //! `up` before anything starts, naming the key.
 
@@ -146,7 +147,7 @@ type Log = Arc<Mutex<String>>;
 fn up_passes_the_secret_from_its_environment_to_the_app() {
     let dir = project();
     let _down = common::up::DownOnDrop(dir.path().to_path_buf());
-    for target in ["embedded", "nginx+gunicorn"] {
+    for target in ["embedded", "nginx+gunicorn", "apache+mod_wsgi", "nginx+uwsgi"] {
         let port = free_port();
         let (up, url, log) = up(dir.path(), target, port, Some(VALUE));
         assert!(!url.is_empty(), "{target}: up printed no URL:\n{}", log.lock().unwrap());
