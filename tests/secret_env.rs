@@ -105,6 +105,21 @@ fn a_servers_unit_reads_the_secrets_file_and_nothing_renders_a_value() {
         run.stderr
     );
     assert!(!run.stderr.contains(VALUE) && !run.stdout.contains(VALUE));
+    // mod_wsgi runs the app in Debian's apache2.service: said, with how to give it the file.
+    let run = Cli::new(dir.path())
+        .args(["render", "-t", "apache+mod_wsgi", "--out"])
+        .args([&dir.path().join("out-apache")])
+        .run()
+        .success();
+    assert!(
+        run.stderr
+            .contains("warning: [app].secret_env (SECRET_KEY) is not passed to the app by target `apache+mod_wsgi`")
+            && run
+                .stderr
+                .contains("EnvironmentFile=/etc/deployctl/flask-hello/secrets.env"),
+        "{}",
+        run.stderr
+    );
     // Without secret_env, no EnvironmentFile.
     let plain = common::render(&common::example("flask-hello"), "nginx+gunicorn");
     assert!(!plain["systemd/flask-hello.service"].contains("EnvironmentFile"));

@@ -65,8 +65,10 @@ pub fn run(args: &RenderArgs, printer: &Printer) -> anyhow::Result<Status> {
     if let Some(steps) = plan.apache_install_steps() {
         printer.status("Install", &steps);
     }
-    if let Some(steps) = plan.secrets_steps() {
-        printer.status("Install", &steps);
+    match plan.secrets_steps() {
+        Some(Ok(steps)) => printer.status("Install", &steps),
+        Some(Err(warning)) => printer.warn(&warning),
+        None => {}
     }
     if let Some(steps) = plan.tls_install_steps() {
         printer.status("Install", &steps);

@@ -252,24 +252,29 @@ pub const SECRETS_DIR: &str = "/etc/deployctl";
 
 impl Plan {
     /// What the user does for `[app].secret_env` on a server (`render` prints it).
-    pub fn secrets_steps(&self) -> Option<String> {
+    /// `Err` when no unit of deployctl's reads the file: mod_wsgi runs the app inside
+    /// Debian's `apache2.service` (a warning then).
+    pub fn secrets_steps(&self) -> Option<Result<String, String>> {
         let file = self.units.as_ref()?.secrets_file.as_ref()?;
         if !self.outputs.iter().any(|o| o.kind == OutputKind::SystemdService) {
-            // mod_wsgi runs the app inside Debian's apache2.service, which deployctl does not render.
-            return Some(format!(
-                "[app].secret_env ({}) does not reach an app that Apache runs (target `{}`): deployctl renders \
-                 no unit of its own to read them; set them in Apache's environment yourself",
+            return Some(Err(format!(
+                "[app].secret_env ({}) is not passed to the app by target `{}`: mod_wsgi runs it inside Debian's \
+                 apache2.service, which deployctl does not render; give Apache the file {} yourself \
+                 (`systemctl edit apache2.service`: `[Service]` `EnvironmentFile={}`; mod_wsgi's daemon \
+                 processes inherit Apache's environment)",
                 self.spec.app.secret_env.join(", "),
-                self.target
-            ));
+                self.target,
+                file.display(),
+                file.display()
+            )));
         }
-        Some(format!(
+        Some(Ok(format!(
             "write the values of [app].secret_env ({}) as KEY=value lines into {} (owned by root, mode 0600: \
              `install -m 600 /dev/null FILE`, then edit it); the service reads it when it starts and does not \
              start without it",
             self.spec.app.secret_env.join(", "),
             file.display()
-        ))
+        )))
     }
 }
 
