@@ -1122,3 +1122,27 @@ fn tls_outputs_snapshot() {
         insta::assert_snapshot!(format!("tls__{}", kind.name()), text);
     }
 }
+
+/// Compose publishes [tls].listen's port as itself, so nginx's redirect names the port the
+/// client uses; a loopback address stays the host side's.
+#[test]
+fn compose_publishes_the_tls_port_the_redirect_names() {
+    let dir = project();
+    let (tls, _, _) = files_tls(dir.path());
+    let toml = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap()
+        + "\n[tls]\n"
+        + &tls
+        + "listen = \"127.0.0.1:8443\"\n";
+    std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
+    let files = rendered(dir.path(), "compose");
+    let compose = yaml(&files, "compose.yaml");
+    assert_eq!(
+        strings(s(&compose, &["services", "nginx", "ports"])),
+        ["80:8080", "127.0.0.1:8443:8443"]
+    );
+    let site = &files["nginx/flask-hello.conf"];
+    assert!(
+        site.contains("listen 0.0.0.0:8443 ssl") && site.contains("return 301 https://$host:8443$request_uri;"),
+        "{site}"
+    );
+}
