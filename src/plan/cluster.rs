@@ -2,7 +2,9 @@
 //! (TCP, no units, the project at `/app`) with the facts a cluster engine needs — resource
 //! names and labels, the image and how it is built, the container's command, port, probes,
 //! writable directories, the environment and the secrets it names, the Ingress's hosts and
-//! annotations, and for Compose the nginx container in front.
+//! annotations, `[tls]` (the Ingress's Secret and cert-manager's Issuer; Compose's nginx with
+//! the user's pair mounted, and what neither can render), and for Compose the nginx container
+//! in front.
 //!
 //! Owns: every derived fact of the manifests, the Compose file and the Containerfile.
 //! Does not own: `[cluster]`'s keys and defaults (`spec`), YAML or Containerfile syntax
