@@ -8,6 +8,8 @@ use crate::install::apply::{self, Action, Change, Transaction};
 use crate::install::host;
 use crate::install::layout::{self, Content, Entry, under};
 use crate::install::manifest::{Manifest, Recorded};
+use crate::install::services::{self, Mode, Step};
+use crate::install::{clash, modules};
 use crate::plan::{Address, Environment, Plan};
 use crate::printer::{Printer, hinted};
 use crate::render;
@@ -19,10 +21,10 @@ use super::{Status, load, parse_target, probed};
 pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> {
     let (spec, templates) = load(&args.spec)?;
     let target = parse_target(&spec, args.target.as_deref())?;
-    if target.frontend != Frontend::Nginx {
+    if target.frontend == Frontend::None {
         return Err(hinted(
-            format!("install does not place target `{target}` yet"),
-            "install places nginx+embedded, nginx+uwsgi and nginx+gunicorn; `deployctl render` writes the files of the others",
+            format!("install places a site for nginx or Apache, and target `{target}` has neither"),
+            "install a target with a front (nginx+…, apache+…); `deployctl render` writes the files of the others",
         ));
     }
     let name = spec.app.name.clone();
@@ -33,10 +35,19 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
             out: layout::conf_dir(&name),
         },
     ));
-    let Some(root) = &args.root else {
-        return no_root(&plan);
-    };
-    let root = std::path::absolute(root)?;
+    let steps = services::after_install(&plan);
+    let mode = services::mode(args.root.as_deref(), services::systemd_is_pid1());
+    if mode == Mode::Unavailable {
+        return Err(hinted(
+            format!(
+                "nothing was installed: systemd is not PID 1 on this machine (a container?), so these steps cannot run:\n{}",
+                services::as_lines(&steps).trim_end()
+            ),
+            "place the files without touching services with `deployctl install --root /` (or a staged root for an image), \
+             then run the steps above where systemd runs",
+        ));
+    }
+    let root = std::path::absolute(args.root.as_deref().unwrap_or(Path::new("/")))?;
     let tree = render::render_plan(&plan, &templates)?;
     let entries = layout::entries(&plan, &tree)?;
     let all = Manifest::all(&root)?;
@@ -44,17 +55,21 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
     let others: BTreeMap<&String, &Manifest> = all.iter().filter(|(n, _)| **n != name).collect();
 
     let listen = plan.edge().listen.as_ref().map(Address::bind).unwrap_or_default();
-    let names: Vec<String> = spec.server.names.iter().map(|n| format!("{listen} {n}")).collect();
+    let mut names: Vec<String> = spec.server.names.iter().map(|n| format!("{listen} {n}")).collect();
+    if let Some(tls) = &plan.tls {
+        names.extend(spec.server.names.iter().map(|n| format!("{} {n}", tls.listen)));
+    }
+    let listeners = clash::listeners(&plan);
     for (other, m) in &others {
-        if let Some(clash) = names.iter().find(|n| m.names.contains(n)) {
-            let (addr, server) = clash.split_once(' ').unwrap_or(("", clash));
+        if let Some(why) = clash::find(&name, &names, &listeners, other, &m.names, &m.listeners) {
             return Err(hinted(
-                format!("apps `{name}` and `{other}` both claim the server name {server} on {addr}"),
-                "give one of them another name in [server].names, or uninstall the other first",
+                why,
+                "give one of them another name in [server].names or another port, or uninstall the other first",
             ));
         }
     }
-    let default_listens: Vec<String> = if plan.site_has_default_server() {
+    let has_nginx = plan.output(crate::plan::OutputKind::NginxSite).is_some();
+    let default_listens: Vec<String> = if !has_nginx || plan.site_has_default_server() {
         Vec::new()
     } else {
         vec![listen.clone()]
@@ -64,11 +79,20 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
         printer.warn(&why);
     }
     let (mut changes, kept) = apply::changes(&root, &entries, old, args.force)?;
-    let (shared, shared_kept) = shared_default(&root, &all, &name, &default_listens, args.force)?;
+    let (shared, shared_kept) = shared_default(&templates, &root, &all, &name, &default_listens, args.force)?;
     changes.extend(shared);
-    for k in kept.iter().chain(&shared_kept) {
+    let needed: Vec<&str> = plan.apache.as_ref().map(|a| a.modules.clone()).unwrap_or_default();
+    let (module_changes, modules_enabled) = modules::changes(&root, &all, &name, &needed, args.force)?;
+    changes.extend(module_changes);
+    for k in &kept {
         printer.warn(&format!(
             "{} is no longer rendered but was changed by hand since install placed it: kept",
+            k.display()
+        ));
+    }
+    for k in &shared_kept {
+        printer.warn(&format!(
+            "{} (shared by every app) was changed by hand since install placed it: kept as it is",
             k.display()
         ));
     }
@@ -112,7 +136,13 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
             .filter(|e| e.path.starts_with(layout::SYSTEMD_UNITS))
             .map(|e| e.path.clone())
             .collect();
-        let checked = host::check(&root, &units, Policy::from_env().require_all)?;
+        let checked = host::check(
+            &root,
+            &units,
+            has_nginx,
+            plan.apache.is_some(),
+            Policy::from_env().require_all,
+        )?;
         let manifest = Manifest {
             app: name.clone(),
             target: target.to_string(),
@@ -122,6 +152,8 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
                 .collect(),
             names: names.clone(),
             default_listens,
+            modules_enabled,
+            listeners,
         };
         tx.place(
             &under(&root, &layout::manifest_path(&name)),
@@ -130,12 +162,21 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
                 mode: 0o644,
             },
         )?;
+        if mode == Mode::Run {
+            services::run(&steps)?;
+        }
         anyhow::Ok(checked)
     })();
     let checked = match result {
         Ok(c) => c,
         Err(e) => {
             tx.rollback();
+            if mode == Mode::Run {
+                // The services read the files as they were again (best effort: the error
+                // already says what failed).
+                let fronts: Vec<Step> = steps.iter().filter(|s| matches!(s, Step::Reload(_))).cloned().collect();
+                let _ = services::run(&[vec![Step::DaemonReload], fronts].concat());
+            }
             return Err(e.context(format!(
                 "nothing was installed: every file under {} is as it was",
                 root.display()
@@ -153,42 +194,27 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
         "Installed",
         &format!("{name} ({target}) under {}: {placed} paths changed", root.display()),
     );
-    if let Some(units) = &plan.units {
-        printer.status(
-            "Next",
-            &format!(
-                "on the host: `systemctl daemon-reload && systemctl enable --now {} && systemctl reload nginx`",
-                units.socket
-            ),
-        );
+    match mode {
+        Mode::Run => printer.status("Started", &format!("{name}: {}", shells(&steps))),
+        Mode::Print | Mode::Unavailable => {
+            printer.status("Next", "no service was touched; on the host, run:");
+            print!("{}", services::as_lines(&steps));
+        }
     }
     Ok(Status::Success)
 }
 
-/// Without `--root`: starting services is not done by this build, and where systemd is not
-/// PID 1 it cannot be; say which steps would run and what to run instead.
-fn no_root(plan: &Plan) -> anyhow::Result<Status> {
-    let systemd = std::fs::read_to_string("/proc/1/comm").is_ok_and(|c| c.trim() == "systemd");
-    let socket = plan.units.as_ref().map_or(String::new(), |u| u.socket.clone());
-    let why = if systemd {
-        "install does not start services yet"
-    } else {
-        "systemd is not PID 1 on this machine (a container?), so the steps `systemctl daemon-reload`, \
-         `systemctl enable --now` of the socket and `systemctl reload nginx` cannot run"
-    };
-    Err(hinted(
-        format!("nothing was installed: {why}"),
-        format!(
-            "place the files with `deployctl install --root /` (or a staged root for an image), then run \
-             `systemctl daemon-reload && systemctl enable --now {socket} && systemctl reload nginx` where systemd runs"
-        ),
-    ))
+/// Steps in one line, `; `-separated.
+fn shells(steps: &[Step]) -> String {
+    steps.iter().map(Step::shell).collect::<Vec<_>>().join("; ")
 }
 
 /// The changes to the shared catch-all site: its entries for the listen addresses of every
 /// installed app once app `name` needs `needs` (none: it is uninstalled), against the file
-/// as the apps before rendered it. A shared file changed by hand is kept (and listed).
+/// as the apps before rendered it. A shared file changed by hand since is kept as it is,
+/// still needed or not (and listed), unless `force`.
 fn shared_default(
+    templates: &render::Templates,
     root: &Path,
     all: &BTreeMap<String, Manifest>,
     name: &str,
@@ -203,30 +229,44 @@ fn shared_default(
         .collect();
     after.extend(needs.iter().cloned());
     let recorded = Manifest {
-        files: layout::default_site(&before)
+        files: layout::default_site(templates, &before)?
             .iter()
             .map(|e| (e.path.clone(), Recorded::of(&e.content)))
             .collect(),
         ..Manifest::default()
     };
-    let entries: Vec<Entry> = layout::default_site(&after);
+    let file = Path::new(layout::NGINX_AVAILABLE).join(layout::DEFAULT_SITE);
+    let on_disk = Recorded::on_disk(&under(root, &file))?;
+    let edited = on_disk.is_some() && on_disk.as_ref() != recorded.files.get(&file);
+    let entries: Vec<Entry> = layout::default_site(templates, &after)?;
+    if edited && !force {
+        let rendered = entries
+            .iter()
+            .find(|e| e.path == file)
+            .map(|e| Recorded::of(&e.content));
+        if rendered != on_disk {
+            // Hand-edited: neither rewritten nor removed; its link stays with it.
+            return Ok((Vec::new(), vec![file]));
+        }
+    }
     apply::changes(root, &entries, Some(&recorded), force)
 }
 
 pub fn uninstall(args: &UninstallArgs, printer: &Printer) -> anyhow::Result<Status> {
-    let name = match &args.app {
-        Some(n) => n.clone(),
-        None => load(&args.spec)?.0.app.name,
+    let (name, templates) = match &args.app {
+        // The built-in templates when no deploy.toml is at hand: a catch-all rendered from
+        // others is kept as changed by hand.
+        Some(n) => (
+            n.clone(),
+            load(&args.spec).map_or_else(|_| render::Templates::load(None), |(_, t)| Ok(t))?,
+        ),
+        None => {
+            let (spec, templates) = load(&args.spec)?;
+            (spec.app.name, templates)
+        }
     };
-    let Some(root) = &args.root else {
-        return Err(hinted(
-            "uninstall only works on a staged root yet (it does not stop services)",
-            format!(
-                "run `systemctl disable --now {name}.socket {name}.service` on the host, then `deployctl uninstall --root /`"
-            ),
-        ));
-    };
-    let root = std::path::absolute(root)?;
+    let mode = services::mode(args.root.as_deref(), services::systemd_is_pid1());
+    let root = std::path::absolute(args.root.as_deref().unwrap_or(Path::new("/")))?;
     let all = Manifest::all(&root)?;
     let Some(m) = all.get(&name) else {
         return Err(hinted(
@@ -234,6 +274,19 @@ pub fn uninstall(args: &UninstallArgs, printer: &Printer) -> anyhow::Result<Stat
             "install records what it placed in /var/lib/deployctl/NAME/installed.json; there is none for this app",
         ));
     };
+    let (before, after) = services::around_uninstall(m);
+    if mode == Mode::Unavailable {
+        return Err(hinted(
+            format!(
+                "nothing was removed: systemd is not PID 1 on this machine (a container?), so these steps cannot run:\n{}",
+                services::as_lines(&[before.clone(), after.clone()].concat()).trim_end()
+            ),
+            "run the first where systemd runs, then `deployctl uninstall --root /` to remove the files, then the others",
+        ));
+    }
+    if mode == Mode::Run {
+        services::run(&before)?;
+    }
     let mut changes = Vec::new();
     let mut kept = Vec::new();
     for (path, recorded) in &m.files {
@@ -252,9 +305,10 @@ pub fn uninstall(args: &UninstallArgs, printer: &Printer) -> anyhow::Result<Stat
         action: Action::Remove,
         new: None,
     });
-    let (shared, shared_kept) = shared_default(&root, &all, &name, &[], false)?;
+    let (shared, shared_kept) = shared_default(&templates, &root, &all, &name, &[], false)?;
     changes.extend(shared);
     kept.extend(shared_kept);
+    changes.extend(modules::changes(&root, &all, &name, &[], false)?.0);
     let mut tx = Transaction::default();
     tx.apply(&root, &changes)?;
     // The directories install made for the app, deepest first, when nothing is left in them.
@@ -281,6 +335,16 @@ pub fn uninstall(args: &UninstallArgs, printer: &Printer) -> anyhow::Result<Stat
         "Uninstalled",
         &format!("{name} from {}: {} paths removed", root.display(), changes.len()),
     );
+    match mode {
+        Mode::Run => {
+            services::run(&after)?;
+            printer.status("Stopped", &format!("{name}: {}", shells(&[before, after].concat())));
+        }
+        Mode::Print | Mode::Unavailable => {
+            printer.status("Next", "no service was touched; on the host, run:");
+            print!("{}", services::as_lines(&[before, after].concat()));
+        }
+    }
     Ok(Status::Success)
 }
 

@@ -1,6 +1,6 @@
 //! The host's configuration checked as it will run, with the new files in place: `nginx -t`
 //! of the root's own `nginx.conf` (which includes every enabled site, so two apps meet
-//! here) and `systemd-analyze verify` of the installed units (their programs looked up on this
+//! here), `apache2ctl -t` of the root's `/etc/apache2` (every enabled site and module) and `systemd-analyze verify` of the installed units (their programs looked up on this
 //! machine). Does not own: the
 //! per-file validators (`validate::gate`) or undoing an install (`apply`).
 
@@ -15,14 +15,18 @@ pub struct Checked {
     pub skipped: Vec<String>,
 }
 
-/// Runs `nginx -t` on `ROOT/etc/nginx/nginx.conf` and `systemd-analyze verify` on `units`
-/// (host paths) under `root`. A tool that is missing, or an nginx.conf the root does not
-/// have, is skipped (a missing tool is a failure when `require`); a failing check is an error with its output.
-pub fn check(root: &Path, units: &[PathBuf], require: bool) -> anyhow::Result<Checked> {
+/// Runs `nginx -t` on `ROOT/etc/nginx/nginx.conf`, `apache2ctl -t` on `ROOT/etc/apache2`
+/// and `systemd-analyze verify` on `units` (host paths) under `root`. A tool that is
+/// missing, or a configuration the root does not have, is skipped — said when the app's
+/// files went into it (`nginx`, `apache`) — and a missing tool is a failure when `require`;
+/// a failing check is an error with its output.
+pub fn check(root: &Path, units: &[PathBuf], nginx: bool, apache: bool, require: bool) -> anyhow::Result<Checked> {
     let mut done = Checked::default();
     let conf = under(root, Path::new("/etc/nginx/nginx.conf"));
     match which::which("nginx") {
-        Err(_) => done.skipped.push("nginx -t: nginx is not installed".into()),
+        Err(_) if nginx || conf.is_file() => done.skipped.push("nginx -t: nginx is not installed".into()),
+        Err(_) => {}
+        Ok(_) if !conf.is_file() && !nginx => {}
         Ok(_) if !conf.is_file() => done
             .skipped
             .push(format!("nginx -t: {} does not exist", conf.display())),
@@ -44,6 +48,35 @@ pub fn check(root: &Path, units: &[PathBuf], require: bool) -> anyhow::Result<Ch
                 );
             }
             done.passed.push(format!("nginx -t -c {}", conf.display()));
+        }
+    }
+    let apache_dir = under(root, Path::new("/etc/apache2"));
+    let apache_conf = apache_dir.join("apache2.conf");
+    match which::which("apache2ctl") {
+        Err(_) if apache || apache_conf.is_file() => {
+            done.skipped.push("apache2ctl -t: apache2ctl is not installed".into())
+        }
+        Err(_) => {}
+        Ok(_) if !apache_conf.is_file() && !apache => {}
+        Ok(_) if !apache_conf.is_file() => done
+            .skipped
+            .push(format!("apache2ctl -t: {} does not exist", apache_conf.display())),
+        Ok(ctl) => {
+            // apache2ctl reads `envvars` from APACHE_CONFDIR and runs `apache2 -d` on it:
+            // the root's own configuration, every enabled site and module in it.
+            let out = std::process::Command::new(&ctl)
+                .arg("-t")
+                .env("APACHE_CONFDIR", &apache_dir)
+                .output()?;
+            if !out.status.success() {
+                anyhow::bail!(
+                    "`APACHE_CONFDIR={} apache2ctl -t` failed:\n{}",
+                    apache_dir.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            done.passed
+                .push(format!("APACHE_CONFDIR={} apache2ctl -t", apache_dir.display()));
         }
     }
     match which::which("systemd-analyze") {

@@ -3,7 +3,10 @@
 //! The plan is resolved with its configuration directory at [`conf_dir`]
 //! (`/etc/deployctl/NAME`), so the configs the units name are read from where they are
 //! installed; the nginx site goes to `sites-available/` with its `sites-enabled/` link and
-//! the units to `/etc/systemd/system/`, as the site's own header says. Does not own: the
+//! the units to `/etc/systemd/system/`, as the site's own header says; an Apache site goes
+//! to `/etc/apache2/sites-available/` with its `sites-enabled/` link and the `mods-enabled/`
+//! links of its modules (what `a2ensite` and `a2enmod` make), mod_wsgi's script to the
+//! configuration directory, where the plan names it. Does not own: the
 //! names of the files (the plan's outputs).
 
 use std::path::{Path, PathBuf};
@@ -33,6 +36,10 @@ pub fn manifest_path(name: &str) -> PathBuf {
 pub const NGINX_AVAILABLE: &str = "/etc/nginx/sites-available";
 pub const NGINX_ENABLED: &str = "/etc/nginx/sites-enabled";
 pub const SYSTEMD_UNITS: &str = "/etc/systemd/system";
+pub const APACHE_AVAILABLE: &str = "/etc/apache2/sites-available";
+pub const APACHE_ENABLED: &str = "/etc/apache2/sites-enabled";
+pub const APACHE_MODS_AVAILABLE: &str = "/etc/apache2/mods-available";
+pub const APACHE_MODS_ENABLED: &str = "/etc/apache2/mods-enabled";
 
 /// What one installed path holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +60,8 @@ pub struct Entry {
 }
 
 /// The host paths of `tree`, rendered from `plan` (whose configuration directory is
-/// [`conf_dir`]). Refuses outputs this slice does not install (Apache, cluster files).
+/// [`conf_dir`]). Apache's self-contained `httpd.conf` is not placed (Debian's
+/// `apache2.service` runs the site); cluster targets are refused.
 pub fn entries(plan: &Plan, tree: &FileTree) -> anyhow::Result<Vec<Entry>> {
     let mut out = Vec::new();
     for o in &plan.outputs {
@@ -86,13 +94,23 @@ pub fn entries(plan: &Plan, tree: &FileTree) -> anyhow::Result<Vec<Entry>> {
                 path: Path::new(SYSTEMD_UNITS).join(&base),
                 content,
             }),
-            OutputKind::UwsgiIni | OutputKind::GunicornConf => out.push(Entry {
+            OutputKind::ApacheSite => {
+                out.push(Entry {
+                    path: Path::new(APACHE_AVAILABLE).join(&base),
+                    content,
+                });
+                out.push(Entry {
+                    path: Path::new(APACHE_ENABLED).join(&base),
+                    content: Content::Link(Path::new("../sites-available").join(&base)),
+                });
+            }
+            // The self-contained configuration is `up`'s: on a host Debian's apache2.service
+            // runs the site.
+            OutputKind::ApacheHttpd => {}
+            OutputKind::UwsgiIni | OutputKind::GunicornConf | OutputKind::WsgiScript => out.push(Entry {
                 path: plan.conf_dir.join(&o.path),
                 content,
             }),
-            OutputKind::ApacheSite | OutputKind::ApacheHttpd | OutputKind::WsgiScript => {
-                anyhow::bail!("install does not place Apache's files yet (target `{}`)", plan.target)
-            }
             OutputKind::Containerfile
             | OutputKind::ContainerIgnore
             | OutputKind::KubeConfigMap
@@ -118,24 +136,26 @@ pub fn under(root: &Path, path: &Path) -> PathBuf {
 /// The catch-all site shared by every installed app.
 pub const DEFAULT_SITE: &str = "deployctl-default.conf";
 
+/// The template of the shared catch-all site (by id, replaceable like the others).
+pub const DEFAULT_SITE_TEMPLATE: &str = "nginx/default.conf.tera";
+
 /// The shared catch-all site for the listen addresses `listens` (its file and its link),
 /// or nothing when no app needs one.
-pub fn default_site(listens: &std::collections::BTreeSet<String>) -> Vec<Entry> {
+pub fn default_site(
+    templates: &crate::render::Templates,
+    listens: &std::collections::BTreeSet<String>,
+) -> anyhow::Result<Vec<Entry>> {
     if listens.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    let mut text = String::from(
-        "# deployctl: the catch-all server of every app `deployctl install` placed on this host,\n\
-         # kept while one of them listens on these addresses. Requests for a host name no app\n\
-         # serves are dropped without an answer.\n",
-    );
-    for l in listens {
-        text.push_str(&format!(
-            "\nserver {{\n    listen {} default_server;\n    server_name _;\n    server_tokens off;\n    return 444;\n}}\n",
-            crate::render::quote::nginx_literal(l)
-        ));
+    let mut context = tera::Context::new();
+    let quoted: Vec<String> = listens.iter().map(|l| crate::render::quote::nginx_literal(l)).collect();
+    context.insert("listens", &quoted);
+    let mut text = templates.render(DEFAULT_SITE_TEMPLATE, &context)?;
+    if !text.ends_with('\n') {
+        text.push('\n');
     }
-    vec![
+    Ok(vec![
         Entry {
             path: Path::new(NGINX_AVAILABLE).join(DEFAULT_SITE),
             content: Content::File { text, mode: 0o644 },
@@ -144,5 +164,37 @@ pub fn default_site(listens: &std::collections::BTreeSet<String>) -> Vec<Entry> 
             path: Path::new(NGINX_ENABLED).join(DEFAULT_SITE),
             content: Content::Link(Path::new("../sites-available").join(DEFAULT_SITE)),
         },
-    ]
+    ])
+}
+
+/// The links `a2enmod MODULE` makes under `root`: `mods-enabled/MODULE.load` and, when the
+/// module has one, `MODULE.conf` beside it, each relative to `mods-available/`. Refuses a
+/// module the root's Apache does not have.
+pub fn module_links(root: &Path, module: &str) -> anyhow::Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    for ext in ["load", "conf"] {
+        let file = format!("{module}.{ext}");
+        let available = Path::new(APACHE_MODS_AVAILABLE).join(&file);
+        if !under(root, &available).exists() {
+            if ext == "load" {
+                return Err(crate::printer::hinted(
+                    format!(
+                        "Apache's module `{module}` is not available: {} does not exist",
+                        under(root, &available).display()
+                    ),
+                    if module == "wsgi" {
+                        "install Debian's mod_wsgi (`apt-get install libapache2-mod-wsgi-py3`) on the host"
+                    } else {
+                        "install Debian's Apache (`apt-get install apache2`) on the host"
+                    },
+                ));
+            }
+            continue;
+        }
+        out.push(Entry {
+            path: Path::new(APACHE_MODS_ENABLED).join(&file),
+            content: Content::Link(Path::new("../mods-available").join(&file)),
+        });
+    }
+    Ok(out)
 }

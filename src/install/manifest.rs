@@ -32,6 +32,13 @@ pub struct Manifest {
     /// The listen addresses whose shared default site the app needs.
     #[serde(default)]
     pub default_listens: Vec<String>,
+    /// The Apache modules whose `mods-enabled/` links install made (or shares with another
+    /// app that made them); a module enabled before any install is not listed, and stays.
+    #[serde(default)]
+    pub modules_enabled: Vec<String>,
+    /// Its TCP listeners as `KIND ADDR` (`clash::listeners`), for the port check between apps.
+    #[serde(default)]
+    pub listeners: Vec<String>,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

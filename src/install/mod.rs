@@ -9,6 +9,9 @@
 //! starting services.
 
 pub mod apply;
+pub mod clash;
 pub mod host;
 pub mod layout;
 pub mod manifest;
+pub mod modules;
+pub mod services;

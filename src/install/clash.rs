@@ -1,0 +1,141 @@
+//! What two apps on one host may not both claim, checked at install against every other
+//! app's manifest: a server name on addresses that overlap, and a TCP port on addresses that
+//! overlap unless both are the same shared front (two nginx sites, or two Apache sites, share
+//! `:80` by name). Addresses overlap as nginx and the kernel see them: the same port, and the
+//! same host or either one the wildcard — so `0.0.0.0:80` and `[::]:80` are two sockets to
+//! nginx (`ipv6only=on`), but one name on both would send IPv4 and IPv6 clients to different
+//! apps. Static URLs live inside one server block, so they can meet only where the names do,
+//! which is refused first. Does not own: the names and addresses (the plan's).
+
+use crate::plan::{Address, Plan, Tier};
+
+/// `KIND ADDR` for every TCP listener of the plan: `nginx`, `apache` (the shared fronts) or
+/// `app:TIER` (a process of the app's own), with the TLS listener at the edge.
+pub fn listeners(plan: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in &plan.tiers {
+        let Some(Address::Tcp(l)) = &t.listen else {
+            continue;
+        };
+        out.push(format!("{} {l}", kind(t.tier)));
+    }
+    if let Some(tls) = &plan.tls {
+        out.push(format!("{} {}", kind(plan.edge().tier), tls.listen));
+    }
+    out
+}
+
+fn kind(t: Tier) -> String {
+    match t {
+        Tier::Nginx => "nginx".into(),
+        Tier::Apache => "apache".into(),
+        Tier::Embedded | Tier::Uwsgi | Tier::Gunicorn | Tier::ModWsgi => format!("app:{}", t.name()),
+    }
+}
+
+/// `HOST:PORT` (IPv6 in brackets) as (host, port).
+fn split(addr: &str) -> Option<(&str, &str)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    Some((host.trim_start_matches('[').trim_end_matches(']'), port))
+}
+
+/// Whether two `HOST:PORT` addresses can receive the same connection's request.
+pub fn overlap(a: &str, b: &str) -> bool {
+    let (Some((ha, pa)), Some((hb, pb))) = (split(a), split(b)) else {
+        return a == b;
+    };
+    let wild = |h: &str| h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified()) || h == "*";
+    pa == pb && (ha == hb || wild(ha) || wild(hb))
+}
+
+/// The first clash between app `name`'s `names` (`ADDR NAME`) and `listeners` (`KIND ADDR`)
+/// and another app's, in words naming both apps.
+pub fn find(
+    name: &str,
+    names: &[String],
+    listeners: &[String],
+    other: &str,
+    other_names: &[String],
+    other_listeners: &[String],
+) -> Option<String> {
+    for n in names {
+        let Some((addr, server)) = n.split_once(' ') else {
+            continue;
+        };
+        for m in other_names {
+            let Some((oaddr, oserver)) = m.split_once(' ') else {
+                continue;
+            };
+            if server.eq_ignore_ascii_case(oserver) && overlap(addr, oaddr) {
+                return Some(format!(
+                    "apps `{name}` and `{other}` both claim the server name {server} ({addr} and {oaddr})"
+                ));
+            }
+        }
+    }
+    for l in listeners {
+        let Some((kind, addr)) = l.split_once(' ') else {
+            continue;
+        };
+        for m in other_listeners {
+            let Some((okind, oaddr)) = m.split_once(' ') else {
+                continue;
+            };
+            let shared_front = kind == okind && !kind.starts_with("app:");
+            if !shared_front && overlap(addr, oaddr) {
+                return Some(format!(
+                    "apps `{name}` and `{other}` both claim the port of {addr}: {} for `{name}`, {} for `{other}` at {oaddr}",
+                    who(kind),
+                    who(okind)
+                ));
+            }
+        }
+    }
+    None
+}
+
+fn who(kind: &str) -> String {
+    match kind {
+        "nginx" => "nginx".into(),
+        "apache" => "Apache".into(),
+        k => k.strip_prefix("app:").unwrap_or(k).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_overlap_as_nginx_sees_them() {
+        assert!(overlap("0.0.0.0:80", "0.0.0.0:80"));
+        assert!(overlap("0.0.0.0:80", "[::]:80"));
+        assert!(overlap("0.0.0.0:80", "127.0.0.1:80"));
+        assert!(overlap("[::]:80", "[::1]:80"));
+        assert!(!overlap("127.0.0.1:80", "127.0.0.2:80"));
+        assert!(!overlap("0.0.0.0:80", "0.0.0.0:8080"));
+    }
+
+    #[test]
+    fn a_name_or_a_port_of_two_apps_is_refused_naming_both() {
+        let names = ["0.0.0.0:80 a.test".to_string()];
+        let v6 = ["[::]:80 A.test".to_string()];
+        let clash = find("one", &names, &[], "two", &v6, &[]).unwrap_or_default();
+        assert!(
+            clash.contains("`one`") && clash.contains("`two`") && clash.contains("a.test"),
+            "{clash}"
+        );
+        // Two nginx sites share :80; nginx and Apache cannot.
+        let nginx = ["nginx 0.0.0.0:80".to_string()];
+        assert_eq!(find("one", &[], &nginx, "two", &[], &nginx), None);
+        let apache = ["apache [::]:80".to_string()];
+        let clash = find("one", &[], &nginx, "two", &[], &apache).unwrap_or_default();
+        assert!(
+            clash.contains("nginx for `one`") && clash.contains("Apache for `two`"),
+            "{clash}"
+        );
+        // An app server's own port is its own.
+        let app = ["app:gunicorn 127.0.0.1:8000".to_string()];
+        assert!(find("one", &[], &app, "two", &[], &app).is_some());
+    }
+}

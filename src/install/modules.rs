@@ -1,0 +1,65 @@
+//! Apache's modules as `a2enmod` enables them, shared between apps: a module's links are made
+//! by the first install that needs it, recorded in every manifest of an app that needs it
+//! while install owns it, and removed with the last of those apps. A module enabled before
+//! any install (by Debian or by hand) is never recorded, so it stays. Does not own: which
+//! modules a site needs (the plan's `ApacheFiles::modules`) or the links' shape
+//! (`layout::module_links`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::apply::{self, Action, Change};
+use super::layout::{self, under};
+use super::manifest::Manifest;
+
+/// The module links to change for app `name` now needing `needed` (none: it is uninstalled),
+/// given every installed app's manifest `all`; and the modules its manifest records.
+pub fn changes(
+    root: &Path,
+    all: &BTreeMap<String, Manifest>,
+    name: &str,
+    needed: &[&str],
+    force: bool,
+) -> anyhow::Result<(Vec<Change>, Vec<String>)> {
+    let owned_by_others = |m: &str| {
+        all.iter()
+            .any(|(n, man)| n != name && man.modules_enabled.iter().any(|x| x == m))
+    };
+    let owned_before = |m: &str| {
+        all.get(name)
+            .is_some_and(|man| man.modules_enabled.iter().any(|x| x == m))
+    };
+    let mut out = Vec::new();
+    let mut enabled = Vec::new();
+    for m in needed {
+        let load = under(root, &Path::new(layout::APACHE_MODS_ENABLED).join(format!("{m}.load")));
+        let present = std::fs::symlink_metadata(&load).is_ok();
+        if present && !owned_by_others(m) && !owned_before(m) {
+            // Enabled before install: not ours to remove.
+            continue;
+        }
+        let (c, _) = apply::changes(root, &layout::module_links(root, m)?, None, force)?;
+        out.extend(c);
+        enabled.push(m.to_string());
+    }
+    // Modules this app enabled and no longer needs, unless another app still owns them.
+    if let Some(man) = all.get(name) {
+        for m in &man.modules_enabled {
+            if needed.contains(&m.as_str()) || owned_by_others(m) {
+                continue;
+            }
+            for ext in ["load", "conf"] {
+                let path = Path::new(layout::APACHE_MODS_ENABLED).join(format!("{m}.{ext}"));
+                let expected = Path::new("../mods-available").join(format!("{m}.{ext}"));
+                if std::fs::read_link(under(root, &path)).is_ok_and(|t| t == expected) {
+                    out.push(Change {
+                        path,
+                        action: Action::Remove,
+                        new: None,
+                    });
+                }
+            }
+        }
+    }
+    Ok((out, enabled))
+}

@@ -1,0 +1,217 @@
+//! What install and uninstall do to the host's services after (or, for uninstall, before)
+//! the files, as data: `systemctl daemon-reload`, `enable --now` of the app's units, the
+//! fronts' graceful reload, the health check through the front. Each step is run where
+//! systemd is PID 1 and the root is `/`; with a staged root it is printed as what to run on
+//! the host; on `/` without systemd (a container, a build machine) nothing runs and the steps
+//! are named as what to run instead. Does not own: the unit and front names (the plan's and
+//! the manifest's) or placing files (`apply`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::plan::{Address, OutputKind, Plan};
+use crate::render::quote::shell as shell_word;
+
+use super::layout;
+use super::manifest::Manifest;
+
+/// One step on the host's services.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// `systemctl daemon-reload`: systemd reads the unit files again.
+    DaemonReload,
+    /// `systemctl enable --now UNIT…`.
+    Enable(Vec<String>),
+    /// `systemctl disable --now UNIT…`.
+    Disable(Vec<String>),
+    /// `systemctl reload-or-restart SERVICE`: a front (`nginx`, `apache2`) reloaded
+    /// gracefully, or started when it is not running.
+    Reload(&'static str),
+    /// `GET PATH` with `Host: HOST` on the front's address; healthy when `accepts` the status.
+    Health {
+        addr: std::net::SocketAddr,
+        host: String,
+        path: String,
+        expect: Option<u16>,
+        timeout: Duration,
+    },
+}
+
+impl Step {
+    /// The step as a shell command line.
+    pub fn shell(&self) -> String {
+        let units = |u: &[String]| u.iter().map(|x| shell_word(x)).collect::<Vec<_>>().join(" ");
+        match self {
+            Step::DaemonReload => "systemctl daemon-reload".into(),
+            Step::Enable(u) => format!("systemctl enable --now {}", units(u)),
+            Step::Disable(u) => format!("systemctl disable --now {}", units(u)),
+            Step::Reload(s) => format!("systemctl reload-or-restart {s}"),
+            Step::Health { addr, host, path, .. } => format!(
+                "curl -fsS -o /dev/null -H {} {}",
+                shell_word(&format!("Host: {host}")),
+                shell_word(&format!("http://{addr}{path}"))
+            ),
+        }
+    }
+
+    /// Runs the step on this host.
+    pub fn run(&self) -> anyhow::Result<()> {
+        let argv: Vec<String> = match self {
+            Step::DaemonReload => vec!["daemon-reload".into()],
+            Step::Enable(u) => ["enable", "--now"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(u.clone())
+                .collect(),
+            Step::Disable(u) => ["disable", "--now"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(u.clone())
+                .collect(),
+            Step::Reload(s) => vec!["reload-or-restart".into(), s.to_string()],
+            Step::Health {
+                addr,
+                host,
+                path,
+                expect,
+                timeout,
+            } => {
+                let reply = crate::orchestrate::health::get(*addr, host, path, *timeout)?;
+                let ok = match expect {
+                    Some(e) => reply.status == *e,
+                    None => reply.status < 500,
+                };
+                anyhow::ensure!(ok, "the health check through the front answered {}", reply.status);
+                return Ok(());
+            }
+        };
+        let out = std::process::Command::new("systemctl").args(&argv).output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "`{}` failed:\n{}",
+            self.shell(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(())
+    }
+}
+
+/// The fronts a plan's files go into, innermost first (Apache behind nginx is reloaded
+/// before nginx sends it requests).
+fn fronts(has_apache: bool, has_nginx: bool) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if has_apache {
+        out.push("apache2");
+    }
+    if has_nginx {
+        out.push("nginx");
+    }
+    out
+}
+
+/// The steps after install placed `plan`'s files.
+pub fn after_install(plan: &Plan) -> Vec<Step> {
+    let units: Vec<String> = plan
+        .outputs
+        .iter()
+        .filter(|o| matches!(o.kind, OutputKind::SystemdSocket | OutputKind::CertTimer))
+        .filter_map(|o| Path::new(&o.path).file_name().map(|f| f.to_string_lossy().into_owned()))
+        .collect();
+    let mut steps = vec![Step::DaemonReload];
+    if !units.is_empty() {
+        steps.push(Step::Enable(units));
+    }
+    let has_nginx = plan.output(OutputKind::NginxSite).is_some();
+    let has_apache = plan.output(OutputKind::ApacheSite).is_some();
+    steps.extend(fronts(has_apache, has_nginx).into_iter().map(Step::Reload));
+    if let (Some(Address::Tcp(l)), Some(host)) = (plan.edge().listen.as_ref(), plan.spec.server.names.first()) {
+        let ip = l.browser_host();
+        let ip = ip.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = ip.parse::<std::net::IpAddr>() {
+            steps.push(Step::Health {
+                addr: std::net::SocketAddr::new(ip, l.port),
+                host: host.clone(),
+                path: plan.spec.health.path.clone(),
+                expect: plan.spec.health.expect,
+                timeout: Duration::from_secs(plan.spec.health.timeout.0),
+            });
+        }
+    }
+    steps
+}
+
+/// The steps before uninstall removes `m`'s files (its units stopped) and after (systemd and
+/// the fronts read what is left).
+pub fn around_uninstall(m: &Manifest) -> (Vec<Step>, Vec<Step>) {
+    let units: Vec<String> = m
+        .files
+        .keys()
+        .filter(|p| p.starts_with(layout::SYSTEMD_UNITS))
+        .filter_map(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+        .collect();
+    let before = if units.is_empty() {
+        Vec::new()
+    } else {
+        vec![Step::Disable(units)]
+    };
+    let has = |dir: &str| m.files.keys().any(|p| p.starts_with(dir));
+    let mut after = vec![Step::DaemonReload];
+    after.extend(
+        fronts(has(layout::APACHE_AVAILABLE), has(layout::NGINX_AVAILABLE))
+            .into_iter()
+            .map(Step::Reload),
+    );
+    (before, after)
+}
+
+/// Where the steps go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// No `--root` and systemd is PID 1: install on `/` and run them.
+    Run,
+    /// `--root` (a staged root, or `/` for the files only): no service is touched; they are
+    /// printed as what to run on the host.
+    Print,
+    /// No `--root` and systemd is not PID 1: none can run; nothing is written and the command
+    /// fails saying what to run instead.
+    Unavailable,
+}
+
+/// What to do with the steps given `--root` (or none) and whether systemd is PID 1.
+pub fn mode(root: Option<&Path>, systemd: bool) -> Mode {
+    match (root, systemd) {
+        (Some(_), _) => Mode::Print,
+        (None, true) => Mode::Run,
+        (None, false) => Mode::Unavailable,
+    }
+}
+
+/// Whether systemd is PID 1 here (`sd_booted`: `/run/systemd/system` exists).
+pub fn systemd_is_pid1() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+/// The steps as lines to run, one per line, indented.
+pub fn as_lines(steps: &[Step]) -> String {
+    steps.iter().map(|s| format!("  {}\n", s.shell())).collect()
+}
+
+/// Runs `steps` in order; the first failure stops them.
+pub fn run(steps: &[Step]) -> anyhow::Result<()> {
+    steps.iter().try_for_each(Step::run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mode_follows_the_root_and_systemd() {
+        assert_eq!(mode(Some(Path::new("/tmp/stage")), false), Mode::Print);
+        assert_eq!(mode(Some(Path::new("/tmp/stage")), true), Mode::Print);
+        // `--root /`: the files only, no service touched.
+        assert_eq!(mode(Some(Path::new("/")), true), Mode::Print);
+        assert_eq!(mode(None, true), Mode::Run);
+        assert_eq!(mode(None, false), Mode::Unavailable);
+    }
+}
