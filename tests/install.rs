@@ -47,7 +47,57 @@ fn staged() -> Staged {
         .map(|l| l + "\n")
         .collect();
     std::fs::write(&conf, text).unwrap();
+    stage_apache(root.path());
     Staged { root, _logs: logs }
+}
+
+/// Debian's /etc/apache2 in the staged root: its own default site disabled (install's hint
+/// says to), `Listen` on loopback only, and mod_wsgi not enabled, so install enables a module
+/// with a `.conf` beside its `.load`; `alias` stays enabled as Debian ships it.
+fn stage_apache(root: &Path) {
+    let apache = root.join("etc/apache2");
+    copy_dir(Path::new("/etc/apache2"), &apache);
+    let _ = std::fs::remove_file(apache.join("sites-enabled/000-default.conf"));
+    let ports = apache.join("ports.conf");
+    let text = std::fs::read_to_string(&ports).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| match l.trim_start().strip_prefix("Listen ") {
+            Some(port) if !port.contains(':') => format!("Listen 127.0.0.1:{port}\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&ports, text).unwrap();
+    for m in [
+        "wsgi.load",
+        "wsgi.conf",
+        "headers.load",
+        "expires.load",
+        "proxy.load",
+        "proxy.conf",
+    ] {
+        let _ = std::fs::remove_file(apache.join("mods-enabled").join(m));
+    }
+    assert!(apache.join("mods-enabled/alias.load").exists());
+}
+
+/// The real `apache2ctl -t` over the staged /etc/apache2.
+fn apache_t(root: &Path) {
+    let out = std::process::Command::new("apache2ctl")
+        .arg("-t")
+        .env("APACHE_CONFDIR", root.join("etc/apache2"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "apache2ctl -t over the staged tree:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every file and link under `root` (not directories) with its contents.
+fn files_hash(root: &Path) -> BTreeMap<String, String> {
+    tree_hash(root).into_iter().filter(|(_, v)| v != "dir").collect()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -366,4 +416,180 @@ fn two_apps_side_by_side_then_uninstall() {
         .filter(|p| p.contains("second") || p.contains("deployctl-default"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn apache_targets_place_the_site_and_enable_exactly_its_modules() {
+    let flask = example("flask-hello");
+    for target in [
+        "apache+embedded",
+        "apache+gunicorn",
+        "apache+uwsgi",
+        "apache+mod_wsgi",
+        "nginx+apache+mod_wsgi",
+    ] {
+        let s = staged();
+        let root = s.root.path();
+        let before = files_hash(root);
+        let run = install(&flask, root, target, &[]);
+        let run = run.success();
+        assert!(run.stderr.contains("apache2ctl -t"), "{target}: {}", run.stderr);
+        let apache = root.join("etc/apache2");
+        let site = apache.join("sites-available/flask-hello.conf");
+        assert!(site.is_file(), "{target}");
+        assert_eq!(
+            std::fs::read_link(apache.join("sites-enabled/flask-hello.conf")).unwrap(),
+            PathBuf::from("../sites-available/flask-hello.conf"),
+            "{target}"
+        );
+        // Every module of the site's own `a2enmod` line is enabled, a module's .conf beside
+        // its .load.
+        let text = std::fs::read_to_string(&site).unwrap();
+        let a2enmod = text
+            .lines()
+            .find_map(|l| l.strip_prefix("#   a2enmod "))
+            .unwrap_or_else(|| panic!("{target}: no a2enmod line in\n{text}"));
+        for m in a2enmod.split_whitespace() {
+            assert!(apache.join(format!("mods-enabled/{m}.load")).exists(), "{target}: {m}");
+            if apache.join(format!("mods-available/{m}.conf")).exists() {
+                assert_eq!(
+                    std::fs::read_link(apache.join(format!("mods-enabled/{m}.conf"))).unwrap(),
+                    PathBuf::from(format!("../mods-available/{m}.conf")),
+                    "{target}: {m}"
+                );
+            }
+        }
+        let manifest: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join("var/lib/deployctl/flask-hello/installed.json")).unwrap(),
+        )
+        .unwrap();
+        let enabled: Vec<&str> = manifest["modules_enabled"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m.as_str())
+            .collect();
+        // Enabled before install: not install's.
+        assert!(!enabled.contains(&"alias"), "{target}: {enabled:?}");
+        assert!(enabled.contains(&"headers"), "{target}: {enabled:?}");
+        if target.ends_with("mod_wsgi") {
+            assert!(enabled.contains(&"wsgi"), "{target}: {enabled:?}");
+            assert!(
+                root.join("etc/deployctl/flask-hello/mod_wsgi/flask-hello.wsgi")
+                    .is_file()
+            );
+            assert!(
+                text.contains("/etc/deployctl/flask-hello/mod_wsgi/flask-hello.wsgi"),
+                "{text}"
+            );
+            assert!(!root.join("etc/systemd/system/flask-hello.service").exists());
+        } else {
+            assert!(root.join("etc/systemd/system/flask-hello.socket").is_file(), "{target}");
+        }
+        // The self-contained httpd.conf is up's, not the host's.
+        assert!(!root.join("etc/deployctl/flask-hello/apache").exists(), "{target}");
+        // With --root no service is touched: the steps are printed for the host.
+        assert!(run.stdout.contains("systemctl daemon-reload"), "{}", run.stdout);
+        assert!(
+            run.stdout.contains("systemctl reload-or-restart apache2"),
+            "{}",
+            run.stdout
+        );
+        assert_eq!(
+            run.stdout.contains("systemctl reload-or-restart nginx"),
+            target.starts_with("nginx+"),
+            "{}",
+            run.stdout
+        );
+        apache_t(root);
+        if target.starts_with("nginx+") {
+            nginx_t(root);
+        }
+
+        // Uninstall puts every file and link back as it was: the modules install enabled go,
+        // alias stays.
+        let run = uninstall(&flask, root).success();
+        assert!(run.stdout.contains("systemctl daemon-reload"), "{}", run.stdout);
+        assert_eq!(files_hash(root), before, "{target}");
+        apache_t(root);
+    }
+}
+
+#[test]
+fn a_failed_apache_check_leaves_the_tree_byte_identical() {
+    let s = staged();
+    let root = s.root.path();
+    // A host configuration that breaks once mod_headers is loaded: the site alone passes its
+    // validators, the host's apache2ctl -t fails after the files and links were placed.
+    std::fs::write(
+        root.join("etc/apache2/conf-enabled/planted.conf"),
+        "<IfModule headers_module>\n    NoSuchDirective on\n</IfModule>\n",
+    )
+    .unwrap();
+    apache_t(root);
+    let before = tree_hash(root);
+    let run = install(&example("flask-hello"), root, "apache+gunicorn", &[]).failure();
+    assert!(run.stderr.contains("apache2ctl -t"), "{}", run.stderr);
+    assert!(run.stderr.contains("NoSuchDirective"), "{}", run.stderr);
+    assert!(run.stderr.contains("nothing was installed"), "{}", run.stderr);
+    assert_eq!(tree_hash(root), before);
+}
+
+#[test]
+fn apps_share_the_modules_they_enable_and_a_front_its_port() {
+    let s = staged();
+    let root = s.root.path();
+    let flask = example("flask-hello");
+    install(&flask, root, "apache+gunicorn", &[]).success();
+    let second = second_app("\"second.test\"");
+    let toml = second.path().join("deploy.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, text.replace("kind = \"nginx\"", "kind = \"apache\"")).unwrap();
+    // nginx and Apache cannot both have port 80.
+    let before = tree_hash(root);
+    let run = install(second.path(), root, "nginx+embedded", &[]).failure();
+    assert!(
+        run.stderr
+            .contains("`second` and `flask-hello` both claim the port of 0.0.0.0:80"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(tree_hash(root), before);
+    // Two Apache sites share it, by name.
+    install(second.path(), root, "apache+embedded", &[]).success();
+    apache_t(root);
+    let headers = root.join("etc/apache2/mods-enabled/headers.load");
+    uninstall(&flask, root).success();
+    assert!(headers.exists(), "the second app still needs mod_headers");
+    apache_t(root);
+    uninstall(second.path(), root).success();
+    assert!(!headers.exists());
+    assert!(root.join("etc/apache2/mods-enabled/alias.load").exists());
+}
+
+#[test]
+fn a_hand_edited_catch_all_is_kept() {
+    let s = staged();
+    let root = s.root.path();
+    let flask = example("flask-hello");
+    install(&flask, root, "nginx+uwsgi", &[]).success();
+    let second = second_app("\"second.test\"");
+    install(second.path(), root, "nginx+embedded", &[]).success();
+    let default = root.join("etc/nginx/sites-available/deployctl-default.conf");
+    let edited = std::fs::read_to_string(&default).unwrap() + "# edited by hand\n";
+    std::fs::write(&default, &edited).unwrap();
+    // Still needed by the second app: kept as it is, not a failure.
+    let run = uninstall(&flask, root).success();
+    assert!(
+        run.stderr
+            .contains("deployctl-default.conf was changed by hand since install: kept"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&default).unwrap(), edited);
+    nginx_t(root);
+    // No longer needed: still kept, with its link.
+    uninstall(second.path(), root).success();
+    assert_eq!(std::fs::read_to_string(&default).unwrap(), edited);
+    assert!(root.join("etc/nginx/sites-enabled/deployctl-default.conf").exists());
 }
