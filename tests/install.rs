@@ -182,22 +182,61 @@ fn nginx_t(root: &Path) {
 /// A second app: a minimal WSGI app on the embedded server, with names of its own, using the
 /// Flask example's virtualenv.
 fn second_app(names: &str) -> tempfile::TempDir {
+    wsgi_app("second", names, "")
+}
+
+/// A minimal WSGI app `name` on nginx+embedded with `names`, `extra` appended to its
+/// deploy.toml, using the Flask example's virtualenv.
+fn wsgi_app(name: &str, names: &str, extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("app.py"),
-        "def app(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'second\\n']\n",
+        format!(
+            "def app(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'{name}\\n']\n"
+        ),
     )
     .unwrap();
     let venv = example("flask-hello").join(".venv");
     std::fs::write(
         dir.path().join("deploy.toml"),
         format!(
-            "[app]\nname = \"second\"\nentry = \"app:app\"\nvenv = {venv:?}\n\n[server]\nnames = [{names}]\nlisten = \"0.0.0.0:80\"\n\n[backend]\nkind = \"embedded\"\n\n[frontend]\nkind = \"nginx\"\n\n[systemd]\nuser = \"www-data\"\ngroup = \"www-data\"\n",
+            "[app]\nname = \"{name}\"\nentry = \"app:app\"\nvenv = {venv:?}\n\n[server]\nnames = [{names}]\nlisten = \"0.0.0.0:80\"\n\n[backend]\nkind = \"embedded\"\n\n[frontend]\nkind = \"nginx\"\n\n[systemd]\nuser = \"www-data\"\ngroup = \"www-data\"\n{extra}",
             venv = venv.display().to_string()
         ),
     )
     .unwrap();
     dir
+}
+
+/// A self-signed pair for `name` in `dir` (openssl), as `[tls]` keys naming the files.
+fn self_signed(dir: &Path, name: &str) -> String {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .arg("-subj")
+        .arg(format!("/CN={name}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    format!(
+        "\n[tls]\ncertificate = {:?}\nkey = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    )
 }
 
 #[test]
@@ -592,4 +631,54 @@ fn a_hand_edited_catch_all_is_kept() {
     uninstall(second.path(), root).success();
     assert_eq!(std::fs::read_to_string(&default).unwrap(), edited);
     assert!(root.join("etc/nginx/sites-enabled/deployctl-default.conf").exists());
+}
+
+#[test]
+fn two_tls_apps_share_the_https_catch_all() {
+    let s = staged();
+    let root = s.root.path();
+    let certs = tempfile::tempdir().unwrap();
+    let (a, b) = (certs.path().join("a"), certs.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let one = wsgi_app("one", "\"one.test\"", &self_signed(&a, "one.test"));
+    let two = wsgi_app("two", "\"two.test\"", &self_signed(&b, "two.test"));
+    install(one.path(), root, "nginx+embedded", &[]).success();
+    install(two.path(), root, "nginx+embedded", &[]).success();
+    nginx_t(root);
+    for app in ["one", "two"] {
+        let site = std::fs::read_to_string(root.join(format!("etc/nginx/sites-available/{app}.conf"))).unwrap();
+        assert!(!site.contains("default_server"), "{site}");
+        assert!(!site.contains("ssl_reject_handshake"), "{site}");
+    }
+    // One catch-all per address: 444 on HTTP, the handshake refused on HTTPS with the apps'
+    // profile.
+    let default = std::fs::read_to_string(root.join("etc/nginx/sites-available/deployctl-default.conf")).unwrap();
+    assert_eq!(default.matches("default_server").count(), 2, "{default}");
+    assert_eq!(default.matches("ssl_reject_handshake on;").count(), 1, "{default}");
+    assert!(default.contains("listen 0.0.0.0:443 ssl"), "{default}");
+    assert!(default.contains("ssl_protocols TLSv1.2 TLSv1.3;"), "{default}");
+    assert!(default.contains("return 421;"), "{default}");
+
+    // A third app with another profile on the same address is refused, naming both.
+    let c = certs.path().join("c");
+    std::fs::create_dir_all(&c).unwrap();
+    let modern = self_signed(&c, "three.test") + "profile = \"modern\"\n";
+    let three = wsgi_app("three", "\"three.test\"", &modern);
+    let before = tree_hash(root);
+    let run = install(three.path(), root, "nginx+embedded", &[]).failure();
+    assert!(
+        run.stderr
+            .contains("apps `three` and `one` both serve HTTPS on 0.0.0.0:443 with different TLS settings"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(tree_hash(root), before);
+
+    uninstall(one.path(), root).success();
+    let default = std::fs::read_to_string(root.join("etc/nginx/sites-available/deployctl-default.conf")).unwrap();
+    assert!(default.contains("ssl_reject_handshake on;"), "{default}");
+    nginx_t(root);
+    uninstall(two.path(), root).success();
+    assert!(!root.join("etc/nginx/sites-available/deployctl-default.conf").exists());
 }

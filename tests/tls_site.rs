@@ -23,24 +23,22 @@ fn site(tls: &str, target: &str) -> Directive {
     parse::nginx(&files["nginx/shop.conf"])
 }
 
-/// The servers of a TLS site: (HTTP default, HTTPS default, HTTP site, HTTPS site).
-fn servers(main: &Directive) -> [Directive; 4] {
+/// The servers of a TLS site: (HTTP site, HTTPS site). In production the catch-alls for
+/// unknown names are the shared `deployctl-default.conf` that `install` places
+/// (tests/install.rs).
+fn servers(main: &Directive) -> [Directive; 2] {
     let all: Vec<&Directive> = main.all("server").collect();
-    assert_eq!(all.len(), 4, "two default servers, the HTTP site and the HTTPS site");
+    assert_eq!(all.len(), 2, "the HTTP site and the HTTPS site, no default server");
     let is_default = |s: &Directive| s.one("listen").args.iter().any(|a| a == "default_server");
+    assert!(!all.iter().any(|s| is_default(s)));
     let is_tls = |s: &Directive| s.one("listen").args.iter().any(|a| a == "ssl");
-    let pick = |default: bool, tls: bool| {
+    let pick = |tls: bool| {
         all.iter()
-            .find(|s| is_default(s) == default && is_tls(s) == tls)
+            .find(|s| is_tls(s) == tls)
             .map(|s| (*s).clone())
-            .unwrap_or_else(|| panic!("no server default={default} tls={tls}"))
+            .unwrap_or_else(|| panic!("no server tls={tls}"))
     };
-    [
-        pick(true, false),
-        pick(true, true),
-        pick(false, false),
-        pick(false, true),
-    ]
+    [pick(false), pick(true)]
 }
 
 fn location<'a>(server: &'a Directive, path: &str) -> &'a Directive {
@@ -56,7 +54,7 @@ const ACME: &str = "acme = { email = \"ops@shop.example\" }\n";
 fn https_listener_has_the_intermediate_profile_http2_and_no_session_tickets() {
     for target in ["nginx+embedded", "nginx+gunicorn", "nginx+uwsgi"] {
         let main = site(ACME, target);
-        let [_, _, _, https] = servers(&main);
+        let [_, https] = servers(&main);
         assert_eq!(https.arg("listen"), "0.0.0.0:443 ssl http2", "{target}");
         assert_eq!(https.arg("ssl_protocols"), "TLSv1.2 TLSv1.3");
         let ciphers = https.arg("ssl_ciphers");
@@ -90,17 +88,15 @@ fn https_listener_has_the_intermediate_profile_http2_and_no_session_tickets() {
 #[test]
 fn modern_is_tls_1_3_only_without_tls_1_2_ciphers() {
     let main = site(&format!("{ACME}profile = \"modern\"\n"), "nginx+gunicorn");
-    let [_, reject, _, https] = servers(&main);
-    for s in [&reject, &https] {
-        assert_eq!(s.arg("ssl_protocols"), "TLSv1.3");
-        assert_eq!(s.all("ssl_ciphers").count(), 0);
-    }
+    let [_, https] = servers(&main);
+    assert_eq!(https.arg("ssl_protocols"), "TLSv1.3");
+    assert_eq!(https.all("ssl_ciphers").count(), 0);
 }
 
 #[test]
 fn hsts_is_two_years_on_every_answer_and_the_apps_own_is_replaced() {
     let main = site(ACME, "nginx+gunicorn");
-    let [_, _, http, https] = servers(&main);
+    let [http, https] = servers(&main);
     let headers = https.headers();
     assert_eq!(
         headers["Strict-Transport-Security"],
@@ -122,13 +118,13 @@ fn hsts_is_two_years_on_every_answer_and_the_apps_own_is_replaced() {
     assert!(!http.headers().contains_key("Strict-Transport-Security"));
 
     let preload = site(&format!("{ACME}hsts = \"1y\"\nhsts_preload = true\n"), "nginx+gunicorn");
-    let [_, _, _, https] = servers(&preload);
+    let [_, https] = servers(&preload);
     assert_eq!(
         https.headers()["Strict-Transport-Security"],
         "max-age=31536000; includeSubDomains; preload"
     );
     let off = site(&format!("{ACME}hsts = \"off\"\n"), "nginx+uwsgi");
-    let [_, _, _, https] = servers(&off);
+    let [_, https] = servers(&off);
     assert!(!https.headers().contains_key("Strict-Transport-Security"));
     assert_eq!(location(&https, "/").all("uwsgi_hide_header").count(), 0);
 }
@@ -136,14 +132,14 @@ fn hsts_is_two_years_on_every_answer_and_the_apps_own_is_replaced() {
 #[test]
 fn the_backend_is_told_https() {
     let main = site(ACME, "nginx+gunicorn");
-    let [_, _, _, https] = servers(&main);
+    let [_, https] = servers(&main);
     let headers: std::collections::BTreeMap<String, String> = location(&https, "/")
         .all("proxy_set_header")
         .map(|d| (d.args[0].clone(), d.args[1].clone()))
         .collect();
     assert_eq!(headers["X-Forwarded-Proto"], "https");
     let main = site(ACME, "nginx+uwsgi");
-    let [_, _, _, https] = servers(&main);
+    let [_, https] = servers(&main);
     let params: std::collections::BTreeMap<String, String> = location(&https, "/")
         .all("uwsgi_param")
         .map(|d| (d.args[0].clone(), d.args[1].clone()))
@@ -154,7 +150,7 @@ fn the_backend_is_told_https() {
 #[test]
 fn http_serves_only_acme_challenges_and_redirects_the_rest() {
     let main = site(ACME, "nginx+embedded");
-    let [_, _, http, _] = servers(&main);
+    let [http, _] = servers(&main);
     assert_eq!(http.arg("listen"), "0.0.0.0:80");
     assert_eq!(http.arg("server_name"), "shop.example www.shop.example");
     let locations: Vec<String> = http.all("location").map(|l| l.args.join(" ")).collect();
@@ -164,21 +160,8 @@ fn http_serves_only_acme_challenges_and_redirects_the_rest() {
     assert_eq!(location(&http, "/").arg("return"), "301 https://$host$request_uri");
     // On another port than 443, the redirect names it.
     let main = site(&format!("{ACME}listen = \"0.0.0.0:8443\"\n"), "nginx+embedded");
-    let [_, _, http, _] = servers(&main);
+    let [http, _] = servers(&main);
     assert_eq!(location(&http, "/").arg("return"), "301 https://$host:8443$request_uri");
-}
-
-#[test]
-fn unknown_names_are_refused_at_the_handshake() {
-    let main = site(ACME, "nginx+embedded");
-    let [plain, reject, _, _] = servers(&main);
-    assert_eq!(plain.arg("return"), "444");
-    assert_eq!(reject.arg("listen"), "0.0.0.0:443 ssl http2 default_server");
-    assert_eq!(reject.arg("server_name"), "_");
-    assert_eq!(reject.arg("ssl_reject_handshake"), "on");
-    // Its protocols are the ones every handshake on the port gets.
-    assert_eq!(reject.arg("ssl_protocols"), "TLSv1.2 TLSv1.3");
-    assert_eq!(location(&reject, "/").arg("return"), "421");
 }
 
 #[test]
@@ -187,7 +170,7 @@ fn the_users_files_are_read_where_they_are() {
         "certificate = \"/etc/ssl/shop/fullchain.pem\"\nkey = \"/etc/ssl/shop/privkey.pem\"\n",
         "nginx+gunicorn",
     );
-    let [_, _, _, https] = servers(&main);
+    let [_, https] = servers(&main);
     assert_eq!(https.arg("ssl_certificate"), "/etc/ssl/shop/fullchain.pem");
     assert_eq!(https.arg("ssl_certificate_key"), "/etc/ssl/shop/privkey.pem");
 }

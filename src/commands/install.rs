@@ -69,17 +69,36 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
         }
     }
     let has_nginx = plan.output(crate::plan::OutputKind::NginxSite).is_some();
-    let default_listens: Vec<String> = if !has_nginx || plan.site_has_default_server() {
-        Vec::new()
-    } else {
-        vec![listen.clone()]
-    };
+    let shared = has_nginx && !plan.site_has_default_server();
+    let default_listens: Vec<String> = if shared { vec![listen.clone()] } else { Vec::new() };
+    let default_tls = layout::TlsCatchAll::of(&plan).filter(|_| shared);
+    if let Some(t) = &default_tls {
+        // One address has one default server: its profile is every handshake's there.
+        for (other, m) in &others {
+            if let Some(o) = m.default_tls.as_ref().filter(|o| o.listen == t.listen && *o != t) {
+                return Err(hinted(
+                    format!(
+                        "apps `{name}` and `{other}` both serve HTTPS on {} with different TLS settings (`{}` and `{}`)",
+                        t.listen, t.protocols, o.protocols
+                    ),
+                    "nginx answers every handshake on one address with its default server's protocols: give both apps the same [tls].profile, or another [tls].listen",
+                ));
+            }
+        }
+    }
 
     if let Some(why) = plan.static_warning() {
         printer.warn(&why);
     }
     let (mut changes, kept) = apply::changes(&root, &entries, old, args.force)?;
-    let (shared, shared_kept) = shared_default(&templates, &root, &all, &name, &default_listens, args.force)?;
+    let (shared, shared_kept) = shared_default(
+        &templates,
+        &root,
+        &all,
+        &name,
+        (&default_listens, default_tls.as_ref()),
+        args.force,
+    )?;
     changes.extend(shared);
     let needed: Vec<&str> = plan.apache.as_ref().map(|a| a.modules.clone()).unwrap_or_default();
     let (module_changes, modules_enabled) = modules::changes(&root, &all, &name, &needed, args.force)?;
@@ -152,6 +171,7 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
                 .collect(),
             names: names.clone(),
             default_listens,
+            default_tls,
             modules_enabled,
             listeners,
         };
@@ -218,18 +238,28 @@ fn shared_default(
     root: &Path,
     all: &BTreeMap<String, Manifest>,
     name: &str,
-    needs: &[String],
+    (needs, needs_tls): (&[String], Option<&layout::TlsCatchAll>),
     force: bool,
 ) -> anyhow::Result<(Vec<Change>, Vec<PathBuf>)> {
     let before: BTreeSet<String> = all.values().flat_map(|m| m.default_listens.clone()).collect();
+    let tls_of = |ms: &mut dyn Iterator<Item = &Manifest>| -> BTreeMap<String, layout::TlsCatchAll> {
+        ms.filter_map(|m| m.default_tls.clone())
+            .map(|t| (t.listen.clone(), t))
+            .collect()
+    };
+    let tls_before = tls_of(&mut all.values());
     let mut after: BTreeSet<String> = all
         .iter()
         .filter(|(n, _)| n.as_str() != name)
         .flat_map(|(_, m)| m.default_listens.clone())
         .collect();
     after.extend(needs.iter().cloned());
+    let mut tls_after = tls_of(&mut all.iter().filter(|(n, _)| n.as_str() != name).map(|(_, m)| m));
+    if let Some(t) = needs_tls {
+        tls_after.insert(t.listen.clone(), t.clone());
+    }
     let recorded = Manifest {
-        files: layout::default_site(templates, &before)?
+        files: layout::default_site(templates, &before, &tls_before)?
             .iter()
             .map(|e| (e.path.clone(), Recorded::of(&e.content)))
             .collect(),
@@ -238,7 +268,7 @@ fn shared_default(
     let file = Path::new(layout::NGINX_AVAILABLE).join(layout::DEFAULT_SITE);
     let on_disk = Recorded::on_disk(&under(root, &file))?;
     let edited = on_disk.is_some() && on_disk.as_ref() != recorded.files.get(&file);
-    let entries: Vec<Entry> = layout::default_site(templates, &after)?;
+    let entries: Vec<Entry> = layout::default_site(templates, &after, &tls_after)?;
     if edited && !force {
         let rendered = entries
             .iter()
@@ -305,7 +335,7 @@ pub fn uninstall(args: &UninstallArgs, printer: &Printer) -> anyhow::Result<Stat
         action: Action::Remove,
         new: None,
     });
-    let (shared, shared_kept) = shared_default(&templates, &root, &all, &name, &[], false)?;
+    let (shared, shared_kept) = shared_default(&templates, &root, &all, &name, (&[], None), false)?;
     changes.extend(shared);
     kept.extend(shared_kept);
     changes.extend(modules::changes(&root, &all, &name, &[], false)?.0);

@@ -139,18 +139,52 @@ pub const DEFAULT_SITE: &str = "deployctl-default.conf";
 /// The template of the shared catch-all site (by id, replaceable like the others).
 pub const DEFAULT_SITE_TEMPLATE: &str = "nginx/default.conf.tera";
 
-/// The shared catch-all site for the listen addresses `listens` (its file and its link),
-/// or nothing when no app needs one.
+/// The HTTPS catch-all of one TLS address: the listener and the TLS profile every handshake
+/// on it gets (the apps' there, which must agree), as nginx's view spells them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsCatchAll {
+    pub listen: String,
+    pub http2: bool,
+    pub protocols: String,
+    pub ciphers: Option<String>,
+    pub ciphersuites: String,
+    pub groups: String,
+    pub prefer_server_ciphers: String,
+    pub prioritize_chacha: bool,
+}
+
+impl TlsCatchAll {
+    /// The catch-all the site of `plan` needs on its TLS address (none without `[tls]`).
+    pub fn of(plan: &Plan) -> Option<TlsCatchAll> {
+        let t = crate::render::tls_view::NginxTls::new(plan)?;
+        Some(TlsCatchAll {
+            listen: t.listen,
+            http2: t.http2,
+            protocols: t.protocols,
+            ciphers: t.ciphers,
+            ciphersuites: t.ciphersuites,
+            groups: t.groups,
+            prefer_server_ciphers: t.prefer_server_ciphers.to_string(),
+            prioritize_chacha: t.prioritize_chacha,
+        })
+    }
+}
+
+/// The shared catch-all site for the plain listen addresses `listens` and the TLS ones
+/// `tls` (its file and its link), or nothing when no app needs one.
 pub fn default_site(
     templates: &crate::render::Templates,
     listens: &std::collections::BTreeSet<String>,
+    tls: &std::collections::BTreeMap<String, TlsCatchAll>,
 ) -> anyhow::Result<Vec<Entry>> {
-    if listens.is_empty() {
+    if listens.is_empty() && tls.is_empty() {
         return Ok(Vec::new());
     }
     let mut context = tera::Context::new();
     let quoted: Vec<String> = listens.iter().map(|l| crate::render::quote::nginx_literal(l)).collect();
     context.insert("listens", &quoted);
+    context.insert("tls", &tls.values().collect::<Vec<_>>());
     let mut text = templates.render(DEFAULT_SITE_TEMPLATE, &context)?;
     if !text.ends_with('\n') {
         text.push('\n');

@@ -32,6 +32,9 @@ pub struct Manifest {
     /// The listen addresses whose shared default site the app needs.
     #[serde(default)]
     pub default_listens: Vec<String>,
+    /// The TLS address whose shared HTTPS catch-all the app needs, with its profile.
+    #[serde(default)]
+    pub default_tls: Option<layout::TlsCatchAll>,
     /// The Apache modules whose `mods-enabled/` links install made (or shares with another
     /// app that made them); a module enabled before any install is not listed, and stays.
     #[serde(default)]

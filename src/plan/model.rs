@@ -473,14 +473,14 @@ impl Plan {
         }
     }
 
-    /// Whether the nginx site carries its own catch-all server for unknown host names. On a
-    /// production host that catch-all is one file shared by every app
-    /// (`deployctl-default.conf`, placed by `install`), so that several sites can be enabled
-    /// together; a local run and a container serve one app and keep their own. A site with
-    /// `[tls]` keeps its own too (its HTTPS catch-all refuses handshakes; not shared yet).
+    /// Whether the nginx site carries its own catch-all servers for unknown host names. On a
+    /// production host those are one file shared by every app (`deployctl-default.conf`,
+    /// placed by `install`: the HTTP one answering 444, the HTTPS one refusing the handshake
+    /// with `[tls]`), so that several sites can be enabled together; a local run and a
+    /// container serve one app and keep their own.
     pub fn site_has_default_server(&self) -> bool {
         match self.environment {
-            Environment::Production { .. } => self.tls.is_some(),
+            Environment::Production { .. } => false,
             Environment::Local { .. } | Environment::Container => true,
         }
     }

@@ -11,7 +11,7 @@
 mod cluster_view;
 pub mod quote;
 mod templates;
-mod tls_view;
+pub(crate) mod tls_view;
 mod tree;
 mod view;
 
