@@ -682,3 +682,279 @@ fn two_tls_apps_share_the_https_catch_all() {
     uninstall(two.path(), root).success();
     assert!(!root.join("etc/nginx/sites-available/deployctl-default.conf").exists());
 }
+
+/// The Flask example copied to `dir` with `listen`, its virtualenv the example's own.
+fn flask_copy(dir: &Path, listen: &str) -> PathBuf {
+    let from = example("flask-hello");
+    let to = dir.join("flask-hello");
+    copy_dir(&from.join("static"), &to.join("static"));
+    for f in ["app.py", "requirements.txt"] {
+        std::fs::copy(from.join(f), to.join(f)).unwrap();
+    }
+    let toml = std::fs::read_to_string(from.join("deploy.toml")).unwrap();
+    let venv = from.join(".venv").display().to_string();
+    let toml = toml
+        .replace("venv = \".venv\"", &format!("venv = {venv:?}"))
+        .replace("listen = \"0.0.0.0:80\"", &format!("listen = {listen:?}"));
+    std::fs::write(to.join("deploy.toml"), toml).unwrap();
+    to
+}
+
+/// The Python of `server/tests/.venv-apps` (Django and Bottle are installed there).
+fn apps_venv() -> PathBuf {
+    let venv = common::repo().join("server/tests/.venv-apps");
+    assert!(venv.join("bin/django-admin").exists(), "run scripts/setup.sh first");
+    venv
+}
+
+/// A Bottle app in `dir`/bottle-site on nginx+embedded.
+fn bottle_app(dir: &Path, listen: &str) -> PathBuf {
+    let to = dir.join("bottle-site");
+    std::fs::create_dir_all(&to).unwrap();
+    std::fs::write(
+        to.join("app.py"),
+        "import bottle\n\napp = bottle.Bottle()\n\n\n@app.route('/')\ndef index():\n    return 'Bottle home'\n",
+    )
+    .unwrap();
+    std::fs::write(
+        to.join("deploy.toml"),
+        format!(
+            "[app]\nname = \"bottle-site\"\nentry = \"app:app\"\nvenv = {:?}\n\n[server]\nnames = [\"bottle.test\"]\nlisten = {listen:?}\n\n\
+             [backend]\nkind = \"embedded\"\n\n[frontend]\nkind = \"nginx\"\n\n[systemd]\nuser = \"www-data\"\ngroup = \"www-data\"\n",
+            apps_venv().display().to_string()
+        ),
+    )
+    .unwrap();
+    to
+}
+
+/// `django-admin startproject mysite` in `dir`/mysite, on Apache in front of the embedded
+/// server, listening on `listen`.
+fn django_project(dir: &Path, listen: &str) -> PathBuf {
+    let to = dir.join("mysite");
+    std::fs::create_dir_all(&to).unwrap();
+    let made = std::process::Command::new(apps_venv().join("bin/django-admin"))
+        .args(["startproject", "mysite", "."])
+        .current_dir(&to)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    std::fs::write(
+        to.join("deploy.toml"),
+        format!(
+            "[app]\nname = \"mysite\"\nentry = \"mysite.wsgi:application\"\nvenv = {:?}\n\n[server]\nnames = [\"django.test\"]\nlisten = {listen:?}\n\n\
+             [backend]\nkind = \"embedded\"\n\n[frontend]\nkind = \"apache\"\n\n[systemd]\nuser = \"www-data\"\ngroup = \"www-data\"\n",
+            apps_venv().display().to_string()
+        ),
+    )
+    .unwrap();
+    to
+}
+
+/// Every unit file under the root's /etc/systemd/system.
+fn staged_units(root: &Path) -> Vec<PathBuf> {
+    let mut units: Vec<PathBuf> = std::fs::read_dir(root.join("etc/systemd/system"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    units.sort();
+    units
+}
+
+#[test]
+fn three_apps_side_by_side_pass_the_hosts_checks() {
+    let s = staged();
+    let root = s.root.path();
+    let apps = tempfile::tempdir().unwrap();
+    let flask = flask_copy(apps.path(), "0.0.0.0:80");
+    let bottle = bottle_app(apps.path(), "0.0.0.0:80");
+    let django = django_project(apps.path(), "127.0.0.1:8080");
+    install(&flask, root, "nginx+gunicorn", &[]).success();
+    install(&bottle, root, "nginx+embedded", &[]).success();
+    install(&django, root, "apache+embedded", &[]).success();
+
+    // The whole staged tree, as the host will run it.
+    nginx_t(root);
+    apache_t(root);
+    let units = staged_units(root);
+    let names: Vec<String> = units
+        .iter()
+        .map(|u| u.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "bottle-site.service",
+            "bottle-site.socket",
+            "flask-hello.service",
+            "flask-hello.socket",
+            "mysite.service",
+            "mysite.socket"
+        ]
+    );
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg("--recursive-errors=no")
+        .args(&units)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
+    let run = cli(&flask)
+        .args(["list", "--root", &root.display().to_string()])
+        .run()
+        .success();
+    for line in [
+        "bottle-site\tnginx+embedded\tinstalled",
+        "flask-hello\tnginx+gunicorn\tinstalled",
+        "mysite\tapache+embedded\tinstalled",
+    ] {
+        assert!(run.stdout.contains(line), "{line}:\n{}", run.stdout);
+    }
+
+    // Each goes, leaving the others checked.
+    for (dir, name) in [(&bottle, "bottle-site"), (&flask, "flask-hello"), (&django, "mysite")] {
+        uninstall(dir, root).success();
+        let left: Vec<String> = tree_hash(root).into_keys().filter(|p| p.contains(name)).collect();
+        assert!(left.is_empty(), "{name}: {left:?}");
+        nginx_t(root);
+        apache_t(root);
+    }
+    assert!(!root.join("etc/nginx/sites-available/deployctl-default.conf").exists());
+}
+
+/// The `KEY=VALUE` of a unit's `Environment=` lines and the words of its `ExecStart=` (no
+/// word of these units is quoted).
+fn unit_lines(unit: &Path) -> (Vec<(String, String)>, Vec<String>) {
+    let text = std::fs::read_to_string(unit).unwrap();
+    let mut env = Vec::new();
+    let mut exec = Vec::new();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("Environment=") {
+            let v = v.trim_matches('"');
+            let (k, v) = v.split_once('=').unwrap();
+            env.push((k.to_string(), v.to_string()));
+        } else if let Some(v) = line.strip_prefix("ExecStart=") {
+            assert!(!v.contains('"') && !v.contains('\''), "{v}");
+            exec = v.split_whitespace().map(str::to_string).collect();
+        }
+    }
+    (env, exec)
+}
+
+/// A process started by the test, stopped by PID (TERM, then waited for) when dropped.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET /` on 127.0.0.1:`port` with `Host: host`: (status, body), or `None` when nginx closes
+/// the connection without an answer (444).
+fn get(port: u16, host: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok()?;
+    write!(s, "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+#[test]
+fn nginx_from_the_staged_tree_serves_two_apps_by_name() {
+    let s = staged();
+    let root = s.root.path();
+    let apps = tempfile::tempdir().unwrap();
+    let port = common::up::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let flask = flask_copy(apps.path(), &listen);
+    let bottle = bottle_app(apps.path(), &listen);
+    install(&flask, root, "nginx+gunicorn", &[]).success();
+    install(&bottle, root, "nginx+embedded", &[]).success();
+    nginx_t(root);
+
+    // Paths mapped into the test's own directories: the sockets systemd would create under
+    // /run go to `run`, the configs under /etc/deployctl are read from the root; nginx's
+    // workers run as root (they reach the sockets in a private directory).
+    let run = tempfile::tempdir().unwrap();
+    let r = run.path().display().to_string();
+    let map = |text: &str| {
+        text.replace("unix:/run/", &format!("unix:{r}/"))
+            .replace("\"/run/", &format!("\"{r}/"))
+            .replace("/etc/deployctl/", &format!("{}/etc/deployctl/", root.display()))
+    };
+    for f in [
+        "etc/nginx/sites-available/flask-hello.conf",
+        "etc/nginx/sites-available/bottle-site.conf",
+        "etc/deployctl/flask-hello/gunicorn/gunicorn.conf.py",
+    ] {
+        let p = root.join(f);
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, map(&text)).unwrap();
+    }
+    std::fs::create_dir_all(run.path().join("flask-hello")).unwrap();
+    let conf = root.join("etc/nginx/nginx.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, text.replace("user www-data;", "user root;")).unwrap();
+
+    // The backends, from their installed unit lines.
+    let mut backends = Vec::new();
+    for app in ["flask-hello", "bottle-site"] {
+        let (env, exec) = unit_lines(&root.join(format!("etc/systemd/system/{app}.service")));
+        let exec: Vec<String> = exec.iter().map(|w| map(w)).collect();
+        let child = std::process::Command::new(&exec[0])
+            .args(&exec[1..])
+            .envs(env)
+            .env_remove("LISTEN_FDS")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{exec:?}: {e}"));
+        backends.push(Stopped(child));
+    }
+    // nginx from the staged tree: its own configuration, pid and logs (staged()).
+    let nginx = Stopped(
+        std::process::Command::new("nginx")
+            .arg("-c")
+            .arg(&conf)
+            .args(["-g", "daemon off;"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let answer = |host: &str| loop {
+        match get(port, host) {
+            Some((200, body)) => return body,
+            other if std::time::Instant::now() > deadline => panic!("{host}: {other:?}"),
+            _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    };
+    assert!(answer("flask-hello.test").contains("Hello"), "flask");
+    assert_eq!(answer("bottle.test"), "Bottle home");
+    // An unknown name gets no answer from the shared catch-all (444).
+    assert_eq!(get(port, "other.test"), None);
+    drop(nginx);
+    drop(backends);
+}
