@@ -45,11 +45,14 @@ pub enum Command {
     /// Obtain or renew the TLS certificate with ACME (`[tls].acme`), then reload the front: a
     /// running `up` stack's nginx, or the server's (`systemctl reload nginx`).
     Cert(CertArgs),
-    /// Place a target's files where the host's packages expect them (nginx site and link,
-    /// systemd units, configs under /etc/deployctl/NAME), check the host's configuration with
-    /// them in place, and record what was placed; any failure puts every file back.
+    /// Place a target's files where the host's packages expect them (nginx or Apache site and
+    /// link, Apache's modules enabled, systemd units, configs under /etc/deployctl/NAME),
+    /// check the host's configuration with them in place, record what was placed, then reload
+    /// systemd, enable the app's socket, reload the front and check the app through it (where
+    /// systemd runs; with --root the steps are printed); any failure puts every file back.
     Install(InstallArgs),
-    /// Remove exactly what `install` placed for an app; files changed by hand since are kept.
+    /// Stop the app's units and remove exactly what `install` placed for it (Apache modules
+    /// another app still needs stay); files changed by hand since are kept.
     Uninstall(UninstallArgs),
     /// Show the apps `install` placed under a root, and whether their files are as placed.
     List(ListArgs),
@@ -69,12 +72,13 @@ pub struct ListArgs {
 pub struct InstallArgs {
     #[command(flatten)]
     pub spec: SpecArgs,
-    /// The chain to install (nginx+embedded, nginx+uwsgi, nginx+gunicorn). Default:
+    /// The chain to install (nginx+embedded, nginx+uwsgi, nginx+gunicorn, apache+embedded,
+    /// apache+uwsgi, apache+gunicorn, apache+mod_wsgi, nginx+apache+mod_wsgi). Default:
     /// [frontend] + [backend] of deploy.toml.
     #[arg(long, short)]
     pub target: Option<String>,
-    /// Install under this directory instead of `/` (a staged root for an image or a test): no
-    /// service is touched.
+    /// Install under this directory instead of `/` (a staged root for an image or a test, or
+    /// `/` for the files only): no service is touched; the steps are printed.
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
     /// Print the changes as a diff against what is installed; write nothing.
@@ -92,7 +96,8 @@ pub struct UninstallArgs {
     /// The app to remove (default: [app].name of deploy.toml).
     #[arg(long, value_name = "NAME")]
     pub app: Option<String>,
-    /// The root it was installed under.
+    /// The root it was installed under: no service is touched, the steps are printed.
+    /// Without it, `/`, where systemd stops the app's units first.
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
 }

@@ -409,6 +409,10 @@ fn two_apps_side_by_side_then_uninstall() {
             ("second".into(), "nginx+embedded".into(), "installed".into())
         ]
     );
+    // Under a staged root systemd cannot tell whether they run.
+    for a in listed.as_array().unwrap() {
+        assert!(a["enabled"].is_null() && a["running"].is_null(), "{a}");
+    }
     assert!(std::fs::read_to_string(&default).unwrap().contains("return 444;"));
     assert_eq!(
         std::fs::read_to_string(&default)
@@ -470,6 +474,17 @@ fn apache_targets_place_the_site_and_enable_exactly_its_modules() {
         let s = staged();
         let root = s.root.path();
         let before = files_hash(root);
+        // The dry run: the site, its link and the module links as a diff; nothing written.
+        let run = install(&flask, root, target, &["--dry-run"]).success();
+        for line in [
+            "+++ b/etc/apache2/sites-available/flask-hello.conf",
+            "+++ b/etc/apache2/sites-enabled/flask-hello.conf\n@@ -0,0 +1 @@\n+-> ../sites-available/flask-hello.conf",
+            "+++ b/etc/apache2/mods-enabled/headers.load",
+        ] {
+            assert!(run.stdout.contains(line), "{target}: {line}\n{}", run.stdout);
+        }
+        assert!(!run.stdout.contains("mods-enabled/alias.load"), "{}", run.stdout);
+        assert_eq!(files_hash(root), before, "{target}");
         let run = install(&flask, root, target, &[]);
         let run = run.success();
         assert!(run.stderr.contains("apache2ctl -t"), "{target}: {}", run.stderr);

@@ -90,6 +90,9 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
     if let Some(why) = plan.static_warning() {
         printer.warn(&why);
     }
+    for why in apache_warnings(&root, &plan) {
+        printer.warn(&why);
+    }
     let (mut changes, kept) = apply::changes(&root, &entries, old, args.force)?;
     let (shared, shared_kept) = shared_default(
         &templates,
@@ -222,6 +225,34 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
         }
     }
     Ok(Status::Success)
+}
+
+/// What Debian's own Apache configuration under `root` does to the plan's site that no check
+/// fails on: its `000-default` site answers names no site has before the site's own refusing
+/// one; behind nginx, `Listen 80` in ports.conf takes nginx's port when Apache starts.
+fn apache_warnings(root: &Path, plan: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    if plan.apache.is_none() {
+        return out;
+    }
+    let apache = under(root, Path::new("/etc/apache2"));
+    if std::fs::symlink_metadata(apache.join("sites-enabled/000-default.conf")).is_ok() {
+        out.push(
+            "Debian's 000-default site is enabled: it answers host names no site has, before this site's own \
+             refusing virtual host; run `a2dissite 000-default`"
+                .into(),
+        );
+    }
+    let edge_is_nginx = plan.output(crate::plan::OutputKind::NginxSite).is_some();
+    let ports = std::fs::read_to_string(apache.join("ports.conf")).unwrap_or_default();
+    if edge_is_nginx && ports.lines().any(|l| l.trim() == "Listen 80") {
+        out.push(
+            "/etc/apache2/ports.conf has `Listen 80`, nginx's port: Apache and nginx cannot both start; \
+             remove it (Apache listens on loopback for nginx)"
+                .into(),
+        );
+    }
+    out
 }
 
 /// Steps in one line, `; `-separated.
@@ -395,6 +426,21 @@ pub fn list(args: &ListArgs, printer: &Printer) -> anyhow::Result<Status> {
         } else {
             "changed"
         };
+        // The app's socket (or, without one, its service) as systemd sees it, when it can tell.
+        let units: Vec<String> = m
+            .files
+            .keys()
+            .filter(|p| p.starts_with(layout::SYSTEMD_UNITS))
+            .filter_map(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+            .collect();
+        let unit = units
+            .iter()
+            .find(|u| u.ends_with(".socket"))
+            .or_else(|| units.iter().find(|u| u.ends_with(".service")));
+        let (enabled, running) = match unit.and_then(|u| services::unit_state(&root, u)) {
+            Some((e, r)) => (serde_json::json!(e), serde_json::json!(r)),
+            None => (serde_json::Value::Null, serde_json::Value::Null),
+        };
         apps.push(serde_json::json!({
             "app": name,
             "target": m.target,
@@ -403,6 +449,8 @@ pub fn list(args: &ListArgs, printer: &Printer) -> anyhow::Result<Status> {
             "names": m.names,
             "changed": changed,
             "missing": missing,
+            "enabled": enabled,
+            "running": running,
         }));
     }
     if args.json {

@@ -196,6 +196,22 @@ pub fn as_lines(steps: &[Step]) -> String {
     steps.iter().map(|s| format!("  {}\n", s.shell())).collect()
 }
 
+/// Whether systemd has `unit` enabled and running (`systemctl is-enabled`, `is-active`), when
+/// it can tell: systemd is PID 1 and the root is `/`.
+pub fn unit_state(root: &Path, unit: &str) -> Option<(bool, bool)> {
+    if root != Path::new("/") || !systemd_is_pid1() {
+        return None;
+    }
+    let ask = |verb: &str| {
+        std::process::Command::new("systemctl")
+            .args([verb, "--quiet", unit])
+            .status()
+            .map(|s| s.success())
+            .ok()
+    };
+    Some((ask("is-enabled")?, ask("is-active")?))
+}
+
 /// Runs `steps` in order; the first failure stops them.
 pub fn run(steps: &[Step]) -> anyhow::Result<()> {
     steps.iter().try_for_each(Step::run)
