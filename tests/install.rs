@@ -658,7 +658,14 @@ fn two_tls_apps_share_the_https_catch_all() {
     std::fs::create_dir_all(&b).unwrap();
     let one = wsgi_app("one", "\"one.test\"", &self_signed(&a, "one.test"));
     let two = wsgi_app("two", "\"two.test\"", &self_signed(&b, "two.test"));
-    install(one.path(), root, "nginx+embedded", &[]).success();
+    let run = install(one.path(), root, "nginx+embedded", &[]).success();
+    // The steps for the host: the health check goes through HTTPS (HTTP only redirects).
+    assert!(
+        run.stdout
+            .contains("curl -fsSk -o /dev/null --resolve one.test:443:127.0.0.1 https://one.test:443/"),
+        "{}",
+        run.stdout
+    );
     install(two.path(), root, "nginx+embedded", &[]).success();
     nginx_t(root);
     for app in ["one", "two"] {

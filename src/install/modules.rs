@@ -1,7 +1,8 @@
 //! Apache's modules as `a2enmod` enables them, shared between apps: a module's links are made
 //! by the first install that needs it, recorded in every manifest of an app that needs it
 //! while install owns it, and removed with the last of those apps. A module enabled before
-//! any install (by Debian or by hand) is never recorded, so it stays. Does not own: which
+//! any install (by Debian or by hand) is never recorded, so it stays. A module's `# Depends:`
+//! are enabled with it, as `a2enmod` does. Does not own: which
 //! modules a site needs (the plan's `ApacheFiles::modules`) or the links' shape
 //! (`layout::module_links`).
 
@@ -29,9 +30,11 @@ pub fn changes(
         all.get(name)
             .is_some_and(|man| man.modules_enabled.iter().any(|x| x == m))
     };
+    let needed = with_dependencies(root, needed);
+    let needed: Vec<&str> = needed.iter().map(String::as_str).collect();
     let mut out = Vec::new();
     let mut enabled = Vec::new();
-    for m in needed {
+    for m in &needed {
         let load = under(root, &Path::new(layout::APACHE_MODS_ENABLED).join(format!("{m}.load")));
         let present = std::fs::symlink_metadata(&load).is_ok();
         if present && !owned_by_others(m) && !owned_before(m) {
@@ -62,4 +65,34 @@ pub fn changes(
         }
     }
     Ok((out, enabled))
+}
+
+/// `modules` with what their `.load` files under `root` say they depend on (`# Depends: a b`,
+/// as `a2enmod` reads it), each dependency before the module, each once.
+fn with_dependencies(root: &Path, modules: &[&str]) -> Vec<String> {
+    fn visit(root: &Path, m: &str, out: &mut Vec<String>, depth: usize) {
+        if out.iter().any(|x| x == m) || depth > 8 {
+            return;
+        }
+        let load = under(
+            root,
+            &Path::new(layout::APACHE_MODS_AVAILABLE).join(format!("{m}.load")),
+        );
+        let text = std::fs::read_to_string(load).unwrap_or_default();
+        for line in text.lines() {
+            if let Some(deps) = line.trim_start().strip_prefix("# Depends:") {
+                for d in deps.split_whitespace() {
+                    visit(root, d, out, depth + 1);
+                }
+            }
+        }
+        if !out.iter().any(|x| x == m) {
+            out.push(m.to_string());
+        }
+    }
+    let mut out = Vec::new();
+    for m in modules {
+        visit(root, m, &mut out, 0);
+    }
+    out
 }

@@ -27,9 +27,11 @@ pub enum Step {
     /// `systemctl reload-or-restart SERVICE`: a front (`nginx`, `apache2`) reloaded
     /// gracefully, or started when it is not running.
     Reload(&'static str),
-    /// `GET PATH` with `Host: HOST` on the front's address; healthy when `accepts` the status.
+    /// `GET PATH` with `Host: HOST` on the front's address (over TLS, any certificate, when
+    /// `tls`); healthy when `accepts` the status.
     Health {
         addr: std::net::SocketAddr,
+        tls: bool,
         host: String,
         path: String,
         expect: Option<u16>,
@@ -46,10 +48,27 @@ impl Step {
             Step::Enable(u) => format!("systemctl enable --now {}", units(u)),
             Step::Disable(u) => format!("systemctl disable --now {}", units(u)),
             Step::Reload(s) => format!("systemctl reload-or-restart {s}"),
-            Step::Health { addr, host, path, .. } => format!(
+            Step::Health {
+                addr,
+                tls: false,
+                host,
+                path,
+                ..
+            } => format!(
                 "curl -fsS -o /dev/null -H {} {}",
                 shell_word(&format!("Host: {host}")),
                 shell_word(&format!("http://{addr}{path}"))
+            ),
+            Step::Health {
+                addr,
+                tls: true,
+                host,
+                path,
+                ..
+            } => format!(
+                "curl -fsSk -o /dev/null --resolve {} {}",
+                shell_word(&format!("{host}:{}:{}", addr.port(), addr.ip())),
+                shell_word(&format!("https://{host}:{}{path}", addr.port()))
             ),
         }
     }
@@ -71,12 +90,17 @@ impl Step {
             Step::Reload(s) => vec!["reload-or-restart".into(), s.to_string()],
             Step::Health {
                 addr,
+                tls,
                 host,
                 path,
                 expect,
                 timeout,
             } => {
-                let reply = crate::orchestrate::health::get(*addr, host, path, *timeout)?;
+                let reply = if *tls {
+                    crate::orchestrate::health::get_tls(*addr, host, host, path, *timeout)?
+                } else {
+                    crate::orchestrate::health::get(*addr, host, path, *timeout)?
+                };
                 let ok = match expect {
                     Some(e) => reply.status == *e,
                     None => reply.status < 500,
@@ -124,12 +148,19 @@ pub fn after_install(plan: &Plan) -> Vec<Step> {
     let has_nginx = plan.output(OutputKind::NginxSite).is_some();
     let has_apache = plan.output(OutputKind::ApacheSite).is_some();
     steps.extend(fronts(has_apache, has_nginx).into_iter().map(Step::Reload));
-    if let (Some(Address::Tcp(l)), Some(host)) = (plan.edge().listen.as_ref(), plan.spec.server.names.first()) {
+    // Through the front, on HTTPS when it has [tls] (HTTP then only redirects).
+    let listen = match (&plan.tls, plan.edge().listen.as_ref()) {
+        (Some(t), _) => Some((t.listen.clone(), true)),
+        (None, Some(Address::Tcp(l))) => Some((l.clone(), false)),
+        (None, _) => None,
+    };
+    if let (Some((l, tls)), Some(host)) = (listen, plan.spec.server.names.first()) {
         let ip = l.browser_host();
         let ip = ip.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = ip.parse::<std::net::IpAddr>() {
             steps.push(Step::Health {
                 addr: std::net::SocketAddr::new(ip, l.port),
+                tls,
                 host: host.clone(),
                 path: plan.spec.health.path.clone(),
                 expect: plan.spec.health.expect,
