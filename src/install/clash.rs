@@ -1,7 +1,7 @@
 //! What two apps on one host may not both claim, checked at install against every other
 //! app's manifest: a server name on addresses that overlap, and a TCP port on addresses that
-//! overlap unless both are the same shared front (two nginx sites, or two Apache sites, share
-//! `:80` by name). Addresses overlap as nginx and the kernel see them: the same port, and the
+//! overlap unless both are the same shared front (two nginx sites share any port by name, two
+//! Apache sites Debian's `:80`; on another port each Apache site declares its own `Listen`). Addresses overlap as nginx and the kernel see them: the same port, and the
 //! same host or either one the wildcard — so `0.0.0.0:80` and `[::]:80` are two sockets to
 //! nginx (`ipv6only=on`), but one name on both would send IPv4 and IPv6 clients to different
 //! apps. Static URLs live inside one server block, so they can meet only where the names do,
@@ -9,7 +9,12 @@
 
 use crate::plan::{Address, Plan, Tier};
 
-/// `KIND ADDR` for every TCP listener of the plan: `nginx`, `apache` (the shared fronts) or
+/// Debian's `ports.conf` listens on this port; an Apache site on another one carries its own
+/// `Listen`, which two sites cannot both declare.
+const APACHE_PORTS_CONF: u16 = 80;
+
+/// `KIND ADDR` for every TCP listener of the plan: `nginx`, `apache` (the shared fronts),
+/// `apache-listen` (an Apache site declaring its own `Listen`: its port is its own) or
 /// `app:TIER` (a process of the app's own), with the TLS listener at the edge.
 pub fn listeners(plan: &Plan) -> Vec<String> {
     let mut out = Vec::new();
@@ -17,7 +22,11 @@ pub fn listeners(plan: &Plan) -> Vec<String> {
         let Some(Address::Tcp(l)) = &t.listen else {
             continue;
         };
-        out.push(format!("{} {l}", kind(t.tier)));
+        let kind = match t.tier {
+            Tier::Apache if l.port != APACHE_PORTS_CONF => "apache-listen".to_string(),
+            tier => kind(tier),
+        };
+        out.push(format!("{kind} {l}"));
     }
     if let Some(tls) = &plan.tls {
         out.push(format!("{} {}", kind(plan.edge().tier), tls.listen));
@@ -81,7 +90,7 @@ pub fn find(
             let Some((okind, oaddr)) = m.split_once(' ') else {
                 continue;
             };
-            let shared_front = kind == okind && !kind.starts_with("app:");
+            let shared_front = kind == okind && (kind == "nginx" || kind == "apache");
             if !shared_front && overlap(addr, oaddr) {
                 return Some(format!(
                     "apps `{name}` and `{other}` both claim the port of {addr}: {} for `{name}`, {} for `{other}` at {oaddr}",
@@ -98,6 +107,7 @@ fn who(kind: &str) -> String {
     match kind {
         "nginx" => "nginx".into(),
         "apache" => "Apache".into(),
+        "apache-listen" => "Apache (its site's own `Listen`)".into(),
         k => k.strip_prefix("app:").unwrap_or(k).to_string(),
     }
 }
@@ -134,7 +144,9 @@ mod tests {
             clash.contains("nginx for `one`") && clash.contains("Apache for `two`"),
             "{clash}"
         );
-        // An app server's own port is its own.
+        // An Apache site's own Listen, and an app server's own port, are their own.
+        let listen = ["apache-listen 127.0.0.1:8081".to_string()];
+        assert!(find("one", &[], &listen, "two", &[], &listen).is_some());
         let app = ["app:gunicorn 127.0.0.1:8000".to_string()];
         assert!(find("one", &[], &app, "two", &[], &app).is_some());
     }
