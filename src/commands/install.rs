@@ -197,8 +197,7 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
             if mode == Mode::Run {
                 // The services read the files as they were again (best effort: the error
                 // already says what failed).
-                let fronts: Vec<Step> = steps.iter().filter(|s| matches!(s, Step::Reload(_))).cloned().collect();
-                let _ = services::run(&[vec![Step::DaemonReload], fronts].concat());
+                let _ = services::run(&services::undo_install(&steps, old.is_none()));
             }
             return Err(e.context(format!(
                 "nothing was installed: every file under {} is as it was",

@@ -24,6 +24,9 @@ pub enum Step {
     Enable(Vec<String>),
     /// `systemctl disable --now UNIT…`.
     Disable(Vec<String>),
+    /// `systemctl try-reload-or-restart UNIT…`: a running app server reads its new
+    /// configuration (gracefully where its unit has `ExecReload`); one not running stays so.
+    Restart(Vec<String>),
     /// `systemctl reload-or-restart SERVICE`: a front (`nginx`, `apache2`) reloaded
     /// gracefully, or started when it is not running.
     Reload(&'static str),
@@ -47,6 +50,7 @@ impl Step {
             Step::DaemonReload => "systemctl daemon-reload".into(),
             Step::Enable(u) => format!("systemctl enable --now {}", units(u)),
             Step::Disable(u) => format!("systemctl disable --now {}", units(u)),
+            Step::Restart(u) => format!("systemctl try-reload-or-restart {}", units(u)),
             Step::Reload(s) => format!("systemctl reload-or-restart {s}"),
             Step::Health {
                 addr,
@@ -85,6 +89,9 @@ impl Step {
             Step::Disable(u) => ["disable", "--now"]
                 .iter()
                 .map(|s| s.to_string())
+                .chain(u.clone())
+                .collect(),
+            Step::Restart(u) => std::iter::once("try-reload-or-restart".to_string())
                 .chain(u.clone())
                 .collect(),
             Step::Reload(s) => vec!["reload-or-restart".into(), s.to_string()],
@@ -145,6 +152,10 @@ pub fn after_install(plan: &Plan) -> Vec<Step> {
     if !units.is_empty() {
         steps.push(Step::Enable(units));
     }
+    let services = of_kind(plan, OutputKind::SystemdService);
+    if !services.is_empty() {
+        steps.push(Step::Restart(services));
+    }
     let has_nginx = plan.output(OutputKind::NginxSite).is_some();
     let has_apache = plan.output(OutputKind::ApacheSite).is_some();
     steps.extend(fronts(has_apache, has_nginx).into_iter().map(Step::Reload));
@@ -169,6 +180,37 @@ pub fn after_install(plan: &Plan) -> Vec<Step> {
         }
     }
     steps
+}
+
+/// The file names of the plan's outputs of `kind`.
+fn of_kind(plan: &Plan, kind: OutputKind) -> Vec<String> {
+    plan.outputs
+        .iter()
+        .filter(|o| o.kind == kind)
+        .filter_map(|o| Path::new(&o.path).file_name().map(|f| f.to_string_lossy().into_owned()))
+        .collect()
+}
+
+/// The steps that put the services back after a failed install's files were restored: a
+/// first install's units disabled and stopped, a reinstall's app server back on its old
+/// configuration; systemd and the fronts read the files as they are again.
+pub fn undo_install(steps: &[Step], first_install: bool) -> Vec<Step> {
+    let mut out = Vec::new();
+    for s in steps {
+        match s {
+            Step::Enable(u) if first_install => out.push(Step::Disable(u.clone())),
+            _ => {}
+        }
+    }
+    out.push(Step::DaemonReload);
+    for s in steps {
+        match s {
+            Step::Restart(u) if !first_install => out.push(Step::Restart(u.clone())),
+            Step::Reload(f) => out.push(Step::Reload(f)),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The steps before uninstall removes `m`'s files (its units stopped) and after (systemd and
@@ -260,5 +302,32 @@ mod tests {
         assert_eq!(mode(Some(Path::new("/")), true), Mode::Print);
         assert_eq!(mode(None, true), Mode::Run);
         assert_eq!(mode(None, false), Mode::Unavailable);
+    }
+
+    #[test]
+    fn a_failed_install_puts_the_services_back() {
+        let steps = vec![
+            Step::DaemonReload,
+            Step::Enable(vec!["a.socket".into()]),
+            Step::Restart(vec!["a.service".into()]),
+            Step::Reload("nginx"),
+        ];
+        let shell = |s: Vec<Step>| s.iter().map(Step::shell).collect::<Vec<_>>();
+        assert_eq!(
+            shell(undo_install(&steps, true)),
+            [
+                "systemctl disable --now a.socket",
+                "systemctl daemon-reload",
+                "systemctl reload-or-restart nginx"
+            ]
+        );
+        assert_eq!(
+            shell(undo_install(&steps, false)),
+            [
+                "systemctl daemon-reload",
+                "systemctl try-reload-or-restart a.service",
+                "systemctl reload-or-restart nginx"
+            ]
+        );
     }
 }
