@@ -980,3 +980,57 @@ fn nginx_from_the_staged_tree_serves_two_apps_by_name() {
     drop(nginx);
     drop(backends);
 }
+
+/// Every link in `dir` with its target.
+fn links(dir: &Path) -> BTreeMap<String, String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            let target = std::fs::read_link(&p)
+                .map(|t| t.display().to_string())
+                .unwrap_or_default();
+            (p.file_name().unwrap().to_string_lossy().into_owned(), target)
+        })
+        .collect()
+}
+
+#[test]
+fn the_module_and_site_links_are_the_ones_a2enmod_and_a2ensite_make() {
+    let flask = example("flask-hello");
+    for target in ["apache+uwsgi", "nginx+apache+mod_wsgi"] {
+        let ours = staged();
+        install(&flask, ours.root.path(), target, &[]).success();
+        let site = ours.root.path().join("etc/apache2/sites-available/flask-hello.conf");
+        let text = std::fs::read_to_string(&site).unwrap();
+        let modules: Vec<&str> = text
+            .lines()
+            .find_map(|l| l.strip_prefix("#   a2enmod "))
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        // Debian's own tools on a second copy of the same staged /etc/apache2 (their state
+        // directory in a scratch one).
+        let theirs = staged();
+        let apache = theirs.root.path().join("etc/apache2");
+        std::fs::copy(&site, apache.join("sites-available/flask-hello.conf")).unwrap();
+        let state = tempfile::tempdir().unwrap();
+        for (tool, args) in [("a2enmod", modules.clone()), ("a2ensite", vec!["flask-hello"])] {
+            let out = std::process::Command::new(tool)
+                .arg("-q")
+                .args(&args)
+                .env("APACHE_CONFDIR", &apache)
+                .env("APACHE_STATE_DIRECTORY", state.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{tool}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        for dir in ["mods-enabled", "sites-enabled"] {
+            assert_eq!(
+                links(&ours.root.path().join("etc/apache2").join(dir)),
+                links(&apache.join(dir)),
+                "{target}: {dir}"
+            );
+        }
+    }
+}
