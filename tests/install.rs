@@ -365,6 +365,17 @@ fn without_root_and_systemd_it_says_what_to_run_and_writes_nothing() {
         run.stderr
     );
     assert!(!Path::new("/etc/systemd/system/flask-hello.service").exists());
+    // The dry run reads the host and writes nothing, systemd or not.
+    let run = cli(&example("flask-hello"))
+        .args(["install", "--target", "nginx+uwsgi", "--dry-run"])
+        .run()
+        .success();
+    assert!(
+        run.stdout.contains("+++ b/etc/systemd/system/flask-hello.service"),
+        "{}",
+        run.stdout
+    );
+    assert!(!Path::new("/etc/systemd/system/flask-hello.service").exists());
 }
 
 #[test]

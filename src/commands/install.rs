@@ -37,7 +37,7 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
     ));
     let steps = services::after_install(&plan);
     let mode = services::mode(args.root.as_deref(), services::systemd_is_pid1());
-    if mode == Mode::Unavailable {
+    if mode == Mode::Unavailable && !args.dry_run {
         return Err(hinted(
             format!(
                 "nothing was installed: systemd is not PID 1 on this machine (a container?), so these steps cannot run:\n{}",
