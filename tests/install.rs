@@ -1045,3 +1045,25 @@ fn the_module_and_site_links_are_the_ones_a2enmod_and_a2ensite_make() {
         }
     }
 }
+
+#[test]
+fn debians_default_site_is_named_when_it_claims_the_default_server() {
+    let s = staged();
+    let root = s.root.path();
+    // Enabled as Debian ships it (staged() disables it).
+    std::os::unix::fs::symlink(
+        root.join("etc/nginx/sites-available/default"),
+        root.join("etc/nginx/sites-enabled/default"),
+    )
+    .unwrap();
+    let before = tree_hash(root);
+    let run = install(&example("flask-hello"), root, "nginx+uwsgi", &[]).failure();
+    assert!(run.stderr.contains("duplicate default server"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("hint: another site is the default server of this address"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(tree_hash(root), before);
+}

@@ -41,11 +41,16 @@ pub fn check(root: &Path, units: &[PathBuf], nginx: bool, apache: bool, require:
                 .arg(scratch.path().join("error.log"))
                 .output()?;
             if !out.status.success() {
-                anyhow::bail!(
-                    "`nginx -t -c {}` failed:\n{}",
-                    conf.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
+                let text = String::from_utf8_lossy(&out.stderr);
+                let msg = format!("`nginx -t -c {}` failed:\n{}", conf.display(), text.trim());
+                if text.contains("duplicate default server") {
+                    return Err(crate::printer::hinted(
+                        msg,
+                        "another site is the default server of this address (Debian's `default` site is: remove \
+                         /etc/nginx/sites-enabled/default); deployctl-default.conf is the catch-all of every app install places",
+                    ));
+                }
+                anyhow::bail!(msg);
             }
             done.passed.push(format!("nginx -t -c {}", conf.display()));
         }
