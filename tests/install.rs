@@ -1067,3 +1067,77 @@ fn debians_default_site_is_named_when_it_claims_the_default_server() {
     );
     assert_eq!(tree_hash(root), before);
 }
+
+/// `[app].secret_env` on a host: the unit reads `/etc/deployctl/NAME/secrets.env`, the user's
+/// file. Install checks it without writing it (missing, a key missing — systemd drops an
+/// `export KEY=` line —, readable by others), never prints a value, and uninstall keeps it.
+#[test]
+fn the_secrets_file_is_checked_never_written_and_kept_by_uninstall() {
+    let staged = staged();
+    let root = staged.root.path();
+    let app = wsgi_app("secretive", "\"secretive.example\"", "");
+    let toml = app.path().join("deploy.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replacen("[app]\n", "[app]\nsecret_env = [\"SECRET_KEY\", \"DB_PASSWORD\"]\n", 1),
+    )
+    .unwrap();
+    let secrets = root.join("etc/deployctl/secretive/secrets.env");
+
+    let run = install(app.path(), root, "nginx+embedded", &[]).success();
+    assert!(
+        run.stderr.contains(&format!(
+            "[app].secret_env (SECRET_KEY, DB_PASSWORD) is read from {}, which does not exist",
+            secrets.display()
+        )) && run
+            .stderr
+            .contains("install -D -m 600 /dev/null /etc/deployctl/secretive/secrets.env"),
+        "{}",
+        run.stderr
+    );
+    assert!(!secrets.exists(), "install wrote the user's secrets file");
+    let unit = std::fs::read_to_string(root.join("etc/systemd/system/secretive.service")).unwrap();
+    assert!(
+        unit.lines()
+            .any(|l| l == "EnvironmentFile=/etc/deployctl/secretive/secrets.env"),
+        "{unit}"
+    );
+
+    // A key only a shell would read, and a mode others can read.
+    std::fs::create_dir_all(secrets.parent().unwrap()).unwrap();
+    std::fs::write(&secrets, "SECRET_KEY=s3cr3t-value\nexport DB_PASSWORD=0ther-s3cr3t\n").unwrap();
+    std::fs::set_permissions(&secrets, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let run = install(app.path(), root, "nginx+embedded", &[]).success();
+    assert!(
+        run.stderr.contains(&format!(
+            "{} sets no DB_PASSWORD (listed in [app].secret_env)",
+            secrets.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("is mode 0644"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("SECRET_KEY"),
+        "a key that is set is not reported: {}",
+        run.stderr
+    );
+    for out in [&run.stdout, &run.stderr] {
+        assert!(!out.contains("s3cr3t"), "a secret value was printed: {out}");
+    }
+
+    let fixed = "# made by hand\nSECRET_KEY=s3cr3t-value\nDB_PASSWORD = 0ther-s3cr3t\n";
+    std::fs::write(&secrets, fixed).unwrap();
+    std::fs::set_permissions(&secrets, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let run = install(app.path(), root, "nginx+embedded", &[]).success();
+    assert!(!run.stderr.contains("secrets.env"), "{}", run.stderr);
+
+    uninstall(app.path(), root).success();
+    assert_eq!(
+        std::fs::read_to_string(&secrets).unwrap(),
+        fixed,
+        "uninstall touched the secrets file"
+    );
+    assert!(!root.join("etc/systemd/system/secretive.service").exists());
+}

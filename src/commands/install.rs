@@ -87,6 +87,17 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
         }
     }
 
+    // The secrets file is the user's: checked, never written. Where install starts the service,
+    // one it could not start with stops the install before anything is written.
+    for f in crate::install::secrets::check(&root, &plan) {
+        if f.blocks_start && mode == Mode::Run && !args.dry_run {
+            return Err(hinted(format!("nothing was installed: {}", f.message), f.hint));
+        }
+        printer.warn(&format!("{}\nhint: {}", f.message, f.hint));
+    }
+    if let Some(Err(why)) = plan.secrets_steps() {
+        printer.warn(&why);
+    }
     if let Some(why) = plan.static_warning() {
         printer.warn(&why);
     }

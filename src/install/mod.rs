@@ -6,7 +6,7 @@
 //! what two apps may not both claim (`clash`), the change set against the host and applying
 //! it with a rollback (`apply`), checking the host's configuration as it will run (`host`:
 //! `nginx -t`, `apache2ctl -t`, `systemd-analyze verify`), and the steps on services as data
-//! and where they run (`services`). Does not own: any name, path or app's file content (the
+//! and where they run (`services`), and what the user's secrets file lacks (`secrets`). Does not own: any name, path or app's file content (the
 //! plan's and the renderer's).
 
 pub mod apply;
@@ -15,4 +15,5 @@ pub mod host;
 pub mod layout;
 pub mod manifest;
 pub mod modules;
+pub mod secrets;
 pub mod services;

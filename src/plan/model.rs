@@ -270,7 +270,7 @@ impl Plan {
         }
         Some(Ok(format!(
             "write the values of [app].secret_env ({}) as KEY=value lines into {} (owned by root, mode 0600: \
-             `install -m 600 /dev/null FILE`, then edit it); the service reads it when it starts and does not \
+             `install -D -m 600 /dev/null FILE`, then edit it); the service reads it when it starts and does not \
              start without it",
             self.spec.app.secret_env.join(", "),
             file.display()
