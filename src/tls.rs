@@ -48,6 +48,17 @@ impl OpensslVersion {
     }
 }
 
+impl OpensslVersion {
+    /// The library's version from `openssl version` ("OpenSSL 3.0.19 27 Jan 2026 (Library:
+    /// OpenSSL 3.0.19 …)"): the library's when the report names it, the tool's otherwise.
+    pub fn of_openssl_version(report: &str) -> Option<OpensslVersion> {
+        report
+            .find("Library: ")
+            .and_then(|at| OpensslVersion::find_in(&report[at..]))
+            .or_else(|| OpensslVersion::find_in(report))
+    }
+}
+
 impl fmt::Display for OpensslVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}.{}", self.0, self.1, self.2)
@@ -88,6 +99,33 @@ pub fn probe_nginx() -> Option<Capabilities> {
     let nginx = which::which("nginx").ok()?;
     let report = crate::validate::nginx::version_report(&nginx)?;
     Capabilities::of_nginx(&report)
+}
+
+/// The capabilities of Debian's Apache (`apache2 -v` answers, `mod_ssl` is installed; asked
+/// once per process): the OpenSSL library mod_ssl loads (the system's `libssl`, as `openssl
+/// version` reports it: Debian's mod_ssl links it dynamically) and HTTP/2 when `mod_http2` is
+/// in the module directory. `None` without Apache, mod_ssl or an OpenSSL to ask.
+pub fn probe_apache() -> Option<Capabilities> {
+    static PROBED: std::sync::OnceLock<Option<Capabilities>> = std::sync::OnceLock::new();
+    *PROBED.get_or_init(|| {
+        let apache2 = crate::validate::apache::find().ok()?;
+        let version = std::process::Command::new(&apache2).arg("-v").output().ok()?;
+        if !version.status.success() {
+            return None;
+        }
+        let modules = std::path::Path::new(crate::plan::APACHE_MODULE_DIR);
+        if !modules.join("mod_ssl.so").is_file() {
+            return None;
+        }
+        let openssl = std::process::Command::new(which::which("openssl").ok()?)
+            .arg("version")
+            .output()
+            .ok()?;
+        Some(Capabilities {
+            openssl: OpensslVersion::of_openssl_version(&String::from_utf8_lossy(&openssl.stdout))?,
+            http2: modules.join("mod_http2.so").is_file(),
+        })
+    })
 }
 
 /// A key-exchange group of the guidelines and the first OpenSSL that has it.

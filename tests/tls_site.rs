@@ -1,5 +1,5 @@
-//! The nginx front with `[tls]`, asserted on the parsed site (content.rs's style), and a
-//! snapshot of a TLS spec's files. The snapshot renders through the library with the front's
+//! The nginx front and the Apache front (mod_ssl, both shapes) with `[tls]`, asserted on the
+//! parsed files (content.rs's style), and snapshots of a TLS spec's files. The snapshot renders through the library with the front's
 //! capabilities pinned (OpenSSL 3.0.19, HTTP/2), so it is the same on every machine; the
 //! content tests go through the CLI, which probes this machine's nginx.
 
@@ -268,6 +268,8 @@ fn snapshot_of_a_tls_spec_with_pinned_capabilities() {
     for (target, name) in [
         ("nginx+gunicorn", "tls__nginx-gunicorn"),
         ("nginx+uwsgi", "tls__nginx-uwsgi"),
+        ("apache+gunicorn", "tls__apache-gunicorn"),
+        ("apache+mod_wsgi", "tls__apache-mod_wsgi"),
     ] {
         let plan = Plan::resolve(
             &spec,
@@ -283,7 +285,7 @@ fn snapshot_of_a_tls_spec_with_pinned_capabilities() {
         let tree = deployctl::render::render_plan(&plan, &templates).expect("renders");
         let listing = tree.listing().replace(&dir.path().display().to_string(), "[PROJECT]");
         let files = split_listing(&listing);
-        assert!(files.contains_key("nginx/shop.conf"));
+        assert!(files.contains_key("nginx/shop.conf") || files.contains_key("apache/shop.conf"));
         insta::assert_snapshot!(name, filter_paths(&listing));
     }
 }
@@ -304,14 +306,241 @@ fn check_all_targets_skips_the_targets_that_cannot_serve_tls_and_says_why() {
         text.contains("warning: embedded: skipped: [tls].acme needs a front that answers ACME's HTTP-01 challenge"),
         "{text}"
     );
-    assert!(
-        text.contains("apache+gunicorn: skipped: [tls] is not rendered for Apache fronts yet"),
-        "{text}"
-    );
+    // Apache terminates TLS with mod_ssl: both shapes through apache2 -t.
+    for front in ["apache+gunicorn", "apache+uwsgi", "apache+embedded", "apache+mod_wsgi"] {
+        for file in ["apache/shop.conf", "apache/httpd.conf"] {
+            assert!(
+                text.contains(&format!("{front}: apache2 -t {file}: syntax ok")),
+                "{text}"
+            );
+        }
+    }
     for front in ["nginx+embedded", "nginx+uwsgi", "nginx+gunicorn"] {
         assert!(
             text.contains(&format!("{front}: nginx -t nginx/shop.conf: syntax ok")),
             "{text}"
         );
     }
+}
+
+/// Both shapes of Apache's configuration for `target`: (the Debian site, the self-contained
+/// `httpd.conf`).
+fn apache_files(tls: &str, target: &str) -> (Directive, Directive) {
+    let dir = project(&spec_text(tls), &["static"]);
+    let files = render(dir.path(), target);
+    (
+        parse::apache(&files["apache/shop.conf"]),
+        parse::apache(&files["apache/httpd.conf"]),
+    )
+}
+
+/// The virtual hosts of an Apache TLS configuration: (HTTP catch-all, HTTP site, HTTPS
+/// catch-all, HTTPS site), in the order Apache reads them (the first of an address is its
+/// default).
+fn apache_vhosts(main: &Directive) -> [Directive; 4] {
+    let all: Vec<Directive> = main.all("VirtualHost").cloned().collect();
+    assert_eq!(all.len(), 4, "{all:?}");
+    [all[0].clone(), all[1].clone(), all[2].clone(), all[3].clone()]
+}
+
+fn args_of(block: &Directive, name: &str) -> Vec<Vec<String>> {
+    block.all(name).map(|d| d.args.clone()).collect()
+}
+
+#[test]
+fn apache_terminates_tls_with_mod_ssl_in_both_shapes() {
+    for target in ["apache+gunicorn", "apache+mod_wsgi"] {
+        let (site, httpd) = apache_files(ACME, target);
+        for conf in [&site, &httpd] {
+            let [http_default, http, tls_default, tls] = apache_vhosts(conf);
+            assert_eq!(http_default.args, ["*:80"], "{target}");
+            assert_eq!(http.args, ["*:80"], "{target}");
+            assert_eq!(tls_default.args, ["*:443"], "{target}");
+            assert_eq!(tls.args, ["*:443"], "{target}");
+            // The catch-alls answer no name of the site; the HTTPS one refuses every request.
+            for d in [&http_default, &tls_default] {
+                assert_eq!(d.arg("ServerName"), "default.invalid", "{target}");
+                let loc = d.one("Location");
+                assert_eq!(loc.arg("Require"), "all denied", "{target}");
+            }
+            // The profile, in both HTTPS virtual hosts (the first decides the handshake).
+            for d in [&tls_default, &tls] {
+                assert_eq!(d.arg("SSLEngine"), "on", "{target}");
+                assert_eq!(d.arg("SSLProtocol"), "-all +TLSv1.2 +TLSv1.3", "{target}");
+                assert_eq!(
+                    args_of(d, "SSLCipherSuite"),
+                    [
+                        vec![
+                            "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:\
+                             ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+                                .to_string()
+                        ],
+                        vec![
+                            "TLSv1.3".to_string(),
+                            "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256".to_string()
+                        ],
+                    ],
+                    "{target}"
+                );
+                let conf_cmds = args_of(d, "SSLOpenSSLConfCmd");
+                assert!(
+                    conf_cmds.contains(&vec!["Curves".to_string(), "X25519:prime256v1:secp384r1".to_string()]),
+                    "{target}: {conf_cmds:?}"
+                );
+                assert_eq!(d.arg("SSLSessionTickets"), "off", "{target}");
+                assert_eq!(
+                    d.arg("SSLCertificateFile"),
+                    "/var/lib/deployctl/shop/tls/live/fullchain.pem",
+                    "{target}"
+                );
+                assert_eq!(
+                    d.arg("SSLCertificateKeyFile"),
+                    "/var/lib/deployctl/shop/tls/live/privkey.pem",
+                    "{target}"
+                );
+            }
+            assert_eq!(tls.arg("ServerName"), "shop.example", "{target}");
+            assert_eq!(tls.arg("Protocols"), "h2 http/1.1", "{target}");
+            let headers = args_of(&tls, "Header");
+            assert!(
+                headers.contains(&vec![
+                    "always".to_string(),
+                    "set".to_string(),
+                    "Strict-Transport-Security".to_string(),
+                    "max-age=63072000; includeSubDomains".to_string()
+                ]),
+                "{target}: {headers:?}"
+            );
+            assert!(
+                headers.contains(&vec![
+                    "onsuccess".to_string(),
+                    "unset".to_string(),
+                    "Strict-Transport-Security".to_string()
+                ]),
+                "{target}: the app's own HSTS dropped: {headers:?}"
+            );
+            // HTTP: the challenge path from the webroot, everything else 301 to https.
+            let challenge = "/var/lib/deployctl/shop/acme/.well-known/acme-challenge/";
+            assert_eq!(
+                args_of(&http, "Alias"),
+                [vec!["/.well-known/acme-challenge/".to_string(), challenge.to_string()]],
+                "{target}"
+            );
+            assert_eq!(http.one("Directory").args, [challenge], "{target}");
+            assert_eq!(
+                args_of(&http, "RewriteRule"),
+                [
+                    vec![
+                        "^/\\.well-known/acme-challenge/".to_string(),
+                        "-".to_string(),
+                        "[L]".to_string()
+                    ],
+                    vec![
+                        "^".to_string(),
+                        "https://%{SERVER_NAME}%{REQUEST_URI}".to_string(),
+                        "[R=301,L]".to_string()
+                    ],
+                ],
+                "{target}"
+            );
+            assert!(
+                http.all("ProxyPass").next().is_none(),
+                "{target}: nothing proxied on HTTP"
+            );
+            assert!(http.all("WSGIScriptAlias").next().is_none(), "{target}: no app on HTTP");
+        }
+        // The backend is told https.
+        let [_, _, _, tls] = apache_vhosts(&httpd);
+        if target == "apache+gunicorn" {
+            assert!(
+                args_of(&tls, "RequestHeader").contains(&vec![
+                    "set".to_string(),
+                    "X-Forwarded-Proto".to_string(),
+                    "https".to_string()
+                ]),
+                "{target}"
+            );
+        }
+        // The self-contained file listens on both, with the modules and a session cache.
+        assert_eq!(
+            args_of(&httpd, "Listen"),
+            [vec!["0.0.0.0:80"], vec!["0.0.0.0:443", "https"]],
+            "{target}"
+        );
+        let modules: Vec<String> = httpd.all("LoadModule").map(|d| d.args[0].clone()).collect();
+        for m in [
+            "ssl_module",
+            "socache_shmcb_module",
+            "rewrite_module",
+            "http2_module",
+            "headers_module",
+        ] {
+            assert!(modules.contains(&m.to_string()), "{target}: {m} in {modules:?}");
+        }
+        assert!(httpd.arg("SSLSessionCache").starts_with("shmcb:"), "{target}");
+        // Debian's ports.conf listens on 80 and 443: the site adds no Listen.
+        assert!(site.all("Listen").next().is_none(), "{target}");
+    }
+}
+
+#[test]
+fn apache_modern_is_tls_1_3_only_and_a_site_off_443_listens_itself() {
+    let (site, httpd) = apache_files(
+        "listen = \"0.0.0.0:8443\"\nprofile = \"modern\"\nhsts = \"off\"\ncertificate = \"/etc/ssl/a.pem\"\nkey = \"/etc/ssl/a.key\"\n",
+        "apache+gunicorn",
+    );
+    for conf in [&site, &httpd] {
+        let [_, http, tls_default, tls] = apache_vhosts(conf);
+        for d in [&tls_default, &tls] {
+            assert_eq!(d.arg("SSLProtocol"), "-all +TLSv1.3");
+            assert_eq!(args_of(d, "SSLCipherSuite").len(), 1, "TLS 1.3's suites only");
+            assert_eq!(d.arg("SSLCertificateFile"), "/etc/ssl/a.pem");
+            assert_eq!(d.args, ["*:8443"]);
+        }
+        let headers = args_of(&tls, "Header");
+        assert!(
+            !headers
+                .iter()
+                .any(|h| h.contains(&"Strict-Transport-Security".to_string())),
+            "{headers:?}"
+        );
+        assert_eq!(
+            args_of(&http, "RewriteRule")[1][1],
+            "https://%{SERVER_NAME}:8443%{REQUEST_URI}"
+        );
+    }
+    assert_eq!(args_of(&site, "Listen"), [vec!["0.0.0.0:8443", "https"]]);
+}
+
+#[test]
+fn apache_check_passes_with_tls_on_a_placeholder_pair() {
+    let dir = project(&spec_text(ACME), &["static"]);
+    for target in ["apache+gunicorn", "apache+mod_wsgi"] {
+        let run = Cli::new(dir.path()).args(["check", "--target", target]).run();
+        let text = format!("{}{}", run.stdout, run.stderr);
+        for file in ["apache/shop.conf", "apache/httpd.conf"] {
+            assert!(
+                text.contains(&format!("apache2 -t {file}: syntax ok")),
+                "{target}: {text}"
+            );
+        }
+        assert!(
+            text.contains("systemd-analyze verify systemd/shop-cert.service: no errors"),
+            "{target}: {text}"
+        );
+    }
+    // The renewal unit reloads Apache.
+    let files = render(dir.path(), "apache+gunicorn");
+    let service = &files["systemd/shop-cert.service"];
+    assert!(
+        service.contains("ExecStartPost=+/usr/bin/systemctl reload apache2.service"),
+        "{service}"
+    );
+    assert!(
+        service.contains("After=network-online.target apache2.service"),
+        "{service}"
+    );
+    // render's hint lists the modules to enable.
+    let site = &files["apache/shop.conf"];
+    assert!(site.contains("ssl socache_shmcb"), "{site}");
 }

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use crate::acme;
 use crate::cli::CertArgs;
 use crate::orchestrate::state::{Condition, Found, State};
-use crate::plan::{Environment, Plan, RELOAD_NGINX, RunFiles};
+use crate::plan::{Environment, Plan, RELOAD_APACHE, RELOAD_NGINX, RunFiles};
 use crate::printer::{Printer, hinted};
 use crate::spec::CertificateSource;
 
@@ -79,12 +79,13 @@ pub fn run(args: &CertArgs, printer: &Printer) -> anyhow::Result<Status> {
         printer.status(
             "Placeholder",
             &format!(
-                "a self-signed certificate in {} so that nginx loads the site and answers the challenge",
-                crate::spec::display_path(&dir.join(acme::LIVE))
+                "a self-signed certificate in {} so that {} loads the site and answers the challenge",
+                crate::spec::display_path(&dir.join(acme::LIVE)),
+                plan.tls_front_name()
             ),
         );
         if !args.no_reload {
-            reload_front(stack.as_ref(), printer)?;
+            reload_front(&plan, stack.as_ref(), printer)?;
         }
     }
     let why = if args.force && !renewal.needed() {
@@ -111,55 +112,68 @@ pub fn run(args: &CertArgs, printer: &Printer) -> anyhow::Result<Status> {
         ),
     );
     if !args.no_reload {
-        reload_front(stack.as_ref(), printer)?;
+        reload_front(&plan, stack.as_ref(), printer)?;
     }
     Ok(Status::Success)
 }
 
-/// nginx reloaded gracefully onto the certificate: the running stack's (HUP to its master), or
-/// the server's (`systemctl reload nginx`), or what to run when systemd does not run this
-/// machine.
-fn reload_front(stack: Option<&State>, printer: &Printer) -> anyhow::Result<()> {
+/// The front reloaded gracefully onto the certificate: the running stack's (nginx: HUP to its
+/// master; Apache: a graceful restart, USR1), or the server's (`systemctl reload nginx` or
+/// `apache2`), or what to run when systemd does not run this machine.
+fn reload_front(plan: &Plan, stack: Option<&State>, printer: &Printer) -> anyhow::Result<()> {
+    let apache = plan.edge().tier == crate::plan::Tier::Apache;
+    let (component, signal, command, manual) = if apache {
+        (
+            crate::orchestrate::apache::NAME,
+            libc::SIGUSR1,
+            RELOAD_APACHE,
+            "`apachectl graceful` (or USR1 to its parent process)",
+        )
+    } else {
+        (
+            "nginx",
+            libc::SIGHUP,
+            RELOAD_NGINX,
+            "`nginx -s reload` (or HUP its master process)",
+        )
+    };
+    let front = plan.tls_front_name();
     match stack {
         Some(st) => {
-            let nginx = st
+            let c = st
                 .components
                 .iter()
-                .find(|c| c.name == "nginx")
-                .context("the running stack has no nginx")?;
-            if !nginx.process.signal(libc::SIGHUP) {
+                .find(|c| c.name == component)
+                .with_context(|| format!("the running stack has no {front}"))?;
+            if !c.process.signal(signal) {
                 anyhow::bail!(
-                    "the nginx of the running stack (pid {}) is gone; the certificate is installed and is used \
+                    "the {front} of the running stack (pid {}) is gone; the certificate is installed and is used \
                      when the stack starts again",
-                    nginx.process.pid
+                    c.process.pid
                 );
             }
             printer.status(
                 "Reloaded",
-                &format!(
-                    "nginx of the running `up` stack (pid {}), gracefully",
-                    nginx.process.pid
-                ),
+                &format!("{front} of the running `up` stack (pid {}), gracefully", c.process.pid),
             );
         }
         None if systemd_runs_this_machine() => {
-            let out = std::process::Command::new(RELOAD_NGINX[0])
-                .args(&RELOAD_NGINX[1..])
+            let out = std::process::Command::new(command[0])
+                .args(&command[1..])
                 .output()
-                .with_context(|| format!("running {}", RELOAD_NGINX.join(" ")))?;
+                .with_context(|| format!("running {}", command.join(" ")))?;
             if !out.status.success() {
                 anyhow::bail!(
                     "`{}` failed: {}",
-                    RELOAD_NGINX.join(" "),
+                    command.join(" "),
                     String::from_utf8_lossy(&out.stderr).trim()
                 );
             }
-            printer.status("Reloaded", "nginx (`systemctl reload nginx.service`)");
+            printer.status("Reloaded", &format!("{front} (`{}`)", command[1..].join(" ")));
         }
         None => printer.status(
             "Reload",
-            "systemd does not run this machine: reload nginx onto the certificate with `nginx -s reload` \
-             (or HUP its master process)",
+            &format!("systemd does not run this machine: reload {front} onto the certificate with {manual}"),
         ),
     }
     Ok(())

@@ -57,13 +57,18 @@ fn load(args: &SpecArgs) -> anyhow::Result<(Spec, Templates)> {
     Ok((spec, templates))
 }
 
-/// The plan as the front on this machine would run it: with `[tls]`, the OpenSSL nginx runs
-/// with and its HTTP/2 (`nginx -V`); the plan's baseline when there is no nginx to ask.
+/// The plan as the front on this machine would run it: with `[tls]`, the OpenSSL the front
+/// runs with and its HTTP/2 (`nginx -V`; Apache's mod_ssl and mod_http2); the plan's baseline
+/// when there is no front to ask.
 fn probed(plan: crate::plan::Plan) -> crate::plan::Plan {
     if plan.tls.is_none() {
         return plan;
     }
-    match crate::tls::probe_nginx() {
+    let probed = match plan.edge().tier {
+        crate::plan::Tier::Apache => crate::tls::probe_apache(),
+        _ => crate::tls::probe_nginx(),
+    };
+    match probed {
         Some(c) => plan.with_tls_capabilities(c),
         None => plan,
     }

@@ -995,10 +995,21 @@ impl Running {
         }
     }
 
-    /// nginx re-reads its configuration and the certificates it names (HUP), the site
-    /// unchanged: a certificate switched under `live` takes effect, gracefully.
+    /// The front at the edge re-reads its configuration and the certificates it names (nginx:
+    /// HUP; Apache: a graceful restart, USR1), the configuration unchanged: a certificate
+    /// switched under `live` takes effect, gracefully.
     pub fn reload_front_certificates(&mut self, plan: &RunPlan<'_>) -> anyhow::Result<()> {
-        self.switch_front(plan, self.front_generation)
+        match plan.plan.edge().tier {
+            Tier::Apache => {
+                let generation = if plan.app_in_process() {
+                    self.app_generation
+                } else {
+                    self.front_generation
+                };
+                self.switch(plan, generation, Front::Apache)
+            }
+            _ => self.switch_front(plan, self.front_generation),
+        }
     }
 
     /// Notifications the app sent since the last call (`READY=1` after a reload).

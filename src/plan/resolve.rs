@@ -61,6 +61,7 @@ impl Plan {
         };
         plan.tls = super::tls::resolve(&plan, &names_written);
         super::tls::embedded_edge(&mut plan);
+        super::tls::apache_edge(&mut plan);
         plan.outputs = outputs(&plan);
         let renewal = super::tls::outputs(&plan);
         plan.outputs.extend(renewal);

@@ -1,4 +1,5 @@
-//! HTTPS in the plan: the front's TLS listener, where its certificate and key are read from,
+//! HTTPS in the plan: the front's TLS listener (nginx's, or Apache's with mod_ssl and the
+//! modules it needs, [`apache_edge`]), where its certificate and key are read from,
 //! the ACME webroot it serves, the profile resolved for the OpenSSL the front runs with, the
 //! HSTS header, and (production with ACME) the renewal units. For the lone embedded server,
 //! which terminates TLS itself: its listener on `[tls].listen` and its `--certfile`/`--keyfile`
@@ -26,6 +27,14 @@ pub const ACME_TIMEOUT_SECS: u64 = 90;
 
 /// How a server's nginx is reloaded onto a renewed certificate (Debian's unit).
 pub const RELOAD_NGINX: [&str; 3] = ["/usr/bin/systemctl", "reload", "nginx.service"];
+/// How a server's Apache is reloaded (a graceful restart) onto a renewed certificate.
+pub const RELOAD_APACHE: [&str; 3] = ["/usr/bin/systemctl", "reload", "apache2.service"];
+
+/// The modules Apache needs to terminate TLS (`a2enmod` names, after the site's own): mod_ssl,
+/// its session cache, and mod_rewrite for the HTTP listener's redirect.
+const APACHE_TLS_MODULES: [&str; 3] = ["ssl", "socache_shmcb", "rewrite"];
+/// HTTP/2 over TLS (`Protocols h2 http/1.1`), when the module is installed.
+const APACHE_HTTP2_MODULE: &str = "http2";
 
 /// `[tls]` resolved for one environment.
 #[derive(Debug, Clone)]
@@ -61,6 +70,9 @@ pub struct CertUnits {
     pub timer: String,
     /// The command line of the service, program first.
     pub exec: Vec<String>,
+    /// How the front is reloaded onto the new certificate (`systemctl reload nginx.service` or
+    /// `apache2.service`), program first.
+    pub reload: Vec<String>,
 }
 
 /// The `Strict-Transport-Security` header's value.
@@ -72,13 +84,13 @@ pub fn hsts_value(max_age: Seconds, preload: bool) -> String {
     v
 }
 
-/// `[tls]` for this plan: `None` without the table, or when the edge is not a tier this
-/// build terminates TLS on (nginx, and the lone embedded server with rustls; Apache's comes
-/// later, and `render` refuses the combination).
+/// `[tls]` for this plan: `None` without the table, or when the edge is not a tier that
+/// terminates TLS (nginx, Apache with mod_ssl, and the lone embedded server with rustls; a
+/// lone app server has none, and `render` refuses the combination).
 pub(super) fn resolve(plan: &Plan, names_written: &[String]) -> Option<TlsPlan> {
     let tls = plan.spec.tls.as_ref()?;
     match plan.edge().tier {
-        Tier::Nginx => {}
+        Tier::Nginx | Tier::Apache => {}
         Tier::Embedded if plan.tiers.len() == 1 => {}
         _ => return None,
     }
@@ -118,9 +130,15 @@ pub(super) fn resolve(plan: &Plan, names_written: &[String]) -> Option<TlsPlan> 
                 plan.spec.path.display().to_string(),
                 "--target".into(),
                 plan.target.to_string(),
-                // The unit reloads nginx itself, with the privileges its sandbox lacks.
+                // The unit reloads the front itself, with the privileges its sandbox lacks.
                 "--no-reload".into(),
             ],
+            reload: match plan.edge().tier {
+                Tier::Apache => RELOAD_APACHE,
+                _ => RELOAD_NGINX,
+            }
+            .map(String::from)
+            .to_vec(),
         }),
         _ => None,
     };
@@ -178,6 +196,26 @@ pub(super) fn embedded_edge(plan: &mut Plan) {
     }
 }
 
+/// Apache at the edge with `[tls]`: the modules mod_ssl's virtual hosts need, added to the
+/// site's (`LoadModule` lines of the self-contained configuration, `a2enmod` in production),
+/// `http2` as the capabilities say ([`Plan::with_tls_capabilities`] calls this again).
+pub(super) fn apache_edge(plan: &mut Plan) {
+    let http2 = match &plan.tls {
+        Some(tls) if plan.edge().tier == Tier::Apache => tls.capabilities.http2,
+        _ => return,
+    };
+    let Some(apache) = plan.apache.as_mut() else { return };
+    for m in APACHE_TLS_MODULES {
+        if !apache.modules.contains(&m) {
+            apache.modules.push(m);
+        }
+    }
+    apache.modules.retain(|m| *m != APACHE_HTTP2_MODULE);
+    if http2 {
+        apache.modules.push(APACHE_HTTP2_MODULE);
+    }
+}
+
 /// The renewal units, when the plan has them (and renders anything at all).
 pub(super) fn outputs(plan: &Plan) -> Vec<Output> {
     let Some(units) = plan.tls.as_ref().and_then(|t| t.cert_units.as_ref()) else {
@@ -213,14 +251,23 @@ fn is_dns_name(n: &str) -> bool {
 
 impl Plan {
     /// The plan for a front whose TLS library offers `capabilities` (probed with
-    /// `crate::tls::probe_nginx`): the profile's groups filtered by its OpenSSL, HTTP/2 when it
-    /// has it.
+    /// `crate::tls::probe_nginx` or `probe_apache`): the profile's groups filtered by its
+    /// OpenSSL, HTTP/2 when it has it (Apache: `mod_http2` loaded or not).
     pub fn with_tls_capabilities(mut self, capabilities: Capabilities) -> Plan {
         if let (Some(tls), Some(spec_tls)) = (self.tls.as_mut(), self.spec.tls.as_ref()) {
             tls.capabilities = capabilities;
             tls.settings = crate::tls::resolve(spec_tls.profile, capabilities.openssl);
         }
+        apache_edge(&mut self);
         self
+    }
+
+    /// The front that terminates TLS, as the user knows it (`nginx`, `Apache`).
+    pub fn tls_front_name(&self) -> &'static str {
+        match self.edge().tier {
+            Tier::Apache => "Apache",
+            _ => "nginx",
+        }
     }
 
     /// What the user installs for HTTPS on a server (`render` prints it): the renewal units,
@@ -229,10 +276,13 @@ impl Plan {
         let units = self.tls.as_ref()?.cert_units.as_ref()?;
         Some(format!(
             "once the site is installed, run `deployctl cert` as root: it puts a self-signed placeholder where the \
-             site reads its certificate, reloads nginx, obtains the certificate through port 80 and reloads \
-             nginx onto it; then install systemd/{} and systemd/{} into /etc/systemd/system and \
+             site reads its certificate, reloads {front}, obtains the certificate through port 80 and reloads \
+             {front} onto it; then install systemd/{} and systemd/{} into /etc/systemd/system and \
              `systemctl enable --now {}` (daily renewal)",
-            units.service, units.timer, units.timer
+            units.service,
+            units.timer,
+            units.timer,
+            front = self.tls_front_name()
         ))
     }
 
@@ -245,13 +295,10 @@ impl Plan {
         let spec_tls = self.spec.tls.as_ref()?;
         let target = self.target;
         if self.tls.is_none() {
-            return Some(match self.edge().tier {
-                Tier::Apache => format!("[tls] is not rendered for Apache fronts yet (target `{target}`)"),
-                _ => format!(
-                    "[tls] needs a front to terminate TLS: target `{target}` has none (use `nginx+{}`)",
-                    self.app().tier.name()
-                ),
-            });
+            return Some(format!(
+                "[tls] needs a front to terminate TLS: target `{target}` has none (use `nginx+{}`)",
+                self.app().tier.name()
+            ));
         }
         if self.edge().tier == Tier::Embedded
             && let CertificateSource::Acme { .. } = spec_tls.source
@@ -328,5 +375,44 @@ mod tests {
         let lone = Plan::resolve(&s, "gunicorn".parse().unwrap(), Environment::Production { out: run });
         assert!(lone.tls.is_none());
         assert!(lone.tls_refusal().is_some_and(|w| w.contains("needs a front")));
+    }
+
+    #[test]
+    fn apache_at_the_edge_loads_mod_ssl_and_http2_as_probed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(dir.path(), "certificate = \"a.pem\"\nkey = \"a.key\"\n");
+        let resolve = |target: &str| {
+            Plan::resolve(
+                &s,
+                target.parse().unwrap(),
+                Environment::Production {
+                    out: dir.path().join("out"),
+                },
+            )
+        };
+        let plan = resolve("apache+gunicorn");
+        assert!(plan.tls.is_some() && plan.tls_refusal().is_none());
+        let modules = |p: &Plan| p.apache.as_ref().map(|a| a.modules.clone()).unwrap_or_default();
+        for m in ["ssl", "socache_shmcb", "rewrite", "http2"] {
+            assert!(modules(&plan).contains(&m), "{m}: {:?}", modules(&plan));
+        }
+        // Without mod_http2 on the machine, no HTTP/2 (and rewrite listed once).
+        let plain = plan.with_tls_capabilities(Capabilities {
+            openssl: crate::tls::OpensslVersion(3, 0, 19),
+            http2: false,
+        });
+        assert!(!modules(&plain).contains(&"http2"));
+        assert_eq!(modules(&plain).iter().filter(|m| **m == "rewrite").count(), 1);
+        // Behind nginx, nginx terminates: Apache loads no mod_ssl.
+        let behind = resolve("nginx+apache+mod_wsgi");
+        assert!(!modules(&behind).contains(&"ssl"));
+        assert_eq!(
+            behind
+                .tls
+                .as_ref()
+                .and_then(|t| t.cert_units.as_ref())
+                .map(|u| u.reload.clone()),
+            None
+        );
     }
 }

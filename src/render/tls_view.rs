@@ -1,8 +1,9 @@
-//! The TLS part of nginx's view (`nginx/site.conf.tera`): the HTTPS listener, the certificate
-//! pair, the profile's directives, HSTS, the ACME webroot and the redirect.
+//! The TLS part of nginx's view (`nginx/site.conf.tera`) and of Apache's (`apache/_vhosts.tera`,
+//! mod_ssl): the HTTPS listener, the certificate pair, the profile's directives, HSTS, the ACME
+//! webroot and the redirect; and the renewal units' view.
 //!
-//! Owns: how nginx spells the plan's TLS facts (`plan::TlsPlan`), quoted. Does not own: the
-//! paths, the profile's values or the header's value (the plan's and `tls`'s).
+//! Owns: how nginx and Apache spell the plan's TLS facts (`plan::TlsPlan`), quoted. Does not
+//! own: the paths, the profile's values or the header's value (the plan's and `tls`'s).
 
 use serde::Serialize;
 
@@ -84,6 +85,101 @@ impl NginxTls {
 }
 
 // ---------------------------------------------------------------------------------------------
+// apache/_vhosts.tera and apache/httpd.conf.tera
+
+/// mod_ssl's side of Apache's view: every value quoted for Apache.
+#[derive(Debug, Serialize)]
+pub struct ApacheTls {
+    /// `intermediate` or `modern`.
+    pub profile: &'static str,
+    /// `Listen` argument: `HOST:PORT`.
+    pub listen: String,
+    /// `<VirtualHost *:PORT>` of the HTTPS virtual hosts.
+    pub vhost: String,
+    /// A `Listen` line for it in the Debian site (not on 443: Debian's `ports.conf` has it
+    /// when mod_ssl is enabled).
+    pub site_listen: bool,
+    /// The profile's directives, repeated in the catch-all and the site's virtual host (the
+    /// first virtual host of an address decides the protocols of every handshake on it).
+    pub directives: Vec<String>,
+    /// `Protocols h2 http/1.1` (mod_http2 loaded).
+    pub http2: bool,
+    /// The `Strict-Transport-Security` value, quoted; `None` when off.
+    pub hsts: Option<String>,
+    /// `Alias` of the ACME challenge path and its `<Directory>`: the webroot's
+    /// `.well-known/acme-challenge/`, quoted.
+    pub challenge_dir: String,
+    /// The HTTP listener's redirect target (mod_rewrite), quoted.
+    pub redirect: String,
+    /// `SSLSessionCache` of the self-contained configuration, quoted (Debian's `ssl.conf` has
+    /// its own).
+    pub session_cache: String,
+    /// Groups of the profile this OpenSSL lacks (a comment in the file).
+    pub left_out: Vec<String>,
+}
+
+/// Debian's `ports.conf` listens on 443 when mod_ssl is enabled.
+const APACHE_DEBIAN_TLS_PORT: u16 = 443;
+
+impl ApacheTls {
+    /// `None` without `[tls]` or when Apache is not the edge (behind nginx, nginx terminates).
+    pub fn new(plan: &Plan) -> anyhow::Result<Option<ApacheTls>> {
+        let Some(tls) = plan.tls.as_ref() else {
+            return Ok(None);
+        };
+        if plan.edge().tier != crate::plan::Tier::Apache {
+            return Ok(None);
+        }
+        let q = |s: &str| -> anyhow::Result<String> {
+            match quote::apache_problem(s) {
+                Some(problem) => anyhow::bail!("{problem}"),
+                None => Ok(quote::apache(s)),
+            }
+        };
+        let s = &tls.settings;
+        let protocols: Vec<String> = s.protocols.iter().map(|p| format!("+{p}")).collect();
+        let mut directives = vec![
+            "SSLEngine on".to_string(),
+            format!("SSLCertificateFile {}", q(&tls.certificate.to_string_lossy())?),
+            format!("SSLCertificateKeyFile {}", q(&tls.key.to_string_lossy())?),
+            format!("SSLProtocol -all {}", protocols.join(" ")),
+        ];
+        if !s.ciphers.is_empty() {
+            directives.push(format!("SSLCipherSuite {}", s.ciphers.join(":")));
+        }
+        directives.push(format!("SSLCipherSuite TLSv1.3 {}", s.ciphersuites.join(":")));
+        directives.push(format!("SSLOpenSSLConfCmd Curves {}", s.groups.join(":")));
+        directives.push(format!("SSLHonorCipherOrder {}", on_off(s.prefer_server_ciphers)));
+        if s.prioritize_chacha {
+            directives.push("SSLOpenSSLConfCmd Options PrioritizeChaCha".into());
+        }
+        directives.push(format!("SSLSessionTickets {}", on_off(s.session_tickets)));
+        let webroot = tls.webroot.to_string_lossy();
+        let port = match tls.listen.port {
+            443 => String::new(),
+            port => format!(":{port}"),
+        };
+        Ok(Some(ApacheTls {
+            profile: s.profile.name(),
+            listen: tls.listen.to_string(),
+            vhost: format!("*:{}", tls.listen.port),
+            site_listen: tls.listen.port != APACHE_DEBIAN_TLS_PORT,
+            directives,
+            http2: tls.capabilities.http2,
+            hsts: tls.hsts.as_ref().map(|h| quote::apache(h)),
+            challenge_dir: q(&format!(
+                "{}/{}/",
+                webroot.trim_end_matches('/'),
+                crate::acme::CHALLENGE_DIR
+            ))?,
+            redirect: quote::apache(&format!("https://%{{SERVER_NAME}}{port}%{{REQUEST_URI}}")),
+            session_cache: quote::apache("shmcb:${DEPLOYCTL_RUN}/ssl_scache(512000)"),
+            left_out: s.left_out.clone(),
+        }))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // systemd/cert.service.tera and systemd/cert.timer.tera
 
 /// The renewal units (ACME on a server).
@@ -103,8 +199,11 @@ pub struct CertView {
     /// `StateDirectory=`: `deployctl/NAME`, i.e. the plan's `/var/lib/deployctl/NAME`.
     pub state_directory: String,
     pub exec_start: String,
-    /// `ExecStartPost=`: nginx reloaded onto what was obtained, with full privileges (`+`).
+    /// `ExecStartPost=`: the front reloaded onto what was obtained, with full privileges (`+`).
     pub exec_reload_front: String,
+    /// The front, as the comments name it (`nginx`, `Apache`), and its unit.
+    pub front: &'static str,
+    pub front_unit: &'static str,
     pub timeout_secs: u64,
     /// The timer's `RandomizedDelaySec=`.
     pub randomized_delay: &'static str,
@@ -130,7 +229,15 @@ impl CertUnitsView {
                 group: quote::systemd_text(&plan.spec.systemd.group),
                 state_directory: format!("deployctl/{}", plan.name),
                 exec_start: quote::systemd_exec(&exec),
-                exec_reload_front: format!("+{}", quote::systemd_exec(&crate::plan::RELOAD_NGINX.map(String::from))),
+                exec_reload_front: format!(
+                    "+{}",
+                    quote::systemd_exec(&units.as_ref().map(|u| u.reload.clone()).unwrap_or_default())
+                ),
+                front: plan.tls_front_name(),
+                front_unit: match plan.edge().tier {
+                    crate::plan::Tier::Apache => "apache2.service",
+                    _ => "nginx.service",
+                },
                 timeout_secs: crate::plan::ACME_TIMEOUT_SECS * 2,
                 randomized_delay: "1h",
                 hardening,

@@ -592,6 +592,8 @@ pub struct ApacheConf {
     pub wsgi: Option<ApacheWsgi>,
     /// Behind another web server: whose `X-Forwarded-*` Apache believes (`mod_remoteip`).
     pub remoteip: Option<ApacheRemoteIp>,
+    /// HTTPS with mod_ssl, when Apache is the edge and `[tls]` is set (`tls_view`).
+    pub tls: Option<super::tls_view::ApacheTls>,
 }
 
 #[derive(Debug, Serialize)]
@@ -642,6 +644,9 @@ pub struct ApacheServer {
     /// `Timeout` and `ProxyTimeout`: how long Apache waits for the tier behind it (the link's
     /// timeout), as nginx's `proxy_read_timeout`.
     pub front_timeout_secs: u64,
+    /// `X-Forwarded-Proto` to the app server, quoted: `https` behind mod_ssl, else the
+    /// request's scheme.
+    pub forwarded_proto: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -809,6 +814,7 @@ impl ApacheConf {
             }
             None => None,
         };
+        let tls = super::tls_view::ApacheTls::new(plan)?;
         Ok(ApacheConf {
             header: Header::new(plan),
             server: ApacheServer {
@@ -818,6 +824,11 @@ impl ApacheConf {
                 vhost: format!("*:{}", listen.port),
                 max_body_bytes: spec.server.max_body.0,
                 front_timeout_secs: link.map_or(tier.timeout_secs, |l| l.timeout_secs),
+                forwarded_proto: quote::apache(if tls.is_some() {
+                    "https"
+                } else {
+                    "expr=%{REQUEST_SCHEME}"
+                }),
             },
             statics,
             backend: ApacheBackend {
@@ -852,6 +863,7 @@ impl ApacheConf {
                         .collect::<anyhow::Result<_>>()?,
                 }),
             },
+            tls,
         })
     }
 }

@@ -4,6 +4,9 @@
 //! copied into a scratch directory and included from a minimal self-contained wrapper that
 //! loads the MPM and the modules the plan lists (what `a2enmod` enables on the server).
 //!
+//! With `[tls]`, both are checked on a copy that reads a self-signed placeholder pair made in
+//! the scratch directory (mod_ssl loads the certificate and key named while it parses).
+//!
 //! Does not own: which modules a site needs (the plan's `ApacheFiles`) or the files' text.
 
 use std::path::{Path, PathBuf};
@@ -38,15 +41,50 @@ pub(super) fn job<'a>(s: &'a Scratch, rel: &str) -> Job<'a> {
     let self_contained = apache.as_ref().is_some_and(|a| a.httpd_conf.rel == rel);
     // The modules it loads come with the binary's package.
     let extra = tool.as_ref().ok().map(|t| super::tool_identity(t));
+    let tls = s
+        .plan
+        .tls
+        .as_ref()
+        .filter(|_| s.plan.edge().tier == crate::plan::Tier::Apache)
+        .map(|t| (t.certificate.clone(), t.key.clone()));
+    // One per file: the two jobs run concurrently.
+    let placeholder = s.dir.join(format!(".tls-placeholder-{}", rel.replace('/', "-")));
     Job::new("apache2 -t", &rel.clone(), vec![rel.clone()], extra, move || {
-        let outcome = match (tool, apache) {
-            (Err(missing), _) => Ok(missing),
-            (Ok(_), None) => Ok(Outcome::Failed("the plan has no Apache tier".into())),
-            (Ok(apache2), Some(_)) if self_contained => test_self_contained(&apache2, &path),
-            (Ok(apache2), Some(a)) => test_site(&apache2, &a, &path),
+        let path = match &tls {
+            None => Ok(path),
+            Some(pair) => with_placeholder(&path, pair, &placeholder),
+        };
+        let outcome = match (tool, apache, path) {
+            (Err(missing), _, _) => Ok(missing),
+            (_, _, Err(e)) => Err(e),
+            (Ok(_), None, _) => Ok(Outcome::Failed("the plan has no Apache tier".into())),
+            (Ok(apache2), Some(_), Ok(path)) if self_contained => test_self_contained(&apache2, &path),
+            (Ok(apache2), Some(a), Ok(path)) => test_site(&apache2, &a, &path),
         };
         verdict("apache2 -t", &rel, outcome)
     })
+}
+
+/// A copy of `conf` reading a self-signed placeholder pair made in `dir` instead of its
+/// certificate and key (on the server, or made by `up` when it starts), so that `apache2 -t`,
+/// which loads them, checks the configuration anywhere.
+fn with_placeholder(conf: &Path, (certificate, key): &(PathBuf, PathBuf), dir: &Path) -> std::io::Result<PathBuf> {
+    let text = std::fs::read_to_string(conf)?;
+    let cert = crate::acme::install_self_signed(dir, &["localhost".to_string()], 1)
+        .map_err(|e| std::io::Error::other(format!("making a placeholder certificate: {e:#}")))?;
+    let q = |p: &Path| quote::apache(&p.to_string_lossy());
+    let text = text
+        .replace(
+            &format!("SSLCertificateFile {}\n", q(certificate)),
+            &format!("SSLCertificateFile {}\n", q(&cert.fullchain)),
+        )
+        .replace(
+            &format!("SSLCertificateKeyFile {}\n", q(key)),
+            &format!("SSLCertificateKeyFile {}\n", q(&cert.key)),
+        );
+    let copy = conf.with_extension("conf.with-placeholder");
+    std::fs::write(&copy, text)?;
+    Ok(copy)
 }
 
 /// `apache2 -t` on a self-contained configuration, its runtime directory a scratch one.
