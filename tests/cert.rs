@@ -12,7 +12,7 @@ use std::process::Command;
 use common::Cli;
 use common::pebble::{pebble, pebble_tls, start_pebble_on};
 use common::tls::run;
-use common::up::{DownOnDrop, example_copy, free_port, wait_for};
+use common::up::{DownOnDrop, example_copy, free_port, up_tls, wait_for};
 
 /// The serial of the certificate nginx serves on `port` for `localhost`.
 fn served_serial(port: u16) -> String {
@@ -71,18 +71,7 @@ fn cert_obtains_for_a_running_stack_skips_when_not_due_and_force_renews() {
     let log = || std::fs::read_to_string(p.join(".deployctl/nginx+embedded/up.log")).unwrap_or_default();
 
     // The ACME server is down: the stack serves HTTPS on the placeholder and says why.
-    let up = Cli::new(p)
-        .args([
-            "up",
-            "--target",
-            "nginx+embedded",
-            "--listen",
-            &format!("127.0.0.1:{http}"),
-            "--tls-listen",
-            &format!("127.0.0.1:{https}"),
-            "--detach",
-        ])
-        .run();
+    let up = up_tls(p, "nginx+embedded", http, https);
     assert_eq!(up.code, 0, "{}\n{}", up.stderr, log());
     assert!(log().contains(&directory), "{}", log());
 

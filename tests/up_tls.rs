@@ -13,8 +13,8 @@ use std::process::Command;
 
 use common::Cli;
 use common::pebble::{pebble, start_pebble};
-use common::tls::run;
-use common::up::{DownOnDrop, example_copy, free_port, get, wait_for};
+use common::tls::{assert_graded, finding, run, testssl, testssl_report};
+use common::up::{DownOnDrop, curl_https, example_copy, free_port, get, up_tls, wait_for};
 
 /// The example with `names = ["localhost"]` and `[tls]` holding `tls`.
 fn project(tls: &str) -> tempfile::TempDir {
@@ -28,47 +28,9 @@ fn project(tls: &str) -> tempfile::TempDir {
     dir
 }
 
-/// `up --detach` on (HTTP, HTTPS) ports; the run.
+/// `up --detach` of nginx+embedded on (HTTP, HTTPS) ports; the run.
 fn up(p: &Path, http: u16, https: u16) -> common::Run {
-    Cli::new(p)
-        .args([
-            "up",
-            "--target",
-            "nginx+embedded",
-            "--listen",
-            &format!("127.0.0.1:{http}"),
-            "--tls-listen",
-            &format!("127.0.0.1:{https}"),
-            "--detach",
-        ])
-        .run()
-}
-
-/// curl over HTTPS to `localhost:PORT` (resolved to loopback), trusting `ca` (or nothing
-/// checked with `None`): (status line and headers, body), or curl's error.
-fn curl_https(port: u16, path: &str, ca: Option<&Path>) -> Result<(String, String), String> {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--http2", "-D", "-"]);
-    match ca {
-        Some(ca) => {
-            cmd.arg("--cacert").arg(ca);
-        }
-        None => {
-            cmd.arg("-k");
-        }
-    }
-    let out = cmd
-        .arg("--resolve")
-        .arg(format!("localhost:{port}:127.0.0.1"))
-        .arg(format!("https://localhost:{port}{path}"))
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    Ok((head.to_string(), body.to_string()))
+    up_tls(p, "nginx+embedded", http, https)
 }
 
 fn log(p: &Path) -> String {
@@ -90,7 +52,7 @@ fn without_certificates_up_serves_https_with_a_self_signed_pair_and_http_redirec
     assert!(status.stdout.contains("health GET / → 200"), "{}", status.stdout);
     assert!(log(p).contains("self-signed certificate for localhost"), "{}", log(p));
 
-    let (head, body) = curl_https(https, "/", None).expect("HTTPS answers");
+    let (head, body) = curl_https(https, "/", None, &[]).expect("HTTPS answers");
     assert!(head.starts_with("HTTP/2 200"), "{head}");
     assert!(body.contains("Hello"), "{body}");
     assert!(
@@ -119,7 +81,7 @@ fn without_certificates_up_serves_https_with_a_self_signed_pair_and_http_redirec
     let serial = run_openssl_text(&cert);
     Cli::new(p).args(["reload"]).run().success();
     assert_eq!(run_openssl_text(&cert), serial);
-    let (head, _) = curl_https(https, "/", None).expect("HTTPS answers after the reload");
+    let (head, _) = curl_https(https, "/", None, &[]).expect("HTTPS answers after the reload");
     assert!(head.starts_with("HTTP/2 200"), "{head}");
     Cli::new(p).args(["down"]).run().success();
 }
@@ -201,7 +163,7 @@ fn the_users_files_are_checked_before_anything_starts_and_on_reload() {
     let https = free_port();
     let run = up(p, free_port(), https);
     assert_eq!(run.code, 0, "{}\n{}", run.stderr, log(p));
-    let (head, _) = curl_https(https, "/", Some(&good_cert)).expect("served with the user's pair");
+    let (head, _) = curl_https(https, "/", Some(&good_cert), &[]).expect("served with the user's pair");
     assert!(head.starts_with("HTTP/2 200"), "{head}");
     std::fs::write(
         p.join("deploy.toml"),
@@ -218,7 +180,7 @@ fn the_users_files_are_checked_before_anything_starts_and_on_reload() {
         reload.stderr,
         log(p)
     );
-    let (head, _) = curl_https(https, "/", Some(&good_cert)).expect("still served");
+    let (head, _) = curl_https(https, "/", Some(&good_cert), &[]).expect("still served");
     assert!(head.starts_with("HTTP/2 200"), "{head}");
     Cli::new(p).args(["down"]).run().success();
 }
@@ -252,9 +214,9 @@ fn with_acme_up_obtains_a_certificate_from_pebble_and_reloads_nginx_onto_it() {
         log(p)
     );
     let root = pebble.root(tmp.path());
-    let served = wait_for(10, || curl_https(https, "/", Some(&root)).is_ok());
-    assert!(served, "{:?}\n{}", curl_https(https, "/", Some(&root)), log(p));
-    let (head, body) = curl_https(https, "/", Some(&root)).unwrap();
+    let served = wait_for(10, || curl_https(https, "/", Some(&root), &[]).is_ok());
+    assert!(served, "{:?}\n{}", curl_https(https, "/", Some(&root), &[]), log(p));
+    let (head, body) = curl_https(https, "/", Some(&root), &[]).unwrap();
     assert!(
         head.starts_with("HTTP/2 200") && body.contains("Hello"),
         "{head}\n{body}"
@@ -280,103 +242,31 @@ fn an_unreachable_acme_directory_leaves_the_stack_serving_on_the_placeholder() {
     let text = log(p);
     assert!(text.contains("cannot obtain a certificate"), "{text}");
     assert!(text.contains(&nowhere), "{text}");
-    let (head, _) = curl_https(https, "/", None).expect("HTTPS on the placeholder");
+    let (head, _) = curl_https(https, "/", None, &[]).expect("HTTPS on the placeholder");
     assert!(head.starts_with("HTTP/2 200"), "{head}");
     let cert = p.join(".deployctl/nginx+embedded/tls/live/fullchain.pem");
     assert!(run_openssl_text(&cert).contains("self-signed by deployctl"));
     Cli::new(p).args(["down"]).run().success();
 }
 
-/// testssl's findings: (id, severity, finding).
-fn testssl_report(bin: &Path, port: u16, dir: &Path) -> Vec<(String, String, String)> {
-    let json = dir.join(format!("testssl-{port}.json"));
-    // localhost, not the address: the front refuses a handshake without a name it serves.
-    let out = Command::new(bin)
-        .args([
-            "--quiet",
-            "--color",
-            "0",
-            "--warnings",
-            "off",
-            "-p",
-            "-h",
-            "-s",
-            "-f",
-            "-P",
-        ])
-        .arg("--jsonfile")
-        .arg(&json)
-        .arg(format!("localhost:{port}"))
-        .output()
-        .unwrap();
-    let report = std::fs::read_to_string(&json).unwrap_or_else(|e| {
-        panic!(
-            "testssl wrote no report ({e}):\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let findings: Vec<serde_json::Value> = serde_json::from_str(&report).unwrap();
-    findings
-        .iter()
-        .map(|f| {
-            let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
-            (s("id"), s("severity"), s("finding"))
-        })
-        .collect()
-}
-
-fn testssl() -> Option<std::path::PathBuf> {
-    let found = ["/usr/bin/testssl", "/usr/bin/testssl.sh"]
-        .iter()
-        .map(std::path::PathBuf::from)
-        .find(|p| p.is_file());
-    if found.is_none() {
-        if std::env::var("DEPLOYCTL_REQUIRE_VALIDATORS").is_ok_and(|v| v == "1") {
-            panic!("testssl is missing (DEPLOYCTL_REQUIRE_VALIDATORS=1): run scripts/setup.sh");
-        }
-        eprintln!("skipped: testssl is missing; run scripts/setup.sh (apt package testssl.sh)");
-    }
-    found
-}
-
 #[test]
 fn testssl_grades_the_front_up_runs_for_each_profile() {
     let Some(bin) = testssl() else { return };
-    for (profile, tls12) in [("intermediate", true), ("modern", false)] {
+    for profile in ["intermediate", "modern"] {
         let project = project(&format!("profile = \"{profile}\"\n"));
         let p = project.path();
         let _down = DownOnDrop(p.to_path_buf());
         let https = free_port();
         let run = up(p, free_port(), https);
         assert_eq!(run.code, 0, "{}\n{}", run.stderr, log(p));
-        let findings = testssl_report(&bin, https, p);
-        let finding = |id: &str| {
-            findings
-                .iter()
-                .find(|(i, _, _)| i == id)
-                .map(|(_, _, f)| f.clone())
-                .unwrap_or_else(|| panic!("testssl said nothing of {id}: {findings:?}"))
-        };
-        let offered = |id: &str| finding(id).starts_with("offered");
-        for old in ["SSLv2", "SSLv3", "TLS1", "TLS1_1"] {
-            assert!(!offered(old), "{profile}: {old} offered");
-        }
-        assert_eq!(offered("TLS1_2"), tls12, "{profile}: TLS 1.2");
-        assert!(offered("TLS1_3"), "{profile}: TLS 1.3");
-        assert!(
-            finding("HSTS_time").contains("=63072000 seconds"),
-            "{}",
-            finding("HSTS_time")
-        );
-        // No version in the Server header.
-        assert_eq!(finding("banner_server"), "nginx");
+        let json = p.join(format!("testssl-{https}.json"));
+        let findings = testssl_report(&bin, https, &json, &["-p", "-h", "-s", "-f", "-P"]);
         // Nothing graded above LOW (the self-signed certificate is not judged: no -S).
-        let bad: Vec<_> = findings
-            .iter()
-            .filter(|(_, sev, _)| matches!(sev.as_str(), "MEDIUM" | "HIGH" | "CRITICAL"))
-            .collect();
-        assert!(bad.is_empty(), "{profile}: {bad:?}");
+        assert_graded(&findings, profile, |_| false);
+        let hsts = finding(&findings, "HSTS_time");
+        assert!(hsts.contains("=63072000 seconds"), "{hsts}");
+        // No version in the Server header.
+        assert_eq!(finding(&findings, "banner_server"), "nginx");
         Cli::new(p).args(["down"]).run().success();
     }
 }
@@ -388,20 +278,9 @@ fn every_backend_behind_the_tls_front_sees_https_and_the_clients_host() {
     let _down = DownOnDrop(p.to_path_buf());
     for target in ["nginx+embedded", "nginx+gunicorn", "nginx+uwsgi"] {
         let https = free_port();
-        let run = Cli::new(p)
-            .args([
-                "up",
-                "--target",
-                target,
-                "--listen",
-                &format!("127.0.0.1:{}", free_port()),
-                "--tls-listen",
-                &format!("127.0.0.1:{https}"),
-                "--detach",
-            ])
-            .run();
+        let run = up_tls(p, target, free_port(), https);
         assert_eq!(run.code, 0, "{target}: {}", run.stderr);
-        let (head, body) = curl_https(https, "/json", None).expect("HTTPS answers");
+        let (head, body) = curl_https(https, "/json", None, &[]).expect("HTTPS answers");
         assert!(head.starts_with("HTTP/2 200"), "{target}: {head}");
         let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{target}: {e}: {body}"));
         assert_eq!(json["scheme"], "https", "{target}: {json}");

@@ -6,12 +6,17 @@
 //! leaving the serving one). Pairs are made with `openssl req`.
 
 mod common;
+// testssl's grade, shared with the CLI's tests.
+#[allow(dead_code)]
+#[path = "../../tests/common/tls.rs"]
+mod tls_common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Server, server};
+use tls_common::{assert_graded, testssl, testssl_report};
 
 /// A self-signed P-256 pair for localhost and 127.0.0.1, with the given serial, in `dir`.
 fn make_pair(dir: &Path, name: &str, serial: u32) -> (PathBuf, PathBuf) {
@@ -433,82 +438,21 @@ fn a_bad_pair_at_start_is_an_error_naming_the_file() {
     assert!(log.contains(missing.to_str().unwrap()), "{log}");
 }
 
-fn testssl() -> Option<PathBuf> {
-    let found = ["/usr/bin/testssl", "/usr/bin/testssl.sh"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file());
-    if found.is_none() {
-        if std::env::var("DEPLOYCTL_REQUIRE_VALIDATORS").is_ok_and(|v| v == "1") {
-            panic!("testssl is missing (DEPLOYCTL_REQUIRE_VALIDATORS=1): run scripts/setup.sh");
-        }
-        eprintln!("skipped: testssl is missing; run scripts/setup.sh (apt package testssl.sh)");
-    }
-    found
-}
-
 /// testssl.sh (protocols, server defaults, ciphers, forward secrecy, header checks; JSON
-/// parsed as in tests/up_tls.rs): 1.0/1.1 not offered, 1.2 offered on intermediate only, 1.3
+/// parsed by tests/common/tls.rs): 1.0/1.1 not offered, 1.2 offered on intermediate only, 1.3
 /// offered, nothing graded above LOW.
 #[test]
 fn testssl_grades_the_embedded_server_for_each_profile() {
     let Some(bin) = testssl() else { return };
-    for (profile, tls12) in [("intermediate", true), ("modern", false)] {
+    for profile in ["intermediate", "modern"] {
         let t = start("apps:app", &["--tls-profile", profile]);
         let json = t.dir.path().join("testssl.json");
-        let out = Command::new(&bin)
-            .args([
-                "--quiet",
-                "--color",
-                "0",
-                "--warnings",
-                "off",
-                "-p",
-                "-s",
-                "-f",
-                "-P",
-                "-S",
-            ])
-            .arg("--jsonfile")
-            .arg(&json)
-            .arg(format!("localhost:{}", t.port()))
-            .output()
-            .unwrap();
-        let report = std::fs::read_to_string(&json).unwrap_or_else(|e| {
-            panic!(
-                "testssl wrote no report ({e}):\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        let findings: Vec<serde_json::Value> = serde_json::from_str(&report).unwrap();
-        let findings: Vec<(String, String, String)> = findings
-            .iter()
-            .map(|f| {
-                let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
-                (s("id"), s("severity"), s("finding"))
-            })
-            .collect();
-        let finding = |id: &str| {
-            findings
-                .iter()
-                .find(|(i, _, _)| i == id)
-                .map(|(_, _, f)| f.clone())
-                .unwrap_or_else(|| panic!("testssl said nothing of {id}: {findings:?}"))
-        };
-        let offered = |id: &str| finding(id).starts_with("offered");
-        for old in ["SSLv2", "SSLv3", "TLS1", "TLS1_1"] {
-            assert!(!offered(old), "{profile}: {old} offered");
-        }
-        assert_eq!(offered("TLS1_2"), tls12, "{profile}: TLS 1.2");
-        assert!(offered("TLS1_3"), "{profile}: TLS 1.3");
+        let port: u16 = t.port().parse().expect("a port");
+        let findings = testssl_report(&bin, port, &json, &["-p", "-s", "-f", "-P", "-S"]);
         // Graded above LOW: nothing, except what a self-signed test certificate is (its
         // chain of trust and the missing OCSP/CRL URIs: -S judges the certificate too).
-        let bad: Vec<_> = findings
-            .iter()
-            .filter(|(_, sev, _)| matches!(sev.as_str(), "MEDIUM" | "HIGH" | "CRITICAL"))
-            .filter(|(id, _, _)| !id.starts_with("cert_") && id != "overall_grade")
-            .collect();
-        assert!(bad.is_empty(), "{profile}: {bad:?}");
+        assert_graded(&findings, profile, |id| {
+            id.starts_with("cert_") || id == "overall_grade"
+        });
     }
 }

@@ -765,7 +765,11 @@ fn tls_after_start(
     match result {
         Ok(cert) => printer.status(
             "certificate",
-            &format!("issued for {}, nginx reloaded onto it", cert.names.join(", ")),
+            &format!(
+                "issued for {}, {} reloaded onto it",
+                cert.names.join(", "),
+                run.plan.tls_front_name()
+            ),
         ),
         Err(e) => printer.warn(&format!(
             "{:#}\nHTTPS keeps serving the certificate it started with (a self-signed placeholder when there was none); \

@@ -1,6 +1,7 @@
 //! Helpers for the TLS and ACME tests: processes stopped on drop, a real nginx serving a
-//! webroot's ACME challenges and HTTPS with a certificate directory's live certificate, and
-//! the openssl command line.
+//! webroot's ACME challenges and HTTPS with a certificate directory's live certificate, the
+//! openssl command line, and testssl.sh's grade (also used by the server crate's tests, which
+//! include this file with `#[path]`: it depends on std and libc only).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -106,4 +107,80 @@ pub fn start_nginx(dir: &Path, http_port: u16, webroot: &Path, tls: Option<(u16,
         wait_port(port, &mut child, "nginx (TLS)");
     }
     Proc(child)
+}
+
+/// testssl.sh, or `None` (the test skips) when it is not installed; a failure with
+/// DEPLOYCTL_REQUIRE_VALIDATORS=1.
+pub fn testssl() -> Option<std::path::PathBuf> {
+    let found = ["/usr/bin/testssl", "/usr/bin/testssl.sh"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.is_file());
+    if found.is_none() {
+        if std::env::var("DEPLOYCTL_REQUIRE_VALIDATORS").is_ok_and(|v| v == "1") {
+            panic!("testssl is missing (DEPLOYCTL_REQUIRE_VALIDATORS=1): run scripts/setup.sh");
+        }
+        eprintln!("skipped: testssl is missing; run scripts/setup.sh (apt package testssl.sh)");
+    }
+    found
+}
+
+/// One testssl finding: (id, severity, finding).
+pub type Finding = (String, String, String);
+
+/// testssl.sh's findings for `localhost:PORT` (a name, not the address: a front may refuse a
+/// handshake without a name it serves), with the checks `checks` (`-p`, `-h`, …), its JSON
+/// report written to `json`.
+pub fn testssl_report(bin: &Path, port: u16, json: &Path, checks: &[&str]) -> Vec<Finding> {
+    let out = Command::new(bin)
+        .args(["--quiet", "--color", "0", "--warnings", "off"])
+        .args(checks)
+        .arg("--jsonfile")
+        .arg(json)
+        .arg(format!("localhost:{port}"))
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    let report = std::fs::read_to_string(json).unwrap_or_else(|e| {
+        panic!(
+            "testssl wrote no report ({e}):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let findings: Vec<serde_json::Value> =
+        serde_json::from_str(&report).unwrap_or_else(|e| panic!("testssl's report: {e}: {report}"));
+    findings
+        .iter()
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+            (s("id"), s("severity"), s("finding"))
+        })
+        .collect()
+}
+
+/// The finding of `id`; a failure naming every finding when testssl said nothing of it.
+pub fn finding(findings: &[Finding], id: &str) -> String {
+    findings
+        .iter()
+        .find(|(i, _, _)| i == id)
+        .map(|(_, _, f)| f.clone())
+        .unwrap_or_else(|| panic!("testssl said nothing of {id}: {findings:?}"))
+}
+
+/// The grade every TLS front must get for `profile`: SSL 2/3 and TLS 1.0/1.1 not offered, TLS
+/// 1.2 offered on intermediate only, TLS 1.3 offered, nothing graded above LOW (findings for
+/// which `excused` holds aside: a self-signed test certificate's, when `-S` judged it).
+pub fn assert_graded(findings: &[Finding], profile: &str, excused: impl Fn(&str) -> bool) {
+    let offered = |id: &str| finding(findings, id).starts_with("offered");
+    for old in ["SSLv2", "SSLv3", "TLS1", "TLS1_1"] {
+        assert!(!offered(old), "{profile}: {old} offered");
+    }
+    assert_eq!(offered("TLS1_2"), profile == "intermediate", "{profile}: TLS 1.2");
+    assert!(offered("TLS1_3"), "{profile}: TLS 1.3");
+    let bad: Vec<_> = findings
+        .iter()
+        .filter(|(_, sev, _)| matches!(sev.as_str(), "MEDIUM" | "HIGH" | "CRITICAL"))
+        .filter(|(id, _, _)| !excused(id))
+        .collect();
+    assert!(bad.is_empty(), "{profile}: {bad:?}");
 }

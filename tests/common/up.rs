@@ -336,3 +336,53 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         b = &b[size + 2..];
     }
 }
+
+/// `deployctl up --target TARGET --listen 127.0.0.1:HTTP --tls-listen 127.0.0.1:HTTPS
+/// --detach` in the project `p`.
+pub fn up_tls(p: &std::path::Path, target: &str, http: u16, https: u16) -> super::Run {
+    super::Cli::new(p)
+        .args([
+            "up",
+            "--target",
+            target,
+            "--listen",
+            &format!("127.0.0.1:{http}"),
+            "--tls-listen",
+            &format!("127.0.0.1:{https}"),
+            "--detach",
+        ])
+        .run()
+}
+
+/// curl over HTTPS (HTTP/2 offered) to `localhost:PORT` (resolved to loopback), trusting `ca`
+/// (or nothing checked with `None`), with curl's `extra` arguments: (status line and headers,
+/// body), or curl's error.
+pub fn curl_https(
+    port: u16,
+    path: &str,
+    ca: Option<&std::path::Path>,
+    extra: &[&str],
+) -> Result<(String, String), String> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--http2", "-D", "-"]).args(extra);
+    match ca {
+        Some(ca) => {
+            cmd.arg("--cacert").arg(ca);
+        }
+        None => {
+            cmd.arg("-k");
+        }
+    }
+    let out = cmd
+        .arg("--resolve")
+        .arg(format!("localhost:{port}:127.0.0.1"))
+        .arg(format!("https://localhost:{port}{path}"))
+        .output()
+        .map_err(|e| format!("curl: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Ok((head.to_string(), body.to_string()))
+}
