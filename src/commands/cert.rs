@@ -1,7 +1,7 @@
 //! `deployctl cert`: obtain or renew the certificate of `[tls].acme`, check it, and reload the
-//! front gracefully — the nginx of a running `up` stack of the target (its certificates are in
-//! the run directory), or the server's (`/var/lib/deployctl/NAME/tls/`, `systemctl reload
-//! nginx`; when systemd is not PID 1, what to run is printed).
+//! front gracefully — the nginx (HUP) or Apache (USR1) of a running `up` stack of the target
+//! (its certificates are in the run directory), or the server's (`/var/lib/deployctl/NAME/tls/`,
+//! `systemctl reload nginx` or `apache2`; when systemd is not PID 1, what to run is printed).
 
 use std::time::SystemTime;
 

@@ -47,8 +47,8 @@ pub fn run(args: &CheckArgs, printer: &Printer) -> anyhow::Result<Status> {
             )),
             Requested::Cluster(kind) => cluster_plan(&spec, kind)?,
         };
-        // --all-targets with [tls]: the targets that cannot serve it (no front, or one that
-        // does not terminate TLS yet) are not this spec's; said, not failed.
+        // --all-targets with [tls]: the targets that cannot serve it (no front, or the lone
+        // embedded server with acme) are not this spec's; said, not failed.
         if let (true, Some(why)) = (args.all_targets, plan.tls_refusal()) {
             printer.warn(&format!("{target}: skipped: {why}"));
             continue;
