@@ -2,10 +2,11 @@
 //! mod_ssl (the self-contained configuration). curl through each target over HTTPS (page,
 //! static file from Apache, form POST, the app sees `https` and the client's Host), the HTTP
 //! listener's 301 and ACME's challenge path, unknown names refused; testssl.sh grades the front
-//! per profile; with ACME, `up` obtains a certificate from Debian's pebble through Apache and
-//! restarts it gracefully onto it, and `deployctl cert --force` renews with Apache serving the
-//! new serial; a key that is not the certificate's is refused naming the file, before anything
-//! starts and on a reload, with the running stack left serving.
+//! per profile; with ACME, `up` obtains a certificate from Debian's pebble through Apache (in
+//! front of Gunicorn, and hosting the app with mod_wsgi) and restarts it gracefully onto it, and
+//! `deployctl cert --force` renews with Apache serving the new serial; a key that is not the
+//! certificate's is refused naming the file, before anything starts and on a reload, with the
+//! running stack left serving (and the good key's reload then goes through).
 //! With DEPLOYCTL_REQUIRE_VALIDATORS=1 (as in CI) a missing `apache2` fails these tests.
 
 mod common;
@@ -204,16 +205,22 @@ fn with_acme_up_obtains_through_apache_and_cert_force_renews_it() {
         return;
     }
     let Some(bin) = pebble() else { return };
+    // Apache in front of an app server, and hosting the app (its restart is the app's too).
+    for target in ["apache+gunicorn", "apache+mod_wsgi"] {
+        acme_through(&bin, target);
+    }
+}
+
+fn acme_through(bin: &Path, target: &'static str) {
     let tmp = tempfile::tempdir().unwrap();
     let http = free_port();
-    let pebble = start_pebble(&bin, tmp.path(), http);
+    let pebble = start_pebble(bin, tmp.path(), http);
     let project = project(&format!(
         "acme = {{ email = \"ops@example.com\", directory = {:?}, ca = {:?} }}\n",
         pebble.directory,
         pebble.ca.display().to_string()
     ));
     let p = project.path();
-    let target = "apache+gunicorn";
     let _down = Down(p.to_path_buf(), target);
     let https = free_port();
     let run = up_tls(p, target, http, https);
@@ -221,7 +228,7 @@ fn with_acme_up_obtains_through_apache_and_cert_force_renews_it() {
     assert_eq!(
         run.code,
         0,
-        "{}\n{}\npebble:\n{}",
+        "{target}: {}\n{}\npebble:\n{}",
         run.stderr,
         log(p, target),
         pebble_log()
@@ -352,5 +359,18 @@ fn a_key_that_is_not_the_certificates_is_refused_and_the_running_stack_keeps_ser
     );
     let (head, _) = curl_https(https, "/", Some(&good_cert), &[]).expect("still served");
     assert!(head.starts_with("HTTP/2 200"), "{head}");
+    // The good key again: the reload goes through (a graceful restart, checked over HTTPS).
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replace(&other_key.display().to_string(), &good_key.display().to_string()),
+    )
+    .unwrap();
+    let reload = Cli::new(p).args(["reload", "--target", target]).run();
+    assert_eq!(reload.code, 0, "{}\n{}", reload.stderr, log(p, target));
+    let (head, _) = curl_https(https, "/", Some(&good_cert), &[]).expect("served after the reload");
+    assert!(head.starts_with("HTTP/2 200"), "{head}");
+    let status = Cli::new(p).args(["status", "--target", target]).run();
+    assert!(status.stdout.contains("health GET / → 200"), "{}", status.stdout);
     Cli::new(p).args(["down", "--target", target]).run().success();
 }
