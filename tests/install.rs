@@ -1141,3 +1141,119 @@ fn the_secrets_file_is_checked_never_written_and_kept_by_uninstall() {
     );
     assert!(!root.join("etc/systemd/system/secretive.service").exists());
 }
+
+/// `[tls]` with ACME on a host: the front cannot load the site before a certificate exists,
+/// so install places a self-signed placeholder in the state directory (what the host's
+/// `nginx -t` and `apache2ctl -t` then load, through the staged root), and the steps start
+/// `NAME-cert.service` once the front serves the challenge path. A failed install takes the
+/// placeholder away with everything else.
+#[test]
+fn acme_installs_a_placeholder_the_fronts_load_then_starts_the_cert_service() {
+    let s = staged();
+    let root = s.root.path();
+    let acme = "\n[tls]\nlisten = \"0.0.0.0:443\"\nacme = { email = \"ops@example.com\", directory = \"https://acme.invalid/directory\" }\n";
+    for target in ["nginx+gunicorn", "apache+gunicorn"] {
+        let app = wsgi_app("acmeapp", "\"acme.example.com\"", acme);
+        let before = files_hash(root);
+        let run = install(app.path(), root, target, &[]).success();
+        let live = root.join("var/lib/deployctl/acmeapp/tls/live");
+        assert!(
+            run.stderr
+                .contains(&format!("a self-signed certificate in {}", live.display())),
+            "{}",
+            run.stderr
+        );
+        // The placeholder, as openssl reads it: self-signed, for the app's name.
+        let out = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-subject", "-issuer", "-ext", "subjectAltName", "-in"])
+            .arg(live.join("fullchain.pem"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("DNS:acme.example.com"), "{text}");
+        let subject = text.lines().find(|l| l.starts_with("subject")).unwrap();
+        let issuer = text.lines().find(|l| l.starts_with("issuer")).unwrap();
+        assert_eq!(
+            subject.trim_start_matches("subject"),
+            issuer.trim_start_matches("issuer")
+        );
+        // The host's checks loaded it (they ran on the staged tree, see the test below).
+        let front = if target.starts_with("nginx") {
+            "nginx -t"
+        } else {
+            "apache2ctl -t"
+        };
+        assert!(
+            run.stderr
+                .lines()
+                .any(|l| l.trim_start().starts_with("Checked") && l.contains(front)),
+            "{}",
+            run.stderr
+        );
+        let steps: Vec<&str> = run.stdout.lines().map(str::trim).collect();
+        let reload = steps
+            .iter()
+            .position(|l| l.starts_with("systemctl reload-or-restart"))
+            .unwrap();
+        let start = steps
+            .iter()
+            .position(|l| *l == "systemctl start acmeapp-cert.service")
+            .unwrap_or_else(|| panic!("{}", run.stdout));
+        assert!(
+            reload < start,
+            "the cert service starts after the front serves the site:\n{}",
+            run.stdout
+        );
+        uninstall(app.path(), root).success();
+        // The state directory (certificates, the ACME account) is kept as state; the rest goes.
+        assert!(live.join("fullchain.pem").exists());
+        std::fs::remove_dir_all(root.join("var/lib/deployctl/acmeapp")).unwrap();
+        assert!(files_hash(root) == before, "{target}: uninstall left files behind");
+    }
+
+    // A failed install leaves no placeholder behind.
+    let app = wsgi_app("acmeapp", "\"acme.example.com\"", acme);
+    let conf = root.join("etc/nginx/nginx.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        text.replacen(
+            "http {",
+            "http {\n\tupstream acmeapp_backend { server 127.0.0.1:9; }",
+            1,
+        ),
+    )
+    .unwrap();
+    let before = tree_hash(root);
+    let run = install(app.path(), root, "nginx+embedded", &[]).failure();
+    assert!(run.stderr.contains("nothing was installed"), "{}", run.stderr);
+    assert!(tree_hash(root) == before, "the failed install changed the tree");
+    assert!(!root.join("var/lib/deployctl/acmeapp/tls").exists());
+}
+
+/// Regression: the host check of a staged root ran `nginx -t` on the root's `nginx.conf`,
+/// whose `include /etc/nginx/…` lines named this machine's files, so the root's own sites
+/// were never read (a broken one passed). The root is now read through a copy naming it.
+#[test]
+fn a_staged_root_is_checked_as_its_own_files_not_the_machines() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    // Debian's configuration as the package ships it: absolute includes, unchanged.
+    copy_dir(Path::new("/etc/nginx"), &root.join("etc/nginx"));
+    let _ = std::fs::remove_file(root.join("etc/nginx/sites-enabled/default"));
+    let flask = example("flask-hello");
+    install(&flask, root, "nginx+gunicorn", &[]).success();
+    uninstall(&flask, root).success();
+    std::fs::write(root.join("etc/nginx/conf.d/broken.conf"), "not_a_directive on;\n").unwrap();
+    let before = tree_hash(root);
+    let run = install(&flask, root, "nginx+gunicorn", &[]).failure();
+    assert!(tree_hash(root) == before, "the failed install changed the tree");
+    assert!(
+        run.stderr.contains("unknown directive \"not_a_directive\"")
+            && run
+                .stderr
+                .contains(&format!("{}/etc/nginx/conf.d/broken.conf", root.display())),
+        "{}",
+        run.stderr
+    );
+}

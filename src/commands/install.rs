@@ -18,6 +18,10 @@ use crate::validate::{self, Policy};
 
 use super::{Status, load, parse_target, probed};
 
+/// How long install's placeholder certificate is valid: until `NAME-cert.service`, started
+/// right after, replaces it.
+const PLACEHOLDER_DAYS: u32 = 7;
+
 pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> {
     let (spec, templates) = load(&args.spec)?;
     let target = parse_target(&spec, args.target.as_deref())?;
@@ -151,9 +155,35 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
         return Ok(Status::Failed);
     }
 
+    // With ACME, the front cannot load the site before a certificate exists, and without the
+    // site it cannot answer the challenge: a self-signed placeholder goes in first (as
+    // `deployctl cert` does on a first run), and `NAME-cert.service`, started after the
+    // front's reload, replaces it. Removed again if this install fails and made its directory.
+    let acme = plan.tls.as_ref().and_then(|t| {
+        t.cert_dir
+            .as_ref()
+            .map(|d| (under(&root, d), under(&root, &t.webroot), t))
+    });
+    let made_cert_dir = acme.as_ref().map(|(d, _, _)| d.clone()).filter(|d| !d.exists());
     let mut tx = Transaction::default();
     let result = (|| {
         tx.ensure_dir(&under(&root, &layout::state_dir(&name)))?;
+        if let Some((dir, webroot, tls)) = &acme {
+            tx.ensure_dir(webroot)?;
+            if crate::acme::live(dir)?.is_none() {
+                crate::acme::install_self_signed(dir, &tls.cert_names, PLACEHOLDER_DAYS)?;
+                printer.status(
+                    "Placeholder",
+                    &format!(
+                        "a self-signed certificate in {} until {} obtains one",
+                        dir.join(crate::acme::LIVE).display(),
+                        tls.cert_units
+                            .as_ref()
+                            .map_or("`deployctl cert`", |u| u.service.as_str())
+                    ),
+                );
+            }
+        }
         tx.apply(&root, &changes)?;
         // A file no longer rendered (another target's config) leaves no empty directory.
         let conf_dir = layout::conf_dir(&name);
@@ -204,6 +234,9 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
     let checked = match result {
         Ok(c) => c,
         Err(e) => {
+            if let Some(d) = &made_cert_dir {
+                let _ = std::fs::remove_dir_all(d);
+            }
             tx.rollback();
             if mode == Mode::Run {
                 // The services read the files as they were again (best effort: the error

@@ -1,7 +1,8 @@
 //! The host's configuration checked as it will run, with the new files in place: `nginx -t`
 //! of the root's own `nginx.conf` (which includes every enabled site, so two apps meet
 //! here), `apache2ctl -t` of the root's `/etc/apache2` (every enabled site and module) and `systemd-analyze verify` of the installed units (their programs looked up on this
-//! machine). Does not own: the
+//! machine). A staged root is read through a copy whose absolute paths name the root
+//! ([`staged_view`]). Does not own: the
 //! per-file validators (`validate::gate`) or undoing an install (`apply`).
 
 use std::path::{Path, PathBuf};
@@ -32,16 +33,22 @@ pub fn check(root: &Path, units: &[PathBuf], nginx: bool, apache: bool, require:
             .push(format!("nginx -t: {} does not exist", conf.display())),
         Ok(nginx) => {
             let scratch = tempfile::tempdir()?;
+            let view = staged_view(root, Path::new("/etc/nginx"))?;
+            let read = view.as_ref().map_or(conf.clone(), |v| v.dir.join("nginx.conf"));
             let out = std::process::Command::new(&nginx)
                 .arg("-t")
                 .arg("-q")
                 .arg("-c")
-                .arg(&conf)
+                .arg(&read)
                 .arg("-e")
                 .arg(scratch.path().join("error.log"))
                 .output()?;
             if !out.status.success() {
-                let text = String::from_utf8_lossy(&out.stderr);
+                let text = unmapped(
+                    &String::from_utf8_lossy(&out.stderr),
+                    view.as_ref(),
+                    &under(root, Path::new("/etc/nginx")),
+                );
                 let msg = format!("`nginx -t -c {}` failed:\n{}", conf.display(), text.trim());
                 if text.contains("duplicate default server") {
                     return Err(crate::printer::hinted(
@@ -69,15 +76,16 @@ pub fn check(root: &Path, units: &[PathBuf], nginx: bool, apache: bool, require:
         Ok(ctl) => {
             // apache2ctl reads `envvars` from APACHE_CONFDIR and runs `apache2 -d` on it:
             // the root's own configuration, every enabled site and module in it.
+            let view = staged_view(root, Path::new("/etc/apache2"))?;
             let out = std::process::Command::new(&ctl)
                 .arg("-t")
-                .env("APACHE_CONFDIR", &apache_dir)
+                .env("APACHE_CONFDIR", view.as_ref().map_or(&apache_dir, |v| &v.dir))
                 .output()?;
             if !out.status.success() {
                 anyhow::bail!(
                     "`APACHE_CONFDIR={} apache2ctl -t` failed:\n{}",
                     apache_dir.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
+                    unmapped(&String::from_utf8_lossy(&out.stderr), view.as_ref(), &apache_dir).trim()
                 );
             }
             done.passed
@@ -116,4 +124,123 @@ pub fn check(root: &Path, units: &[PathBuf], nginx: bool, apache: bool, require:
         );
     }
     Ok(done)
+}
+
+/// A staged root's copy of a server's configuration directory (`/etc/nginx`, `/etc/apache2`)
+/// as the server will read it once the root is the machine's `/`.
+pub struct StagedView {
+    _scratch: tempfile::TempDir,
+    /// The copy of the directory.
+    pub dir: PathBuf,
+}
+
+/// `text` (a server's message) naming the staged directory instead of its scratch copy.
+fn unmapped(text: &str, view: Option<&StagedView>, staged: &Path) -> String {
+    match view {
+        Some(v) => text.replace(&v.dir.display().to_string(), &staged.display().to_string()),
+        None => text.to_string(),
+    }
+}
+
+/// The paths a server's configuration names absolutely that live in the root once installed:
+/// its own directory (Debian's `nginx.conf` includes `/etc/nginx/sites-enabled/*`), the state
+/// directories (certificates in `/var/lib/deployctl/NAME/tls/`) and deployctl's configuration
+/// (`/etc/deployctl/NAME/`). Everything else (modules in `/usr`, logs) is the machine's.
+const ROOTED: &[&str] = &["/var/lib/deployctl/", "/etc/deployctl/"];
+
+/// For a root other than `/`: a scratch copy of `ROOT/DIR` whose files name the root's paths
+/// instead of the machine's, so `nginx -t` and `apache2ctl -t` read the staged sites and
+/// certificates, not the ones this machine happens to have (a staged `nginx.conf` still says
+/// `include /etc/nginx/sites-enabled/*`). Links are kept as links (relative ones resolve in the
+/// copy; Debian's absolute module links point into `/usr`). `None` for `/` itself.
+pub fn staged_view(root: &Path, dir: &Path) -> anyhow::Result<Option<StagedView>> {
+    if root == Path::new("/") {
+        return Ok(None);
+    }
+    let scratch = tempfile::tempdir()?;
+    let copy = scratch.path().join(dir.strip_prefix("/").unwrap_or(dir));
+    let staged = under(root, dir);
+    let mut map: Vec<(String, String)> = vec![
+        // A root whose files already name it (a test's staged nginx.conf) reads the copy too.
+        (format!("{}/", staged.display()), format!("{}/", copy.display())),
+        (format!("{}/", dir.display()), format!("{}/", copy.display())),
+    ];
+    map.extend(
+        ROOTED
+            .iter()
+            .map(|p| (p.to_string(), format!("{}/", under(root, Path::new(p)).display()))),
+    );
+    copy_mapped(&staged, &copy, &map)?;
+    Ok(Some(StagedView {
+        _scratch: scratch,
+        dir: copy,
+    }))
+}
+
+fn copy_mapped(from: &Path, to: &Path, map: &[(String, String)]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let e = e?;
+        let kind = e.file_type()?;
+        let dest = to.join(e.file_name());
+        if kind.is_dir() {
+            copy_mapped(&e.path(), &dest, map)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path())?, &dest)?;
+        } else {
+            let bytes = std::fs::read(e.path())?;
+            let out = match String::from_utf8(bytes) {
+                Ok(text) => map_paths(&text, map).into_bytes(),
+                Err(e) => e.into_bytes(),
+            };
+            std::fs::write(&dest, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// `text` with each `from` prefix replaced by its `to` where it starts a path: at the start of
+/// a word, after whitespace, a quote, `=` or `:` (`unix:`), so a path that merely ends in
+/// `/etc/nginx/` (a root's own) is mapped by its full prefix, not its tail.
+fn map_paths(text: &str, map: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    'outer: while i < text.len() {
+        let at_start = i == 0 || text[..i].ends_with(|c: char| c.is_whitespace() || "\"'=:".contains(c));
+        if at_start {
+            for (from, to) in map {
+                if text[i..].starts_with(from.as_str()) {
+                    out.push_str(to);
+                    i += from.len();
+                    continue 'outer;
+                }
+            }
+        }
+        let c = text[i..].chars().next().unwrap_or(' ');
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::map_paths;
+
+    #[test]
+    fn paths_are_mapped_where_they_start() {
+        let map = vec![
+            ("/r/etc/nginx/".to_string(), "/s/etc/nginx/".to_string()),
+            ("/etc/nginx/".to_string(), "/s/etc/nginx/".to_string()),
+            ("/var/lib/deployctl/".to_string(), "/r/var/lib/deployctl/".to_string()),
+        ];
+        let text = "include /etc/nginx/sites-enabled/*;\ninclude /r/etc/nginx/conf.d/*.conf;\n\
+                    ssl_certificate \"/var/lib/deployctl/a/tls/live/fullchain.pem\";\nroot /srv/etc/nginx/x;\n";
+        assert_eq!(
+            map_paths(text, &map),
+            "include /s/etc/nginx/sites-enabled/*;\ninclude /s/etc/nginx/conf.d/*.conf;\n\
+             ssl_certificate \"/r/var/lib/deployctl/a/tls/live/fullchain.pem\";\nroot /srv/etc/nginx/x;\n"
+        );
+    }
 }

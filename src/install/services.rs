@@ -27,6 +27,9 @@ pub enum Step {
     /// `systemctl try-reload-or-restart UNIT…`: a running app server reads its new
     /// configuration (gracefully where its unit has `ExecReload`); one not running stays so.
     Restart(Vec<String>),
+    /// `systemctl start UNIT…`: a oneshot run now (the certificate service, once the front
+    /// serves the site and its challenge path).
+    Start(Vec<String>),
     /// `systemctl reload-or-restart SERVICE`: a front (`nginx`, `apache2`) reloaded
     /// gracefully, or started when it is not running.
     Reload(&'static str),
@@ -51,6 +54,7 @@ impl Step {
             Step::Enable(u) => format!("systemctl enable --now {}", units(u)),
             Step::Disable(u) => format!("systemctl disable --now {}", units(u)),
             Step::Restart(u) => format!("systemctl try-reload-or-restart {}", units(u)),
+            Step::Start(u) => format!("systemctl start {}", units(u)),
             Step::Reload(s) => format!("systemctl reload-or-restart {s}"),
             Step::Health {
                 addr,
@@ -94,6 +98,7 @@ impl Step {
             Step::Restart(u) => std::iter::once("try-reload-or-restart".to_string())
                 .chain(u.clone())
                 .collect(),
+            Step::Start(u) => std::iter::once("start".to_string()).chain(u.clone()).collect(),
             Step::Reload(s) => vec!["reload-or-restart".into(), s.to_string()],
             Step::Health {
                 addr,
@@ -159,6 +164,11 @@ pub fn after_install(plan: &Plan) -> Vec<Step> {
     let has_nginx = plan.output(OutputKind::NginxSite).is_some();
     let has_apache = plan.output(OutputKind::ApacheSite).is_some();
     steps.extend(fronts(has_apache, has_nginx).into_iter().map(Step::Reload));
+    // ACME: the front serves the placeholder and the challenge path now; the certificate
+    // service obtains the real one and reloads the front (its ExecStartPost).
+    if let Some(units) = plan.tls.as_ref().and_then(|t| t.cert_units.as_ref()) {
+        steps.push(Step::Start(vec![units.service.clone()]));
+    }
     // Through the front, on HTTPS when it has [tls] (HTTP then only redirects).
     let listen = match (&plan.tls, plan.edge().listen.as_ref()) {
         (Some(t), _) => Some((t.listen.clone(), true)),
