@@ -145,6 +145,14 @@ pub struct ServeArgs {
     /// `modern` (TLS 1.3 only). Default: intermediate.
     #[arg(long, value_enum, value_name = "PROFILE")]
     pub tls_profile: Option<crate::spec::TlsProfile>,
+    /// Serve the files of DIR under the URL prefix URL on the I/O thread, without the app
+    /// (repeatable): `URL=DIR`, or `URL:EXPIRES=DIR` for a cache lifetime other than 7d
+    /// (`/static/:30d=/srv/app/static`). Replaces `[[static]]` of `--config`.
+    #[arg(long = "static", value_name = "URL=DIR")]
+    pub statics: Vec<String>,
+    /// Serve no `[[static]]` of `--config` (a front serves them).
+    #[arg(long, conflicts_with = "statics")]
+    pub no_static: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize, Deserialize)]
@@ -284,6 +292,58 @@ pub struct ServeSettings {
     pub log_level: LogLevel,
     /// TLS on every listener: the certificate chain and key files (absolute), and the profile.
     pub tls: Option<TlsFiles>,
+    /// Directories served under URL prefixes by the server itself (`--static`, `[[static]]`).
+    #[serde(default)]
+    pub statics: Vec<StaticMount>,
+}
+
+/// One `--static` (or `[[static]]`) mount: a URL prefix (starting and ending with `/`), the
+/// directory served under it (absolute) and the cache lifetime sent with its files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaticMount {
+    pub url: String,
+    pub dir: PathBuf,
+    pub expires_secs: u64,
+}
+
+impl StaticMount {
+    /// The `--static` value that gives this mount back.
+    pub fn to_arg(&self) -> String {
+        format!("{}:{}s={}", self.url, self.expires_secs, self.dir.display())
+    }
+}
+
+/// `URL=DIR` or `URL:EXPIRES=DIR` (the URL ends with `/`, so what follows its last `/`
+/// before the `=` is the lifetime); a relative DIR is taken from `cwd`.
+pub fn parse_static(s: &str, cwd: &std::path::Path) -> anyhow::Result<StaticMount> {
+    let Some((left, dir)) = s.split_once('=') else {
+        bail!("--static {s:?}: expected URL=DIR, e.g. /static/=/srv/app/static");
+    };
+    let cut = left.rfind('/').map_or(0, |i| i + 1);
+    let (url, rest) = left.split_at(cut);
+    let expires_secs = match rest {
+        "" => defaults::STATIC_EXPIRES.0,
+        r => match r.strip_prefix(':') {
+            Some(e) => {
+                spec::parse_duration(e)
+                    .map_err(|m| anyhow::anyhow!("--static {s:?}: {m}"))?
+                    .0
+            }
+            None => bail!("--static {s:?}: the URL prefix must end with `/` (URL=DIR or URL:EXPIRES=DIR)"),
+        },
+    };
+    if let Some(why) = spec::refusals::url_prefix_problem(url) {
+        bail!("--static {s:?}: {why}");
+    }
+    let dir = cwd.join(dir);
+    if !dir.is_dir() {
+        bail!("--static {s:?}: {} is not a directory", display_path(&dir));
+    }
+    Ok(StaticMount {
+        url: url.to_string(),
+        dir,
+        expires_secs,
+    })
 }
 
 /// `--certfile`, `--keyfile`, `--tls-profile`, resolved: paths absolute. The files are read by
@@ -494,6 +554,33 @@ impl ServeArgs {
                 (None, None) => None,
                 _ => bail!("--certfile and --keyfile go together"),
             },
+            statics: Vec::new(),
+        };
+        let mut settings = settings;
+        settings.statics = if !self.statics.is_empty() {
+            let mut mounts: Vec<StaticMount> = Vec::new();
+            for v in &self.statics {
+                let m = parse_static(v, &cwd)?;
+                if mounts.iter().any(|o| o.url == m.url) {
+                    bail!("--static {v:?}: {} is mounted twice", m.url);
+                }
+                mounts.push(m);
+            }
+            mounts
+        } else if self.no_static {
+            Vec::new()
+        } else {
+            spec.map(|s| {
+                s.statics
+                    .iter()
+                    .map(|st| StaticMount {
+                        url: st.url.clone(),
+                        dir: st.dir.clone(),
+                        expires_secs: st.expires.0,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
         };
         for (flag, v) in [
             ("--timeout", settings.timeout),

@@ -38,6 +38,8 @@ use crate::conn::{Conn, LINGER, Next, Parsed, Pending, State};
 use crate::http::body::{Body, Prefetched, READ_CHUNK};
 use crate::http::outbox::Flushed;
 use crate::http::parse::{Framing, Limits};
+use crate::http::response::Data;
+use crate::http::statics::{self, Answer, Body as StaticBody, Statics};
 use crate::net::{self, Listener, Pace, Stream, cvt};
 use crate::python::app::App;
 use crate::python::handler::{self, HIGH_WATER};
@@ -184,6 +186,8 @@ pub struct Loop {
     fd_exhausted: Option<io::Error>,
     /// `--certfile`: every accepted connection starts a TLS handshake with this.
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// `--static`: files answered here, without the app.
+    statics: Option<Statics>,
 }
 
 fn ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
@@ -247,6 +251,10 @@ impl Loop {
             next_summary: Instant::now() + SUMMARY_EVERY,
             fd_exhausted: None,
             tls,
+            statics: match s.protocol {
+                deployctl_common::settings::Protocol::Http => Statics::open(&s.statics),
+                deployctl_common::settings::Protocol::Uwsgi => None,
+            },
         })
     }
 
@@ -555,7 +563,13 @@ impl Loop {
                         Step::Flush
                     }
                     Parsed::Request(head) => {
-                        if let Framing::Length(n) = head.framing
+                        if let Some(answer) = self
+                            .statics
+                            .as_ref()
+                            .and_then(|st| st.answer(&conn.buf[conn.pos..], &head))
+                        {
+                            Step::Answered(answer_static(conn, &head, answer))
+                        } else if let Framing::Length(n) = head.framing
                             && n > self.max_body
                         {
                             log::debug(&format!("refused a {n}-byte body (over --max-body {})", self.max_body));
@@ -580,6 +594,11 @@ impl Loop {
             self.account(i, before);
             match step {
                 Step::Wait => return,
+                Step::Answered(next) => {
+                    if !self.after_response(i, next) {
+                        return;
+                    }
+                }
                 Step::Flush => {
                     self.queue_flush(i);
                     return;
@@ -1013,9 +1032,69 @@ impl Loop {
 /// What `advance` does next with a connection.
 enum Step {
     Wait,
+    /// Answered on this thread (a static file): the connection's fate.
+    Answered(Next),
     Flush,
     Serve(Pending),
     Pump,
+}
+
+/// Queue the answer to a static request and consume its head. A request with a body (which
+/// nothing here reads) closes the connection after the answer.
+fn answer_static(conn: &mut Conn, head: &crate::http::parse::Head, answer: Answer) -> Next {
+    let buf = &conn.buf[conn.pos..];
+    let is_head = &buf[head.method.clone()] == b"HEAD";
+    let entry = log::access_enabled().then(|| {
+        let header = |name: &[u8]| {
+            head.headers
+                .iter()
+                .find(|(n, _)| buf[n.clone()].eq_ignore_ascii_case(name))
+                .map(|(_, v)| buf[v.clone()].to_vec())
+                .unwrap_or_default()
+        };
+        (
+            buf[head.method.clone()].to_vec(),
+            buf[head.target.clone()].to_vec(),
+            header(b"referer"),
+            header(b"user-agent"),
+        )
+    });
+    let keep_alive = head.keep_alive && head.framing == Framing::None;
+    conn.pos += head.len;
+    let mut r = lock(&conn.response);
+    r.reset(head.version, is_head, keep_alive);
+    r.status = Some(answer.status);
+    r.status_line.clear();
+    r.status_line
+        .extend_from_slice(format!("{} {}", answer.status, statics::reason(answer.status)).as_bytes());
+    r.fields.clear();
+    r.fields.extend_from_slice(&answer.fields);
+    let _ = match answer.body {
+        StaticBody::None => Ok(()),
+        StaticBody::Text(t) => r.send(Data::Slice(t.as_bytes()), Some(t.len() as u64)),
+        StaticBody::File(fd, offset, len) => r.send_file(fd, offset, len),
+    };
+    let _ = r.finish();
+    let next = if r.keep_alive { Next::KeepAlive } else { Next::Close };
+    let sent = r.body_sent;
+    drop(r);
+    if let Some((method, target, referer, user_agent)) = entry {
+        log::access(&log::AccessEntry {
+            remote: match conn.peer {
+                net::Peer::Ip(a) => Some(a),
+                net::Peer::Unix => None,
+            },
+            method: &method,
+            target: &target,
+            version: head.version.as_str(),
+            status: answer.status,
+            bytes: if is_head { 0 } else { sent },
+            referer: &referer,
+            user_agent: &user_agent,
+            duration: Duration::ZERO,
+        });
+    }
+    next
 }
 
 /// Read the body of the pending request ahead of the app, as far as it has arrived.

@@ -23,8 +23,8 @@ pub use cluster::Cluster;
 pub use diag::{Diagnostic, Position, SpecError, display_path};
 pub use resolve::{parse_entry, parse_listen};
 pub use tls::{Acme, CertificateSource, Tls, TlsProfile};
-pub use units::parse_size;
 pub use units::{Seconds, Size};
+pub use units::{parse_duration, parse_size};
 
 use crate::target::{Backend, Frontend, Target};
 

@@ -1,0 +1,328 @@
+//! Static files served by the server itself (`--static URL[:EXPIRES]=DIR`), checked with raw
+//! sockets (which send a path exactly as written, `..` and all) and curl: the headers nginx's
+//! site sends (type, length, Last-Modified, its `"mtime-size"` ETag, Cache-Control and
+//! Expires, nosniff), HEAD, 304s, ranges, 405, 404 without the app, no listing, dotfiles,
+//! a traversal corpus, keep-alive across static and app requests, and a 1 MiB file byte for
+//! byte over plain HTTP and TLS.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Server, server};
+
+struct Site {
+    server: Server,
+    root: tempfile::TempDir,
+}
+
+impl Site {
+    fn dir(&self) -> PathBuf {
+        self.root.path().join("static")
+    }
+}
+
+/// A project directory: `static/` with a stylesheet, a script, a 1 MiB file, a dotfile, a
+/// subdirectory and a symlink leading out; a secret beside `static/`.
+fn tree() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let s = root.path().join("static");
+    std::fs::create_dir_all(s.join("css")).unwrap();
+    std::fs::write(s.join("css/app.css"), "body { color: red }\n").unwrap();
+    std::fs::write(s.join("app.js"), "console.log(1)\n").unwrap();
+    std::fs::write(s.join("README"), "plain\n").unwrap();
+    std::fs::write(s.join(".env"), "SECRET=dotfile\n").unwrap();
+    let big: Vec<u8> = (0..1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(s.join("big.bin"), &big).unwrap();
+    std::fs::write(root.path().join("deploy.toml"), "SECRET=outside\n").unwrap();
+    std::os::unix::fs::symlink(root.path().join("deploy.toml"), s.join("out.txt")).unwrap();
+    std::os::unix::fs::symlink("../deploy.toml", s.join("up.txt")).unwrap();
+    std::os::unix::fs::symlink(s.join("app.js"), s.join("in.js")).unwrap();
+    std::os::unix::fs::symlink("../app.js", s.join("css/rel.js")).unwrap();
+    root
+}
+
+fn start(extra: &[&str]) -> Site {
+    let root = tree();
+    let arg = format!("/static/:1h={}", root.path().join("static").display());
+    let server = server("apps:app").args(&["--static", &arg]).args(extra).start();
+    common::the_worker(&server);
+    Site { server, root }
+}
+
+fn raw(server: &Server, request: &str) -> common::Response {
+    let mut c = server.connect();
+    c.send(request.as_bytes());
+    c.try_response_to(request.starts_with("HEAD ")).expect("a response")
+}
+
+fn get(server: &Server, path: &str, headers: &str) -> common::Response {
+    raw(
+        server,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}\r\n"),
+    )
+}
+
+#[test]
+fn a_file_with_the_nginx_sites_headers() {
+    let site = start(&[]);
+    let r = get(&site.server, "/static/css/app.css", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "body { color: red }\n");
+    assert_eq!(r.header("content-type"), Some("text/css"));
+    assert_eq!(r.header("content-length"), Some("20"));
+    let meta = std::fs::metadata(site.dir().join("css/app.css")).unwrap();
+    let etag = format!("\"{:x}-{:x}\"", meta.mtime(), meta.size());
+    assert_eq!(r.header("etag"), Some(etag.as_str()));
+    assert!(r.header("last-modified").is_some_and(|v| v.ends_with(" GMT")));
+    assert_eq!(r.header("cache-control"), Some("max-age=3600"));
+    assert!(r.header("expires").is_some_and(|v| v.ends_with(" GMT")));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(r.header("accept-ranges"), Some("bytes"));
+    assert_eq!(r.header("server"), None, "the server sends no Server header anywhere");
+    assert_eq!(
+        get(&site.server, "/static/app.js", "").header("content-type"),
+        Some("application/javascript")
+    );
+    assert_eq!(
+        get(&site.server, "/static/README", "").header("content-type"),
+        Some("application/octet-stream")
+    );
+    // A symlink that stays inside the directory is followed, as nginx does.
+    assert_eq!(get(&site.server, "/static/in.js", "").text(), "console.log(1)\n");
+    assert_eq!(get(&site.server, "/static/css/rel.js", "").text(), "console.log(1)\n");
+    // Query strings do not matter; percent-encoding is decoded.
+    assert_eq!(get(&site.server, "/static/%61pp.js?v=3", "").status, 200);
+
+    // HEAD: the same head, no body.
+    let h = raw(
+        &site.server,
+        "HEAD /static/css/app.css HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
+    assert_eq!(h.status, 200);
+    assert_eq!(h.header("content-length"), Some("20"));
+    assert_eq!(h.header("etag"), Some(etag.as_str()));
+    assert!(h.body.is_empty());
+}
+
+#[test]
+fn conditional_requests_answer_304() {
+    let site = start(&[]);
+    let r = get(&site.server, "/static/app.js", "");
+    let etag = r.header("etag").unwrap().to_string();
+    let lm = r.header("last-modified").unwrap().to_string();
+    let inm = get(&site.server, "/static/app.js", &format!("If-None-Match: {etag}\r\n"));
+    assert_eq!(inm.status, 304);
+    assert_eq!(inm.header("etag"), Some(etag.as_str()));
+    assert_eq!(inm.header("cache-control"), Some("max-age=3600"));
+    assert!(inm.body.is_empty());
+    assert_eq!(
+        get(&site.server, "/static/app.js", "If-None-Match: W/\"0-0\", *\r\n").status,
+        304
+    );
+    assert_eq!(
+        get(&site.server, "/static/app.js", "If-None-Match: \"0-0\"\r\n").status,
+        200
+    );
+    assert_eq!(
+        get(&site.server, "/static/app.js", &format!("If-Modified-Since: {lm}\r\n")).status,
+        304
+    );
+    // nginx's `if_modified_since exact`: any other date is a full answer.
+    assert_eq!(
+        get(
+            &site.server,
+            "/static/app.js",
+            "If-Modified-Since: Mon, 01 Jan 2001 00:00:00 GMT\r\n"
+        )
+        .status,
+        200
+    );
+    // If-None-Match wins over If-Modified-Since.
+    let both = format!("If-None-Match: \"0-0\"\r\nIf-Modified-Since: {lm}\r\n");
+    assert_eq!(get(&site.server, "/static/app.js", &both).status, 200);
+}
+
+#[test]
+fn ranges() {
+    let site = start(&[]);
+    let big = std::fs::read(site.dir().join("big.bin")).unwrap();
+    let r = get(&site.server, "/static/big.bin", "Range: bytes=10-19\r\n");
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-range"), Some("bytes 10-19/1048576"));
+    assert_eq!(r.body, &big[10..20]);
+    let r = get(&site.server, "/static/big.bin", "Range: bytes=-5\r\n");
+    assert_eq!((r.status, r.body.as_slice()), (206, &big[big.len() - 5..]));
+    let r = get(&site.server, "/static/big.bin", "Range: bytes=1048570-\r\n");
+    assert_eq!((r.status, r.body.len()), (206, 6));
+    let r = get(&site.server, "/static/big.bin", "Range: bytes=2000000-\r\n");
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */1048576"));
+    // Several ranges: the whole file, 200 (allowed by RFC 9110 §14.2).
+    let r = get(&site.server, "/static/big.bin", "Range: bytes=0-1,5-6\r\n");
+    assert_eq!((r.status, r.body.len()), (200, big.len()));
+    // If-Range with another validator: the whole file.
+    let r = get(
+        &site.server,
+        "/static/big.bin",
+        "Range: bytes=0-1\r\nIf-Range: \"0-0\"\r\n",
+    );
+    assert_eq!((r.status, r.body.len()), (200, big.len()));
+}
+
+#[test]
+fn methods_missing_files_directories_and_keep_alive() {
+    let site = start(&[]);
+    let r = raw(
+        &site.server,
+        "POST /static/app.js HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    // A missing file is 404 from the server: the app never sees a URL under the prefix.
+    let r = get(&site.server, "/static/nope.css", "");
+    assert_eq!(r.status, 404);
+    assert!(r.text().starts_with("404 Not Found"), "{}", r.text());
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(get(&site.server, "/static/", "").status, 403);
+    assert_eq!(get(&site.server, "/static/css/", "").status, 403);
+    assert_eq!(get(&site.server, "/static/css", "").status, 403);
+    assert_eq!(get(&site.server, "/static/app.js/", "").status, 404);
+
+    // Static and app answers on one kept-alive connection, pipelined too.
+    let mut c = site.server.connect();
+    c.send(b"GET /static/app.js HTTP/1.1\r\nHost: a\r\n\r\nGET /static/nope HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(c.response().status, 200);
+    assert_eq!(c.response().status, 404);
+    c.send(b"GET /environ HTTP/1.1\r\nHost: a\r\n\r\n");
+    let app = c.response();
+    assert_eq!(app.status, 200);
+    assert_eq!(app.json()["PATH_INFO"], "/environ");
+    c.send(b"HEAD /static/big.bin HTTP/1.1\r\nHost: a\r\n\r\n");
+    let h = c.try_response_to(true).unwrap();
+    assert_eq!(h.header("content-length"), Some("1048576"));
+    c.send(b"GET /static/css/app.css HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(c.response().text(), "body { color: red }\n");
+}
+
+#[test]
+fn nothing_leaves_the_directory() {
+    let site = start(&[]);
+    for (path, want) in [
+        ("/static/../deploy.toml", 400),
+        ("/static/%2e%2e/deploy.toml", 400),
+        ("/static/%2E%2E%2fdeploy.toml", 400),
+        ("/static/..%2fdeploy.toml", 400),
+        ("/static/css/../../deploy.toml", 400),
+        ("/static/%2e%2e%5cdeploy.toml", 403),
+        ("/static/out.txt", 403),
+        ("/static/up.txt", 403),
+        ("/static/.env", 403),
+        ("/static/%2eenv", 403),
+        ("/static/css/.hidden", 403),
+        ("/static/app.js%00.css", 400),
+        ("/static/%zz", 400),
+        ("/static//etc/passwd", 404),
+    ] {
+        let r = get(&site.server, path, "");
+        assert_eq!(r.status, want, "{path}: {}", r.text());
+        assert!(!r.text().contains("SECRET"), "{path} leaked: {}", r.text());
+    }
+    // The server still serves after the corpus.
+    assert_eq!(get(&site.server, "/static/app.js", "").status, 200);
+}
+
+/// A self-signed pair for localhost.
+fn make_pair(dir: &Path) -> (PathBuf, PathBuf) {
+    let cert = dir.join("s.crt");
+    let key = dir.join("s.key");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args(["-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (cert, key)
+}
+
+fn curl_bytes(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "20"])
+        .args(args)
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+#[test]
+fn a_mebibyte_byte_for_byte_over_plain_http_and_tls() {
+    let plain = start(&[]);
+    let big = std::fs::read(plain.dir().join("big.bin")).unwrap();
+    let url = format!("http://{}/static/big.bin", plain.server.addr);
+    assert!(curl_bytes(&[&url]) == big, "plain HTTP: bytes differ");
+
+    let keys = tempfile::tempdir().unwrap();
+    let (cert, key) = make_pair(keys.path());
+    let tls = start(&["--certfile", cert.to_str().unwrap(), "--keyfile", key.to_str().unwrap()]);
+    let port = tls.server.addr.rsplit(':').next().unwrap_or_default().to_string();
+    let url = format!("https://localhost:{port}/static/big.bin");
+    let got = curl_bytes(&["--cacert", cert.to_str().unwrap(), &url]);
+    assert!(got == big, "TLS: bytes differ ({} of {})", got.len(), big.len());
+    // Two files on one TLS connection (curl reuses it), the second a range.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert", cert.to_str().unwrap(), "-v"])
+        .arg(format!("https://localhost:{port}/static/app.js"))
+        .arg(format!("https://localhost:{port}/static/css/app.css"))
+        .output()
+        .expect("curl");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Re-using existing connection"), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "console.log(1)\nbody { color: red }\n"
+    );
+}
+
+#[test]
+fn flags_and_config() {
+    // Another prefix, with the default lifetime (7 days).
+    let root = tree();
+    let arg = format!("/assets/={}", root.path().join("static").display());
+    let s = server("apps:app").args(&["--static", &arg]).start();
+    common::the_worker(&s);
+    let r = get(&s, "/assets/app.js", "");
+    assert_eq!((r.status, r.header("cache-control")), (200, Some("max-age=604800")));
+    drop(s);
+    // Bad values are refused at start, naming the flag.
+    let missing = format!("/static/={}", root.path().join("nope").display());
+    for bad in [
+        "/static",
+        "static/=/tmp",
+        "/static/:soon=/tmp",
+        "/a/",
+        "/a/../=/tmp",
+        &missing,
+    ] {
+        let (code, log) = server("apps:app").args(&["--static", bad]).run_to_exit();
+        assert_ne!(code, 0, "{bad}");
+        assert!(log.contains("--static"), "{bad}: {log}");
+    }
+}
