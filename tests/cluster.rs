@@ -826,6 +826,9 @@ fn mapped(argv: &[String], project: &Path, venv: &Path, port: u16) -> Vec<String
                 format!("{}{rest}", project.display())
             } else if a.starts_with("0.0.0.0:") {
                 format!("127.0.0.1:{port}")
+            } else if let Some((mount, dir)) = a.split_once("=/app/") {
+                // `--static URL:EXPIRES=/app/DIR`
+                format!("{mount}={}/{dir}", project.display())
             } else {
                 a.clone()
             }
@@ -949,6 +952,18 @@ fn the_pods_process_starts_here_and_passes_its_probes() {
     );
     assert!(probe(port, &path("readinessProbe")), "readiness");
     assert!(probe(port, &path("livenessProbe")), "liveness");
+    // `[[static]]` is served by the pod's own process, with deploy.toml's lifetime.
+    assert!(argv.iter().any(|a| a == "--static"), "{argv:?}");
+    let (status, head, body) = request(
+        port,
+        &format!("GET /static/style.css HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(status, 200, "{head}\n{body}");
+    let want = std::fs::read_to_string(ex.join("static/style.css")).unwrap();
+    assert_eq!(body, want);
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("cache-control: max-age=604800"), "{head}");
+    assert!(lower.contains("content-type: text/css"), "{head}");
     // The image's HEALTHCHECK (and Compose's) runs the same request with the venv's Python.
     let cf = &files["Containerfile"];
     let hc = cf

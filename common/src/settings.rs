@@ -153,6 +153,22 @@ pub struct ServeArgs {
     /// Serve no `[[static]]` of `--config` (a front serves them).
     #[arg(long, conflicts_with = "statics")]
     pub no_static: bool,
+    /// With --certfile: also listen on ADDR in plain HTTP (repeatable), answering only
+    /// `/.well-known/acme-challenge/` (from --acme-webroot) and a 301 to `https://` for the rest.
+    #[arg(long, value_name = "ADDR", requires = "certfile")]
+    pub redirect_bind: Vec<String>,
+    /// The ACME HTTP-01 webroot the --redirect-bind listeners serve
+    /// `/.well-known/acme-challenge/` from (the files under `DIR/.well-known/acme-challenge/`).
+    #[arg(long, value_name = "DIR", requires = "redirect_bind")]
+    pub acme_webroot: Option<PathBuf>,
+    /// A host name the --redirect-bind listeners redirect for (repeatable; `*.example.com`
+    /// matches subdomains); any other Host is answered 421. Default: any.
+    #[arg(long = "server-name", value_name = "NAME", requires = "redirect_bind")]
+    pub server_names: Vec<String>,
+    /// The `Strict-Transport-Security` value sent with every answer over TLS (the app's own
+    /// is replaced), e.g. `max-age=63072000`.
+    #[arg(long, value_name = "VALUE", requires = "certfile")]
+    pub hsts: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize, Deserialize)]
@@ -295,6 +311,16 @@ pub struct ServeSettings {
     /// Directories served under URL prefixes by the server itself (`--static`, `[[static]]`).
     #[serde(default)]
     pub statics: Vec<StaticMount>,
+    /// Plain HTTP listeners beside the TLS ones (`--redirect-bind`): the ACME challenge and a
+    /// 301 to https. Bound after `binds` (socket activation passes them in the same order).
+    #[serde(default)]
+    pub redirect_binds: Vec<Bind>,
+    #[serde(default)]
+    pub acme_webroot: Option<PathBuf>,
+    #[serde(default)]
+    pub server_names: Vec<String>,
+    #[serde(default)]
+    pub hsts: Option<String>,
 }
 
 /// One `--static` (or `[[static]]`) mount: a URL prefix (starting and ending with `/`), the
@@ -555,7 +581,23 @@ impl ServeArgs {
                 _ => bail!("--certfile and --keyfile go together"),
             },
             statics: Vec::new(),
+            redirect_binds: self
+                .redirect_bind
+                .iter()
+                .map(|b| parse_bind(b).map_err(|e| anyhow::anyhow!("--redirect-bind: {e}")))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            acme_webroot: self.acme_webroot.as_ref().map(|w| cwd.join(w)),
+            server_names: self.server_names.clone(),
+            hsts: match &self.hsts {
+                Some(v) if v.is_empty() || v.bytes().any(|b| b.is_ascii_control()) => {
+                    bail!("--hsts {v:?}: not a header value")
+                }
+                v => v.clone(),
+            },
         };
+        if !settings.redirect_binds.is_empty() && settings.tls.is_none() {
+            bail!("--redirect-bind needs --certfile and --keyfile (it redirects to their listeners)");
+        }
         let mut settings = settings;
         settings.statics = if !self.statics.is_empty() {
             let mut mounts: Vec<StaticMount> = Vec::new();

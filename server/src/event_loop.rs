@@ -38,6 +38,7 @@ use crate::conn::{Conn, LINGER, Next, Parsed, Pending, State};
 use crate::http::body::{Body, Prefetched, READ_CHUNK};
 use crate::http::outbox::Flushed;
 use crate::http::parse::{Framing, Limits};
+use crate::http::redirect::Redirect;
 use crate::http::response::Data;
 use crate::http::statics::{self, Answer, Body as StaticBody, Statics};
 use crate::net::{self, Listener, Pace, Stream, cvt};
@@ -188,6 +189,10 @@ pub struct Loop {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// `--static`: files answered here, without the app.
     statics: Option<Statics>,
+    /// Listeners from this index on are `--redirect-bind`'s plain ones: no TLS, no app, only
+    /// the ACME challenge and the 301 (`redirect`).
+    plain_from: usize,
+    redirect: Option<Redirect>,
 }
 
 fn ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
@@ -221,6 +226,14 @@ impl Loop {
             IN,
             SIGNAL_TOKEN,
         )?;
+        // The port a redirect names: the first (TLS) listener's, as bound.
+        let redirect = (!s.redirect_binds.is_empty()).then(|| {
+            let tls_port = listeners.first().and_then(|l| match &l.bind {
+                deployctl_common::settings::Bind::Tcp(a) => Some(a.port()),
+                deployctl_common::settings::Bind::Unix(_) => None,
+            });
+            Redirect::new(s.acme_webroot.as_deref(), &s.server_names, tls_port)
+        });
         Ok(Loop {
             epoll,
             listeners,
@@ -251,6 +264,12 @@ impl Loop {
             next_summary: Instant::now() + SUMMARY_EVERY,
             fd_exhausted: None,
             tls,
+            plain_from: if s.redirect_binds.is_empty() {
+                usize::MAX
+            } else {
+                s.binds.len()
+            },
+            redirect,
             statics: match s.protocol {
                 deployctl_common::settings::Protocol::Http => Statics::open(&s.statics),
                 deployctl_common::settings::Protocol::Uwsgi => None,
@@ -404,7 +423,8 @@ impl Loop {
             }
             match net::accept(&self.listeners[li]) {
                 Ok(Some((fd, peer))) => {
-                    let stream = match &self.tls {
+                    let tls = if li < self.plain_from { self.tls.as_ref() } else { None };
+                    let stream = match tls {
                         None => Stream::new(fd),
                         Some(config) => match Tls::new(config.clone()) {
                             Ok(t) => Stream::with_tls(fd, t),
@@ -416,7 +436,7 @@ impl Loop {
                     };
                     // A handshake is part of the request head: a client that connects and sends
                     // nothing, or stalls mid-handshake, has the header timeout, not keep-alive's.
-                    let first = if self.tls.is_some() {
+                    let first = if tls.is_some() {
                         self.header_timeout
                     } else {
                         self.keep_alive
@@ -563,7 +583,15 @@ impl Loop {
                         Step::Flush
                     }
                     Parsed::Request(head) => {
-                        if let Some(answer) = self
+                        if conn.listener >= self.plain_from
+                            && let Some(redirect) = &self.redirect
+                        {
+                            Step::Answered(answer_static(
+                                conn,
+                                &head,
+                                redirect.answer(&conn.buf[conn.pos..], &head),
+                            ))
+                        } else if let Some(answer) = self
                             .statics
                             .as_ref()
                             .and_then(|st| st.answer(&conn.buf[conn.pos..], &head))

@@ -95,6 +95,7 @@ fn run_master(args: ServeArgs, settings: ServeSettings) -> anyhow::Result<i32> {
         settings
             .binds
             .iter()
+            .chain(&settings.redirect_binds)
             .map(|b| net::bind(b, settings.uds_mode))
             .collect::<anyhow::Result<Vec<_>>>()?
     } else {
@@ -113,9 +114,22 @@ fn run_master(args: ServeArgs, settings: ServeSettings) -> anyhow::Result<i32> {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing the pid file {}", p.display()))?;
     }
-    for l in &listeners {
+    let plain_from = if settings.redirect_binds.is_empty() {
+        usize::MAX
+    } else {
+        settings.binds.len()
+    };
+    if plain_from != usize::MAX && listeners.len() != settings.binds.len() + settings.redirect_binds.len() {
+        anyhow::bail!(
+            "{} sockets inherited, but --bind and --redirect-bind name {}",
+            listeners.len(),
+            settings.binds.len() + settings.redirect_binds.len()
+        );
+    }
+    for (i, l) in listeners.iter().enumerate() {
+        let what = if i >= plain_from { ", redirecting to https" } else { "" };
         log::info(&format!(
-            "listening on {} ({} worker(s), {} thread(s) each)",
+            "listening on {} ({} worker(s), {} thread(s) each{what})",
             l.bind, settings.workers, settings.threads
         ));
     }
@@ -237,6 +251,9 @@ fn worker(settings: ServeSettings, spec: &str) -> anyhow::Result<i32> {
             return Ok(EXIT_APP_LOAD);
         }
     };
+    if let Some(v) = &app.settings.hsts {
+        let _ = crate::http::response::HSTS.set(format!("Strict-Transport-Security: {v}\r\n").into_bytes());
+    }
     let lp = Loop::new(listeners, signals, &app.settings, tls)?;
     crate::watchdog::start(app.settings.timeout);
     // `--timeout` dumps the stacks of a stuck worker with SIGUSR2 before killing it.

@@ -326,3 +326,114 @@ fn flags_and_config() {
         assert!(log.contains("--static"), "{bad}: {log}");
     }
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn curl_head(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-o", "/dev/null", "-D", "-"])
+        .args(args)
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+}
+
+/// `--redirect-bind` beside TLS: the ACME challenge from the webroot, a 301 to https with the
+/// Host and the TLS port for the rest, 421 for a name not served; `--hsts` on every answer over
+/// TLS (the app's, a static file's, the app's own header replaced), never on plain HTTP.
+#[test]
+fn the_plain_listener_beside_tls_and_hsts() {
+    let keys = tempfile::tempdir().unwrap();
+    let (cert, key) = make_pair(keys.path());
+    let webroot = keys.path().join("acme");
+    let plain = free_port();
+    let root = tree();
+    let static_arg = format!("/static/={}", root.path().join("static").display());
+    let s = server("apps:app")
+        .args(&["--certfile", cert.to_str().unwrap(), "--keyfile", key.to_str().unwrap()])
+        .args(&["--redirect-bind", &format!("127.0.0.1:{plain}")])
+        .args(&["--acme-webroot", webroot.to_str().unwrap()])
+        .args(&["--server-name", "localhost", "--server-name", "*.example.test"])
+        .args(&["--hsts", "max-age=63072000; includeSubDomains"])
+        .args(&["--static", &static_arg])
+        .start();
+    common::the_worker(&s);
+    let tls_port = s.addr.rsplit(':').next().unwrap_or_default().to_string();
+    assert!(s.wait_log(&format!("127.0.0.1:{plain}"), 5), "{}", s.log());
+
+    // The webroot made after the start (as ACME makes it) is served, text/plain, no expiry.
+    let challenge = webroot.join(".well-known/acme-challenge");
+    std::fs::create_dir_all(&challenge).unwrap();
+    std::fs::write(challenge.join("tok-123_x"), "tok-123_x.thumbprint").unwrap();
+    let url = format!("http://localhost:{plain}/.well-known/acme-challenge/tok-123_x");
+    assert_eq!(curl_bytes(&[&url]), b"tok-123_x.thumbprint");
+    let head = curl_head(&[&url]);
+    assert!(head.contains("content-type: text/plain"), "{head}");
+    assert!(
+        !head.contains("cache-control") && !head.contains("strict-transport"),
+        "{head}"
+    );
+    let missing = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://localhost:{plain}/.well-known/acme-challenge/nope"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&missing.stdout), "404");
+
+    // Everything else: 301 to https on the TLS port, path and query kept.
+    let head = curl_head(&[&format!("http://localhost:{plain}/a/b?x=1&y=%20")]);
+    assert!(head.starts_with("http/1.1 301"), "{head}");
+    assert!(
+        head.contains(&format!("location: https://localhost:{tls_port}/a/b?x=1&y=%20\r\n")),
+        "{head}"
+    );
+    let head = curl_head(&[
+        "-H",
+        "Host: www.example.test",
+        &format!("http://127.0.0.1:{plain}/static/app.js"),
+    ]);
+    assert!(
+        head.contains(&format!("location: https://www.example.test:{tls_port}/static/app.js")),
+        "{head}"
+    );
+    let head = curl_head(&["-H", "Host: evil.test", &format!("http://127.0.0.1:{plain}/")]);
+    assert!(head.starts_with("http/1.1 421"), "{head}");
+    // Followed, the redirect lands on the app over TLS.
+    let out = curl_bytes(&[
+        "-L",
+        "--cacert",
+        cert.to_str().unwrap(),
+        &format!("http://localhost:{plain}/environ"),
+    ]);
+    let env: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(env["wsgi.url_scheme"], "https");
+
+    // HSTS on TLS answers: the app's, a static file's, and the app's own replaced (one only).
+    for path in ["/environ", "/static/app.js", "/static/nope"] {
+        let head = curl_head(&[
+            "--cacert",
+            cert.to_str().unwrap(),
+            &format!("https://localhost:{tls_port}{path}"),
+        ]);
+        assert_eq!(
+            head.matches("strict-transport-security: max-age=63072000; includesubdomains\r\n")
+                .count(),
+            1,
+            "{path}: {head}"
+        );
+    }
+    let head = curl_head(&[
+        "--cacert",
+        cert.to_str().unwrap(),
+        &format!("https://localhost:{tls_port}/sts"),
+    ]);
+    assert_eq!(head.matches("strict-transport-security").count(), 1, "{head}");
+    assert!(!head.contains("max-age=1\r\n"), "{head}");
+}

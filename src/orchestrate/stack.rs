@@ -662,7 +662,8 @@ fn static_check(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<()> {
         .collect();
     let server = match by {
         Tier::Uwsgi => "uWSGI",
-        Tier::Nginx | Tier::Apache | Tier::Embedded | Tier::Gunicorn | Tier::ModWsgi => "the front",
+        Tier::Embedded => "the embedded server",
+        Tier::Nginx | Tier::Apache | Tier::Gunicorn | Tier::ModWsgi => "the front",
     };
     if r.status != 200 || cache != [want.as_str()] {
         bail!(

@@ -464,12 +464,12 @@ impl Plan {
     }
 
     /// The tier that serves `[[static]]` itself: the edge when it is a web server, uWSGI
-    /// alone (its static map); none for Gunicorn and the embedded server alone.
+    /// alone (its static map) or the embedded server alone (`--static`); none for Gunicorn.
     pub fn statics_served_by(&self) -> Option<Tier> {
         let edge = self.edge().tier;
         match edge {
-            Tier::Nginx | Tier::Apache | Tier::Uwsgi => Some(edge),
-            Tier::Embedded | Tier::Gunicorn | Tier::ModWsgi => None,
+            Tier::Nginx | Tier::Apache | Tier::Uwsgi | Tier::Embedded => Some(edge),
+            Tier::Gunicorn | Tier::ModWsgi => None,
         }
     }
 

@@ -231,6 +231,7 @@ fn tiers(spec: &Spec, chain: &Chain, env: &Environment, conf_dir: &Path, units: 
                 trusted: &trusted_proxies,
                 timeout_secs: timeouts[i],
                 in_process_app: list.get(i + 1).is_some_and(|t| t.role() == Role::InProcessApp),
+                edge: i == 0,
             };
             let process = process(spec, tier, env, &hop, units);
             let unit_exec = unit_exec(spec, tier, env, &hop, units);
@@ -393,6 +394,9 @@ struct Hop<'a> {
     timeout_secs: u64,
     /// The next tier runs the app inside this one's processes (Apache hosting mod_wsgi).
     in_process_app: bool,
+    /// The tier is the edge: nothing in front serves `[[static]]` (the embedded server then
+    /// serves it itself).
+    edge: bool,
 }
 
 fn process(spec: &Spec, tier: Tier, env: &Environment, hop: &Hop, units: Option<&Units>) -> Option<Process> {
@@ -405,16 +409,20 @@ fn process(spec: &Spec, tier: Tier, env: &Environment, hop: &Hop, units: Option<
     let bind = hop.listen.map(Address::bind).unwrap_or_default();
     let (program, args) = match tier {
         Tier::Embedded => match env {
-            // `up` runs the server itself; it reads deploy.toml (and follows it on reload).
-            Environment::Local { .. } => (
-                Program::Server,
-                vec![
+            // `up` runs the server itself; it reads deploy.toml (and follows it on reload),
+            // `[[static]]` included unless a front serves it.
+            Environment::Local { .. } => {
+                let mut args = vec![
                     "--config".into(),
                     spec.path.display().to_string(),
                     "--bind".into(),
                     bind,
-                ],
-            ),
+                ];
+                if !hop.edge && !spec.statics.is_empty() {
+                    args.push("--no-static".into());
+                }
+                (Program::Server, args)
+            }
             Environment::Production { .. } | Environment::Container => (
                 Program::Path(spec.systemd.deployctl.clone()),
                 embedded_args(spec, &bind, hop),
@@ -546,6 +554,20 @@ fn embedded_args(spec: &Spec, bind: &str, hop: &Hop) -> Vec<String> {
         "--venv".into(),
         spec.app.venv.display().to_string(),
     ]);
+    // Alone, it serves `[[static]]` itself; behind a front, the front does.
+    if hop.edge {
+        for s in &spec.statics {
+            w.push("--static".into());
+            w.push(
+                deployctl_common::settings::StaticMount {
+                    url: s.url.clone(),
+                    dir: s.dir.clone(),
+                    expires_secs: s.expires.0,
+                }
+                .to_arg(),
+            );
+        }
+    }
     w
 }
 

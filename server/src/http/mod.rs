@@ -4,6 +4,7 @@ pub mod body;
 pub mod mime;
 pub mod outbox;
 pub mod parse;
+pub mod redirect;
 pub mod response;
 pub mod statics;
 pub mod uwsgi;

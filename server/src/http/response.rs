@@ -144,7 +144,10 @@ impl Response {
             None => h.extend_from_slice(b"500 Internal Server Error"),
         }
         h.extend_from_slice(b"\r\n");
-        h.extend_from_slice(&self.fields);
+        match HSTS.get() {
+            Some(hsts) if self.stream.is_tls() => push_replacing_hsts(&mut h, &self.fields, hsts),
+            _ => h.extend_from_slice(&self.fields),
+        }
         if !self.app_date {
             push_date(&mut h);
         }
@@ -367,6 +370,22 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
         }
     }
     out.extend_from_slice(&digits[i..]);
+}
+
+/// `Strict-Transport-Security: VALUE\r\n` (`--hsts`), set once at a worker's start: added to
+/// every response over TLS.
+pub static HSTS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// The app's fields without its own Strict-Transport-Security, then ours (as the nginx front
+/// hides the app's and adds its own: never two).
+fn push_replacing_hsts(h: &mut Vec<u8>, fields: &[u8], hsts: &[u8]) {
+    const NAME: &[u8] = b"strict-transport-security:";
+    for line in fields.split_inclusive(|b| *b == b'\n') {
+        if !(line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME)) {
+            h.extend_from_slice(line);
+        }
+    }
+    h.extend_from_slice(hsts);
 }
 
 /// A complete response the server writes itself (errors, refusals), then closes or not.

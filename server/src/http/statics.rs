@@ -38,18 +38,24 @@ Referrer-Policy: strict-origin-when-cross-origin\r\nCross-Origin-Opener-Policy: 
 
 struct Mount {
     url: Vec<u8>,
-    /// The directory, opened `O_PATH`: files are opened relative to it.
+    /// The directory, opened `O_PATH`: files are opened relative to it. `None`: opened for
+    /// each request from `path` (the ACME webroot, which may be made after the start).
     dir: Option<OwnedFd>,
+    path: PathBuf,
     /// Its canonical path, for the fallback's check.
     canonical: PathBuf,
-    expires: u64,
+    /// `None`: no Cache-Control or Expires (the ACME challenge).
+    expires: Option<u64>,
+    /// The type of a file whose extension names none.
+    default_type: &'static str,
 }
 
 /// The mounts of one worker, their directories open.
 pub struct Statics {
     mounts: Vec<Mount>,
-    /// `Strict-Transport-Security: …\r\n` on every answer (TLS listeners), or empty.
-    pub hsts: Vec<u8>,
+    /// The nginx site's security headers on every answer (not on the HTTP listener of a TLS
+    /// site, which adds none).
+    security_headers: bool,
 }
 
 /// The request's fields that decide a static answer.
@@ -99,15 +105,35 @@ impl Statics {
                 Mount {
                     url: m.url.as_bytes().to_vec(),
                     dir: dir.ok(),
+                    path: m.dir.clone(),
                     canonical: std::fs::canonicalize(&m.dir).unwrap_or_else(|_| m.dir.clone()),
-                    expires: m.expires_secs,
+                    expires: Some(m.expires_secs),
+                    default_type: crate::http::mime::DEFAULT,
                 }
             })
             .collect();
         Some(Statics {
             mounts,
-            hsts: Vec::new(),
+            security_headers: true,
         })
+    }
+
+    /// The ACME HTTP-01 answers: `webroot/.well-known/acme-challenge/` under the same URL, as
+    /// the nginx site's `location ^~ /.well-known/acme-challenge/ { root …; default_type
+    /// text/plain; }` (no expiry, no security headers).
+    pub fn acme(webroot: &std::path::Path) -> Statics {
+        let dir = webroot.join(".well-known/acme-challenge");
+        Statics {
+            mounts: vec![Mount {
+                url: b"/.well-known/acme-challenge/".to_vec(),
+                dir: None,
+                canonical: std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone()),
+                path: dir,
+                expires: None,
+                default_type: "text/plain",
+            }],
+            security_headers: false,
+        }
     }
 
     /// The answer to a request under one of the prefixes, `None` for the app's requests.
@@ -172,8 +198,16 @@ impl Statics {
             }
         }
         let trailing_slash = rest.ends_with(b"/") || rest.is_empty();
-        let Some(dir) = &mount.dir else {
-            return self.error(404, "no such file", None);
+        let opened;
+        let dir = match &mount.dir {
+            Some(d) => d,
+            None => match open_dir(&mount.path) {
+                Ok(d) => {
+                    opened = d;
+                    &opened
+                }
+                Err(_) => return self.error(404, "no such file", None),
+            },
         };
         if rel.is_empty() {
             return self.error(403, "directories are not listed", None);
@@ -202,15 +236,15 @@ impl Statics {
         let mut fields = Vec::with_capacity(512);
         let mut cache = Vec::with_capacity(128);
         cache.extend_from_slice(format!("Last-Modified: {last_modified}\r\nETag: {etag}\r\n").as_bytes());
-        let now = SystemTime::now();
-        cache.extend_from_slice(
-            format!(
-                "Expires: {}\r\nCache-Control: max-age={}\r\n",
-                http_date(now + Duration::from_secs(mount.expires)),
-                mount.expires
-            )
-            .as_bytes(),
-        );
+        if let Some(expires) = mount.expires {
+            cache.extend_from_slice(
+                format!(
+                    "Expires: {}\r\nCache-Control: max-age={expires}\r\n",
+                    http_date(SystemTime::now() + Duration::from_secs(expires)),
+                )
+                .as_bytes(),
+            );
+        }
         let not_modified = match (c.if_none_match, c.if_modified_since) {
             (Some(inm), _) => etag_matches(inm, &etag),
             (None, Some(ims)) => ims == last_modified.as_bytes(),
@@ -226,7 +260,11 @@ impl Statics {
             };
         }
         fields.extend_from_slice(b"Content-Type: ");
-        fields.extend_from_slice(crate::http::mime::of(&rel).as_bytes());
+        let ty = match crate::http::mime::of(&rel) {
+            crate::http::mime::DEFAULT => mount.default_type,
+            t => t,
+        };
+        fields.extend_from_slice(ty.as_bytes());
         fields.extend_from_slice(b"\r\nAccept-Ranges: bytes\r\n");
         let if_range_ok = c
             .if_range
@@ -253,8 +291,9 @@ impl Statics {
     }
 
     fn common(&self, fields: &mut Vec<u8>) {
-        fields.extend_from_slice(SECURITY_HEADERS);
-        fields.extend_from_slice(&self.hsts);
+        if self.security_headers {
+            fields.extend_from_slice(SECURITY_HEADERS);
+        }
     }
 
     fn error(&self, status: u16, message: &str, extra: Option<&[u8]>) -> Answer {
@@ -281,6 +320,8 @@ pub fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         416 => "Range Not Satisfiable",
+        301 => "Moved Permanently",
+        421 => "Misdirected Request",
         _ => "Error",
     }
 }
