@@ -1,8 +1,10 @@
 //! The lone `embedded` target with `[tls]`: the embedded server terminates TLS itself
-//! (rustls), listening on `[tls].listen` only. `render`/`check` give its socket unit the HTTPS
-//! address and its service `--certfile`/`--keyfile`/`--tls-profile` (validated with
-//! systemd-analyze); ACME is refused for it (nothing answers the HTTP-01 challenge); `up`
-//! runs it on a self-signed pair, or the user's pair, asked with curl over HTTPS.
+//! (rustls) on `[tls].listen`, and `[server].listen` is its plain listener (the ACME challenge
+//! from the webroot, a 301 to https for the rest). `render`/`check` give its socket unit both
+//! addresses and its service `--certfile`/`--keyfile`/`--tls-profile`, `--redirect-bind`,
+//! `--acme-webroot`, `--server-name` and `--hsts` (validated with systemd-analyze); ACME is
+//! still refused for it (`up` and `cert` do not drive it yet); `up` runs it on a self-signed
+//! pair, asked with curl over HTTPS and plain HTTP.
 
 mod common;
 
@@ -25,7 +27,11 @@ fn render_gives_the_socket_the_https_address_and_the_service_the_pair() {
     let dir = project(&spec_text(&format!("{FILES}profile = \"modern\"\n")), &[]);
     let files = render(dir.path(), "embedded");
     let socket = &files["systemd/shop.socket"];
-    assert!(socket.contains("ListenStream=0.0.0.0:8443"), "{socket}");
+    // The TLS listener first, the plain one second: the order the server takes them in.
+    assert!(
+        socket.contains("ListenStream=0.0.0.0:8443\n# Plain HTTP beside TLS: the ACME challenge and a redirect to https.\nListenStream=0.0.0.0:80\n"),
+        "{socket}"
+    );
     let service = &files["systemd/shop.service"];
     let exec = service
         .lines()
@@ -34,7 +40,9 @@ fn render_gives_the_socket_the_https_address_and_the_service_the_pair() {
     assert!(exec.contains(" serve app:app --bind 0.0.0.0:8443 "), "{exec}");
     assert!(
         exec.ends_with(
-            "--certfile /etc/ssl/shop/fullchain.pem --keyfile /etc/ssl/shop/privkey.pem --tls-profile modern"
+            "--certfile /etc/ssl/shop/fullchain.pem --keyfile /etc/ssl/shop/privkey.pem --tls-profile modern \
+             --redirect-bind 0.0.0.0:80 --acme-webroot /var/lib/deployctl/shop/acme --server-name shop.example \
+             --hsts \"max-age=63072000; includeSubDomains\""
         ),
         "{exec}"
     );
@@ -101,7 +109,7 @@ fn curl(args: &[&str]) -> (bool, String, String) {
 }
 
 #[test]
-fn up_serves_https_itself_on_a_self_signed_pair_and_nothing_on_http() {
+fn up_serves_https_itself_on_a_self_signed_pair_and_redirects_on_http() {
     let project = up_project("");
     let p = project.path();
     let _down = DownOnDrop(p.to_path_buf());
@@ -137,8 +145,52 @@ fn up_serves_https_itself_on_a_self_signed_pair_and_nothing_on_http() {
     assert!(body.contains("Hello"), "{body}");
     assert!(err.contains("Re-using existing connection"), "{err}");
     assert!(err.contains("ALPN: server accepted http/1.1"), "{err}");
-    // Only HTTPS: nothing listens on [server].listen.
-    assert!(std::net::TcpStream::connect(("127.0.0.1", http)).is_err());
+    // HSTS, the nginx front's value.
+    let (ok, head, err) = curl(&[
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-D",
+        "-",
+        "--cacert",
+        cert.to_str().unwrap(),
+        "--resolve",
+        &resolve,
+        &url("/"),
+    ]);
+    assert!(ok, "{err}");
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        lower.contains("strict-transport-security: max-age=63072000; includesubdomains\r\n"),
+        "{head}"
+    );
+    // [server].listen: a 301 to https on the TLS port, path and query kept ...
+    let (ok, head, err) = curl(&[
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-D",
+        "-",
+        &format!("http://localhost:{http}/a?b=1"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(head.starts_with("HTTP/1.1 301"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        lower.contains(&format!("location: https://localhost:{https}/a?b=1\r\n")),
+        "{head}"
+    );
+    // ... and the ACME challenge from the run directory's webroot.
+    let challenge = p.join(".deployctl/embedded/acme/.well-known/acme-challenge");
+    std::fs::create_dir_all(&challenge).unwrap();
+    std::fs::write(challenge.join("tok"), "tok.key").unwrap();
+    let (ok, body, err) = curl(&[
+        "-sS",
+        "--fail",
+        &format!("http://localhost:{http}/.well-known/acme-challenge/tok"),
+    ]);
+    assert!(ok, "{err}\n{}", log(p));
+    assert_eq!(body, "tok.key");
     // `status` is healthy over HTTPS.
     let status = Cli::new(p).args(["status"]).run();
     assert_eq!(status.code, 0, "{}{}", status.stdout, status.stderr);

@@ -159,11 +159,11 @@ pub struct ServeArgs {
     pub redirect_bind: Vec<String>,
     /// The ACME HTTP-01 webroot the --redirect-bind listeners serve
     /// `/.well-known/acme-challenge/` from (the files under `DIR/.well-known/acme-challenge/`).
-    #[arg(long, value_name = "DIR", requires = "redirect_bind")]
+    #[arg(long, value_name = "DIR")]
     pub acme_webroot: Option<PathBuf>,
     /// A host name the --redirect-bind listeners redirect for (repeatable; `*.example.com`
     /// matches subdomains); any other Host is answered 421. Default: any.
-    #[arg(long = "server-name", value_name = "NAME", requires = "redirect_bind")]
+    #[arg(long = "server-name", value_name = "NAME")]
     pub server_names: Vec<String>,
     /// The `Strict-Transport-Security` value sent with every answer over TLS (the app's own
     /// is replaced), e.g. `max-age=63072000`.

@@ -204,7 +204,13 @@ fn instance(plan: &RunPlan<'_>, generation: u32, role: Role, fds: Vec<Arc<OwnedF
                 .unwrap_or_default();
             match role {
                 Role::Serve => args.extend(["--pid".into(), plan.files.pid_file().into()]),
-                Role::Probe => args.extend(["--workers".into(), "1".into()]),
+                Role::Probe => {
+                    // One private socket: no plain listener beside TLS on a probe.
+                    if let Some(at) = args.iter().position(|a| a == "--redirect-bind") {
+                        args.drain(at..(at + 2).min(args.len()));
+                    }
+                    args.extend(["--workers".into(), "1".into()])
+                }
             }
             (plan.backend_bin.clone(), args)
         }
@@ -352,7 +358,22 @@ pub fn start(plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<Running> {
                 super::apache::grant_socket(identity.as_ref(), path)?;
             }
             running.listener = Some(listener.clone());
-            Some(instance(plan, 1, Role::Serve, vec![listener])?)
+            let mut fds = vec![listener];
+            // The lone embedded server beside TLS: its plain listener (the challenge and the
+            // redirect) is the second socket, as under systemd.
+            if let Some(http) = plan.plan.tls.as_ref().and_then(|t| t.embedded_http.as_ref()) {
+                use std::net::ToSocketAddrs;
+                let addr = http
+                    .to_string()
+                    .replace("localhost:", "127.0.0.1:")
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .with_context(|| format!("resolving {http}"))?;
+                let l = std::net::TcpListener::bind(addr).with_context(|| format!("listening on {addr}"))?;
+                fds.push(Arc::new(l.into()));
+            }
+            Some(instance(plan, 1, Role::Serve, fds)?)
         };
         // nginx's wrapper (which asks `nginx -V` where its configuration directory is) is
         // written while the app starts.

@@ -61,6 +61,9 @@ pub struct TlsPlan {
     pub hsts: Option<String>,
     /// The units that renew the certificate on a server (ACME in production).
     pub cert_units: Option<CertUnits>,
+    /// The lone embedded server's plain listener (`[server].listen`, `--redirect-bind`):
+    /// the ACME challenge and the 301 to https. `None` for a front (its site has its own).
+    pub embedded_http: Option<Listen>,
 }
 
 /// `NAME-cert.service` (oneshot: `deployctl cert`) and the daily `NAME-cert.timer`.
@@ -155,14 +158,17 @@ pub(super) fn resolve(plan: &Plan, names_written: &[String]) -> Option<TlsPlan> 
         settings: crate::tls::resolve(tls.profile, capabilities.openssl),
         hsts: tls.hsts.map(|h| hsts_value(h, tls.hsts_preload)),
         cert_units,
+        embedded_http: None,
     })
 }
 
 /// The lone embedded server terminates TLS itself: it listens on `[tls].listen` (its socket
-/// unit's `ListenStream=`, the socket `up` hands it) instead of `[server].listen`, and its
-/// command lines (`up`'s and the unit's) get `--certfile`, `--keyfile` and `--tls-profile`.
-/// It serves HTTPS only: nothing listens on `[server].listen` (no redirect, no ACME
-/// challenge; `tls_refusal` refuses `acme` for it).
+/// unit's first `ListenStream=`, the first socket `up` hands it) instead of `[server].listen`,
+/// and its command lines (`up`'s and the unit's) get `--certfile`, `--keyfile` and
+/// `--tls-profile`. `[server].listen` becomes its plain listener (`--redirect-bind`: the
+/// second `ListenStream=`, the second socket), which answers the ACME challenge from the
+/// webroot (`--acme-webroot`) and 301s the rest to https for `[server].names`
+/// (`--server-name`), as the nginx front's port-80 server does; `--hsts` is the front's value.
 pub(super) fn embedded_edge(plan: &mut Plan) {
     let Some(tls) = &plan.tls else { return };
     if plan.tiers.len() != 1 || plan.edge().tier != Tier::Embedded {
@@ -170,7 +176,11 @@ pub(super) fn embedded_edge(plan: &mut Plan) {
     }
     let profile = plan.spec.tls.as_ref().map_or("intermediate", |t| t.profile.name());
     let bind = tls.listen.to_string();
-    let flags = [
+    let http = match &plan.tiers[0].listen {
+        Some(Address::Tcp(l)) => Some(l.clone()),
+        Some(Address::Unix(_)) | None => None,
+    };
+    let mut flags = vec![
         "--certfile".to_string(),
         tls.certificate.display().to_string(),
         "--keyfile".to_string(),
@@ -178,6 +188,16 @@ pub(super) fn embedded_edge(plan: &mut Plan) {
         "--tls-profile".to_string(),
         profile.to_string(),
     ];
+    if let Some(h) = &http {
+        flags.extend(["--redirect-bind".to_string(), h.to_string()]);
+        flags.extend(["--acme-webroot".to_string(), tls.webroot.display().to_string()]);
+        for n in &plan.spec.server.names {
+            flags.extend(["--server-name".to_string(), n.clone()]);
+        }
+    }
+    if let Some(h) = &tls.hsts {
+        flags.extend(["--hsts".to_string(), h.clone()]);
+    }
     let patch = |args: &mut Vec<String>| {
         if let Some(at) = args.iter().position(|a| a == "--bind")
             && let Some(value) = args.get_mut(at + 1)
@@ -186,8 +206,12 @@ pub(super) fn embedded_edge(plan: &mut Plan) {
         }
         args.extend(flags.iter().cloned());
     };
+    let listen = tls.listen.clone();
+    if let Some(t) = plan.tls.as_mut() {
+        t.embedded_http = http;
+    }
     let edge = &mut plan.tiers[0];
-    edge.listen = Some(Address::Tcp(tls.listen.clone()));
+    edge.listen = Some(Address::Tcp(listen));
     if let Some(p) = edge.process.as_mut() {
         patch(&mut p.args);
     }

@@ -465,6 +465,9 @@ pub struct SocketView {
     pub description: String,
     /// `ListenStream=` of the socket unit.
     pub listen_stream: String,
+    /// More `ListenStream=`, in the order the server expects them after the first (the lone
+    /// embedded server's plain listener beside TLS).
+    pub more_listen_streams: Vec<String>,
     /// Owner and group of a unix socket; absent for TCP.
     pub socket_user: Option<String>,
     pub socket_group: Option<String>,
@@ -517,6 +520,13 @@ impl SystemdSocket {
             systemd: SocketView {
                 description: description(plan),
                 listen_stream: quote::systemd_text(&listen.map(Address::listen_stream).unwrap_or_default()),
+                more_listen_streams: plan
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.embedded_http.as_ref())
+                    .map(|l| quote::systemd_text(&Address::Tcp(l.clone()).listen_stream()))
+                    .into_iter()
+                    .collect(),
                 socket_user: unix.then(|| quote::systemd_text(&spec.systemd.user)),
                 socket_group: unix.then(|| quote::systemd_text(&spec.frontend.group)),
                 backlog: policy::SOCKET_BACKLOG,
