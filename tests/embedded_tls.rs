@@ -2,16 +2,19 @@
 //! (rustls) on `[tls].listen`, and `[server].listen` is its plain listener (the ACME challenge
 //! from the webroot, a 301 to https for the rest). `render`/`check` give its socket unit both
 //! addresses and its service `--certfile`/`--keyfile`/`--tls-profile`, `--redirect-bind`,
-//! `--acme-webroot`, `--server-name` and `--hsts` (validated with systemd-analyze); ACME is
-//! still refused for it (`up` and `cert` do not drive it yet); `up` runs it on a self-signed
-//! pair, asked with curl over HTTPS and plain HTTP.
+//! `--acme-webroot`, `--server-name` and `--hsts` (validated with systemd-analyze); with ACME,
+//! renewal units that reload the server's own unit; `up` runs it on a self-signed pair, asked
+//! with curl over HTTPS and plain HTTP, and obtains a certificate from Debian's pebble through
+//! its plain listener, then HUPs it onto the certificate; `deployctl cert --force` renews
+//! through the running server and reloads it.
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::up::{DownOnDrop, example_copy, free_port};
+use common::pebble::{pebble, start_pebble};
+use common::up::{DownOnDrop, example_copy, free_port, wait_for};
 use common::{Cli, project, render};
 
 fn spec_text(tls: &str) -> String {
@@ -67,19 +70,25 @@ fn check_validates_the_units_with_tls() {
 }
 
 #[test]
-fn acme_is_refused_for_the_lone_embedded_server() {
+fn acme_renders_renewal_units_that_reload_the_server_itself() {
     let dir = project(&spec_text("acme = { email = \"ops@shop.example\" }\n"), &[]);
-    let run = Cli::new(dir.path())
-        .args(["render", "--stdout", "--target", "embedded"])
-        .run()
-        .failure();
+    let files = render(dir.path(), "embedded");
+    let service = &files["systemd/shop-cert.service"];
     assert!(
-        run.stderr
-            .contains("[tls].acme needs a front that answers ACME's HTTP-01 challenge"),
-        "{}",
-        run.stderr
+        service.contains("ExecStartPost=+/usr/bin/systemctl reload shop.service\n"),
+        "{service}"
     );
-    assert!(run.stderr.contains("nginx+embedded"), "{}", run.stderr);
+    assert!(files.contains_key("systemd/shop-cert.timer"), "{:?}", files.keys());
+    let exec = files["systemd/shop.service"]
+        .lines()
+        .find(|l| l.starts_with("ExecStart="))
+        .expect("ExecStart")
+        .to_string();
+    assert!(
+        exec.contains("--certfile /var/lib/deployctl/shop/tls/live/fullchain.pem"),
+        "{exec}"
+    );
+    assert!(exec.contains("--acme-webroot /var/lib/deployctl/shop/acme"), "{exec}");
 }
 
 /// The example with `[tls]` holding `tls`.
@@ -195,5 +204,93 @@ fn up_serves_https_itself_on_a_self_signed_pair_and_redirects_on_http() {
     let status = Cli::new(p).args(["status"]).run();
     assert_eq!(status.code, 0, "{}{}", status.stdout, status.stderr);
     assert!(status.stdout.contains("→ 200"), "{}", status.stdout);
+    Cli::new(p).args(["down"]).run().success();
+}
+
+/// The serial of the certificate served on `port` for localhost.
+fn served_serial(port: u16) -> String {
+    let s = Command::new("timeout")
+        .args(["10", "openssl", "s_client", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-servername", "localhost"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("openssl s_client");
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl x509");
+    use std::io::Write;
+    x509.stdin.take().unwrap().write_all(&s.stdout).unwrap();
+    let out = x509.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn with_acme_up_and_cert_obtain_from_pebble_through_the_servers_plain_listener() {
+    let Some(bin) = pebble() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let pebble = start_pebble(&bin, tmp.path(), http);
+    let project = up_project(&format!(
+        "acme = {{ email = \"ops@example.com\", directory = {:?}, ca = {:?} }}\n",
+        pebble.directory,
+        pebble.ca.display().to_string()
+    ));
+    let p = project.path();
+    let toml = std::fs::read_to_string(p.join("deploy.toml")).unwrap().replace(
+        "names = [\"localhost\", \"flask-hello.test\"]",
+        "names = [\"localhost\"]",
+    );
+    std::fs::write(p.join("deploy.toml"), toml).unwrap();
+    let _down = DownOnDrop(p.to_path_buf());
+    let https = free_port();
+    let run = Cli::new(p)
+        .args([
+            "up",
+            "--target",
+            "embedded",
+            "--listen",
+            &format!("127.0.0.1:{http}"),
+            "--tls-listen",
+            &format!("127.0.0.1:{https}"),
+            "--detach",
+        ])
+        .run();
+    let pebble_log = || std::fs::read_to_string(tmp.path().join("pebble.log")).unwrap_or_default();
+    assert_eq!(run.code, 0, "{}\n{}\npebble:\n{}", run.stderr, log(p), pebble_log());
+    assert!(
+        log(p).contains("issued for localhost, the embedded server reloaded onto it"),
+        "{}\npebble:\n{}",
+        log(p),
+        pebble_log()
+    );
+    // Served and verified against Pebble's root only.
+    let root = pebble.root(tmp.path());
+    let resolve = format!("localhost:{https}:127.0.0.1");
+    let url = format!("https://localhost:{https}/");
+    let fetch = || curl(&["--cacert", root.to_str().unwrap(), "--resolve", &resolve, &url]);
+    assert!(wait_for(10, || fetch().0), "{:?}\n{}", fetch(), log(p));
+    let (_, body, _) = fetch();
+    assert!(body.contains("Hello"), "{body}");
+
+    // `deployctl cert --force`: renewed through the running server, which is HUPed onto it.
+    let before = served_serial(https);
+    let cert = Cli::new(p).args(["cert", "--target", "embedded", "--force"]).run();
+    assert_eq!(cert.code, 0, "{}\n{}\npebble:\n{}", cert.stderr, log(p), pebble_log());
+    assert!(
+        cert.stderr.contains("the embedded server of the running `up` stack"),
+        "{}",
+        cert.stderr
+    );
+    assert!(
+        wait_for(15, || served_serial(https) != before),
+        "still serving {before}\n{}",
+        log(p)
+    );
+    assert!(fetch().0, "{:?}", fetch());
     Cli::new(p).args(["down"]).run().success();
 }

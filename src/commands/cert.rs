@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use crate::acme;
 use crate::cli::CertArgs;
 use crate::orchestrate::state::{Condition, Found, State};
-use crate::plan::{Environment, Plan, RELOAD_APACHE, RELOAD_NGINX, RunFiles};
+use crate::plan::{Environment, Plan, RunFiles, Tier};
 use crate::printer::{Printer, hinted};
 use crate::spec::CertificateSource;
 
@@ -121,22 +121,18 @@ pub fn run(args: &CertArgs, printer: &Printer) -> anyhow::Result<Status> {
 /// master; Apache: a graceful restart, USR1), or the server's (`systemctl reload nginx` or
 /// `apache2`), or what to run when systemd does not run this machine.
 fn reload_front(plan: &Plan, stack: Option<&State>, printer: &Printer) -> anyhow::Result<()> {
-    let apache = plan.edge().tier == crate::plan::Tier::Apache;
-    let (component, signal, command, manual) = if apache {
-        (
+    // The lone embedded server terminates TLS itself: its master is HUPed (new workers read
+    // the pair), as nginx is.
+    let (component, signal, manual) = match plan.edge().tier {
+        Tier::Apache => (
             crate::orchestrate::apache::NAME,
             libc::SIGUSR1,
-            RELOAD_APACHE,
             "`apachectl graceful` (or USR1 to its parent process)",
-        )
-    } else {
-        (
-            "nginx",
-            libc::SIGHUP,
-            RELOAD_NGINX,
-            "`nginx -s reload` (or HUP its master process)",
-        )
+        ),
+        Tier::Embedded if plan.tiers.len() == 1 => ("app", libc::SIGHUP, "a HUP to its master process"),
+        _ => ("nginx", libc::SIGHUP, "`nginx -s reload` (or HUP its master process)"),
     };
+    let command = crate::plan::front_reload(plan);
     let front = plan.tls_front_name();
     match stack {
         Some(st) => {
@@ -147,8 +143,9 @@ fn reload_front(plan: &Plan, stack: Option<&State>, printer: &Printer) -> anyhow
                 .with_context(|| format!("the running stack has no {front}"))?;
             if !c.process.signal(signal) {
                 anyhow::bail!(
-                    "the {front} of the running stack (pid {}) is gone; the certificate is installed and is used \
+                    "{} of the running stack (pid {}) is gone; the certificate is installed and is used \
                      when the stack starts again",
+                    the_front(front),
                     c.process.pid
                 );
             }
@@ -158,7 +155,7 @@ fn reload_front(plan: &Plan, stack: Option<&State>, printer: &Printer) -> anyhow
             );
         }
         None if systemd_runs_this_machine() => {
-            let out = std::process::Command::new(command[0])
+            let out = std::process::Command::new(&command[0])
                 .args(&command[1..])
                 .output()
                 .with_context(|| format!("running {}", command.join(" ")))?;
@@ -177,6 +174,15 @@ fn reload_front(plan: &Plan, stack: Option<&State>, printer: &Printer) -> anyhow
         ),
     }
     Ok(())
+}
+
+/// "the nginx", "the Apache", but "the embedded server" once.
+fn the_front(front: &str) -> String {
+    if front.starts_with("the ") {
+        front.to_string()
+    } else {
+        format!("the {front}")
+    }
 }
 
 /// Whether systemd is PID 1 (`sd_booted`'s test).

@@ -756,7 +756,7 @@ fn tls_after_start(
     };
     let progress = printer.progress(&format!("obtaining a certificate ({why})"));
     let result = crate::orchestrate::tls::obtain(run.plan).and_then(|cert| {
-        running.reload_front_certificates(run)?;
+        running.reload_front_certificates(run, printer)?;
         Ok(cert)
     });
     if let Some(p) = progress {

@@ -1019,8 +1019,9 @@ impl Running {
 
     /// The front at the edge re-reads its configuration and the certificates it names (nginx:
     /// HUP; Apache: a graceful restart, USR1), the configuration unchanged: a certificate
-    /// switched under `live` takes effect, gracefully.
-    pub fn reload_front_certificates(&mut self, plan: &RunPlan<'_>) -> anyhow::Result<()> {
+    /// switched under `live` takes effect, gracefully. The lone embedded server terminates TLS
+    /// itself: a HUP, whose new workers read the pair.
+    pub fn reload_front_certificates(&mut self, plan: &RunPlan<'_>, printer: &Printer) -> anyhow::Result<()> {
         match plan.plan.edge().tier {
             Tier::Apache => {
                 let generation = if plan.app_in_process() {
@@ -1030,6 +1031,7 @@ impl Running {
                 };
                 self.switch(plan, generation, Front::Apache)
             }
+            Tier::Embedded if plan.plan.tiers.len() == 1 => self.reload_embedded(plan, printer),
             _ => self.switch_front(plan, self.front_generation),
         }
     }

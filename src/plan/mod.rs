@@ -23,4 +23,6 @@ pub use chain::{Chain, Protocol, Role, Tier};
 pub use cluster::{ClusterKind, ClusterPlan, Probe};
 pub use model::*;
 pub use resolve::{APACHE_MODULE_DIR, INNER_WEB_PORT, local_names};
-pub use tls::{ACME_TIMEOUT_SECS, CertUnits, RELOAD_APACHE, RELOAD_NGINX, STATE_ROOT, TlsPlan, hsts_value};
+pub use tls::{
+    ACME_TIMEOUT_SECS, CertUnits, RELOAD_APACHE, RELOAD_NGINX, STATE_ROOT, TlsPlan, front_reload, hsts_value,
+};

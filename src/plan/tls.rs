@@ -73,9 +73,19 @@ pub struct CertUnits {
     pub timer: String,
     /// The command line of the service, program first.
     pub exec: Vec<String>,
-    /// How the front is reloaded onto the new certificate (`systemctl reload nginx.service` or
-    /// `apache2.service`), program first.
+    /// What reloads the front onto a new certificate, program first: nginx's unit, or the
+    /// lone embedded server's own (a HUP: new workers read the pair).
     pub reload: Vec<String>,
+}
+
+/// The command that reloads a server's front onto a renewed certificate: `systemctl reload`
+/// of nginx's or Apache's unit, or of the lone embedded server's own.
+pub fn front_reload(plan: &Plan) -> Vec<String> {
+    match (plan.edge().tier, &plan.units) {
+        (Tier::Embedded, Some(units)) => vec![RELOAD_NGINX[0].to_string(), "reload".to_string(), units.service.clone()],
+        (Tier::Apache, _) => RELOAD_APACHE.map(String::from).to_vec(),
+        _ => RELOAD_NGINX.map(String::from).to_vec(),
+    }
 }
 
 /// The `Strict-Transport-Security` header's value.
@@ -136,12 +146,7 @@ pub(super) fn resolve(plan: &Plan, names_written: &[String]) -> Option<TlsPlan> 
                 // The unit reloads the front itself, with the privileges its sandbox lacks.
                 "--no-reload".into(),
             ],
-            reload: match plan.edge().tier {
-                Tier::Apache => RELOAD_APACHE,
-                _ => RELOAD_NGINX,
-            }
-            .map(String::from)
-            .to_vec(),
+            reload: front_reload(plan),
         }),
         _ => None,
     };
@@ -286,10 +291,12 @@ impl Plan {
         self
     }
 
-    /// The front that terminates TLS, as the user knows it (`nginx`, `Apache`).
+    /// The front that terminates TLS, as the user knows it (`nginx`, `Apache`, the lone
+    /// embedded server).
     pub fn tls_front_name(&self) -> &'static str {
         match self.edge().tier {
             Tier::Apache => "Apache",
+            Tier::Embedded => "the embedded server",
             _ => "nginx",
         }
     }
@@ -322,15 +329,6 @@ impl Plan {
             return Some(format!(
                 "[tls] needs a front to terminate TLS: target `{target}` has none (use `nginx+{}`)",
                 self.app().tier.name()
-            ));
-        }
-        if self.edge().tier == Tier::Embedded
-            && let CertificateSource::Acme { .. } = spec_tls.source
-        {
-            return Some(format!(
-                "[tls].acme needs a front that answers ACME's HTTP-01 challenge on [server].listen: the lone \
-                 embedded server serves HTTPS only (use `certificate` and `key`, or target `nginx+embedded`; \
-                 target `{target}`)"
             ));
         }
         match (&self.environment, &spec_tls.source) {

@@ -203,7 +203,7 @@ pub struct CertView {
     pub exec_reload_front: String,
     /// The front, as the comments name it (`nginx`, `Apache`), and its unit.
     pub front: &'static str,
-    pub front_unit: &'static str,
+    pub front_unit: String,
     pub timeout_secs: u64,
     /// The timer's `RandomizedDelaySec=`.
     pub randomized_delay: &'static str,
@@ -234,9 +234,10 @@ impl CertUnitsView {
                     quote::systemd_exec(&units.as_ref().map(|u| u.reload.clone()).unwrap_or_default())
                 ),
                 front: plan.tls_front_name(),
-                front_unit: match plan.edge().tier {
-                    crate::plan::Tier::Apache => "apache2.service",
-                    _ => "nginx.service",
+                front_unit: match (plan.edge().tier, &plan.units) {
+                    (crate::plan::Tier::Apache, _) => "apache2.service".to_string(),
+                    (crate::plan::Tier::Embedded, Some(u)) => quote::systemd_text(&u.service),
+                    _ => "nginx.service".to_string(),
                 },
                 timeout_secs: crate::plan::ACME_TIMEOUT_SECS * 2,
                 randomized_delay: "1h",
