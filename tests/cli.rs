@@ -663,20 +663,21 @@ fn init_flags_are_checked_as_usage() {
     }
 }
 
-/// Gunicorn and the embedded server serve no files: alone, they say so at render, check and
-/// up (up: tests/up.rs), naming the `[[static]]` entries; uWSGI alone and every front serve
+/// Gunicorn serves no files: alone, it says so at render, check and up (up: tests/up.rs),
+/// naming the `[[static]]` entries; uWSGI and the embedded server alone and every front serve
 /// them and say nothing.
 #[test]
-fn lone_gunicorn_and_embedded_warn_that_static_files_need_a_front() {
+fn lone_gunicorn_warns_that_static_files_need_a_front() {
     let ex = common::example("flask-hello");
     let warning = |target: &str, server: &str| {
         format!(
             "warning: target `{target}` does not serve [[static]] /static/ (static): {server} serves no files, \
              so these URLs go to the app (404 unless it serves them itself, and without their `expires`); put a \
-             front before it (`--target nginx+{target}`) or use the `uwsgi` target, which serves them itself"
+             front before it (`--target nginx+{target}`) or use the `uwsgi` or `embedded` target, which serve them \
+             themselves"
         )
     };
-    for (target, server) in [("gunicorn", "Gunicorn"), ("embedded", "the embedded server")] {
+    for (target, server) in [("gunicorn", "Gunicorn")] {
         let want = warning(target, server);
         let render = Cli::new(&ex).args(["render", "--stdout", "-t", target]).run().success();
         let lines: Vec<&str> = render.stderr.lines().filter(|l| l.starts_with("warning:")).collect();
@@ -688,7 +689,7 @@ fn lone_gunicorn_and_embedded_warn_that_static_files_need_a_front() {
             check.stderr
         );
     }
-    for target in ["uwsgi", "nginx+embedded", "nginx+uwsgi", "nginx+gunicorn"] {
+    for target in ["uwsgi", "embedded", "nginx+embedded", "nginx+uwsgi", "nginx+gunicorn"] {
         let render = Cli::new(&ex).args(["render", "--stdout", "-t", target]).run().success();
         assert!(!render.stderr.contains("does not serve"), "{target}: {}", render.stderr);
     }

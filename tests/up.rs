@@ -19,7 +19,7 @@ fn up(target: &str, port: u16) -> (Up, String) {
 }
 
 /// The example through the stack on `port`: the page, the stylesheet (served by the front, or
-/// uWSGI alone, with one `Cache-Control` from `expires`), the form POST, and the JSON route,
+/// uWSGI or the embedded server alone, with one `Cache-Control` from `expires`), the form POST, and the JSON route,
 /// which shows what the app received: the Host as the client sent it (port included), the
 /// scheme, and the client's address.
 fn serves_the_example(port: u16, target: &str) {
@@ -31,7 +31,7 @@ fn serves_the_example(port: u16, target: &str) {
     assert_eq!(css.status, 200, "{target}");
     assert!(!css.body.is_empty());
     assert_eq!(css.one("content-type").split(';').next(), Some("text/css"), "{target}");
-    if target.starts_with("nginx+") || target == "uwsgi" {
+    if target.starts_with("nginx+") || target == "uwsgi" || target == "embedded" {
         assert_eq!(
             css.one("cache-control"),
             "max-age=604800",

@@ -429,21 +429,12 @@ impl Plan {
 }
 
 impl Plan {
-    /// What `render` and `check` warn about for a cluster target: `[[static]]` left to the
-    /// app in a pod (the embedded server serves no files; the Ingress passes every URL to
-    /// it), a `[health].expect` the kubelet's probes cannot check (they pass on 200–399).
+    /// What `render` and `check` warn about for a cluster target: paths outside the image, a
+    /// `[health].expect` the kubelet's probes cannot check (they pass on 200–399).
+    /// (`[[static]]` is served by the pod's own server: `--static`.)
     pub fn cluster_warning(&self) -> Option<String> {
         let c = self.cluster.as_ref()?;
         let mut said = Vec::new();
-        if c.kind == ClusterKind::Kubernetes && !self.spec.statics.is_empty() {
-            let urls: Vec<&str> = self.spec.statics.iter().map(|s| s.url.as_str()).collect();
-            said.push(format!(
-                "target `kubernetes` does not serve [[static]] {} itself: the embedded server serves no files, \
-                 so these URLs go to the app (404 unless it serves them, as Flask does its static/ folder, and \
-                 without their `expires`)",
-                urls.join(", ")
-            ));
-        }
         let outside = |p: &Path| !p.starts_with(CONTAINER_APP);
         let mut away: Vec<String> = Vec::new();
         if outside(&self.spec.app.root) {

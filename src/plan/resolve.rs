@@ -697,9 +697,8 @@ impl Plan {
     }
 
     /// The warning `render`, `check` and `up` print when the plan leaves `[[static]]` to the
-    /// app: Gunicorn and the embedded server serve no files (an app may serve the URLs
-    /// itself, as Flask does for its `static/` folder, but without the `expires` of
-    /// deploy.toml).
+    /// app: Gunicorn alone serves no files (an app may serve the URLs itself, as Flask does
+    /// for its `static/` folder, but without the `expires` of deploy.toml).
     pub fn static_warning(&self) -> Option<String> {
         if self.cluster.is_some() {
             return self.cluster_warning();
@@ -726,7 +725,7 @@ impl Plan {
         Some(format!(
             "target `{target}` does not serve [[static]] {}: {server} serves no files, so these URLs go to \
              the app (404 unless it serves them itself, and without their `expires`); put a front before \
-             it (`--target nginx+{}`) or use the `uwsgi` target, which serves them itself",
+             it (`--target nginx+{}`) or use the `uwsgi` or `embedded` target, which serve them themselves",
             mounts.join(", "),
             app.name()
         ))
