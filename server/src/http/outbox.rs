@@ -155,11 +155,15 @@ impl Outbox {
                     iov_len: 0,
                 }; IOV_MAX];
                 let mut count = 0;
+                let mut file_follows = false;
                 for seg in self.segs.iter() {
                     let data: &[u8] = match seg {
                         Seg::Owned(v, done) => &v[*done..],
                         Seg::Shared(b, r) => &b[r.clone()],
-                        Seg::File { .. } => break,
+                        Seg::File { .. } => {
+                            file_follows = true;
+                            break;
+                        }
                     };
                     iov[count] = libc::iovec {
                         iov_base: data.as_ptr() as *mut libc::c_void,
@@ -182,7 +186,11 @@ impl Outbox {
                     msg_controllen: 0,
                     msg_flags: 0,
                 };
-                unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) }
+                // A file follows (a head before `sendfile`): MSG_MORE holds these bytes back
+                // so that the head and the start of the file leave in one segment, as nginx's
+                // `tcp_nopush` does; the `sendfile` that follows pushes them.
+                let more = if file_follows { libc::MSG_MORE } else { 0 };
+                unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | more) }
             };
             if n < 0 {
                 let e = io::Error::last_os_error();
