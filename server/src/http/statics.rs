@@ -265,13 +265,17 @@ impl Statics {
             t => t,
         };
         fields.extend_from_slice(ty.as_bytes());
-        fields.extend_from_slice(b"\r\nAccept-Ranges: bytes\r\n");
+        fields.extend_from_slice(b"\r\n");
         let if_range_ok = c
             .if_range
             .is_none_or(|v| v == etag.as_bytes() || v == last_modified.as_bytes());
         let range = c.range.filter(|_| if_range_ok).map(|r| parse_range(r, size));
+        // Accept-Ranges on full answers only (nginx's range filter leaves it out of a 206).
         let (status, offset, len) = match range {
-            None | Some(Range::Ignored) => (200, 0, size),
+            None | Some(Range::Ignored) => {
+                fields.extend_from_slice(b"Accept-Ranges: bytes\r\n");
+                (200, 0, size)
+            }
             Some(Range::Unsatisfiable) => {
                 let extra = format!("Content-Range: bytes */{size}\r\n");
                 return self.error(416, "the range is not in the file", Some(extra.as_bytes()));
