@@ -155,15 +155,14 @@ const GROUPS: [Group; 4] = [
     },
 ];
 
-/// Guidelines 6.0 intermediate `ciphers.openssl` (TLS 1.2; all in OpenSSL since 1.1.0).
-const INTERMEDIATE_CIPHERS: [&str; 6] = [
-    "ECDHE-ECDSA-AES128-GCM-SHA256",
-    "ECDHE-RSA-AES128-GCM-SHA256",
-    "ECDHE-ECDSA-AES256-GCM-SHA384",
-    "ECDHE-RSA-AES256-GCM-SHA384",
-    "ECDHE-ECDSA-CHACHA20-POLY1305",
-    "ECDHE-RSA-CHACHA20-POLY1305",
-];
+/// Guidelines 6.0 intermediate `ciphers.openssl` (TLS 1.2): the one list, shared with the
+/// embedded server's rustls (`deployctl_common::tls_suites`).
+fn intermediate_ciphers() -> Vec<&'static str> {
+    deployctl_common::tls_suites::INTERMEDIATE_TLS12
+        .iter()
+        .map(|s| s.openssl)
+        .collect()
+}
 
 /// Guidelines 6.0 `ciphersuites` (TLS 1.3), both profiles.
 const CIPHERSUITES: [&str; 3] = [
@@ -205,7 +204,7 @@ pub struct Settings {
 /// `profile` for a server running with `openssl`.
 pub fn resolve(profile: Profile, openssl: OpensslVersion) -> Settings {
     let (protocols, ciphers) = match profile {
-        Profile::Intermediate => (vec!["TLSv1.2", "TLSv1.3"], INTERMEDIATE_CIPHERS.to_vec()),
+        Profile::Intermediate => (vec!["TLSv1.2", "TLSv1.3"], intermediate_ciphers()),
         Profile::Modern => (vec!["TLSv1.3"], Vec::new()),
     };
     let mut groups = Vec::new();

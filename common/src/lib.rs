@@ -21,4 +21,5 @@ pub mod settings;
 pub mod signals;
 pub mod spec;
 pub mod target;
+pub mod tls_suites;
 pub mod venv;

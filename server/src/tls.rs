@@ -30,30 +30,36 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::NoServerSessionStorage;
 use rustls::{ServerConfig, ServerConnection};
 
+/// The intermediate profile's TLS 1.2 suites, in its order, from the list the fronts' OpenSSL
+/// configuration is made of (`deployctl_common::tls_suites`), found by IANA name in ring's.
+fn intermediate_tls12() -> anyhow::Result<Vec<rustls::SupportedCipherSuite>> {
+    deployctl_common::tls_suites::INTERMEDIATE_TLS12
+        .iter()
+        .map(|s| {
+            provider::ALL_CIPHER_SUITES
+                .iter()
+                .find(|c| c.suite().as_str() == Some(s.iana))
+                .copied()
+                .with_context(|| format!("rustls (ring) has no TLS 1.2 suite {}", s.iana))
+        })
+        .collect()
+}
+
 /// The server's TLS configuration from the pair and the profile; errors name the file.
 pub fn config(files: &TlsFiles) -> anyhow::Result<Arc<ServerConfig>> {
     let certs = read_certs(&files.certfile)?;
     let key = PrivateKeyDer::from_pem_file(&files.keyfile)
         .map_err(|e| anyhow::anyhow!("{}: {}", files.keyfile.display(), pem_error(e)))
         .context("--keyfile: cannot read the private key")?;
-    let suites = match files.profile {
-        TlsProfile::Intermediate => vec![
-            provider::cipher_suite::TLS13_AES_128_GCM_SHA256,
-            provider::cipher_suite::TLS13_AES_256_GCM_SHA384,
-            provider::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-            provider::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-            provider::cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-            provider::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-            provider::cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-            provider::cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-            provider::cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-        ],
-        TlsProfile::Modern => vec![
-            provider::cipher_suite::TLS13_AES_128_GCM_SHA256,
-            provider::cipher_suite::TLS13_AES_256_GCM_SHA384,
-            provider::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-        ],
-    };
+    let mut suites = vec![
+        provider::cipher_suite::TLS13_AES_128_GCM_SHA256,
+        provider::cipher_suite::TLS13_AES_256_GCM_SHA384,
+        provider::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    match files.profile {
+        TlsProfile::Intermediate => suites.extend(intermediate_tls12()?),
+        TlsProfile::Modern => {}
+    }
     let versions: &[&'static rustls::SupportedProtocolVersion] = match files.profile {
         TlsProfile::Intermediate => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsProfile::Modern => &[&rustls::version::TLS13],
@@ -254,5 +260,22 @@ impl Tls {
     pub fn close_notify(&mut self, fd: RawFd) {
         self.conn.send_close_notify();
         let _ = self.flush(fd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every suite of the shared list is one rustls has, found in the list's order: the
+    /// embedded server offers exactly what the fronts' `ssl_ciphers` says.
+    #[test]
+    fn the_shared_tls12_list_maps_onto_rustls() {
+        let suites = super::intermediate_tls12().unwrap();
+        let names: Vec<&str> = suites.iter().filter_map(|s| s.suite().as_str()).collect();
+        let want: Vec<&str> = deployctl_common::tls_suites::INTERMEDIATE_TLS12
+            .iter()
+            .map(|s| s.iana)
+            .collect();
+        assert_eq!(names, want);
+        assert!(suites.iter().all(|s| s.version() == &rustls::version::TLS12));
     }
 }

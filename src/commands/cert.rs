@@ -2,6 +2,8 @@
 //! front gracefully — the nginx (HUP) or Apache (USR1) of a running `up` stack of the target
 //! (its certificates are in the run directory), or the server's (`/var/lib/deployctl/NAME/tls/`,
 //! `systemctl reload nginx` or `apache2`; when systemd is not PID 1, what to run is printed).
+//! The lone embedded server is its own front: the running stack's server is HUPed, a
+//! server's `NAME.service` reloaded.
 
 use std::time::SystemTime;
 

@@ -2,8 +2,9 @@
 //! modules it needs, [`apache_edge`]), where its certificate and key are read from,
 //! the ACME webroot it serves, the profile resolved for the OpenSSL the front runs with, the
 //! HSTS header, and (production with ACME) the renewal units. For the lone embedded server,
-//! which terminates TLS itself: its listener on `[tls].listen` and its `--certfile`/`--keyfile`
-//! flags ([`embedded_edge`]).
+//! which terminates TLS itself: its listener on `[tls].listen`, its plain listener on
+//! `[server].listen` (the challenge and the redirect) and its flags ([`embedded_edge`]); how a
+//! front is reloaded onto a renewed certificate ([`front_reload`]).
 //!
 //! Owns: every TLS path and name — `/var/lib/deployctl/NAME/tls/` (ACME's certificate
 //! directory, `live/` the pair in use) and `/var/lib/deployctl/NAME/acme/` (the webroot) on a
