@@ -440,14 +440,17 @@ fn the_plain_listener_beside_tls_and_hsts() {
 
 /// nginx with the site's static setup (its `mime.types`, the dotfile `deny`, `alias` with
 /// `expires`, the security headers), on `port`, serving `dir` under /static/; stopped by PID
-/// when dropped.
-struct Nginx(std::process::Child, tempfile::TempDir);
+/// when dropped (its prefix directory with it).
+struct Nginx {
+    child: std::process::Child,
+    _prefix: tempfile::TempDir,
+}
 
 impl Drop for Nginx {
     fn drop(&mut self) {
         // SAFETY: signalling the child we started, by its PID.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
     }
 }
 
@@ -484,7 +487,7 @@ http {{ access_log off; sendfile on; server_tokens off; include /etc/nginx/mime.
         .ok()?;
     let up = common::wait_until(10, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     assert!(up, "nginx did not listen");
-    Some(Nginx(child, prefix))
+    Some(Nginx { child, _prefix: prefix })
 }
 
 fn raw_at(addr: &str, request: &str) -> common::Response {
