@@ -158,7 +158,38 @@ fn serve_takes_its_settings_from_deploy_toml() {
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(v["app"], "flask-hello");
+    // [[static]] is served by the server itself, with its `expires`.
+    let head = raw_head(&addr, "/static/style.css");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("\r\nCache-Control: max-age=604800\r\n"), "{head}");
     drop(child);
+    // --no-static leaves them to the app (Flask serves its static/ folder its own way).
+    let (child, addr, _) = start(
+        &[
+            "serve",
+            "-c",
+            toml.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1:0",
+            "--no-static",
+        ],
+        &[],
+    );
+    let head = raw_head(&addr, "/static/style.css");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!head.contains("max-age=604800"), "{head}");
+    drop(child);
+}
+
+/// The status line and fields of `GET path`.
+fn raw_head(addr: &str, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    text.split("\r\n\r\n").next().unwrap_or_default().to_string() + "\r\n"
 }
 
 #[test]
