@@ -200,6 +200,20 @@ fn up_serves_https_itself_on_a_self_signed_pair_and_redirects_on_http() {
     ]);
     assert!(ok, "{err}\n{}", log(p));
     assert_eq!(body, "tok.key");
+    // A reload (a probe instance on a private socket, then a HUP): both listeners go on.
+    let reload = Cli::new(p).args(["reload"]).run();
+    assert_eq!(reload.code, 0, "{}\n{}", reload.stderr, log(p));
+    let (ok, _, err) = curl(&["--cacert", cert.to_str().unwrap(), "--resolve", &resolve, &url("/")]);
+    assert!(ok, "{err}\n{}", log(p));
+    let (ok, head, err) = curl(&[
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-D",
+        "-",
+        &format!("http://localhost:{http}/"),
+    ]);
+    assert!(ok && head.starts_with("HTTP/1.1 301"), "{head}{err}");
     // `status` is healthy over HTTPS.
     let status = Cli::new(p).args(["status"]).run();
     assert_eq!(status.code, 0, "{}{}", status.stdout, status.stderr);

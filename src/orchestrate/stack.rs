@@ -182,6 +182,18 @@ struct Instance {
     files: Vec<PathBuf>,
 }
 
+/// The embedded server's flags (each with its value) a probe instance goes without: its TLS
+/// and the plain listener beside it (`plan::tls::embedded_edge` adds them).
+const PROBE_DROPS: [&str; 7] = [
+    "--certfile",
+    "--keyfile",
+    "--tls-profile",
+    "--hsts",
+    "--redirect-bind",
+    "--acme-webroot",
+    "--server-name",
+];
+
 /// The app instance of generation `generation`, inheriting `fds` as fds 3, 4, … (socket
 /// activation: `LISTEN_FDS`), reporting readiness on a socket of its own.
 fn instance(plan: &RunPlan<'_>, generation: u32, role: Role, fds: Vec<Arc<OwnedFd>>) -> anyhow::Result<Instance> {
@@ -205,9 +217,13 @@ fn instance(plan: &RunPlan<'_>, generation: u32, role: Role, fds: Vec<Arc<OwnedF
             match role {
                 Role::Serve => args.extend(["--pid".into(), plan.files.pid_file().into()]),
                 Role::Probe => {
-                    // One private socket: no plain listener beside TLS on a probe.
-                    if let Some(at) = args.iter().position(|a| a == "--redirect-bind") {
-                        args.drain(at..(at + 2).min(args.len()));
+                    // One private socket, asked in plain HTTP by the health check: no TLS and
+                    // no plain listener beside it on a probe. (The pair is checked before the
+                    // reload, and by the server's master on the HUP that follows.)
+                    for flag in PROBE_DROPS {
+                        while let Some(at) = args.iter().position(|a| a == flag) {
+                            args.drain(at..(at + 2).min(args.len()));
+                        }
                     }
                     args.extend(["--workers".into(), "1".into()])
                 }
