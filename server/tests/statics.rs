@@ -569,3 +569,20 @@ fn answers_as_the_nginx_site_does() {
         );
     }
 }
+
+/// With a pool of Python threads the loop still answers static requests itself, between app
+/// requests handed to the pool, on one kept-alive connection.
+#[test]
+fn static_and_app_requests_alternate_with_a_thread_pool() {
+    let site = start(&["--threads", "2"]);
+    let mut c = site.server.connect();
+    for _ in 0..3 {
+        c.send(b"GET /static/app.js HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(c.response().text(), "console.log(1)\n");
+        c.send(b"GET /environ HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(c.response().json()["PATH_INFO"], "/environ");
+    }
+    c.send(b"GET /environ HTTP/1.1\r\nHost: a\r\n\r\nGET /static/css/app.css HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(c.response().status, 200);
+    assert_eq!(c.response().text(), "body { color: red }\n");
+}
