@@ -24,6 +24,40 @@ pub fn free_port() -> u16 {
 }
 
 /// (pid, process group, command line) of every process.
+/// Every descendant of `pid` as `PID STATE WCHAN CMDLINE` lines (for a failure's message).
+pub fn descendants_described(pid: u32) -> String {
+    let field = |p: u32, f: &str| std::fs::read_to_string(format!("/proc/{p}/{f}")).unwrap_or_default();
+    let ppid = |p: u32| -> Option<u32> {
+        field(p, "stat")
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().nth(1))
+            .and_then(|x| x.parse().ok())
+    };
+    let all = all_processes();
+    let mut tree = vec![pid];
+    let mut out = String::new();
+    let mut i = 0;
+    while i < tree.len() {
+        for (p, _, cmd) in &all {
+            if ppid(*p) == Some(tree[i]) && !tree.contains(p) {
+                tree.push(*p);
+                let state = field(*p, "stat")
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next().map(String::from));
+                out.push_str(&format!(
+                    "  {p} {} {} {cmd}\n",
+                    state.unwrap_or_default(),
+                    field(*p, "wchan")
+                ));
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
 pub fn all_processes() -> Vec<(u32, u32, String)> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -108,8 +142,10 @@ impl Up {
                 return s;
             }
             if Instant::now() > deadline {
+                // What `up` was waiting for: its descendants, their state and kernel wait.
+                let left = descendants_described(self.0.id());
                 let _ = self.0.kill();
-                panic!("up did not stop on SIGTERM within 30 s");
+                panic!("up did not stop on SIGTERM within 30 s; still running under it:\n{left}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
