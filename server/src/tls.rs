@@ -11,7 +11,8 @@
 //! tickets), as on the fronts: every handshake is full, and nothing secret outlives a worker.
 //! The crypto provider is `ring`, the one already in the workspace's lock tree.
 //!
-//! Owns: reading the pair (errors name the file), the `ServerConfig`, and [`Tls`], the
+//! Owns: reading the pair (errors name the file; a leaf certificate outside its validity
+//! period is refused, as `up` refuses it for the fronts), the `ServerConfig`, and [`Tls`], the
 //! connection's state machine over a socket (`read_tls`/`process_new_packets`/`write_tls`).
 //! Does not own: when a connection reads or writes (`event_loop`, `conn`), nor the bytes of a
 //! response (`http::outbox`, which writes through [`Tls::write_outbox`]).
@@ -106,7 +107,141 @@ fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     if certs.is_empty() {
         anyhow::bail!("--certfile: {} holds no PEM certificate", path.display());
     }
+    check_validity(path, &certs[0], now_unix())?;
     Ok(certs)
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The leaf certificate is valid at `now` (Unix seconds): an expired or not yet valid one is
+/// an error naming the file, as the fronts' check in `up` has it (rustls would serve it, and
+/// every client would refuse the handshake).
+fn check_validity(path: &Path, leaf: &CertificateDer<'_>, now: i64) -> anyhow::Result<()> {
+    let (not_before, not_after) = validity(leaf).with_context(|| {
+        format!(
+            "--certfile: {}: the first certificate has no readable validity period",
+            path.display()
+        )
+    })?;
+    if not_after.unix() < now {
+        anyhow::bail!("--certfile: {}: the certificate expired on {not_after}", path.display());
+    }
+    if not_before.unix() > now {
+        anyhow::bail!(
+            "--certfile: {}: the certificate is not valid before {not_before}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// A time of a certificate's validity (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CertTime {
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+}
+
+impl CertTime {
+    /// Seconds since the Unix epoch (days from the civil date: H. Hinnant's algorithm).
+    fn unix(&self) -> i64 {
+        let (m, d) = (i64::from(self.month), i64::from(self.day));
+        let y = if m <= 2 { self.year - 1 } else { self.year };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        days * 86_400 + i64::from(self.hour) * 3600 + i64::from(self.minute) * 60 + i64::from(self.second)
+    }
+}
+
+impl std::fmt::Display for CertTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+}
+
+/// One DER element: (tag, contents, what follows), or `None` when it does not parse.
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |a, &b| (a << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The certificate's validity period (RFC 5280 §4.1: `Certificate` → `TBSCertificate` →
+/// optional `[0] version`, `serialNumber`, `signature`, `issuer`, then `validity`). The
+/// server does not carry an X.509 parser (tests/crates.rs), and this is all it reads.
+fn validity(cert: &[u8]) -> Option<(CertTime, CertTime)> {
+    let (0x30, cert, _) = der(cert)? else { return None };
+    let (0x30, tbs, _) = der(cert)? else { return None };
+    let (tag, _, mut rest) = der(tbs)?;
+    if tag == 0xa0 {
+        let (0x02, _, r) = der(rest)? else { return None };
+        rest = r;
+    } else if tag != 0x02 {
+        return None;
+    }
+    // signature, issuer
+    for _ in 0..2 {
+        let (0x30, _, r) = der(rest)? else { return None };
+        rest = r;
+    }
+    let (0x30, validity, _) = der(rest)? else { return None };
+    let (t1, v1, rest) = der(validity)?;
+    let (t2, v2, _) = der(rest)?;
+    Some((cert_time(t1, v1)?, cert_time(t2, v2)?))
+}
+
+/// UTCTime (`YYMMDDHHMMSSZ`, years 1950–2049) or GeneralizedTime (`YYYYMMDDHHMMSSZ`), the
+/// two forms RFC 5280 §4.1.2.5 allows.
+fn cert_time(tag: u8, v: &[u8]) -> Option<CertTime> {
+    let text = std::str::from_utf8(v).ok()?;
+    let digits = text.strip_suffix('Z')?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (year, rest) = match (tag, digits.len()) {
+        (0x17, 12) => {
+            let yy: i64 = digits[..2].parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &digits[2..])
+        }
+        (0x18, 14) => (digits[..4].parse().ok()?, &digits[4..]),
+        _ => return None,
+    };
+    let n = |i: usize| rest[i..i + 2].parse::<u32>().ok();
+    let t = CertTime {
+        year,
+        month: n(0)?,
+        day: n(2)?,
+        hour: n(4)?,
+        minute: n(6)?,
+        second: n(8)?,
+    };
+    ((1..=12).contains(&t.month) && (1..=31).contains(&t.day) && t.hour < 24 && t.minute < 60 && t.second < 61)
+        .then_some(t)
 }
 
 fn pem_error(e: rustls::pki_types::pem::Error) -> String {
@@ -277,5 +412,18 @@ mod tests {
             .collect();
         assert_eq!(names, want);
         assert!(suites.iter().all(|s| s.version() == &rustls::version::TLS12));
+    }
+
+    /// Both time forms, and the epoch arithmetic against known instants.
+    #[test]
+    fn certificate_times_read_as_utc() {
+        let t = super::cert_time(0x17, b"491231235959Z").unwrap();
+        assert_eq!(t.to_string(), "2049-12-31 23:59:59 UTC");
+        let t = super::cert_time(0x17, b"700101000000Z").unwrap();
+        assert_eq!(t.unix(), 0);
+        let t = super::cert_time(0x18, b"20000301000000Z").unwrap();
+        assert_eq!(t.unix(), 951_868_800);
+        assert!(super::cert_time(0x18, b"20001301000000Z").is_none());
+        assert!(super::cert_time(0x17, b"2000010100Z").is_none());
     }
 }
