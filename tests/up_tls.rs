@@ -288,3 +288,75 @@ fn every_backend_behind_the_tls_front_sees_https_and_the_clients_host() {
         Cli::new(p).args(["down", "--target", target]).run().success();
     }
 }
+
+/// The serial of the certificate served on `port` to a client asking for localhost
+/// (`openssl s_client`, then `openssl x509 -serial`).
+fn served_serial(port: u16) -> String {
+    let s = Command::new("timeout")
+        .args(["10", "openssl", "s_client", "-servername", "localhost", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("openssl s_client");
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl x509");
+    use std::io::Write as _;
+    x509.stdin.take().unwrap().write_all(&s.stdout).unwrap();
+    let out = x509.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The user's files replaced under a running stack by an expired pair: the reload (SIGHUP to
+/// `up`'s supervisor, through `deployctl reload`) is refused with an error naming the
+/// certificate, and nginx keeps serving the old certificate (its serial, seen by s_client).
+#[test]
+fn an_expired_certificate_put_in_place_under_a_running_stack_is_refused_on_reload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let with_serial = |serial: u64, from: i64, to: i64| {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(from);
+        params.not_after = now + time::Duration::days(to);
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (good_cert, good_key) = with_serial(0x11, -1, 90);
+    let (old_cert, old_key) = with_serial(0x22, -100, -10);
+    let (cert, key) = (tmp.path().join("fullchain.pem"), tmp.path().join("privkey.pem"));
+    std::fs::write(&cert, &good_cert).unwrap();
+    std::fs::write(&key, &good_key).unwrap();
+    let project = project(&format!(
+        "certificate = {:?}\nkey = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    ));
+    let p = project.path();
+    let _down = DownOnDrop(p.to_path_buf());
+    let https = free_port();
+    let run = up(p, free_port(), https);
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, log(p));
+    assert_eq!(served_serial(https), "serial=11");
+
+    // The same paths now hold an expired pair (the key its own: only the date is wrong).
+    std::fs::write(&cert, &old_cert).unwrap();
+    std::fs::write(&key, &old_key).unwrap();
+    let reload = Cli::new(p).args(["reload"]).run();
+    assert_ne!(reload.code, 0, "the reload went through: {}", reload.stderr);
+    let err = format!("{}{}", reload.stderr, log(p));
+    assert!(
+        err.contains(&format!("{}: the certificate expired on", cert.display())),
+        "{err}"
+    );
+    // The running stack serves on, with the certificate it started with.
+    assert_eq!(served_serial(https), "serial=11");
+    let (head, _) = curl_https(https, "/", None, &[]).expect("still served");
+    assert!(head.starts_with("HTTP/2 200"), "{head}");
+    Cli::new(p).args(["down"]).run().success();
+}
