@@ -360,3 +360,37 @@ fn an_expired_certificate_put_in_place_under_a_running_stack_is_refused_on_reloa
     assert!(head.starts_with("HTTP/2 200"), "{head}");
     Cli::new(p).args(["down"]).run().success();
 }
+
+/// A key in SEC1 form (`BEGIN EC PRIVATE KEY`, what `openssl ecparam -genkey` and older tools
+/// write) that is not the certificate's: nothing starts, the error names the key file.
+#[test]
+fn a_mismatched_sec1_key_is_refused_before_anything_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, _) = pair(tmp.path(), "good", -1, 90);
+    let (_, other_key) = pair(tmp.path(), "other", -1, 90);
+    let sec1 = tmp.path().join("other.sec1.key");
+    run(Command::new("openssl")
+        .args(["ec", "-in"])
+        .arg(&other_key)
+        .arg("-out")
+        .arg(&sec1));
+    assert!(std::fs::read_to_string(&sec1).unwrap().contains("BEGIN EC PRIVATE KEY"));
+    let project = project(&format!(
+        "certificate = {:?}\nkey = {:?}\n",
+        cert.display().to_string(),
+        sec1.display().to_string()
+    ));
+    let p = project.path();
+    let _down = DownOnDrop(p.to_path_buf());
+    let run = up(p, free_port(), free_port());
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let err = format!("{}{}", run.stderr, log(p));
+    assert!(
+        err.contains(&format!("{}: the key does not match the certificate", sec1.display())),
+        "{err}"
+    );
+    assert!(
+        Cli::new(p).args(["status"]).run().stdout.is_empty(),
+        "something was left running"
+    );
+}

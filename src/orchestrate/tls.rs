@@ -1,8 +1,8 @@
 //! `up` with `[tls]`: the certificate pair the front starts with, and ACME's issuance once the
 //! front serves the webroot.
 //!
-//! Owns: checking the user's pair before anything starts (the key belongs to the certificate,
-//! the certificate has not expired: errors naming the file), the self-signed pair of a local
+//! Owns: checking the user's pair before anything starts (the key — PKCS#8, SEC1 or PKCS#1 —
+//! belongs to the certificate, the certificate has not expired: errors naming the file), the self-signed pair of a local
 //! run without certificates, the placeholder the front starts on with ACME, asking the ACME
 //! server once the front answers the challenge path, the health check of a TLS front (the
 //! HTTP listener's 301, `[health]` over HTTPS) and the URL `up` prints for it. Does not own:
@@ -241,21 +241,103 @@ pub fn check_pair(certificate: &Path, key: &Path) -> anyhow::Result<()> {
             validity.not_before
         );
     }
-    let key_pem = std::fs::read_to_string(key).with_context(|| format!("reading {}", display_path(key)))?;
-    // rcgen reads PKCS#8 keys (what certbot and openssl genpkey write); another format is left
-    // to nginx to judge.
-    if let Ok(pair) = rcgen::KeyPair::from_pem(&key_pem) {
-        use rcgen::PublicKeyData as _;
-        if pair.subject_public_key_info() != cert.public_key().raw {
-            return Err(hinted(
-                format!(
-                    "{}: the key does not match the certificate {}",
-                    display_path(key),
-                    display_path(certificate)
-                ),
-                "[tls].key must be the private key of [tls].certificate's first certificate",
-            ));
-        }
+    let key_pem = std::fs::read(key).with_context(|| format!("reading {}", display_path(key)))?;
+    // The key's public half, in any of the forms nginx and Apache read: PKCS#8 (`PRIVATE
+    // KEY`, certbot's and `openssl genpkey`'s), SEC1 (`EC PRIVATE KEY`) and PKCS#1 (`RSA
+    // PRIVATE KEY`), through rustls's ring signer. A key it cannot read (encrypted, another
+    // algorithm) is left to the front to judge.
+    if let Some(public) = public_key_of(&key_pem)
+        && public.as_slice() != cert.public_key().raw
+    {
+        return Err(hinted(
+            format!(
+                "{}: the key does not match the certificate {}",
+                display_path(key),
+                display_path(certificate)
+            ),
+            "[tls].key must be the private key of [tls].certificate's first certificate",
+        ));
     }
     Ok(())
+}
+
+/// The SubjectPublicKeyInfo (DER) of the first private key in `pem`, whatever its form
+/// (PKCS#8, SEC1, PKCS#1), or `None` when there is none that ring reads.
+fn public_key_of(pem: &[u8]) -> Option<Vec<u8>> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let der = PrivateKeyDer::from_pem_slice(pem).ok()?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&der).ok()?;
+    signer.public_key().map(|spki| spki.as_ref().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    fn openssl(dir: &Path, args: &[&str]) {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A self-signed pair for localhost from `openssl req` (`newkey`: `ec`/`rsa:2048`), its
+    /// key also written in the traditional form (`openssl ec`, `openssl rsa -traditional`: SEC1 or
+    /// PKCS#1): (certificate, PKCS#8 key, traditional key).
+    fn pair(dir: &Path, name: &str, newkey: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let (c, k, t) = (format!("{name}.crt"), format!("{name}.key"), format!("{name}.trad.key"));
+        let mut args = vec!["req", "-x509", "-newkey", newkey];
+        if newkey == "ec" {
+            args.extend(["-pkeyopt", "ec_paramgen_curve:P-256"]);
+        }
+        args.extend([
+            "-nodes",
+            "-keyout",
+            &k,
+            "-out",
+            &c,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        openssl(dir, &args);
+        // `openssl ec` writes SEC1; `openssl rsa` writes PKCS#8 unless told otherwise.
+        match newkey {
+            "ec" => openssl(dir, &["ec", "-in", &k, "-out", &t]),
+            _ => openssl(dir, &["rsa", "-traditional", "-in", &k, "-out", &t]),
+        }
+        (dir.join(c), dir.join(k), dir.join(t))
+    }
+
+    /// SEC1 and PKCS#1 keys are compared as PKCS#8 ones are: their own certificate's passes,
+    /// another's is refused naming the key file.
+    #[test]
+    fn keys_in_every_pem_form_are_compared_with_the_certificate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        for newkey in ["ec", "rsa:2048"] {
+            let (cert, pkcs8, trad) = pair(dir, "a", newkey);
+            let (_, other_pkcs8, other_trad) = pair(dir, "b", newkey);
+            let header = if newkey == "ec" {
+                "BEGIN EC PRIVATE KEY"
+            } else {
+                "BEGIN RSA PRIVATE KEY"
+            };
+            assert!(std::fs::read_to_string(&trad).unwrap().contains(header));
+            super::check_pair(&cert, &pkcs8).unwrap();
+            super::check_pair(&cert, &trad).unwrap();
+            for other in [&other_pkcs8, &other_trad] {
+                let err = format!("{:#}", super::check_pair(&cert, other).unwrap_err());
+                assert!(
+                    err.contains(&format!("{}: the key does not match the certificate", other.display())),
+                    "{newkey}: {err}"
+                );
+            }
+        }
+    }
 }
