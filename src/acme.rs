@@ -5,12 +5,14 @@
 //! webroot the front serves at `/.well-known/acme-challenge/`, the P-256 key and its CSR, and
 //! the certificate directory's layout: each issuance goes into its own `cert-N/` directory
 //! (`fullchain.pem`, `privkey.pem` 0600) and the `live` symbolic link is switched to it in one
-//! `rename`, so a front reading `live/fullchain.pem` and `live/privkey.pem` never sees a
-//! certificate beside another certificate's key, and a failed issuance leaves `live` as it was.
+//! `rename` once the caller's check accepts the pair there, so a front reading
+//! `live/fullchain.pem` and `live/privkey.pem` never sees a certificate beside another
+//! certificate's key, and a failed issuance (or a refused pair) leaves `live` as it was.
 //! Also when a certificate needs renewing ([`renewal`]).
 //!
-//! Does not own: the `[tls]` table, serving the webroot, or reloading the front — the caller
-//! renders and reloads (`deployctl cert`, `up`).
+//! Does not own: the `[tls]` table, what makes a pair usable (`orchestrate::tls::check_pair`,
+//! passed in), serving the webroot, or reloading the front — the caller renders and reloads
+//! (`deployctl cert`, `up`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -70,9 +72,14 @@ struct StoredAccount {
     credentials: AccountCredentials,
 }
 
-/// Obtains a certificate for `req.names` and makes it the live one. Blocking: runs the ACME
-/// exchange on a current-thread runtime of its own.
-pub fn obtain(req: &Request<'_>) -> anyhow::Result<Certificate> {
+/// A check of a pair before it becomes the live one (certificate, key): the caller's
+/// (`orchestrate::tls::check_pair`, which names the file at fault).
+pub type PairCheck<'a> = &'a dyn Fn(&Path, &Path) -> anyhow::Result<()>;
+
+/// Obtains a certificate for `req.names` and makes it the live one once `check` accepts the
+/// pair in its own `cert-N/` (a pair it refuses is removed, `live` left as it was).
+/// Blocking: runs the ACME exchange on a current-thread runtime of its own.
+pub fn obtain(req: &Request<'_>, check: PairCheck<'_>) -> anyhow::Result<Certificate> {
     if req.names.is_empty() {
         bail!("no names to obtain a certificate for");
     }
@@ -93,7 +100,7 @@ pub fn obtain(req: &Request<'_>) -> anyhow::Result<Certificate> {
                 limit.as_secs()
             )
         })??;
-    install(req.dir, &chain, &key_pem, false)?;
+    install(req.dir, &chain, &key_pem, false, check)?;
     live(req.dir)?.with_context(|| format!("{} was not installed", req.dir.join(LIVE).display()))
 }
 
@@ -278,9 +285,10 @@ impl Drop for Answers {
     }
 }
 
-/// Writes the new certificate into its own `cert-N/` and switches `live` to it; then removes
-/// generations older than the previous one (kept for a rollback by hand).
-fn install(dir: &Path, chain: &str, key_pem: &str, self_signed: bool) -> anyhow::Result<()> {
+/// Writes the new certificate into its own `cert-N/`, checks it there, and switches `live` to
+/// it; then removes generations older than the previous one (kept for a rollback by hand). A
+/// pair `check` refuses is removed and `live` is left as it was.
+fn install(dir: &Path, chain: &str, key_pem: &str, self_signed: bool, check: PairCheck<'_>) -> anyhow::Result<()> {
     // `live` always points at one of the `cert-N` directories, so the highest N is the newest.
     let next = generations(dir).into_iter().max().unwrap_or(0) + 1;
     let gen_dir = dir.join(format!("cert-{next}"));
@@ -291,6 +299,13 @@ fn install(dir: &Path, chain: &str, key_pem: &str, self_signed: bool) -> anyhow:
     if self_signed {
         std::fs::write(gen_dir.join(SELF_SIGNED), "")
             .with_context(|| format!("writing {}", gen_dir.join(SELF_SIGNED).display()))?;
+    }
+    if let Err(e) = check(&gen_dir.join(FULLCHAIN), &gen_dir.join(PRIVKEY)) {
+        let _ = std::fs::remove_dir_all(&gen_dir);
+        return Err(e.context(format!(
+            "the new certificate was not installed; {} is unchanged",
+            dir.join(LIVE).display()
+        )));
     }
     // rename(2) of a symbolic link over another is atomic: a reader sees the old pair or the new.
     let tmp = dir.join(".live.tmp");
@@ -363,7 +378,8 @@ pub fn install_self_signed(dir: &Path, names: &[String], days: u32) -> anyhow::R
     params.not_after = now + time::Duration::days(i64::from(days));
     let cert = params.self_signed(&key).context("signing the certificate")?;
     create_private_dir(dir)?;
-    install(dir, &cert.pem(), &key.serialize_pem(), true)?;
+    // Made here from its own key: nothing to check.
+    install(dir, &cert.pem(), &key.serialize_pem(), true, &|_, _| Ok(()))?;
     live(dir)?.with_context(|| format!("{} was not installed", dir.join(LIVE).display()))
 }
 
@@ -465,4 +481,40 @@ pub fn renewal(dir: &Path, names: &[String], margin: Duration, now: SystemTime) 
     } else {
         Renewal::NotYet { days_left }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// A pair the check refuses (a key that is not the certificate's) never becomes `live`:
+    /// its `cert-N/` is removed and `live` still holds the previous pair.
+    #[test]
+    fn a_refused_pair_leaves_live_as_it_was() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let before = super::install_self_signed(dir, &["localhost".to_string()], 2).unwrap();
+        let before_pem = std::fs::read(&before.fullchain).unwrap();
+        let make = || {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+            (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+        };
+        let ((chain, _), (_, other_key)) = (make(), make());
+        let check = |c: &std::path::Path, k: &std::path::Path| crate::orchestrate::tls::check_pair(c, k);
+        let err = format!(
+            "{:#}",
+            super::install(dir, &chain, &other_key, false, &check).unwrap_err()
+        );
+        assert!(err.contains("the key does not match the certificate"), "{err}");
+        assert!(err.contains("the new certificate was not installed"), "{err}");
+        assert_eq!(super::generations(dir), vec![1]);
+        let live = super::live(dir).unwrap().unwrap();
+        assert_eq!(std::fs::read(&live.fullchain).unwrap(), before_pem);
+        // The same pair with its own key goes in.
+        let (chain, key) = make();
+        super::install(dir, &chain, &key, false, &check).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(super::live(dir).unwrap().unwrap().fullchain).unwrap(),
+            chain
+        );
+    }
 }

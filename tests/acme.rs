@@ -20,6 +20,7 @@ use common::pebble::{pebble, start_pebble};
 use common::tls::{run, start_nginx};
 use common::up::free_port;
 use deployctl::acme::{self, Renewal, Request};
+use deployctl::orchestrate::tls::check_pair;
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -85,7 +86,7 @@ fn a_certificate_from_pebble_is_issued_verified_served_renewed_and_failures_leav
     );
 
     // Issued: the chain verifies against Pebble's root, the key is P-256, the secrets are 0600.
-    let first = acme::obtain(&request).unwrap_or_else(|e| {
+    let first = acme::obtain(&request, &check_pair).unwrap_or_else(|e| {
         panic!(
             "{e:#}\npebble:\n{}",
             std::fs::read_to_string(dir.join("pebble.log")).unwrap_or_default()
@@ -155,7 +156,7 @@ fn a_certificate_from_pebble_is_issued_verified_served_renewed_and_failures_leav
     // the account reused (its file unchanged).
     let account_before = std::fs::read(certs.join(acme::ACCOUNT)).unwrap();
     let before = serial(&first.fullchain);
-    let second = acme::obtain(&request).unwrap();
+    let second = acme::obtain(&request, &check_pair).unwrap();
     assert_ne!(
         serial(&second.fullchain),
         before,
@@ -170,10 +171,13 @@ fn a_certificate_from_pebble_is_issued_verified_served_renewed_and_failures_leav
     // Failures leave the live certificate as it was, and say where they failed.
     // The ACME server cannot be reached: the error names its URL.
     let nowhere = format!("https://127.0.0.1:{}/dir", free_port());
-    let err = acme::obtain(&Request {
-        directory: &nowhere,
-        ..request.clone()
-    })
+    let err = acme::obtain(
+        &Request {
+            directory: &nowhere,
+            ..request.clone()
+        },
+        &check_pair,
+    )
     .unwrap_err();
     let text = format!("{err:#}");
     eprintln!("error (expected): {text}");
@@ -181,10 +185,13 @@ fn a_certificate_from_pebble_is_issued_verified_served_renewed_and_failures_leav
     assert_eq!(serial(&certs.join("live/fullchain.pem")), live_serial);
 
     // The server's certificate is not trusted (the system's roots instead of the test CA).
-    let err = acme::obtain(&Request {
-        ca: None,
-        ..request.clone()
-    })
+    let err = acme::obtain(
+        &Request {
+            ca: None,
+            ..request.clone()
+        },
+        &check_pair,
+    )
     .unwrap_err();
     let text = format!("{err:#}");
     eprintln!("error (expected): {text}");
@@ -194,7 +201,7 @@ fn a_certificate_from_pebble_is_issued_verified_served_renewed_and_failures_leav
     // The front does not serve the challenge (stopped): the error names the name and the
     // path the server fetched, and no answer is left behind.
     drop(front);
-    let err = acme::obtain(&request).unwrap_err();
+    let err = acme::obtain(&request, &check_pair).unwrap_err();
     let text = format!("{err:#}");
     eprintln!("error (expected): {text}");
     assert!(text.contains("did not validate localhost"), "{text}");
@@ -212,15 +219,18 @@ fn a_server_that_never_answers_is_given_up_on_naming_its_url() {
     let tmp = tempfile::tempdir().unwrap();
     let names = vec!["localhost".to_string()];
     let started = std::time::Instant::now();
-    let err = acme::obtain(&Request {
-        directory: &directory,
-        email: None,
-        ca: None,
-        names: &names,
-        webroot: &tmp.path().join("webroot"),
-        dir: &tmp.path().join("tls"),
-        timeout: Duration::from_secs(1),
-    })
+    let err = acme::obtain(
+        &Request {
+            directory: &directory,
+            email: None,
+            ca: None,
+            names: &names,
+            webroot: &tmp.path().join("webroot"),
+            dir: &tmp.path().join("tls"),
+            timeout: Duration::from_secs(1),
+        },
+        &check_pair,
+    )
     .unwrap_err();
     let text = format!("{err:#}");
     assert!(text.contains(&directory) && text.contains("no answer"), "{text}");

@@ -1,4 +1,5 @@
-//! `deployctl cert`: obtain or renew the certificate of `[tls].acme`, check it, and reload the
+//! `deployctl cert`: obtain or renew the certificate of `[tls].acme`, checked before `live/`
+//! switches to it (`orchestrate::tls::obtain`), and reload the
 //! front gracefully — the nginx (HUP) or Apache (USR1) of a running `up` stack of the target
 //! (its certificates are in the run directory), or the server's (`/var/lib/deployctl/NAME/tls/`,
 //! `systemctl reload nginx` or `apache2`; when systemd is not PID 1, what to run is printed).
@@ -104,7 +105,6 @@ pub fn run(args: &CertArgs, printer: &Printer) -> anyhow::Result<Status> {
         p.finish_and_clear();
     }
     let cert = obtained.context("cannot obtain a certificate; the one in use is unchanged")?;
-    crate::orchestrate::tls::check_pair(&cert.fullchain, &cert.key)?;
     printer.status(
         "Obtained",
         &format!(

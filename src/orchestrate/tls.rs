@@ -186,22 +186,26 @@ pub fn prepare(plan: &Plan, printer: &Printer) -> anyhow::Result<Pending> {
 }
 
 /// Asks the ACME server for a certificate for the plan's names (the front must be serving
-/// the webroot on `[server].listen`); it becomes the live one. The caller reloads the front.
+/// the webroot on `[server].listen`); it becomes the live one once [`check_pair`] accepts it
+/// (before `live` is switched). The caller reloads the front.
 pub fn obtain(plan: &Plan) -> anyhow::Result<acme::Certificate> {
     let tls = plan.tls.as_ref().context("the plan has no [tls]")?;
     let CertificateSource::Acme { acme: a } = &tls.source else {
         anyhow::bail!("[tls] has no `acme`");
     };
     let dir = cert_dir(tls)?;
-    acme::obtain(&acme::Request {
-        directory: &a.directory,
-        email: a.email.as_deref(),
-        ca: a.ca.as_deref(),
-        names: &tls.cert_names,
-        webroot: &tls.webroot,
-        dir,
-        timeout: ACME_TIMEOUT,
-    })
+    acme::obtain(
+        &acme::Request {
+            directory: &a.directory,
+            email: a.email.as_deref(),
+            ca: a.ca.as_deref(),
+            names: &tls.cert_names,
+            webroot: &tls.webroot,
+            dir,
+            timeout: ACME_TIMEOUT,
+        },
+        &check_pair,
+    )
 }
 
 fn cert_dir(tls: &TlsPlan) -> anyhow::Result<&Path> {
