@@ -21,6 +21,16 @@ pub const REQUIREMENTS: &str = "requirements.txt";
 
 // -- [server], and the embedded server's flags of the same meaning --------------------------
 
+/// The security headers of deployctl's policy, each sent only when the app sent none of
+/// that name: by the nginx and Apache fronts, and by the embedded server at the edge
+/// (`--security-headers`; always on its own static answers).
+pub const SECURITY_HEADERS: [(&str, &str); 4] = [
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "SAMEORIGIN"),
+    ("Referrer-Policy", "strict-origin-when-cross-origin"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+];
+
 /// `[server].names`.
 pub const SERVER_NAMES: [&str; 1] = ["localhost"];
 

@@ -169,6 +169,11 @@ pub struct ServeArgs {
     /// is replaced), e.g. `max-age=63072000`.
     #[arg(long, value_name = "VALUE", requires = "certfile")]
     pub hsts: Option<String>,
+    /// Add deployctl's security headers (`X-Content-Type-Options`, `X-Frame-Options`,
+    /// `Referrer-Policy`, `Cross-Origin-Opener-Policy`) to every answer of the app that has
+    /// none of that name, as the nginx and Apache fronts do: for a server with no front.
+    #[arg(long)]
+    pub security_headers: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize, Deserialize)]
@@ -321,6 +326,8 @@ pub struct ServeSettings {
     pub server_names: Vec<String>,
     #[serde(default)]
     pub hsts: Option<String>,
+    #[serde(default)]
+    pub security_headers: bool,
 }
 
 /// One `--static` (or `[[static]]`) mount: a URL prefix (starting and ending with `/`), the
@@ -594,6 +601,7 @@ impl ServeArgs {
                 }
                 v => v.clone(),
             },
+            security_headers: self.security_headers,
         };
         if !settings.redirect_binds.is_empty() && settings.tls.is_none() {
             bail!("--redirect-bind needs --certfile and --keyfile (it redirects to their listeners)");

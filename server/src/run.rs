@@ -251,6 +251,9 @@ fn worker(settings: ServeSettings, spec: &str) -> anyhow::Result<i32> {
             return Ok(EXIT_APP_LOAD);
         }
     };
+    if app.settings.security_headers {
+        crate::http::response::SECURITY_HEADERS.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     if let Some(v) = &app.settings.hsts {
         let _ = crate::http::response::HSTS.set(format!("Strict-Transport-Security: {v}\r\n").into_bytes());
     }

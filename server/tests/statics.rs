@@ -586,3 +586,40 @@ fn static_and_app_requests_alternate_with_a_thread_pool() {
     assert_eq!(c.response().status, 200);
     assert_eq!(c.response().text(), "body { color: red }\n");
 }
+
+/// `--security-headers` (the lone embedded target: no front adds them): each of deployctl's
+/// security headers the app's answer lacks is added, an app's own is kept alone (never two of a
+/// name), and without the flag the app's answers carry only what the app sent.
+#[test]
+fn security_headers_are_added_to_the_apps_answers_where_it_sent_none() {
+    const NAMES: [&str; 4] = [
+        "x-content-type-options",
+        "x-frame-options",
+        "referrer-policy",
+        "cross-origin-opener-policy",
+    ];
+    let count =
+        |r: &common::Response, name: &str| r.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).count();
+    let site = start(&["--security-headers"]);
+    let r = get(&site.server, "/environ", "");
+    assert_eq!(r.status, 200);
+    for name in NAMES {
+        assert_eq!(count(&r, name), 1, "{name} in {:?}", r.headers);
+    }
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(r.header("x-frame-options"), Some("SAMEORIGIN"));
+    let framed = get(&site.server, "/framed", "");
+    assert_eq!(framed.text(), "framed");
+    assert_eq!(count(&framed, "x-frame-options"), 1, "{:?}", framed.headers);
+    assert_eq!(framed.header("x-frame-options"), Some("DENY"));
+    assert_eq!(
+        framed.header("referrer-policy"),
+        Some("strict-origin-when-cross-origin")
+    );
+
+    let plain = start(&[]);
+    let r = get(&plain.server, "/environ", "");
+    for name in NAMES {
+        assert_eq!(count(&r, name), 0, "{name} without the flag: {:?}", r.headers);
+    }
+}

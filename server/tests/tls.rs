@@ -580,21 +580,18 @@ fn testssl_grades_the_embedded_server_for_each_profile() {
                 profile,
                 "--hsts",
                 "max-age=63072000; includeSubDomains",
+                // What the plan gives the lone embedded target (it has no front).
+                "--security-headers",
             ],
         );
         let json = t.dir.path().join("testssl.json");
         let port: u16 = t.port().parse().expect("a port");
         let findings = testssl_report(&bin, port, &json, &["-p", "-h", "-s", "-f", "-P", "-S"]);
         // Graded above LOW: nothing, except what a self-signed test certificate is (its
-        // chain of trust and the missing OCSP/CRL URIs: -S judges the certificate too), and
-        // `security_headers`: the server adds the nginx site's security headers
-        // (`http::statics::SECURITY_HEADERS`) to its own static answers only, not to the
-        // app's, which carry what the app sends (`apps:app` sends none). A known gap of the
-        // lone embedded target against the fronts, which add them to every answer; not
-        // `overall_grade`, which testssl does not grade above LOW here.
-        assert_graded(&findings, profile, |id| {
-            id.starts_with("cert_") || id == "security_headers"
-        });
+        // chain of trust and the missing OCSP/CRL URIs: -S judges the certificate too).
+        // `security_headers` included: `--security-headers` adds them to the app's answers
+        // (`apps:app` sends none), as the fronts do.
+        assert_graded(&findings, profile, |id| id.starts_with("cert_"));
         let hsts = finding(&findings, "HSTS_time");
         assert!(hsts.contains("=63072000 seconds"), "{profile}: {hsts}");
         let banner = finding(&findings, "banner_server");

@@ -421,6 +421,10 @@ fn process(spec: &Spec, tier: Tier, env: &Environment, hop: &Hop, units: Option<
                 if !hop.edge && !spec.statics.is_empty() {
                     args.push("--no-static".into());
                 }
+                // Alone, it adds the security headers a front would.
+                if hop.edge {
+                    args.push("--security-headers".into());
+                }
                 (Program::Server, args)
             }
             Environment::Production { .. } | Environment::Container => (
@@ -554,8 +558,10 @@ fn embedded_args(spec: &Spec, bind: &str, hop: &Hop) -> Vec<String> {
         "--venv".into(),
         spec.app.venv.display().to_string(),
     ]);
-    // Alone, it serves `[[static]]` itself; behind a front, the front does.
+    // Alone, it serves `[[static]]` itself and adds the security headers; behind a front, the
+    // front does both.
     if hop.edge {
+        w.push("--security-headers".into());
         for s in &spec.statics {
             w.push("--static".into());
             w.push(

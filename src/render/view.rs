@@ -114,12 +114,7 @@ pub struct StaticView {
 }
 
 /// The front's default for a security header (deployctl's policy).
-const SECURITY_HEADERS: [(&str, &str); 4] = [
-    ("X-Content-Type-Options", "nosniff"),
-    ("X-Frame-Options", "SAMEORIGIN"),
-    ("Referrer-Policy", "strict-origin-when-cross-origin"),
-    ("Cross-Origin-Opener-Policy", "same-origin"),
-];
+use deployctl_common::defaults::SECURITY_HEADERS;
 
 /// One security header of the front: `var` (a `map` on the app's own header) holds `value`
 /// when the app sent none, and is empty otherwise — nginx skips an `add_header` whose value is

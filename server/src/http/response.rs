@@ -148,6 +148,9 @@ impl Response {
             Some(hsts) if self.stream.is_tls() => push_replacing_hsts(&mut h, &self.fields, hsts),
             _ => h.extend_from_slice(&self.fields),
         }
+        if SECURITY_HEADERS.load(Ordering::Relaxed) {
+            push_missing_security_headers(&mut h, &self.fields);
+        }
         if !self.app_date {
             push_date(&mut h);
         }
@@ -375,6 +378,28 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
 /// `Strict-Transport-Security: VALUE\r\n` (`--hsts`), set once at a worker's start: added to
 /// every response over TLS.
 pub static HSTS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// `--security-headers`, set once at a worker's start: deployctl's security headers are added
+/// to every answer of the app that has none of that name.
+pub static SECURITY_HEADERS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Each of deployctl's security headers the app's `fields` lack (an app's own, often stricter,
+/// policy is neither duplicated nor overridden: the nginx front's `map` does the same).
+fn push_missing_security_headers(h: &mut Vec<u8>, fields: &[u8]) {
+    for (name, value) in deployctl_common::defaults::SECURITY_HEADERS {
+        let has = fields.split(|b| *b == b'\n').any(|line| {
+            line.len() > name.len()
+                && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+                && line[name.len()] == b':'
+        });
+        if !has {
+            h.extend_from_slice(name.as_bytes());
+            h.extend_from_slice(b": ");
+            h.extend_from_slice(value.as_bytes());
+            h.extend_from_slice(b"\r\n");
+        }
+    }
+}
 
 /// The app's fields without its own Strict-Transport-Security, then ours (as the nginx front
 /// hides the app's and adds its own: never two).

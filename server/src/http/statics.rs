@@ -32,9 +32,14 @@ use deployctl_common::settings::StaticMount;
 use crate::http::parse::Head;
 use crate::log;
 
-/// The nginx site's security headers (on every answer, as its `add_header … always`).
-pub const SECURITY_HEADERS: &[u8] = b"X-Content-Type-Options: nosniff\r\nX-Frame-Options: SAMEORIGIN\r\n\
-Referrer-Policy: strict-origin-when-cross-origin\r\nCross-Origin-Opener-Policy: same-origin\r\n";
+/// The nginx site's security headers as header lines (on every static answer, as its
+/// `add_header … always`), from deployctl's one list.
+pub static SECURITY_HEADERS: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    deployctl_common::defaults::SECURITY_HEADERS
+        .iter()
+        .flat_map(|(name, value)| format!("{name}: {value}\r\n").into_bytes())
+        .collect()
+});
 
 struct Mount {
     url: Vec<u8>,
@@ -296,7 +301,7 @@ impl Statics {
 
     fn common(&self, fields: &mut Vec<u8>) {
         if self.security_headers {
-            fields.extend_from_slice(SECURITY_HEADERS);
+            fields.extend_from_slice(&SECURITY_HEADERS);
         }
     }
 
