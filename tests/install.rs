@@ -1257,3 +1257,47 @@ fn a_staged_root_is_checked_as_its_own_files_not_the_machines() {
         run.stderr
     );
 }
+
+#[test]
+fn another_project_under_an_installed_apps_name_is_refused_naming_both() {
+    let s = staged();
+    let root = s.root.path();
+    let first = wsgi_app("shop", "\"shop.test\"", "");
+    let second = wsgi_app("shop", "\"other-shop.test\"", "");
+    let toml = |d: &Path| std::fs::canonicalize(d.join("deploy.toml")).unwrap();
+    let manifest = root.join("var/lib/deployctl/shop/installed.json");
+    install(first.path(), root, "nginx+embedded", &[]).success();
+    let recorded: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    assert_eq!(recorded["project"].as_str(), toml(first.path()).to_str());
+
+    // The second project is not a reinstall of the first: refused, both deploy.toml named.
+    let before = tree_hash(root);
+    let run = install(second.path(), root, "nginx+embedded", &[]).failure();
+    for p in [toml(first.path()), toml(second.path())] {
+        assert!(run.stderr.contains(&p.display().to_string()), "{}", run.stderr);
+    }
+    assert!(run.stderr.contains("--force"), "{}", run.stderr);
+    assert_eq!(tree_hash(root), before);
+    // The first project itself reinstalls as before.
+    install(first.path(), root, "nginx+embedded", &[]).success();
+    assert_eq!(tree_hash(root), before);
+
+    // A manifest from before the project was recorded is taken as the same project.
+    let mut old: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    old.as_object_mut().unwrap().remove("project");
+    std::fs::write(&manifest, serde_json::to_string_pretty(&old).unwrap()).unwrap();
+    install(second.path(), root, "nginx+embedded", &[]).success();
+    let recorded: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    assert_eq!(recorded["project"].as_str(), toml(second.path()).to_str());
+
+    // `--force` replaces the installed project with this one.
+    let run = install(first.path(), root, "nginx+embedded", &["--force"]).success();
+    assert!(
+        run.stderr.contains(&toml(second.path()).display().to_string()),
+        "{}",
+        run.stderr
+    );
+    let recorded: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    assert_eq!(recorded["project"].as_str(), toml(first.path()).to_str());
+    nginx_t(root);
+}

@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
+
 use crate::cli::{InstallArgs, ListArgs, UninstallArgs};
 use crate::install::apply::{self, Action, Change, Transaction};
 use crate::install::host;
@@ -56,6 +58,23 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
     let entries = layout::entries(&plan, &tree)?;
     let all = Manifest::all(&root)?;
     let old = all.get(&name);
+    // The project behind the name: another project's deploy.toml under an installed app's
+    // name would replace that app as if it were a reinstall.
+    let project = std::fs::canonicalize(&args.spec.config)
+        .with_context(|| format!("cannot resolve {}", args.spec.config.display()))?;
+    if let Some(other) = old.and_then(|m| m.project.as_ref()).filter(|p| **p != project) {
+        if !args.force {
+            return Err(hinted(
+                format!(
+                    "nothing was installed: `{name}` is installed from another project: {} (this one is {})",
+                    other.display(),
+                    project.display()
+                ),
+                "give one of them another [app].name, uninstall the other first, or pass `--force` to replace it with this project",
+            ));
+        }
+        printer.warn(&format!("`{name}` from {} is replaced (--force)", other.display()));
+    }
     let others: BTreeMap<&String, &Manifest> = all.iter().filter(|(n, _)| **n != name).collect();
 
     let listen = plan.edge().listen.as_ref().map(Address::bind).unwrap_or_default();
@@ -208,6 +227,7 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
         )?;
         let manifest = Manifest {
             app: name.clone(),
+            project: Some(project.clone()),
             target: target.to_string(),
             files: entries
                 .iter()

@@ -22,6 +22,10 @@ pub enum Recorded {
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub app: String,
+    /// The project installed under this name: the absolute path of its deploy.toml. A
+    /// manifest written before it was recorded has none, and is taken as the same project.
+    #[serde(default)]
+    pub project: Option<PathBuf>,
     pub target: String,
     /// Host path → what was placed there.
     pub files: BTreeMap<PathBuf, Recorded>,
