@@ -1301,3 +1301,23 @@ fn another_project_under_an_installed_apps_name_is_refused_naming_both() {
     assert_eq!(recorded["project"].as_str(), toml(first.path()).to_str());
     nginx_t(root);
 }
+
+#[test]
+fn names_that_render_the_same_upstream_are_refused_naming_both() {
+    let s = staged();
+    let root = s.root.path();
+    let dash = wsgi_app("a-b", "\"a-b.test\"", "");
+    let underscore = wsgi_app("a_b", "\"a_b.test\"", "");
+    install(dash.path(), root, "nginx+embedded", &[]).success();
+    let before = tree_hash(root);
+    let run = install(underscore.path(), root, "nginx+embedded", &[]).failure();
+    assert!(
+        run.stderr
+            .contains("apps `a_b` and `a-b` both render the nginx upstream a_b_backend"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("[app].name"), "{}", run.stderr);
+    assert_eq!(tree_hash(root), before);
+    nginx_t(root);
+}

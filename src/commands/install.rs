@@ -91,6 +91,33 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
             ));
         }
     }
+    // What the files declare once per host, as rendered: names the renderer maps to one
+    // (`a-b` and `a_b`) meet here rather than in a generic `nginx -t` failure.
+    let declared: Vec<String> = entries
+        .iter()
+        .filter_map(|e| match &e.content {
+            Content::File { text, .. } => Some(clash::declared(&e.path, text)),
+            Content::Link(_) => None,
+        })
+        .flatten()
+        .collect();
+    for (other, m) in &others {
+        let theirs: Vec<String> = m
+            .files
+            .iter()
+            .filter(|(_, r)| matches!(r, Recorded::Sha256(_)))
+            .flat_map(|(p, _)| {
+                let text = std::fs::read_to_string(under(&root, p)).unwrap_or_default();
+                clash::declared(p, &text)
+            })
+            .collect();
+        if let Some(why) = clash::find_declared(&name, &declared, other, &theirs) {
+            return Err(hinted(
+                why,
+                "give one of them another [app].name (names that differ only in `-`, `_` or `.` render the same nginx upstream)",
+            ));
+        }
+    }
     let has_nginx = plan.output(crate::plan::OutputKind::NginxSite).is_some();
     let shared = has_nginx && !plan.site_has_default_server();
     let default_listens: Vec<String> = if shared { vec![listen.clone()] } else { Vec::new() };

@@ -5,8 +5,13 @@
 //! same host or either one the wildcard — so `0.0.0.0:80` and `[::]:80` are two sockets to
 //! nginx (`ipv6only=on`), but one name on both would send IPv4 and IPv6 clients to different
 //! apps. Static URLs live inside one server block, so they can meet only where the names do,
-//! which is refused first. Does not own: the names and addresses (the plan's).
+//! which is refused first. Nor may two apps render one host-wide name (`declared`): a file,
+//! an nginx upstream or variable, a mod_wsgi process group, a unit's directories, sockets or
+//! syslog identifier. Does not own: the names and addresses (the plan's and the renderer's).
 
+use std::path::Path;
+
+use super::layout;
 use crate::plan::{Address, Plan, Tier};
 
 /// Debian's `ports.conf` listens on this port; an Apache site on another one carries its own
@@ -103,6 +108,58 @@ pub fn find(
     None
 }
 
+/// What the file placed at `path` declares that a host has one of, as `WHAT NAME`: any file's
+/// own path; nginx's upstreams and `map` variables (http-wide, whichever site declares them);
+/// mod_wsgi's daemon process groups (server-wide); a unit's runtime, state and logs
+/// directories, its unix sockets and its syslog identifier. Read from the rendered text, so
+/// two app names the renderer maps to one (`a-b` and `a_b`: upstream `a_b_backend`) are
+/// compared as the host would see them.
+pub fn declared(path: &Path, text: &str) -> Vec<String> {
+    let mut out = vec![format!("the file {}", path.display())];
+    let first = |rest: &str| rest.split_whitespace().next().map(str::to_string);
+    for line in text.lines().map(str::trim) {
+        if path.starts_with(layout::NGINX_AVAILABLE) {
+            if let Some(n) = line.strip_prefix("upstream ").and_then(first) {
+                out.push(format!("the nginx upstream {n}"));
+            } else if let Some(v) = line.strip_prefix("map ").and_then(|r| r.split_whitespace().nth(1)) {
+                out.push(format!("the nginx variable {v}"));
+            }
+        } else if path.starts_with(layout::APACHE_AVAILABLE) {
+            if let Some(n) = line.strip_prefix("WSGIDaemonProcess ").and_then(first) {
+                out.push(format!("the mod_wsgi process group {n}"));
+            }
+        } else if path.starts_with(layout::SYSTEMD_UNITS) {
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
+            let base = match key.trim() {
+                "RuntimeDirectory" => "/run/",
+                "StateDirectory" => "/var/lib/",
+                "LogsDirectory" => "/var/log/",
+                "ListenStream" if value.starts_with('/') => "",
+                "SyslogIdentifier" => {
+                    out.push(format!("the syslog identifier {}", value.trim()));
+                    continue;
+                }
+                _ => continue,
+            };
+            for v in value.split_whitespace() {
+                let what = if base.is_empty() { "socket" } else { "directory" };
+                out.push(format!("the {what} {base}{v}"));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The first of `ours` (`declared`) app `other` declares too, in words naming both apps.
+pub fn find_declared(name: &str, ours: &[String], other: &str, theirs: &[String]) -> Option<String> {
+    let what = ours.iter().find(|d| theirs.contains(d))?;
+    Some(format!("apps `{name}` and `{other}` both render {what}"))
+}
+
 fn who(kind: &str) -> String {
     match kind {
         "nginx" => "nginx".into(),
@@ -149,5 +206,34 @@ mod tests {
         assert!(find("one", &[], &listen, "two", &[], &listen).is_some());
         let app = ["app:gunicorn 127.0.0.1:8000".to_string()];
         assert!(find("one", &[], &app, "two", &[], &app).is_some());
+    }
+
+    #[test]
+    fn what_a_file_declares_once_per_host_is_read_as_rendered() {
+        let site =
+            "upstream a_b_backend {\n    server 127.0.0.1:8000;\n}\nmap $http_upgrade $deployctl_0_connection {\n}\n";
+        let d = declared(Path::new("/etc/nginx/sites-available/a-b.conf"), site);
+        assert!(d.contains(&"the nginx upstream a_b_backend".to_string()), "{d:?}");
+        assert!(
+            d.contains(&"the nginx variable $deployctl_0_connection".to_string()),
+            "{d:?}"
+        );
+        let unit = "[Service]\nRuntimeDirectory=a-b\nLogsDirectory=a-b\n[Socket]\nListenStream=/run/a-b.sock\nListenStream=0.0.0.0:80\n";
+        let u = declared(Path::new("/etc/systemd/system/a-b.service"), unit);
+        for w in [
+            "the directory /run/a-b",
+            "the directory /var/log/a-b",
+            "the socket /run/a-b.sock",
+        ] {
+            assert!(u.contains(&w.to_string()), "{u:?}");
+        }
+        assert!(!u.iter().any(|w| w.contains("0.0.0.0")), "{u:?}");
+        // `a`'s certificate unit is the service of an app named `a-cert`.
+        let cert = declared(Path::new("/etc/systemd/system/a-cert.service"), "");
+        let clash = find_declared("a-cert", &cert, "a", &cert).unwrap_or_default();
+        assert_eq!(
+            clash,
+            "apps `a-cert` and `a` both render the file /etc/systemd/system/a-cert.service"
+        );
     }
 }
