@@ -1321,3 +1321,41 @@ fn names_that_render_the_same_upstream_are_refused_naming_both() {
     assert_eq!(tree_hash(root), before);
     nginx_t(root);
 }
+
+/// A fault only the check of the installed units can see: the per-file gate verifies each
+/// rendered unit with the rest of the rendered tree (a template's fault, such as an
+/// `ExecStart=` program that does not exist, already fails there), while the host holds more
+/// beside them — here an administrator's drop-in for the app's service whose program does
+/// not exist. `systemd-analyze verify` of the installed units reads it and fails.
+#[test]
+fn a_failed_unit_verify_leaves_the_tree_byte_identical_and_names_the_unit() {
+    let s = staged();
+    let root = s.root.path();
+    let flask = example("flask-hello");
+    let dropin = root.join("etc/systemd/system/flask-hello.service.d/override.conf");
+    std::fs::create_dir_all(dropin.parent().unwrap()).unwrap();
+    std::fs::write(&dropin, "[Service]\nExecStart=\nExecStart=/nonexistent/deployctl-test-program\n").unwrap();
+    let assert_refused = |run: &Run| {
+        for needle in [
+            "`systemd-analyze verify` of the installed units failed",
+            "flask-hello.service: Command /nonexistent/deployctl-test-program is not executable",
+            "nothing was installed",
+        ] {
+            assert!(run.stderr.contains(needle), "{needle}:\n{}", run.stderr);
+        }
+    };
+    // A first install: nothing of it stays.
+    let before = tree_hash(root);
+    let run = install(&flask, root, "nginx+uwsgi", &[]).failure();
+    assert_refused(&run);
+    assert_eq!(tree_hash(root), before);
+
+    // A reinstall onto another target: the files it replaced are restored byte for byte.
+    std::fs::rename(&dropin, root.join("override.conf.aside")).unwrap();
+    install(&flask, root, "nginx+uwsgi", &[]).success();
+    std::fs::rename(root.join("override.conf.aside"), &dropin).unwrap();
+    let before = tree_hash(root);
+    let run = install(&flask, root, "nginx+gunicorn", &[]).failure();
+    assert_refused(&run);
+    assert_eq!(tree_hash(root), before);
+}
