@@ -1334,7 +1334,11 @@ fn a_failed_unit_verify_leaves_the_tree_byte_identical_and_names_the_unit() {
     let flask = example("flask-hello");
     let dropin = root.join("etc/systemd/system/flask-hello.service.d/override.conf");
     std::fs::create_dir_all(dropin.parent().unwrap()).unwrap();
-    std::fs::write(&dropin, "[Service]\nExecStart=\nExecStart=/nonexistent/deployctl-test-program\n").unwrap();
+    std::fs::write(
+        &dropin,
+        "[Service]\nExecStart=\nExecStart=/nonexistent/deployctl-test-program\n",
+    )
+    .unwrap();
     let assert_refused = |run: &Run| {
         for needle in [
             "`systemd-analyze verify` of the installed units failed",
@@ -1358,4 +1362,43 @@ fn a_failed_unit_verify_leaves_the_tree_byte_identical_and_names_the_unit() {
     let run = install(&flask, root, "nginx+gunicorn", &[]).failure();
     assert_refused(&run);
     assert_eq!(tree_hash(root), before);
+}
+
+/// What an app's lines are found by on a host: its units' `SyslogIdentifier=` (the journal's
+/// and syslog's name; without one it is the program's, and two Gunicorn apps would both log
+/// as `gunicorn`) and `LogsDirectory=`. Two apps on the same server program never share one.
+#[test]
+fn two_apps_on_one_program_never_share_a_log_name() {
+    let s = staged();
+    let root = s.root.path();
+    let flask = example("flask-hello");
+    let second = second_app("\"second.test\"");
+    install(&flask, root, "nginx+gunicorn", &[]).success();
+    install(second.path(), root, "nginx+gunicorn", &[]).success();
+    nginx_t(root);
+    let mut programs = Vec::new();
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for app in ["flask-hello", "second"] {
+        let unit = root.join(format!("etc/systemd/system/{app}.service"));
+        let text = std::fs::read_to_string(&unit).unwrap();
+        let values = |key: &str| -> Vec<String> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(key))
+                .flat_map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+                .collect()
+        };
+        assert_eq!(values("SyslogIdentifier="), [app], "{text}");
+        assert_eq!(values("LogsDirectory="), [app], "{text}");
+        programs.push(unit_lines(&unit).1[0].clone());
+        for name in [
+            format!("syslog {}", values("SyslogIdentifier=")[0]),
+            format!("logs /var/log/{}", values("LogsDirectory=")[0]),
+        ] {
+            if let Some(other) = seen.insert(name.clone(), app.to_string()) {
+                panic!("{name} of `{app}` is `{other}`'s too");
+            }
+        }
+    }
+    // The same program: without SyslogIdentifier= both would log under its name.
+    assert_eq!(programs[0], programs[1]);
 }
