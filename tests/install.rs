@@ -1278,6 +1278,14 @@ fn another_project_under_an_installed_apps_name_is_refused_naming_both() {
     }
     assert!(run.stderr.contains("--force"), "{}", run.stderr);
     assert_eq!(tree_hash(root), before);
+    // Nor does the second project's uninstall remove the first one.
+    let run = uninstall(second.path(), root).failure();
+    assert!(
+        run.stderr.contains("nothing was removed") && run.stderr.contains(&toml(first.path()).display().to_string()),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(tree_hash(root), before);
     // The first project itself reinstalls as before.
     install(first.path(), root, "nginx+embedded", &[]).success();
     assert_eq!(tree_hash(root), before);

@@ -425,6 +425,22 @@ pub fn uninstall(args: &UninstallArgs, printer: &Printer) -> anyhow::Result<Stat
             "install records what it placed in /var/lib/deployctl/NAME/installed.json; there is none for this app",
         ));
     };
+    // Named by a deploy.toml, the app must be that project's: another project under the
+    // same name is not this one to remove.
+    if args.app.is_none() {
+        let project = std::fs::canonicalize(&args.spec.config)
+            .with_context(|| format!("cannot resolve {}", args.spec.config.display()))?;
+        if let Some(other) = m.project.as_ref().filter(|p| **p != project) {
+            return Err(hinted(
+                format!(
+                    "nothing was removed: `{name}` is installed from another project: {} (this one is {})",
+                    other.display(),
+                    project.display()
+                ),
+                format!("to remove it anyway, name it: `deployctl uninstall --app {name}`"),
+            ));
+        }
+    }
     let (before, after) = services::around_uninstall(m);
     if mode == Mode::Unavailable {
         return Err(hinted(
