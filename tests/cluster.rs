@@ -836,40 +836,14 @@ fn mapped(argv: &[String], project: &Path, venv: &Path, port: u16) -> Vec<String
         .collect()
 }
 
-/// Makes a directory tree read-only; writable again when dropped (so it can be removed).
-struct ReadOnly(PathBuf);
-
-impl ReadOnly {
-    fn make(dir: &Path) -> ReadOnly {
-        set_mode(dir, 0o555, 0o444);
-        ReadOnly(dir.to_path_buf())
-    }
-}
-
-impl Drop for ReadOnly {
-    fn drop(&mut self) {
-        set_mode(&self.0, 0o755, 0o644);
-    }
-}
-
-fn set_mode(dir: &Path, dirs: u32, files: u32) {
-    use std::os::unix::fs::PermissionsExt as _;
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            set_mode(&p, dirs, files);
-        } else {
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(files)).unwrap();
-        }
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dirs)).unwrap();
-}
-
 struct Stop(Child);
 
 impl Drop for Stop {
     fn drop(&mut self) {
-        // SAFETY: signalling the child we started, by its PID.
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        // SAFETY: signalling the child we started, by its PID (not yet reaped).
         unsafe {
             libc::kill(self.0.id() as i32, libc::SIGTERM);
         }
@@ -891,55 +865,136 @@ fn probe(port: u16, path: &str) -> bool {
         }
 }
 
+/// The pod's process as this machine runs it: the rendered container's command line with the
+/// image's paths mapped to a temp root and the image's and the ConfigMap's environment, in a
+/// mount namespace where every mount is read-only (`readOnlyRootFilesystem`: refused with
+/// EROFS even for root, which CI runs as and which ignores file modes) but the one emptyDir the
+/// Deployment declares (`/tmp`, mapped to `TMPDIR`), with every capability dropped and no new
+/// privileges (`setpriv`). The user stays uid 0: the example's virtualenv is of a Python under
+/// /root here, which another user cannot run.
+struct Pod {
+    tmp: tempfile::TempDir,
+    /// The container's spec in the rendered Deployment.
+    container: Value,
+    /// The Deployment's pod spec.
+    pod: Value,
+    files: BTreeMap<String, String>,
+    argv: Vec<String>,
+    /// The rendered command line before mapping (what the image runs).
+    image_argv: Vec<String>,
+    env: Vec<(String, String)>,
+    port: u16,
+    writable: PathBuf,
+    log: PathBuf,
+}
+
+impl Pod {
+    /// `app_extra` is appended to the copy of the example's app.py (a route a test needs).
+    fn new(app_extra: &str) -> Pod {
+        let ex = example("flask-hello");
+        let venv: PathBuf = ex.join(".venv");
+        let files = rendered(&ex, "kubernetes");
+        let d = yaml(&files, "deployment.yaml");
+        let cm = yaml(&files, "configmap.yaml");
+        let pod = s(&d, &["spec", "template", "spec"]).clone();
+        let container = s(&pod, &["containers", "0"]).clone();
+        let mut image_argv = strings(&container["command"]);
+        image_argv.extend(strings(&container["args"]));
+        // The only writable paths: the Deployment's emptyDir volumes (mapped below: `/tmp`).
+        let mounts: Vec<String> = s(&container, &["volumeMounts"])
+            .as_sequence()
+            .expect("volumeMounts")
+            .iter()
+            .map(|m| m["mountPath"].as_str().expect("mountPath").to_string())
+            .collect();
+        assert_eq!(mounts, ["/tmp"], "the writable paths the test maps");
+        let tmp = tempfile::tempdir().unwrap();
+        let app = tmp.path().join("app");
+        std::fs::create_dir_all(app.join("static")).unwrap();
+        for f in ["app.py", "requirements.txt", "deploy.toml"] {
+            std::fs::copy(ex.join(f), app.join(f)).unwrap();
+        }
+        if !app_extra.is_empty() {
+            let code = std::fs::read_to_string(app.join("app.py")).unwrap() + app_extra;
+            std::fs::write(app.join("app.py"), code).unwrap();
+        }
+        for e in std::fs::read_dir(ex.join("static")).unwrap().flatten() {
+            std::fs::copy(e.path(), app.join("static").join(e.file_name())).unwrap();
+        }
+        let writable = tmp.path().join("tmp");
+        std::fs::create_dir(&writable).unwrap();
+        let port = free_port();
+        let argv = mapped(&image_argv, &app, &venv, port);
+        let log = tmp.path().join("server.log");
+        let mut env = vec![
+            ("PATH".to_string(), "/usr/local/bin:/usr/bin:/bin".to_string()),
+            ("TMPDIR".to_string(), writable.display().to_string()),
+        ];
+        // The image's environment (its runtime stage's ENV), then the ConfigMap's.
+        let image_env = files["Containerfile"]
+            .lines()
+            .filter_map(|l| l.strip_prefix("ENV PYTHON").map(|rest| format!("PYTHON{rest}")))
+            .next()
+            .expect("the runtime stage's ENV");
+        for pair in image_env.split_whitespace() {
+            let (k, v) = pair.split_once('=').expect("NAME=value");
+            env.push((k.to_string(), v.to_string()));
+        }
+        for (k, v) in s(&cm, &["data"]).as_mapping().expect("the ConfigMap's data") {
+            env.push((k.as_str().unwrap().to_string(), v.as_str().unwrap().to_string()));
+        }
+        Pod {
+            tmp,
+            container,
+            pod,
+            files,
+            argv,
+            image_argv,
+            env,
+            port,
+            writable,
+            log,
+        }
+    }
+
+    /// `argv` run as in the pod: `unshare --mount` (plus `namespaces`, e.g. a PID namespace),
+    /// every mount remounted read-only but the emptyDir, then `setpriv` without capabilities.
+    fn run(&self, namespaces: &[&str], argv: &[String]) -> Command {
+        const SCRIPT: &str = r#"w="$1"; shift
+for m in $(awk '{print $5}' /proc/self/mountinfo); do mount -o remount,bind,ro "$m" 2>/dev/null || :; done
+mount --bind "$w" "$w" && mount -o remount,bind,rw "$w" || exit 125
+exec setpriv --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@""#;
+        let mut cmd = Command::new("unshare");
+        cmd.arg("--mount")
+            .args(namespaces)
+            .args(["--", "sh", "-c", SCRIPT, "sh"])
+            .arg(&self.writable)
+            .args(argv)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&self.log).unwrap());
+        cmd
+    }
+
+    /// The container's command, as in the pod.
+    fn command(&self, namespaces: &[&str]) -> Command {
+        self.run(namespaces, &self.argv)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
 #[test]
 fn the_pods_process_starts_here_and_passes_its_probes() {
     let ex = example("flask-hello");
     let venv: PathBuf = ex.join(".venv");
-    let files = rendered(&ex, "kubernetes");
-    let d = yaml(&files, "deployment.yaml");
-    let cm = yaml(&files, "configmap.yaml");
-    let c = s(&d, &["spec", "template", "spec", "containers", "0"]);
-    let mut argv = strings(&c["command"]);
-    argv.extend(strings(&c["args"]));
-    // /app: a read-only copy of the project (the root filesystem is read-only in the pod;
-    // the modes bind a run as a user, not as root, which CI is), and TMPDIR the emptyDir.
-    let tmp = tempfile::tempdir().unwrap();
-    let app = tmp.path().join("app");
-    std::fs::create_dir_all(app.join("static")).unwrap();
-    for f in ["app.py", "requirements.txt", "deploy.toml"] {
-        std::fs::copy(ex.join(f), app.join(f)).unwrap();
-    }
-    for e in std::fs::read_dir(ex.join("static")).unwrap().flatten() {
-        std::fs::copy(e.path(), app.join("static").join(e.file_name())).unwrap();
-    }
-    let _read_only = ReadOnly::make(&app);
-    let writable = tmp.path().join("tmp");
-    std::fs::create_dir(&writable).unwrap();
-    let port = free_port();
-    let argv = mapped(&argv, &app, &venv, port);
-    let log = tmp.path().join("server.log");
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("TMPDIR", &writable)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    // The image's environment (its runtime stage's ENV), then the ConfigMap's.
-    let image_env = files["Containerfile"]
-        .lines()
-        .filter_map(|l| l.strip_prefix("ENV PYTHON").map(|rest| format!("PYTHON{rest}")))
-        .next()
-        .expect("the runtime stage's ENV");
-    for pair in image_env.split_whitespace() {
-        let (k, v) = pair.split_once('=').expect("NAME=value");
-        cmd.env(k, v);
-    }
-    for (k, v) in s(&cm, &["data"]).as_mapping().expect("the ConfigMap's data") {
-        cmd.env(k.as_str().unwrap(), v.as_str().unwrap());
-    }
-    let _server = Stop(cmd.spawn().expect("start the pod's command"));
+    let pod = Pod::new("");
+    let (c, files, port, argv) = (&pod.container, &pod.files, pod.port, &pod.argv);
+    let _server = Stop(pod.command(&[]).spawn().expect("start the pod's command"));
     // The port the probes name is the container's port the process listens on.
     assert_eq!(s(c, &["ports", "0", "containerPort"]).as_u64(), Some(8080));
     let startup = s(c, &["startupProbe"]);
@@ -948,7 +1003,7 @@ fn the_pods_process_starts_here_and_passes_its_probes() {
     assert!(
         wait_for(budget, || probe(port, &path("startupProbe"))),
         "the startup probe did not pass within {budget} s: {argv:?}\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+        pod.log()
     );
     assert!(probe(port, &path("readinessProbe")), "readiness");
     assert!(probe(port, &path("livenessProbe")), "liveness");
@@ -984,6 +1039,137 @@ fn the_pods_process_starts_here_and_passes_its_probes() {
         .status()
         .expect("run the health check");
     assert!(status.success(), "{hc:?}");
+    // The pod's filesystem as the process had it: a write outside the emptyDir is refused
+    // (the project copy, the host's /tmp and /var/tmp), one inside it is not.
+    let touch = |path: &Path| {
+        let argv = ["touch".to_string(), path.display().to_string()];
+        pod.run(&[], &argv).status().expect("run touch").success()
+    };
+    let app = pod.tmp.path().join("app");
+    for outside in [
+        app.join("written"),
+        app.join("static/written"),
+        PathBuf::from("/var/tmp/deployctl-pod-write"),
+    ] {
+        assert!(!touch(&outside), "{} was writable in the pod", outside.display());
+        assert!(!outside.exists());
+    }
+    assert!(touch(&pod.writable.join("written")), "the emptyDir was not writable");
+}
+
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // SAFETY: the server this test started, by its PID, still running (not reaped by us).
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
+/// A route that answers after three seconds: a request in flight when TERM comes.
+const SLOW_ROUTE: &str = r#"
+
+import time
+
+
+@app.get("/slow")
+def slow():
+    time.sleep(3)
+    return "slow and complete"
+"#;
+
+/// The image's entrypoint is PID 1 in the pod: the kernel delivers it no signal it has no
+/// handler for. The container's exact command, PID 1 of a new PID namespace
+/// (`unshare --pid --fork --mount-proc`, with the read-only mounts of [`Pod`]), gets TERM
+/// during a slow request: the request completes and the process exits 0 within the
+/// Deployment's grace period (after its preStop pause, which the kubelet runs before TERM).
+#[test]
+fn term_drains_the_pods_process_as_pid_1() {
+    let pod = Pod::new(SLOW_ROUTE);
+    assert_eq!(
+        pod.image_argv[0], "/usr/local/bin/deployctl",
+        "the entrypoint is no shell"
+    );
+    let grace = s(&pod.pod, &["terminationGracePeriodSeconds"])
+        .as_u64()
+        .expect("terminationGracePeriodSeconds");
+    let drain = s(&pod.container, &["lifecycle", "preStop", "sleep", "seconds"])
+        .as_u64()
+        .expect("preStop sleep");
+    let mut unshare = Stop(
+        pod.command(&["--pid", "--fork", "--mount-proc"])
+            .spawn()
+            .expect("start unshare"),
+    );
+    let port = pod.port;
+    let health = s(&pod.container, &["startupProbe", "httpGet", "path"])
+        .as_str()
+        .expect("the startup probe's path")
+        .to_string();
+    assert!(
+        wait_for(60, || probe(port, &health)),
+        "the pod's process did not start: {:?}\n{}",
+        pod.argv,
+        pod.log()
+    );
+    // unshare's one child is the server, PID 1 in its namespace.
+    let children = format!("/proc/{0}/task/{0}/children", unshare.0.id());
+    let pid1: i32 = std::fs::read_to_string(&children)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no child of unshare in {children}"));
+    let status = std::fs::read_to_string(format!("/proc/{pid1}/status")).unwrap();
+    let nspid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .unwrap_or_default();
+    assert_eq!(nspid.split_whitespace().last(), Some("1"), "{status}");
+    // `deployctl serve` execs the server in place: PID 1 is it, not a shell or a wrapper.
+    let exe = std::fs::read_link(format!("/proc/{pid1}/exe")).unwrap();
+    assert_eq!(
+        exe,
+        Path::new(env!("CARGO_BIN_EXE_deployctl")).with_file_name("deployctl-server")
+    );
+    // unshare forwards no signal: a failed assertion KILLs PID 1, which ends the namespace.
+    let _kill = KillOnDrop(pid1);
+    let slow = std::thread::spawn(move || {
+        request(
+            port,
+            &format!("GET /slow HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"),
+        )
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let termed = std::time::Instant::now();
+    // SAFETY: signalling the process this test started (unshare's child), by its PID.
+    assert_eq!(unsafe { libc::kill(pid1, libc::SIGTERM) }, 0);
+    let (code, head, body) = slow.join().expect("the slow request");
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "slow and complete"),
+        "{head}\n{}",
+        pod.log()
+    );
+    // The grace period counts from the preStop pause; TERM comes after it.
+    let budget = grace - drain;
+    let exited = loop {
+        if let Some(status) = unshare.0.try_wait().unwrap() {
+            break Some(status);
+        }
+        if termed.elapsed() > std::time::Duration::from_secs(budget) {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let Some(status) = exited else {
+        // SAFETY: the server this test started; the kubelet would KILL it now.
+        unsafe { libc::kill(pid1, libc::SIGKILL) };
+        panic!("PID 1 did not exit within {budget} s of TERM\n{}", pod.log());
+    };
+    assert!(status.success(), "PID 1 exited with {status}\n{}", pod.log());
 }
 
 /// YAML quoting read back: random `[app].env` values (YAML's indicators, quotes, backslashes,
