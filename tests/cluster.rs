@@ -246,6 +246,48 @@ fn a_fixed_replica_count_has_no_autoscaler() {
     }
 }
 
+/// `[cluster]`'s cpu and memory reach the Deployment's resources (memory both requested and
+/// the limit, in Kubernetes' binary units), and min/max replicas the HorizontalPodAutoscaler;
+/// with an autoscaler the Deployment names no replica count (the HPA owns it).
+#[test]
+fn cluster_resources_and_replicas_reach_the_deployment_and_the_autoscaler() {
+    let dir = project();
+    let toml = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap()
+        + "cpu = \"750m\"\nmemory = \"1G\"\nreplicas = 4\nmin_replicas = 2\nmax_replicas = 7\n";
+    std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
+    let files = rendered(dir.path(), "kubernetes");
+    let d = yaml(&files, "deployment.yaml");
+    let r = s(&d, &["spec", "template", "spec", "containers", "0", "resources"]);
+    assert_eq!(s(r, &["requests", "cpu"]).as_str(), Some("750m"), "{r:?}");
+    assert_eq!(s(r, &["requests", "memory"]).as_str(), Some("1Gi"), "{r:?}");
+    assert_eq!(s(r, &["limits", "memory"]).as_str(), Some("1Gi"), "{r:?}");
+    assert!(s(r, &["limits", "cpu"]).is_null(), "no CPU limit: {r:?}");
+    assert!(s(&d, &["spec", "replicas"]).is_null(), "{d:?}");
+    let hpa = yaml(&files, "hpa.yaml");
+    assert_eq!(s(&hpa, &["spec", "minReplicas"]).as_u64(), Some(2));
+    assert_eq!(s(&hpa, &["spec", "maxReplicas"]).as_u64(), Some(7));
+    assert_eq!(
+        s(&hpa, &["spec", "scaleTargetRef", "name"]),
+        s(&d, &["metadata", "name"])
+    );
+    assert_eq!(
+        s(&hpa, &["spec", "scaleTargetRef", "kind"]).as_str(),
+        Some("Deployment")
+    );
+    // Compose's nginx: read-only root, a restart policy and a health check.
+    let files = rendered(dir.path(), "compose");
+    let c = yaml(&files, "compose.yaml");
+    let nginx = s(&c, &["services", "nginx"]);
+    assert_eq!(nginx["read_only"].as_bool(), Some(true), "{nginx:?}");
+    assert_eq!(nginx["restart"].as_str(), Some("unless-stopped"), "{nginx:?}");
+    let test = strings(s(nginx, &["healthcheck", "test"]));
+    assert_eq!(test[0], "CMD", "{test:?}");
+    assert!(test.iter().any(|a| a.starts_with("http://127.0.0.1:")), "{test:?}");
+    for k in ["interval", "timeout", "retries"] {
+        assert!(!s(nginx, &["healthcheck", k]).is_null(), "{k}: {nginx:?}");
+    }
+}
+
 #[test]
 fn compose_runs_the_pods_command_behind_nginx() {
     let dir = project();
