@@ -11,29 +11,8 @@ use std::process::Command;
 
 use common::Cli;
 use common::pebble::{pebble, pebble_tls, start_pebble_on};
-use common::tls::run;
+use common::tls::{file_serial, served_serial};
 use common::up::{DownOnDrop, example_copy, free_port, up_tls, wait_for};
-
-/// The serial of the certificate nginx serves on `port` for `localhost`.
-fn served_serial(port: u16) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "openssl s_client -connect 127.0.0.1:{port} -servername localhost </dev/null 2>/dev/null \
-             | openssl x509 -noout -serial"
-        ))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn file_serial(cert: &Path) -> String {
-    run(Command::new("openssl")
-        .args(["x509", "-noout", "-serial", "-in"])
-        .arg(cert))
-    .trim()
-    .to_string()
-}
 
 fn curl_ok(port: u16, root: &Path) -> bool {
     Command::new("curl")

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::pebble::{pebble, start_pebble};
+use common::tls::served_serial;
 use common::up::{DownOnDrop, example_copy, free_port, wait_for};
 use common::{Cli, project, render};
 
@@ -219,28 +220,6 @@ fn up_serves_https_itself_on_a_self_signed_pair_and_redirects_on_http() {
     assert_eq!(status.code, 0, "{}{}", status.stdout, status.stderr);
     assert!(status.stdout.contains("→ 200"), "{}", status.stdout);
     Cli::new(p).args(["down"]).run().success();
-}
-
-/// The serial of the certificate served on `port` for localhost.
-fn served_serial(port: u16) -> String {
-    let s = Command::new("timeout")
-        .args(["10", "openssl", "s_client", "-connect"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["-servername", "localhost"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .expect("openssl s_client");
-    let mut x509 = Command::new("openssl")
-        .args(["x509", "-noout", "-serial"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("openssl x509");
-    use std::io::Write;
-    x509.stdin.take().unwrap().write_all(&s.stdout).unwrap();
-    let out = x509.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]

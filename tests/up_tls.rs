@@ -13,7 +13,7 @@ use std::process::Command;
 
 use common::Cli;
 use common::pebble::{pebble, start_pebble};
-use common::tls::{assert_graded, finding, run, testssl, testssl_report};
+use common::tls::{assert_graded, finding, run, served_serial, testssl, testssl_report};
 use common::up::{DownOnDrop, curl_https, example_copy, free_port, get, up_tls, wait_for};
 
 /// The example with `names = ["localhost"]` and `[tls]` holding `tls`.
@@ -287,28 +287,6 @@ fn every_backend_behind_the_tls_front_sees_https_and_the_clients_host() {
         assert_eq!(json["host"], format!("localhost:{https}"), "{target}: {json}");
         Cli::new(p).args(["down", "--target", target]).run().success();
     }
-}
-
-/// The serial of the certificate served on `port` to a client asking for localhost
-/// (`openssl s_client`, then `openssl x509 -serial`).
-fn served_serial(port: u16) -> String {
-    let s = Command::new("timeout")
-        .args(["10", "openssl", "s_client", "-servername", "localhost", "-connect"])
-        .arg(format!("127.0.0.1:{port}"))
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .expect("openssl s_client");
-    let mut x509 = Command::new("openssl")
-        .args(["x509", "-noout", "-serial"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("openssl x509");
-    use std::io::Write as _;
-    x509.stdin.take().unwrap().write_all(&s.stdout).unwrap();
-    let out = x509.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The user's files replaced under a running stack by an expired pair: the reload (SIGHUP to

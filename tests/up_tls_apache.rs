@@ -17,7 +17,7 @@ use std::process::Command;
 
 use common::Cli;
 use common::pebble::{pebble, start_pebble};
-use common::tls::{assert_graded, finding, run, testssl, testssl_report};
+use common::tls::{assert_graded, file_serial, finding, served_serial, testssl, testssl_report};
 use common::up::{curl_https, example_copy, free_port, get, up_tls, wait_for};
 
 /// Whether `apache2` is installed; a failure when CI requires every tool.
@@ -177,26 +177,6 @@ fn testssl_grades_apache_for_each_profile() {
         );
         Cli::new(p).args(["down", "--target", target]).run().success();
     }
-}
-
-fn served_serial(port: u16) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "openssl s_client -connect 127.0.0.1:{port} -servername localhost </dev/null 2>/dev/null \
-             | openssl x509 -noout -serial"
-        ))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn file_serial(cert: &Path) -> String {
-    run(Command::new("openssl")
-        .args(["x509", "-noout", "-serial", "-in"])
-        .arg(cert))
-    .trim()
-    .to_string()
 }
 
 #[test]

@@ -170,34 +170,6 @@ fn s_client(addr: &str, args: &[&str]) -> Option<(String, String)> {
     Some((field("Protocol version:"), field("Ciphersuite:")))
 }
 
-/// The serial of the certificate the server presents.
-fn served_serial(addr: &str) -> String {
-    let s = Command::new("timeout")
-        .args([
-            "10",
-            "openssl",
-            "s_client",
-            "-connect",
-            addr,
-            "-servername",
-            "localhost",
-        ])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .expect("openssl s_client");
-    let mut x509 = Command::new("openssl")
-        .args(["x509", "-noout", "-serial"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("openssl x509");
-    use std::io::Write;
-    x509.stdin.take().unwrap().write_all(&s.stdout).unwrap();
-    let out = x509.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 fn curl(t: &Tls, args: &[&str]) -> (bool, String, String) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "20", "--cacert"])
@@ -452,13 +424,13 @@ fn a_stalled_handshake_is_closed_at_the_header_timeout() {
 fn a_hup_serves_the_new_pair_and_a_bad_pair_leaves_the_old_one() {
     let t = start("apps:app", &[]);
     let addr = t.server.addr.clone();
-    assert_eq!(served_serial(&addr), "serial=01");
+    assert_eq!(tls_common::served_serial_at(&addr), "serial=01");
     let (cert2, key2) = make_pair(t.dir.path(), "next", 2);
     std::fs::copy(&cert2, t.dir.path().join("live.crt")).unwrap();
     std::fs::copy(&key2, t.dir.path().join("live.key")).unwrap();
     common::signal(t.server.pid(), libc::SIGHUP);
     assert!(t.server.wait_log("reload complete", 20), "{}", t.server.log());
-    assert_eq!(served_serial(&addr), "serial=02");
+    assert_eq!(tls_common::served_serial_at(&addr), "serial=02");
     // A key of another pair.
     let (_, key3) = make_pair(t.dir.path(), "other", 3);
     std::fs::copy(&key3, t.dir.path().join("live.key")).unwrap();
@@ -473,7 +445,7 @@ fn a_hup_serves_the_new_pair_and_a_bad_pair_leaves_the_old_one() {
         "{}",
         t.server.log()
     );
-    assert_eq!(served_serial(&addr), "serial=02");
+    assert_eq!(tls_common::served_serial_at(&addr), "serial=02");
 }
 
 /// A pair that cannot serve stops the start, naming the file.
@@ -546,7 +518,7 @@ fn an_expired_or_not_yet_valid_certificate_is_an_error_naming_the_file() {
     // Running on a good pair, the files replaced by the expired one, then HUP.
     let t = start("apps:app", &[]);
     let addr = t.server.addr.clone();
-    assert_eq!(served_serial(&addr), "serial=01");
+    assert_eq!(tls_common::served_serial_at(&addr), "serial=01");
     std::fs::copy(&old, t.cert()).unwrap();
     std::fs::copy(&old_key, t.dir.path().join("live.key")).unwrap();
     common::signal(t.server.pid(), libc::SIGHUP);
@@ -562,7 +534,7 @@ fn an_expired_or_not_yet_valid_certificate_is_an_error_naming_the_file() {
         "{}",
         t.server.log()
     );
-    assert_eq!(served_serial(&addr), "serial=01");
+    assert_eq!(tls_common::served_serial_at(&addr), "serial=01");
 }
 
 /// testssl.sh (protocols, server defaults, ciphers, forward secrecy, header checks; JSON

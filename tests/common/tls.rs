@@ -7,6 +7,50 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The serial (`serial=…`, as `openssl x509 -serial` prints it) of the certificate served on
+/// `addr` (`HOST:PORT`) for `localhost`; empty when no handshake completes within 10 s.
+pub fn served_serial_at(addr: &str) -> String {
+    let s = Command::new("timeout")
+        .args([
+            "10",
+            "openssl",
+            "s_client",
+            "-connect",
+            addr,
+            "-servername",
+            "localhost",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .expect("openssl s_client");
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl x509");
+    use std::io::Write as _;
+    let _ = x509.stdin.take().expect("a pipe").write_all(&s.stdout);
+    let out = x509.wait_with_output().expect("openssl x509");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// [`served_serial_at`] on a port of 127.0.0.1.
+pub fn served_serial(port: u16) -> String {
+    served_serial_at(&format!("127.0.0.1:{port}"))
+}
+
+/// The serial of the certificate in the PEM file `cert`.
+pub fn file_serial(cert: &Path) -> String {
+    run(Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(cert))
+    .trim()
+    .to_string()
+}
+
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
