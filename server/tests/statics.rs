@@ -236,32 +236,6 @@ fn nothing_leaves_the_directory() {
     assert_eq!(get(&site.server, "/static/app.js", "").status, 200);
 }
 
-/// A self-signed pair for localhost.
-fn make_pair(dir: &Path) -> (PathBuf, PathBuf) {
-    let cert = dir.join("s.crt");
-    let key = dir.join("s.key");
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .args(["-days", "2", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    (cert, key)
-}
-
 fn curl_bytes(args: &[&str]) -> Vec<u8> {
     let out = Command::new("curl")
         .args(["-sS", "--fail", "--max-time", "20"])
@@ -280,7 +254,7 @@ fn a_mebibyte_byte_for_byte_over_plain_http_and_tls() {
     assert!(curl_bytes(&[&url]) == big, "plain HTTP: bytes differ");
 
     let keys = tempfile::tempdir().unwrap();
-    let (cert, key) = make_pair(keys.path());
+    let (cert, key) = common::make_pair(keys.path(), "s", 1);
     let tls = start(&["--certfile", cert.to_str().unwrap(), "--keyfile", key.to_str().unwrap()]);
     let port = tls.server.addr.rsplit(':').next().unwrap_or_default().to_string();
     let url = format!("https://localhost:{port}/static/big.bin");
@@ -351,7 +325,7 @@ fn curl_head(args: &[&str]) -> String {
 #[test]
 fn the_plain_listener_beside_tls_and_hsts() {
     let keys = tempfile::tempdir().unwrap();
-    let (cert, key) = make_pair(keys.path());
+    let (cert, key) = common::make_pair(keys.path(), "s", 1);
     let webroot = keys.path().join("acme");
     let plain = free_port();
     let root = tree();
