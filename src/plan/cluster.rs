@@ -773,7 +773,7 @@ fn outputs(plan: &Plan, kind: ClusterKind) -> Vec<Output> {
     };
     let k8s = || vec![Validator::KubernetesValidate];
     let mut files = vec![
-        out(OutputKind::Containerfile, "Containerfile", vec![]),
+        out(OutputKind::Containerfile, "Containerfile", vec![Validator::Hadolint]),
         out(OutputKind::ContainerIgnore, "Containerfile.dockerignore", vec![]),
     ];
     match kind {

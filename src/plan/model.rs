@@ -410,6 +410,8 @@ pub enum Validator {
     /// cert-manager's CRD schema, for its `Issuer` (kubernetes-validate has none).
     CertManagerSchema,
     ComposeConfig,
+    /// hadolint on the Containerfile.
+    Hadolint,
 }
 
 impl Validator {
@@ -427,6 +429,7 @@ impl Validator {
             Validator::KubernetesValidate => "kubernetes-validate --strict",
             Validator::CertManagerSchema => "cert-manager schema",
             Validator::ComposeConfig => "docker-compose config",
+            Validator::Hadolint => "hadolint",
         }
     }
 }

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use super::{
-    Outcome, Scratch, Verdict, apache, cert_manager, compose, gixy, gunicorn, kubernetes, mod_wsgi, nginx, systemd,
-    uwsgi,
+    Outcome, Scratch, Verdict, apache, cert_manager, compose, gixy, gunicorn, hadolint, kubernetes, mod_wsgi, nginx,
+    systemd, uwsgi,
 };
 use crate::plan::Validator;
 use crate::render::FileTree;
@@ -114,6 +114,7 @@ pub(super) fn for_plan<'a>(s: &'a Scratch) -> Vec<Job<'a>> {
             Validator::KubernetesValidate => kubernetes::job(s, rel),
             Validator::ComposeConfig => compose::job(s, rel),
             Validator::CertManagerSchema => cert_manager::job(s, rel),
+            Validator::Hadolint => hadolint::job(s, rel),
         })
         .collect()
 }

@@ -1,5 +1,5 @@
 //! Checking rendered files with the real tools: nginx, gixy, Apache httpd, uWSGI, Gunicorn,
-//! systemd, kubernetes-validate, cert-manager's CRD schema, docker-compose.
+//! systemd, kubernetes-validate, cert-manager's CRD schema, docker-compose, hadolint.
 //!
 //! Owns: the one validation gate that `render`, `check` and `up` go through ([`gate`]): the
 //! tree written to a scratch directory, every validator the plan's outputs name run on its
@@ -15,6 +15,7 @@ mod compose;
 mod gate;
 mod gixy;
 mod gunicorn;
+mod hadolint;
 mod jobs;
 mod kubernetes;
 mod mod_wsgi;
