@@ -330,7 +330,7 @@ fn a_fixed_replica_count_has_no_autoscaler() {
 fn cluster_resources_and_replicas_reach_the_deployment_and_the_autoscaler() {
     let dir = project();
     let toml = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap()
-        + "cpu = \"750m\"\nmemory = \"1G\"\nreplicas = 4\nmin_replicas = 2\nmax_replicas = 7\n";
+        + "cpu = \"750m\"\nmemory = \"1G\"\nmin_replicas = 2\nmax_replicas = 7\n";
     std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
     let files = rendered(dir.path(), "kubernetes");
     let d = yaml(&files, "deployment.yaml");
@@ -362,6 +362,30 @@ fn cluster_resources_and_replicas_reach_the_deployment_and_the_autoscaler() {
     assert!(test.iter().any(|a| a.starts_with("http://127.0.0.1:")), "{test:?}");
     for k in ["interval", "timeout", "retries"] {
         assert!(!s(nginx, &["healthcheck", k]).is_null(), "{k}: {nginx:?}");
+    }
+}
+
+/// `[cluster].memory` is one of deploy.toml's sizes, binary like nginx's (`M` = 2^20 bytes):
+/// the Deployment gets the same number of bytes in Kubernetes' binary units, `512M` as
+/// `512Mi` and `1G` as `1Gi`, never the decimal `512M` (a twentieth less); a bare number is
+/// bytes.
+#[test]
+fn memory_sizes_are_binary_in_the_manifest() {
+    let dir = project();
+    let base = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap();
+    for (memory, quantity) in [
+        ("\"512M\"", "512Mi"),
+        ("\"1G\"", "1Gi"),
+        ("\"1536M\"", "1536Mi"),
+        ("\"2GB\"", "2Gi"),
+        ("268435456", "256Mi"),
+    ] {
+        std::fs::write(dir.path().join("deploy.toml"), format!("{base}memory = {memory}\n")).unwrap();
+        let d = yaml(&rendered(dir.path(), "kubernetes"), "deployment.yaml");
+        let r = s(&d, &["spec", "template", "spec", "containers", "0", "resources"]);
+        for side in ["requests", "limits"] {
+            assert_eq!(s(r, &[side, "memory"]).as_str(), Some(quantity), "{memory}: {r:?}");
+        }
     }
 }
 

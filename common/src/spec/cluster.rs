@@ -22,7 +22,9 @@ pub struct Cluster {
     /// The app's image, as a registry reference. Default: `NAME:latest`
     /// ([`crate::defaults::cluster_image`]), what `docker build -t NAME` tags.
     pub image: String,
-    /// Pods when not autoscaled (`min_replicas == max_replicas`). Default:
+    /// Pods when not autoscaled (`min_replicas == max_replicas`), and `min_replicas`' default.
+    /// Set with an explicit `min_replicas` below `max_replicas` it would be read by nothing
+    /// (the autoscaler owns the count): an error. Default:
     /// [`crate::defaults::CLUSTER_REPLICAS`].
     pub replicas: u32,
     /// The autoscaler's lower bound. Default: `replicas`.
@@ -123,6 +125,8 @@ pub(super) fn resolve(raw: Option<RawCluster>, name: &str, problems: &mut Vec<Di
     let replicas = count(&c.replicas, "cluster.replicas", defaults::CLUSTER_REPLICAS);
     let min_replicas = count(&c.min_replicas, "cluster.min_replicas", replicas);
     let max_replicas = count(&c.max_replicas, "cluster.max_replicas", min_replicas.saturating_mul(2));
+    // Unset, it is the count the bounds give (`--show` prints it), not a default to check.
+    let replicas = if c.replicas.is_some() { replicas } else { min_replicas };
     if max_replicas < min_replicas {
         let span = c
             .max_replicas
@@ -135,13 +139,25 @@ pub(super) fn resolve(raw: Option<RawCluster>, name: &str, problems: &mut Vec<Di
             format!("{max_replicas} is below min_replicas ({min_replicas})"),
             None,
         );
+    } else if let (Some(r), Some(_), true) = (&c.replicas, &c.min_replicas, max_replicas > min_replicas) {
+        // Autoscaled, and `replicas` not even min_replicas' default: nothing would read it.
+        problem(
+            r.span(),
+            "cluster.replicas",
+            format!(
+                "{replicas} would be ignored: min_replicas ({min_replicas}) and max_replicas ({max_replicas}) \
+                 differ, so the HorizontalPodAutoscaler sets the pod count and the Deployment has none"
+            ),
+            Some("remove `replicas`, or set `min_replicas = max_replicas` for a fixed count"),
+        );
     } else if !(min_replicas..=max_replicas).contains(&replicas) {
+        // Not autoscaled: min_replicas = max_replicas is the count.
         let span = c.replicas.as_ref().map_or(0..0, |s| s.span());
         problem(
             span,
             "cluster.replicas",
-            format!("{replicas} is outside min_replicas..max_replicas ({min_replicas} to {max_replicas})"),
-            Some("the autoscaler keeps the count between the two bounds"),
+            format!("{replicas} differs from min_replicas = max_replicas ({min_replicas}), the fixed pod count"),
+            Some("remove `replicas`, or make it equal to both bounds"),
         );
     }
     let cpu_milli = match &c.cpu {
@@ -308,6 +324,53 @@ mod tests {
         }
         assert_eq!(cpu_text(250), "250m");
         assert_eq!(cpu_text(2000), "2");
+    }
+
+    /// `[cluster]` with `body` resolved: the counts, or each problem's key and message.
+    fn counts(body: &str) -> Result<(u32, u32, u32), Vec<(String, String)>> {
+        let source = format!("[app]\nentry = \"app:app\"\n[cluster]\n{body}");
+        let path = std::env::temp_dir().join("deploy.toml");
+        match crate::spec::Spec::from_source(&path, &source) {
+            Ok(s) => Ok((s.cluster.replicas, s.cluster.min_replicas, s.cluster.max_replicas)),
+            Err(e) => Err(e
+                .diagnostics
+                .iter()
+                .map(|d| (d.key.clone().unwrap_or_default(), d.message.clone()))
+                .collect()),
+        }
+    }
+
+    #[test]
+    fn replicas_is_a_fixed_count_or_min_replicas_default_never_ignored() {
+        // Alone: the autoscaler's lower bound, twice it the upper.
+        assert_eq!(counts("replicas = 3"), Ok((3, 3, 6)));
+        assert_eq!(counts("replicas = 3\nmax_replicas = 5"), Ok((3, 3, 5)));
+        // A fixed count, said three times or once.
+        assert_eq!(
+            counts("replicas = 3\nmin_replicas = 3\nmax_replicas = 3"),
+            Ok((3, 3, 3))
+        );
+        assert_eq!(counts("replicas = 3\nmax_replicas = 3"), Ok((3, 3, 3)));
+        // Unset, it is what the bounds give, whatever the default.
+        assert_eq!(counts("min_replicas = 5"), Ok((5, 5, 10)));
+        assert_eq!(counts("min_replicas = 5\nmax_replicas = 5"), Ok((5, 5, 5)));
+        assert_eq!(counts(""), Ok((2, 2, 4)));
+        // Set beside bounds that differ: nothing would read it.
+        for body in [
+            "replicas = 4\nmin_replicas = 2\nmax_replicas = 7",
+            "replicas = 2\nmin_replicas = 2",
+        ] {
+            let problems = counts(body).expect_err(body);
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert_eq!(problems[0].0, "cluster.replicas");
+            assert!(problems[0].1.contains("would be ignored"), "{problems:?}");
+        }
+        let problems = counts("replicas = 2\nmin_replicas = 3\nmax_replicas = 3").expect_err("differs");
+        assert_eq!(problems[0].0, "cluster.replicas", "{problems:?}");
+        assert!(
+            problems[0].1.contains("differs from min_replicas = max_replicas (3)"),
+            "{problems:?}"
+        );
     }
 
     #[test]
