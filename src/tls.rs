@@ -3,7 +3,8 @@
 //!
 //! Owns: the two profiles (`intermediate`: TLS 1.2 and 1.3; `modern`: TLS 1.3 only) as data,
 //! what each needs from OpenSSL (the `X25519MLKEM768` group needs 3.5), and reading the OpenSSL
-//! version a server runs with from its own report (`nginx -V`). Source:
+//! version a server runs with and nginx's own version (how it turns HTTP/2 on) from its own
+//! report (`nginx -V`). Source:
 //! <https://ssl-config.mozilla.org/guidelines/6.0.json>.
 //!
 //! Does not own: certificates (`acme`), or how a config language spells these settings (the
@@ -66,12 +67,38 @@ impl fmt::Display for OpensslVersion {
 }
 
 /// What a front's TLS stack offers, as its own report says (`nginx -V`): the OpenSSL it runs
-/// with and whether it has HTTP/2. An input of the plan (`Plan::with_tls_capabilities`), so
-/// rendering stays a function of its inputs.
+/// with, whether it has HTTP/2 and how nginx turns it on. An input of the plan
+/// (`Plan::with_tls_capabilities`), so rendering stays a function of its inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
     pub openssl: OpensslVersion,
     pub http2: bool,
+    /// nginx turns HTTP/2 on with the `http2 on;` directive (1.25.1 and later, which deprecate
+    /// `listen … http2`), not with `listen`'s parameter (before 1.25.1, which have no such
+    /// directive: Debian 12's 1.22). Not used for Apache.
+    pub http2_directive: bool,
+}
+
+/// The first nginx whose `http2` directive replaces `listen … http2`.
+pub const NGINX_HTTP2_DIRECTIVE_SINCE: NginxVersion = NginxVersion(1, 25, 1);
+
+/// An nginx version, as `major.minor.patch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NginxVersion(pub u32, pub u32, pub u32);
+
+impl NginxVersion {
+    /// From `nginx -V`'s first line, `nginx version: nginx/1.22.1` (a vendor suffix such as
+    /// `(Ubuntu)` after it is ignored).
+    pub fn of_nginx(nginx_v: &str) -> Option<NginxVersion> {
+        let at = nginx_v.find("nginx version: nginx/")?;
+        let rest = &nginx_v[at + "nginx version: nginx/".len()..];
+        let word: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+        let mut parts = word.split('.').map(|p| p.parse::<u32>());
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(Ok(a)), Some(Ok(b)), Some(Ok(c))) => Some(NginxVersion(a, b, c)),
+            _ => None,
+        }
+    }
 }
 
 impl Capabilities {
@@ -81,14 +108,17 @@ impl Capabilities {
     pub const BASELINE: Capabilities = Capabilities {
         openssl: OpensslVersion(3, 0, 0),
         http2: true,
+        http2_directive: false,
     };
 
-    /// From `nginx -V`'s report: the OpenSSL it runs with, and HTTP/2 when it was built with
-    /// `--with-http_v2_module`.
+    /// From `nginx -V`'s report: the OpenSSL it runs with, HTTP/2 when it was built with
+    /// `--with-http_v2_module`, turned on by `http2 on;` from nginx 1.25.1 (a version it does
+    /// not say is taken as older: `listen … http2` loads everywhere, with a warning on newer).
     pub fn of_nginx(nginx_v: &str) -> Option<Capabilities> {
         Some(Capabilities {
             openssl: OpensslVersion::of_nginx(nginx_v)?,
             http2: nginx_v.contains("--with-http_v2_module"),
+            http2_directive: NginxVersion::of_nginx(nginx_v).is_some_and(|v| v >= NGINX_HTTP2_DIRECTIVE_SINCE),
         })
     }
 }
@@ -124,6 +154,7 @@ pub fn probe_apache() -> Option<Capabilities> {
         Some(Capabilities {
             openssl: OpensslVersion::of_openssl_version(&String::from_utf8_lossy(&openssl.stdout))?,
             http2: modules.join("mod_http2.so").is_file(),
+            http2_directive: false,
         })
     })
 }
@@ -240,8 +271,35 @@ mod tests {
         let c = Capabilities::of_nginx(v).expect("an OpenSSL");
         assert_eq!(c.openssl, OpensslVersion(3, 0, 19));
         assert!(c.http2);
+        assert!(!c.http2_directive, "nginx 1.22 has no `http2` directive");
         let no_h2 = Capabilities::of_nginx("built with OpenSSL 3.5.0 8 Apr 2025").expect("an OpenSSL");
         assert!(!no_h2.http2);
+        assert!(!no_h2.http2_directive, "no version said: `listen … http2`");
+    }
+
+    #[test]
+    fn nginx_1_25_1_turns_http2_on_with_its_directive() {
+        let report = |v: &str| {
+            format!(
+                "nginx version: nginx/{v}\nbuilt with OpenSSL 3.0.19 27 Jan 2026\nconfigure arguments: --with-http_v2_module"
+            )
+        };
+        for (v, directive) in [
+            ("1.22.1", false),
+            ("1.25.0", false),
+            ("1.25.1", true),
+            ("1.26.3", true),
+            ("1.27.4 (Ubuntu)", true),
+            ("2.0.0", true),
+        ] {
+            let c = Capabilities::of_nginx(&report(v)).expect("an OpenSSL");
+            assert_eq!(c.http2_directive, directive, "{v}");
+        }
+        assert_eq!(NginxVersion::of_nginx("nginx version: nginx/1.25"), None);
+        assert_eq!(
+            NginxVersion::of_nginx("nginx version: nginx/1.26.3\n"),
+            Some(NginxVersion(1, 26, 3))
+        );
     }
 
     #[test]

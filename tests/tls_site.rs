@@ -281,12 +281,50 @@ fn snapshot_of_a_tls_spec_with_pinned_capabilities() {
         .with_tls_capabilities(Capabilities {
             openssl: OpensslVersion(3, 0, 19),
             http2: true,
+            // Debian 12's nginx 1.22: `listen … ssl http2`.
+            http2_directive: false,
         });
         let tree = deployctl::render::render_plan(&plan, &templates).expect("renders");
         let listing = tree.listing().replace(&dir.path().display().to_string(), "[PROJECT]");
         let files = split_listing(&listing);
         assert!(files.contains_key("nginx/shop.conf") || files.contains_key("apache/shop.conf"));
         insta::assert_snapshot!(name, filter_paths(&listing));
+    }
+}
+
+/// How nginx turns HTTP/2 on follows its version, read from `nginx -V`: Debian 12's 1.22 has
+/// `listen … ssl http2` only; from 1.25.1 the site says `http2 on;` in each HTTPS server and
+/// leaves the deprecated listen parameter out.
+#[test]
+fn http2_is_spelled_for_the_nginx_version() {
+    let dir = project(
+        &spec_text("certificate = \"/etc/ssl/a.pem\"\nkey = \"/etc/ssl/a.key\"\n"),
+        &["static"],
+    );
+    let spec = deployctl::spec::Spec::load(&dir.path().join("deploy.toml")).expect("a valid spec");
+    let templates = deployctl::render::Templates::load(None).expect("templates");
+    for (version, directive) in [("1.22.1", false), ("1.25.1", true), ("1.26.3", true)] {
+        let report = format!(
+            "nginx version: nginx/{version}\nbuilt with OpenSSL 3.0.19 27 Jan 2026\n\
+             configure arguments: --with-http_ssl_module --with-http_v2_module"
+        );
+        let plan = Plan::resolve(
+            &spec,
+            "nginx+gunicorn".parse().expect("a target"),
+            Environment::Production {
+                out: dir.path().join("deploy"),
+            },
+        )
+        .with_tls_capabilities(Capabilities::of_nginx(&report).expect("capabilities"));
+        let tree = deployctl::render::render_plan(&plan, &templates).expect("renders");
+        let files = split_listing(&tree.listing());
+        let main = parse::nginx(&files["nginx/shop.conf"]);
+        let [_, https] = servers(&main);
+        let listen_h2 = https.one("listen").args.iter().any(|a| a == "http2");
+        assert_eq!(listen_h2, !directive, "{version}: {:?}", https.one("listen").args);
+        let on: Vec<_> = https.all("http2").map(|d| d.args.clone()).collect();
+        let want: Vec<Vec<String>> = if directive { vec![vec!["on".into()]] } else { vec![] };
+        assert_eq!(on, want, "{version}");
     }
 }
 

@@ -18,6 +18,7 @@ use super::model::*;
 use super::policy;
 use crate::spec::{CertificateSource, Listen, Spec};
 use crate::target::{Backend, Frontend, Target};
+use crate::tls::Capabilities;
 
 /// A target rendered for a cluster engine rather than one machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +69,15 @@ pub const PYTHON_IMAGE: &str = "python:3.11-slim-bookworm";
 pub const RUST_IMAGE: &str = "rust:1-slim-bookworm";
 /// The nginx image of the Compose file.
 pub const NGINX_IMAGE: &str = "nginx:1.26-bookworm";
+/// What [`NGINX_IMAGE`]'s nginx offers for `[tls]`: nginx 1.26, built with
+/// `--with-http_v2_module` against Debian 12's OpenSSL 3.0, so HTTP/2 is turned on by
+/// `http2 on;` (the listen parameter is deprecated there). The plan's input for Compose, in
+/// place of the host's nginx, which does not run the site.
+pub const NGINX_IMAGE_CAPABILITIES: Capabilities = Capabilities {
+    openssl: crate::tls::OpensslVersion(3, 0, 0),
+    http2: true,
+    http2_directive: true,
+};
 /// Where Compose mounts the rendered site in nginx's container: in place of the image's
 /// default server.
 pub const NGINX_SITE_IN_CONTAINER: &str = "/etc/nginx/conf.d/default.conf";
@@ -402,7 +412,10 @@ impl Plan {
         }
         plan.cluster = Some(cluster);
         plan.outputs = outputs(&plan, kind);
-        plan
+        match kind {
+            ClusterKind::Compose => plan.with_tls_capabilities(NGINX_IMAGE_CAPABILITIES),
+            ClusterKind::Kubernetes => plan,
+        }
     }
 
     /// The plan with the PEM of `[tls].acme.ca` for the Issuer's `caBundle`, which the command

@@ -423,6 +423,7 @@ mod tests {
         let plain = plan.with_tls_capabilities(Capabilities {
             openssl: crate::tls::OpensslVersion(3, 0, 19),
             http2: false,
+            http2_directive: false,
         });
         assert!(!modules(&plain).contains(&"http2"));
         assert_eq!(modules(&plain).iter().filter(|m| **m == "rewrite").count(), 1);

@@ -16,8 +16,14 @@ pub struct NginxTls {
     pub profile: &'static str,
     /// `listen` argument of the HTTPS servers.
     pub listen: String,
-    /// `http2` on the HTTPS listener (nginx 1.22's `listen … ssl http2`).
+    /// The front has HTTP/2 (the install's catch-all puts it on its `listen`).
     pub http2: bool,
+    /// `http2` on the site's HTTPS listener: nginx before 1.25.1 (Debian 12's 1.22, `listen …
+    /// ssl http2`), which has no `http2` directive.
+    pub http2_listen: bool,
+    /// `http2 on;` in the site's HTTPS servers instead: nginx 1.25.1 and later, which deprecate
+    /// the listen parameter (Compose's nginx image).
+    pub http2_directive: bool,
     pub certificate: String,
     pub key: String,
     /// `ssl_protocols`: `TLSv1.2 TLSv1.3`.
@@ -55,6 +61,8 @@ impl NginxTls {
             profile: s.profile.name(),
             listen: tls.listen.to_string(),
             http2: tls.capabilities.http2,
+            http2_listen: tls.capabilities.http2 && !tls.capabilities.http2_directive,
+            http2_directive: tls.capabilities.http2 && tls.capabilities.http2_directive,
             certificate: path(&tls.certificate),
             key: path(&tls.key),
             protocols: s.protocols.join(" "),
