@@ -975,6 +975,7 @@ fn every_validator_accepts_a_project_path_with_special_characters() {
         "systemd-analyze verify",
         "kubernetes-validate --strict",
         "docker-compose config",
+        "hadolint",
     ] {
         assert!(
             run.stderr
