@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use common::builder::Project;
 use common::up::{free_port, request, wait_for};
 use common::{Cli, check_with, containerfile, example, override_dir, split_listing};
 use serde_yaml::Value;
@@ -16,39 +17,19 @@ use serde_yaml::Value;
 /// A value only the environment of the render holds: it must appear in no file.
 const SECRET_VALUE: &str = "s3cr3t-value-never-rendered";
 
-/// A copy of flask-hello's deploy.toml with distinctive values and a secret, in a project
-/// whose paths are the example's.
-fn project() -> tempfile::TempDir {
-    let ex = example("flask-hello");
-    let dir = tempfile::tempdir().unwrap();
-    let toml = std::fs::read_to_string(ex.join("deploy.toml"))
-        .unwrap()
+/// A copy of flask-hello with distinctive values and a secret in its deploy.toml, the
+/// example's own virtualenv, and a `[cluster]` table.
+fn project() -> Project {
+    let venv = example("flask-hello").join(".venv");
+    Project::example("flask-hello")
         .replace("max_body = \"10M\"", "max_body = \"3M\"")
         .replace("timeout = \"30s\"", "timeout = \"47s\"")
         .replace(
             "env = { APP_MODE = \"production\" }",
             "env = { APP_MODE = \"production\" }\nsecret_env = [\"SECRET_KEY\"]",
         )
-        .replace(
-            "venv = \".venv\"",
-            &format!("venv = {:?}", ex.join(".venv").display().to_string()),
-        )
-        + "\n[cluster]\nimage = \"registry.example.com/hello:1\"\n";
-    for changed in ["\"3M\"", "\"47s\"", "secret_env", "flask-hello/.venv\""] {
-        assert!(
-            toml.contains(changed),
-            "the example's deploy.toml changed: {changed} not set"
-        );
-    }
-    std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
-    for f in ["app.py", "requirements.txt"] {
-        std::fs::copy(ex.join(f), dir.path().join(f)).unwrap();
-    }
-    std::fs::create_dir_all(dir.path().join("static")).unwrap();
-    for e in std::fs::read_dir(ex.join("static")).unwrap().flatten() {
-        std::fs::copy(e.path(), dir.path().join("static").join(e.file_name())).unwrap();
-    }
-    dir
+        .replace("venv = \".venv\"", &format!("venv = {:?}", venv.display().to_string()))
+        .table("cluster", "image = \"registry.example.com/hello:1\"\n")
 }
 
 fn rendered(dir: &Path, target: &str) -> BTreeMap<String, String> {
@@ -300,10 +281,7 @@ fn kubernetes_manifests_carry_deploy_toml() {
 
 #[test]
 fn a_fixed_replica_count_has_no_autoscaler() {
-    let dir = project();
-    let toml = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap()
-        + "replicas = 3\nmin_replicas = 3\nmax_replicas = 3\nnamespace = \"shop\"\n";
-    std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
+    let dir = project().append("replicas = 3\nmin_replicas = 3\nmax_replicas = 3\nnamespace = \"shop\"\n");
     let files = rendered(dir.path(), "kubernetes");
     assert!(!files.contains_key("hpa.yaml"), "{:?}", files.keys());
     let d = yaml(&files, "deployment.yaml");
@@ -328,10 +306,7 @@ fn a_fixed_replica_count_has_no_autoscaler() {
 /// with an autoscaler the Deployment names no replica count (the HPA owns it).
 #[test]
 fn cluster_resources_and_replicas_reach_the_deployment_and_the_autoscaler() {
-    let dir = project();
-    let toml = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap()
-        + "cpu = \"750m\"\nmemory = \"1G\"\nmin_replicas = 2\nmax_replicas = 7\n";
-    std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
+    let dir = project().append("cpu = \"750m\"\nmemory = \"1G\"\nmin_replicas = 2\nmax_replicas = 7\n");
     let files = rendered(dir.path(), "kubernetes");
     let d = yaml(&files, "deployment.yaml");
     let r = s(&d, &["spec", "template", "spec", "containers", "0", "resources"]);
@@ -371,8 +346,6 @@ fn cluster_resources_and_replicas_reach_the_deployment_and_the_autoscaler() {
 /// bytes.
 #[test]
 fn memory_sizes_are_binary_in_the_manifest() {
-    let dir = project();
-    let base = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap();
     for (memory, quantity) in [
         ("\"512M\"", "512Mi"),
         ("\"1G\"", "1Gi"),
@@ -380,7 +353,7 @@ fn memory_sizes_are_binary_in_the_manifest() {
         ("\"2GB\"", "2Gi"),
         ("268435456", "256Mi"),
     ] {
-        std::fs::write(dir.path().join("deploy.toml"), format!("{base}memory = {memory}\n")).unwrap();
+        let dir = project().append(&format!("memory = {memory}\n"));
         let d = yaml(&rendered(dir.path(), "kubernetes"), "deployment.yaml");
         let r = s(&d, &["spec", "template", "spec", "containers", "0", "resources"]);
         for side in ["requests", "limits"] {
@@ -573,19 +546,15 @@ fn a_missing_kubernetes_validate_is_skipped_or_a_failure() {
 fn paths_outside_the_project_are_warned_about() {
     // The project's app directory is a subdirectory; the root and requirements are the
     // example's, outside it.
-    let dir = project();
     let ex = example("flask-hello");
-    let toml = std::fs::read_to_string(dir.path().join("deploy.toml"))
-        .unwrap()
-        .replace(
-            "requirements = \"requirements.txt\"",
-            &format!(
-                "requirements = {:?}\nroot = {:?}",
-                ex.join("requirements.txt").display().to_string(),
-                ex.display().to_string()
-            ),
-        );
-    std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
+    let dir = project().replace(
+        "requirements = \"requirements.txt\"",
+        &format!(
+            "requirements = {:?}\nroot = {:?}",
+            ex.join("requirements.txt").display().to_string(),
+            ex.display().to_string()
+        ),
+    );
     let run = Cli::new(dir.path())
         .args(["render", "--stdout", "-t", "kubernetes"])
         .run()
@@ -603,12 +572,9 @@ fn paths_outside_the_project_are_warned_about() {
     assert!(!run.stdout.contains("pip install"), "no requirements to install");
 }
 
-/// project() with `[tls]` as given (the table's lines), and the project's directory.
-fn tls_project(tls: &str) -> tempfile::TempDir {
-    let dir = project();
-    let toml = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap() + "\n[tls]\n" + tls;
-    std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
-    dir
+/// project() with `[tls]` as given (the table's lines).
+fn tls_project(tls: &str) -> Project {
+    project().table("tls", tls)
 }
 
 /// A self-signed pair for flask-hello.test in `dir`: (certificate, key).
@@ -777,8 +743,7 @@ fn which(tool: &str) -> Result<PathBuf, ()> {
 fn kubernetes_tls_from_files_names_the_secret_and_never_inlines_it() {
     let dir = project();
     let (tls, cert, key) = files_tls(dir.path());
-    let toml = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap() + "\n[tls]\n" + &tls;
-    std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
+    let dir = dir.table("tls", &tls);
     let files = rendered(dir.path(), "kubernetes");
     assert!(!files.contains_key("issuer.yaml"), "{:?}", files.keys());
     let key_pem = std::fs::read_to_string(&key).unwrap();
@@ -846,8 +811,7 @@ fn tls_without_a_certificate_source_is_refused_as_is_acme_for_compose() {
 fn compose_serves_https_with_the_users_pair() {
     let dir = project();
     let (tls, cert, key) = files_tls(dir.path());
-    let toml = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap() + "\n[tls]\n" + &tls;
-    std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
+    let dir = dir.table("tls", &tls);
     let files = rendered(dir.path(), "compose");
     let compose = yaml(&files, "compose.yaml");
     let nginx = s(&compose, &["services", "nginx"]);
@@ -969,16 +933,12 @@ fn cluster_targets_are_named_in_messages_and_not_run_by_up() {
 /// none of its own environment in them.
 #[test]
 fn compose_interpolates_nothing_of_ours() {
-    let dir = project();
-    let toml = std::fs::read_to_string(dir.path().join("deploy.toml"))
-        .unwrap()
+    let dir = project()
         .replace(
             "env = { APP_MODE = \"production\" }",
             "env = { APP_MODE = \"50$ off $HOME ${HOME} $$ $(HOME)\" }",
         )
         .replace("dir = \"static\"", "dir = \"st $HOME\"");
-    assert!(toml.contains("st $HOME"));
-    std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
     std::fs::rename(dir.path().join("static"), dir.path().join("st $HOME")).unwrap();
     let out = dir.path().join("out");
     Cli::new(dir.path())
@@ -1516,11 +1476,7 @@ fn tls_outputs_snapshot() {
 fn compose_publishes_the_tls_port_the_redirect_names() {
     let dir = project();
     let (tls, _, _) = files_tls(dir.path());
-    let toml = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap()
-        + "\n[tls]\n"
-        + &tls
-        + "listen = \"127.0.0.1:8443\"\n";
-    std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
+    let dir = dir.table("tls", &format!("{tls}listen = \"127.0.0.1:8443\"\n"));
     let files = rendered(dir.path(), "compose");
     let compose = yaml(&files, "compose.yaml");
     assert_eq!(

@@ -2,6 +2,7 @@
 //! for the rendered formats so tests assert on structure rather than on substrings.
 #![allow(dead_code)]
 
+pub mod builder;
 pub mod containerfile;
 pub mod parse;
 pub mod pebble;
