@@ -42,7 +42,7 @@ use pyo3::types::PyString;
 
 use crate::http::body::Body;
 use crate::http::parse::{self, Head, Limits, Refusal};
-use crate::http::response::Response;
+use crate::http::response::{Added, Response};
 use crate::http::uwsgi;
 use crate::net::{MIN_READ, Peer, Stream};
 use crate::python::handler::Exchange;
@@ -136,11 +136,20 @@ pub const LINGER: Duration = Duration::from_secs(2);
 
 impl Conn {
     /// `first`: how long the client has to start (keep-alive's idle time; over TLS the
-    /// header timeout, which the handshake counts against).
-    pub fn new(stream: Stream, peer: Peer, listener: usize, idle: Duration, min_rate: u64, first: Duration) -> Conn {
+    /// header timeout, which the handshake counts against). `added`: what every answer on it
+    /// carries besides its own fields.
+    pub fn new(
+        stream: Stream,
+        peer: Peer,
+        listener: usize,
+        idle: Duration,
+        min_rate: u64,
+        first: Duration,
+        added: Added,
+    ) -> Conn {
         let stream = Arc::new(stream);
         Conn {
-            response: Arc::new(Mutex::new(Response::new(stream.clone(), idle, min_rate))),
+            response: Arc::new(Mutex::new(Response::new(stream.clone(), idle, min_rate, added))),
             stream,
             peer,
             listener,
@@ -229,7 +238,8 @@ impl Conn {
         parse::is_head_request(self.buf.get(self.pos..).unwrap_or_default())
     }
 
-    /// Queue an error the server produced itself; the connection closes once it is written.
+    /// Queue an error the server produced itself (through the one head every answer has:
+    /// `Response::push_simple`); the connection closes once it is written.
     pub fn refuse(&mut self, status: u16, message: &str) {
         let body = format!("{status} {}: {message}\n", crate::http::response::reason(status));
         let head = self.is_head_request();

@@ -39,8 +39,8 @@ use crate::http::body::{Body, Prefetched, READ_CHUNK};
 use crate::http::outbox::Flushed;
 use crate::http::parse::{Framing, Limits};
 use crate::http::redirect::Redirect;
-use crate::http::response::Data;
-use crate::http::statics::{self, Answer, Body as StaticBody, Statics};
+use crate::http::response::{self, Added, Data};
+use crate::http::statics::{Answer, Body as StaticBody, Statics};
 use crate::net::{self, Listener, Pace, Stream, cvt};
 use crate::python::app::App;
 use crate::python::handler::{self, HIGH_WATER};
@@ -441,7 +441,8 @@ impl Loop {
                     } else {
                         self.keep_alive
                     };
-                    let conn = Box::new(Conn::new(stream, peer, li, self.idle, self.min_rate, first));
+                    let added = Added::for_listener(tls.is_some(), li >= self.plain_from);
+                    let conn = Box::new(Conn::new(stream, peer, li, self.idle, self.min_rate, first, added));
                     let i = match self.free.pop() {
                         Some(i) => i,
                         None => {
@@ -1094,7 +1095,7 @@ fn answer_static(conn: &mut Conn, head: &crate::http::parse::Head, answer: Answe
     r.status = Some(answer.status);
     r.status_line.clear();
     r.status_line
-        .extend_from_slice(format!("{} {}", answer.status, statics::reason(answer.status)).as_bytes());
+        .extend_from_slice(format!("{} {}", answer.status, response::reason(answer.status)).as_bytes());
     r.fields.clear();
     r.fields.extend_from_slice(&answer.fields);
     let _ = match answer.body {

@@ -546,3 +546,214 @@ fn testssl_grades_the_embedded_server_for_each_profile() {
         );
     }
 }
+
+const HSTS: &str = "max-age=63072000; includeSubDomains";
+const SECURITY_HEADERS: [&str; 4] = [
+    "x-content-type-options",
+    "x-frame-options",
+    "referrer-policy",
+    "cross-origin-opener-policy",
+];
+
+fn count(r: &common::Response, name: &str) -> usize {
+    r.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).count()
+}
+
+/// One `Strict-Transport-Security: HSTS` and one of each security header.
+fn assert_added(r: &common::Response, what: &str) {
+    assert_eq!(count(r, "strict-transport-security"), 1, "{what}: {:?}", r.headers);
+    assert_eq!(r.header("strict-transport-security"), Some(HSTS), "{what}");
+    for name in SECURITY_HEADERS {
+        assert_eq!(count(r, name), 1, "{what}: {name} in {:?}", r.headers);
+    }
+}
+
+/// Every answer the server makes itself over TLS carries `--hsts` and `--security-headers`, as
+/// the app's answers and the static files do (the nginx site's `add_header … always`): its
+/// refusals of a head (400 for a request line or framing, 414, 431, 417, 501, 505), of a body
+/// (413; a malformed chunk, 400), its timeouts (408 for a head and for a body), the app's
+/// failure (500, and to HEAD without a body), the static refusals (400, 403, 404, 405, 416),
+/// and the watchdog's 504. Requests go through a plain-to-TLS bridge (OpenSSL's client), so
+/// they reach the server as written. The plain `--redirect-bind` listener adds neither, to
+/// anything: its 301, 421, ACME 404 and a refusal (RFC 6797 §7.2: no HSTS over plain HTTP).
+#[test]
+fn the_servers_own_answers_over_tls_carry_hsts_and_the_security_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_pair(dir.path(), "live", 1);
+    let statics = dir.path().join("static");
+    std::fs::create_dir_all(&statics).unwrap();
+    std::fs::write(statics.join("app.js"), "console.log(1)\n").unwrap();
+    std::fs::write(statics.join(".env"), "SECRET=1\n").unwrap();
+    let plain = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let s = server("apps:raw")
+        .args(&["--certfile", cert.to_str().unwrap(), "--keyfile", key.to_str().unwrap()])
+        .args(&["--hsts", HSTS, "--security-headers"])
+        .args(&["--static", &format!("/static/={}", statics.display())])
+        .args(&[
+            "--redirect-bind",
+            &format!("127.0.0.1:{plain}"),
+            "--server-name",
+            "localhost",
+        ])
+        .args(&["--acme-webroot", dir.path().join("acme").to_str().unwrap()])
+        .args(&["--header-timeout", "2", "--body-timeout", "2", "--timeout", "2"])
+        .start();
+    common::the_worker(&s);
+    let bridge = common::TlsBridge::start(&s, &cert);
+    let ask = |request: &str| -> common::Response {
+        let mut c = bridge.connect();
+        c.send(request.as_bytes());
+        c.try_response_to(request.starts_with("HEAD "))
+            .unwrap_or_else(|| panic!("no answer to {request:?}\n{}", s.log()))
+    };
+    // The app's own answer, for comparison.
+    let r = ask("GET /environ HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["wsgi.url_scheme"], "https");
+    assert_added(&r, "the app's 200");
+
+    let long_line = format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(9000));
+    let long_field = format!("GET / HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\n\r\n", "a".repeat(9000));
+    for (request, status) in [
+        ("GET /\r\n\r\n", 400),
+        ("HEAD / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+        (
+            "POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400,
+        ),
+        (long_line.as_str(), 414),
+        (long_field.as_str(), 431),
+        ("GET / HTTP/1.1\r\nHost: h\r\nExpect: something\r\n\r\n", 417),
+        (
+            "POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            501,
+        ),
+        ("GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505),
+        (
+            "POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999\r\n\r\n",
+            413,
+        ),
+        (
+            "POST /echo?mode=read HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n",
+            400,
+        ),
+        // A head, and a body, that stop coming: 408 at the header and body timeouts (2 s).
+        ("GET / HTTP/1.1\r\nHost: h\r\n", 408),
+        ("POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nab", 408),
+        // The app raises before its head: the server's 500, with and without a body.
+        ("GET /raise HTTP/1.1\r\nHost: h\r\n\r\n", 500),
+        ("HEAD /raise HTTP/1.1\r\nHost: h\r\n\r\n", 500),
+        // Static refusals.
+        ("GET /static/nope.css HTTP/1.1\r\nHost: h\r\n\r\n", 404),
+        ("GET /static/.env HTTP/1.1\r\nHost: h\r\n\r\n", 403),
+        ("GET /static/ HTTP/1.1\r\nHost: h\r\n\r\n", 403),
+        (
+            "POST /static/app.js HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+            405,
+        ),
+        ("GET /static/%zz HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+        (
+            "GET /static/app.js HTTP/1.1\r\nHost: h\r\nRange: bytes=100-\r\n\r\n",
+            416,
+        ),
+        ("GET /static/app.js HTTP/1.1\r\nHost: h\r\n\r\n", 200),
+    ] {
+        let line = request.lines().next().unwrap_or_default();
+        let line = &line[..line.len().min(60)];
+        let r = ask(request);
+        assert_eq!(r.status, status, "{line}: {}", r.text());
+        assert_added(&r, line);
+        if request.starts_with("HEAD ") {
+            assert!(r.body.is_empty(), "{line}: a body after HEAD");
+        }
+    }
+    // The watchdog's 504 (--timeout 2) to a request stuck in the app; last, since the master
+    // then replaces the worker.
+    let r = ask("GET /sleep?s=6 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_added(&r, "the watchdog's 504");
+
+    // The plain listener: neither HSTS nor the security headers, whatever it answers.
+    let at_plain = |request: &str| {
+        let mut c = common::Client::connect(&format!("127.0.0.1:{plain}"));
+        c.send(request.as_bytes());
+        c.try_response_to(false).expect("an answer on the plain listener")
+    };
+    for (request, status) in [
+        ("GET /a?b=1 HTTP/1.1\r\nHost: localhost\r\n\r\n", 301),
+        ("GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n", 421),
+        (
+            "GET /.well-known/acme-challenge/nope HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            404,
+        ),
+        ("GET /\r\n\r\n", 400),
+    ] {
+        let r = at_plain(request);
+        assert_eq!(r.status, status, "{request:?}: {}", r.text());
+        assert_eq!(
+            count(&r, "strict-transport-security"),
+            0,
+            "{request:?}: {:?}",
+            r.headers
+        );
+        for name in SECURITY_HEADERS {
+            assert_eq!(count(&r, name), 0, "{request:?}: {name} in {:?}", r.headers);
+        }
+    }
+}
+
+/// The busy refusal (503: the worker's request memory at its cap, here by 40 uploads of
+/// 900 KiB stalled before their end) over TLS carries HSTS and the security headers too.
+#[test]
+fn the_busy_refusal_over_tls_carries_hsts_and_the_security_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_pair(dir.path(), "live", 1);
+    let s = server("apps:app")
+        .args(&["--certfile", cert.to_str().unwrap(), "--keyfile", key.to_str().unwrap()])
+        .args(&["--hsts", HSTS, "--security-headers", "--body-timeout", "30"])
+        .start();
+    common::the_worker(&s);
+    let bridge = common::TlsBridge::start(&s, &cert);
+    let body = vec![b'x'; 900 * 1024];
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        let mut c = bridge.connect();
+        c.send(b"POST /echo?mode=len HTTP/1.1\r\nHost: h\r\nContent-Length: 1048576\r\n\r\n");
+        if std::io::Write::write_all(&mut c.stream, &body).is_ok() {
+            flood.push(c);
+        }
+    }
+    let mut refused = 0;
+    for c in &mut flood {
+        c.stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let mut first = [0u8; 1];
+        if std::io::Read::read(&mut c.stream, &mut first).is_ok_and(|n| n == 1) {
+            c.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            // The byte read belongs to the status line: put the stream back together.
+            let mut rest = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut c.stream, &mut rest);
+            let text = String::from_utf8_lossy(&[&first[..], &rest].concat()).to_string();
+            assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+            let head = text.split("\r\n\r\n").next().unwrap_or_default().to_ascii_lowercase();
+            assert_eq!(
+                head.matches(&format!("strict-transport-security: {}\r\n", HSTS.to_ascii_lowercase()))
+                    .count(),
+                1,
+                "{head}"
+            );
+            for name in SECURITY_HEADERS {
+                assert_eq!(head.matches(&format!("\r\n{name}: ")).count(), 1, "{name}: {head}");
+            }
+            refused += 1;
+        }
+    }
+    assert!(
+        refused > 0,
+        "40 MiB of bodies buffered over TLS without a 503\n{}",
+        s.log()
+    );
+    drop(flood);
+}

@@ -5,7 +5,9 @@
 //! listener's when it is not 443.
 //!
 //! Owned here: the answer to a request on such a listener. Not owned: which listener is
-//! plain (the event loop knows by index) or writing the answer.
+//! plain (the event loop knows by index) or writing the answer (`Response`, which adds no
+//! HSTS and no security headers on this listener, as the nginx site's port-80 server adds
+//! none).
 
 use crate::http::parse::Head;
 use crate::http::statics::{Answer, Body, Statics};
@@ -45,11 +47,11 @@ impl Redirect {
             // HTTP/1.0 without Host: the first name, as nginx's $host falls back to server_name.
             _ => match self.names.first() {
                 Some(n) if !n.starts_with('*') => n.clone(),
-                _ => return text(400, "Bad Request", "a Host is needed to redirect to https"),
+                _ => return text(400, "a Host is needed to redirect to https"),
             },
         };
         if !self.names.is_empty() && !self.names.iter().any(|n| name_matches(n, &host)) {
-            return text(421, "Misdirected Request", "this server does not serve that host");
+            return text(421, "this server does not serve that host");
         }
         let target = &buf[head.target.clone()];
         // Origin form as is; an absolute form's path and query.
@@ -68,7 +70,7 @@ impl Redirect {
                 .unwrap_or(b"/")
         };
         let location = format!("https://{host}{}{}", self.port, String::from_utf8_lossy(path));
-        let mut a = text(301, "Moved Permanently", "moved to https");
+        let mut a = text(301, "moved to https");
         a.fields
             .extend_from_slice(format!("Location: {location}\r\n").as_bytes());
         a
@@ -102,11 +104,14 @@ fn name_matches(name: &str, host: &str) -> bool {
     name == host
 }
 
-fn text(status: u16, reason: &str, message: &str) -> Answer {
+fn text(status: u16, message: &str) -> Answer {
     Answer {
         status,
         fields: b"Content-Type: text/plain; charset=utf-8\r\n".to_vec(),
-        body: Body::Text(format!("{status} {reason}: {message}\n")),
+        body: Body::Text(format!(
+            "{status} {}: {message}\n",
+            crate::http::response::reason(status)
+        )),
     }
 }
 

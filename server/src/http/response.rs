@@ -8,6 +8,11 @@
 //! thread) or `flush_blocking` (waits under the response's `Pace`: a pool thread, or the
 //! legacy `write()` past its buffer). Nothing here touches Python; every method that waits is
 //! called with the GIL released.
+//!
+//! Every answer's head is made by one function (`push_head`): the app's, a static file's, and
+//! the server's own (`push_simple`: refusals, timeouts, the app's failure, the watchdog's 504).
+//! It adds what the connection's `Added` says — HSTS over TLS, the security headers — so no
+//! kind of answer can leave them out.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -53,6 +58,8 @@ pub struct Response {
     /// The client went away or stopped reading: stop producing.
     pub broken: bool,
     pub out: Outbox,
+    /// What the server adds to every answer on this connection.
+    added: Added,
     pace: Pace,
     idle: Duration,
     min_rate: u64,
@@ -79,8 +86,31 @@ pub fn bodyless(status: u16) -> bool {
     (100..200).contains(&status) || status == 204 || status == 304
 }
 
+/// The fields the server adds to every answer on a connection — the app's, a static file's
+/// and its own errors alike, as the nginx site's `add_header … always` does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Added {
+    /// `--hsts`: only on a TLS connection. Over plain HTTP it is never sent (RFC 6797 §7.2:
+    /// a host must not include it there, and §8.1: a browser ignores it).
+    pub hsts: bool,
+    /// `--security-headers`: deployctl's security headers, each unless the answer has its own.
+    pub security_headers: bool,
+}
+
+impl Added {
+    /// For a connection accepted on a TLS listener or a plain one, the latter an app listener
+    /// or `--redirect-bind`'s (which adds nothing: the nginx site's port-80 server has no
+    /// `add_header`). Reads `HSTS` and `SECURITY_HEADERS`, set at the worker's start.
+    pub fn for_listener(tls: bool, redirect: bool) -> Added {
+        Added {
+            hsts: tls && HSTS.get().is_some(),
+            security_headers: !redirect && SECURITY_HEADERS.load(Ordering::Relaxed),
+        }
+    }
+}
+
 impl Response {
-    pub fn new(stream: Arc<Stream>, idle: Duration, min_rate: u64) -> Response {
+    pub fn new(stream: Arc<Stream>, idle: Duration, min_rate: u64, added: Added) -> Response {
         Response {
             stream,
             generation: 0,
@@ -98,6 +128,7 @@ impl Response {
             body_sent: 0,
             broken: false,
             out: Outbox::default(),
+            added,
             pace: Pace::new(idle, min_rate),
             idle,
             min_rate,
@@ -132,8 +163,9 @@ impl Response {
         !self.head_request && !bodyless(self.code())
     }
 
-    /// Queue the head. `known_length`: the whole body's length when the server knows it (a
-    /// one-element list, a file), used when the app gave no Content-Length.
+    /// Queue the head — of every answer, the server's own included. `known_length`: the whole
+    /// body's length when the server knows it (a one-element list, a file), used when the app
+    /// gave no Content-Length.
     fn push_head(&mut self, known_length: Option<u64>) {
         let code = self.code();
         let mut h = std::mem::take(&mut self.scratch);
@@ -145,10 +177,10 @@ impl Response {
         }
         h.extend_from_slice(b"\r\n");
         match HSTS.get() {
-            Some(hsts) if self.stream.is_tls() => push_replacing_hsts(&mut h, &self.fields, hsts),
+            Some(hsts) if self.added.hsts && self.stream.is_tls() => push_replacing_hsts(&mut h, &self.fields, hsts),
             _ => h.extend_from_slice(&self.fields),
         }
-        if SECURITY_HEADERS.load(Ordering::Relaxed) {
+        if self.added.security_headers {
             push_missing_security_headers(&mut h, &self.fields);
         }
         if !self.app_date {
@@ -277,15 +309,29 @@ impl Response {
         Ok(())
     }
 
-    /// Queue a response the server makes itself (an error), with no body for HEAD.
+    /// Queue an answer the server makes itself (a refusal, a timeout, the app's failure) in
+    /// place of the app's, through the same head as every answer (`push_head`): HSTS and the
+    /// security headers as on any other. `text/plain`, no body for HEAD (Content-Length still
+    /// says how long it would have been, RFC 9110 §9.3.2); the connection closes after it.
     pub fn push_simple(&mut self, status: u16, body: &str) {
         if self.out.is_empty() {
             self.pace = Pace::new(self.idle, self.min_rate);
         }
-        let head = self.head_request;
-        self.out.push(&simple(status, false, body, head));
+        self.status = Some(status);
+        self.status_line.clear();
+        let _ = write!(self.status_line, "{status} {}", reason(status));
+        // Whatever the app had set (a start_response before it raised) is not this answer's.
+        self.fields.clear();
+        self.fields
+            .extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\n");
+        self.content_length = None;
+        self.app_date = false;
+        self.chunked = false;
+        self.body_sent = 0;
+        self.headers_sent = false;
         self.keep_alive = false;
-        self.headers_sent = true;
+        let _ = self.send(Data::Slice(body.as_bytes()), Some(body.len() as u64));
+        let _ = self.finish();
     }
 
     /// Write what the socket takes now. `Err` when the client is gone.
@@ -376,11 +422,12 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
 }
 
 /// `Strict-Transport-Security: VALUE\r\n` (`--hsts`), set once at a worker's start: added to
-/// every response over TLS.
+/// every answer over TLS (`Added::hsts`), never over plain HTTP.
 pub static HSTS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
 
 /// `--security-headers`, set once at a worker's start: deployctl's security headers are added
-/// to every answer of the app that has none of that name.
+/// to every answer that has none of that name (`Added::security_headers`), but not on the
+/// redirect listener.
 pub static SECURITY_HEADERS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Each of deployctl's security headers the app's `fields` lack (an app's own, often stricter,
@@ -413,36 +460,23 @@ fn push_replacing_hsts(h: &mut Vec<u8>, fields: &[u8], hsts: &[u8]) {
     h.extend_from_slice(hsts);
 }
 
-/// A complete response the server writes itself (errors, refusals), then closes or not.
-/// `head`: it answers a HEAD request, so the body is left out (RFC 9110 §9.3.2) while
-/// Content-Length still says how long it would have been.
-pub fn simple(status: u16, keep_alive: bool, body: &str, head: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(160 + body.len());
-    out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
-    push_date(&mut out);
-    let _ = write!(
-        out,
-        "Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}",
-        body.len()
-    );
-    out.extend_from_slice(if keep_alive {
-        b"\r\n\r\n"
-    } else {
-        b"\r\nConnection: close\r\n\r\n"
-    });
-    if !head {
-        out.extend_from_slice(body.as_bytes());
-    }
-    out
-}
-
+/// The reason phrase of every status the server itself answers with.
 pub fn reason(status: u16) -> &'static str {
     match status {
+        200 => "OK",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        304 => "Not Modified",
         400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Content Too Large",
         414 => "URI Too Long",
+        416 => "Range Not Satisfiable",
         417 => "Expectation Failed",
+        421 => "Misdirected Request",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
@@ -507,14 +541,5 @@ mod tests {
         push_decimal(&mut v, 0);
         push_decimal(&mut v, 1234567890);
         assert_eq!(v, b"01234567890");
-    }
-
-    #[test]
-    fn simple_responses_to_head_have_no_body() {
-        let get = simple(400, false, "400 Bad Request: x\n", false);
-        let head = simple(400, false, "400 Bad Request: x\n", true);
-        assert!(get.ends_with(b"\r\n\r\n400 Bad Request: x\n"));
-        assert!(head.ends_with(b"Content-Length: 19\r\nConnection: close\r\n\r\n"));
-        assert_eq!(get.len() - head.len(), 19);
     }
 }

@@ -30,6 +30,7 @@ use std::time::{Duration, SystemTime};
 use deployctl_common::settings::StaticMount;
 
 use crate::http::parse::Head;
+use crate::http::response::reason;
 use crate::log;
 
 /// The nginx site's security headers as header lines (on every static answer, as its
@@ -316,22 +317,6 @@ impl Statics {
             fields,
             body: Body::Text(format!("{status} {}: {message}\n", reason(status))),
         }
-    }
-}
-
-pub fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        206 => "Partial Content",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        416 => "Range Not Satisfiable",
-        301 => "Moved Permanently",
-        421 => "Misdirected Request",
-        _ => "Error",
     }
 }
 

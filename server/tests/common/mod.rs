@@ -801,3 +801,47 @@ pub fn make_pair(dir: &Path, name: &str, serial: u32) -> (PathBuf, PathBuf) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     (cert, key)
 }
+
+/// A plain-to-TLS bridge in front of a TLS server (`fixtures/tls_bridge.py`: Python's ssl,
+/// that is OpenSSL, verifying `ca` for localhost): a `Client` connected to `addr` speaks to
+/// the server over TLS, its raw requests arriving as written. Stopped by PID when dropped.
+pub struct TlsBridge {
+    child: Child,
+    pub addr: String,
+}
+
+impl TlsBridge {
+    pub fn start(server: &Server, ca: &Path) -> TlsBridge {
+        let port = server.addr.rsplit(':').next().unwrap_or_default();
+        let mut child = Command::new("python3")
+            .arg(fixtures().join("tls_bridge.py"))
+            .arg(port)
+            .arg(ca)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 tls_bridge.py");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        BufReader::new(stdout).read_line(&mut line).expect("the bridge's port");
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the bridge said {line:?}"));
+        TlsBridge {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+        }
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(&self.addr)
+    }
+}
+
+impl Drop for TlsBridge {
+    fn drop(&mut self) {
+        signal(self.child.id(), libc::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
