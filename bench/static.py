@@ -7,7 +7,9 @@ a small stylesheet (2 KiB) served
   `tcp_nopush on` as Debian's nginx.conf has them, the site's security headers),
 
 `wrk -t1 -c64` over keep-alive, medians of ROUNDS runs, alternating; the ratio is
-deployctl-server ÷ nginx. Both answers are checked first: 200, the same bytes, one
+deployctl-server ÷ nginx. BENCH_BASELINE=/path/to/another/deployctl-server adds that build as a
+third server in the same run (a before/after measure of a change: build the before first and
+copy its binary away). Both answers are checked first: 200, the same bytes, one
 `Cache-Control: max-age=604800`.
 
 Run through bench/static.sh.
@@ -67,11 +69,11 @@ def wait_200(port):
     raise RuntimeError("no 200 on port %d" % port)
 
 
-def embedded(d, static):
+def embedded(d, static, server=SERVER, name="deployctl-server --static"):
     port = free_port()
-    p = spawn([SERVER, "hello:app", "--bind", "127.0.0.1:%d" % port, "--chdir", APPS, "--workers", "1",
+    p = spawn([server, "hello:app", "--bind", "127.0.0.1:%d" % port, "--chdir", APPS, "--workers", "1",
                "--static", "/static/:7d=" + static])
-    return "deployctl-server --static", [p], port
+    return name, [p], port
 
 
 def nginx(d, static):
@@ -120,7 +122,11 @@ def main():
         f.write(("body { margin: 0 auto; max-width: 40em; font-family: sans-serif; }\n" * 32)[:2048])
     stacks = []
     try:
-        for make in (embedded, nginx):
+        makers = [embedded, nginx]
+        baseline = os.environ.get("BENCH_BASELINE")
+        if baseline:
+            makers.append(lambda d, st: embedded(d, st, baseline, "deployctl-server --static (BENCH_BASELINE)"))
+        for make in makers:
             sub = tempfile.mkdtemp(prefix="stack-", dir=d)
             name, procs, port = make(sub, static)
             stacks.append({"name": name, "procs": procs, "port": port, "runs": []})

@@ -585,7 +585,7 @@ impl Loop {
                     }
                     Parsed::Request(head) => {
                         if conn.listener >= self.plain_from
-                            && let Some(redirect) = &self.redirect
+                            && let Some(redirect) = &mut self.redirect
                         {
                             Step::Answered(answer_static(
                                 conn,
@@ -594,7 +594,7 @@ impl Loop {
                             ))
                         } else if let Some(answer) = self
                             .statics
-                            .as_ref()
+                            .as_mut()
                             .and_then(|st| st.answer(&conn.buf[conn.pos..], &head))
                         {
                             Step::Answered(answer_static(conn, &head, answer))

@@ -597,3 +597,203 @@ fn security_headers_are_added_to_the_apps_answers_where_it_sent_none() {
         assert_eq!(count(&r, name), 0, "{name} without the flag: {:?}", r.headers);
     }
 }
+
+fn rename_exchange(a: &Path, b: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let a = std::ffi::CString::new(a.as_os_str().as_bytes()).unwrap();
+    let b = std::ffi::CString::new(b.as_os_str().as_bytes()).unwrap();
+    // SAFETY: renameat2 with two NUL-terminated paths.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    assert_eq!(r, 0, "renameat2: {}", std::io::Error::last_os_error());
+}
+
+/// A deploy that builds `static.new` and puts it in place of the served `static` under a
+/// running server — swapped in one `renameat2(RENAME_EXCHANGE)`, or moved aside and renamed
+/// over — is served from the next request on (it was served from the directory opened at the
+/// start until a HUP): the new file, a file only the new one has, 404 for one only the old had.
+#[test]
+fn a_directory_renamed_over_the_served_one_is_served_at_once() {
+    let site = start(&[]);
+    let dir = site.dir();
+    assert_eq!(get(&site.server, "/static/app.js", "").text(), "console.log(1)\n");
+    // Kept alive across the swap: the same connection sees the new directory too.
+    let mut kept = site.server.connect();
+    kept.send(b"GET /static/app.js HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(kept.response().text(), "console.log(1)\n");
+
+    let new = site.root.path().join("static.new");
+    std::fs::create_dir_all(&new).unwrap();
+    std::fs::write(new.join("app.js"), "console.log(2)\n").unwrap();
+    std::fs::write(new.join("only-new.js"), "new\n").unwrap();
+    rename_exchange(&new, &dir);
+    assert_eq!(get(&site.server, "/static/app.js", "").text(), "console.log(2)\n");
+    assert_eq!(get(&site.server, "/static/only-new.js", "").status, 200);
+    assert_eq!(get(&site.server, "/static/css/app.css", "").status, 404);
+    kept.send(b"GET /static/app.js HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(kept.response().text(), "console.log(2)\n");
+
+    // Moved aside, and a third one renamed into its place.
+    let third = site.root.path().join("static.3");
+    std::fs::create_dir_all(&third).unwrap();
+    std::fs::write(third.join("app.js"), "console.log(3)\n").unwrap();
+    std::fs::rename(&dir, site.root.path().join("static.old")).unwrap();
+    std::fs::rename(&third, &dir).unwrap();
+    assert_eq!(get(&site.server, "/static/app.js", "").text(), "console.log(3)\n");
+    assert_eq!(get(&site.server, "/static/only-new.js", "").status, 404);
+    assert!(!site.server.log().contains("ERROR"), "{}", site.server.log());
+}
+
+/// The mount names a symlink (`current -> releases/1`) and a deploy renames a new link over
+/// it (`current -> releases/2`): the next request is served from releases/2, and the
+/// traversal check follows — an absolute symlink inside releases/2 is served (the checked
+/// open compares with where the new directory is), one into releases/1 is refused.
+#[test]
+fn a_symlink_renamed_over_the_served_one_is_followed_at_once() {
+    let root = tempfile::tempdir().unwrap();
+    let releases = root.path().join("releases");
+    for n in ["1", "2"] {
+        std::fs::create_dir_all(releases.join(n)).unwrap();
+        std::fs::write(releases.join(n).join("app.js"), format!("v{n}\n")).unwrap();
+    }
+    std::os::unix::fs::symlink(releases.join("2/app.js"), releases.join("2/abs.js")).unwrap();
+    std::os::unix::fs::symlink(releases.join("1/app.js"), releases.join("2/old.js")).unwrap();
+    let current = root.path().join("current");
+    std::os::unix::fs::symlink(releases.join("1"), &current).unwrap();
+    let server = server("apps:app")
+        .args(&["--static", &format!("/static/={}", current.display())])
+        .start();
+    common::the_worker(&server);
+    assert_eq!(get(&server, "/static/app.js", "").text(), "v1\n");
+
+    let next = root.path().join("current.next");
+    std::os::unix::fs::symlink(releases.join("2"), &next).unwrap();
+    std::fs::rename(&next, &current).unwrap();
+    assert_eq!(get(&server, "/static/app.js", "").text(), "v2\n");
+    let abs = get(&server, "/static/abs.js", "");
+    assert_eq!((abs.status, abs.text().as_str()), (200, "v2\n"));
+    let old = get(&server, "/static/old.js", "");
+    assert_eq!(old.status, 403, "{}", old.text());
+    assert!(!old.text().contains("v1"));
+}
+
+/// The served directory removed under a running server: its URLs answer 404 at once (not a
+/// 500, not a hang), the app is served as before, and a directory made again at the path is
+/// served.
+#[test]
+fn a_removed_static_directory_answers_404_until_it_is_back() {
+    let site = start(&[]);
+    std::fs::remove_dir_all(site.dir()).unwrap();
+    for path in ["/static/app.js", "/static/css/app.css", "/static/"] {
+        let started = std::time::Instant::now();
+        let r = get(&site.server, path, "");
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{path}");
+    }
+    assert_eq!(get(&site.server, "/environ", "").status, 200);
+    std::fs::create_dir_all(site.dir()).unwrap();
+    std::fs::write(site.dir().join("app.js"), "back\n").unwrap();
+    assert_eq!(get(&site.server, "/static/app.js", "").text(), "back\n");
+}
+
+/// Send `GET path` with `Connection: close` on `c`, read the head and about 256 KiB of the
+/// body, run `meanwhile`, then read to the end: (Content-Length, the body read).
+fn fetch_around(c: &mut common::Client, path: &str, meanwhile: impl FnOnce()) -> (usize, Vec<u8>) {
+    use std::io::Read;
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes());
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 65536];
+    while got.len() < 256 * 1024 {
+        let n = c.stream.read(&mut chunk).expect("read");
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    meanwhile();
+    c.stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    loop {
+        match c.stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let end = got.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("content-length");
+    (length, got.split_off(end))
+}
+
+/// A file renamed over while it is being sent — with sendfile over plain HTTP, with pread over
+/// TLS — is sent whole as it was when the request came (the open descriptor keeps the old
+/// inode): the Content-Length of the old file and exactly its bytes, nothing of the new one;
+/// the next request gets the new file. A file truncated in place under the transfer cannot be
+/// sent as promised: the connection ends short of its Content-Length (no hang), and the server
+/// serves on.
+#[test]
+fn a_file_replaced_while_it_is_sent_is_sent_whole_as_it_was() {
+    let keys = tempfile::tempdir().unwrap();
+    let (cert, key) = common::make_pair(keys.path(), "s", 1);
+    let site = start(&["--certfile", cert.to_str().unwrap(), "--keyfile", key.to_str().unwrap()]);
+    let bridge = common::TlsBridge::start(&site.server, &cert);
+    let plain = start(&[]);
+    let old: Vec<u8> = (0..32 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    for (what, s, addr) in [
+        ("sendfile", &plain, plain.server.addr.clone()),
+        ("TLS", &site, bridge.addr.clone()),
+    ] {
+        let file = s.dir().join("large.bin");
+        std::fs::write(&file, &old).unwrap();
+        let mut c = common::Client::connect(&addr);
+        let (length, body) = fetch_around(&mut c, "/static/large.bin", || {
+            let tmp = s.dir().join("large.bin.tmp");
+            std::fs::write(&tmp, vec![b'n'; 1024 * 1024]).unwrap();
+            std::fs::rename(&tmp, &file).unwrap();
+        });
+        assert_eq!(length, old.len(), "{what}");
+        assert_eq!(body.len(), old.len(), "{what}: bytes sent");
+        assert!(body == old, "{what}: other bytes than the old file's");
+        let mut c = common::Client::connect(&addr);
+        c.send(b"GET /static/large.bin HTTP/1.1\r\nHost: a\r\n\r\n");
+        let next = c.response();
+        assert_eq!(next.body.len(), 1024 * 1024, "{what}: the new file");
+
+        // Truncated in place (not replaced): the connection ends short, then serves on.
+        std::fs::write(&file, &old).unwrap();
+        let mut c = common::Client::connect(&addr);
+        let (length, body) = fetch_around(&mut c, "/static/large.bin", || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&file)
+                .and_then(|f| f.set_len(1024 * 1024))
+                .unwrap();
+        });
+        assert_eq!(length, old.len(), "{what}");
+        assert!(
+            body.len() < old.len(),
+            "{what}: {} bytes of a truncated file",
+            body.len()
+        );
+        // What the file still has arrived as it is. Past the cut, what sendfile had queued
+        // from the page cache may read as zeros (zero-copy: the truncation reaches bytes
+        // already handed to the socket): the short body is the client's only signal, and it
+        // has it.
+        let kept = body.len().min(1024 * 1024);
+        assert!(body[..kept] == old[..kept], "{what}: other bytes than the file's");
+        let mut c = common::Client::connect(&addr);
+        c.send(b"GET /static/app.js HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(c.response().text(), "console.log(1)\n", "{what}");
+    }
+}

@@ -31,8 +31,8 @@ impl Redirect {
         }
     }
 
-    pub fn answer(&self, buf: &[u8], head: &Head) -> Answer {
-        if let Some(a) = self.acme.as_ref().and_then(|s| s.answer(buf, head)) {
+    pub fn answer(&mut self, buf: &[u8], head: &Head) -> Answer {
+        if let Some(a) = self.acme.as_mut().and_then(|s| s.answer(buf, head)) {
             return a;
         }
         let host = head

@@ -13,7 +13,11 @@
 //! `%2e%2e` and `%2f` are seen as what they mean), a `..` segment or a NUL is refused with 400,
 //! and the file is opened relative to the directory's descriptor with `openat2(2)` and
 //! `RESOLVE_BENEATH`, which makes the kernel refuse any resolution — a symlink included —
-//! that leaves the directory. Where `openat2` is missing (Linux < 5.6, or a seccomp filter
+//! that leaves the directory. The directory is the one its path names when the request comes:
+//! the descriptor opened last is reused while a `stat` of the path still gives its device and
+//! inode, and the path is opened again when it does not — a deploy that renames a new
+//! directory (or a new symlink) over the served one is served at once, not after a HUP; a
+//! directory that is gone answers 404 until it is back. Where `openat2` is missing (Linux < 5.6, or a seccomp filter
 //! that answers ENOSYS/EPERM), the fallback opens with `openat` and then reads where the
 //! opened descriptor really is (`/proc/self/fd/N`) and refuses it unless it lies under the
 //! directory's canonical path: the check is on the file actually opened, so a symlink
@@ -44,16 +48,74 @@ pub static SECURITY_HEADERS: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock:
 
 struct Mount {
     url: Vec<u8>,
-    /// The directory, opened `O_PATH`: files are opened relative to it. `None`: opened for
-    /// each request from `path` (the ACME webroot, which may be made after the start).
-    dir: Option<OwnedFd>,
+    /// The directory as given (perhaps through a symlink): requests are served from whatever
+    /// it names at the time.
     path: PathBuf,
-    /// Its canonical path, for the fallback's check.
-    canonical: PathBuf,
+    /// `path` for `stat(2)`, made once.
+    path_c: CString,
+    /// The directory `path` named at the last request, while it still does.
+    dir: Option<Dir>,
     /// `None`: no Cache-Control or Expires (the ACME challenge).
     expires: Option<u64>,
     /// The type of a file whose extension names none.
     default_type: &'static str,
+}
+
+/// A mount's directory, opened `O_PATH`: files are opened relative to it.
+struct Dir {
+    fd: OwnedFd,
+    /// Its device and inode, compared with what the mount's path names now.
+    id: (u64, u64),
+    /// Where it is, read from the descriptor itself (for the fallback's check).
+    canonical: PathBuf,
+}
+
+impl Dir {
+    fn open(path: &std::path::Path) -> std::io::Result<Dir> {
+        let fd = open_dir(path)?;
+        // SAFETY: fstat into a zeroed struct, on our descriptor.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let canonical =
+            std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).or_else(|_| std::fs::canonicalize(path))?;
+        Ok(Dir {
+            fd,
+            id: (st.st_dev as u64, st.st_ino as u64),
+            canonical,
+        })
+    }
+}
+
+impl Mount {
+    fn new(url: &str, path: &std::path::Path, expires: Option<u64>, default_type: &'static str) -> Mount {
+        Mount {
+            url: url.as_bytes().to_vec(),
+            path: path.to_path_buf(),
+            // A path with a NUL cannot name a directory: stat fails, its URLs answer 404.
+            path_c: CString::new(path.as_os_str().as_bytes()).unwrap_or_default(),
+            dir: None,
+            expires,
+            default_type,
+        }
+    }
+
+    /// The directory the path names now: the one open while it is still that (one `stat`),
+    /// else opened again. `None` when there is none (removed, renamed away, not made yet).
+    fn current(&mut self) -> Option<&Dir> {
+        // SAFETY: stat of a NUL-terminated path into a zeroed struct.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if self.path_c.is_empty() || unsafe { libc::stat(self.path_c.as_ptr(), &mut st) } != 0 {
+            self.dir = None;
+            return None;
+        }
+        let id = (st.st_dev as u64, st.st_ino as u64);
+        if self.dir.as_ref().is_none_or(|d| d.id != id) {
+            self.dir = Dir::open(&self.path).ok();
+        }
+        self.dir.as_ref()
+    }
 }
 
 /// The mounts of one worker, their directories open.
@@ -92,7 +154,7 @@ static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
 impl Statics {
     /// Open every mount's directory. One that cannot be opened is logged and answers 404
-    /// (the spec checked it existed; it may have gone since).
+    /// until it can (the spec checked it existed; it may have gone since).
     pub fn open(mounts: &[StaticMount]) -> Option<Statics> {
         if mounts.is_empty() {
             return None;
@@ -100,22 +162,18 @@ impl Statics {
         let mounts = mounts
             .iter()
             .map(|m| {
-                let dir = open_dir(&m.dir);
-                if let Err(e) = &dir {
+                let mut mount = Mount::new(&m.url, &m.dir, Some(m.expires_secs), crate::http::mime::DEFAULT);
+                if mount.current().is_none() {
+                    let why = open_dir(&m.dir)
+                        .err()
+                        .map_or_else(|| "not a directory".to_string(), |e| e.to_string());
                     log::warning(&format!(
-                        "static files {}: cannot open {}: {e}; its URLs answer 404",
+                        "static files {}: cannot open {}: {why}; its URLs answer 404 until it can be",
                         m.url,
                         m.dir.display()
                     ));
                 }
-                Mount {
-                    url: m.url.as_bytes().to_vec(),
-                    dir: dir.ok(),
-                    path: m.dir.clone(),
-                    canonical: std::fs::canonicalize(&m.dir).unwrap_or_else(|_| m.dir.clone()),
-                    expires: Some(m.expires_secs),
-                    default_type: crate::http::mime::DEFAULT,
-                }
+                mount
             })
             .collect();
         Some(Statics {
@@ -126,25 +184,19 @@ impl Statics {
 
     /// The ACME HTTP-01 answers: `webroot/.well-known/acme-challenge/` under the same URL, as
     /// the nginx site's `location ^~ /.well-known/acme-challenge/ { root …; default_type
-    /// text/plain; }` (no expiry, no security headers).
+    /// text/plain; }` (no expiry, no security headers). The directory may be made after the
+    /// start.
     pub fn acme(webroot: &std::path::Path) -> Statics {
         let dir = webroot.join(".well-known/acme-challenge");
         Statics {
-            mounts: vec![Mount {
-                url: b"/.well-known/acme-challenge/".to_vec(),
-                dir: None,
-                canonical: std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone()),
-                path: dir,
-                expires: None,
-                default_type: "text/plain",
-            }],
+            mounts: vec![Mount::new("/.well-known/acme-challenge/", &dir, None, "text/plain")],
             security_headers: false,
         }
     }
 
     /// The answer to a request under one of the prefixes, `None` for the app's requests.
     /// `buf` is what `head`'s ranges index.
-    pub fn answer(&self, buf: &[u8], head: &Head) -> Option<Answer> {
+    pub fn answer(&mut self, buf: &[u8], head: &Head) -> Option<Answer> {
         let target = &buf[head.target.clone()];
         let path = path_of(target)?;
         let decoded = match percent_decode(path) {
@@ -155,10 +207,11 @@ impl Statics {
                     .mounts
                     .iter()
                     .any(|m| path.starts_with(&m.url))
-                    .then(|| self.error(400, "bad percent-encoding in the path", None));
+                    .then(|| error(self.security_headers, 400, "bad percent-encoding in the path", None));
             }
         };
-        let mount = self.mounts.iter().find(|m| decoded.starts_with(&m.url))?;
+        let security_headers = self.security_headers;
+        let mount = self.mounts.iter_mut().find(|m| decoded.starts_with(&m.url))?;
         let header = |name: &[u8]| -> Option<&[u8]> {
             head.headers
                 .iter()
@@ -171,29 +224,33 @@ impl Statics {
             if_range: header(b"if-range"),
             range: header(b"range"),
         };
-        Some(self.file(
-            mount,
-            &decoded[mount.url.len()..],
+        let skip = mount.url.len();
+        Some(mount.file(
+            security_headers,
+            &decoded[skip..],
             &buf[head.method.clone()],
             &conditions,
         ))
     }
+}
 
-    fn file(&self, mount: &Mount, rest: &[u8], method: &[u8], c: &Conditions<'_>) -> Answer {
+impl Mount {
+    fn file(&mut self, security_headers: bool, rest: &[u8], method: &[u8], c: &Conditions<'_>) -> Answer {
+        let error = |status, message, extra| error(security_headers, status, message, extra);
         if method != b"GET" && method != b"HEAD" {
-            return self.error(405, "only GET and HEAD are served here", Some(b"Allow: GET, HEAD\r\n"));
+            return error(405, "only GET and HEAD are served here", Some(b"Allow: GET, HEAD\r\n"));
         }
         if rest.contains(&0) {
-            return self.error(400, "NUL in the path", None);
+            return error(400, "NUL in the path", None);
         }
         let mut rel: Vec<u8> = Vec::with_capacity(rest.len());
         for seg in rest.split(|b| *b == b'/') {
             match seg {
                 b"" | b"." => continue,
-                b".." => return self.error(400, "`..` in a static path", None),
+                b".." => return error(400, "`..` in a static path", None),
                 // The nginx site's `location ~ /\.(?!well-known/)`: dotfiles are denied.
                 s if s.starts_with(b".") && s != b".well-known" => {
-                    return self.error(403, "dotfiles are not served", None);
+                    return error(403, "dotfiles are not served", None);
                 }
                 s => {
                     if !rel.is_empty() {
@@ -204,35 +261,27 @@ impl Statics {
             }
         }
         let trailing_slash = rest.ends_with(b"/") || rest.is_empty();
-        let opened;
-        let dir = match &mount.dir {
-            Some(d) => d,
-            None => match open_dir(&mount.path) {
-                Ok(d) => {
-                    opened = d;
-                    &opened
-                }
-                Err(_) => return self.error(404, "no such file", None),
-            },
+        let Some(dir) = self.current() else {
+            return error(404, "no such file", None);
         };
         if rel.is_empty() {
-            return self.error(403, "directories are not listed", None);
+            return error(403, "directories are not listed", None);
         }
-        let fd = match open_beneath(dir, &mount.canonical, &rel) {
+        let fd = match open_beneath(&dir.fd, &dir.canonical, &rel) {
             Ok(fd) => fd,
-            Err(Opened::Missing) => return self.error(404, "no such file", None),
-            Err(Opened::Outside) => return self.error(403, "the path leaves the static directory", None),
-            Err(Opened::Denied) => return self.error(403, "the file cannot be read", None),
+            Err(Opened::Missing) => return error(404, "no such file", None),
+            Err(Opened::Outside) => return error(403, "the path leaves the static directory", None),
+            Err(Opened::Denied) => return error(403, "the file cannot be read", None),
         };
         // SAFETY: fstat into a zeroed struct, on our descriptor.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-            return self.error(404, "no such file", None);
+            return error(404, "no such file", None);
         }
         match st.st_mode & libc::S_IFMT {
-            libc::S_IFDIR => return self.error(403, "directories are not listed", None),
+            libc::S_IFDIR => return error(403, "directories are not listed", None),
             libc::S_IFREG if !trailing_slash => {}
-            _ => return self.error(404, "no such file", None),
+            _ => return error(404, "no such file", None),
         }
         let size = st.st_size.max(0) as u64;
         let mtime = st.st_mtime.max(0) as u64;
@@ -242,7 +291,7 @@ impl Statics {
         let mut fields = Vec::with_capacity(512);
         let mut cache = Vec::with_capacity(128);
         cache.extend_from_slice(format!("Last-Modified: {last_modified}\r\nETag: {etag}\r\n").as_bytes());
-        if let Some(expires) = mount.expires {
+        if let Some(expires) = self.expires {
             cache.extend_from_slice(
                 format!(
                     "Expires: {}\r\nCache-Control: max-age={expires}\r\n",
@@ -258,7 +307,7 @@ impl Statics {
         };
         if not_modified {
             fields.extend_from_slice(&cache);
-            self.common(&mut fields);
+            common(security_headers, &mut fields);
             return Answer {
                 status: 304,
                 fields,
@@ -267,7 +316,7 @@ impl Statics {
         }
         fields.extend_from_slice(b"Content-Type: ");
         let ty = match crate::http::mime::of(&rel) {
-            crate::http::mime::DEFAULT => mount.default_type,
+            crate::http::mime::DEFAULT => self.default_type,
             t => t,
         };
         fields.extend_from_slice(ty.as_bytes());
@@ -284,7 +333,7 @@ impl Statics {
             }
             Some(Range::Unsatisfiable) => {
                 let extra = format!("Content-Range: bytes */{size}\r\n");
-                return self.error(416, "the range is not in the file", Some(extra.as_bytes()));
+                return error(416, "the range is not in the file", Some(extra.as_bytes()));
             }
             Some(Range::Bytes(a, b)) => {
                 fields.extend_from_slice(format!("Content-Range: bytes {a}-{b}/{size}\r\n").as_bytes());
@@ -292,31 +341,32 @@ impl Statics {
             }
         };
         fields.extend_from_slice(&cache);
-        self.common(&mut fields);
+        common(security_headers, &mut fields);
         Answer {
             status,
             fields,
             body: Body::File(fd, offset as i64, len),
         }
     }
+}
 
-    fn common(&self, fields: &mut Vec<u8>) {
-        if self.security_headers {
-            fields.extend_from_slice(&SECURITY_HEADERS);
-        }
+fn common(security_headers: bool, fields: &mut Vec<u8>) {
+    if security_headers {
+        fields.extend_from_slice(&SECURITY_HEADERS);
     }
+}
 
-    fn error(&self, status: u16, message: &str, extra: Option<&[u8]>) -> Answer {
-        let mut fields = b"Content-Type: text/plain; charset=utf-8\r\n".to_vec();
-        if let Some(e) = extra {
-            fields.extend_from_slice(e);
-        }
-        self.common(&mut fields);
-        Answer {
-            status,
-            fields,
-            body: Body::Text(format!("{status} {}: {message}\n", reason(status))),
-        }
+/// An answer of the server's own under a static prefix (a refusal, a missing file), in text.
+fn error(security_headers: bool, status: u16, message: &str, extra: Option<&[u8]>) -> Answer {
+    let mut fields = b"Content-Type: text/plain; charset=utf-8\r\n".to_vec();
+    if let Some(e) = extra {
+        fields.extend_from_slice(e);
+    }
+    common(security_headers, &mut fields);
+    Answer {
+        status,
+        fields,
+        body: Body::Text(format!("{status} {}: {message}\n", reason(status))),
     }
 }
 
