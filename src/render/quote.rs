@@ -465,16 +465,20 @@ pub fn containerfile_copy<S: AsRef<str>>(words: &[S]) -> String {
     containerfile_exec(&escaped)
 }
 
-/// A path in a `.dockerignore` file, matched from the root of the build context: `/` first,
-/// and the pattern characters `*`, `?`, `[`, `]` and `\\` backslash-escaped.
+/// A path in a `.dockerignore` file, matched from the root of the build context: the
+/// pattern characters `*`, `?`, `[`, `]` and `\\` backslash-escaped, and a first `#` or `!`
+/// too (a comment, an exception).
 ///
 /// Rule (Dockerfile reference, ".dockerignore file"; Go's `filepath.Match`): lines are
-/// patterns in which `*`, `?` and `[…]` match and `\\` escapes; a leading `/` anchors at the
-/// root (and keeps a name starting with `#` or `!` from being a comment or an exception).
+/// patterns relative to the root of the context, in which `*`, `?` and `[…]` match and `\\`
+/// escapes; a line starting with `#` is a comment and one starting with `!` an exception.
+/// No leading `/`: BuildKit and a context's `.dockerignore` in podman strip it, but podman
+/// 4.3's `--ignorefile` does not, and then the pattern matches nothing (found by
+/// tests/image.rs: the local virtualenv reached the image).
 pub fn dockerignore_path(p: &str) -> String {
-    let mut out = String::from("/");
-    for c in p.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+    let mut out = String::new();
+    for (i, c) in p.chars().enumerate() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') || (i == 0 && matches!(c, '#' | '!')) {
             out.push('\\');
         }
         out.push(c);
@@ -587,8 +591,9 @@ mod yaml_tests {
         let text = containerfile_copy(&["req $x 'a' \"b\" c\\d.txt", "/app/x"]);
         let back: Vec<String> = serde_json::from_str(&text).expect("JSON");
         assert_eq!(back, ["req \\$x \\'a\\' \\\"b\\\" c\\\\d.txt", "/app/x"]);
-        assert_eq!(dockerignore_path("env"), "/env");
-        assert_eq!(dockerignore_path("#v*[1]?\\"), "/#v\\*\\[1\\]\\?\\\\");
+        assert_eq!(dockerignore_path("env"), "env");
+        assert_eq!(dockerignore_path("#v*[1]?\\"), "\\#v\\*\\[1\\]\\?\\\\");
+        assert_eq!(dockerignore_path("!v/#w!"), "\\!v/#w!");
     }
 }
 
