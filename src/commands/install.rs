@@ -125,7 +125,11 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
     if let Some(t) = &default_tls {
         // One address has one default server: its profile is every handshake's there.
         for (other, m) in &others {
-            if let Some(o) = m.default_tls.as_ref().filter(|o| o.listen == t.listen && *o != t) {
+            if let Some(o) = m
+                .default_tls
+                .as_ref()
+                .filter(|o| o.listen == t.listen && o.differs_for_clients(t))
+            {
                 return Err(hinted(
                     format!(
                         "apps `{name}` and `{other}` both serve HTTPS on {} with different TLS settings (`{}` and `{}`)",

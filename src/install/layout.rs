@@ -146,6 +146,11 @@ pub const DEFAULT_SITE_TEMPLATE: &str = "nginx/default.conf.tera";
 pub struct TlsCatchAll {
     pub listen: String,
     pub http2: bool,
+    /// HTTP/2 is turned on by `http2 on;` (nginx 1.25.1 and later), not `listen … http2`:
+    /// as the site's own servers (`NginxTls::http2_directive`). A manifest written before it
+    /// was recorded has none: the file was rendered with the listen parameter.
+    #[serde(default)]
+    pub http2_directive: bool,
     pub protocols: String,
     pub ciphers: Option<String>,
     pub ciphersuites: String,
@@ -161,6 +166,7 @@ impl TlsCatchAll {
         Some(TlsCatchAll {
             listen: t.listen,
             http2: t.http2,
+            http2_directive: t.http2_directive,
             protocols: t.protocols,
             ciphers: t.ciphers,
             ciphersuites: t.ciphersuites,
@@ -168,6 +174,17 @@ impl TlsCatchAll {
             prefer_server_ciphers: t.prefer_server_ciphers.to_string(),
             prioritize_chacha: t.prioritize_chacha,
         })
+    }
+
+    /// Whether the two differ in what a handshake on their address gets: the profile and
+    /// HTTP/2, not how this host's nginx spells HTTP/2 (an app installed before nginx was
+    /// upgraded keeps the older spelling until it is installed again).
+    pub fn differs_for_clients(&self, other: &TlsCatchAll) -> bool {
+        let spelling = |t: &TlsCatchAll| TlsCatchAll {
+            http2_directive: false,
+            ..t.clone()
+        };
+        spelling(self) != spelling(other)
     }
 }
 
@@ -231,4 +248,80 @@ pub fn module_links(root: &Path, module: &str) -> anyhow::Result<Vec<Entry>> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use crate::plan::Environment;
+    use crate::tls::Capabilities;
+
+    /// The shared catch-all as install renders it for a TLS app on the nginx `nginx -V` reports.
+    fn catch_all(nginx_v: &str) -> String {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let source = "[app]\nname = \"shop\"\nentry = \"app:app\"\n[server]\nnames = [\"shop.example\"]\n\
+                      [tls]\ncertificate = \"a.pem\"\nkey = \"a.key\"\n";
+        let spec = crate::spec::Spec::from_source(&dir.path().join("deploy.toml"), source).expect("a valid spec");
+        let capabilities = Capabilities::of_nginx(nginx_v).expect("an OpenSSL in the report");
+        let plan = Plan::resolve(
+            &spec,
+            "nginx+gunicorn".parse().expect("a target"),
+            Environment::Production { out: conf_dir("shop") },
+        )
+        .with_tls_capabilities(capabilities);
+        let tls = TlsCatchAll::of(&plan).expect("the site has an HTTPS address");
+        let templates = crate::render::Templates::load(None).expect("the built-in templates");
+        let listens = BTreeSet::from(["0.0.0.0:80".to_string()]);
+        let entries = default_site(&templates, &listens, &BTreeMap::from([(tls.listen.clone(), tls)]))
+            .expect("the catch-all renders");
+        match entries.first().map(|e| &e.content) {
+            Some(Content::File { text, .. }) => text.clone(),
+            other => panic!("the catch-all's file first, got {other:?}"),
+        }
+    }
+
+    fn nginx_v(version: &str) -> String {
+        format!(
+            "nginx version: nginx/{version}\nbuilt with OpenSSL 3.0.19 27 Jan 2026\n\
+             configure arguments: --with-http_ssl_module --with-http_v2_module"
+        )
+    }
+
+    #[test]
+    fn the_catch_all_spells_http2_as_the_hosts_nginx_does() {
+        // Debian 12's 1.22 has no `http2` directive: the listen parameter.
+        let old = catch_all(&nginx_v("1.22.1"));
+        assert!(old.contains("listen 0.0.0.0:443 ssl http2 default_server;"), "{old}");
+        assert!(!old.contains("http2 on;"), "{old}");
+        // 1.25.1 and later deprecate it: `http2 on;` in the server, as the app's own site has.
+        let new = catch_all(&nginx_v("1.26.3"));
+        assert!(
+            new.contains("listen 0.0.0.0:443 ssl default_server;\n    http2 on;\n"),
+            "{new}"
+        );
+        assert!(!new.contains("ssl http2"), "{new}");
+        // Without HTTP/2 in the build, neither.
+        let none = catch_all("nginx version: nginx/1.26.3\nbuilt with OpenSSL 3.0.19 27 Jan 2026\n");
+        assert!(!none.contains("http2"), "{none}");
+    }
+
+    #[test]
+    fn a_manifest_without_the_spelling_is_read_as_the_listen_parameter() {
+        let json = r#"{"listen": "0.0.0.0:443", "http2": true, "protocols": "TLSv1.2 TLSv1.3", "ciphers": null,
+            "ciphersuites": "", "groups": "", "prefer_server_ciphers": "off", "prioritize_chacha": false}"#;
+        let old: TlsCatchAll = serde_json::from_str(json).expect("an older manifest's catch-all");
+        assert!(!old.http2_directive);
+        let upgraded = TlsCatchAll {
+            http2_directive: true,
+            ..old.clone()
+        };
+        assert!(!old.differs_for_clients(&upgraded), "the spelling is no clash");
+        let modern = TlsCatchAll {
+            protocols: "TLSv1.3".into(),
+            ..old.clone()
+        };
+        assert!(old.differs_for_clients(&modern));
+    }
 }
