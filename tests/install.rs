@@ -1410,3 +1410,81 @@ fn two_apps_on_one_program_never_share_a_log_name() {
     // The same program: without SyslogIdentifier= both would log under its name.
     assert_eq!(programs[0], programs[1]);
 }
+
+/// The `Listen` ports of app `name`'s Apache site and the loopback port its nginx site
+/// proxies to, as placed under `root`.
+fn inner_ports(root: &Path, name: &str) -> (Vec<u16>, Vec<u16>) {
+    let read = |p: String| std::fs::read_to_string(root.join(p)).unwrap();
+    let apache = read(format!("etc/apache2/sites-available/{name}.conf"));
+    let listens = apache
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Listen 127.0.0.1:"))
+        .map(|p| p.trim().parse().unwrap())
+        .collect();
+    let nginx = read(format!("etc/nginx/sites-available/{name}.conf"));
+    let proxied = nginx
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("server 127.0.0.1:"))
+        .map(|p| p.trim_end_matches(';').parse().unwrap())
+        .collect();
+    (listens, proxied)
+}
+
+/// Regression: every `nginx+apache+*` app's Apache listened on 127.0.0.1:8081, so a second
+/// one on a host was refused as a port clash. Install gives each its own loopback port, kept
+/// by a reinstall.
+#[test]
+fn two_apps_with_apache_behind_nginx_get_a_loopback_port_each() {
+    let s = staged();
+    let root = s.root.path();
+    let flask = example("flask-hello");
+    let target = "nginx+apache+mod_wsgi";
+    install(&flask, root, target, &[]).success();
+    let second = second_app("\"second.test\"");
+    let run = install(second.path(), root, target, &[]).success();
+    assert!(
+        run.stderr
+            .contains("second's Apache listens for nginx on 127.0.0.1:8082"),
+        "{}",
+        run.stderr
+    );
+    apache_t(root);
+    nginx_t(root);
+    assert_eq!(inner_ports(root, "flask-hello"), (vec![8081], vec![8081]));
+    assert_eq!(inner_ports(root, "second"), (vec![8082], vec![8082]));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("var/lib/deployctl/second/installed.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["inner_web_port"], 8082);
+
+    // A reinstall keeps its port: nothing changes.
+    let run = install(second.path(), root, target, &[]).success();
+    assert!(run.stderr.contains("0 paths changed"), "{}", run.stderr);
+    // With the first app gone and back, the second keeps 8082 and the first gets 8081 again.
+    uninstall(&flask, root).success();
+    let run = install(second.path(), root, target, &[]).success();
+    assert!(run.stderr.contains("0 paths changed"), "{}", run.stderr);
+    install(&flask, root, target, &[]).success();
+    assert_eq!(inner_ports(root, "flask-hello"), (vec![8081], vec![8081]));
+    assert_eq!(inner_ports(root, "second"), (vec![8082], vec![8082]));
+    apache_t(root);
+    nginx_t(root);
+
+    // A real clash is still refused: an Apache site of its own on the second's port.
+    let third = wsgi_app("third", "\"third.test\"", "");
+    let toml = third.path().join("deploy.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, text.replace("0.0.0.0:80", "127.0.0.1:8082")).unwrap();
+    let before = tree_hash(root);
+    let run = install(third.path(), root, "apache+embedded", &[]).failure();
+    assert!(
+        run.stderr
+            .contains("apps `third` and `second` both claim the port of 127.0.0.1:8082"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(tree_hash(root), before);
+    uninstall(second.path(), root).success();
+    uninstall(&flask, root).success();
+    apache_t(root);
+}

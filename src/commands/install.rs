@@ -11,8 +11,8 @@ use crate::install::host;
 use crate::install::layout::{self, Content, Entry, under};
 use crate::install::manifest::{Manifest, Recorded};
 use crate::install::services::{self, Mode, Step};
-use crate::install::{clash, modules};
-use crate::plan::{Address, Environment, Plan};
+use crate::install::{clash, modules, ports};
+use crate::plan::{Address, Assigned, Chain, Environment, INNER_WEB_PORT, Plan, Role};
 use crate::printer::{Printer, hinted};
 use crate::render;
 use crate::target::Frontend;
@@ -34,12 +34,34 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
         ));
     }
     let name = spec.app.name.clone();
-    let plan = probed(Plan::resolve(
+    let root = std::path::absolute(args.root.as_deref().unwrap_or(Path::new("/")))?;
+    let all = Manifest::all(&root)?;
+    let old = all.get(&name);
+    // A web server behind another listens on a loopback port of its own on this host.
+    let behind = Chain::from(target)
+        .tiers()
+        .iter()
+        .skip(1)
+        .any(|t| t.role() == Role::WebServer);
+    let assigned = Assigned {
+        inner_web_port: if behind {
+            Some(ports::inner_web_port(
+                &root,
+                &name,
+                old,
+                &all.values().collect::<Vec<_>>(),
+            )?)
+        } else {
+            None
+        },
+    };
+    let plan = probed(Plan::resolve_assigned(
         &spec,
         target,
         Environment::Production {
             out: layout::conf_dir(&name),
         },
+        assigned,
     ));
     let steps = services::after_install(&plan);
     let mode = services::mode(args.root.as_deref(), services::systemd_is_pid1());
@@ -53,11 +75,8 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
              then run the steps above where systemd runs",
         ));
     }
-    let root = std::path::absolute(args.root.as_deref().unwrap_or(Path::new("/")))?;
     let tree = render::render_plan(&plan, &templates)?;
     let entries = layout::entries(&plan, &tree)?;
-    let all = Manifest::all(&root)?;
-    let old = all.get(&name);
     // The project behind the name: another project's deploy.toml under an installed app's
     // name would replace that app as if it were a reinstall.
     let project = std::fs::canonicalize(&args.spec.config)
@@ -269,6 +288,7 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
             default_tls,
             modules_enabled,
             listeners,
+            inner_web_port: assigned.inner_web_port,
         };
         tx.place(
             &under(&root, &layout::manifest_path(&name)),
@@ -311,6 +331,12 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
         "Installed",
         &format!("{name} ({target}) under {}: {placed} paths changed", root.display()),
     );
+    if let Some(port) = assigned.inner_web_port.filter(|p| *p != INNER_WEB_PORT) {
+        printer.status(
+            "Port",
+            &format!("{name}'s Apache listens for nginx on 127.0.0.1:{port}, a port no other app on this host uses"),
+        );
+    }
     match mode {
         Mode::Run => printer.status("Started", &format!("{name}: {}", shells(&steps))),
         Mode::Print | Mode::Unavailable => {

@@ -46,6 +46,10 @@ pub struct Manifest {
     /// Its TCP listeners as `KIND ADDR` (`clash::listeners`), for the port check between apps.
     #[serde(default)]
     pub listeners: Vec<String>,
+    /// The loopback port install assigned its web server behind another (`ports`), kept by a
+    /// reinstall; none for other targets and in a manifest written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inner_web_port: Option<u16>,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -20,6 +20,16 @@ pub enum Environment {
     Container,
 }
 
+/// What a host assigns an app that deploy.toml does not say, decided where the host's other
+/// apps are known (`deployctl install` reads their records). `None` keeps the environment's
+/// choice; the plan stays a function of its arguments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Assigned {
+    /// The loopback port of a web server behind another (`nginx+apache+*`'s Apache): one per
+    /// app on a host, where every app would otherwise get [`crate::plan::INNER_WEB_PORT`].
+    pub inner_web_port: Option<u16>,
+}
+
 /// Where a container image holds the project (deploy.toml's directory).
 pub const CONTAINER_APP: &str = "/app";
 /// Where a container image holds the rendered configs.

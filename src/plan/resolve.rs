@@ -17,6 +17,12 @@ impl Plan {
     /// Resolves `target` for `spec` in `environment`. Infallible: a chain this build does not
     /// render still resolves (tiers, links, processes); it has no outputs.
     pub fn resolve(spec: &Spec, target: Target, environment: Environment) -> Plan {
+        Plan::resolve_assigned(spec, target, environment, Assigned::default())
+    }
+
+    /// [`Plan::resolve`] with what the host assigned the app ([`Assigned`]: install's pick of
+    /// a loopback port no other installed app uses).
+    pub fn resolve_assigned(spec: &Spec, target: Target, environment: Environment, assigned: Assigned) -> Plan {
         let chain = Chain::from(target);
         // A certificate is for the names as written, not the ones a local run adds.
         let names_written = spec.server.names.clone();
@@ -43,7 +49,7 @@ impl Plan {
             }),
             Environment::Container => None,
         };
-        let tiers = tiers(&spec, &chain, &environment, &conf_dir, units.as_ref());
+        let tiers = tiers(&spec, &chain, (&environment, assigned), &conf_dir, units.as_ref());
         let apache = apache_files(&spec, &chain, &environment, &conf_dir);
         let mut plan = Plan {
             spec,
@@ -120,7 +126,7 @@ fn inner_address(
     spec: &Spec,
     tier: Tier,
     index: usize,
-    env: &Environment,
+    (env, assigned): (&Environment, Assigned),
     units: Option<&Units>,
 ) -> (Option<Address>, SocketCreator) {
     let unit = || units.map_or(SocketCreator::Up, |u| SocketCreator::SystemdUnit(u.socket.clone()));
@@ -129,7 +135,9 @@ fn inner_address(
         Role::InProcessApp => (None, SocketCreator::Nobody),
         // Apache cannot listen on a unix socket: a web server behind another is on loopback.
         Role::WebServer => (
-            Some(Address::Tcp(loopback(inner_web_port(spec, env)))),
+            Some(Address::Tcp(loopback(
+                assigned.inner_web_port.unwrap_or_else(|| inner_web_port(spec, env)),
+            ))),
             SocketCreator::Tier,
         ),
         Role::AppServer => match env {
@@ -143,7 +151,8 @@ fn inner_address(
     }
 }
 
-/// The loopback port of a web server behind another: [`INNER_WEB_PORT`] on a server; in a
+/// The loopback port of a web server behind another, unless the host assigned one
+/// ([`Assigned::inner_web_port`]): [`INNER_WEB_PORT`] on a server; in a
 /// local run the public port's nearest neighbour that is not `[tls].listen`'s (one above, two
 /// above, one below, …), so that stacks of several projects run side by side (`up` checks that
 /// it is free before starting).
@@ -162,7 +171,13 @@ fn inner_web_port(spec: &Spec, env: &Environment) -> u16 {
     }
 }
 
-fn tiers(spec: &Spec, chain: &Chain, env: &Environment, conf_dir: &Path, units: Option<&Units>) -> Vec<TierPlan> {
+fn tiers(
+    spec: &Spec,
+    chain: &Chain,
+    (env, assigned): (&Environment, Assigned),
+    conf_dir: &Path,
+    units: Option<&Units>,
+) -> Vec<TierPlan> {
     let list = chain.tiers();
     let n = list.len();
     // Where each tier listens, edge first.
@@ -188,7 +203,7 @@ fn tiers(spec: &Spec, chain: &Chain, env: &Environment, conf_dir: &Path, units: 
                 };
                 (Some(Address::Tcp(spec.server.listen.clone())), by)
             } else {
-                inner_address(spec, t, i, env, units)
+                inner_address(spec, t, i, (env, assigned), units)
             }
         })
         .collect();
@@ -892,6 +907,21 @@ mod tests {
         );
         let apache = plan.apache.as_ref().expect("Apache's files");
         assert!(apache.modules.contains(&"remoteip") && apache.modules.contains(&"wsgi"));
+        // A port the host assigned (install's, one per app) is where Apache listens and nginx
+        // proxies to.
+        let assigned = Plan::resolve_assigned(
+            &spec(dir.path(), ""),
+            target("nginx+apache+mod_wsgi"),
+            Environment::Production {
+                out: dir.path().join("out"),
+            },
+            Assigned {
+                inner_web_port: Some(8082),
+            },
+        );
+        assert_eq!(assigned.tiers[1].listen, Some(Address::Tcp(loopback(8082))));
+        let to_apache = assigned.tiers[0].next.as_ref().expect("nginx → apache");
+        assert_eq!(to_apache.transport, Transport::Tcp(loopback(8082)));
         // A local run puts Apache on the public port's neighbour, so that stacks run side by side.
         let local = Plan::resolve(
             &spec(dir.path(), "[server]\nlisten = \"127.0.0.1:9000\"\n"),
