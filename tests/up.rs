@@ -440,6 +440,76 @@ def app(environ, start_response):
     cli().args(["down"]).run().success();
 }
 
+/// The same-install check's pass is recorded with the virtualenv (`.deployctl-installed`),
+/// keyed by its `pyvenv.cfg`, its interpreter and the server's libpython, so later starts do
+/// not run its Python to ask again. A virtualenv swapped for one of another install after a
+/// successful start is refused on the next, even carrying the recorded pass with it.
+#[test]
+fn a_virtualenv_swapped_for_another_installs_after_a_start_is_refused_on_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(
+        p.join("app.py"),
+        "import math
+
+def app(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [str(math.isqrt(49)).encode()]
+",
+    )
+    .unwrap();
+    let port = free_port();
+    std::fs::write(
+        p.join("deploy.toml"),
+        format!(
+            "[app]\nname = \"swapped\"\nentry = \"app:app\"\nvenv = \".venv\"\n\n\
+             [server]\nnames = [\"localhost\"]\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [backend]\nkind = \"embedded\"\nworkers = 1\n\n[frontend]\nkind = \"none\"\n"
+        ),
+    )
+    .unwrap();
+    let _cleanup = DownOnDrop(p.to_path_buf());
+    let cli = || common::Cli::new(p);
+    let record = p.join(".venv/.deployctl-installed");
+    let passed = |text: &str| text.lines().any(|l| l.starts_with("same-install sha256:"));
+
+    // The first start makes the virtualenv with the server's Python; the second checks it
+    // and records the pass; the third finds it recorded.
+    for _ in 0..3 {
+        cli().args(["up", "--detach"]).run().success();
+        let (status, _, body) = request(port, "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        assert_eq!((status, body.as_str()), (200, "7"));
+        cli().args(["down"]).run().success();
+    }
+    let recorded = std::fs::read_to_string(&record).unwrap();
+    assert!(passed(&recorded), "{recorded}");
+
+    // Swapped for one made by Debian's /usr/bin/python3 (another install of the same X.Y),
+    // the old record put back into it.
+    std::fs::rename(p.join(".venv"), p.join("venv.server")).unwrap();
+    let made = Command::new("/usr/bin/python3")
+        .args(["-m", "venv"])
+        .arg(p.join(".venv"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::write(&record, &recorded).unwrap();
+    let refused = cli().args(["up", "--detach"]).run().failure();
+    assert!(
+        refused
+            .stderr
+            .contains("the virtualenv .venv was made by another Python 3."),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "something was started"
+    );
+    // Refused, nothing is recorded for it.
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), recorded);
+}
+
 #[test]
 fn up_nginx_gunicorn_serves_the_example_and_stops_clean() {
     let port = free_port();

@@ -14,7 +14,10 @@
 //! - **Record**: `VENV/.deployctl-installed` lists what the last successful install covered
 //!   (each requirements source with its SHA-256, each package). It is removed before an install
 //!   and written only after one succeeds: a failed install leaves no record, and the next `up`
-//!   installs again instead of trusting a half-filled virtualenv.
+//!   installs again instead of trusting a half-filled virtualenv. It also keeps the verdict of
+//!   the same-install check (`same-install sha256:…`, keyed by the virtualenv's `pyvenv.cfg`,
+//!   its interpreter and the libpython directory the server loads), so a start whose inputs
+//!   did not change skips starting the virtualenv's Python to ask it.
 //! - **Concurrency**: one `up` at a time works on a project's virtualenv
 //!   (`.deployctl/venv.lock`, or under `--run-dir`), and on a virtualenv that projects share
 //!   (a `flock` on its directory).
@@ -34,6 +37,8 @@ use crate::target::Target;
 
 /// What the last successful install covered, one item a line.
 pub const RECORD: &str = ".deployctl-installed";
+/// The record's key of a passed same-install check; its value is [`same_install_key`]'s.
+const SAME_INSTALL: &str = "same-install";
 /// The record of earlier versions (the requirements text only); replaced by [`RECORD`].
 const OLD_RECORD: &str = ".deployctl-requirements.txt";
 /// Debian's uWSGI Python plugin.
@@ -246,7 +251,7 @@ fn read_record(path: &Path) -> BTreeSet<Item> {
 
 fn write_record(path: &Path, items: &[Item]) -> anyhow::Result<()> {
     let mut text = String::from(
-        "# What `deployctl up` installed into this virtualenv; delete this file to make it install again.\n",
+        "# What `deployctl up` installed into this virtualenv and checked of it; delete this file to make it install and check again.\n",
     );
     for i in items {
         if i.value.is_empty() {
@@ -520,16 +525,42 @@ fn server_interpreter(server: &Path, version: &str) -> Option<Python> {
 /// and a libpython from python.org or pyenv looks for them in `lib-dynload/` and fails the
 /// app's first `import math` ("No module named 'math'"), after everything has started.
 /// Skipped when either side cannot be told (a static libpython, a broken interpreter).
+///
+/// Asking the virtualenv's Python takes tens of milliseconds, the loader a few: a pass is
+/// recorded in the virtualenv's [`RECORD`] under [`same_install_key`], and a start with the
+/// same key skips the question (the loader still runs: the key holds its answer).
 fn check_same_install(venv: &Path, python: &Path, server: &Path) -> anyhow::Result<()> {
     let Some(server_lib) = server_libdir(server) else {
         return Ok(());
     };
-    let Some(made_by) = query(python) else { return Ok(()) };
     let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    let key = canon(&server_lib).and_then(|lib| same_install_key(venv, python, &lib));
+    let record_path = venv.join(RECORD);
+    let passed = |k: &String| Item {
+        key: SAME_INSTALL.into(),
+        value: k.clone(),
+    };
+    if key
+        .as_ref()
+        .is_some_and(|k| read_record(&record_path).contains(&passed(k)))
+    {
+        return Ok(());
+    }
+    let Some(made_by) = query(python) else { return Ok(()) };
     let (Some(want), Some(found)) = (canon(&server_lib), canon(Path::new(&made_by.libdir))) else {
         return Ok(());
     };
     if want == found {
+        if let Some(k) = &key {
+            // Best effort: a virtualenv it cannot write to is checked at every start.
+            let mut record: Vec<Item> = read_record(&record_path)
+                .into_iter()
+                .filter(|i| i.key != SAME_INSTALL)
+                .collect();
+            record.push(passed(k));
+            record.sort();
+            let _ = write_record(&record_path, &record);
+        }
         return Ok(());
     }
     let home = deployctl_common::venv::venv_home(venv)
@@ -553,6 +584,27 @@ fn check_same_install(venv: &Path, python: &Path, server: &Path) -> anyhow::Resu
             display_path(venv)
         ),
     ))
+}
+
+/// What the same-install verdict depends on, hashed: the virtualenv's `pyvenv.cfg` (device,
+/// inode, size, modification time: a virtualenv made again, or its `home` edited, changes
+/// them), the interpreter its `bin/python` resolves to, and the directory of the libpython
+/// the server loads (`server_lib`, canonical). `None` when `pyvenv.cfg` cannot be read.
+fn same_install_key(venv: &Path, python: &Path, server_lib: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let cfg = std::fs::metadata(venv.join(deployctl_common::venv::PYVENV_CFG)).ok()?;
+    let interpreter = std::fs::canonicalize(python).ok()?;
+    let key = format!(
+        "pyvenv.cfg {} {} {} {}.{}\ninterpreter {}\nlibpython {}\n",
+        cfg.dev(),
+        cfg.ino(),
+        cfg.size(),
+        cfg.mtime(),
+        cfg.mtime_nsec(),
+        interpreter.display(),
+        server_lib.display()
+    );
+    Some(sha256_hex(key.as_bytes()))
 }
 
 /// The directory of the libpython `server` loads, as the dynamic loader resolves it.
