@@ -45,9 +45,11 @@ pub fn install(args: &InstallArgs, printer: &Printer) -> anyhow::Result<Status> 
         .any(|t| t.role() == Role::WebServer);
     let assigned = Assigned {
         inner_web_port: if behind {
+            let mut edge = vec![spec.server.listen.to_string()];
+            edge.extend(spec.tls.as_ref().map(|t| t.listen.to_string()));
             Some(ports::inner_web_port(
                 &root,
-                &name,
+                (&name, &edge),
                 old,
                 &all.values().collect::<Vec<_>>(),
             )?)

@@ -1,7 +1,8 @@
 //! The loopback port install assigns the web server behind another (`nginx+apache+*`'s
 //! Apache), one per app on a host: what the app's last install recorded while no other app
-//! claims it, else the lowest from [`INNER_WEB_PORT`] up that no other installed app listens on
-//! and no `Listen` of the root's Apache configuration that install did not place declares.
+//! claims it, else the lowest from [`INNER_WEB_PORT`] up that neither the app's own edge nor
+//! another installed app listens on, nor a `Listen` of the root's Apache configuration that
+//! install did not place declares.
 //!
 //! Per-app ports rather than one shared `Listen` with name-based virtual hosts: Apache refuses
 //! the same `Listen` in two site files, so a shared one would be a host-wide file every such
@@ -26,14 +27,21 @@ const APACHE_LISTEN_FILES: &str = "/etc/apache2/ports.conf";
 const APACHE_LISTEN_DIRS: [&str; 2] = ["/etc/apache2/sites-enabled", "/etc/apache2/conf-enabled"];
 
 /// The port for app `name`'s inner web server under `root`, given its manifest from the
-/// last install (`old`) and every installed app's (`all`, its own among them).
-pub fn inner_web_port(root: &Path, name: &str, old: Option<&Manifest>, all: &[&Manifest]) -> anyhow::Result<u16> {
-    let mut taken: Vec<String> = all
-        .iter()
-        .filter(|m| m.app != name)
-        .flat_map(|m| m.listeners.iter())
-        .filter_map(|l| l.split_once(' ').map(|(_, addr)| addr.to_string()))
-        .collect();
+/// last install (`old`), every installed app's (`all`, its own among them) and the addresses
+/// its own edge listens on (`edge`: `HOST:PORT`, which its Apache cannot take either).
+pub fn inner_web_port(
+    root: &Path,
+    (name, edge): (&str, &[String]),
+    old: Option<&Manifest>,
+    all: &[&Manifest],
+) -> anyhow::Result<u16> {
+    let mut taken: Vec<String> = edge.to_vec();
+    taken.extend(
+        all.iter()
+            .filter(|m| m.app != name)
+            .flat_map(|m| m.listeners.iter())
+            .filter_map(|l| l.split_once(' ').map(|(_, addr)| addr.to_string())),
+    );
     taken.extend(apache_listens(root, all));
     let free = |port: u16| !taken.iter().any(|a| clash::overlap(a, &format!("{LOOPBACK}:{port}")));
     if let Some(port) = old.and_then(|m| m.inner_web_port).filter(|p| free(*p)) {
@@ -104,7 +112,7 @@ mod tests {
         // Every listener counts, a wildcard one too.
         let other = app("other", &["apache-listen 0.0.0.0:8082"], None);
         let port = |name: &str, old: Option<&Manifest>, all: &[&Manifest]| {
-            inner_web_port(r, name, old, all).expect("a free port")
+            inner_web_port(r, (name, &[]), old, all).expect("a free port")
         };
         assert_eq!(port("two", None, &[]), INNER_WEB_PORT);
         assert_eq!(port("two", None, &[&one]), 8082);
@@ -137,8 +145,11 @@ mod tests {
             crate::install::manifest::Recorded::Sha256(String::new()),
         );
         // one.conf is `one`'s: its port is free for `one` again.
-        assert_eq!(inner_web_port(r, "one", Some(&one), &[&one]).ok(), Some(8083));
-        assert_eq!(inner_web_port(r, "two", None, &[&one]).ok(), Some(8084));
+        assert_eq!(inner_web_port(r, ("one", &[]), Some(&one), &[&one]).ok(), Some(8083));
+        assert_eq!(inner_web_port(r, ("two", &[]), None, &[&one]).ok(), Some(8084));
+        // Nor its own edge's port.
+        let edge = ["0.0.0.0:8084".to_string()];
+        assert_eq!(inner_web_port(r, ("two", &edge), None, &[&one]).ok(), Some(8085));
         assert_eq!(listen_address("Listen [::1]:8090"), Some("[::1]:8090".into()));
         assert_eq!(listen_address("# Listen 8090"), None);
     }
