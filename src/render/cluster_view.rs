@@ -256,7 +256,8 @@ pub struct ComposeView {
     pub site: String,
     pub nginx_healthcheck: Option<String>,
     /// With `[tls]`: the HTTPS port published (`[tls].listen`'s, the same inside), and the
-    /// user's certificate and key mounted read-only where the site reads them.
+    /// user's certificate and key mounted read-only where the site reads them (each item
+    /// `quote::compose_bind_mount_ro`: the long syntax for a path holding `:`).
     pub tls_published: Option<String>,
     pub tls_mounts: Vec<String>,
 }
@@ -344,7 +345,7 @@ impl ComposeView {
                 .map(|((cert, key), (in_cert, in_key))| {
                     [(cert, in_cert), (key, in_key)]
                         .iter()
-                        .map(|(from, to)| quote::compose(&format!("{}:{}:ro", path(from), path(to))))
+                        .map(|(from, to)| quote::compose_bind_mount_ro(&path(from), &path(to)))
                         .collect()
                 })
                 .unwrap_or_default(),

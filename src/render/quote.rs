@@ -431,6 +431,27 @@ pub fn compose_list<S: AsRef<str>>(items: &[S]) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
+/// A read-only bind mount in a Compose service's `volumes`: the short syntax
+/// `"SOURCE:TARGET:ro"` when neither path holds a `:`, else the long syntax as a flow mapping
+/// `{type: bind, source: "…", target: "…", read_only: true}`.
+///
+/// Rule (Compose specification, `volumes` "Short syntax"; docker-compose 1.29
+/// `VolumeSpec._parse_unix`, compose-go's `ParseVolume`): the short syntax is split at every
+/// `:` and has no escape, so a source holding one is read as other fields or refused ("has
+/// incorrect format, should be external:internal[:mode]"); the long syntax's `source` and
+/// `target` are plain strings. Every value is a [`compose`] value (`$` doubled).
+pub fn compose_bind_mount_ro(source: &str, target: &str) -> String {
+    if source.contains(':') || target.contains(':') {
+        format!(
+            "{{type: bind, source: {}, target: {}, read_only: true}}",
+            compose(source),
+            compose(target)
+        )
+    } else {
+        compose(&format!("{source}:{target}:ro"))
+    }
+}
+
 /// A Containerfile's exec form (`ENTRYPOINT`, `CMD`, `HEALTHCHECK CMD`): a JSON array of
 /// strings.
 ///
@@ -577,6 +598,22 @@ mod yaml_tests {
         assert_eq!(items, ["a", "yes", "x\"y"]);
     }
 
+    /// A pair under `/srv/tls:2/` was mounted as `"/srv/tls:2/cert.pem:/etc/…:ro"`, which
+    /// Compose splits at every `:`.
+    #[test]
+    fn compose_mount_of_a_path_with_a_colon_is_the_long_syntax() {
+        assert_eq!(
+            compose_bind_mount_ro("/srv/tls/c.pem", "/etc/nginx/tls/fullchain.pem"),
+            "\"/srv/tls/c.pem:/etc/nginx/tls/fullchain.pem:ro\""
+        );
+        let item = compose_bind_mount_ro("/srv/tls:2/$x \"c\".pem", "/etc/nginx/tls/fullchain.pem");
+        let v: serde_yaml::Value = serde_yaml::from_str(&format!("- {item}\n")).expect("YAML");
+        assert_eq!(v[0]["type"].as_str(), Some("bind"));
+        assert_eq!(v[0]["source"].as_str(), Some("/srv/tls:2/$$x \"c\".pem"));
+        assert_eq!(v[0]["target"].as_str(), Some("/etc/nginx/tls/fullchain.pem"));
+        assert_eq!(v[0]["read_only"].as_bool(), Some(true));
+    }
+
     #[test]
     fn containerfile_exec_is_a_json_array() {
         let words = ["/app/.venv/bin/python", "-c", "print(\"x\")\nexit(0)"];
@@ -677,9 +714,48 @@ pub fn apache_problem(s: &str) -> Option<String> {
     })
 }
 
+/// The `ProxyPass` URL of an app server on a unix socket: `unix:PATH|SCHEME://localhost/`
+/// (then quoted as an argument by [`apache`]).
+///
+/// Rule (httpd 2.4 mod_proxy `ap_proxy_de_socketfy` and `fix_uds_filename`; seen with Apache
+/// 2.4.71 proxying to sockets named `a|b`, `q?x`, `h#x`, `p%41` and `sp ace`): the socket's
+/// path ends at the first `|`, and `unix:PATH` is parsed as a URI (`apr_uri_parse`), whose
+/// path ends at `?` or `#`; it is not percent-decoded (`%7C` names a file with those three
+/// characters). So a path holding `|`, `?` or `#` has no representation
+/// ([`apache_proxy_unix_problem`]); every other character is taken as written.
+pub fn apache_proxy_unix(path: &str, scheme: &str) -> String {
+    format!("unix:{path}|{scheme}://localhost/")
+}
+
+/// Why `path` cannot be the socket of [`apache_proxy_unix`], if it cannot.
+pub fn apache_proxy_unix_problem(path: &str) -> Option<String> {
+    path.chars().find(|c| matches!(c, '|' | '?' | '#')).map(|c| {
+        format!(
+            "the socket {path:?} holds `{c}`, which Apache's mod_proxy reads as the end of the socket's path in \
+             `ProxyPass \"unix:PATH|URL\"` and cannot escape"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A local run's socket under a project named `a|b` was written into `unix:…|http://…`
+    /// as it stands: Apache cut the path at the `|` and refused the URL ("ProxyPass URL must
+    /// be absolute!"); under `q?x` or `h#x` it connected to another path.
+    #[test]
+    fn apache_proxy_to_a_socket_whose_path_holds_a_pipe_is_refused() {
+        assert_eq!(
+            apache_proxy_unix("/srv/my app/50%/x.sock", "http"),
+            "unix:/srv/my app/50%/x.sock|http://localhost/"
+        );
+        assert_eq!(apache_proxy_unix_problem("/srv/a:b @c %41 $d/x.sock"), None);
+        for bad in ["/srv/a|b/x.sock", "/srv/q?x/x.sock", "/srv/h#x/x.sock"] {
+            let why = apache_proxy_unix_problem(bad).unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(why.contains("cannot escape"), "{why}");
+        }
+    }
 
     #[test]
     fn python_literals() {

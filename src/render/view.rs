@@ -733,10 +733,20 @@ impl ApacheConf {
             Some(Protocol::Http | Protocol::InProcess) | None => "http",
         };
         let (proxy_pass, reverse) = match link.map(|l| &l.transport) {
-            Some(Transport::Unix(p)) => (
-                format!("unix:{}|{scheme}://localhost/", path_str(p)),
-                "http://localhost/".to_string(),
-            ),
+            Some(Transport::Unix(p)) => {
+                let socket = path_str(p);
+                if let Some(problem) = quote::apache_proxy_unix_problem(&socket) {
+                    return Err(crate::printer::hinted(
+                        problem,
+                        "a local run keeps the socket in its run directory: `--run-dir DIR` puts it in a path \
+                         without that character",
+                    ));
+                }
+                (
+                    quote::apache_proxy_unix(&socket, scheme),
+                    "http://localhost/".to_string(),
+                )
+            }
             Some(Transport::Tcp(l)) => (format!("{scheme}://{l}/"), format!("http://{l}/")),
             Some(Transport::InProcess) | None => (String::new(), String::new()),
         };
