@@ -25,6 +25,12 @@
 //! characters, uWSGI's `$(`/`@(`/`%(`, an app directory ending in whitespace, names that are
 //! not host names), and the refusal must name its key; everything else must be accepted and
 //! read back unchanged. `PROPTEST_CASES` changes the number of cases (default 32).
+//!
+//! A sibling property does the same for `[tls]`: a real pair at random paths, under a random
+//! project, served by nginx, Apache and the lone embedded server started from the rendered
+//! files (the served certificate's serial is the file's, an ACME challenge is served from the
+//! webroot), the renewal units' `ExecStart=` as systemd loads it, and Compose's mounts as
+//! `docker-compose config` reads them (see [`every_tool_reads_back_the_tls_paths`]).
 
 mod common;
 
@@ -147,6 +153,7 @@ struct Tools {
     apache2: PathBuf,
     uwsgi: PathBuf,
     systemd_analyze: PathBuf,
+    docker_compose: PathBuf,
     /// The example's virtualenv Python, which has Gunicorn.
     gunicorn_python: PathBuf,
 }
@@ -164,6 +171,7 @@ fn tools() -> Option<Tools> {
             apache2: deployctl::validate::apache::find().ok()?,
             uwsgi: which::which("uwsgi").ok().filter(|_| plugin)?,
             systemd_analyze: which::which("systemd-analyze").ok()?,
+            docker_compose: which::which("docker-compose").ok()?,
             gunicorn_python: has_gunicorn.then_some(gunicorn_python)?,
         })
     })();
@@ -171,8 +179,8 @@ fn tools() -> Option<Tools> {
         let required = std::env::var("DEPLOYCTL_REQUIRE_VALIDATORS").is_ok_and(|v| v == "1");
         assert!(
             !required,
-            "nginx, apache2, uwsgi with its python3 plugin, systemd-analyze and the example's virtualenv \
-             with Gunicorn are required (bash scripts/setup.sh)"
+            "nginx, apache2, uwsgi with its python3 plugin, systemd-analyze, docker-compose and the \
+             example's virtualenv with Gunicorn are required (bash scripts/setup.sh)"
         );
         eprintln!("skipped: a tool is missing (bash scripts/setup.sh installs them)");
     }
@@ -564,36 +572,14 @@ struct Units {
 
 /// `systemd-analyze verify` accepts both units without a word, and its dump of them holds
 /// the spec's values (the ones every target shares are compared here).
-///
-/// `systemd-analyze verify` puts the unit's directory on a `:`-separated search path, so the
-/// units are checked from a directory of their own, as `deployctl check` does (a scratch
-/// directory); what they refer to stays where it is.
 fn check_units(tools: &Tools, out: &Path, name: &str, want: &Expect) -> Units {
-    let scratch = tempfile::Builder::new().prefix("dc-esc-units-").tempdir().unwrap();
-    let service = scratch.path().join(format!("{name}.service"));
-    let socket = scratch.path().join(format!("{name}.socket"));
-    std::fs::copy(out.join(format!("systemd/{name}.service")), &service).unwrap();
-    std::fs::copy(out.join(format!("systemd/{name}.socket")), &socket).unwrap();
-    let (ok, stdout, stderr) = output(
-        Command::new(&tools.systemd_analyze)
-            .args(["verify", "--recursive-errors=one"])
-            .arg(&service)
-            .arg(&socket),
+    let dump = systemd_load(
+        tools,
+        &[
+            out.join(format!("systemd/{name}.service")),
+            out.join(format!("systemd/{name}.socket")),
+        ],
     );
-    assert!(
-        ok && stdout.trim().is_empty() && stderr.trim().is_empty(),
-        "systemd-analyze verify {}:\n{stdout}{stderr}\n{}",
-        service.display(),
-        std::fs::read_to_string(&service).unwrap()
-    );
-    let (ok, dump, stderr) = output(
-        Command::new(&tools.systemd_analyze)
-            .env("SYSTEMD_LOG_LEVEL", "debug")
-            .arg("verify")
-            .arg(&service)
-            .arg(&socket),
-    );
-    assert!(ok, "{stderr}");
     let svc = unit_section(&dump, &format!("{name}.service"));
     let sock = unit_section(&dump, &format!("{name}.socket"));
     let field = |lines: &[&str], key: &str| -> Vec<String> {
@@ -616,22 +602,66 @@ fn check_units(tools: &Tools, out: &Path, name: &str, want: &Expect) -> Units {
         std::slice::from_ref(&want.rw),
         "ReadWritePaths"
     );
-    let exec = svc
-        .iter()
-        .skip_while(|l| **l != "-> ExecStart:")
-        .find_map(|l| l.strip_prefix("Command Line: "))
-        .unwrap_or_else(|| panic!("no ExecStart in the dump:\n{}", svc.join("\n")));
-    // Variables are substituted in the arguments, not in the program.
-    let mut exec_start = parse_command_line(exec);
-    for w in &mut exec_start[1..] {
-        *w = spawn_expand(w).unwrap_or_else(|| panic!("systemd would expand a variable in {w:?}"));
-    }
+    let exec_start = exec_start(&svc);
     let listen = field(&sock, "ListenStream");
     assert_eq!(listen.len(), 1, "{sock:?}");
     Units {
         exec_start,
         listen_stream: c_unescape(&listen[0]),
     }
+}
+
+/// `systemd-analyze verify` accepts the units without a word, and `systemd-analyze`'s dump of
+/// them as systemd loaded them (`SYSTEMD_LOG_LEVEL=debug`).
+///
+/// `systemd-analyze verify` puts the unit's directory on a `:`-separated search path, so the
+/// units are checked from a directory of their own, as `deployctl check` does (a scratch
+/// directory); what they refer to stays where it is.
+fn systemd_load(tools: &Tools, units: &[PathBuf]) -> String {
+    let scratch = tempfile::Builder::new().prefix("dc-esc-units-").tempdir().unwrap();
+    let copies: Vec<PathBuf> = units
+        .iter()
+        .map(|u| {
+            let copy = scratch.path().join(u.file_name().expect("a unit file"));
+            std::fs::copy(u, &copy).unwrap_or_else(|e| panic!("{}: {e}", u.display()));
+            copy
+        })
+        .collect();
+    let (ok, stdout, stderr) = output(
+        Command::new(&tools.systemd_analyze)
+            .args(["verify", "--recursive-errors=one"])
+            .args(&copies),
+    );
+    assert!(
+        ok && stdout.trim().is_empty() && stderr.trim().is_empty(),
+        "systemd-analyze verify {}:\n{stdout}{stderr}\n{}",
+        copies[0].display(),
+        std::fs::read_to_string(&copies[0]).unwrap()
+    );
+    let (ok, dump, stderr) = output(
+        Command::new(&tools.systemd_analyze)
+            .env("SYSTEMD_LOG_LEVEL", "debug")
+            .arg("verify")
+            .args(&copies),
+    );
+    assert!(ok, "{stderr}");
+    dump
+}
+
+/// The `ExecStart=` of a service's section of the dump, as the process receives it: words
+/// parsed from systemd's `Command Line:`, `$$` in the arguments turned into `$` (variables are
+/// substituted in the arguments, not in the program).
+fn exec_start(svc: &[&str]) -> Vec<String> {
+    let exec = svc
+        .iter()
+        .skip_while(|l| **l != "-> ExecStart:")
+        .find_map(|l| l.strip_prefix("Command Line: "))
+        .unwrap_or_else(|| panic!("no ExecStart in the dump:\n{}", svc.join("\n")));
+    let mut words = parse_command_line(exec);
+    for w in &mut words[1..] {
+        *w = spawn_expand(w).unwrap_or_else(|| panic!("systemd would expand a variable in {w:?}"));
+    }
+    words
 }
 
 /// The lines of `-> Unit NAME:` in a `systemd-analyze` dump, without their indentation
@@ -822,10 +852,9 @@ fn encode_path(path: &str) -> String {
         .collect()
 }
 
-/// A real nginx on 127.0.0.1 serving the site: every static location serves a file from its
-/// directory, every server name is answered, an unknown host is refused, and `location /`
-/// reaches the backend's unix socket.
-fn nginx_serves(tools: &Tools, spec: &Spec, site: &Path, tmp: &Path, static_dir: &Path, socket: &Path, port: u16) {
+/// nginx's prefix directory `tmp/nginx-prefix` with an `nginx.conf` running `site` in the
+/// foreground, one process, its temporary files and logs in the prefix.
+fn nginx_prefix(tools: &Tools, site: &Path, tmp: &Path) -> PathBuf {
     let prefix = tmp.join("nginx-prefix");
     std::fs::create_dir_all(prefix.join("temp")).unwrap();
     // The site includes nginx's mime.types by relative name, found beside the configuration
@@ -853,6 +882,14 @@ fn nginx_serves(tools: &Tools, spec: &Spec, site: &Path, tmp: &Path, static_dir:
         site = quote::nginx_include(&site.display().to_string()),
     );
     std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
+    prefix
+}
+
+/// A real nginx on 127.0.0.1 serving the site: every static location serves a file from its
+/// directory, every server name is answered, an unknown host is refused, and `location /`
+/// reaches the backend's unix socket.
+fn nginx_serves(tools: &Tools, spec: &Spec, site: &Path, tmp: &Path, static_dir: &Path, socket: &Path, port: u16) {
+    let prefix = nginx_prefix(tools, site, tmp);
     let token = format!("served from {}\n", static_dir.display());
     std::fs::write(static_dir.join("probe.txt"), &token).unwrap();
     let _ = std::fs::remove_file(socket);
@@ -984,5 +1021,556 @@ fn every_validator_accepts_a_project_path_with_special_characters() {
             "{tool} did not run:\n{}",
             run.stderr
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// [tls]: the certificate, key and ACME webroot paths.
+
+/// A piece of a path every key accepts: [`piece`] without [`REFUSED`].
+fn accepted_piece() -> impl Strategy<Value = String> {
+    prop_oneof![
+        30 => "[a-zA-Z0-9_]{1,3}",
+        30 => prop::sample::select(SPECIAL).prop_map(String::from),
+        12 => prop::sample::select(UNICODE).prop_map(String::from),
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct TlsCase {
+    /// The project: the app's directory, holding deploy.toml (the renewal unit's `--config`)
+    /// and `up`'s run directory (a local run's ACME webroot).
+    project: String,
+    /// The pair's directory, and the file names of the certificate and of the key.
+    cert_dir: String,
+    cert: String,
+    key: String,
+}
+
+/// The project's name holds nothing the spec refuses in an app directory (uWSGI's `$(`, `@(`
+/// and `%(`, control characters, whitespace at the end for Gunicorn): the first property proves those
+/// refusals, and here the project must render. The pair's names hold anything a file name
+/// can (not `/`, not NUL: the filesystem has no such name); of those the spec refuses control
+/// characters in `[tls]`'s paths, which no line-based config can hold.
+fn tls_case() -> impl Strategy<Value = TlsCase> {
+    let project = prop::collection::vec(accepted_piece(), 1..5)
+        .prop_map(|v| v.concat())
+        .prop_filter("an app directory the spec accepts", |s| {
+            s != "."
+                && s != ".."
+                && !s.ends_with(char::is_whitespace)
+                && !["$(", "@(", "%("].iter().any(|q| s.contains(q))
+        });
+    (project, segment(), segment(), segment())
+        .prop_filter("the pair beside the project, two files", |(p, d, c, k)| {
+            p != d && c != k
+        })
+        .prop_map(|(project, cert_dir, cert, key)| TlsCase {
+            project,
+            cert_dir,
+            cert,
+            key,
+        })
+}
+
+/// `[tls]`'s paths with special characters, read back by every tool that reads them: for the
+/// user's pair at random paths (and a local run's webroot under a random project path),
+///
+/// - nginx (`nginx+embedded` as `up` renders it): `nginx -t` accepts the site, and a real
+///   nginx on 127.0.0.1 serves the pair (the served certificate's serial is the file's) and an
+///   ACME challenge from the webroot over HTTP. Serving is the proof: with a `$` in a path
+///   (written `${deployctl_dollar}`, nginx has no escape for it) nginx loads the pair at each
+///   handshake and `nginx -t` does not open it; `nginx -T` only prints the files as written;
+/// - Apache (`apache+embedded`): `apache2 -t` (mod_ssl checks the certificate files) of the
+///   server's Debian site and of the self-contained configuration, and the local run's Apache
+///   serving the pair and a challenge (a `${` is refused: Apache cannot escape it; so is a
+///   local run's socket under a path holding `|`, `?` or `#`, see
+///   `quote::apache_proxy_unix`);
+/// - the lone embedded server: its unit's `ExecStart=` as systemd loads it
+///   (`systemd-analyze`, as for the other units above), run as it stands, serves the pair on
+///   its TLS listener and the challenge on its plain one;
+/// - the renewal units of `acme` (`nginx+embedded`, `apache+embedded`, `embedded`):
+///   `ExecStart=` as systemd loads it names the project's deploy.toml;
+/// - Compose: the nginx container's mounts, read by a YAML parser and by `docker-compose
+///   config` (`$$` is Compose's `$`), have the pair's paths as sources.
+///
+/// Kubernetes renders no path of the pair (the Ingress names a Secret the user makes from the
+/// files). `PROPTEST_CASES` changes the number of cases (default 16).
+#[test]
+fn every_tool_reads_back_the_tls_paths() {
+    let Some(tools) = tools() else { return };
+    let server = PathBuf::from(env!("CARGO_BIN_EXE_deployctl")).with_file_name("deployctl-server");
+    if !server.is_file() {
+        let required = std::env::var("DEPLOYCTL_REQUIRE_VALIDATORS").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "{} is not built: `cargo build -p deployctl-server` (or `cargo test` at the workspace root)",
+            server.display()
+        );
+        eprintln!("skipped: {} is not built", server.display());
+        return;
+    }
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let config = ProptestConfig {
+        cases,
+        max_shrink_iters: 128,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/escaping-tls.proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(c in tls_case())| check_tls(&tools, &c));
+    let (served, refused) = (TLS_SERVED.load(Ordering::Relaxed), TLS_REFUSED.load(Ordering::Relaxed));
+    eprintln!("{served} cases served, {refused} refused by the spec");
+    assert!(
+        served * 2 >= served + refused,
+        "most cases must be representable: {served} served, {refused} refused"
+    );
+}
+
+/// Cases run (shrinking included), for the summary.
+static TLS_SERVED: AtomicUsize = AtomicUsize::new(0);
+static TLS_REFUSED: AtomicUsize = AtomicUsize::new(0);
+
+/// A WSGI app needing nothing but the standard library.
+const TLS_APP: &str = "def app(environ, start_response):\n    \
+                       start_response('200 OK', [('Content-Type', 'text/plain')])\n    \
+                       return [b'tls app\\n']\n";
+
+/// The app's name in the TLS cases (units `tls.service`, `tls-cert.service`, site `tls.conf`).
+const TLS_NAME: &str = "tls";
+
+/// Serials of the pairs made, one per case.
+static SERIAL: AtomicUsize = AtomicUsize::new(1000);
+
+/// A `deploy.toml` (written with the `toml` crate) for the embedded server behind whichever
+/// front, with `[tls]` as given.
+fn tls_toml(project: &Path, http: u16, tls: toml::Table) -> String {
+    use toml::Value;
+    let s = |v: &str| Value::String(v.to_string());
+    let p = |v: &Path| s(&v.display().to_string());
+    let table = |pairs: Vec<(&str, Value)>| Value::Table(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+    let doc = table(vec![
+        (
+            "app",
+            table(vec![
+                ("name", s(TLS_NAME)),
+                ("entry", s("app:app")),
+                ("root", p(project)),
+                ("venv", p(&common::example("flask-hello").join(".venv"))),
+            ]),
+        ),
+        (
+            "server",
+            table(vec![
+                ("names", Value::Array(vec![s("tls.example")])),
+                ("listen", s(&format!("127.0.0.1:{http}"))),
+            ]),
+        ),
+        ("backend", table(vec![("kind", s("embedded"))])),
+        ("tls", Value::Table(tls)),
+        (
+            "systemd",
+            table(vec![("deployctl", s(env!("CARGO_BIN_EXE_deployctl")))]),
+        ),
+        ("cluster", table(vec![("image", s("registry.example/tls:1"))])),
+    ]);
+    toml::to_string(&doc).expect("serialise deploy.toml")
+}
+
+fn check_tls(tools: &Tools, c: &TlsCase) {
+    let tmp = tempfile::Builder::new().prefix("dc-esc-tls-").tempdir().unwrap();
+    // Apache's children run as www-data when the test runs as root: they read the webroot.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let project = tmp.path().join(&c.project);
+    let cert = tmp.path().join(&c.cert_dir).join(&c.cert);
+    let key = tmp.path().join(&c.cert_dir).join(&c.key);
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::create_dir_all(tmp.path().join(&c.cert_dir)).unwrap();
+    std::fs::write(project.join("app.py"), TLS_APP).unwrap();
+    let serial = SERIAL.fetch_add(1, Ordering::Relaxed) as u32;
+    common::tls::pair_at(&cert, &key, serial);
+    let want_serial = common::tls::file_serial(&cert);
+    let http = free_port();
+    let https = std::iter::repeat_with(free_port).find(|p| *p != http).unwrap();
+    let text = |p: &Path| p.to_str().unwrap().to_string();
+    let listen = toml::Value::String(format!("127.0.0.1:{https}"));
+
+    // The user's pair.
+    let toml_path = project.join("deploy.toml");
+    let files: toml::Table = [
+        ("listen".to_string(), listen.clone()),
+        ("certificate".to_string(), toml::Value::String(text(&cert))),
+        ("key".to_string(), toml::Value::String(text(&key))),
+    ]
+    .into_iter()
+    .collect();
+    std::fs::write(&toml_path, tls_toml(&project, http, files)).unwrap();
+    let mut refuse = BTreeSet::new();
+    for (k, p) in [("tls.certificate", &cert), ("tls.key", &key)] {
+        if text(p).chars().any(char::is_control) {
+            refuse.insert(k.to_string());
+        }
+    }
+    let spec = match Spec::load(&toml_path) {
+        Ok(spec) => {
+            assert!(refuse.is_empty(), "accepted, but {refuse:?} cannot be represented");
+            spec
+        }
+        Err(e) => {
+            let e = e.downcast::<SpecError>().expect("a spec error");
+            let keys: BTreeSet<String> = e.diagnostics.iter().map(|d| e.position(d).key).collect();
+            assert_eq!(keys, refuse, "refused keys:\n{e}");
+            TLS_REFUSED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let templates = Templates::load(None).unwrap();
+    // Apache substitutes `${…}` in every line and has no escape for it.
+    let apache_refuses = |paths: &[&Path]| paths.iter().any(|p| text(p).contains("${"));
+
+    // nginx in front, as `up` renders it: the pair and the run directory's webroot.
+    let target: Target = "nginx+embedded".parse().unwrap();
+    let run = project.join(".deployctl").join(target.to_string());
+    let out = run.join("conf");
+    render::render_local(&spec, target, &out, &run, &templates)
+        .unwrap()
+        .write_into(&out)
+        .unwrap();
+    let site = out.join(format!("nginx/{TLS_NAME}.conf"));
+    nginx_accepts(tools, &site);
+    let prefix = nginx_prefix(tools, &site, tmp.path());
+    let nginx = Command::new(&tools.nginx)
+        .arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(prefix.join("nginx.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    serves_tls(
+        "nginx",
+        nginx,
+        &prefix.join("error.log"),
+        (http, https),
+        &run.join("acme"),
+        &want_serial,
+        &site,
+    );
+
+    // Apache in front: the server's files through `apache2 -t`, the local run's served.
+    let target: Target = "apache+embedded".parse().unwrap();
+    let out = project.join("deploy").join(target.to_string());
+    let rendered = render::render(&spec, target, &out, &templates);
+    if apache_refuses(&[&cert, &key]) {
+        let Err(e) = rendered else {
+            panic!("a path holding `${{` is refused for Apache");
+        };
+        assert!(format!("{e:#}").contains("cannot escape"), "{e:#}");
+    } else {
+        rendered.unwrap().write_into(&out).unwrap();
+        let plan = deployctl::plan::Plan::resolve(
+            &spec,
+            target,
+            deployctl::plan::Environment::Production { out: out.clone() },
+        );
+        let files = plan.apache.as_ref().expect("Apache's files");
+        use deployctl::validate::{Outcome, apache};
+        for (rel, outcome) in [
+            (
+                files.httpd_conf.rel.as_str(),
+                apache::test_self_contained(&tools.apache2, &out.join(&files.httpd_conf.rel)),
+            ),
+            (
+                files.site.rel.as_str(),
+                apache::test_site(&tools.apache2, files, &out.join(&files.site.rel)),
+            ),
+        ] {
+            let outcome = outcome.expect("apache2 runs");
+            assert!(matches!(outcome, Outcome::Ok(_)), "apache2 -t {rel}: {outcome:?}");
+        }
+    }
+    let run = project.join(".deployctl").join(target.to_string());
+    let out = run.join("conf");
+    let rendered = render::render_local(&spec, target, &out, &run, &templates);
+    // mod_proxy's `unix:PATH|URL` ends the socket's path at `|`, `?` or `#`, unescapably.
+    if apache_refuses(&[&cert, &key, &run]) || text(&run).contains(['|', '?', '#']) {
+        let Err(e) = rendered else {
+            panic!("a path holding `${{` is refused for Apache");
+        };
+        assert!(format!("{e:#}").contains("cannot escape"), "{e:#}");
+    } else {
+        rendered.unwrap().write_into(&out).unwrap();
+        let plan = deployctl::plan::Plan::resolve(
+            &spec,
+            target,
+            deployctl::plan::Environment::Local {
+                conf_dir: out.clone(),
+                socket_dir: run.clone(),
+            },
+        );
+        let mut args = plan
+            .tier(deployctl::plan::Tier::Apache)
+            .and_then(|t| t.process.as_ref())
+            .expect("Apache's process")
+            .args
+            .clone();
+        // `up` runs Apache from a link in the run directory to the generation's file.
+        let conf = out.join(&plan.apache.as_ref().expect("Apache's files").httpd_conf.rel);
+        let f = args.iter().position(|a| a == "-f").expect("apache2 -f FILE") + 1;
+        args[f] = text(&conf);
+        // As root, as `up` runs it: its children as Debian's www-data.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            args.extend([
+                "-c".into(),
+                "User www-data".into(),
+                "-c".into(),
+                "Group www-data".into(),
+            ]);
+        }
+        // Its runtime directory, which `up` makes (the log is there too).
+        let apache_dir = run.join("apache");
+        std::fs::create_dir_all(&apache_dir).unwrap();
+        let log = apache_dir.join("error.log");
+        // What it says before it opens its log goes to the same file.
+        let apache = Command::new(&tools.apache2)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        serves_tls(
+            "Apache",
+            apache,
+            &log,
+            (http, https),
+            &run.join("acme"),
+            &want_serial,
+            &conf,
+        );
+    }
+
+    // The lone embedded server: its unit's command line, as systemd loads it, run.
+    let target: Target = "embedded".parse().unwrap();
+    let run = project.join(".deployctl").join(target.to_string());
+    let out = run.join("conf");
+    render::render_local(&spec, target, &out, &run, &templates)
+        .unwrap()
+        .write_into(&out)
+        .unwrap();
+    let service = out.join(format!("systemd/{TLS_NAME}.service"));
+    let dump = systemd_load(
+        tools,
+        &[service.clone(), out.join(format!("systemd/{TLS_NAME}.socket"))],
+    );
+    let argv = exec_start(&unit_section(&dump, &format!("{TLS_NAME}.service")));
+    let flag = |f: &str| {
+        argv.iter()
+            .position(|a| a == f)
+            .and_then(|at| argv.get(at + 1))
+            .unwrap_or_else(|| panic!("no {f} in {argv:?}"))
+            .clone()
+    };
+    assert_eq!(argv[0], env!("CARGO_BIN_EXE_deployctl"));
+    assert_eq!(flag("--certfile"), text(&cert));
+    assert_eq!(flag("--keyfile"), text(&key));
+    assert_eq!(flag("--acme-webroot"), text(&run.join("acme")));
+    let log = tmp.path().join("server.log");
+    let server = Command::new(&argv[0])
+        .args(&argv[1..])
+        .current_dir(&project)
+        .env_remove("VIRTUAL_ENV")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    serves_tls(
+        "the embedded server",
+        server,
+        &log,
+        (http, https),
+        &run.join("acme"),
+        &want_serial,
+        &service,
+    );
+
+    // Compose: the pair mounted into nginx's container.
+    compose_mounts_the_pair(tools, &spec, &templates, &tmp.path().join("compose"), &cert, &key);
+
+    // ACME: the renewal units name the project's deploy.toml.
+    let acme_path = project.join("acme.toml");
+    let acme: toml::Table = [
+        ("listen".to_string(), listen),
+        (
+            "acme".to_string(),
+            toml::Value::Table(
+                [("email".to_string(), toml::Value::String("ops@tls.example".into()))]
+                    .into_iter()
+                    .collect(),
+            ),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    std::fs::write(&acme_path, tls_toml(&project, http, acme)).unwrap();
+    let spec = Spec::load(&acme_path).unwrap_or_else(|e| panic!("{e:#}"));
+    for target in ["nginx+embedded", "apache+embedded", "embedded"] {
+        let target: Target = target.parse().unwrap();
+        let out = project.join("deploy-acme").join(target.to_string());
+        render::render(&spec, target, &out, &templates)
+            .unwrap_or_else(|e| panic!("{target}: {e:#}"))
+            .write_into(&out)
+            .unwrap();
+        let unit = format!("{TLS_NAME}-cert.service");
+        let dump = systemd_load(
+            tools,
+            &[
+                out.join("systemd").join(&unit),
+                out.join(format!("systemd/{TLS_NAME}-cert.timer")),
+            ],
+        );
+        assert_eq!(
+            exec_start(&unit_section(&dump, &unit)),
+            [
+                env!("CARGO_BIN_EXE_deployctl").to_string(),
+                "cert".into(),
+                "--config".into(),
+                text(&acme_path),
+                "--target".into(),
+                target.to_string(),
+                "--no-reload".into(),
+            ],
+            "{target}: {unit}"
+        );
+    }
+    TLS_SERVED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The Compose file of `spec` mounts `cert` and `key` where nginx's container reads them: the
+/// sources as a YAML parser reads them and as `docker-compose config` resolves them (`$$` is
+/// Compose's `$`).
+fn compose_mounts_the_pair(tools: &Tools, spec: &Spec, templates: &Templates, out: &Path, cert: &Path, key: &Path) {
+    let plan = deployctl::plan::Plan::resolve_cluster(spec, deployctl::plan::ClusterKind::Compose);
+    render::render_plan(&plan, templates).unwrap().write_into(out).unwrap();
+    let compose = out.join("compose.yaml");
+    let written = std::fs::read_to_string(&compose).unwrap();
+    let (ok, resolved, stderr) = output(
+        Command::new(&tools.docker_compose)
+            .arg("--file")
+            .arg(&compose)
+            .arg("config"),
+    );
+    assert!(ok, "docker-compose config:\n{stderr}\n{written}");
+    for (what, yaml) in [("the YAML", &written), ("docker-compose config", &resolved)] {
+        let doc: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("{what}: {e}\n{yaml}"));
+        let volumes = doc["services"]["nginx"]["volumes"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{what}: no volumes of nginx\n{yaml}"));
+        for (path, inside) in [
+            (cert, "/etc/nginx/tls/fullchain.pem"),
+            (key, "/etc/nginx/tls/privkey.pem"),
+        ] {
+            let source = volumes
+                .iter()
+                .find_map(|v| compose_bind_source(v, inside))
+                .unwrap_or_else(|| panic!("{what}: nothing mounted at {inside}: {volumes:?}\n{written}"));
+            assert_eq!(
+                Path::new(&source.replace("$$", "$")),
+                path,
+                "{what}: the source of {inside}\n{written}"
+            );
+        }
+    }
+}
+
+/// A pair under a directory whose name holds `:` was mounted with Compose's short syntax
+/// (`SOURCE:TARGET:ro`), which Compose splits at every `:`: `docker-compose config` refused
+/// the file ("has incorrect format").
+#[test]
+fn compose_mounts_a_pair_whose_path_holds_a_colon() {
+    let Some(tools) = tools() else { return };
+    let tmp = tempfile::Builder::new().prefix("dc-esc-colon-").tempdir().unwrap();
+    let project = tmp.path().join("app");
+    let pair = tmp.path().join("tls:2 $x");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::create_dir_all(&pair).unwrap();
+    let (cert, key) = (pair.join("cert:a.pem"), pair.join("key.pem"));
+    common::tls::pair_at(&cert, &key, 7);
+    let tls: toml::Table = [
+        ("listen", "127.0.0.1:8443"),
+        ("certificate", cert.to_str().unwrap()),
+        ("key", key.to_str().unwrap()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), toml::Value::String(v.to_string())))
+    .collect();
+    let toml_path = project.join("deploy.toml");
+    std::fs::write(&toml_path, tls_toml(&project, 8080, tls)).unwrap();
+    let spec = Spec::load(&toml_path).unwrap_or_else(|e| panic!("{e:#}"));
+    let templates = Templates::load(None).unwrap();
+    compose_mounts_the_pair(&tools, &spec, &templates, &tmp.path().join("compose"), &cert, &key);
+}
+
+/// The source of a Compose volume mounted at `target`: the short syntax `SOURCE:TARGET:ro` or
+/// the long one (`type: bind`, `source`, `target`).
+fn compose_bind_source(volume: &serde_yaml::Value, target: &str) -> Option<String> {
+    if let Some(short) = volume.as_str() {
+        let rest = short.strip_suffix(":ro").unwrap_or(short);
+        return rest.strip_suffix(&format!(":{target}")).map(str::to_string);
+    }
+    (volume["target"].as_str() == Some(target) && volume["type"].as_str() == Some("bind"))
+        .then(|| volume["source"].as_str().map(str::to_string))
+        .flatten()
+}
+
+/// A server started from a rendered file serves, on 127.0.0.1, the pair whose certificate has
+/// `serial` over TLS on `https`, and over plain HTTP on `http` a file put in the webroot's
+/// challenge directory. Stopped (TERM) afterwards; its log and the file shown on failure.
+fn serves_tls(
+    what: &str,
+    child: std::process::Child,
+    log: &Path,
+    (http, https): (u16, u16),
+    webroot: &Path,
+    serial: &str,
+    file: &Path,
+) {
+    let challenges = webroot.join(".well-known/acme-challenge");
+    std::fs::create_dir_all(&challenges).unwrap();
+    let token = format!("token for {what}\n");
+    std::fs::write(challenges.join("probe"), &token).unwrap();
+    let mut server = common::tls::Proc(child);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        common::tls::wait_port(https, &mut server.0, what);
+        common::tls::wait_port(http, &mut server.0, what);
+        assert_eq!(
+            common::tls::served_serial(https),
+            serial,
+            "{what}: the certificate served"
+        );
+        assert_eq!(
+            get(http, "tls.example", "/.well-known/acme-challenge/probe"),
+            Some((200, token.clone())),
+            "{what}: the challenge from {}",
+            webroot.display()
+        );
+    }));
+    drop(server);
+    if let Err(panic) = result {
+        eprintln!(
+            "{what}'s log:\n{}\n{}:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default(),
+            file.display(),
+            std::fs::read_to_string(file).unwrap_or_default()
+        );
+        std::panic::resume_unwind(panic);
     }
 }

@@ -51,6 +51,28 @@ pub fn file_serial(cert: &Path) -> String {
     .to_string()
 }
 
+/// A self-signed P-256 pair for localhost and 127.0.0.1 with the serial `serial`, written at
+/// exactly `cert` and `key` (any path a file can have: openssl takes them as arguments).
+pub fn pair_at(cert: &Path, key: &Path, serial: u32) {
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .args(["-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-set_serial", &serial.to_string()]));
+}
+
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
