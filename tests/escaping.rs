@@ -1455,8 +1455,10 @@ fn check_tls(tools: &Tools, c: &TlsCase) {
 }
 
 /// The Compose file of `spec` mounts `cert` and `key` where nginx's container reads them: the
-/// sources as a YAML parser reads them and as `docker-compose config` resolves them (`$$` is
-/// Compose's `$`).
+/// sources as a YAML parser reads them (Compose's `$$` for each `$`) and as `docker-compose
+/// config` resolves them. docker-compose 1.29's `config` prints a short-syntax volume as it
+/// resolved it (`$$` as `$`) and writes `$$` for `$` again in every other string: a `$` in a
+/// path is compared as each form says.
 fn compose_mounts_the_pair(tools: &Tools, spec: &Spec, templates: &Templates, out: &Path, cert: &Path, key: &Path) {
     let plan = deployctl::plan::Plan::resolve_cluster(spec, deployctl::plan::ClusterKind::Compose);
     render::render_plan(&plan, templates).unwrap().write_into(out).unwrap();
@@ -1469,7 +1471,10 @@ fn compose_mounts_the_pair(tools: &Tools, spec: &Spec, templates: &Templates, ou
             .arg("config"),
     );
     assert!(ok, "docker-compose config:\n{stderr}\n{written}");
-    for (what, yaml) in [("the YAML", &written), ("docker-compose config", &resolved)] {
+    for (what, yaml, printed) in [
+        ("the YAML", &written, false),
+        ("docker-compose config", &resolved, true),
+    ] {
         let doc: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("{what}: {e}\n{yaml}"));
         let volumes = doc["services"]["nginx"]["volumes"]
             .as_sequence()
@@ -1478,15 +1483,17 @@ fn compose_mounts_the_pair(tools: &Tools, spec: &Spec, templates: &Templates, ou
             (cert, "/etc/nginx/tls/fullchain.pem"),
             (key, "/etc/nginx/tls/privkey.pem"),
         ] {
-            let source = volumes
+            let (source, short) = volumes
                 .iter()
                 .find_map(|v| compose_bind_source(v, inside))
-                .unwrap_or_else(|| panic!("{what}: nothing mounted at {inside}: {volumes:?}\n{written}"));
-            assert_eq!(
-                Path::new(&source.replace("$$", "$")),
-                path,
-                "{what}: the source of {inside}\n{written}"
-            );
+                .unwrap_or_else(|| panic!("{what}: nothing mounted at {inside}: {volumes:?}\n{yaml}"));
+            let path = path.to_str().unwrap();
+            let want = if printed && short {
+                path.to_string()
+            } else {
+                path.replace('$', "$$")
+            };
+            assert_eq!(source, want, "{what}: the source of {inside}\n{yaml}");
         }
     }
 }
@@ -1519,15 +1526,15 @@ fn compose_mounts_a_pair_whose_path_holds_a_colon() {
     compose_mounts_the_pair(&tools, &spec, &templates, &tmp.path().join("compose"), &cert, &key);
 }
 
-/// The source of a Compose volume mounted at `target`: the short syntax `SOURCE:TARGET:ro` or
-/// the long one (`type: bind`, `source`, `target`).
-fn compose_bind_source(volume: &serde_yaml::Value, target: &str) -> Option<String> {
+/// The source of a Compose volume mounted at `target`, and whether it is in the short syntax
+/// `SOURCE:TARGET:ro` (else the long one: `type: bind`, `source`, `target`).
+fn compose_bind_source(volume: &serde_yaml::Value, target: &str) -> Option<(String, bool)> {
     if let Some(short) = volume.as_str() {
         let rest = short.strip_suffix(":ro").unwrap_or(short);
-        return rest.strip_suffix(&format!(":{target}")).map(str::to_string);
+        return rest.strip_suffix(&format!(":{target}")).map(|s| (s.to_string(), true));
     }
     (volume["target"].as_str() == Some(target) && volume["type"].as_str() == Some("bind"))
-        .then(|| volume["source"].as_str().map(str::to_string))
+        .then(|| volume["source"].as_str().map(|s| (s.to_string(), false)))
         .flatten()
 }
 
