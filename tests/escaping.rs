@@ -1074,7 +1074,8 @@ fn tls_case() -> impl Strategy<Value = TlsCase> {
 }
 
 /// `[tls]`'s paths with special characters, read back by every tool that reads them: for the
-/// user's pair at random paths (and a local run's webroot under a random project path),
+/// user's pair at random paths, and for `up`'s self-signed pair in the run directory under a
+/// random project path (a local run's webroot is there too),
 ///
 /// - nginx (`nginx+embedded` as `up` renders it): `nginx -t` accepts the site, and a real
 ///   nginx on 127.0.0.1 serves the pair (the served certificate's serial is the file's) and an
@@ -1082,9 +1083,9 @@ fn tls_case() -> impl Strategy<Value = TlsCase> {
 ///   (written `${deployctl_dollar}`, nginx has no escape for it) nginx loads the pair at each
 ///   handshake and `nginx -t` does not open it; `nginx -T` only prints the files as written;
 /// - Apache (`apache+embedded`): `apache2 -t` (mod_ssl checks the certificate files) of the
-///   server's Debian site and of the self-contained configuration, and the local run's Apache
-///   serving the pair and a challenge (a `${` is refused: Apache cannot escape it; so is a
-///   local run's socket under a path holding `|`, `?` or `#`, see
+///   server's Debian site and of the self-contained configuration (the user's pair), and the
+///   local run's Apache serving the pair and a challenge (a `${` is refused: Apache cannot
+///   escape it; so is a local run's socket under a path holding `|`, `?` or `#`, see
 ///   `quote::apache_proxy_unix`);
 /// - the lone embedded server: its unit's `ExecStart=` as systemd loads it
 ///   (`systemd-analyze`, as for the other units above), run as it stands, serves the pair on
@@ -1193,7 +1194,6 @@ fn check_tls(tools: &Tools, c: &TlsCase) {
     std::fs::write(project.join("app.py"), TLS_APP).unwrap();
     let serial = SERIAL.fetch_add(1, Ordering::Relaxed) as u32;
     common::tls::pair_at(&cert, &key, serial);
-    let want_serial = common::tls::file_serial(&cert);
     let http = free_port();
     let https = std::iter::repeat_with(free_port).find(|p| *p != http).unwrap();
     let text = |p: &Path| p.to_str().unwrap().to_string();
@@ -1232,38 +1232,7 @@ fn check_tls(tools: &Tools, c: &TlsCase) {
     // Apache substitutes `${…}` in every line and has no escape for it.
     let apache_refuses = |paths: &[&Path]| paths.iter().any(|p| text(p).contains("${"));
 
-    // nginx in front, as `up` renders it: the pair and the run directory's webroot.
-    let target: Target = "nginx+embedded".parse().unwrap();
-    let run = project.join(".deployctl").join(target.to_string());
-    let out = run.join("conf");
-    render::render_local(&spec, target, &out, &run, &templates)
-        .unwrap()
-        .write_into(&out)
-        .unwrap();
-    let site = out.join(format!("nginx/{TLS_NAME}.conf"));
-    nginx_accepts(tools, &site);
-    let prefix = nginx_prefix(tools, &site, tmp.path());
-    let nginx = Command::new(&tools.nginx)
-        .arg("-p")
-        .arg(&prefix)
-        .arg("-c")
-        .arg(prefix.join("nginx.conf"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    serves_tls(
-        "nginx",
-        nginx,
-        &prefix.join("error.log"),
-        (http, https),
-        &run.join("acme"),
-        &want_serial,
-        &site,
-    );
-
-    // Apache in front: the server's files through `apache2 -t`, the local run's served.
+    // Apache in front of a server: its files through `apache2 -t`.
     let target: Target = "apache+embedded".parse().unwrap();
     let out = project.join("deploy").join(target.to_string());
     let rendered = render::render(&spec, target, &out, &templates);
@@ -1295,115 +1264,32 @@ fn check_tls(tools: &Tools, c: &TlsCase) {
             assert!(matches!(outcome, Outcome::Ok(_)), "apache2 -t {rel}: {outcome:?}");
         }
     }
-    let run = project.join(".deployctl").join(target.to_string());
-    let out = run.join("conf");
-    let rendered = render::render_local(&spec, target, &out, &run, &templates);
-    // mod_proxy's `unix:PATH|URL` ends the socket's path at `|`, `?` or `#`, unescapably.
-    if apache_refuses(&[&cert, &key, &run]) || text(&run).contains(['|', '?', '#']) {
-        let Err(e) = rendered else {
-            panic!("a path holding `${{` is refused for Apache");
-        };
-        assert!(format!("{e:#}").contains("cannot escape"), "{e:#}");
-    } else {
-        rendered.unwrap().write_into(&out).unwrap();
-        let plan = deployctl::plan::Plan::resolve(
-            &spec,
-            target,
-            deployctl::plan::Environment::Local {
-                conf_dir: out.clone(),
-                socket_dir: run.clone(),
-            },
-        );
-        let mut args = plan
-            .tier(deployctl::plan::Tier::Apache)
-            .and_then(|t| t.process.as_ref())
-            .expect("Apache's process")
-            .args
-            .clone();
-        // `up` runs Apache from a link in the run directory to the generation's file.
-        let conf = out.join(&plan.apache.as_ref().expect("Apache's files").httpd_conf.rel);
-        let f = args.iter().position(|a| a == "-f").expect("apache2 -f FILE") + 1;
-        args[f] = text(&conf);
-        // As root, as `up` runs it: its children as Debian's www-data.
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            args.extend([
-                "-c".into(),
-                "User www-data".into(),
-                "-c".into(),
-                "Group www-data".into(),
-            ]);
-        }
-        // Its runtime directory, which `up` makes (the log is there too).
-        let apache_dir = run.join("apache");
-        std::fs::create_dir_all(&apache_dir).unwrap();
-        let log = apache_dir.join("error.log");
-        // What it says before it opens its log goes to the same file.
-        let apache = Command::new(&tools.apache2)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        serves_tls(
-            "Apache",
-            apache,
-            &log,
-            (http, https),
-            &run.join("acme"),
-            &want_serial,
-            &conf,
-        );
-    }
-
-    // The lone embedded server: its unit's command line, as systemd loads it, run.
-    let target: Target = "embedded".parse().unwrap();
-    let run = project.join(".deployctl").join(target.to_string());
-    let out = run.join("conf");
-    render::render_local(&spec, target, &out, &run, &templates)
-        .unwrap()
-        .write_into(&out)
-        .unwrap();
-    let service = out.join(format!("systemd/{TLS_NAME}.service"));
-    let dump = systemd_load(
+    // Every TLS front of a local run serves the pair.
+    local_fronts_serve(
         tools,
-        &[service.clone(), out.join(format!("systemd/{TLS_NAME}.socket"))],
-    );
-    let argv = exec_start(&unit_section(&dump, &format!("{TLS_NAME}.service")));
-    let flag = |f: &str| {
-        argv.iter()
-            .position(|a| a == f)
-            .and_then(|at| argv.get(at + 1))
-            .unwrap_or_else(|| panic!("no {f} in {argv:?}"))
-            .clone()
-    };
-    assert_eq!(argv[0], env!("CARGO_BIN_EXE_deployctl"));
-    assert_eq!(flag("--certfile"), text(&cert));
-    assert_eq!(flag("--keyfile"), text(&key));
-    assert_eq!(flag("--acme-webroot"), text(&run.join("acme")));
-    let log = tmp.path().join("server.log");
-    let server = Command::new(&argv[0])
-        .args(&argv[1..])
-        .current_dir(&project)
-        .env_remove("VIRTUAL_ENV")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    serves_tls(
-        "the embedded server",
-        server,
-        &log,
+        &spec,
+        &templates,
+        (&project, tmp.path()),
         (http, https),
-        &run.join("acme"),
-        &want_serial,
-        &service,
+        Some((&cert, &key)),
     );
 
     // Compose: the pair mounted into nginx's container.
     compose_mounts_the_pair(tools, &spec, &templates, &tmp.path().join("compose"), &cert, &key);
+
+    // No source: `up`'s self-signed pair, in the run directory under the project.
+    let self_signed_path = project.join("self-signed.toml");
+    let listen_only: toml::Table = [("listen".to_string(), listen.clone())].into_iter().collect();
+    std::fs::write(&self_signed_path, tls_toml(&project, http, listen_only)).unwrap();
+    let self_signed = Spec::load(&self_signed_path).unwrap_or_else(|e| panic!("{e:#}"));
+    local_fronts_serve(
+        tools,
+        &self_signed,
+        &templates,
+        (&project, tmp.path()),
+        (http, https),
+        None,
+    );
 
     // ACME: the renewal units name the project's deploy.toml.
     let acme_path = project.join("acme.toml");
@@ -1452,6 +1338,184 @@ fn check_tls(tools: &Tools, c: &TlsCase) {
         );
     }
     TLS_SERVED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The TLS fronts of a local run (`nginx+embedded`, `apache+embedded`, `embedded`, rendered
+/// as `up` renders them in the project's run directory) serve the plan's pair — the user's
+/// files, or `up`'s self-signed pair in the run directory, made here — and an ACME challenge
+/// from the run directory's webroot, each started from the rendered file.
+fn local_fronts_serve(
+    tools: &Tools,
+    spec: &Spec,
+    templates: &Templates,
+    (project, tmp): (&Path, &Path),
+    (http, https): (u16, u16),
+    user_pair: Option<(&Path, &Path)>,
+) {
+    let text = |p: &Path| p.to_str().unwrap().to_string();
+    // Apache substitutes `${…}` in every line and has no escape for it.
+    let apache_refuses = |paths: &[&Path]| paths.iter().any(|p| text(p).contains("${"));
+
+    // nginx in front: the pair and the run directory's webroot.
+    let target: Target = "nginx+embedded".parse().unwrap();
+    let (run, out, _, serial) = local_run(spec, target, project, user_pair);
+    render::render_local(spec, target, &out, &run, templates)
+        .unwrap()
+        .write_into(&out)
+        .unwrap();
+    let site = out.join(format!("nginx/{TLS_NAME}.conf"));
+    nginx_accepts(tools, &site);
+    let prefix = nginx_prefix(tools, &site, tmp);
+    let nginx = Command::new(&tools.nginx)
+        .arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(prefix.join("nginx.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    serves_tls(
+        "nginx",
+        nginx,
+        &prefix.join("error.log"),
+        (http, https),
+        &run.join("acme"),
+        &serial,
+        &site,
+    );
+
+    // Apache in front, as `up` runs it.
+    let target: Target = "apache+embedded".parse().unwrap();
+    let (run, out, (cert, key), serial) = local_run(spec, target, project, user_pair);
+    let rendered = render::render_local(spec, target, &out, &run, templates);
+    // mod_proxy's `unix:PATH|URL` ends the socket's path at `|`, `?` or `#`, unescapably.
+    if apache_refuses(&[&cert, &key, &run]) || text(&run).contains(['|', '?', '#']) {
+        let Err(e) = rendered else {
+            panic!("a path holding `${{` is refused for Apache");
+        };
+        assert!(format!("{e:#}").contains("cannot escape"), "{e:#}");
+    } else {
+        rendered.unwrap().write_into(&out).unwrap();
+        let plan = deployctl::plan::Plan::resolve(
+            spec,
+            target,
+            deployctl::plan::Environment::Local {
+                conf_dir: out.clone(),
+                socket_dir: run.clone(),
+            },
+        );
+        let mut args = plan
+            .tier(deployctl::plan::Tier::Apache)
+            .and_then(|t| t.process.as_ref())
+            .expect("Apache's process")
+            .args
+            .clone();
+        // `up` runs Apache from a link in the run directory to the generation's file.
+        let conf = out.join(&plan.apache.as_ref().expect("Apache's files").httpd_conf.rel);
+        let f = args.iter().position(|a| a == "-f").expect("apache2 -f FILE") + 1;
+        args[f] = text(&conf);
+        // As root, as `up` runs it: its children as Debian's www-data.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            args.extend([
+                "-c".into(),
+                "User www-data".into(),
+                "-c".into(),
+                "Group www-data".into(),
+            ]);
+        }
+        // Its runtime directory, which `up` makes (the log is there too).
+        let apache_dir = run.join("apache");
+        std::fs::create_dir_all(&apache_dir).unwrap();
+        let log = apache_dir.join("error.log");
+        // What it says before it opens its log goes to the same file.
+        let apache = Command::new(&tools.apache2)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        serves_tls("Apache", apache, &log, (http, https), &run.join("acme"), &serial, &conf);
+    }
+
+    // The lone embedded server: its unit's command line, as systemd loads it, run.
+    let target: Target = "embedded".parse().unwrap();
+    let (run, out, (cert, key), serial) = local_run(spec, target, project, user_pair);
+    render::render_local(spec, target, &out, &run, templates)
+        .unwrap()
+        .write_into(&out)
+        .unwrap();
+    let service = out.join(format!("systemd/{TLS_NAME}.service"));
+    let dump = systemd_load(
+        tools,
+        &[service.clone(), out.join(format!("systemd/{TLS_NAME}.socket"))],
+    );
+    let argv = exec_start(&unit_section(&dump, &format!("{TLS_NAME}.service")));
+    let flag = |f: &str| {
+        argv.iter()
+            .position(|a| a == f)
+            .and_then(|at| argv.get(at + 1))
+            .unwrap_or_else(|| panic!("no {f} in {argv:?}"))
+            .clone()
+    };
+    assert_eq!(argv[0], env!("CARGO_BIN_EXE_deployctl"));
+    assert_eq!(flag("--certfile"), text(&cert));
+    assert_eq!(flag("--keyfile"), text(&key));
+    assert_eq!(flag("--acme-webroot"), text(&run.join("acme")));
+    let log = tmp.join("server.log");
+    let server = Command::new(&argv[0])
+        .args(&argv[1..])
+        .current_dir(project)
+        .env_remove("VIRTUAL_ENV")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    serves_tls(
+        "the embedded server",
+        server,
+        &log,
+        (http, https),
+        &run.join("acme"),
+        &serial,
+        &service,
+    );
+}
+
+/// A local run of `target` in the project's run directory: the run directory, the rendered
+/// files' directory, the pair the plan reads (made there, as `up` would, when it is not the
+/// user's, `user_pair`) and its certificate's serial.
+fn local_run(
+    spec: &Spec,
+    target: Target,
+    project: &Path,
+    user_pair: Option<(&Path, &Path)>,
+) -> (PathBuf, PathBuf, (PathBuf, PathBuf), String) {
+    let run = project.join(".deployctl").join(target.to_string());
+    let out = run.join("conf");
+    let plan = deployctl::plan::Plan::resolve(
+        spec,
+        target,
+        deployctl::plan::Environment::Local {
+            conf_dir: out.clone(),
+            socket_dir: run.clone(),
+        },
+    );
+    let tls = plan.tls.as_ref().expect("the plan's TLS");
+    let (cert, key) = (tls.certificate.clone(), tls.key.clone());
+    if let Some(user) = user_pair {
+        assert_eq!((cert.as_path(), key.as_path()), user, "{target}: the pair read");
+    } else {
+        std::fs::create_dir_all(cert.parent().expect("a directory")).unwrap();
+        std::fs::create_dir_all(key.parent().expect("a directory")).unwrap();
+        common::tls::pair_at(&cert, &key, SERIAL.fetch_add(1, Ordering::Relaxed) as u32);
+    }
+    let serial = common::tls::file_serial(&cert);
+    (run, out, (cert, key), serial)
 }
 
 /// The Compose file of `spec` mounts `cert` and `key` where nginx's container reads them: the
