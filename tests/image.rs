@@ -436,7 +436,7 @@ fn the_rendered_containerfile_builds_and_the_image_runs_as_the_pod() {
     let slow = std::thread::spawn(move || {
         request(
             host_port,
-            &format!("GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+            "GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
         )
     });
     std::thread::sleep(Duration::from_secs(1));
