@@ -38,7 +38,24 @@ fn rendered(dir: &Path, target: &str) -> BTreeMap<String, String> {
         .env("SECRET_KEY", SECRET_VALUE)
         .run()
         .success();
+    assert!(
+        !run.stderr.contains(SECRET_VALUE),
+        "render's messages hold the secret's value:\n{}",
+        run.stderr
+    );
     split_listing(&run.stdout)
+}
+
+/// `labels` (a selector) is a subset of `of` (the pod template's labels), and not empty.
+fn assert_selects(what: &str, labels: &Value, of: &Value) {
+    let labels = labels
+        .as_mapping()
+        .unwrap_or_else(|| panic!("{what}: no selector: {labels:?}"));
+    assert!(!labels.is_empty(), "{what}: an empty selector selects every pod");
+    let of = of.as_mapping().expect("the pod template's labels");
+    for (k, v) in labels {
+        assert_eq!(of.get(k), Some(v), "{what}: {k:?} in {of:?}");
+    }
 }
 
 fn yaml(files: &BTreeMap<String, String>, name: &str) -> Value {
@@ -152,11 +169,21 @@ fn kubernetes_manifests_carry_deploy_toml() {
     // The Service selects the pods; the Ingress carries the nginx target's settings, equal to
     // deploy.toml's: max_body 3M, timeout 47s + one hop's slack.
     let svc = yaml(&files, "service.yaml");
-    let labels = s(&d, &["spec", "template", "metadata", "labels"]).as_mapping().unwrap();
-    for (k, v) in s(&svc, &["spec", "selector"]).as_mapping().unwrap() {
-        assert_eq!(labels.get(k), Some(v));
-    }
+    let labels = s(&d, &["spec", "template", "metadata", "labels"]);
+    assert_selects("the Service", s(&svc, &["spec", "selector"]), labels);
+    assert_selects("the Deployment", s(&d, &["spec", "selector", "matchLabels"]), labels);
     assert_eq!(s(&svc, &["spec", "ports", "0", "targetPort"]).as_str(), Some("http"));
+    // The HPA scales this Deployment; the PDB guards its pods.
+    assert_eq!(
+        s(&hpa, &["spec", "scaleTargetRef", "name"]),
+        s(&d, &["metadata", "name"])
+    );
+    assert_eq!(
+        s(&hpa, &["spec", "scaleTargetRef", "kind"]).as_str(),
+        Some("Deployment")
+    );
+    let pdb = yaml(&files, "pdb.yaml");
+    assert_selects("the PDB", s(&pdb, &["spec", "selector", "matchLabels"]), labels);
     let ing = yaml(&files, "ingress.yaml");
     let a = |k: &str| {
         s(&ing, &["metadata", "annotations"])[format!("nginx.ingress.kubernetes.io/{k}").as_str()]
@@ -179,7 +206,30 @@ fn kubernetes_manifests_carry_deploy_toml() {
         s(&ing, &["spec", "rules", "0", "host"]).as_str(),
         Some("flask-hello.test")
     );
-    let pdb = yaml(&files, "pdb.yaml");
+    // Every backend of the Ingress is this Service, on one of its ports (by name or number).
+    let svc_name = s(&svc, &["metadata", "name"]);
+    let svc_ports = s(&svc, &["spec", "ports"]).as_sequence().expect("the Service's ports");
+    let mut backends = 0;
+    for rule in s(&ing, &["spec", "rules"]).as_sequence().expect("the Ingress's rules") {
+        for p in s(rule, &["http", "paths"]).as_sequence().expect("a rule's paths") {
+            let b = s(p, &["backend", "service"]);
+            assert_eq!(&b["name"], svc_name, "{p:?}");
+            let port = &b["port"];
+            assert!(
+                svc_ports
+                    .iter()
+                    .any(|sp| match (port["name"].as_str(), port["number"].as_u64()) {
+                        (Some(n), _) => sp["name"].as_str() == Some(n),
+                        (None, Some(n)) => sp["port"].as_u64() == Some(n),
+                        _ => false,
+                    }),
+                "{port:?} is none of the Service's ports {svc_ports:?}"
+            );
+            backends += 1;
+        }
+    }
+    assert!(backends > 0, "{ing:?}");
+    assert!(s(&ing, &["spec", "defaultBackend"]).is_null(), "{ing:?}");
     assert_eq!(s(&pdb, &["spec", "maxUnavailable"]).as_u64(), Some(1));
     // The image, read by a Dockerfile parser: it runs the same process as the pod, as PID 1.
     let cf = containerfile::parse(&files["Containerfile"]);
@@ -279,6 +329,75 @@ fn kubernetes_manifests_carry_deploy_toml() {
     );
 }
 
+/// `[health]` and `[backend].graceful_timeout` away from their defaults reach the three
+/// probes, the grace period, the image's HEALTHCHECK and Compose's app health check.
+#[test]
+fn health_and_graceful_timeout_reach_the_probes_and_the_grace_period() {
+    let dir = project()
+        .replace(
+            "[health]\npath = \"/\"",
+            "[health]\npath = \"/healthz\"\ntimeout = \"3s\"",
+        )
+        .replace("threads = 1\n", "threads = 1\ngraceful_timeout = \"12s\"\n");
+    let files = rendered(dir.path(), "kubernetes");
+    let d = yaml(&files, "deployment.yaml");
+    let pod = s(&d, &["spec", "template", "spec"]);
+    let c = s(pod, &["containers", "0"]);
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        assert_eq!(
+            s(c, &[probe, "httpGet", "path"]).as_str(),
+            Some("/healthz"),
+            "{probe}: [health].path"
+        );
+        assert_eq!(
+            s(c, &[probe, "timeoutSeconds"]).as_u64(),
+            Some(3),
+            "{probe}: [health].timeout"
+        );
+    }
+    let pause = s(c, &["lifecycle", "preStop", "sleep", "seconds"])
+        .as_u64()
+        .expect("the preStop pause");
+    assert_eq!(
+        pod["terminationGracePeriodSeconds"].as_u64(),
+        Some(pause + 12 + 5),
+        "the pause, graceful_timeout and 5 s"
+    );
+    let (options, check) = containerfile::parse(&files["Containerfile"]).runtime().healthcheck();
+    assert!(check[2].contains("'http://127.0.0.1:8080/healthz'"), "{check:?}");
+    assert_eq!(options["timeout"], "3s", "{options:?}");
+    let files = rendered(dir.path(), "compose");
+    let compose = yaml(&files, "compose.yaml");
+    let app = s(&compose, &["services", "app"]);
+    let test = strings(s(app, &["healthcheck", "test"]));
+    assert_eq!(test[1..], check[..], "Compose's check is the image's");
+    assert_eq!(s(app, &["healthcheck", "timeout"]).as_str(), Some("3s"), "{app:?}");
+    // Compose has no preStop: its stop grace is graceful_timeout and the 5 s.
+    assert_eq!(app["stop_grace_period"].as_str(), Some("17s"), "{app:?}");
+}
+
+/// `[cluster].namespace` on every manifest, the HPA's and the Issuer's too (an autoscaled
+/// project with `[tls].acme`).
+#[test]
+fn the_namespace_is_on_the_autoscaler_and_the_issuer() {
+    let dir = project().append("namespace = \"shop\"\n").table(
+        "tls",
+        &format!("acme = {{ email = \"ops@example.com\", directory = \"{ACME_DIRECTORY}\" }}\n"),
+    );
+    let files = rendered(dir.path(), "kubernetes");
+    let yamls: Vec<&String> = files.keys().filter(|f| f.ends_with(".yaml")).collect();
+    for f in ["hpa.yaml", "issuer.yaml"] {
+        assert!(files.contains_key(f), "{f} in {yamls:?}");
+    }
+    for f in yamls {
+        assert_eq!(
+            s(&yaml(&files, f), &["metadata", "namespace"]).as_str(),
+            Some("shop"),
+            "{f}"
+        );
+    }
+}
+
 #[test]
 fn a_fixed_replica_count_has_no_autoscaler() {
     let dir = project().append("replicas = 3\nmin_replicas = 3\nmax_replicas = 3\nnamespace = \"shop\"\n");
@@ -332,6 +451,11 @@ fn cluster_resources_and_replicas_reach_the_deployment_and_the_autoscaler() {
     let nginx = s(&c, &["services", "nginx"]);
     assert_eq!(nginx["read_only"].as_bool(), Some(true), "{nginx:?}");
     assert_eq!(nginx["restart"].as_str(), Some("unless-stopped"), "{nginx:?}");
+    assert_eq!(
+        strings(&nginx["tmpfs"]),
+        ["/var/cache/nginx", "/run", "/tmp"],
+        "what the read-only nginx writes"
+    );
     let test = strings(s(nginx, &["healthcheck", "test"]));
     assert_eq!(test[0], "CMD", "{test:?}");
     assert!(test.iter().any(|a| a.starts_with("http://127.0.0.1:")), "{test:?}");
@@ -540,6 +664,36 @@ fn a_missing_kubernetes_validate_is_skipped_or_a_failure() {
         .run()
         .failure();
     assert!(run.stderr.contains("7 validator run(s) failed"), "{}", run.stderr);
+}
+
+/// Without docker-compose on PATH, `check -t compose` skips its validator with the hint to
+/// install it, or fails with every validator required.
+#[test]
+fn a_missing_docker_compose_is_skipped_or_a_failure() {
+    let empty = tempfile::tempdir().unwrap();
+    for (require, said, ok) in [
+        ("0", "skipped, the tool is not installed", true),
+        ("1", "the tool is not installed (", false),
+    ] {
+        let run = Cli::new(&example("flask-hello"))
+            .args(["check", "-t", "compose"])
+            .env("PATH", empty.path().to_str().expect("a UTF-8 temp path"))
+            .env("DEPLOYCTL_REQUIRE_VALIDATORS", require)
+            .run();
+        assert_eq!(run.code == 0, ok, "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains(&format!("compose: docker-compose config compose.yaml: {said}")),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(
+            run.stderr.matches("apt-get install docker-compose").count(),
+            1,
+            "{}",
+            run.stderr
+        );
+    }
 }
 
 #[test]
@@ -1171,20 +1325,36 @@ fn the_pods_process_starts_here_and_passes_its_probes() {
     let lower = head.to_ascii_lowercase();
     assert!(lower.contains("cache-control: max-age=604800"), "{head}");
     assert!(lower.contains("content-type: text/css"), "{head}");
-    // The image's HEALTHCHECK (and Compose's) runs the same request with the venv's Python.
-    let (_, hc) = containerfile::parse(&files["Containerfile"]).runtime().healthcheck();
-    let hc: Vec<String> = hc
-        .into_iter()
-        .map(|a| {
-            a.replace("/app/.venv", &venv.display().to_string())
-                .replace(":8080", &format!(":{port}"))
-        })
-        .collect();
-    let status = Command::new(&hc[0])
-        .args(&hc[1..])
-        .status()
-        .expect("run the health check");
-    assert!(status.success(), "{hc:?}");
+    // The image's HEALTHCHECK and Compose's app health check run the same request with the
+    // venv's Python: exit 0 against the running process, non-zero against a port nobody
+    // listens on.
+    let (_, image_check) = containerfile::parse(&files["Containerfile"]).runtime().healthcheck();
+    let compose = yaml(&rendered(&ex, "compose"), "compose.yaml");
+    let compose_check = strings(s(&compose, &["services", "app", "healthcheck", "test"]));
+    assert_eq!(compose_check[0], "CMD", "{compose_check:?}");
+    let dead = free_port();
+    for (what, hc) in [("HEALTHCHECK", &image_check[..]), ("Compose", &compose_check[1..])] {
+        for (to, healthy) in [(port, true), (dead, false)] {
+            let hc: Vec<String> = hc
+                .iter()
+                .map(|a| {
+                    a.replace("/app/.venv", &venv.display().to_string())
+                        .replace(":8080", &format!(":{to}"))
+                })
+                .collect();
+            let out = Command::new(&hc[0])
+                .args(&hc[1..])
+                .output()
+                .expect("run the health check");
+            assert_eq!(
+                out.status.success(),
+                healthy,
+                "{what} on port {to}: {}\n{hc:?}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
     // The pod's filesystem as the process had it: a write outside the emptyDir is refused
     // (the project copy, the host's /tmp and /var/tmp), one inside it is not.
     let touch = |path: &Path| {
@@ -1488,4 +1658,142 @@ fn compose_publishes_the_tls_port_the_redirect_names() {
         site.contains("listen 0.0.0.0:8443 ssl") && site.contains("return 301 https://$host:8443$request_uri;"),
         "{site}"
     );
+}
+
+/// `argv` as Compose's `static` service runs it, in a mount namespace whose root is a temp
+/// directory (`root`) holding the host's `/usr` (and the merged-`/usr` links), with `app`
+/// bound on `/app` and `statics` on `/srv/static`: the host's own `/app` and `/srv` are never
+/// touched (the binds vanish with the namespace).
+fn run_in_compose_static(root: &Path, app: &Path, statics: &Path, argv: &[String]) -> std::process::Output {
+    const SCRIPT: &str = r#"r="$1"; app="$2"; statics="$3"; shift 3
+mkdir -p "$r/usr" "$r/app" "$r/srv/static" && mount --rbind /usr "$r/usr" || exit 125
+for d in bin sbin lib lib64; do
+  if [ -L "/$d" ]; then ln -sfn "$(readlink "/$d")" "$r/$d"
+  elif [ -d "/$d" ]; then mkdir -p "$r/$d" && mount --rbind "/$d" "$r/$d" || exit 125; fi
+done
+mount --bind "$app" "$r/app" && mount --bind "$statics" "$r/srv/static" || exit 125
+exec chroot "$r" "$@""#;
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c", SCRIPT, "sh"])
+        .arg(root)
+        .arg(app)
+        .arg(statics)
+        .args(argv)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run unshare")
+}
+
+/// Compose's front for real: the `static` service's exact entrypoint fills the volume (a temp
+/// directory on `/srv/static`, the pod's project on `/app`), stale files gone; then the host's
+/// nginx runs Compose's site (`app:8080` mapped to the pod's process, `/srv/static/` to that
+/// directory, its port to loopback) and answers `/` through the app and the stylesheet itself.
+#[test]
+fn compose_site_proxies_to_the_pods_process() {
+    let nginx_bin = which("nginx").unwrap_or_else(|_| PathBuf::from("/usr/sbin/nginx"));
+    if !nginx_bin.is_file() {
+        assert!(!require_validators(), "nginx is not installed");
+        return;
+    }
+    let ex = example("flask-hello");
+    let files = rendered(&ex, "compose");
+    let compose = yaml(&files, "compose.yaml");
+    let pod = Pod::new("");
+    let app = pod.tmp.path().join("app");
+    // The static service: its exact argv, the volume a temp directory with stale content.
+    let statics = pod.tmp.path().join("volume");
+    std::fs::create_dir_all(statics.join("0")).unwrap();
+    std::fs::write(statics.join("stale.txt"), "from an older release").unwrap();
+    std::fs::write(statics.join("0/old.css"), "from an older release").unwrap();
+    let entry = strings(s(&compose, &["services", "static", "entrypoint"]));
+    let root = pod.tmp.path().join("root");
+    let out = run_in_compose_static(&root, &app, &statics, &entry);
+    assert!(
+        out.status.success(),
+        "{entry:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!statics.join("stale.txt").exists(), "a stale file survived");
+    assert!(!statics.join("0/old.css").exists(), "a stale file survived");
+    let css = std::fs::read(ex.join("static/style.css")).unwrap();
+    assert_eq!(std::fs::read(statics.join("0/style.css")).unwrap(), css);
+    // Marked, so the answer below shows nginx served the volume's copy, not the app's.
+    let mut css = css;
+    css.extend_from_slice(b"/* the volume's copy */\n");
+    std::fs::write(statics.join("0/style.css"), &css).unwrap();
+    // The app: the pod's process, as Compose's app service runs it.
+    let _server = Stop(pod.command(&[]).spawn().expect("start the pod's command"));
+    assert!(
+        wait_for(60, || probe(pod.port, "/")),
+        "the pod's process did not start: {:?}\n{}",
+        pod.argv,
+        pod.log()
+    );
+    // nginx in front, with Compose's site mapped to this machine.
+    let port = free_port();
+    let site = &files["nginx/flask-hello.conf"];
+    for (from, n) in [
+        ("server app:8080;", 1),
+        ("listen 0.0.0.0:8080", 2),
+        ("alias /srv/static/", 1),
+    ] {
+        assert_eq!(site.matches(from).count(), n, "{from} in\n{site}");
+    }
+    let mapped = site
+        .replace("server app:8080;", &format!("server 127.0.0.1:{};", pod.port))
+        .replace("listen 0.0.0.0:8080", &format!("listen 127.0.0.1:{port}"))
+        .replace("alias /srv/static/", &format!("alias {}/", statics.display()));
+    let site_path = pod.tmp.path().join("site.conf");
+    std::fs::write(&site_path, &mapped).unwrap();
+    let prefix = pod.tmp.path().join("nginx-prefix");
+    let conf = deployctl::validate::nginx::write_wrapper(
+        &nginx_bin,
+        &prefix,
+        &site_path,
+        deployctl::validate::nginx::Purpose::Run,
+    )
+    .unwrap();
+    let nginx_log = pod.tmp.path().join("nginx.log");
+    let _nginx = Stop(
+        Command::new(&nginx_bin)
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(prefix.join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&nginx_log).unwrap())
+            .spawn()
+            .expect("start nginx"),
+    );
+    let nginx_text = || {
+        std::fs::read_to_string(&nginx_log).unwrap_or_default()
+            + &std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default()
+    };
+    assert!(
+        wait_for(10, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()),
+        "nginx did not listen\n{}",
+        nginx_text()
+    );
+    // A Host of [server].names.
+    let host = "flask-hello.test";
+    assert!(site.contains(&format!("server_name localhost {host};")), "{site}");
+    let get = |path: &str| {
+        request(
+            port,
+            &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    let (status, head, body) = get("/");
+    assert_eq!(status, 200, "{head}\n{body}\n{}\n{}", nginx_text(), pod.log());
+    assert!(body.contains("<h1>Hello from flask-hello</h1>"), "{body}");
+    let (status, head, body) = get("/static/style.css");
+    assert_eq!(status, 200, "{head}\n{body}\n{}", nginx_text());
+    assert_eq!(body.as_bytes(), &css[..]);
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("cache-control: max-age=604800"), "{head}");
+    assert!(lower.contains("content-type: text/css"), "{head}");
 }
