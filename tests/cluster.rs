@@ -1,7 +1,8 @@
 //! The cluster targets, `kubernetes` and `compose`: the rendered YAML read back and compared
 //! with deploy.toml (probes, the restricted Pod Security Standard context, the Ingress's
 //! annotations, the environment, no secret value anywhere), each validator catching a planted
-//! fault, and the pod's own process started here and probed as the kubelet would.
+//! fault, the pod's own process started here and probed as the kubelet would, and Compose's
+//! static copy and nginx site run for real in front of it.
 
 mod common;
 
