@@ -280,11 +280,15 @@ fn a_sighup_during_start_up_reloads_the_stack_once_it_is_up() {
             .filter(|l| !l.starts_with("env"))
             .collect::<Vec<_>>()
             .join("\n");
+        // Written aside and renamed over, as an editor saves: the server starting meanwhile
+        // reads deploy.toml, and a truncate-then-write gave it an empty file once in CI.
+        let aside = toml.with_extension("toml.new");
         std::fs::write(
-            &toml,
+            &aside,
             format!("{head}\nenv = {{ GREETING = \"{greeting}\" }}\n\n{rest}"),
         )
         .unwrap();
+        std::fs::rename(&aside, &toml).unwrap();
     };
     with("read at the start");
     let s = start(dir.path(), &["up"], &[]);
