@@ -218,9 +218,13 @@ fn every_tool_reads_back_the_values_it_was_given() {
     proptest!(config, |(c in case())| check(&tools, &c));
     let (accepted, refused) = (ACCEPTED.load(Ordering::Relaxed), REFUSED_CASES.load(Ordering::Relaxed));
     eprintln!("{accepted} cases read back, {refused} refused by the spec");
+    // The property means something only if cases get through the spec. About half do: a local
+    // run's socket under a project path with `|`, `?` or `#`, and Apache's `${`, are refused
+    // too now, and 19 of 39 once failed a "half" bound in CI; a quarter keeps the check
+    // meaningful without failing on a draw.
     assert!(
-        accepted * 2 >= accepted + refused,
-        "most cases must be representable: {accepted} read back, {refused} refused"
+        accepted * 4 >= accepted + refused && accepted >= 4,
+        "too few cases representable: {accepted} read back, {refused} refused"
     );
 }
 
